@@ -1,0 +1,23 @@
+/** `npm run bench [-- NAME...]`: runs the named benchmarks (all when none is named). */
+import { fragmentBench } from './fragment.js';
+
+const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
+  fragment: fragmentBench,
+};
+
+async function run(): Promise<void> {
+  const names = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+  const flags = process.argv.slice(2).filter((a) => a.startsWith('--'));
+  const unknown = names.filter((n) => !BENCHES[n]);
+  if (unknown.length) {
+    process.stderr.write(`unknown benchmark ${unknown.join(', ')}; available: ${Object.keys(BENCHES).join(', ')}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  for (const name of names.length ? names : Object.keys(BENCHES)) {
+    process.stderr.write(`running benchmark ${name}…\n`);
+    await BENCHES[name](flags);
+  }
+}
+
+await run();

@@ -1,0 +1,146 @@
+/** `gridpipe model …`: build, inspect, fragment and verify ONNX models. */
+import { Command, Option } from 'commander';
+import path from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { buildModel, parameterCount, ARCHS, type Arch } from '../fragments/builder/index.js';
+import { writeModel } from '../fragments/onnx/write.js';
+import { fragmentModel } from '../fragments/fragment.js';
+import { verifyFragments } from '../fragments/verify.js';
+import { inspectModel } from '../fragments/inspect.js';
+import { readManifest } from '../fragments/manifest.js';
+import { cidOfBytes } from '../fragments/cid.js';
+import { readFile } from 'node:fs/promises';
+import { byteSize, dimAssignment, nonNegativeInt, positiveInt, positiveNumber, shapeAssignment } from './args.js';
+import { createProgress, formatBytes } from './progress.js';
+
+const print = (line = ''): void => { process.stdout.write(`${line}\n`); };
+const printJson = (value: unknown): void => print(JSON.stringify(value, null, 2));
+
+/** Registers the `model` command group on the program. */
+export function modelCommand(): Command {
+  const model = new Command('model').description('Build, inspect, fragment and verify ONNX models');
+
+  model.command('build')
+    .description('Write a synthetic model with seeded weights (for tests, the devnet and benchmarks; not a trained model)')
+    .addOption(new Option('--arch <arch>', 'architecture').choices(ARCHS as string[]).makeOptionMandatory())
+    .option('--layers <n>', 'blocks', positiveInt)
+    .option('--d-model <n>', 'hidden size', positiveInt)
+    .option('--heads <n>', 'attention heads', positiveInt)
+    .option('--kv-heads <n>', 'key/value heads (grouped-query attention)', positiveInt)
+    .option('--vocab <n>', 'vocabulary size', positiveInt)
+    .option('--d-ff <n>', 'MLP hidden size', positiveInt)
+    .option('--max-positions <n>', 'positions covered by the position tables', positiveInt)
+    .option('--kv-cache', 'add past_key_values.N.* inputs and present.N.* outputs', false)
+    .option('--experts <n>', 'experts per mixture-of-experts block (gpt-moe)', positiveInt)
+    .option('--top-k <n>', 'experts per token (gpt-moe)', positiveInt)
+    .option('--seed <n>', 'weight seed', nonNegativeInt)
+    .option('--name <name>', 'model name')
+    .requiredOption('--out <file>', 'output .onnx file')
+    .option('--json', 'machine-readable output', false)
+    .action(async (o: Record<string, unknown>) => {
+      const options = {
+        arch: o.arch as Arch, layers: o.layers as number | undefined, dModel: o.dModel as number | undefined,
+        heads: o.heads as number | undefined, kvHeads: o.kvHeads as number | undefined, vocab: o.vocab as number | undefined,
+        dFf: o.dFf as number | undefined, maxPositions: o.maxPositions as number | undefined, kvCache: Boolean(o.kvCache),
+        experts: o.experts as number | undefined, topK: o.topK as number | undefined, seed: o.seed as number | undefined,
+        name: o.name as string | undefined,
+      };
+      const doc = buildModel(options);
+      const progress = createProgress('writing', Boolean(o.json));
+      const out = path.resolve(o.out as string);
+      const written = await writeModel(doc, out, { onProgress: (d, t) => progress.update(d, t) });
+      progress.stop();
+      const result = {
+        file: out, bytes: written.model.bytes, data: written.data ? { file: written.data.path, bytes: written.data.bytes } : undefined,
+        parameters: parameterCount(options), arch: options.arch, kvCache: options.kvCache,
+        inputs: doc.graph.input.map((i) => i.name), outputs: doc.graph.output.map((x) => x.name),
+      };
+      if (o.json) return printJson(result);
+      print(`wrote ${out} (${formatBytes(written.model.bytes)}${written.data ? ` + ${formatBytes(written.data.bytes)} external data` : ''})`);
+      print(`${options.arch}, ${result.parameters.toLocaleString('en-US')} parameters, synthetic seeded weights (not a trained model)`);
+      print(`inputs:  ${result.inputs.join(', ')}`);
+      print(`outputs: ${result.outputs.join(', ')}`);
+    });
+
+  model.command('inspect')
+    .description('Show a model\'s ops, parameters, FLOPs and candidate cuts (or a fragment folder\'s manifest)')
+    .argument('<model>', '.onnx file or fragment folder')
+    .option('--dim <symbol=value>', 'size of a symbolic dim for costing (repeatable)', dimAssignment, {})
+    .option('--top <n>', 'candidate cuts to list', positiveInt, 10)
+    .option('--json', 'machine-readable output', false)
+    .action(async (target: string, o: { dim: Record<string, number>; top: number; json: boolean }) => {
+      if (existsSync(target) && statSync(target).isDirectory()) {
+        const { manifest } = await readManifest(target);
+        if (o.json) return printJson(manifest);
+        print(`${manifest.name}: ${manifest.fragments.length} fragments of ${manifest.source.file}`);
+        for (const f of manifest.fragments) {
+          print(`  #${f.index} ${f.file} ${f.cid}`);
+          print(`     ${f.nodeCount} nodes, ${formatBytes(f.weightBytes)} weights, ${(f.flops / 1e6).toFixed(1)} MFLOP; in: ${f.inputs.map((i) => i.name).join(', ')}; out: ${f.outputs.map((x) => x.name).join(', ')}`);
+        }
+        return undefined;
+      }
+      const r = inspectModel(target, { dims: o.dim, top: o.top });
+      if (o.json) return printJson(r);
+      print(`${r.name || path.basename(target)}  (IR ${r.irVersion}, opsets ${Object.entries(r.opsets).map(([d, v]) => `${d} ${v}`).join(', ')}${r.producer ? `, from ${r.producer}` : ''})`);
+      print(`inputs:  ${r.inputs.join(', ')}`);
+      print(`outputs: ${r.outputs.join(', ')}`);
+      print(`${r.nodes} nodes, ${r.parameters.toLocaleString('en-US')} parameters (${formatBytes(r.weightBytes)}), ${(r.flops / 1e9).toFixed(3)} GFLOP at ${Object.entries(r.costDims).map(([k, v]) => `${k}=${v}`).join(' ') || 'fixed shapes'}`);
+      print(`ops: ${Object.entries(r.ops).sort((a, b) => b[1] - a[1]).map(([op, n]) => `${op}×${n}`).join(' ')}`);
+      if (r.subgraphNodes.length) print(`kept whole (subgraphs): ${r.subgraphNodes.join(', ')}`);
+      if (r.statefulPairs) print(`KV-cache pairs: ${r.statefulPairs}`);
+      print(`${r.cutPoints} possible cut points; cheapest:`);
+      for (const c of r.candidateCuts) print(`  before ${c.before}: ${formatBytes(c.crossBytes)} cross, ${(c.loadBefore * 100).toFixed(1)}% of the load before it`);
+      return undefined;
+    });
+
+  model.command('fragment')
+    .description('Cut a model into content-addressed fragments plus manifest.json')
+    .argument('<model>', '.onnx file')
+    .option('--parts <k>', 'number of fragments', positiveInt)
+    .option('--max-bytes <n>', 'largest weight bytes per fragment (e.g. 512MB, 2GiB)', byteSize)
+    .requiredOption('--out <dir>', 'output folder')
+    .option('--dim <symbol=value>', 'size of a symbolic dim for costing (repeatable)', dimAssignment, {})
+    .option('--json', 'machine-readable output', false)
+    .action(async (file: string, o: { parts?: number; maxBytes?: number; out: string; dim: Record<string, number>; json: boolean }) => {
+      const progress = createProgress('fragmenting', o.json);
+      const result = await fragmentModel(file, o.out, { parts: o.parts, maxBytes: o.maxBytes, dims: o.dim, onProgress: (d, t) => progress.update(d, t) });
+      progress.stop();
+      const manifestText = await readFile(path.join(o.out, 'manifest.json'));
+      const manifestCid = cidOfBytes(manifestText);
+      if (o.json) return printJson({ dir: path.resolve(o.out), manifestCid, manifest: result.manifest });
+      const m = result.manifest;
+      print(`${m.name}: ${m.fragments.length} fragments in ${path.resolve(o.out)} (manifest ${manifestCid})`);
+      for (const f of m.fragments) {
+        print(`  #${f.index} ${f.cid}  ${f.nodeCount} nodes, ${formatBytes(f.weightBytes)} weights, ${(f.flops / 1e6).toFixed(1)} MFLOP${f.stateful.length ? `, ${f.stateful.length} KV-cache pairs` : ''}`);
+      }
+      print(`bytes crossing each cut: ${m.plan.crossBytes.map(formatBytes).join(', ') || 'none'}`);
+      return undefined;
+    });
+
+  model.command('verify')
+    .description('Run the whole model and the chained fragments on the same seeded inputs and compare')
+    .argument('<dir>', 'fragment folder (with manifest.json)')
+    .option('--dim <symbol=value>', 'size of a symbolic dim (repeatable)', dimAssignment, {})
+    .option('--shape <input=d1,d2,...>', 'whole shape of an input (repeatable)', shapeAssignment, {})
+    .option('--tolerance <t>', 'largest relative difference allowed', positiveNumber, 1e-4)
+    .option('--seed <n>', 'input seed', nonNegativeInt, 1234)
+    .option('--model <file>', 'the whole model, if not where the manifest says')
+    .option('--json', 'machine-readable output', false)
+    .action(async (dir: string, o: { dim: Record<string, number>; shape: Record<string, number[]>; tolerance: number; seed: number; model?: string; json: boolean }) => {
+      const report = await verifyFragments(dir, {
+        dims: o.dim, shapes: o.shape, tolerance: o.tolerance, seed: o.seed, modelPath: o.model,
+        onProgress: o.json ? undefined : (step) => process.stderr.write(`${step}…\n`),
+      });
+      if (o.json) printJson(report);
+      else {
+        print(`inputs: ${report.inputs.map((i) => `${i.name}[${i.dims.join('×')}]`).join(', ')}`);
+        for (const out of report.outputs) {
+          print(`${out.ok ? 'ok  ' : 'FAIL'} ${out.name}: max abs diff ${out.maxAbs.toExponential(3)}, max rel diff ${out.maxRel.toExponential(3)}`);
+        }
+        print(report.ok ? `verified: fragments match the whole model (tolerance ${report.tolerance})` : `mismatch beyond tolerance ${report.tolerance}`);
+      }
+      if (!report.ok) process.exitCode = 1;
+    });
+
+  return model;
+}

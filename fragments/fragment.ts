@@ -1,0 +1,175 @@
+/** `fragmentModel`: cut an ONNX model into verified, content-addressed fragments plus a manifest. */
+import { mkdir, writeFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { int64ToNumber } from '../proto/onnx.js';
+import { readModel } from './onnx/read.js';
+import { writeModel } from './onnx/write.js';
+import { FragmentError } from './onnx/errors.js';
+import { tensorBytesLength, type ModelDoc } from './onnx/model-doc.js';
+import { indexGraph, type GraphIndex } from './analysis/graph.js';
+import { inferTensorInfo } from './analysis/infer.js';
+import { buildCutProblem, type PlacedGraph } from './cut-problem.js';
+import { countCutPoints, planCuts, type CutPlan, type CutTarget } from './planner.js';
+import { partition, type FragmentModel } from './partition.js';
+import { cidFromSha256, cidOfBytes, cidOfFile } from './cid.js';
+import { MANIFEST_FILE, MANIFEST_SCHEMA, type ExpertGroup, type Manifest, type ManifestFragment, type Tokenizer } from './manifest.js';
+import { statefulPairs } from './stateful.js';
+import { dataTypeName } from './onnx/dtype.js';
+import { VERSION } from './version.js';
+
+export interface FragmentOptions {
+  parts?: number;
+  maxBytes?: number;
+  /** Sizes for symbolic dims when costing (defaults: batch 1, others 16). */
+  dims?: Record<string, number>;
+  /** Progress of writing fragment files: bytes so far and in all. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface FragmentResult { manifest: Manifest; manifestCid: string; dir: string }
+
+/** Loads and analyses a model once, for planning (used by fragment and inspect). */
+export function analyseModel(modelPath: string, dims: Record<string, number> = {}): { doc: ModelDoc; index: GraphIndex; placedGraph: PlacedGraph } {
+  const doc = readModel(modelPath);
+  const index = indexGraph(doc);
+  const infos = inferTensorInfo(doc);
+  const placedGraph = buildCutProblem(index, infos, dims);
+  return { doc, index, placedGraph };
+}
+
+/** Plans the cuts for a target, with errors that say why a model cannot be cut as asked. */
+export function planFor(placedGraph: PlacedGraph, target: CutTarget): CutPlan {
+  const { index, placed, problem } = placedGraph;
+  if ('parts' in target && target.parts > 1) {
+    const points = countCutPoints(problem);
+    if (points < target.parts - 1) {
+      const sub = placed.filter((p) => index.hasSubgraph(p)).map((p) => index.nodes[p].opType);
+      const why = placed.length === 1 && sub.length === 1
+        ? `the model's whole body is one ${sub[0]} node, and nodes with subgraphs (If, Loop, Scan) stay whole`
+        : `the graph has only ${points} possible cut point${points === 1 ? '' : 's'} (KV-cache pairs and nodes with subgraphs are never split)`;
+      throw new FragmentError('TOO_MANY_PARTS', `cannot cut into ${target.parts} parts: ${why}`);
+    }
+  }
+  return planCuts(problem, target);
+}
+
+/** Cuts the model into fragments in `outDir` (manifest.json + fragment-N.onnx [+ .data]). */
+export async function fragmentModel(modelPath: string, outDir: string, options: FragmentOptions): Promise<FragmentResult> {
+  if ((options.parts === undefined) === (options.maxBytes === undefined)) {
+    throw new FragmentError('BAD_ARGUMENT', 'give exactly one of --parts K or --max-bytes N');
+  }
+  const { doc, placedGraph } = analyseModel(modelPath, options.dims);
+  let fragments: FragmentModel[];
+  let plan: CutPlan;
+  if (options.parts !== undefined) {
+    plan = planFor(placedGraph, { parts: options.parts });
+    fragments = partition(placedGraph, plan);
+  } else {
+    // The planner counts a shared weight in every fragment that copies it, so this holds by construction.
+    plan = planFor(placedGraph, { maxBytes: options.maxBytes! });
+    fragments = partition(placedGraph, plan);
+    const over = fragments.find((f) => f.weightBytes > options.maxBytes!);
+    if (over) throw new Error(`internal: fragment ${over.index} holds ${over.weightBytes} bytes of weights, over --max-bytes ${options.maxBytes}`);
+  }
+
+  await mkdir(outDir, { recursive: true });
+  const total = fragments.reduce((s, f) => s + f.weightBytes, 0);
+  let doneBefore = 0;
+  const written: ManifestFragment[] = [];
+  for (const f of fragments) {
+    const file = `fragment-${f.index}.onnx`;
+    const out = await writeModel(f.doc, path.join(outDir, file), {
+      onProgress: (w) => options.onProgress?.(Math.min(total, doneBefore + w), total),
+    });
+    doneBefore += f.weightBytes;
+    const entry: ManifestFragment = {
+      index: f.index, file, cid: cidFromSha256(out.model.sha256), bytes: out.model.bytes,
+      inputs: f.inputs, outputs: f.outputs, flops: f.flops, weightBytes: f.weightBytes,
+      nodeCount: f.nodeCount, ops: f.ops, stateful: f.stateful,
+    };
+    if (out.data) entry.data = { file: path.basename(out.data.path), cid: cidFromSha256(out.data.sha256), bytes: out.data.bytes };
+    written.push(entry);
+  }
+  options.onProgress?.(total, total);
+
+  const manifest = await buildManifest(modelPath, outDir, doc, placedGraph, plan, written, fragments);
+  const text = `${JSON.stringify(manifest, null, 2)}\n`;
+  await writeFile(path.join(outDir, MANIFEST_FILE), text);
+  return { manifest, manifestCid: cidOfBytes(Buffer.from(text)), dir: outDir };
+}
+
+async function buildManifest(modelPath: string, outDir: string, doc: ModelDoc, placedGraph: PlacedGraph, plan: CutPlan, fragments: ManifestFragment[], models: FragmentModel[]): Promise<Manifest> {
+  const { index, infos, problem } = placedGraph;
+  const meta = Object.fromEntries((doc.model.metadataProps ?? []).map((e) => [e.key ?? '', e.value ?? '']));
+  const opsets: Record<string, number> = {};
+  for (const o of doc.model.opsetImport ?? []) opsets[o.domain || 'ai.onnx'] = int64ToNumber(o.version);
+  const parameters = doc.graph.initializer.reduce((s, w) => s + (w.header.dims ?? []).reduce<number>((a, d) => a * int64ToNumber(d), 1), 0);
+  const describe = (name: string, fallback?: { type?: { tensorType?: { elemType?: number } | null } | null }): { name: string; dtype: string; shape?: (number | string | null)[] } => {
+    const input = [...doc.graph.input, ...doc.graph.output].find((v) => v.name === name) ?? fallback;
+    const tt = input?.type?.tensorType;
+    const info = infos.get(name);
+    const dtype = tt?.elemType || info?.dtype || 0;
+    const shapeDims = (input?.type?.tensorType as { shape?: { dim?: { dimValue?: unknown; dimParam?: string }[] } } | undefined)?.shape?.dim;
+    const shape = shapeDims?.map((d) => d.dimParam || (d.dimValue !== undefined && d.dimValue !== null ? int64ToNumber(d.dimValue as number) : null)) ?? info?.shape;
+    return shape ? { name, dtype: dataTypeName(dtype), shape } : { name, dtype: dataTypeName(dtype) };
+  };
+  const sourceAbs = path.resolve(modelPath);
+  const externalFiles = [...new Set(doc.graph.initializer.map((w) => (w.bytes?.kind === 'file' && w.bytes.path !== sourceAbs ? w.bytes.path : '')).filter(Boolean))];
+  const source: Manifest['source'] = {
+    file: path.relative(path.resolve(outDir), sourceAbs),
+    cid: await cidOfFile(sourceAbs),
+    bytes: (await stat(sourceAbs)).size,
+  };
+  if (externalFiles.length) {
+    source.data = await Promise.all(externalFiles.map(async (f) => ({ file: path.relative(path.resolve(outDir), f), cid: '', bytes: (await stat(f)).size })));
+    for (const d of source.data) delete (d as { cid?: string }).cid;
+  }
+  const tokenizerKind = meta['gridpipe.tokenizer'];
+  const tokenizer: Tokenizer = tokenizerKind === 'byte' || tokenizerKind === 'hf' ? { kind: tokenizerKind } : { kind: 'none' };
+  return {
+    schema: MANIFEST_SCHEMA,
+    name: doc.graph.name || path.basename(modelPath, '.onnx'),
+    createdBy: `gridpipe ${VERSION}`,
+    source,
+    model: {
+      irVersion: int64ToNumber(doc.model.irVersion),
+      opsets,
+      inputs: index.graphInputs.map((i) => describe(i.name!)),
+      outputs: index.graphOutputs.map((o) => describe(o.name!)),
+      parameters,
+      weightBytes: doc.graph.initializer.reduce((s, w) => s + tensorBytesLength(w.bytes), 0),
+      flops: problem.flops.reduce((a, b) => a + b, 0),
+      synthetic: meta['gridpipe.synthetic'] === 'true',
+      ...(meta['gridpipe.arch'] ? { arch: meta['gridpipe.arch'] } : {}),
+    },
+    costDims: placedGraph.costDims,
+    plan: { parts: fragments.length, crossBytes: plan.crossBytes, balanceTolerance: plan.tolerance },
+    tokenizer,
+    statefulPairs: statefulPairs(index.graphInputs.map((i) => i.name!), index.graphOutputs.map((o) => o.name!)),
+    expertGroups: expertGroups(meta['gridpipe.experts'], models),
+    fragments,
+  };
+}
+
+/** Maps the builder's expert metadata (node names per expert) onto the fragments that hold those nodes. */
+function expertGroups(json: string | undefined, models: FragmentModel[]): ExpertGroup[] {
+  if (!json) return [];
+  let groups: { layer: number; topK: number; router: string; experts: { index: number; nodes: string[] }[] }[];
+  try {
+    groups = JSON.parse(json);
+  } catch {
+    return [];
+  }
+  const fragmentOfNodeName = new Map<string, number>();
+  for (const m of models) for (const n of m.doc.graph.node) if (n.name) fragmentOfNodeName.set(n.name, m.index);
+  return groups.map((g) => ({
+    layer: g.layer,
+    topK: g.topK,
+    router: g.router,
+    experts: g.experts.map((e) => ({
+      index: e.index,
+      fragments: [...new Set(e.nodes.map((n) => fragmentOfNodeName.get(n)).filter((x): x is number => x !== undefined))].sort((a, b) => a - b),
+      nodes: e.nodes.length,
+    })),
+  }));
+}

@@ -1,0 +1,109 @@
+/**
+ * The manifest (JSON, versioned): what a model's fragments are, in order, with their content IDs and the
+ * tensors each consumes and produces. Peers verify fragments against it; the scheduler routes with it.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { FragmentError } from './onnx/errors.js';
+import type { FragmentInput, FragmentOutput, BoundaryTensor } from './partition.js';
+import type { StatefulPair } from './stateful.js';
+
+export const MANIFEST_SCHEMA = 'gridpipe.manifest/1';
+export const MANIFEST_FILE = 'manifest.json';
+
+export interface ManifestFile { file: string; cid: string; bytes: number }
+
+export interface ManifestFragment {
+  index: number;
+  /** The fragment's .onnx file and the CID of its bytes: the fragment's identity. */
+  file: string;
+  cid: string;
+  bytes: number;
+  /** Its external weights, when it has them (also content addressed). */
+  data?: ManifestFile;
+  inputs: FragmentInput[];
+  outputs: FragmentOutput[];
+  /** FLOPs at the manifest's costDims. */
+  flops: number;
+  weightBytes: number;
+  nodeCount: number;
+  ops: Record<string, number>;
+  /** KV-cache pairs held by this fragment: the input is fed from the output of the previous step, on the peer. */
+  stateful: StatefulPair[];
+}
+
+export interface ExpertGroup {
+  layer: number;
+  topK: number;
+  router: string;
+  experts: { index: number; fragments: number[]; nodes: number }[];
+}
+
+export interface Tokenizer { kind: 'byte' | 'none' | 'hf'; file?: string }
+
+export interface Manifest {
+  schema: typeof MANIFEST_SCHEMA;
+  name: string;
+  createdBy: string;
+  source: { file: string; cid: string; bytes: number; data?: ManifestFile[] };
+  model: {
+    irVersion: number;
+    opsets: Record<string, number>;
+    inputs: BoundaryTensor[];
+    outputs: BoundaryTensor[];
+    parameters: number;
+    weightBytes: number;
+    flops: number;
+    synthetic: boolean;
+    arch?: string;
+  };
+  /** Sizes at which symbolic dims were costed (FLOPs, crossing bytes). */
+  costDims: Record<string, number>;
+  plan: { parts: number; crossBytes: number[]; balanceTolerance: number };
+  tokenizer: Tokenizer;
+  statefulPairs: StatefulPair[];
+  expertGroups: ExpertGroup[];
+  fragments: ManifestFragment[];
+}
+
+/** Reads and checks a manifest from a fragment folder (or a path to manifest.json). */
+export async function readManifest(dirOrFile: string): Promise<{ manifest: Manifest; dir: string }> {
+  const file = dirOrFile.endsWith('.json') ? dirOrFile : path.join(dirOrFile, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    throw new FragmentError('BAD_MANIFEST', `${file}: no manifest here (expected the folder written by "gridpipe model fragment")`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new FragmentError('BAD_MANIFEST', `${file}: not valid JSON (${(err as Error).message})`);
+  }
+  return { manifest: checkManifest(parsed, file), dir: path.dirname(file) };
+}
+
+/** Validates the shape of a parsed manifest; throws BAD_MANIFEST naming the first problem. */
+export function checkManifest(value: unknown, where = 'manifest'): Manifest {
+  const fail = (what: string): never => { throw new FragmentError('BAD_MANIFEST', `${where}: ${what}`); };
+  if (!isObject(value)) return fail('not a JSON object');
+  if (value.schema !== MANIFEST_SCHEMA) fail(`schema is ${JSON.stringify(value.schema)}, expected "${MANIFEST_SCHEMA}"`);
+  if (typeof value.name !== 'string') fail('"name" must be a string');
+  if (!Array.isArray(value.fragments) || value.fragments.length === 0) fail('"fragments" must be a non-empty array');
+  (value.fragments as unknown[]).forEach((f, i) => {
+    if (!isObject(f)) return fail(`fragments[${i}] is not an object`);
+    if (f.index !== i) fail(`fragments[${i}].index is ${JSON.stringify(f.index)}, expected ${i}`);
+    for (const key of ['file', 'cid'] as const) if (typeof f[key] !== 'string' || !f[key]) fail(`fragments[${i}].${key} must be a non-empty string`);
+    if (typeof f.file === 'string' && (path.isAbsolute(f.file) || f.file.includes('..'))) fail(`fragments[${i}].file must be a plain relative name`);
+    for (const key of ['inputs', 'outputs', 'stateful'] as const) if (!Array.isArray(f[key])) fail(`fragments[${i}].${key} must be an array`);
+    return undefined;
+  });
+  if (!isObject(value.model) || !Array.isArray(value.model.inputs) || !Array.isArray(value.model.outputs)) fail('"model" must describe inputs and outputs');
+  if (!isObject(value.source) || typeof value.source.file !== 'string') fail('"source.file" must be a string');
+  return value as unknown as Manifest;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}

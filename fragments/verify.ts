@@ -1,0 +1,119 @@
+/**
+ * The truth test: chaining the fragments must compute what the whole model computes. Checks each
+ * fragment file against its CID, runs the whole model and the fragment chain on the same seeded
+ * inputs in onnxruntime, and reports the largest absolute and relative difference per output.
+ */
+import path from 'node:path';
+import { existsSync } from 'node:fs';
+import ort from 'onnxruntime-node';
+import { readManifest, type Manifest } from './manifest.js';
+import { cidOfFile } from './cid.js';
+import { FragmentError } from './onnx/errors.js';
+import { readModel } from './onnx/read.js';
+import { indexGraph } from './analysis/graph.js';
+import { inferTensorInfo } from './analysis/infer.js';
+import { integerInputBounds, sampleInputs } from './sample-inputs.js';
+
+export interface VerifyOptions {
+  dims?: Record<string, number>;
+  shapes?: Record<string, number[]>;
+  /** Largest relative difference allowed (max |a-b| over max |a|), default 1e-4. */
+  tolerance?: number;
+  seed?: number;
+  /** The whole model, when it is not where the manifest says. */
+  modelPath?: string;
+  onProgress?: (step: string) => void;
+}
+
+export interface OutputDifference { name: string; maxAbs: number; maxRel: number; ok: boolean }
+export interface VerifyReport {
+  ok: boolean;
+  tolerance: number;
+  dims: Record<string, number>;
+  inputs: { name: string; dtype: string; dims: readonly number[] }[];
+  outputs: OutputDifference[];
+}
+
+/** Checks every fragment file (and its external data) against the CIDs in the manifest. */
+export async function checkFragmentFiles(manifest: Manifest, dir: string): Promise<void> {
+  for (const f of manifest.fragments) {
+    for (const file of [{ file: f.file, cid: f.cid }, ...(f.data ? [f.data] : [])]) {
+      const full = path.join(dir, file.file);
+      if (!existsSync(full)) throw new FragmentError('VERIFY_FAILED', `fragment ${f.index}: ${file.file} is missing from ${dir}`);
+      const cid = await cidOfFile(full);
+      if (cid !== file.cid) throw new FragmentError('VERIFY_FAILED', `fragment ${f.index}: ${file.file} does not match its CID (${cid} != ${file.cid})`);
+    }
+  }
+}
+
+/** Runs the verification (see module doc). */
+export async function verifyFragments(dir: string, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const { manifest, dir: base } = await readManifest(dir);
+  const tolerance = options.tolerance ?? 1e-4;
+  options.onProgress?.('checking fragment CIDs');
+  await checkFragmentFiles(manifest, base);
+  const modelPath = options.modelPath ?? path.resolve(base, manifest.source.file);
+  if (!existsSync(modelPath)) throw new FragmentError('BAD_ARGUMENT', `the whole model ${modelPath} is missing; pass --model FILE`);
+
+  const doc = readModel(modelPath);
+  const index = indexGraph(doc);
+  const bounds = integerInputBounds(index, inferTensorInfo(doc));
+  const { feeds, dims } = sampleInputs(manifest.model.inputs, { dims: options.dims, shapes: options.shapes, seed: options.seed, bounds });
+
+  options.onProgress?.('running the whole model');
+  const whole = await runModel(modelPath, feeds);
+
+  const env: Record<string, ort.Tensor> = { ...feeds };
+  for (const f of manifest.fragments) {
+    options.onProgress?.(`running fragment ${f.index + 1}/${manifest.fragments.length}`);
+    const fragmentFeeds: Record<string, ort.Tensor> = {};
+    for (const input of f.inputs) {
+      const t = env[input.name];
+      if (!t) throw new FragmentError('VERIFY_FAILED', `fragment ${f.index} needs "${input.name}", which nothing before it produced`);
+      fragmentFeeds[input.name] = t;
+    }
+    Object.assign(env, await runModel(path.join(base, f.file), fragmentFeeds));
+  }
+
+  const outputs = manifest.model.outputs.map((o) => compare(o.name, whole[o.name], env[o.name], tolerance));
+  return {
+    ok: outputs.every((o) => o.ok),
+    tolerance,
+    dims,
+    inputs: Object.entries(feeds).map(([name, t]) => ({ name, dtype: t.type, dims: t.dims })),
+    outputs,
+  };
+}
+
+async function runModel(file: string, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+  const session = await ort.InferenceSession.create(file);
+  try {
+    return await session.run(feeds);
+  } finally {
+    await session.release();
+  }
+}
+
+function compare(name: string, expected: ort.Tensor | undefined, actual: ort.Tensor | undefined, tolerance: number): OutputDifference {
+  if (!expected || !actual) return { name, maxAbs: Number.POSITIVE_INFINITY, maxRel: Number.POSITIVE_INFINITY, ok: false };
+  const sameDims = expected.dims.length === actual.dims.length && expected.dims.every((d, i) => d === actual.dims[i]);
+  if (!sameDims || expected.type !== actual.type) return { name, maxAbs: Number.POSITIVE_INFINITY, maxRel: Number.POSITIVE_INFINITY, ok: false };
+  const a = expected.data as ArrayLike<number | bigint>;
+  const b = actual.data as ArrayLike<number | bigint>;
+  let maxAbs = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = Number(a[i]);
+    const y = Number(b[i]);
+    if (Number.isNaN(x) || Number.isNaN(y)) {
+      if (Number.isNaN(x) !== Number.isNaN(y)) maxAbs = Number.POSITIVE_INFINITY;
+      continue;
+    }
+    if (x === y) { scale = Math.max(scale, Math.abs(x)); continue; }
+    maxAbs = Math.max(maxAbs, Math.abs(x - y));
+    scale = Math.max(scale, Math.abs(x));
+  }
+  const exact = !expected.type.startsWith('float');
+  const maxRel = maxAbs === 0 ? 0 : scale > 0 ? maxAbs / scale : Number.POSITIVE_INFINITY;
+  return { name, maxAbs, maxRel, ok: exact ? maxAbs === 0 : maxRel <= tolerance };
+}
