@@ -6,7 +6,8 @@ import { readModel } from './onnx/read.js';
 import { writeModel } from './onnx/write.js';
 import { FragmentError } from './onnx/errors.js';
 import { tensorBytesLength, type ModelDoc } from './onnx/model-doc.js';
-import { indexGraph, type GraphIndex } from './analysis/graph.js';
+import { indexGraph, subgraphsOf, type GraphIndex } from './analysis/graph.js';
+import type { NodeProto } from '../proto/onnx.js';
 import { inferTensorInfo } from './analysis/infer.js';
 import { buildCutProblem, type PlacedGraph } from './cut-problem.js';
 import { countCutPoints, planCuts, type CutPlan, type CutTarget } from './planner.js';
@@ -43,14 +44,22 @@ export function planFor(placedGraph: PlacedGraph, target: CutTarget): CutPlan {
   if ('parts' in target && target.parts > 1) {
     const points = countCutPoints(problem);
     if (points < target.parts - 1) {
-      const sub = placed.filter((p) => index.hasSubgraph(p)).map((p) => index.nodes[p].opType);
+      const sub = placed.filter((p) => index.hasSubgraph(p)).map((p) => index.nodes[p]);
+      const describeNode = (n: NodeProto): string => `${n.opType} node${n.name ? ` "${n.name}"` : ''} (${countSubgraphNodes(n)} nodes inside)`;
       const why = placed.length === 1 && sub.length === 1
-        ? `the model's whole body is one ${sub[0]} node, and nodes with subgraphs (If, Loop, Scan) stay whole`
-        : `the graph has only ${points} possible cut point${points === 1 ? '' : 's'} (KV-cache pairs and nodes with subgraphs are never split)`;
+        ? `the model's whole body is one ${describeNode(sub[0])}, and nodes with subgraphs (If, Loop, Scan) stay whole`
+        : `the graph has only ${points} possible cut point${points === 1 ? '' : 's'}${sub.length
+          ? `; ${sub.slice(0, 3).map(describeNode).join(', ')}${sub.length > 3 ? ` and ${sub.length - 3} more` : ''} stay${sub.length === 1 ? 's' : ''} whole`
+          : ''} (KV-cache pairs and nodes with subgraphs are never split)`;
       throw new FragmentError('TOO_MANY_PARTS', `cannot cut into ${target.parts} parts: ${why}`);
     }
   }
   return planCuts(problem, target);
+}
+
+/** Nodes inside a node's subgraphs, counted recursively. */
+function countSubgraphNodes(node: NodeProto): number {
+  return subgraphsOf(node).reduce((sum, g) => sum + (g.node ?? []).reduce((s, n) => s + 1 + countSubgraphNodes(n), 0), 0);
 }
 
 /** Cuts the model into fragments in `outDir` (manifest.json + fragment-N.onnx [+ .data]). */
