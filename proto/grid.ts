@@ -1,25 +1,28 @@
-/** The gridpipe wire schema (grid.proto), loaded with protobufjs, and tensor conversion helpers. */
+/** The gridpipe wire schema (grid.proto and one .proto per protocol), loaded with protobufjs. */
 import protobuf from 'protobufjs';
-import { readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
-/** Finds grid.proto beside this module in the source tree, or in the package root from dist/. */
-function protoPath(): string {
+/** The wire schema files, in load order. */
+export const PROTO_FILES = ['grid.proto', 'capacity.proto', 'blob.proto', 'exec.proto'] as const;
+
+/** The folder holding the .proto files: beside this module in the source tree, or proto/ from dist/. */
+function protoDir(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
-  for (const candidate of [path.join(here, 'grid.proto'), path.join(here, '..', '..', 'proto', 'grid.proto')]) {
-    try {
-      readFileSync(candidate);
-      return candidate;
-    } catch {
-      // try the next place
-    }
+  for (const candidate of [here, path.join(here, '..', '..', 'proto')]) {
+    if (existsSync(path.join(candidate, 'grid.proto'))) return candidate;
   }
   throw new Error('grid.proto not found beside proto/grid.ts');
 }
 
-/** The protobufjs root holding package `gridpipe.v1`. */
-export const gridRoot = protobuf.loadSync(protoPath());
+/** The protobufjs root holding package `gridpipe.v1` (every protocol's messages). */
+export const gridRoot = (() => {
+  const dir = protoDir();
+  const root = new protobuf.Root();
+  root.resolvePath = (_origin, target) => path.join(dir, path.basename(target));
+  return root.loadSync(PROTO_FILES.map((f) => path.join(dir, f)));
+})();
 
 /** A wire tensor as decoded: raw bytes plus name, ONNX dtype code and dims. */
 export interface WireTensor { name: string; dtype: number; dims: number[]; data: Uint8Array }
