@@ -1,8 +1,10 @@
 /** `npm run bench [-- NAME...]`: runs the named benchmarks (all when none is named). */
 import { fragmentBench } from './fragment.js';
+import { routingBench } from './routing.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
+  routing: routingBench,
 };
 
 async function run(): Promise<void> {
