@@ -1,10 +1,14 @@
 /** `npm run bench [-- NAME...]`: runs the named benchmarks (all when none is named). */
 import { fragmentBench } from './fragment.js';
 import { routingBench } from './routing.js';
+import { hopBench } from './hop.js';
+import { settlementBench } from './settlement.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
   routing: routingBench,
+  hop: hopBench,
+  settlement: settlementBench,
 };
 
 async function run(): Promise<void> {

@@ -4,9 +4,13 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { FragmentError } from '../fragments/onnx/errors.js';
+import { IdentityError } from '../node/identity.js';
+import { UsageError } from './errors.js';
 import { VERSION } from '../fragments/version.js';
 import { modelCommand } from './model.js';
 import { devnetCommand } from './devnet.js';
+import { supplyCommand } from './supply.js';
+import { peersCommand } from './peers.js';
 
 /** Builds the command tree (exported for tests). */
 export function createProgram(): Command {
@@ -16,6 +20,8 @@ export function createProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   program.addCommand(modelCommand());
+  program.addCommand(supplyCommand());
+  program.addCommand(peersCommand());
   program.addCommand(devnetCommand());
   for (const cmd of program.commands) {
     cmd.exitOverride();
@@ -34,7 +40,7 @@ export async function main(argv: string[]): Promise<number> {
       // Help and version are not errors; commander already printed usage errors.
       return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help' ? 0 : 2;
     }
-    if (err instanceof FragmentError) {
+    if (err instanceof FragmentError || err instanceof UsageError || err instanceof IdentityError) {
       process.stderr.write(`gridpipe: error: ${err.message}\n`);
       return 2;
     }
@@ -42,6 +48,11 @@ export async function main(argv: string[]): Promise<number> {
     if (e?.code === 'ENOENT' || e?.code === 'EACCES' || e?.code === 'ENOSPC' || e?.code === 'EISDIR') {
       process.stderr.write(`gridpipe: error: ${e.message}\n`);
       return 2;
+    }
+    // Our typed runtime errors (no provider found, a peer refused...) carry a code and read well alone.
+    if (err instanceof Error && typeof (err as { code?: unknown }).code === 'string' && !process.env.GRIDPIPE_DEBUG) {
+      process.stderr.write(`gridpipe: error: ${err.message}\n`);
+      return 1;
     }
     process.stderr.write(`gridpipe: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
     return 1;

@@ -13,6 +13,7 @@ import { GraphBuilder, makeModel } from '../../fragments/builder/graph-builder.j
 import { DataType } from '../../fragments/onnx/dtype.js';
 import { writeModel } from '../../fragments/onnx/write.js';
 import { VERSION } from '../../fragments/version.js';
+import { cudaProviderInstalled } from '../exec/executor.js';
 
 export interface GpuInfo { name: string; memoryTotalBytes: number; memoryFreeBytes: number; utilizationPercent: number }
 export interface ProbeResult {
@@ -71,8 +72,9 @@ export async function probeExecutionProviders(modelPath: string, wanted: readonl
   const bundled = new Set(ort.listSupportedBackends().map((b) => b.name));
   const found: string[] = [];
   for (const ep of wanted) {
-    // A provider that is neither bundled nor installed (cuda without ONNXRUNTIME_NODE_INSTALL=cuda12) cannot load.
-    if (!bundled.has(ep) && ep !== 'cuda') continue;
+    // A provider that is neither bundled nor installed (cuda without ONNXRUNTIME_NODE_INSTALL=cuda12) cannot
+    // load; skip it rather than let onnxruntime print a failed library load.
+    if (ep === 'cuda' ? !cudaProviderInstalled() : !bundled.has(ep)) continue;
     try {
       const session = await ort.InferenceSession.create(modelPath, { executionProviders: [ep] });
       await session.release();

@@ -1,0 +1,153 @@
+/**
+ * EIP-712 typed data of the payment vouchers and the supplier receipts, exactly as the contracts
+ * hash them (PaymentEscrow.hashVoucher, DisputeManager.hashReceipt): the domain binds the chain id
+ * and the contract's address, so a signature is worthless on another chain or contract.
+ */
+import { dataLength, getAddress, keccak256, recoverAddress, Signature, toUtf8Bytes, TypedDataEncoder, isHexString, type Signer, type TypedDataDomain, type TypedDataField } from 'ethers';
+import { CID } from 'multiformats/cid';
+
+/** A cumulative payment voucher: everything `payer` owes `payee` so far (not an increment). */
+export interface Voucher {
+  payer: string;
+  payee: string;
+  /** Token base units, cumulative over the pair's lifetime. */
+  cumulativeAmount: bigint;
+  /** Unix seconds; redeemable while the block's timestamp is ≤ deadline. */
+  deadline: bigint;
+}
+
+/** A supplier's signed statement of what it computed for one step of a pipeline session. */
+export interface Receipt {
+  supplier: string;
+  /** bytes32 (0x + 64 hex): the fragment's sha256 digest; see `cidToBytes32`. */
+  fragmentCid: string;
+  inputHash: string;
+  outputHash: string;
+  sessionId: string;
+  step: bigint;
+  /** Unix seconds; the challenge window runs from here. Verifiers must reject receipts not dated near now. */
+  issuedAt: bigint;
+}
+
+/** Anything that signs typed data (ethers Wallet, HDNodeWallet, JsonRpcSigner). */
+export type TypedDataSigner = Pick<Signer, 'signTypedData'>;
+
+export const ESCROW_DOMAIN_NAME = 'GridpipePaymentEscrow';
+export const DISPUTE_DOMAIN_NAME = 'GridpipeDisputeManager';
+export const DOMAIN_VERSION = '1';
+
+export const VOUCHER_TYPES: Record<string, TypedDataField[]> = {
+  Voucher: [
+    { name: 'payer', type: 'address' },
+    { name: 'payee', type: 'address' },
+    { name: 'cumulativeAmount', type: 'uint256' },
+    { name: 'deadline', type: 'uint256' },
+  ],
+};
+
+export const RECEIPT_TYPES: Record<string, TypedDataField[]> = {
+  Receipt: [
+    { name: 'supplier', type: 'address' },
+    { name: 'fragmentCid', type: 'bytes32' },
+    { name: 'inputHash', type: 'bytes32' },
+    { name: 'outputHash', type: 'bytes32' },
+    { name: 'sessionId', type: 'bytes32' },
+    { name: 'step', type: 'uint64' },
+    { name: 'issuedAt', type: 'uint64' },
+  ],
+};
+
+export function escrowDomain(escrowAddress: string, chainId: number | bigint): TypedDataDomain {
+  return { name: ESCROW_DOMAIN_NAME, version: DOMAIN_VERSION, chainId, verifyingContract: getAddress(escrowAddress) };
+}
+
+export function disputeDomain(disputeManagerAddress: string, chainId: number | bigint): TypedDataDomain {
+  return { name: DISPUTE_DOMAIN_NAME, version: DOMAIN_VERSION, chainId, verifyingContract: getAddress(disputeManagerAddress) };
+}
+
+/** The digest the payer signs (equals PaymentEscrow.hashVoucher on that chain and contract). */
+export function voucherDigest(escrowAddress: string, chainId: number | bigint, voucher: Voucher): string {
+  return TypedDataEncoder.hash(escrowDomain(escrowAddress, chainId), VOUCHER_TYPES, voucherValue(voucher));
+}
+
+/** Signs a voucher as its payer (the signer must be `voucher.payer` for the escrow to accept it). */
+export function signVoucher(wallet: TypedDataSigner, escrowAddress: string, chainId: number | bigint, voucher: Voucher): Promise<string> {
+  return wallet.signTypedData(escrowDomain(escrowAddress, chainId), VOUCHER_TYPES, voucherValue(voucher));
+}
+
+/** The address that signed `voucher` (null when the signature is malformed or non-canonical). */
+export function recoverVoucherSigner(escrowAddress: string, chainId: number | bigint, voucher: Voucher, signature: string): string | null {
+  return recoverDigest(voucherDigest(escrowAddress, chainId, voucher), signature);
+}
+
+/**
+ * Whether `signature` is `voucher.payer`'s (EOA) signature of `voucher` for that escrow and chain,
+ * with the checks the contract makes on the signature (canonical low-s). Does not look at the
+ * deadline or balances; contract-wallet (ERC-1271) payers can only be checked on chain.
+ */
+export function verifyVoucher(escrowAddress: string, chainId: number | bigint, voucher: Voucher, signature: string): boolean {
+  const signer = recoverVoucherSigner(escrowAddress, chainId, voucher, signature);
+  return signer !== null && signer === getAddress(voucher.payer);
+}
+
+/** The digest a supplier signs (equals DisputeManager.hashReceipt on that chain and contract). */
+export function receiptDigest(disputeManagerAddress: string, chainId: number | bigint, receipt: Receipt): string {
+  return TypedDataEncoder.hash(disputeDomain(disputeManagerAddress, chainId), RECEIPT_TYPES, receiptValue(receipt));
+}
+
+/** Signs a receipt as its supplier. */
+export function signReceipt(wallet: TypedDataSigner, disputeManagerAddress: string, chainId: number | bigint, receipt: Receipt): Promise<string> {
+  return wallet.signTypedData(disputeDomain(disputeManagerAddress, chainId), RECEIPT_TYPES, receiptValue(receipt));
+}
+
+/** Whether `signature` is `receipt.supplier`'s (EOA) signature of `receipt`. */
+export function verifyReceipt(disputeManagerAddress: string, chainId: number | bigint, receipt: Receipt, signature: string): boolean {
+  const signer = recoverDigest(receiptDigest(disputeManagerAddress, chainId, receipt), signature);
+  return signer !== null && signer === getAddress(receipt.supplier);
+}
+
+/**
+ * A bytes32 for a fragment CID: the sha256 digest inside a CIDv1 (what `fragments/cid.ts` makes), a
+ * 0x-prefixed 32-byte hex as is, else keccak256 of the text.
+ */
+export function cidToBytes32(cid: string): string {
+  if (isHexString(cid, 32)) return cid.toLowerCase();
+  try {
+    const parsed = CID.parse(cid);
+    if (parsed.multihash.code === 0x12 && parsed.multihash.digest.length === 32) {
+      return `0x${Buffer.from(parsed.multihash.digest).toString('hex')}`;
+    }
+  } catch {
+    // not a CID: hash the text
+  }
+  return keccak256(toUtf8Bytes(cid));
+}
+
+const SECP256K1_HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0n;
+
+function recoverDigest(digest: string, signature: string): string | null {
+  try {
+    if (dataLength(signature) !== 65) return null; // the contracts take 65-byte signatures only
+    const sig = Signature.from(signature);
+    if (BigInt(sig.s) > SECP256K1_HALF_N) return null;
+    return getAddress(recoverAddress(digest, sig));
+  } catch {
+    return null;
+  }
+}
+
+function voucherValue(v: Voucher): Record<string, unknown> {
+  return { payer: getAddress(v.payer), payee: getAddress(v.payee), cumulativeAmount: v.cumulativeAmount, deadline: v.deadline };
+}
+
+function receiptValue(r: Receipt): Record<string, unknown> {
+  return {
+    supplier: getAddress(r.supplier),
+    fragmentCid: r.fragmentCid,
+    inputHash: r.inputHash,
+    outputHash: r.outputHash,
+    sessionId: r.sessionId,
+    step: r.step,
+    issuedAt: r.issuedAt,
+  };
+}

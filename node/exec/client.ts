@@ -1,0 +1,265 @@
+/**
+ * Client of the exec protocol (tests, the bench, later the scheduler): one persistent stream per session,
+ * steps answered in order, typed errors carrying the wire ErrorCode. A step that misses its deadline ends the
+ * session's stream (a late reply would otherwise answer the next step); the caller re-opens and replays.
+ */
+import type { Libp2p, PeerId, Stream } from '@libp2p/interface';
+import type { Multiaddr } from '@multiformats/multiaddr';
+import type ort from 'onnxruntime-node';
+import { randomUUID } from 'node:crypto';
+import { PROTOCOLS, type WireTensor } from '../../proto/grid.js';
+import {
+  encodeFrame, encodeStepRequestFrame, ExecRequestType, ExecResponseType, FrameReader, longToBigInt, toWireTensor, writeFrame,
+  type DecodedChunk, type DecodedResponse,
+} from './codec.js';
+import { errorCodeName, ExecError, toExecError } from './errors.js';
+import { ortToWire, wireToOrt } from './tensors.js';
+
+export type TensorMap = Record<string, ort.Tensor>;
+
+export interface FragmentRefInit { cid: string; manifestCid?: string; index?: number; dataCid?: string }
+
+export interface ExecClientInit {
+  /** Largest reply frame accepted (default 64 MiB). */
+  maxFrameBytes?: number;
+  /** Deadline of a step unless the step names one (default 120 s). */
+  stepTimeoutMs?: number;
+  /** Deadline of dialing and opening a session (default 30 s). */
+  openTimeoutMs?: number;
+}
+
+export interface OpenSessionOptions {
+  /** The span, in order: CIDs, or refs naming the manifest (then the node returns exactly what later fragments read). */
+  fragments: readonly (string | FragmentRefInit)[];
+  /** Positions the KV cache must hold (required for spans with a KV cache). */
+  maxLength?: number;
+  batch?: number;
+  /** Defaults to a random UUID. */
+  sessionId?: string;
+  signal?: AbortSignal;
+}
+
+export interface StepChunkInit { position: number; inputs: TensorMap }
+
+export interface StepOptions {
+  /** KV length before this step (the server truncates to it first). */
+  position: number;
+  /** Defaults to the next id of this session; a repeated id returns the cached reply. */
+  stepId?: number | bigint;
+  /** Earlier chunks to run first, in order, each as its own run (failover replay). */
+  replay?: readonly StepChunkInit[];
+  /** Outputs to return (default: all the span returns). */
+  want?: readonly string[];
+  draftTokens?: number;
+  timeoutMs?: number;
+}
+
+export interface StepResult {
+  stepId: bigint;
+  outputs: TensorMap;
+  queueMs: number;
+  computeMs: number;
+  /** Outputs of the replay chunks, in order. */
+  replayOutputs: { position: number; outputs: TensorMap }[];
+}
+
+type Dialer = Pick<Libp2p, 'dialProtocol'>;
+
+interface Pending {
+  kind: 'open' | 'step';
+  stepId?: bigint;
+  resolve: (r: DecodedResponse) => void;
+  reject: (e: ExecError) => void;
+}
+
+function toWire(inputs: TensorMap | readonly WireTensor[]): WireTensor[] {
+  if (Array.isArray(inputs)) return inputs as WireTensor[];
+  return Object.entries(inputs as TensorMap).map(([name, t]) => ortToWire(name, t));
+}
+
+function toTensorMap(tensors: DecodedChunk['inputs']): TensorMap {
+  const out: TensorMap = {};
+  for (const t of tensors ?? []) {
+    const w = toWireTensor(t);
+    out[w.name] = wireToOrt(w);
+  }
+  return out;
+}
+
+/** One session on one server, over one stream. */
+export class RemoteSession {
+  private readonly pending: Pending[] = [];
+  private nextStepId = 1n;
+  private ended?: ExecError;
+  maxLength = 0;
+
+  /** @internal use ExecClient.openSession */
+  constructor(
+    readonly sessionId: string,
+    readonly peer: string,
+    private readonly stream: Stream,
+    private readonly reader: FrameReader,
+    private readonly defaultTimeoutMs: number,
+  ) {
+    void this.readLoop();
+  }
+
+  /** Whether the session's stream has ended (closed, evicted streams stay open). */
+  get closed(): boolean {
+    return this.ended !== undefined;
+  }
+
+  private async readLoop(): Promise<void> {
+    try {
+      while (true) {
+        const event = await this.reader.next();
+        if (!event) break;
+        if (event.kind === 'oversized') {
+          this.pending.shift()?.reject(new ExecError('TOO_LARGE', `reply of ${event.length} bytes is over this client's limit`));
+          continue;
+        }
+        let r: DecodedResponse;
+        try {
+          r = ExecResponseType.decode(event.bytes) as unknown as DecodedResponse;
+        } catch (err) {
+          this.pending.shift()?.reject(new ExecError('INTERNAL', `malformed reply: ${(err as Error).message}`));
+          continue;
+        }
+        // Step replies are matched by step id (a ring with direct return will deliver replies to steps this
+        // stream did not carry); everything else answers the oldest request.
+        let index = 0;
+        if (r.step) {
+          const id = longToBigInt(r.step.stepId);
+          const found = this.pending.findIndex((x) => x.kind === 'step' && x.stepId === id);
+          if (found >= 0) index = found;
+        }
+        const p = this.pending.splice(index, 1)[0];
+        p?.resolve(r); // a reply nobody waits for (after a timeout the stream is gone anyway) is dropped
+      }
+      this.end(new ExecError('CLOSED', `the server ${this.peer} ended the session's stream`));
+    } catch (err) {
+      this.end(toExecError(err, 'CLOSED'));
+    }
+  }
+
+  private end(err: ExecError): void {
+    this.ended ??= err;
+    for (const p of this.pending.splice(0)) p.reject(this.ended);
+  }
+
+  /** @internal Sends a frame and waits for the reply frame answering it. */
+  request(kind: Pending['kind'], chunks: Uint8Array[], timeoutMs: number, stepId?: bigint): Promise<DecodedResponse> {
+    if (this.ended) return Promise.reject(this.ended);
+    return new Promise<DecodedResponse>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const entry: Pending = {
+        kind,
+        stepId,
+        resolve: (r) => { if (timer) clearTimeout(timer); resolve(r); },
+        reject: (e) => { if (timer) clearTimeout(timer); reject(e); },
+      };
+      this.pending.push(entry);
+      if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
+        timer = setTimeout(() => {
+          const e = new ExecError('TIMEOUT', `${kind} on ${this.peer} took longer than ${timeoutMs} ms`);
+          this.abort(e);
+        }, timeoutMs);
+      }
+      writeFrame(this.stream, chunks).catch((err) => this.abort(toExecError(err, 'CLOSED')));
+    });
+  }
+
+  /** Runs one step; resolves with the outputs or rejects with an ExecError carrying the code. */
+  async step(inputs: TensorMap | readonly WireTensor[], options: StepOptions): Promise<StepResult> {
+    const stepId = options.stepId !== undefined ? BigInt(options.stepId) : this.nextStepId;
+    if (stepId >= this.nextStepId) this.nextStepId = stepId + 1n;
+    const chunks = encodeStepRequestFrame({
+      sessionId: this.sessionId,
+      stepId,
+      position: options.position,
+      inputs: toWire(inputs),
+      replay: options.replay?.map((c) => ({ position: c.position, tensors: toWire(c.inputs) })),
+      want: options.want ? [...options.want] : undefined,
+      draftTokens: options.draftTokens,
+    });
+    const r = await this.request('step', chunks, options.timeoutMs ?? this.defaultTimeoutMs, stepId);
+    if (r.error) throw new ExecError(errorCodeName(r.error.code ?? 0), r.error.message ?? 'error');
+    const reply = r.step;
+    if (!reply) throw new ExecError('INTERNAL', 'the server answered a step with something else');
+    if (reply.error && reply.error.code) throw new ExecError(errorCodeName(reply.error.code), reply.error.message ?? 'error');
+    const gotId = longToBigInt(reply.stepId);
+    if (gotId !== stepId) {
+      const e = new ExecError('INTERNAL', `reply for step ${gotId} arrived for step ${stepId}`);
+      this.abort(e);
+      throw e;
+    }
+    return {
+      stepId,
+      outputs: toTensorMap(reply.outputs),
+      queueMs: reply.queueMs ?? 0,
+      computeMs: reply.computeMs ?? 0,
+      replayOutputs: (reply.replayOutputs ?? []).map((c) => ({ position: c.position ?? 0, outputs: toTensorMap(c.inputs) })),
+    };
+  }
+
+  /** Closes the session on the server (its KV cache is freed) and ends the stream. */
+  async close(): Promise<void> {
+    if (this.ended) return;
+    try {
+      await writeFrame(this.stream, encodeFrame(ExecRequestType, { close: { sessionId: this.sessionId } }));
+      await this.stream.close();
+    } catch {
+      this.stream.abort(new Error('close failed'));
+    }
+    this.end(new ExecError('CLOSED', 'session closed'));
+  }
+
+  /** Ends the stream at once; pending steps reject with `err`. */
+  abort(err: ExecError = new ExecError('CLOSED', 'session aborted')): void {
+    this.end(err);
+    this.stream.abort(err);
+    this.reader.detach();
+  }
+}
+
+/** Opens exec sessions on remote nodes. */
+export class ExecClient {
+  private readonly maxFrameBytes: number;
+  private readonly stepTimeoutMs: number;
+  private readonly openTimeoutMs: number;
+
+  constructor(init: ExecClientInit = {}) {
+    this.maxFrameBytes = init.maxFrameBytes ?? 64 * 1024 * 1024;
+    this.stepTimeoutMs = init.stepTimeoutMs ?? 120_000;
+    this.openTimeoutMs = init.openTimeoutMs ?? 30_000;
+  }
+
+  /** Dials `peer`, opens a stream and a session on the span; ExecError (BUSY, NOT_FOUND, ...) when refused. */
+  async openSession(node: Dialer, peer: PeerId | Multiaddr | Multiaddr[], options: OpenSessionOptions): Promise<RemoteSession> {
+    const signal = options.signal ? AbortSignal.any([options.signal, AbortSignal.timeout(this.openTimeoutMs)]) : AbortSignal.timeout(this.openTimeoutMs);
+    let stream: Stream;
+    try {
+      stream = await node.dialProtocol(peer, PROTOCOLS.exec, { signal, negotiateFully: false });
+    } catch (err) {
+      throw toExecError(err, 'CLOSED');
+    }
+    const reader = new FrameReader(stream, { maxFrameBytes: this.maxFrameBytes });
+    const sessionId = options.sessionId ?? randomUUID();
+    const session = new RemoteSession(sessionId, String(Array.isArray(peer) ? peer[0] : peer), stream, reader, this.stepTimeoutMs);
+    const fragments = options.fragments.map((f) => (typeof f === 'string' ? { cid: f } : { cid: f.cid, manifestCid: f.manifestCid ?? '', index: f.index ?? 0, dataCid: f.dataCid ?? '' }));
+    const frame = encodeFrame(ExecRequestType, { open: { sessionId, fragments, maxLength: options.maxLength ?? 0, batch: options.batch ?? 1 } });
+    let r: DecodedResponse;
+    try {
+      r = await session.request('open', frame, this.openTimeoutMs);
+    } catch (err) {
+      session.abort();
+      throw err;
+    }
+    if (r.error || !r.opened) {
+      session.abort();
+      throw r.error ? new ExecError(errorCodeName(r.error.code ?? 0), r.error.message ?? 'refused') : new ExecError('INTERNAL', 'unexpected reply to open');
+    }
+    session.maxLength = r.opened.maxLength ?? 0;
+    return session;
+  }
+}

@@ -1,0 +1,525 @@
+/**
+ * Frames of the exec protocol: a varint length prefix, then one protobuf `ExecRequest` or `ExecResponse`.
+ *
+ * Reading is a small frame reader on the stream's `message` events (see FrameReader for why not `lpStream`).
+ * Step requests and step replies, the messages that carry tensors, are encoded by hand: sizes first, then
+ * one buffer per frame with tensors below REFERENCE_BYTES copied in once (the stream stack turns every chunk
+ * into a socket write) and larger tensors handed over by reference. The other messages go through
+ * protobufjs. Decoding uses protobufjs, whose `bytes` fields are views into the frame (no copy).
+ */
+import type { Stream } from '@libp2p/interface';
+import { Uint8ArrayList } from 'uint8arraylist';
+import { gridRoot, type WireTensor } from '../../proto/grid.js';
+import { ExecError } from './errors.js';
+
+export const ExecRequestType = gridRoot.lookupType('gridpipe.v1.ExecRequest');
+export const ExecResponseType = gridRoot.lookupType('gridpipe.v1.ExecResponse');
+
+/** A 64-bit integer as protobufjs decodes it. */
+export type LongLike = number | { low: number; high: number; unsigned?: boolean; toNumber(): number };
+
+/** Wire tensor as protobufjs decodes it (dims may be Longs). */
+export interface DecodedTensor { name?: string; dtype?: number; dims?: LongLike[]; data?: Uint8Array }
+export interface DecodedChunk { position?: number; inputs?: DecodedTensor[] }
+export interface DecodedHop { peerId?: string; addrs?: string[]; sessionId?: string }
+export interface DecodedFragmentRef { cid?: string; dataCid?: string; manifestCid?: string; index?: number }
+export interface DecodedError { code?: number; message?: string }
+export interface DecodedStep {
+  sessionId?: string; stepId?: LongLike; position?: number; inputs?: DecodedTensor[]; replay?: DecodedChunk[];
+  draftTokens?: number; forward?: DecodedHop[]; want?: string[];
+}
+export interface DecodedRequest {
+  open?: { sessionId?: string; fragments?: DecodedFragmentRef[]; maxLength?: number; batch?: number } | null;
+  step?: DecodedStep | null;
+  close?: { sessionId?: string } | null;
+}
+export interface DecodedStepReply {
+  sessionId?: string; stepId?: LongLike; outputs?: DecodedTensor[]; queueMs?: number; computeMs?: number;
+  error?: DecodedError | null; receipt?: Uint8Array; replayOutputs?: DecodedChunk[];
+}
+export interface DecodedResponse {
+  error?: DecodedError | null;
+  step?: DecodedStepReply | null;
+  opened?: { sessionId?: string; maxLength?: number } | null;
+}
+
+/** A long as an unsigned bigint. */
+export function longToBigInt(v: LongLike | undefined | null): bigint {
+  if (v === undefined || v === null) return 0n;
+  if (typeof v === 'number') return BigInt(v);
+  return (BigInt(v.high >>> 0) << 32n) | BigInt(v.low >>> 0);
+}
+
+/** A long as a number (dims: always small). */
+export function longToNumber(v: LongLike | undefined | null): number {
+  if (v === undefined || v === null) return 0;
+  return typeof v === 'number' ? v : v.toNumber();
+}
+
+/** A decoded tensor with numeric dims and its data as a view into the frame. */
+export function toWireTensor(t: DecodedTensor): WireTensor {
+  const dims = t.dims ?? [];
+  const out = new Array<number>(dims.length);
+  for (let i = 0; i < dims.length; i++) out[i] = longToNumber(dims[i]);
+  return { name: t.name ?? '', dtype: t.dtype ?? 0, dims: out, data: t.data ?? new Uint8Array(0) };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Hand encoding of the tensor-carrying messages
+
+function varintSize(n: number): number {
+  if (n < 0x80) return 1;
+  if (n < 0x4000) return 2;
+  if (n < 0x200000) return 3;
+  if (n < 0x10000000) return 4;
+  let size = 4;
+  let v = Math.floor(n / 0x10000000);
+  while (v > 0) { size++; v = Math.floor(v / 128); }
+  return size;
+}
+
+function bigVarintSize(n: bigint): number {
+  let size = 1;
+  while (n >= 0x80n) { size++; n >>= 7n; }
+  return size;
+}
+
+/**
+ * Tensor bytes from this size up travel by reference (a chunk of their own); smaller ones are copied into
+ * the frame. Measured on loopback: every chunk handed to the stream becomes its own ciphertext chunk in
+ * Noise and its own socket write (a syscall and, with TCP_NODELAY, a packet), which costs far more than
+ * copying up to a few hundred KiB; beyond that Noise splits the frame into 64 KiB messages anyway and a
+ * chunk boundary costs one write among many, while copying would cost more.
+ */
+export const REFERENCE_BYTES = 256 * 1024;
+
+/** Writes a frame into one buffer (sized up front), with large byte fields as separate chunks. */
+class FrameWriter {
+  private readonly chunks: Uint8Array[] = [];
+  private readonly buf: Buffer;
+  private pos = 0;
+  private start = 0;
+
+  /** `inlineBytes`: everything but the referenced byte fields. */
+  constructor(inlineBytes: number) {
+    this.buf = Buffer.allocUnsafe(inlineBytes);
+  }
+
+  private flush(): void {
+    if (this.pos > this.start) this.chunks.push(this.buf.subarray(this.start, this.pos));
+    this.start = this.pos;
+  }
+
+  varint(n: number): this {
+    const buf = this.buf;
+    while (n >= 0x80) {
+      buf[this.pos++] = (n % 128) | 0x80;
+      n = Math.floor(n / 128);
+    }
+    buf[this.pos++] = n;
+    return this;
+  }
+
+  bigVarint(n: bigint): this {
+    while (n >= 0x80n) {
+      this.buf[this.pos++] = Number(n & 0x7fn) | 0x80;
+      n >>= 7n;
+    }
+    this.buf[this.pos++] = Number(n);
+    return this;
+  }
+
+  tag(field: number, wire: number): this {
+    this.buf[this.pos++] = field * 8 + wire; // fields < 16
+    return this;
+  }
+
+  double(x: number): this {
+    this.buf.writeDoubleLE(x, this.pos);
+    this.pos += 8;
+    return this;
+  }
+
+  /** A string whose UTF-8 length is `bytes`. */
+  string(s: string, bytes: number): this {
+    this.varint(bytes);
+    this.pos += this.buf.write(s, this.pos, bytes, 'utf8');
+    return this;
+  }
+
+  bytes(b: Uint8Array): this {
+    this.varint(b.byteLength);
+    if (b.byteLength < REFERENCE_BYTES) {
+      this.buf.set(b, this.pos);
+      this.pos += b.byteLength;
+    } else {
+      this.flush();
+      this.chunks.push(b);
+    }
+    return this;
+  }
+
+  finish(): Uint8Array[] {
+    this.flush();
+    return this.chunks;
+  }
+}
+
+/** Sizes of a message being encoded: its total and the bytes that travel by reference. */
+class Sizer {
+  total = 0;
+  referenced = 0;
+}
+
+interface SizedTensor { t: WireTensor; nameBytes: number; dimsSize: number; size: number }
+
+function lenField(size: number): number {
+  return 1 + varintSize(size) + size;
+}
+
+function sizeTensor(t: WireTensor, sizer: Sizer): SizedTensor {
+  const nameBytes = Buffer.byteLength(t.name, 'utf8');
+  let size = 0;
+  if (nameBytes) size += lenField(nameBytes);
+  if (t.dtype) size += 1 + varintSize(t.dtype);
+  let dimsSize = 0;
+  for (const d of t.dims) dimsSize += varintSize(d);
+  if (t.dims.length) size += lenField(dimsSize);
+  const n = t.data.byteLength;
+  if (n) size += lenField(n);
+  if (n >= REFERENCE_BYTES) sizer.referenced += n;
+  return { t, nameBytes, dimsSize, size };
+}
+
+function writeTensor(w: FrameWriter, s: SizedTensor): void {
+  if (s.nameBytes) w.tag(1, 2).string(s.t.name, s.nameBytes);
+  if (s.t.dtype) w.tag(2, 0).varint(s.t.dtype);
+  if (s.t.dims.length) {
+    w.tag(3, 2).varint(s.dimsSize);
+    for (const d of s.t.dims) w.varint(d);
+  }
+  if (s.t.data.byteLength) w.tag(4, 2).bytes(s.t.data);
+}
+
+export interface StepChunkOut { position: number; tensors: WireTensor[] }
+
+export interface StepRequestOut {
+  sessionId: string;
+  stepId: bigint;
+  position: number;
+  inputs: WireTensor[];
+  replay?: StepChunkOut[];
+  draftTokens?: number;
+  want?: string[];
+}
+
+interface SizedChunk { c: StepChunkOut; tensors: SizedTensor[]; size: number }
+
+function sizeChunk(c: StepChunkOut, sizer: Sizer): SizedChunk {
+  const tensors = c.tensors.map((t) => sizeTensor(t, sizer));
+  let size = c.position ? 1 + varintSize(c.position) : 0;
+  for (const t of tensors) size += lenField(t.size);
+  return { c, tensors, size };
+}
+
+function writeChunk(w: FrameWriter, field: number, s: SizedChunk): void {
+  w.tag(field, 2).varint(s.size);
+  if (s.c.position) w.tag(1, 0).varint(s.c.position);
+  for (const t of s.tensors) { w.tag(2, 2).varint(t.size); writeTensor(w, t); }
+}
+
+/** The frame's writer, its length prefix and the envelope field (ExecRequest.step / ExecResponse.step = 2) written. */
+function frameWriter(size: number, sizer: Sizer): FrameWriter {
+  const total = lenField(size);
+  const w = new FrameWriter(varintSize(total) + total - sizer.referenced);
+  w.varint(total);
+  w.tag(2, 2).varint(size);
+  return w;
+}
+
+/** A length-prefixed ExecRequest{step} frame: one buffer, plus referenced chunks for tensors ≥ REFERENCE_BYTES. */
+export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
+  const sizer = new Sizer();
+  const sidBytes = Buffer.byteLength(step.sessionId, 'utf8');
+  const inputs = step.inputs.map((t) => sizeTensor(t, sizer));
+  const replay = (step.replay ?? []).map((c) => sizeChunk(c, sizer));
+  const want = (step.want ?? []).map((s) => ({ s, bytes: Buffer.byteLength(s, 'utf8') }));
+  let size = sidBytes ? lenField(sidBytes) : 0;
+  if (step.stepId) size += 1 + bigVarintSize(step.stepId);
+  if (step.position) size += 1 + varintSize(step.position);
+  for (const t of inputs) size += lenField(t.size);
+  for (const c of replay) size += lenField(c.size);
+  if (step.draftTokens) size += 1 + varintSize(step.draftTokens);
+  for (const x of want) size += lenField(x.bytes);
+  const w = frameWriter(size, sizer);
+  if (sidBytes) w.tag(1, 2).string(step.sessionId, sidBytes);
+  if (step.stepId) w.tag(2, 0).bigVarint(step.stepId);
+  if (step.position) w.tag(3, 0).varint(step.position);
+  for (const t of inputs) { w.tag(4, 2).varint(t.size); writeTensor(w, t); }
+  for (const c of replay) writeChunk(w, 5, c);
+  if (step.draftTokens) w.tag(6, 0).varint(step.draftTokens);
+  for (const x of want) w.tag(8, 2).string(x.s, x.bytes);
+  return w.finish();
+}
+
+export interface StepReplyOut {
+  sessionId: string;
+  stepId: bigint;
+  outputs: WireTensor[];
+  queueMs: number;
+  computeMs: number;
+  error?: { code: number; message: string };
+  replayOutputs?: StepChunkOut[];
+}
+
+/** A length-prefixed ExecResponse{step} frame: one buffer, plus referenced chunks for tensors ≥ REFERENCE_BYTES. */
+export function encodeStepReplyFrame(reply: StepReplyOut): Uint8Array[] {
+  const sizer = new Sizer();
+  const sidBytes = Buffer.byteLength(reply.sessionId, 'utf8');
+  const outputs = reply.outputs.map((t) => sizeTensor(t, sizer));
+  const replay = (reply.replayOutputs ?? []).map((c) => sizeChunk(c, sizer));
+  let errSize = 0;
+  let msgBytes = 0;
+  if (reply.error) {
+    msgBytes = Buffer.byteLength(reply.error.message, 'utf8');
+    if (reply.error.code) errSize += 1 + varintSize(reply.error.code);
+    if (msgBytes) errSize += lenField(msgBytes);
+  }
+  let size = sidBytes ? lenField(sidBytes) : 0;
+  if (reply.stepId) size += 1 + bigVarintSize(reply.stepId);
+  for (const t of outputs) size += lenField(t.size);
+  if (reply.queueMs) size += 9;
+  if (reply.computeMs) size += 9;
+  if (reply.error) size += lenField(errSize);
+  for (const c of replay) size += lenField(c.size);
+  const w = frameWriter(size, sizer);
+  if (sidBytes) w.tag(1, 2).string(reply.sessionId, sidBytes);
+  if (reply.stepId) w.tag(2, 0).bigVarint(reply.stepId);
+  for (const t of outputs) { w.tag(3, 2).varint(t.size); writeTensor(w, t); }
+  if (reply.queueMs) w.tag(4, 1).double(reply.queueMs);
+  if (reply.computeMs) w.tag(5, 1).double(reply.computeMs);
+  if (reply.error) {
+    w.tag(6, 2).varint(errSize);
+    if (reply.error.code) w.tag(1, 0).varint(reply.error.code);
+    if (msgBytes) w.tag(2, 2).string(reply.error.message, msgBytes);
+  }
+  for (const c of replay) writeChunk(w, 8, c);
+  return w.finish();
+}
+
+/** Any message through protobufjs, as one length-prefixed frame (one buffer). */
+export function encodeFrame(type: typeof ExecRequestType, message: Record<string, unknown>): Uint8Array[] {
+  const body = type.encode(type.fromObject(message)).finish();
+  const prefix = varintSize(body.byteLength);
+  const out = Buffer.allocUnsafe(prefix + body.byteLength);
+  let n = body.byteLength;
+  let i = 0;
+  while (n >= 0x80) { out[i++] = (n % 128) | 0x80; n = Math.floor(n / 128); }
+  out[i++] = n;
+  out.set(body, i);
+  return [out];
+}
+
+/** Total bytes of a frame given as chunks. */
+export function frameBytes(chunks: Uint8Array[]): number {
+  let n = 0;
+  for (const c of chunks) n += c.byteLength;
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reading and writing frames on a libp2p v3 stream
+
+export type FrameEvent =
+  | { kind: 'frame'; bytes: Uint8Array }
+  /** A frame over the size limit: its bytes are being discarded; the stream stays usable. */
+  | { kind: 'oversized'; length: number };
+
+export interface FrameReaderOptions {
+  /** Largest frame accepted; bigger ones are skipped and reported as `oversized`. */
+  maxFrameBytes: number;
+  /** Most bytes held unread (received frames not yet taken plus a partial frame); beyond it the stream is aborted. */
+  maxBufferBytes?: number;
+}
+
+/**
+ * Length-prefixed frames from a libp2p v3 stream. Used instead of `lpStream` from @libp2p/utils because
+ * lpStream (7.4.1) reads the length prefix one byte per awaited read, cannot skip an oversized frame (its
+ * byte buffer aborts the whole stream once `maxBufferSize` is passed, so no error reply reaches the peer
+ * and the session dies), and keeps buffering whatever arrives with no bound other than that abort.
+ * Here an oversized frame is discarded as it arrives (nothing is buffered) and reported, so the handler
+ * answers TOO_LARGE and the session goes on; everything else buffered is bounded by `maxBufferBytes`.
+ * Attach it before the first `await` of a handler: bytes arriving with no listener are lost to it.
+ */
+export class FrameReader {
+  private readonly buffer = new Uint8ArrayList();
+  private readonly ready: FrameEvent[] = [];
+  private readyBytes = 0;
+  private skipping = 0;
+  private ended = false;
+  private failure?: Error;
+  private waiter?: { resolve: () => void };
+  private readonly maxFrameBytes: number;
+  private readonly maxBufferBytes: number;
+
+  constructor(private readonly stream: Stream, options: FrameReaderOptions) {
+    this.maxFrameBytes = options.maxFrameBytes;
+    this.maxBufferBytes = options.maxBufferBytes ?? options.maxFrameBytes + 1024 * 1024;
+    this.onMessage = this.onMessage.bind(this);
+    this.onClose = this.onClose.bind(this);
+    this.onRemoteCloseWrite = this.onRemoteCloseWrite.bind(this);
+    stream.addEventListener('message', this.onMessage);
+    stream.addEventListener('close', this.onClose);
+    stream.addEventListener('remoteCloseWrite', this.onRemoteCloseWrite);
+  }
+
+  /** Bytes received and not yet taken. */
+  get bufferedBytes(): number {
+    return this.buffer.byteLength + this.readyBytes;
+  }
+
+  private onMessage(evt: Event): void {
+    if (this.failure) return;
+    let data = (evt as unknown as { data: Uint8Array | Uint8ArrayList }).data;
+    if (this.skipping > 0) {
+      const drop = Math.min(this.skipping, data.byteLength);
+      this.skipping -= drop;
+      if (drop === data.byteLength) return;
+      data = data.subarray(drop);
+    }
+    this.buffer.append(data);
+    this.parse();
+    if (this.bufferedBytes > this.maxBufferBytes) {
+      this.fail(new ExecError('TOO_LARGE', `more than ${this.maxBufferBytes} bytes sent ahead of the replies`));
+      this.abortSoon();
+    }
+    this.wake();
+  }
+
+  private parse(): void {
+    while (this.buffer.byteLength > 0) {
+      if (this.skipping > 0) {
+        const drop = Math.min(this.skipping, this.buffer.byteLength);
+        this.buffer.consume(drop);
+        this.skipping -= drop;
+        continue;
+      }
+      // the varint length prefix (at most 8 bytes accepted: 2^56 covers any sane frame)
+      let length = 0;
+      let scale = 1;
+      let header = 0;
+      let complete = false;
+      const avail = Math.min(this.buffer.byteLength, 8);
+      for (let i = 0; i < avail; i++) {
+        const b = this.buffer.get(i);
+        length += (b & 0x7f) * scale;
+        scale *= 128;
+        header = i + 1;
+        if (b < 0x80) { complete = true; break; }
+      }
+      if (!complete) {
+        if (this.buffer.byteLength >= 8) {
+          this.fail(new ExecError('BAD_REQUEST', 'invalid frame length prefix'));
+          this.abortSoon();
+        }
+        return;
+      }
+      if (length > this.maxFrameBytes) {
+        this.buffer.consume(header);
+        this.skipping = length;
+        this.push({ kind: 'oversized', length });
+        continue;
+      }
+      if (this.buffer.byteLength < header + length) return;
+      const bytes = this.buffer.subarray(header, header + length);
+      this.buffer.consume(header + length);
+      this.push({ kind: 'frame', bytes });
+    }
+  }
+
+  /** Aborts the stream once the current event dispatch is over (as lpStream does). */
+  private abortSoon(): void {
+    const err = this.failure!;
+    queueMicrotask(() => this.stream.abort(err));
+  }
+
+  private push(e: FrameEvent): void {
+    this.ready.push(e);
+    if (e.kind === 'frame') this.readyBytes += e.bytes.byteLength;
+  }
+
+  private onClose(evt: Event): void {
+    const error = (evt as unknown as { error?: Error }).error;
+    if (error && !this.failure) this.failure = error;
+    this.ended = true;
+    this.wake();
+  }
+
+  private onRemoteCloseWrite(): void {
+    this.ended = true;
+    this.wake();
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    if (w) { this.waiter = undefined; w.resolve(); }
+  }
+
+  /**
+   * The next frame, `null` at a clean end of the stream; throws when the stream was reset or ended inside
+   * a frame, or when the peer broke the framing.
+   */
+  async next(): Promise<FrameEvent | null> {
+    while (true) {
+      const e = this.ready.shift();
+      if (e) {
+        if (e.kind === 'frame') this.readyBytes -= e.bytes.byteLength;
+        return e;
+      }
+      if (this.failure) throw this.failure;
+      if (this.ended) {
+        if (this.buffer.byteLength > 0 || this.skipping > 0) throw new ExecError('CLOSED', 'stream ended inside a frame');
+        return null;
+      }
+      await new Promise<void>((resolve) => { this.waiter = { resolve }; });
+    }
+  }
+
+  /** Stops listening (the stream is left as it is). */
+  detach(): void {
+    this.stream.removeEventListener('message', this.onMessage);
+    this.stream.removeEventListener('close', this.onClose);
+    this.stream.removeEventListener('remoteCloseWrite', this.onRemoteCloseWrite);
+    this.ended = true;
+    this.wake();
+  }
+}
+
+/**
+ * Sends one frame (given as chunks) with back-pressure: when the stream's buffer is full, waits for its
+ * next 'drain' event (not `onDrain()`, which stops applying back-pressure after the first drain in
+ * @libp2p/utils 7.4.1); rejects when the stream closes first.
+ */
+export async function writeFrame(stream: Stream, chunks: Uint8Array[]): Promise<void> {
+  const data = chunks.length === 1 ? chunks[0] : new Uint8ArrayList(...chunks);
+  if (stream.send(data)) return;
+  await new Promise<void>((resolve, reject) => {
+    const onDrain = (): void => { cleanup(); resolve(); };
+    const onClose = (evt: Event): void => {
+      cleanup();
+      const error = (evt as unknown as { error?: Error }).error;
+      reject(new ExecError('CLOSED', `stream closed while sending${error ? `: ${error.message}` : ''}`));
+    };
+    const cleanup = (): void => {
+      stream.removeEventListener('drain', onDrain);
+      stream.removeEventListener('close', onClose);
+    };
+    stream.addEventListener('drain', onDrain);
+    stream.addEventListener('close', onClose);
+  });
+}

@@ -1,0 +1,208 @@
+/**
+ * The executor: one onnxruntime InferenceSession per hosted fragment file, on the best execution provider
+ * that loads, with runs queued one at a time per fragment.
+ *
+ * onnxruntime-node's `run()` executes synchronously on the JavaScript thread (it is only deferred with
+ * `setImmediate`), so two runs never overlap in one process whatever we do; a FIFO per fragment makes the
+ * wait explicit and measurable (queue time) and keeps one fragment's steps in arrival order. Parallelism
+ * inside a run comes from onnxruntime's intra-op threads (`ShareLimits.threads`).
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import type { Logger } from 'pino';
+import { dataTypeFromOrt } from '../../fragments/onnx/dtype.js';
+import { ExecError } from './errors.js';
+
+export type ExecutionProviderName = 'cpu' | 'cuda' | 'webgpu';
+/** `auto`: CUDA when its provider library is installed, then WebGPU when bundled, then CPU. */
+export type ProviderChoice = 'auto' | ExecutionProviderName;
+
+export interface ExecutorOptions {
+  /** Which execution provider to try first (default 'auto'); whatever fails falls back to CPU, logged. */
+  provider?: ProviderChoice;
+  /** onnxruntime intra-op threads (ShareLimits.threads). */
+  threads?: number;
+  /** Let idle onnxruntime worker threads spin for work (default false: they would steal the CPU the network needs). */
+  allowSpinning?: boolean;
+  logger?: Logger;
+}
+
+/** A model input or output: name, ONNX dtype code, onnxruntime type and shape (numbers or symbols). */
+export interface IoSpec {
+  name: string;
+  dtype: number;
+  type: ort.Tensor.Type;
+  shape: readonly (number | string)[];
+}
+
+export interface RunResult {
+  outputs: Record<string, ort.Tensor>;
+  /** Time waiting for earlier runs of this fragment. */
+  queueMs: number;
+  /** Time inside onnxruntime. */
+  computeMs: number;
+}
+
+/** Whether the CUDA provider library sits beside onnxruntime-node's binding (ONNXRUNTIME_NODE_INSTALL=cuda12). */
+export function cudaProviderInstalled(): boolean {
+  try {
+    const pkg = path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+    const dir = path.join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
+    return readdirSync(dir).some((f) => /providers_cuda/.test(f));
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a GPU a WebGPU adapter could use seems present (Linux: a DRM render node or an NVIDIA device). */
+export function gpuDevicePresent(): boolean {
+  if (process.platform !== 'linux') return true;
+  try {
+    return readdirSync('/dev/dri').some((f) => f.startsWith('renderD')) || existsSync('/dev/nvidia0');
+  } catch {
+    return existsSync('/dev/nvidia0');
+  }
+}
+
+/**
+ * Execution providers to try, best first, for a choice: an explicit provider, then CPU; for `auto`, CUDA when
+ * its provider library is installed (it is never bundled in the npm package), WebGPU when bundled and a GPU
+ * device is present (on a machine without one it only fails, noisily), then CPU.
+ */
+export function providerCandidates(choice: ProviderChoice): ExecutionProviderName[] {
+  if (choice === 'cpu') return ['cpu'];
+  if (choice !== 'auto') return [choice, 'cpu'];
+  const bundled = new Map(ort.listSupportedBackends().map((b) => [b.name, b.bundled]));
+  const out: ExecutionProviderName[] = [];
+  if (bundled.has('cuda') && cudaProviderInstalled()) out.push('cuda');
+  if (bundled.get('webgpu') && gpuDevicePresent()) out.push('webgpu');
+  out.push('cpu');
+  return out;
+}
+
+function specsOf(metadata: readonly ort.InferenceSession.ValueMetadata[], file: string): IoSpec[] {
+  return metadata.map((m) => {
+    if (!m.isTensor) throw new ExecError('EXECUTION_FAILED', `${file}: "${m.name}" is not a tensor; only tensor inputs and outputs can travel`);
+    return { name: m.name, dtype: dataTypeFromOrt(m.type), type: m.type, shape: m.shape };
+  });
+}
+
+/** One loaded fragment. */
+export class FragmentExecutor {
+  private tail: Promise<unknown> = Promise.resolve();
+  private pending = 0;
+  private closed = false;
+
+  private constructor(
+    readonly file: string,
+    readonly provider: ExecutionProviderName,
+    private readonly session: ort.InferenceSession,
+    readonly inputs: readonly IoSpec[],
+    readonly outputs: readonly IoSpec[],
+  ) {}
+
+  /** Loads a fragment file on the first provider of `options.provider` that works, falling back to CPU. */
+  static async load(file: string, options: ExecutorOptions = {}): Promise<FragmentExecutor> {
+    const candidates = providerCandidates(options.provider ?? 'auto');
+    const failures: string[] = [];
+    for (const provider of candidates) {
+      const sessionOptions: ort.InferenceSession.SessionOptions = {
+        executionProviders: [provider],
+        graphOptimizationLevel: 'all',
+        executionMode: 'sequential',
+        interOpNumThreads: 1,
+        extra: { session: { intra_op: { allow_spinning: options.allowSpinning ? '1' : '0' } } },
+      };
+      if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
+      try {
+        const session = await ort.InferenceSession.create(file, sessionOptions);
+        if (failures.length) {
+          options.logger?.warn({ file, provider, failed: failures }, `execution provider ${candidates[0]} did not load (${failures.join('; ')}); running on ${provider}`);
+        } else if (provider === 'cpu' && (options.provider ?? 'auto') === 'auto') {
+          options.logger?.info({ file, provider }, 'running on cpu: no CUDA provider library installed and no GPU device found');
+        } else {
+          options.logger?.info({ file, provider }, `fragment loaded on ${provider}`);
+        }
+        return new FragmentExecutor(file, provider, session, specsOf(session.inputMetadata, file), specsOf(session.outputMetadata, file));
+      } catch (err) {
+        const message = (err as Error).message.split('\n')[0];
+        failures.push(`${provider}: ${message}`);
+        if (provider === 'cpu') throw new ExecError('EXECUTION_FAILED', `${file}: onnxruntime cannot load it: ${message}`, { cause: err });
+      }
+    }
+    throw new ExecError('EXECUTION_FAILED', `${file}: no execution provider loaded it (${failures.join('; ')})`);
+  }
+
+  /** Runs waiting or in progress. */
+  get queued(): number {
+    return this.pending;
+  }
+
+  /** Runs the fragment once `feeds` are complete; `fetches` limits the outputs (default: all). */
+  run(feeds: Record<string, ort.Tensor>, fetches?: readonly string[]): Promise<RunResult> {
+    if (this.closed) return Promise.reject(new ExecError('INTERNAL', `${this.file}: executor closed`));
+    const enqueued = performance.now();
+    const go = async (): Promise<RunResult> => {
+      const start = performance.now();
+      try {
+        const outputs = fetches && fetches.length ? await this.session.run(feeds, fetches as string[]) : await this.session.run(feeds);
+        return { outputs: outputs as Record<string, ort.Tensor>, queueMs: start - enqueued, computeMs: performance.now() - start };
+      } catch (err) {
+        throw new ExecError('EXECUTION_FAILED', `onnxruntime failed: ${(err as Error).message}`, { cause: err });
+      } finally {
+        this.pending--;
+      }
+    };
+    // nothing queued: start now rather than one promise turn later
+    const result = this.pending++ === 0 ? go() : this.tail.then(go);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.tail;
+    await this.session.release();
+  }
+}
+
+/** Resolves a fragment (or manifest) CID to a local file path, or undefined when it is not hosted here. */
+export type FragmentResolver = (cid: string) => string | undefined | Promise<string | undefined>;
+
+/** Executors by CID, loaded on first use (concurrent loads of one CID share one load). */
+export class ExecutorPool {
+  private readonly loaded = new Map<string, Promise<FragmentExecutor>>();
+
+  constructor(private readonly resolve: FragmentResolver, private readonly options: ExecutorOptions = {}) {}
+
+  /** The executor of a hosted fragment; ExecError NOT_FOUND when the CID is not hosted here. */
+  async get(cid: string): Promise<FragmentExecutor> {
+    let p = this.loaded.get(cid);
+    if (!p) {
+      p = (async () => {
+        const file = await this.resolve(cid);
+        if (!file) throw new ExecError('NOT_FOUND', `fragment ${cid} is not hosted on this node`);
+        return FragmentExecutor.load(file, this.options);
+      })();
+      this.loaded.set(cid, p);
+      p.catch(() => this.loaded.delete(cid));
+    }
+    return p;
+  }
+
+  /** Unloads a fragment (e.g. when the store drops it). */
+  async unload(cid: string): Promise<void> {
+    const p = this.loaded.get(cid);
+    this.loaded.delete(cid);
+    if (p) await p.then((e) => e.close(), () => undefined);
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.loaded.values()];
+    this.loaded.clear();
+    await Promise.all(all.map((p) => p.then((e) => e.close(), () => undefined)));
+  }
+}

@@ -1,0 +1,33 @@
+/** Prometheus metrics of the exec protocol, registered on the Registry the node passes in. */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+export class ExecMetrics {
+  readonly steps: Counter<'outcome'>;
+  readonly stepSeconds: Histogram;
+  readonly queueSeconds: Histogram;
+  readonly sessionsOpen: Gauge;
+  readonly kvBytes: Gauge;
+  readonly evictions: Counter<'reason'>;
+  readonly errors: Counter<'code'>;
+
+  constructor(registry: Registry = new Registry()) {
+    const registers = [registry];
+    this.steps = new Counter({ name: 'gridpipe_exec_steps_total', help: 'Exec steps answered, by outcome (ok, error, cached).', labelNames: ['outcome'], registers });
+    this.stepSeconds = new Histogram({
+      name: 'gridpipe_exec_step_seconds',
+      help: 'Time from a step frame arriving to its reply being handed to the stream.',
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.queueSeconds = new Histogram({
+      name: 'gridpipe_exec_queue_seconds',
+      help: 'Time a step waited for its session and fragments before computing.',
+      buckets: [0.0001, 0.001, 0.01, 0.1, 1, 10],
+      registers,
+    });
+    this.sessionsOpen = new Gauge({ name: 'gridpipe_exec_sessions_open', help: 'Exec sessions open (holding KV cache).', registers });
+    this.kvBytes = new Gauge({ name: 'gridpipe_exec_kv_bytes', help: 'Bytes of KV cache and cached replies held by all sessions.', registers });
+    this.evictions = new Counter({ name: 'gridpipe_exec_evictions_total', help: 'Sessions evicted, by reason (memory, idle).', labelNames: ['reason'], registers });
+    this.errors = new Counter({ name: 'gridpipe_exec_errors_total', help: 'Error replies sent, by code.', labelNames: ['code'], registers });
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * The `/gridpipe/exec/1.0.0` handler. One stream per session: the client opens a session on a span of
+ * fragments, sends steps, closes it (or ends the stream, which closes it too). Frames are length-prefixed
+ * protobuf (`ExecRequest` in, `ExecResponse` out), each under a size limit. A bad frame (garbage, oversized,
+ * wrong body, wrong tensors, unknown session) gets an error reply with a code and a message and the stream
+ * goes on; nothing a peer sends can take down another peer's session or the node.
+ */
+import type { Connection, Libp2p, Stream } from '@libp2p/interface';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { PROTOCOLS } from '../../proto/grid.js';
+import type { ShareLimits } from '../limits.js';
+import {
+  encodeFrame, encodeStepReplyFrame, ExecRequestType, frameBytes, ExecResponseType, FrameReader, longToBigInt, toWireTensor, writeFrame,
+  type DecodedRequest, type DecodedStep,
+} from './codec.js';
+import { ErrorCode, ExecError, toExecError } from './errors.js';
+import { ExecutorPool, type FragmentResolver, type ProviderChoice } from './executor.js';
+import { ExecMetrics } from './metrics.js';
+import { SessionManager } from './sessions.js';
+import { loadSpan, ManifestCache } from './span.js';
+import { ortToWire } from './tensors.js';
+
+export interface ExecServerInit {
+  /** Local path of a hosted fragment (or manifest JSON) by CID; undefined when not hosted. */
+  resolve: FragmentResolver;
+  limits: ShareLimits;
+  /** Metrics go here (a private registry when absent). */
+  registry?: Registry;
+  logger?: Logger;
+  /** Execution provider to try first (default 'auto': CUDA, WebGPU when available); falls back to CPU, logged. */
+  provider?: ProviderChoice;
+  /** Largest step frame, request or reply (default 64 MiB). */
+  maxStepFrameBytes?: number;
+  /** Largest open/close frame (default 1 MiB). */
+  maxControlFrameBytes?: number;
+  /** Most unread bytes held per stream (default maxStepFrameBytes + 1 MiB). */
+  maxBufferBytes?: number;
+  /** Idle TTL of a session (default 5 minutes). */
+  sessionTtlMs?: number;
+  /** Replies kept per session for step-id dedup (default 2). */
+  replyCache?: number;
+  /** Cap on KV cache held by all sessions (default `limits.maxMemoryBytes`). */
+  maxMemoryBytes?: number;
+  /** Exec streams a connection may hold open (default 256). */
+  maxInboundStreams?: number;
+  /** Clock for TTLs (tests). */
+  now?: () => number;
+  /** Sweep interval for idle sessions (see SessionManagerOptions). */
+  sweepIntervalMs?: number | false;
+}
+
+export const DEFAULT_MAX_STEP_FRAME_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_MAX_CONTROL_FRAME_BYTES = 1024 * 1024;
+
+/** Serves the exec protocol: sessions, steps, KV caches, limits, metrics. */
+export class ExecServer {
+  readonly sessions: SessionManager;
+  readonly executors: ExecutorPool;
+  readonly metrics: ExecMetrics;
+  private readonly manifests: ManifestCache;
+  private readonly log?: Logger;
+  private readonly maxStepFrameBytes: number;
+  private readonly maxControlFrameBytes: number;
+  private readonly maxBufferBytes: number;
+  private readonly maxInboundStreams: number;
+  private readonly streams = new Set<Stream>();
+  private node?: Pick<Libp2p, 'handle' | 'unhandle'>;
+
+  constructor(init: ExecServerInit) {
+    this.log = init.logger?.child({ component: 'exec' });
+    this.metrics = new ExecMetrics(init.registry);
+    this.executors = new ExecutorPool(init.resolve, { provider: init.provider, threads: init.limits.threads, logger: this.log });
+    this.manifests = new ManifestCache(init.resolve);
+    this.sessions = new SessionManager({
+      limits: init.limits,
+      ttlMs: init.sessionTtlMs,
+      maxMemoryBytes: init.maxMemoryBytes,
+      replyCache: init.replyCache,
+      metrics: this.metrics,
+      logger: this.log,
+      now: init.now,
+      sweepIntervalMs: init.sweepIntervalMs,
+    });
+    this.maxStepFrameBytes = init.maxStepFrameBytes ?? DEFAULT_MAX_STEP_FRAME_BYTES;
+    this.maxControlFrameBytes = init.maxControlFrameBytes ?? DEFAULT_MAX_CONTROL_FRAME_BYTES;
+    this.maxBufferBytes = init.maxBufferBytes ?? this.maxStepFrameBytes + 1024 * 1024;
+    this.maxInboundStreams = init.maxInboundStreams ?? 256;
+  }
+
+  /** Registers the protocol handler on a libp2p node. */
+  async start(node: Pick<Libp2p, 'handle' | 'unhandle'>): Promise<void> {
+    this.node = node;
+    await node.handle(PROTOCOLS.exec, (stream, connection) => this.handleStream(stream, connection), {
+      maxInboundStreams: this.maxInboundStreams,
+      maxOutboundStreams: this.maxInboundStreams,
+    });
+  }
+
+  /** Unregisters the handler, ends the streams, closes every session and unloads the fragments. */
+  async stop(): Promise<void> {
+    if (this.node) await this.node.unhandle(PROTOCOLS.exec);
+    this.node = undefined;
+    for (const s of this.streams) s.abort(new Error('exec server stopping'));
+    this.sessions.stop();
+    await this.executors.close();
+  }
+
+  /** Serves one exec stream until it ends. */
+  async handleStream(stream: Stream, connection: Connection): Promise<void> {
+    // attach the reader before any await: bytes that arrive meanwhile are kept by the stream for it
+    const reader = new FrameReader(stream, { maxFrameBytes: this.maxStepFrameBytes, maxBufferBytes: this.maxBufferBytes });
+    const owner = connection.remotePeer.toString();
+    let current: string | undefined;
+    this.streams.add(stream);
+    try {
+      while (true) {
+        const event = await reader.next();
+        if (!event) break;
+        const receivedAt = performance.now();
+        if (event.kind === 'oversized') {
+          await this.sendError(stream, new ExecError('TOO_LARGE', `frame of ${event.length} bytes is over the limit of ${this.maxStepFrameBytes}`));
+          continue;
+        }
+        let req: DecodedRequest;
+        try {
+          req = ExecRequestType.decode(event.bytes) as unknown as DecodedRequest;
+        } catch (err) {
+          await this.sendError(stream, new ExecError('BAD_REQUEST', `malformed frame: ${(err as Error).message}`));
+          continue;
+        }
+        if (req.step) {
+          await this.onStep(stream, owner, req.step, current, receivedAt);
+        } else if (req.open || req.close) {
+          if (event.bytes.byteLength > this.maxControlFrameBytes) {
+            await this.sendError(stream, new ExecError('TOO_LARGE', `${req.open ? 'open' : 'close'} frame of ${event.bytes.byteLength} bytes is over the limit of ${this.maxControlFrameBytes}`));
+          } else if (req.open) {
+            current = await this.onOpen(stream, owner, req.open, current);
+          } else {
+            const id = req.close!.sessionId || current;
+            if (id) this.sessions.close(owner, id);
+            if (id === current) current = undefined;
+          }
+        } else {
+          await this.sendError(stream, new ExecError('BAD_REQUEST', 'frame carries none of open, step, close'));
+        }
+      }
+      await stream.close().catch(() => undefined);
+    } catch (err) {
+      const e = toExecError(err);
+      this.log?.debug({ peer: owner, err: e.message }, 'exec stream ended with an error');
+      stream.abort(e);
+    } finally {
+      reader.detach();
+      this.streams.delete(stream);
+      if (current) this.sessions.close(owner, current);
+    }
+  }
+
+  private async onOpen(stream: Stream, owner: string, open: NonNullable<DecodedRequest['open']>, current: string | undefined): Promise<string | undefined> {
+    const sessionId = open.sessionId ?? '';
+    try {
+      if (!sessionId) throw new ExecError('BAD_REQUEST', 'open needs a session_id');
+      if (current && current !== sessionId && this.sessions.has(owner, current)) {
+        throw new ExecError('BAD_REQUEST', `this stream already carries session ${current}; open one stream per session`);
+      }
+      if (!this.sessions.has(owner, sessionId)) this.sessions.admit();
+      const program = await loadSpan((open.fragments ?? []).map((f) => ({ cid: f.cid ?? '', manifestCid: f.manifestCid || undefined, index: f.index ?? 0 })), this.executors, this.manifests);
+      let maxLength = open.maxLength ?? 0;
+      if (!maxLength) {
+        if (program.kv.length) throw new ExecError('BAD_REQUEST', 'open needs max_length for a span that keeps a KV cache');
+        maxLength = Number.MAX_SAFE_INTEGER;
+      }
+      this.sessions.open(owner, { sessionId, program, maxLength, batch: open.batch || 1 });
+      await writeFrame(stream, encodeFrame(ExecResponseType, { opened: { sessionId, maxLength: Math.min(maxLength, 0xffffffff) } }));
+      return sessionId;
+    } catch (err) {
+      await this.sendError(stream, toExecError(err));
+      return current;
+    }
+  }
+
+  private async onStep(stream: Stream, owner: string, step: DecodedStep, current: string | undefined, receivedAt: number): Promise<void> {
+    const sessionId = step.sessionId || current || '';
+    const stepId = longToBigInt(step.stepId);
+    let chunks: Uint8Array[];
+    let outcomeLabel = 'ok';
+    try {
+      if (step.forward?.length) throw new ExecError('BAD_REQUEST', 'forwarding outputs to another server (ring mode) is not supported by this node yet');
+      const session = this.sessions.get(owner, sessionId);
+      const outcome = await this.sessions.step(session, {
+        stepId,
+        position: step.position ?? 0,
+        inputs: (step.inputs ?? []).map(toWireTensor),
+        replay: (step.replay ?? []).map((c) => ({ position: c.position ?? 0, inputs: (c.inputs ?? []).map(toWireTensor) })),
+        want: step.want,
+        draftTokens: step.draftTokens ?? 0,
+        receivedAt,
+      });
+      if (outcome.cached) outcomeLabel = 'cached';
+      chunks = encodeStepReplyFrame({
+        sessionId,
+        stepId,
+        outputs: [...outcome.outputs].map(([name, t]) => ortToWire(name, t)),
+        queueMs: outcome.queueMs,
+        computeMs: outcome.computeMs,
+        replayOutputs: outcome.replayOutputs.map((r) => ({ position: r.position, tensors: [...r.outputs].map(([name, t]) => ortToWire(name, t)) })),
+      });
+      const size = frameBytes(chunks);
+      if (size > this.maxStepFrameBytes) throw new ExecError('TOO_LARGE', `the reply would be ${size} bytes, over the limit of ${this.maxStepFrameBytes}; ask for fewer outputs or positions`);
+      this.metrics.queueSeconds.observe(outcome.queueMs / 1000);
+    } catch (err) {
+      const e = toExecError(err);
+      outcomeLabel = 'error';
+      this.metrics.errors.inc({ code: e.code });
+      if (e.code === 'INTERNAL') this.log?.error({ err, session: sessionId }, 'exec step failed');
+      chunks = encodeStepReplyFrame({ sessionId, stepId, outputs: [], queueMs: performance.now() - receivedAt, computeMs: 0, error: { code: e.wireCode, message: e.message } });
+    }
+    await writeFrame(stream, chunks);
+    this.metrics.steps.inc({ outcome: outcomeLabel });
+    this.metrics.stepSeconds.observe((performance.now() - receivedAt) / 1000);
+  }
+
+  private async sendError(stream: Stream, e: ExecError): Promise<void> {
+    this.metrics.errors.inc({ code: e.code });
+    await writeFrame(stream, encodeFrame(ExecResponseType, { error: { code: e.wireCode ?? ErrorCode.INTERNAL, message: e.message } }));
+  }
+}
+
+/** Creates an exec server and registers it on the node. */
+export async function startExecServer(node: Pick<Libp2p, 'handle' | 'unhandle'>, init: ExecServerInit): Promise<ExecServer> {
+  const server = new ExecServer(init);
+  await server.start(node);
+  return server;
+}

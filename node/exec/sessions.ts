@@ -1,0 +1,377 @@
+/**
+ * Client sessions on this node: per session the KV cache of its span (kept here, never shipped), the
+ * position bookkeeping, step-id dedup, an idle TTL, and a memory cap over all sessions.
+ *
+ * Positions: a step carries `position`, the KV length before it. The cache is truncated to that position
+ * before the step appends, so a retry, a replay or a speculative rollback re-run from the same state and give
+ * the same result. Step ids: a step id seen before returns the cached reply (a retry, or the same step pushed
+ * by the previous server in a ring); an older id that is no longer cached is refused. Step id 0 means "no
+ * dedup". Steps of one session run one at a time, in arrival order.
+ *
+ * Memory: the bytes of KV held (plus cached replies) are summed over all sessions; past the cap the least
+ * recently used sessions are evicted, and their next step gets SESSION_EVICTED. Never a crash: a session
+ * that alone exceeds the cap keeps its last reply and is evicted after it.
+ */
+import type ort from 'onnxruntime-node';
+import type { Logger } from 'pino';
+import type { ShareLimits } from '../limits.js';
+import type { WireTensor } from '../../proto/grid.js';
+import { ExecError } from './errors.js';
+import type { ExecMetrics } from './metrics.js';
+import type { SpanProgram } from './span.js';
+import { tensorBytes, truncateAxis } from './tensors.js';
+
+export interface SessionManagerOptions {
+  limits: ShareLimits;
+  /** Idle time after which a session is evicted (default 5 minutes, as Petals). */
+  ttlMs?: number;
+  /** Cap on KV cache plus cached replies over all sessions (default `limits.maxMemoryBytes`). */
+  maxMemoryBytes?: number;
+  /** Replies kept per session for step-id dedup (default 2). */
+  replyCache?: number;
+  metrics?: ExecMetrics;
+  logger?: Logger;
+  /** Clock in ms (tests inject one). */
+  now?: () => number;
+  /** How often idle sessions are swept (default min(ttl/4, 30 s); false: only when touched or `sweep()`). */
+  sweepIntervalMs?: number | false;
+}
+
+export interface StepChunkIn { position: number; inputs: readonly WireTensor[] }
+
+export interface StepRequestIn {
+  stepId: bigint;
+  position: number;
+  inputs: readonly WireTensor[];
+  replay?: readonly StepChunkIn[];
+  want?: readonly string[];
+  draftTokens?: number;
+  /** performance.now() when the step arrived (queue time is measured from it). */
+  receivedAt?: number;
+}
+
+export interface StepOutcome {
+  outputs: Map<string, ort.Tensor>;
+  replayOutputs: { position: number; outputs: Map<string, ort.Tensor> }[];
+  /** Server time not spent computing: waiting for the session and fragments, validation, conversion. */
+  queueMs: number;
+  computeMs: number;
+  /** Answered from the reply cache (a repeated step id). */
+  cached: boolean;
+}
+
+export interface OpenRequest {
+  sessionId: string;
+  program: SpanProgram;
+  maxLength: number;
+  batch: number;
+}
+
+type State = 'open' | 'closed' | 'evicted';
+
+/** One client session: its span program, KV cache and reply cache. */
+export class ExecSession {
+  state: State = 'open';
+  evictedBecause = '';
+  kv: Map<string, ort.Tensor>;
+  /** Positions held in the KV cache. */
+  length = 0;
+  lastUsed: number;
+  busy = 0;
+  lastStepId = 0n;
+  kvBytes = 0;
+  replyBytes = 0;
+  readonly replies = new Map<bigint, StepOutcome>();
+  chain: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly key: string, readonly id: string, readonly program: SpanProgram, readonly maxLength: number, readonly batch: number, now: number) {
+    this.kv = program.emptyKv(batch);
+    this.lastUsed = now;
+  }
+
+  get bytes(): number {
+    return this.kvBytes + this.replyBytes;
+  }
+
+  /** The KV dims after truncation to `position` (without truncating). */
+  kvDimsAt(position: number): Map<string, number[]> {
+    const out = new Map<string, number[]>();
+    for (const slot of this.program.kv) {
+      const t = this.kv.get(slot.input)!;
+      const dims = t.dims.slice();
+      dims[slot.seqAxis] = position;
+      out.set(slot.input, dims);
+    }
+    return out;
+  }
+
+  free(): void {
+    this.kv.clear();
+    this.replies.clear();
+    this.kvBytes = 0;
+    this.replyBytes = 0;
+  }
+}
+
+function outcomeBytes(o: StepOutcome): number {
+  let n = 0;
+  for (const t of o.outputs.values()) n += tensorBytes(t);
+  for (const r of o.replayOutputs) for (const t of r.outputs.values()) n += tensorBytes(t);
+  return n;
+}
+
+const MAX_TOMBSTONES = 4096;
+
+export class SessionManager {
+  private readonly sessions = new Map<string, ExecSession>();
+  private readonly tombstones = new Map<string, string>();
+  private readonly limits: ShareLimits;
+  private readonly ttlMs: number;
+  readonly maxMemoryBytes: number;
+  private readonly replyCache: number;
+  private readonly metrics?: ExecMetrics;
+  private readonly logger?: Logger;
+  private readonly now: () => number;
+  private totalBytes = 0;
+  private timer?: ReturnType<typeof setInterval>;
+
+  constructor(options: SessionManagerOptions) {
+    this.limits = options.limits;
+    this.ttlMs = options.ttlMs ?? 5 * 60_000;
+    this.maxMemoryBytes = options.maxMemoryBytes ?? options.limits.maxMemoryBytes;
+    this.replyCache = options.replyCache ?? 2;
+    this.metrics = options.metrics;
+    this.logger = options.logger;
+    this.now = options.now ?? Date.now;
+    const every = options.sweepIntervalMs ?? Math.min(Math.max(this.ttlMs / 4, 10), 30_000);
+    if (every !== false) {
+      this.timer = setInterval(() => this.sweep(), every);
+      this.timer.unref();
+    }
+  }
+
+  /** Sessions open. */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  /** Bytes held by all sessions (KV cache and cached replies). */
+  get bytesHeld(): number {
+    return this.totalBytes;
+  }
+
+  /** Whether `owner` has session `sessionId` open. */
+  has(owner: string, sessionId: string): boolean {
+    return this.sessions.has(`${owner}/${sessionId}`);
+  }
+
+  /** Whether a new session could open now (share limits: paused, hours, max sessions). */
+  admit(): void {
+    const a = this.limits.admit(this.sessions.size);
+    if (!a.ok) throw new ExecError('BUSY', a.reason);
+  }
+
+  /** Opens a session for `owner` (the remote peer). Re-opening an open id on the same span is a no-op. */
+  open(owner: string, req: OpenRequest): ExecSession {
+    const key = `${owner}/${req.sessionId}`;
+    const existing = this.sessions.get(key);
+    if (existing) {
+      if (existing.program.cids.join() === req.program.cids.join()) return existing;
+      throw new ExecError('BAD_REQUEST', `session ${req.sessionId} is already open on another span`);
+    }
+    this.admit();
+    if (!req.sessionId) throw new ExecError('BAD_REQUEST', 'open needs a session_id');
+    if (!Number.isSafeInteger(req.maxLength) || req.maxLength < 1) throw new ExecError('BAD_REQUEST', 'open needs max_length ≥ 1');
+    const perPosition = req.program.kvBytesPerPosition(req.batch);
+    if (perPosition !== undefined && perPosition * req.maxLength > this.maxMemoryBytes) {
+      throw new ExecError('BUSY', `a KV cache of ${req.maxLength} positions × batch ${req.batch} needs ${perPosition * req.maxLength} bytes; this node lends ${this.maxMemoryBytes}`);
+    }
+    const session = new ExecSession(key, req.sessionId, req.program, req.maxLength, req.batch, this.now());
+    this.tombstones.delete(key);
+    this.sessions.set(key, session);
+    this.metrics?.sessionsOpen.set(this.sessions.size);
+    this.logger?.debug({ session: req.sessionId, owner, fragments: req.program.cids.length }, 'session opened');
+    return session;
+  }
+
+  /** The open session `sessionId` of `owner`; NOT_FOUND or SESSION_EVICTED otherwise. */
+  get(owner: string, sessionId: string): ExecSession {
+    const key = `${owner}/${sessionId}`;
+    const s = this.sessions.get(key);
+    if (s) {
+      if (!s.busy && this.now() - s.lastUsed > this.ttlMs) this.evict(s, `idle for more than ${this.ttlMs} ms`, 'idle');
+      else return s;
+    }
+    const why = this.tombstones.get(key);
+    if (why !== undefined) throw new ExecError('SESSION_EVICTED', `session ${sessionId} was evicted: ${why}`);
+    throw new ExecError('NOT_FOUND', `unknown session ${sessionId}`);
+  }
+
+  /** Closes a session and frees its memory (unknown ids are ignored). */
+  close(owner: string, sessionId: string): void {
+    const key = `${owner}/${sessionId}`;
+    const s = this.sessions.get(key);
+    this.tombstones.delete(key);
+    if (!s) return;
+    this.remove(s);
+    s.state = 'closed';
+    this.logger?.debug({ session: sessionId }, 'session closed');
+  }
+
+  /** Evicts sessions idle for longer than the TTL. */
+  sweep(): void {
+    const now = this.now();
+    for (const s of [...this.sessions.values()]) {
+      if (!s.busy && now - s.lastUsed > this.ttlMs) this.evict(s, `idle for more than ${this.ttlMs} ms`, 'idle');
+    }
+  }
+
+  /** Closes every session and stops the sweep timer. */
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    for (const s of [...this.sessions.values()]) { this.remove(s); s.state = 'closed'; }
+  }
+
+  private remove(s: ExecSession): void {
+    this.totalBytes -= s.bytes;
+    s.free();
+    this.sessions.delete(s.key);
+    this.metrics?.sessionsOpen.set(this.sessions.size);
+    this.metrics?.kvBytes.set(this.totalBytes);
+  }
+
+  private evict(s: ExecSession, why: string, reason: 'memory' | 'idle'): void {
+    if (s.state !== 'open') return;
+    const bytes = s.bytes;
+    this.remove(s);
+    s.state = 'evicted';
+    s.evictedBecause = why;
+    this.tombstones.set(s.key, why);
+    if (this.tombstones.size > MAX_TOMBSTONES) this.tombstones.delete(this.tombstones.keys().next().value!);
+    this.metrics?.evictions.inc({ reason });
+    this.logger?.info({ session: s.id, bytes, reason }, `session evicted: ${why}`);
+  }
+
+  private account(s: ExecSession, kvBytes: number, replyBytes: number): void {
+    this.totalBytes += kvBytes - s.kvBytes + replyBytes - s.replyBytes;
+    s.kvBytes = kvBytes;
+    s.replyBytes = replyBytes;
+    this.metrics?.kvBytes.set(this.totalBytes);
+  }
+
+  /** Evicts least recently used sessions (idle ones first, `current` last) until under the cap. */
+  private enforceMemory(current: ExecSession): void {
+    if (this.totalBytes <= this.maxMemoryBytes) return;
+    const order = [...this.sessions.values()].filter((s) => s !== current).sort((a, b) => (a.busy - b.busy) || (a.lastUsed - b.lastUsed));
+    for (const s of order) {
+      if (this.totalBytes <= this.maxMemoryBytes) return;
+      this.evict(s, `memory cap of ${this.maxMemoryBytes} bytes reached`, 'memory');
+    }
+    if (this.totalBytes > this.maxMemoryBytes) this.evict(current, `it alone holds ${current.bytes} bytes, over the memory cap of ${this.maxMemoryBytes}`, 'memory');
+  }
+
+  /** Runs one step of a session (serialised per session). */
+  step(session: ExecSession, req: StepRequestIn): Promise<StepOutcome> {
+    const receivedAt = req.receivedAt ?? performance.now();
+    session.lastUsed = this.now();
+    // nothing in flight: start now rather than one promise turn later
+    const result = session.busy++ === 0 ? this.runStep(session, req, receivedAt) : session.chain.then(() => this.runStep(session, req, receivedAt));
+    session.chain = result.catch(() => undefined);
+    return result.finally(() => {
+      session.busy--;
+      session.lastUsed = this.now();
+    });
+  }
+
+  private async runStep(s: ExecSession, req: StepRequestIn, receivedAt: number): Promise<StepOutcome> {
+    if (s.state === 'evicted') throw new ExecError('SESSION_EVICTED', `session ${s.id} was evicted: ${s.evictedBecause}`);
+    if (s.state === 'closed') throw new ExecError('NOT_FOUND', `session ${s.id} is closed`);
+    if (this.limits.paused) throw new ExecError('BUSY', 'the supplier has paused sharing');
+
+    if (req.stepId !== 0n) {
+      const cached = s.replies.get(req.stepId);
+      if (cached) return { ...cached, cached: true, computeMs: 0, queueMs: performance.now() - receivedAt };
+      if (req.stepId <= s.lastStepId) throw new ExecError('BAD_REQUEST', `step ${req.stepId} is not newer than step ${s.lastStepId} and its reply is no longer cached`);
+    }
+
+    const chunks: StepChunkIn[] = [...(req.replay ?? []), { position: req.position, inputs: req.inputs }];
+    const hasKv = s.program.kv.length > 0;
+    // Validate and convert everything before touching the cache: a bad request leaves the session as it was.
+    const prepared = chunks.map((c, i) => {
+      if (!Number.isSafeInteger(c.position) || c.position < 0) throw new ExecError('BAD_REQUEST', `position ${c.position} is invalid`);
+      if (hasKv) {
+        const limit = i === 0 ? s.length : Infinity; // later chunks start where the previous ones end (checked when run)
+        if (c.position > limit) throw new ExecError('BAD_REQUEST', `position ${c.position} is ahead of the ${s.length} positions this session holds`);
+        if (c.position >= s.maxLength) throw new ExecError('BAD_REQUEST', `position ${c.position} is at or beyond max_length ${s.maxLength}`);
+      }
+      return s.program.prepare(c.inputs, s.kvDimsAt(hasKv ? c.position : 0));
+    });
+    const want = req.want?.length ? req.want : undefined;
+    if (want) for (const w of want) if (!s.program.returned.includes(w)) throw new ExecError('BAD_REQUEST', `output "${w}" is not returned by this span (it returns ${s.program.returned.join(', ')})`);
+
+    let computeMs = 0;
+    const results: { position: number; outputs: Map<string, ort.Tensor> }[] = [];
+    for (let i = 0; i < chunks.length; i++) {
+      const position = chunks[i].position;
+      if (hasKv) {
+        if (position > s.length) throw new ExecError('BAD_REQUEST', `chunk ${i} starts at position ${position} but the cache holds ${s.length}`);
+        if (position < s.length) this.truncate(s, position);
+      }
+      const r = await s.program.run(prepared[i], s.kv);
+      computeMs += r.computeMs;
+      if (s.state !== 'open') throw new ExecError('SESSION_EVICTED', `session ${s.id} was evicted during the step: ${s.evictedBecause}`);
+      if (hasKv) {
+        let length = -1;
+        let bytes = 0;
+        for (const slot of s.program.kv) {
+          const t = r.kv.get(slot.input);
+          if (!t) throw new ExecError('EXECUTION_FAILED', `the fragment did not produce "${slot.output}"`);
+          const n = t.dims[slot.seqAxis];
+          if (length >= 0 && n !== length) throw new ExecError('EXECUTION_FAILED', `KV outputs disagree on the positions held (${n} vs ${length})`);
+          length = n;
+          bytes += tensorBytes(t);
+        }
+        if (length > s.maxLength) throw new ExecError('BAD_REQUEST', `the step would hold ${length} positions, over max_length ${s.maxLength}`);
+        s.kv = r.kv;
+        s.length = length;
+        this.account(s, bytes, s.replyBytes);
+      }
+      let outputs = r.outputs;
+      if (want) outputs = new Map(want.filter((w) => outputs.has(w)).map((w) => [w, outputs.get(w)!]));
+      results.push({ position, outputs });
+    }
+
+    const main = results.pop()!;
+    const outcome: StepOutcome = {
+      outputs: main.outputs,
+      replayOutputs: results,
+      computeMs,
+      queueMs: Math.max(0, performance.now() - receivedAt - computeMs),
+      cached: false,
+    };
+    if (req.stepId !== 0n) {
+      s.lastStepId = req.stepId;
+      s.replies.set(req.stepId, outcome);
+      while (s.replies.size > this.replyCache) s.replies.delete(s.replies.keys().next().value!);
+      let replyBytes = 0;
+      for (const o of s.replies.values()) replyBytes += outcomeBytes(o);
+      this.account(s, s.kvBytes, replyBytes);
+    }
+    s.lastUsed = this.now();
+    this.enforceMemory(s);
+    return outcome;
+  }
+
+  private truncate(s: ExecSession, position: number): void {
+    let bytes = 0;
+    const next = new Map<string, ort.Tensor>();
+    for (const slot of s.program.kv) {
+      const t = truncateAxis(s.kv.get(slot.input)!, slot.seqAxis, position);
+      next.set(slot.input, t);
+      bytes += tensorBytes(t);
+    }
+    s.kv = next;
+    s.length = position;
+    this.account(s, bytes, s.replyBytes);
+  }
+}
