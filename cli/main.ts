@@ -11,6 +11,7 @@ import { modelCommand } from './model.js';
 import { devnetCommand } from './devnet.js';
 import { supplyCommand } from './supply.js';
 import { peersCommand } from './peers.js';
+import { generateCommand } from './generate.js';
 
 /** Builds the command tree (exported for tests). */
 export function createProgram(): Command {
@@ -22,6 +23,7 @@ export function createProgram(): Command {
   program.addCommand(modelCommand());
   program.addCommand(supplyCommand());
   program.addCommand(peersCommand());
+  program.addCommand(generateCommand());
   program.addCommand(devnetCommand());
   for (const cmd of program.commands) {
     cmd.exitOverride();

@@ -1,0 +1,90 @@
+/**
+ * The grid client: joins the DHT as a client, opens a model by its fragment folder or manifest CID,
+ * discovers the suppliers hosting it, and opens fault-tolerant pipeline sessions on them.
+ */
+import '../node/polyfill.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { createGridHost, type GridHost, type NetworkKind } from '../node/host.js';
+import { createLogger } from '../node/logger.js';
+import { FragmentStore, parseBlobCid } from '../node/store/fragment-store.js';
+import { fetchByCid } from '../node/store/fetcher.js';
+import { readManifest, MANIFEST_FILE, type Manifest } from '../fragments/manifest.js';
+import { cidOfFile } from '../fragments/cid.js';
+import { ModelDiscovery, type DiscoveryOptions } from './discovery.js';
+import { Estimates } from './estimates.js';
+import { PipelineSession } from './session.js';
+import { ExecClient } from '../node/exec/client.js';
+
+export interface GridClientOptions {
+  bootstrap: string[];
+  network?: NetworkKind;
+  logger?: Logger;
+  discovery?: DiscoveryOptions;
+  /** Smallest step deadline for sessions (default 5 s). */
+  minStepTimeoutMs?: number;
+}
+
+/** A model the client can run: its manifest and its hosts. */
+export interface OpenModel {
+  manifest: Manifest;
+  manifestCid: string;
+  discovery: ModelDiscovery;
+}
+
+export class GridClient {
+  /** Shared by every session of this client, so what one learns (slow or dead peers) helps the others. */
+  readonly estimates = new Estimates();
+  private readonly exec = new ExecClient();
+  private tmpDirs: string[] = [];
+
+  private constructor(readonly host: GridHost, private readonly options: GridClientOptions, readonly logger: Logger) {}
+
+  /** Joins the grid as a DHT client and waits (up to 30 s) for a routing table. */
+  static async connect(options: GridClientOptions): Promise<GridClient> {
+    const logger = options.logger ?? createLogger('gridpipe', 'warn');
+    const host = await createGridHost({ network: options.network, bootstrap: options.bootstrap, clientMode: true, logger });
+    const deadline = Date.now() + 30_000;
+    while (host.routingTableSize() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    return new GridClient(host, options, logger);
+  }
+
+  /** Opens a model from a fragment folder (manifest.json) or a manifest CID fetched from the grid. */
+  async openModel(source: string, waitForHostsMs = 30_000): Promise<OpenModel> {
+    let manifest: Manifest;
+    let manifestCid: string;
+    if (existsSync(source) && statSync(source).isDirectory()) {
+      manifest = (await readManifest(source)).manifest;
+      manifestCid = await cidOfFile(path.join(source, MANIFEST_FILE));
+    } else {
+      manifestCid = parseBlobCid(source);
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-client-'));
+      this.tmpDirs.push(dir);
+      const store = await FragmentStore.open({ dataDir: dir });
+      await fetchByCid(this.host.node, store, manifestCid, { provide: false });
+      const read = await store.readManifest(manifestCid);
+      if (!read) throw new Error(`manifest ${manifestCid} could not be read after fetching it`);
+      manifest = read;
+    }
+    const discovery = new ModelDiscovery(this.host, manifestCid, this.options.discovery);
+    await discovery.waitForCoverage(manifest.fragments.length, waitForHostsMs);
+    discovery.start();
+    return { manifest, manifestCid, discovery };
+  }
+
+  /** A new pipeline session on an open model. */
+  session(model: OpenModel, maxLength: number): PipelineSession {
+    return new PipelineSession({
+      host: this.host, manifest: model.manifest, manifestCid: model.manifestCid, discovery: model.discovery,
+      estimates: this.estimates, client: this.exec, maxLength, logger: this.logger, minStepTimeoutMs: this.options.minStepTimeoutMs,
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.host.stop();
+    for (const d of this.tmpDirs) await rm(d, { recursive: true, force: true });
+  }
+}

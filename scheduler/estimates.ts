@@ -1,0 +1,83 @@
+/**
+ * What the client learns about each server from its replies: round trip, seconds per FLOP and queueing
+ * (moving averages, seeded from the capacity record), and bans with exponential back-off for servers that
+ * fail (after hivemind's Blacklist: 15 s × 2^k, cleared by a success).
+ */
+
+export interface PeerEstimate {
+  rttMs: number;
+  secondsPerFlop: number;
+  queueMs: number;
+  inflight: number;
+  bannedUntil: number;
+  failures: number;
+  samples: number;
+}
+
+export interface EstimatesOptions {
+  /** Weight of a new sample in the moving averages (default 0.2). */
+  alpha?: number;
+  /** First ban length; doubled per consecutive failure (default 15 s). */
+  banBaseMs?: number;
+  banMaxMs?: number;
+  /** Round trip assumed before any reply (default 5 ms: a LAN; the record's region could refine it). */
+  defaultRttMs?: number;
+  now?: () => number;
+}
+
+export class Estimates {
+  private readonly peers = new Map<string, PeerEstimate>();
+  private readonly alpha: number;
+  private readonly banBaseMs: number;
+  private readonly banMaxMs: number;
+  private readonly defaultRttMs: number;
+  private readonly now: () => number;
+
+  constructor(options: EstimatesOptions = {}) {
+    this.alpha = options.alpha ?? 0.2;
+    this.banBaseMs = options.banBaseMs ?? 15_000;
+    this.banMaxMs = options.banMaxMs ?? 10 * 60_000;
+    this.defaultRttMs = options.defaultRttMs ?? 5;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** The estimate of a peer, created from its advertised GFLOP/s on first sight. */
+  get(peerId: string, advertisedGflops = 10): PeerEstimate {
+    let e = this.peers.get(peerId);
+    if (!e) {
+      e = { rttMs: this.defaultRttMs, secondsPerFlop: 1 / (Math.max(0.01, advertisedGflops) * 1e9), queueMs: 0, inflight: 0, bannedUntil: 0, failures: 0, samples: 0 };
+      this.peers.set(peerId, e);
+    }
+    return e;
+  }
+
+  /** Folds in one reply: wall time of the call, the server's queue and compute time, the FLOPs it ran. */
+  recordReply(peerId: string, wallMs: number, queueMs: number, computeMs: number, flops: number): void {
+    const e = this.get(peerId);
+    const a = e.samples === 0 ? 1 : this.alpha;
+    const network = Math.max(0, wallMs - queueMs - computeMs);
+    e.rttMs = (1 - a) * e.rttMs + a * network;
+    if (flops > 0 && computeMs > 0) e.secondsPerFlop = (1 - a) * e.secondsPerFlop + a * (computeMs / 1000 / flops);
+    e.queueMs = (1 - a) * e.queueMs + a * queueMs;
+    e.samples++;
+    e.failures = 0;
+    e.bannedUntil = 0;
+  }
+
+  /** Bans a peer after a failure, for banBase × 2^(consecutive failures). */
+  recordFailure(peerId: string): void {
+    const e = this.get(peerId);
+    e.bannedUntil = this.now() + Math.min(this.banMaxMs, this.banBaseMs * 2 ** e.failures);
+    e.failures++;
+  }
+
+  isBanned(peerId: string): boolean {
+    return (this.peers.get(peerId)?.bannedUntil ?? 0) > this.now();
+  }
+
+  /** Peers banned right now. */
+  banned(): Set<string> {
+    const now = this.now();
+    return new Set([...this.peers].filter(([, e]) => e.bannedUntil > now).map(([id]) => id));
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * Generation over any step runner (a pipeline across peers, or one local onnxruntime session): prefill
+ * the prompt, then one token per step, streaming tokens as an async iterator. Models with a KV cache
+ * take only the new token each step; models without one take the whole sequence every step.
+ */
+import ort from 'onnxruntime-node';
+import { argmax, sampleToken, type SamplingOptions } from './sampling.js';
+import type { TensorMap } from './session.js';
+
+/** Runs one step of a model: graph inputs in, graph outputs (logits...) out. */
+export interface StepRunner {
+  step(inputs: TensorMap, position: number, tokens: number): Promise<{ outputs: TensorMap }>;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  promptIds: number[];
+  maxTokens: number;
+  /** Stop after emitting any of these ids (the stop token is emitted). */
+  stopTokens?: number[];
+  /** Whether the model keeps a KV cache (feed only new tokens) — from the manifest's stateful pairs. */
+  kvCache: boolean;
+  /** The model's graph input names (input_ids, attention_mask, position_ids are understood). */
+  inputNames: string[];
+  /** Largest context (prompt + generated). */
+  maxLength?: number;
+}
+
+export interface GeneratedToken { id: number; position: number; step: number }
+
+const ids = (values: number[]): ort.Tensor => new ort.Tensor('int64', BigInt64Array.from(values.map(BigInt)), [1, values.length]);
+
+/** The graph inputs for new tokens `tokens` at KV length `past`. */
+export function stepInputs(inputNames: string[], tokens: number[], past: number): TensorMap {
+  const feeds: TensorMap = {};
+  for (const name of inputNames) {
+    if (name === 'input_ids') feeds[name] = ids(tokens);
+    else if (name === 'attention_mask') feeds[name] = ids(Array(past + tokens.length).fill(1));
+    else if (name === 'position_ids') feeds[name] = ids(tokens.map((_, i) => past + i));
+    else if (!name.startsWith('past_key_values')) throw new Error(`generation does not know how to fill the model input "${name}"`);
+  }
+  return feeds;
+}
+
+/** Streams generated tokens. */
+export async function* generate(runner: StepRunner, options: GenerateOptions): AsyncGenerator<GeneratedToken> {
+  if (options.promptIds.length === 0) throw new Error('the prompt is empty');
+  const limit = options.maxLength ?? Number.POSITIVE_INFINITY;
+  if (options.promptIds.length + options.maxTokens > limit) {
+    throw new RangeError(`prompt (${options.promptIds.length}) + max tokens (${options.maxTokens}) exceeds the model's context of ${limit}`);
+  }
+  const sequence = [...options.promptIds];
+  let past = 0;
+  let pending = [...options.promptIds];
+  for (let step = 0; step < options.maxTokens; step++) {
+    const feed = options.kvCache ? pending : sequence;
+    const position = options.kvCache ? past : 0;
+    const { outputs } = await runner.step(stepInputs(options.inputNames, feed, position), position, feed.length);
+    const logits = outputs.logits;
+    if (!logits) throw new Error('the model returned no "logits" output');
+    const vocab = logits.dims[logits.dims.length - 1];
+    const rows = logits.dims[logits.dims.length - 2];
+    const data = logits.data as Float32Array;
+    const last = data.subarray((rows - 1) * vocab, rows * vocab);
+    const at = sequence.length;
+    const id = options.temperature && options.temperature > 0 ? sampleToken(last, at, options) : argmax(last);
+    if (options.kvCache) past += feed.length;
+    sequence.push(id);
+    pending = [id];
+    yield { id, position: at, step };
+    if (options.stopTokens?.includes(id)) return;
+  }
+}

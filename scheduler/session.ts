@@ -1,0 +1,262 @@
+/**
+ * A fault-tolerant pipeline session (after Petals' inference session, Algorithm 1 of arXiv 2312.08361):
+ * a route of servers, each running a span of fragments and keeping that span's KV cache; the client
+ * relays tensors between them (a star) and keeps, per step, every tensor it has seen. When a server dies,
+ * stalls past its deadline or returns an error, the client bans it, routes a replacement for that span
+ * only (possibly split differently), replays the history into it in one call (chunk by chunk, as first
+ * sent, so results stay identical) and goes on. A step fails only when a fragment has no live server.
+ */
+import type { Logger } from 'pino';
+import type ort from 'onnxruntime-node';
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
+import { peerIdFromString } from '@libp2p/peer-id';
+import type { Manifest } from '../fragments/manifest.js';
+import type { GridHost } from '../node/host.js';
+import { ExecClient, type RemoteSession } from '../node/exec/client.js';
+import { findRoute, NoRouteError, type FragmentCost, type RouteCall, type ServerEstimate } from './routing.js';
+import type { ModelDiscovery, HostedSpan } from './discovery.js';
+import { Estimates } from './estimates.js';
+
+export type TensorMap = Record<string, ort.Tensor>;
+
+/** A span of the route with its open session. */
+interface Link extends RouteCall {
+  session: RemoteSession;
+  /** Opened after earlier steps: must be replayed the history before its first step. */
+  fresh: boolean;
+  predictedMs: number;
+}
+
+export interface PipelineSessionOptions {
+  host: GridHost;
+  manifest: Manifest;
+  manifestCid: string;
+  discovery: ModelDiscovery;
+  estimates?: Estimates;
+  client?: ExecClient;
+  /** Positions the servers' KV caches must hold. */
+  maxLength: number;
+  /** Smallest step deadline (default 5 s); otherwise 3 × the predicted time. */
+  minStepTimeoutMs?: number;
+  /** Re-route attempts for one span within a step before giving up (default 8). */
+  maxRepairs?: number;
+  logger?: Logger;
+}
+
+/** A hop of a step: who ran which fragments, and how long it took. */
+export interface HopTiming { peerId: string; start: number; end: number; wallMs: number; queueMs: number; computeMs: number; replayed: number }
+export interface StepOutcome { outputs: TensorMap; hops: HopTiming[]; failovers: number }
+
+/** Raised when some fragment has no live server left. */
+export class PipelineUnavailableError extends Error {
+  constructor(readonly fragment: number, cause?: unknown) {
+    super(`no live server hosts fragment ${fragment} of the model`);
+    this.name = 'PipelineUnavailableError';
+    if (cause) (this as { cause?: unknown }).cause = cause;
+  }
+}
+
+export class PipelineSession {
+  private chain: Link[] = [];
+  private readonly history: { position: number; known: TensorMap }[] = [];
+  private readonly estimates: Estimates;
+  private readonly client: ExecClient;
+  private readonly costs: FragmentCost[];
+  private readonly k: number;
+  private closed = false;
+  /** Failovers over the session's life. */
+  failovers = 0;
+
+  constructor(private readonly options: PipelineSessionOptions) {
+    this.estimates = options.estimates ?? new Estimates();
+    this.client = options.client ?? new ExecClient();
+    this.k = options.manifest.fragments.length;
+    this.costs = fragmentCosts(options.manifest);
+  }
+
+  /** The current route (after close: the last one): peer and span per hop. */
+  get route(): RouteCall[] { return this.closed ? this.lastRoute : this.chain.map(({ peerId, start, end }) => ({ peerId, start, end })); }
+
+  private lastRoute: RouteCall[] = [];
+
+  /**
+   * Runs one step: `inputs` are the model's graph inputs for the new tokens, `position` the KV length
+   * before them, `tokens` how many new positions (for costing and deadlines). Returns the model's outputs
+   * (KV-cache outputs excluded: they stay on the servers).
+   */
+  async step(inputs: TensorMap, position: number, tokens: number): Promise<StepOutcome> {
+    if (this.closed) throw new Error('the pipeline session is closed');
+    const known: TensorMap = { ...inputs };
+    const stepIndex = this.history.length;
+    this.history.push({ position, known });
+    const hops: HopTiming[] = [];
+    const failoversBefore = this.failovers;
+    let i = 0;
+    let j = 0;
+    let repairs = 0;
+    while (j < this.k) {
+      if (i >= this.chain.length) await this.extend(j, tokens);
+      const link = this.chain[i];
+      const needs = this.inputsOf(link.start, link.end);
+      const feeds = pick(known, needs, link);
+      const replay = link.fresh ? this.history.slice(0, stepIndex).map((h) => ({ position: h.position, inputs: pick(h.known, needs, link) })) : [];
+      const timeoutMs = Math.max(this.options.minStepTimeoutMs ?? 5000, 3 * link.predictedMs * (1 + replay.length));
+      const started = performance.now();
+      try {
+        const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), timeoutMs });
+        const wallMs = performance.now() - started;
+        this.estimates.recordReply(link.peerId, wallMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens * (1 + replay.length)));
+        // Replayed outputs rebuild what later fresh spans of a different split need for their own replay.
+        res.replayOutputs.forEach((r, t) => Object.assign(this.history[t].known, r.outputs));
+        Object.assign(known, res.outputs);
+        hops.push({ peerId: link.peerId, start: link.start, end: link.end, wallMs, queueMs: res.queueMs, computeMs: res.computeMs, replayed: replay.length });
+        link.fresh = false;
+        j = link.end;
+        i++;
+      } catch (err) {
+        this.failovers++;
+        this.options.logger?.warn({ peer: link.peerId, span: [link.start, link.end], err: (err as Error).message }, 'server failed; routing around it');
+        this.estimates.recordFailure(link.peerId);
+        link.session.abort();
+        if (++repairs > (this.options.maxRepairs ?? 8)) throw err;
+        await this.repair(i, tokens);
+      }
+    }
+    const outputs: TensorMap = {};
+    const stateful = new Set(this.options.manifest.statefulPairs.map((p) => p.output));
+    for (const o of this.options.manifest.model.outputs) if (!stateful.has(o.name) && known[o.name]) outputs[o.name] = known[o.name];
+    return { outputs, hops, failovers: this.failovers - failoversBefore };
+  }
+
+  /** Closes every server session. */
+  async close(): Promise<void> {
+    this.lastRoute = this.route;
+    this.closed = true;
+    await Promise.all(this.chain.map((l) => l.session.close().catch(() => undefined)));
+    this.chain = [];
+  }
+
+  /** Routes and opens sessions from fragment j to the end of the model. */
+  private async extend(from: number, tokens: number): Promise<void> {
+    this.chain.push(...(await this.openRoute(from, this.k, tokens)));
+  }
+
+  /** Replaces link i (which failed) by a new route over the same fragments. */
+  private async repair(i: number, tokens: number): Promise<void> {
+    const failed = this.chain[i];
+    const replacement = await this.openRoute(failed.start, failed.end, tokens);
+    this.chain.splice(i, 1, ...replacement);
+  }
+
+  private async openRoute(from: number, to: number, tokens: number): Promise<Link[]> {
+    for (let attempt = 0; ; attempt++) {
+      const spans = attempt === 0 && this.options.discovery.current.length ? this.options.discovery.current : await this.options.discovery.refresh();
+      const servers = spans.map((s) => this.serverEstimate(s));
+      let calls: RouteCall[];
+      let estimatedMs: number;
+      try {
+        const route = findRoute(this.costs, servers, { from, to, tokens, mode: tokens > 1 ? 'throughput' : 'latency', exclude: this.estimates.banned() });
+        calls = route.stages.map((s) => s.calls[0]);
+        estimatedMs = route.estimatedMs;
+      } catch (err) {
+        if (err instanceof NoRouteError) {
+          if (attempt < 2) { await new Promise((r) => setTimeout(r, 200)); continue; }
+          throw new PipelineUnavailableError(err.fragment, err);
+        }
+        throw err;
+      }
+      const links: Link[] = [];
+      try {
+        for (const call of calls) {
+          const span = spans.find((s) => s.peerId === call.peerId && s.start <= call.start && call.end <= s.end)!;
+          const session = await this.client.openSession(this.options.host.node, dialTarget(span), {
+            fragments: Array.from({ length: call.end - call.start }, (_, n) => ({ cid: this.options.manifest.fragments[call.start + n].cid, manifestCid: this.options.manifestCid, index: call.start + n })),
+            maxLength: this.options.maxLength,
+          });
+          links.push({ ...call, session, fresh: true, predictedMs: estimatedMs / calls.length });
+        }
+        return links;
+      } catch (err) {
+        // A server that will not even open a session: ban it and route again.
+        for (const l of links) l.session.abort();
+        const bad = calls[links.length];
+        if (bad) this.estimates.recordFailure(bad.peerId);
+        this.failovers++;
+        this.options.logger?.warn({ peer: bad?.peerId, err: (err as Error).message }, 'could not open a session; routing around it');
+        if (attempt >= 8) throw err;
+      }
+    }
+  }
+
+  private serverEstimate(span: HostedSpan): ServerEstimate {
+    const e = this.estimates.get(span.peerId, span.gflops);
+    return {
+      peerId: span.peerId, start: span.start, end: span.end, secondsPerFlop: e.secondsPerFlop, rttMs: e.rttMs,
+      bandwidthBytesPerS: 1e9, queueMs: e.queueMs, inflight: e.inflight, capacity: 4,
+    };
+  }
+
+  /** Tensors the span [start, end) reads from outside itself, KV-cache inputs excluded (they stay on the server). */
+  private inputsOf(start: number, end: number): string[] {
+    const names = new Set<string>();
+    for (let f = start; f < end; f++) {
+      const fragment = this.options.manifest.fragments[f];
+      const stateful = new Set(fragment.stateful.map((p) => p.input));
+      for (const input of fragment.inputs) {
+        if (stateful.has(input.name)) continue;
+        if (input.from === 'graph' || input.from < start) names.add(input.name);
+      }
+    }
+    return [...names];
+  }
+
+  /** What the client needs back from the span: model outputs (not KV) and tensors later fragments read. */
+  private wantedFrom(start: number, end: number): string[] {
+    const names = new Set<string>();
+    for (let f = start; f < end; f++) {
+      const fragment = this.options.manifest.fragments[f];
+      const stateful = new Set(fragment.stateful.map((p) => p.output));
+      for (const output of fragment.outputs) {
+        if (output.graphOutput && !stateful.has(output.name)) names.add(output.name);
+        if (output.to.some((t) => t >= end)) names.add(output.name);
+      }
+    }
+    return [...names];
+  }
+
+  private spanFlops(start: number, end: number, tokens: number): number {
+    let f = 0;
+    for (let j = start; j < end; j++) f += this.costs[j].flopsPerToken * tokens;
+    return f;
+  }
+}
+
+function pick(known: TensorMap, names: string[], link: RouteCall): TensorMap {
+  const out: TensorMap = {};
+  for (const n of names) {
+    const t = known[n];
+    if (!t) throw new Error(`internal: no tensor "${n}" for fragments ${link.start}..${link.end - 1}`);
+    out[n] = t;
+  }
+  return out;
+}
+
+function dialTarget(span: HostedSpan): Multiaddr[] | ReturnType<typeof peerIdFromString> {
+  const addrs = span.addrs.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${span.peerId}`));
+  return addrs.length ? addrs.map((a) => multiaddr(a)) : peerIdFromString(span.peerId);
+}
+
+/** Per-token costs of each fragment from the manifest (its FLOPs were costed at `costDims`). */
+export function fragmentCosts(manifest: Manifest): FragmentCost[] {
+  const positions = Object.entries(manifest.costDims).filter(([k]) => !/batch/i.test(k)).map(([, v]) => v);
+  const perToken = positions.length ? Math.max(...positions) : 1;
+  const bytesPerToken = (t: { dtype: string; shape?: (number | string | null)[] }): number => {
+    const elem = /64/.test(t.dtype) ? 8 : /16/.test(t.dtype) ? 2 : /8|bool/.test(t.dtype) ? 1 : 4;
+    return elem * (t.shape ?? []).reduce<number>((a, d) => a * (typeof d === 'number' ? d : 1), 1);
+  };
+  return manifest.fragments.map((f) => ({
+    flopsPerToken: f.flops / perToken,
+    inputBytesPerToken: f.inputs.filter((i) => i.from !== 'graph').reduce((s, i) => s + bytesPerToken(i), 0),
+    outputBytesPerToken: f.outputs.reduce((s, o) => s + bytesPerToken(o), 0),
+  }));
+}
