@@ -1,5 +1,9 @@
-/** `gridpipe supply`: run a supplier node until SIGINT/SIGTERM. */
-import { Command, Option } from 'commander';
+/**
+ * `gridpipe supply`: run a supplier node until SIGINT/SIGTERM. `--host <manifest CID>` without
+ * `--fragments` lets placement choose the span (weakest coverage that fits --max-memory, capped by
+ * --max-fragments) and move it when the swarm is badly balanced; `--fragments` fixes it.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
 import os from 'node:os';
 import path from 'node:path';
 import { Supplier } from '../node/supplier.js';
@@ -10,6 +14,13 @@ import type { ProviderChoice } from '../node/exec/executor.js';
 import { ShareLimits } from '../node/limits.js';
 import { UsageError } from './errors.js';
 
+/** Seconds (decimals allowed, 0 included) as milliseconds. */
+function seconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0 || value.trim() === '') throw new InvalidArgumentError(`expected a number of seconds, got "${value}"`);
+  return Math.round(n * 1000);
+}
+
 /** The supply command. */
 export function supplyCommand(): Command {
   return new Command('supply')
@@ -19,12 +30,24 @@ export function supplyCommand(): Command {
     .option('--announce <multiaddr>', 'address to announce instead (repeatable)', collect, [])
     .option('--bootstrap <multiaddr>', 'peer to join through, with /p2p/<id> (repeatable)', collect, [])
     .option('--host <dir-or-cid>', 'fragment folder or manifest CID to host (repeatable)', collect, [])
-    .option('--fragments <list>', 'fragment indices to host, e.g. 0,1 (default: all)', (v: string) => v.split(',').map((x) => {
+    .option('--fragments <list>', 'fragment indices to host, e.g. 0,1, or "all" (default: all of a folder; for a manifest CID, the span placement chooses)', (v: string): number[] | 'all' => (v === 'all' ? 'all' : v.split(',').map((x) => {
       const n = Number(x);
-      if (!Number.isInteger(n) || n < 0) throw new UsageError(`--fragments takes indices like 0,1,2, got "${v}"`);
+      if (!Number.isInteger(n) || n < 0) throw new UsageError(`--fragments takes indices like 0,1,2 or "all", got "${v}"`);
       return n;
-    }))
-    .option('--max-memory <bytes>', 'memory lent for KV caches and activations (e.g. 8GiB)', byteSize)
+    })))
+    .option('--max-fragments <n>', 'placement: host at most this many fragments (default: as many as fit in --max-memory)', positiveInt)
+    .option('--kv-tokens <n>', 'placement: KV-cache positions budgeted per hosted fragment', positiveInt, 4096)
+    .addOption(new Option('--join-jitter <seconds>', 'placement: wait a random time up to this before choosing a span').argParser(seconds).default(5000, '5'))
+    .addOption(new Option('--rebalance-every <seconds>', 'placement: mean time between checks of the swarm\'s balance').argParser(seconds).default(60_000, '60'))
+    .option('--no-rebalance', 'placement: keep the first span chosen (no moves)')
+    .option('--balance-quality <q>', 'placement: move when the bottleneck would grow beyond 1/q of itself (0..1)', (v: string) => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError(`expected a number in [0, 1], got "${v}"`);
+      return n;
+    }, 0.75)
+    .addOption(new Option('--drain <seconds>', 'placement: how long sessions on a span left behind may go on').argParser(seconds).default(60_000, '60'))
+    .option('--gflops <n>', 'compute rate (GFLOP/s) to advertise and place with, instead of the probe\'s', positiveNumber)
+    .option('--max-memory <bytes>', 'memory lent (e.g. 8GiB): KV caches and activations, and for placement the span\'s weights plus KV budget (default: a quarter of RAM)', byteSize)
     .option('--max-sessions <n>', 'sessions served at once', positiveInt)
     .option('--threads <n>', 'onnxruntime threads', positiveInt)
     .option('--gpu-share <f>', 'share of the GPU lent, in (0, 1]', positiveNumber)
@@ -38,13 +61,18 @@ export function supplyCommand(): Command {
     .option('--admin-port <port>', 'local admin endpoint on 127.0.0.1 (0 = any free port)', (v: string) => Number(v))
     .addOption(new Option('--provider <ep>', 'execution provider to try first').choices(['auto', 'cpu', 'cuda', 'webgpu']))
     .option('--reprobe', 're-run the capacity probe instead of using the cached one', false)
+    .option('--spin', 'let onnxruntime threads spin between ops: faster steps on a machine the supplier has to itself', false)
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
-      data: string; listen: string[]; announce: string[]; bootstrap: string[]; host: string[]; fragments?: number[];
+      data: string; listen: string[]; announce: string[]; bootstrap: string[]; host: string[]; fragments?: number[] | 'all';
+      maxFragments?: number; kvTokens: number; joinJitter: number; rebalanceEvery: number; rebalance: boolean; balanceQuality: number;
+      drain: number; gflops?: number;
       maxMemory?: number; maxSessions?: number; threads?: number; gpuShare?: number; hours?: string; paused: boolean;
       price: string; stakingAddress?: string; network: string; mdns: boolean; relay: boolean; adminPort?: number;
-      provider?: ProviderChoice; reprobe: boolean; json: boolean;
+      provider?: ProviderChoice; reprobe: boolean; spin: boolean; json: boolean;
     }) => {
+      if (o.rebalanceEvery <= 0) throw new UsageError('--rebalance-every must be more than 0 seconds (use --no-rebalance to turn moves off)');
+      if (o.fragments !== undefined && o.maxFragments !== undefined) throw new UsageError('--max-fragments applies when the supplier chooses its span; drop it or --fragments');
       if (!/^\d+$/.test(o.price)) throw new UsageError(`--price must be a whole number of token base units, got "${o.price}"`);
       if (o.stakingAddress && !/^0x[0-9a-fA-F]{40}$/.test(o.stakingAddress)) throw new UsageError(`--staking-address must be a 0x-prefixed 20-byte address, got "${o.stakingAddress}"`);
       const limits = { maxMemoryBytes: o.maxMemory, maxSessions: o.maxSessions, threads: o.threads, gpuShare: o.gpuShare, hours: o.hours, paused: o.paused };
@@ -66,16 +94,22 @@ export function supplyCommand(): Command {
       const supplier = await Supplier.start({
         dataDir: o.data, listen: o.listen.length ? o.listen : undefined, announce: o.announce.length ? o.announce : undefined,
         bootstrap: o.bootstrap, network, mdns: o.mdns, relay: o.relay,
-        host: o.host, fragments: o.fragments,
+        host: o.host, fragments: o.fragments === 'all' ? undefined : o.fragments,
+        placement: o.fragments === 'all' ? false : {
+          maxFragments: o.maxFragments, kvTokens: o.kvTokens, joinJitterMs: o.joinJitter, rebalance: o.rebalance,
+          checkEveryMs: o.rebalanceEvery, q: o.balanceQuality, drainMs: o.drain,
+        },
+        gflops: o.gflops,
         limits,
-        pricePerGflop: o.price, stakingAddress: o.stakingAddress, adminPort: o.adminPort, provider: o.provider, rerunProbe: o.reprobe,
+        pricePerGflop: o.price, stakingAddress: o.stakingAddress, adminPort: o.adminPort, provider: o.provider, rerunProbe: o.reprobe, spin: o.spin,
         onFetchProgress: (done, total) => progress.update(done, total),
       });
       progress.stop();
       const ready = {
         peerId: supplier.peerId, addresses: supplier.addresses(), admin: supplier.adminUrl,
         hosted: supplier.hosted.map((h) => ({ manifestCid: h.manifestCid, index: h.index, cid: h.cid })),
-        provider: supplier.probe.benchmark.executionProvider, gflops: Number(supplier.probe.benchmark.matmulGflops.toFixed(2)),
+        provider: supplier.probe.benchmark.executionProvider, gflops: Number(supplier.gflops.toFixed(2)),
+        placement: supplier.placement.map((p) => ({ manifestCid: p.manifestCid, span: p.span })),
       };
       if (o.json) process.stdout.write(`${JSON.stringify({ ready: true, ...ready })}\n`);
       else {

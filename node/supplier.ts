@@ -3,6 +3,12 @@
  * DHT), imports or fetches the fragments it hosts (verified by CID) and serves them to peers, runs them
  * for clients within its share limits, and keeps a signed capacity record in the DHT. `stop()` withdraws
  * the record (a tombstone) and shuts everything down cleanly.
+ *
+ * Which fragments: a fragment folder is hosted whole (or `fragments`); a manifest CID with `fragments`
+ * hosts those; a manifest CID alone is placed (node/placement): the supplier fetches the manifest, reads
+ * the swarm's capacity records, takes the span where the swarm is weakest that fits its memory, lists it
+ * in its record before downloading it, and then a placement agent moves it when the swarm is badly
+ * balanced (fetch the new span, serve it, publish, stop serving the old one).
  */
 import './polyfill.js';
 import { mkdir, stat } from 'node:fs/promises';
@@ -13,7 +19,7 @@ import { createLogger } from './logger.js';
 import type { Manifest } from '../fragments/manifest.js';
 import { createGridHost, type GridHost, type NetworkKind } from './host.js';
 import { probeCapacity, type ProbeResult } from './capacity/probe.js';
-import { CapacityPublisher } from './capacity/dht.js';
+import { CapacityPublisher, findAllRecords } from './capacity/dht.js';
 import { fieldsFromProbe, type CapacityRecordFields, type HostedFragment } from './capacity/record.js';
 import { ShareLimits, type ShareLimitOptions } from './limits.js';
 import { FragmentStore, parseBlobCid } from './store/fragment-store.js';
@@ -24,6 +30,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { PeerId } from '@libp2p/interface';
 import { startExecServer, type ExecServer } from './exec/protocol.js';
 import type { ProviderChoice } from './exec/executor.js';
+import { PlacementAgent, placementModelOf, joiningFragment, spansOfIndices, type PlacementStatus, type Span, type SpanHost } from './placement/index.js';
 
 export interface SupplierOptions {
   dataDir: string;
@@ -35,8 +42,15 @@ export interface SupplierOptions {
   relay?: boolean;
   /** Fragment folders (with manifest.json) or manifest CIDs to host. */
   host?: string[];
-  /** Which fragment indices of each model to host (default: all). */
+  /**
+   * Which fragment indices of each model to host. Default: all of a fragment folder; for a manifest CID,
+   * the span placement chooses (or all, with `placement: false`).
+   */
   fragments?: number[];
+  /** How a manifest CID without `fragments` is placed; false hosts all its fragments, no agent. */
+  placement?: SupplierPlacementOptions | false;
+  /** Compute rate (GFLOP/s) to advertise and place with instead of the probe's measurement. */
+  gflops?: number;
   limits?: ShareLimitOptions;
   /** Price per GFLOP in the payment token's base units (decimal string). */
   pricePerGflop?: string;
@@ -48,9 +62,33 @@ export interface SupplierOptions {
   /** Execution provider to try first (default: the best the probe found). */
   provider?: ProviderChoice;
   rerunProbe?: boolean;
+  /** Let onnxruntime's idle threads spin (faster steps, more idle CPU; see ExecServerInit.allowSpinning). */
+  spin?: boolean;
   logger?: Logger;
   /** Progress of fetching fragments (bytes so far, total, what). */
   onFetchProgress?: (done: number, total: number, what: string) => void;
+}
+
+/** Placement of a model given by manifest CID without explicit fragments (see node/placement). */
+export interface SupplierPlacementOptions {
+  /** Bytes for the span's weights and KV budget, per placed model (default: the share limit's maxMemoryBytes). */
+  memoryBytes?: number;
+  /** Most fragments to host (default: as many as fit). */
+  maxFragments?: number;
+  /** KV positions budgeted per hosted fragment (default 4096). */
+  kvTokens?: number;
+  /** Sleep uniform(0, this) before choosing, so suppliers started together spread out (default 5 s). */
+  joinJitterMs?: number;
+  /** Rebalance: run the agent (default true). */
+  rebalance?: boolean;
+  /** Mean time between rebalance checks; each wait is uniform(0.5, 1.5) × this (default 60 s). */
+  checkEveryMs?: number;
+  /** Move when the bottleneck would grow beyond before/q (default 0.75). */
+  q?: number;
+  /** How long sessions on a span left behind may go on before its fragments are unloaded (default 60 s). */
+  drainMs?: number;
+  /** Timeout of one read of the swarm's records (default 10 s). */
+  lookupTimeoutMs?: number;
 }
 
 /** A fragment this supplier hosts. */
@@ -64,20 +102,31 @@ export interface HostedModelFragment {
 
 export class Supplier {
   private stopped = false;
+  /** Fragments served now. */
+  private readonly served: HostedModelFragment[] = [];
+  /** Spans chosen and listed in the record, not served yet (by manifest CID). */
+  private readonly joining = new Map<string, { manifest: Manifest; span: Span }>();
+  private readonly agents = new Map<string, PlacementAgent>();
+  readonly publisher: CapacityPublisher;
+  /** The compute rate advertised and placed with (GFLOP/s). */
+  readonly gflops: number;
 
   private constructor(
     readonly host: GridHost,
     readonly store: FragmentStore,
     readonly exec: ExecServer,
-    readonly publisher: CapacityPublisher,
     readonly limits: ShareLimits,
     readonly probe: ProbeResult,
-    readonly hosted: HostedModelFragment[],
     private readonly stopBlob: () => Promise<void>,
     readonly logger: Logger,
-    /** CIDs this supplier announces as a provider: manifests, fragments, their weights. */
-    private readonly announceCids: string[],
-  ) {}
+    /** What the exec server serves: fragment and manifest CIDs to files. */
+    private readonly paths: Map<string, string>,
+    private readonly options: SupplierOptions,
+    private readonly dataDir: string,
+  ) {
+    this.gflops = options.gflops ?? probe.benchmark.matmulGflops;
+    this.publisher = new CapacityPublisher(host, { fields: () => this.fields(), ttlMs: options.recordTtlMs });
+  }
 
   private admin?: Server;
 
@@ -88,6 +137,7 @@ export class Supplier {
     await mkdir(dataDir, { recursive: true });
     const probe = await probeCapacity({ dataDir, rerun: options.rerunProbe, threads: options.limits?.threads, logger: logger.child({ component: 'probe' }) });
     const limits = new ShareLimits(options.limits ?? {}, { memoryBytes: probe.memoryTotalBytes, cores: probe.cpuCores });
+    if (options.gflops !== undefined && !(options.gflops > 0)) throw new RangeError(`gflops must be positive, got ${options.gflops}`);
     const host = await createGridHost({
       dataDir, network: options.network, listen: options.listen, announce: options.announce, bootstrap: options.bootstrap,
       mdns: options.mdns, relay: options.relay, logger,
@@ -100,51 +150,67 @@ export class Supplier {
       const stopBlob = await handleBlobProtocol(host.node, store, { logger: host.logger });
       cleanups.push(stopBlob);
 
-      const hosted = await hostModels(host, store, dataDir, options, logger);
       const paths = new Map<string, string>();
-      for (const h of hosted) {
-        paths.set(h.cid, h.path);
-        const manifestPath = await store.get(h.manifestCid);
-        if (manifestPath) paths.set(h.manifestCid, manifestPath);
-      }
       const exec = await startExecServer(host.node, {
         resolve: (cid) => paths.get(cid),
         limits,
         registry: host.metrics,
         logger: host.logger,
         provider: providerChoice(options.provider ?? probe.benchmark.executionProvider),
+        allowSpinning: options.spin,
       });
       cleanups.push(() => exec.stop());
 
-      const fields = (): CapacityRecordFields => ({
-        ...fieldsFromProbe(probe),
-        pricePerGflop: options.pricePerGflop ?? '0',
-        stakingAddress: options.stakingAddress ?? '',
-        fragments: hosted.map((h): HostedFragment => {
-          const f = h.manifest.fragments[h.index];
-          const flopsPerStep = Math.max(1, f.flops);
-          return {
-            cid: h.cid, manifestCid: h.manifestCid, index: h.index,
-            stepsPerSecond: (probe.benchmark.matmulGflops * 1e9) / flopsPerStep,
-            load: Math.min(1, exec.sessions.size / limits.maxSessions),
-            activeSessions: exec.sessions.size,
-          };
-        }),
-        limits: {
-          maxMemoryBytes: limits.maxMemoryBytes, maxSessions: limits.maxSessions, threads: limits.threads,
-          gpuShare: limits.gpuShare, hours: limits.hours?.text ?? '', paused: limits.paused,
-        },
-      });
-      const publisher = new CapacityPublisher(host, { fields, ttlMs: options.recordTtlMs });
-      const supplier = new Supplier(host, store, exec, publisher, limits, probe, hosted, stopBlob, logger, blobsOf(hosted));
+      const supplier = new Supplier(host, store, exec, limits, probe, stopBlob, logger, paths, options, dataDir);
+      // A chosen span may have been announced before a failure: withdraw it rather than leave it listed.
+      cleanups.push(async () => { if (supplier.publisher.current) await supplier.publisher.unpublish(); });
+      cleanups.push(() => supplier.stopAgents());
+      await supplier.hostModels();
       if (options.adminPort !== undefined) await supplier.startAdmin(options.adminPort);
       supplier.startAnnouncing();
-      logger.info({ peerId: host.peerId.toString(), addresses: host.addresses(), hosted: hosted.length }, 'supplier ready');
+      for (const agent of supplier.agents.values()) agent.start();
+      logger.info({ peerId: host.peerId.toString(), addresses: host.addresses(), hosted: supplier.served.length }, 'supplier ready');
       return supplier;
     } catch (err) {
       for (const c of cleanups.reverse()) await c().catch(() => undefined);
       throw err;
     }
+  }
+
+  /** The fragments served now (a copy; placement may change them). */
+  get hosted(): HostedModelFragment[] { return [...this.served]; }
+
+  /** Where each placed model stands: its span, the agent's checks and moves. */
+  get placement(): PlacementStatus[] { return [...this.agents.values()].map((a) => a.status); }
+
+  /** What the capacity record says: hardware, prices, limits, served fragments and joining ones. */
+  private fields(): CapacityRecordFields {
+    const { probe, limits, exec } = this;
+    const rate = (flops: number): number => (this.gflops * 1e9) / Math.max(1, flops);
+    const load = Math.min(1, exec.sessions.size / limits.maxSessions);
+    const fragments: HostedFragment[] = this.served.map((h) => ({
+      cid: h.cid, manifestCid: h.manifestCid, index: h.index, stepsPerSecond: rate(h.manifest.fragments[h.index].flops),
+      load, activeSessions: exec.sessions.size,
+    }));
+    for (const [manifestCid, { manifest, span }] of this.joining) {
+      for (let j = span.start; j < span.end; j++) {
+        if (this.served.some((h) => h.manifestCid === manifestCid && h.index === j)) continue;
+        const f = manifest.fragments[j];
+        fragments.push(joiningFragment({ cid: f.cid, manifestCid, index: j, stepsPerSecond: rate(f.flops) }));
+      }
+    }
+    const base = fieldsFromProbe(probe);
+    return {
+      ...base,
+      benchmark: { ...probe.benchmark, matmulGflops: this.gflops },
+      pricePerGflop: this.options.pricePerGflop ?? '0',
+      stakingAddress: this.options.stakingAddress ?? '',
+      fragments,
+      limits: {
+        maxMemoryBytes: limits.maxMemoryBytes, maxSessions: limits.maxSessions, threads: limits.threads,
+        gpuShare: limits.gpuShare, hours: limits.hours?.text ?? '', paused: limits.paused,
+      },
+    };
   }
 
   get peerId(): string { return this.host.peerId.toString(); }
@@ -161,7 +227,6 @@ export class Supplier {
    * alone. So nothing waits on it, and it runs again whenever a peer connects after a lonely attempt.
    */
   private startAnnouncing(): void {
-    const cids = this.announceCids;
     let lonely = true;
     let running = false;
     const announce = async (): Promise<void> => {
@@ -170,7 +235,7 @@ export class Supplier {
       lonely = this.host.routingTableSize() === 0;
       try {
         const [failures, published] = await Promise.all([
-          provideBlobs(this.host.node, cids, { signal: AbortSignal.timeout(ANNOUNCE_TIMEOUT_MS) }),
+          provideBlobs(this.host.node, blobsOf(this.served), { signal: AbortSignal.timeout(ANNOUNCE_TIMEOUT_MS) }),
           this.publisher.isRunning ? this.publisher.publishNow() : this.publisher.start(),
         ]);
         if (failures.length) this.logger.debug({ failures: failures.length }, 'some hosted blobs could not be announced yet');
@@ -206,12 +271,165 @@ export class Supplier {
     if (this.stopped) return;
     this.stopped = true;
     if (this.onPeer) this.host.node.removeEventListener('peer:connect', this.onPeer);
+    await this.stopAgents();
     await this.publisher.unpublish().catch((err: unknown) => this.logger.warn({ err }, 'could not withdraw the capacity record'));
     await new Promise<void>((resolve) => (this.admin ? this.admin.close(() => resolve()) : resolve()));
     await this.exec.stop().catch(() => undefined);
     await this.stopBlob().catch(() => undefined);
     await this.host.stop();
     this.logger.info('supplier stopped');
+  }
+
+  private async stopAgents(): Promise<void> {
+    await Promise.all([...this.agents.values()].map((a) => a.stop()));
+  }
+
+  /** Publishes the record now; a failure is logged (the publisher retries on its own). */
+  private async publishQuietly(): Promise<void> {
+    await this.publisher.publishNow().then(
+      (r) => { if (!r.ok) this.logger.debug({ error: r.error }, 'capacity record stored by too few peers for now'); },
+      (err: unknown) => this.logger.warn({ err: (err as Error).message }, 'capacity record could not be published'),
+    );
+  }
+
+  /** Imports fragment folders, fetches manifests by CID, links the hosted fragments; places the rest. */
+  private async hostModels(): Promise<void> {
+    const { options, store, logger } = this;
+    for (const source of options.host ?? []) {
+      const isDir = await stat(source).then((s) => s.isDirectory(), () => false);
+      if (isDir) {
+        const { manifestCid, manifest } = await store.importManifestDir(source);
+        await this.serve(manifestCid, manifest, options.fragments ?? manifest.fragments.map((f) => f.index));
+        continue;
+      }
+      let cid: string;
+      try {
+        cid = parseBlobCid(source);
+      } catch {
+        throw new Error(`--host ${source}: neither a fragment folder nor a manifest CID`);
+      }
+      const place = options.fragments === undefined && options.placement !== false;
+      logger.info({ manifestCid: cid }, place ? 'fetching the manifest to choose a span' : 'fetching the manifest and fragments');
+      const { manifestCid, manifest } = await this.fetch(cid, place ? [] : options.fragments);
+      if (place) await this.place(manifestCid, manifest, options.placement || {});
+      else await this.serve(manifestCid, manifest, options.fragments ?? manifest.fragments.map((f) => f.index));
+    }
+  }
+
+  /** Fetches a manifest and the given fragments (all when undefined), waiting for the model to be announced. */
+  private fetch(manifestCid: string, indices: number[] | undefined, signal?: AbortSignal): ReturnType<typeof fetchManifestAndFragments> {
+    const { host, store, options, logger } = this;
+    return fetchWhenPublished(host, () => fetchManifestAndFragments(host.node, store, manifestCid, indices, {
+      onProgress: (done, total) => options.onFetchProgress?.(done, total, manifestCid),
+      // The peers we joined through are likely hosts: ask them before the DHT answers.
+      peers: bootstrapPeers(options.bootstrap ?? []),
+      signal,
+      logger,
+    }), logger, signal);
+  }
+
+  /** Links fetched or imported fragments and serves them. Returns the fragments newly served. */
+  private async serve(manifestCid: string, manifest: Manifest, indices: number[]): Promise<HostedModelFragment[]> {
+    const dir = path.join(this.dataDir, 'hosted', manifestCid);
+    const added: HostedModelFragment[] = [];
+    for (const index of indices) {
+      if (!manifest.fragments[index]) throw new Error(`--fragments ${index}: ${manifest.name} has ${manifest.fragments.length} fragments`);
+      if (this.served.some((h) => h.manifestCid === manifestCid && h.index === index)) continue;
+      const linked = await this.store.linkFragment(manifest, index, dir);
+      const f = manifest.fragments[index];
+      const h = { manifestCid, manifest, index, cid: f.cid, path: linked.model };
+      this.paths.set(h.cid, h.path);
+      this.served.push(h);
+      added.push(h);
+    }
+    const manifestPath = await this.store.get(manifestCid);
+    if (manifestPath) this.paths.set(manifestCid, manifestPath);
+    this.logger.info({ model: manifest.name, manifestCid, fragments: this.served.filter((h) => h.manifestCid === manifestCid).map((h) => h.index) }, 'hosting');
+    return added;
+  }
+
+  /**
+   * Stops serving fragments already taken out of `served` (and of the record): new sessions cannot load them once they leave the resolver; they are
+   * unloaded when no session is open, or after the drain time (a step of a session still on them then
+   * fails with an error naming the closed fragment).
+   */
+  private retire(leaving: HostedModelFragment[], drainMs: number): void {
+    if (leaving.length === 0) return;
+    for (const h of leaving) if (!this.served.some((s) => s.cid === h.cid)) this.paths.delete(h.cid);
+    this.logger.info({ fragments: leaving.map((h) => h.index), manifestCid: leaving[0].manifestCid, sessions: this.exec.sessions.size }, 'stopped serving fragments');
+    const deadline = Date.now() + drainMs;
+    const unload = async (): Promise<void> => {
+      if (this.stopped) return;
+      if (this.exec.sessions.size > 0 && Date.now() < deadline) {
+        setTimeout(() => { void unload(); }, Math.min(500, drainMs)).unref();
+        return;
+      }
+      for (const h of leaving) if (!this.paths.has(h.cid)) await this.exec.executors.unload(h.cid);
+    };
+    void unload();
+  }
+
+  /** Chooses a span for a model by placement, hosts it, and keeps an agent for it. */
+  private async place(manifestCid: string, manifest: Manifest, p: SupplierPlacementOptions): Promise<void> {
+    const model = placementModelOf(manifest, { kvTokens: p.kvTokens });
+    const drainMs = p.drainMs ?? 60_000;
+    const spanHost: SpanHost = {
+      current: () => {
+        const spans = spansOfIndices(this.served.filter((h) => h.manifestCid === manifestCid).map((h) => h.index));
+        return spans.length ? { start: spans[0].start, end: spans[spans.length - 1].end } : undefined;
+      },
+      announce: async (target) => {
+        if (this.stopped) throw new Error('the supplier is stopping');
+        this.joining.set(manifestCid, { manifest, span: target });
+        await this.publishQuietly();
+      },
+      abandon: async (target) => {
+        const j = this.joining.get(manifestCid);
+        if (j && j.span.start === target.start && j.span.end === target.end) this.joining.delete(manifestCid);
+        if (!this.stopped) await this.publishQuietly();
+      },
+      commit: async (target, signal) => {
+        const indices = Array.from({ length: target.end - target.start }, (_, i) => target.start + i);
+        const missing = indices.filter((j) => !this.served.some((h) => h.manifestCid === manifestCid && h.index === j));
+        if (missing.length) await this.fetch(manifestCid, missing, signal);
+        if (signal.aborted || this.stopped) throw (signal.reason as Error | undefined) ?? new Error('the supplier is stopping');
+        const added = await this.serve(manifestCid, manifest, missing);
+        const leaving = this.served.filter((h) => h.manifestCid === manifestCid && (h.index < target.start || h.index >= target.end));
+        this.joining.delete(manifestCid);
+        // the record lists the new span served and the old one gone before the old one stops
+        for (const h of leaving) this.served.splice(this.served.indexOf(h), 1);
+        await this.publishQuietly();
+        this.retire(leaving, drainMs);
+        if (added.length && this.publisher.isRunning) {
+          void provideBlobs(this.host.node, blobsOf(added), { signal: AbortSignal.timeout(ANNOUNCE_TIMEOUT_MS) }).catch(() => undefined);
+        }
+      },
+    };
+    const lookupTimeoutMs = p.lookupTimeoutMs ?? 10_000;
+    const agent = new PlacementAgent({
+      manifestCid,
+      model,
+      self: {
+        peerId: this.peerId,
+        memoryBytes: p.memoryBytes ?? this.limits.maxMemoryBytes,
+        ...(p.maxFragments ? { maxLength: p.maxFragments } : {}),
+        throughput: this.gflops * 1e9,
+      },
+      host: spanHost,
+      records: () => findAllRecords(this.host, { timeoutMs: lookupTimeoutMs }),
+      joinJitterMs: p.joinJitterMs,
+      checkEveryMs: p.checkEveryMs,
+      q: p.q,
+      idle: () => this.limits.paused || this.stopped,
+      logger: this.logger,
+    });
+    if (p.rebalance !== false) this.agents.set(manifestCid, agent);
+    try {
+      await agent.join();
+    } catch (err) {
+      this.joining.delete(manifestCid);
+      throw err;
+    }
   }
 
   private async startAdmin(port: number): Promise<void> {
@@ -226,7 +444,8 @@ export class Supplier {
       if (route === 'GET /status') {
         reply(200, {
           peerId: this.peerId, addresses: this.addresses(), paused: this.limits.paused, sessions: this.exec.sessions.size,
-          hosted: this.hosted.map((h) => ({ manifestCid: h.manifestCid, index: h.index, cid: h.cid })),
+          hosted: this.served.map((h) => ({ manifestCid: h.manifestCid, index: h.index, cid: h.cid })),
+          placement: this.placement, gflops: this.gflops,
           record: this.publisher.current, probe: this.probe,
         });
         return;
@@ -249,14 +468,14 @@ const FIND_PROVIDERS_PATIENCE_MS = 60_000;
  * Runs a fetch, retrying while nobody provides the blobs yet: a supplier that has just joined may ask
  * before its routing table fills, or before the model's first host has announced it.
  */
-async function fetchWhenPublished<T>(host: GridHost, fetch: () => Promise<T>, logger: Logger): Promise<T> {
+async function fetchWhenPublished<T>(host: GridHost, fetch: () => Promise<T>, logger: Logger, signal?: AbortSignal): Promise<T> {
   const deadline = Date.now() + FIND_PROVIDERS_PATIENCE_MS;
-  while (host.routingTableSize() === 0 && Date.now() < deadline) await sleep(100);
+  while (host.routingTableSize() === 0 && Date.now() < deadline && !signal?.aborted) await sleep(100);
   for (let attempt = 0; ; attempt++) {
     try {
       return await fetch();
     } catch (err) {
-      if (!(err instanceof FetchError) || err.code !== 'NO_PROVIDERS' || Date.now() >= deadline) throw err;
+      if (!(err instanceof FetchError) || err.code !== 'NO_PROVIDERS' || Date.now() >= deadline || signal?.aborted) throw err;
       const wait = Math.min(5000, 250 * 2 ** attempt);
       logger.info({ cid: err.cid, retryInMs: wait }, 'no provider found yet; waiting for the model to be announced');
       await sleep(wait);
@@ -289,45 +508,6 @@ function blobsOf(hosted: HostedModelFragment[]): string[] {
 
 /** Longest a round of DHT announcements may take. */
 const ANNOUNCE_TIMEOUT_MS = 15_000;
-
-/** Imports fragment folders or fetches manifests by CID, links the hosted fragments, provides them. */
-async function hostModels(host: GridHost, store: FragmentStore, dataDir: string, options: SupplierOptions, logger: Logger): Promise<HostedModelFragment[]> {
-  const hosted: HostedModelFragment[] = [];
-  for (const source of options.host ?? []) {
-    let manifestCid: string;
-    let manifest: Manifest;
-    const isDir = await stat(source).then((s) => s.isDirectory(), () => false);
-    if (isDir) {
-      ({ manifestCid, manifest } = await store.importManifestDir(source));
-    } else {
-      let cid: string;
-      try {
-        cid = parseBlobCid(source);
-      } catch {
-        throw new Error(`--host ${source}: neither a fragment folder nor a manifest CID`);
-      }
-      logger.info({ manifestCid: cid }, 'fetching the manifest and fragments');
-      const result = await fetchWhenPublished(host, () => fetchManifestAndFragments(host.node, store, cid, options.fragments, {
-        onProgress: (done, total) => options.onFetchProgress?.(done, total, cid),
-        // The peers we joined through are likely hosts: ask them before the DHT answers.
-        peers: bootstrapPeers(options.bootstrap ?? []),
-        logger,
-      }), logger);
-      manifestCid = result.manifestCid;
-      manifest = result.manifest;
-    }
-    const indices = options.fragments ?? manifest.fragments.map((f) => f.index);
-    const dir = path.join(dataDir, 'hosted', manifestCid);
-    for (const index of indices) {
-      if (!manifest.fragments[index]) throw new Error(`--fragments ${index}: ${manifest.name} has ${manifest.fragments.length} fragments`);
-      const linked = await store.linkFragment(manifest, index, dir);
-      const f = manifest.fragments[index];
-      hosted.push({ manifestCid, manifest, index, cid: f.cid, path: linked.model });
-    }
-    logger.info({ model: manifest.name, manifestCid, fragments: indices }, 'hosting');
-  }
-  return hosted;
-}
 
 /** The probe's provider name as an executor choice (anything unknown: let the executor pick). */
 function providerChoice(name: string): ProviderChoice {

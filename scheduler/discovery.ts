@@ -5,6 +5,7 @@
 import type { GridHost } from '../node/host.js';
 import { findAllRecords } from '../node/capacity/dht.js';
 import type { CapacityRecord } from '../node/capacity/record.js';
+import { isJoining } from '../node/placement/swarm.js';
 
 /** A supplier's contiguous run of hosted fragments of the model. */
 export interface HostedSpan {
@@ -18,9 +19,10 @@ export interface HostedSpan {
   paused: boolean;
 }
 
-/** Splits a record's hosted fragments of one manifest into contiguous spans. */
+/** Splits a record's served fragments of one manifest into contiguous spans. */
 export function spansOf(record: CapacityRecord, manifestCid: string): HostedSpan[] {
-  const indices = [...new Set(record.fragments.filter((f) => f.manifestCid === manifestCid).map((f) => f.index))].sort((a, b) => a - b);
+  // Fragments still being downloaded (announced early so others count them) are not served yet.
+  const indices = [...new Set(record.fragments.filter((f) => f.manifestCid === manifestCid && !isJoining(f)).map((f) => f.index))].sort((a, b) => a - b);
   const spans: HostedSpan[] = [];
   for (let i = 0; i < indices.length;) {
     let j = i;

@@ -6,28 +6,44 @@
  * smallest (the weakest fragment first). Fragments differ in size, so each start gets its own length.
  * Suppliers re-check now and then and move only when the bottleneck would grow by 1/q (default 1.33×),
  * never when leaving would uncover a fragment.
+ *
+ * Fragments of unequal cost: with `PlacementModel.fragmentCost` (e.g. FLOPs per step), a server's
+ * `throughput` is in cost units per second (FLOP/s) and it adds `throughput / cost[j]` (steps/s) to
+ * fragment j, so τ is each fragment's steps/s and a move is valued where the server would run.
  */
 
 export interface PlacedServer {
   peerId: string;
   start: number;
   end: number;
-  /** What it adds to each fragment of its span (tokens/s or steps/s; any unit, used consistently). */
+  /**
+   * What it adds to each fragment of its span (tokens/s or steps/s; any unit, used consistently); with
+   * `PlacementModel.fragmentCost`, its rate in cost units per second (it adds throughput / cost[j]).
+   */
   throughput: number;
+  /** Most fragments it hosts wherever it goes (default: as many as fit its memory). */
+  maxLength?: number;
 }
 
 export interface PlacementModel {
   /** Bytes a supplier needs to host each fragment (weights plus its KV budget). */
   fragmentBytes: number[];
+  /** Relative compute cost of each fragment (e.g. FLOPs per step; default 1 each): see the module doc. */
+  fragmentCost?: number[];
 }
 
 const EPS = 1e-3;
 
-/** Coverage per fragment. */
-export function coverage(servers: PlacedServer[], fragments: number): Float64Array {
+/** What a server of `throughput` adds to fragment j. */
+function rateAt(throughput: number, cost: ArrayLike<number> | undefined, j: number): number {
+  return cost ? throughput / cost[j] : throughput;
+}
+
+/** Coverage per fragment (`cost`: the model's fragmentCost, when it has one). */
+export function coverage(servers: PlacedServer[], fragments: number, cost?: ArrayLike<number>): Float64Array {
   const tau = new Float64Array(fragments);
   for (const s of [...servers].sort((a, b) => (a.peerId < b.peerId ? -1 : a.peerId > b.peerId ? 1 : 0))) {
-    for (let j = Math.max(0, s.start); j < Math.min(fragments, s.end); j++) tau[j] += s.throughput;
+    for (let j = Math.max(0, s.start); j < Math.min(fragments, s.end); j++) tau[j] += rateAt(s.throughput, cost, j);
   }
   return tau;
 }
@@ -75,21 +91,28 @@ export interface MoveCheck {
 
 /**
  * Whether `me` should move (Petals' `should_choose_other_blocks`): take me out, put me at my best span,
- * let every other server re-optimise in turn until nobody moves, and move when the bottleneck would
- * grow beyond before/q. `order` fixes the re-optimisation order (default: by peer id).
+ * let every other server re-optimise in turn (by peer id) until nobody moves, and move when the
+ * bottleneck would grow beyond before/q. Never when a fragment I would leave has no other host, even
+ * when the swarm already has a gap elsewhere (that would only move the gap).
  */
 export function shouldMove(me: PlacedServer & { memoryBytes: number }, servers: (PlacedServer & { memoryBytes: number })[], model: PlacementModel, q = 0.75): MoveCheck {
   const k = model.fragmentBytes.length;
-  const tau = coverage(servers, k);
+  const cost = model.fragmentCost;
+  const tau = coverage(servers, k, cost);
   const before = Math.min(...tau);
-  const remove = (t: Float64Array, s: PlacedServer, factor = 1): void => { for (let j = s.start; j < s.end; j++) t[j] -= s.throughput * factor; };
-  const add = (t: Float64Array, s: PlacedServer): void => { for (let j = s.start; j < s.end; j++) t[j] += s.throughput; };
+  const remove = (t: Float64Array, s: PlacedServer, factor = 1): void => { for (let j = s.start; j < s.end; j++) t[j] -= rateAt(s.throughput, cost, j) * factor; };
+  const add = (t: Float64Array, s: PlacedServer, factor = 1): void => { for (let j = s.start; j < s.end; j++) t[j] += rateAt(s.throughput, cost, j) * factor; };
 
   const without = Float64Array.from(tau);
   remove(without, me, 1 + EPS); // prefer staying on near-ties
-  if (before > EPS && Math.min(...without) <= 0) return { move: false, before, after: before };
-  const target = chooseSpan(without, model, me.memoryBytes);
-  if (!target || target.start === me.start) return { move: false, before, after: before };
+  const target = chooseSpan(without, model, me.memoryBytes, me.maxLength);
+  if (!target || (target.start === me.start && target.end === me.end)) return { move: false, before, after: before };
+  // The last host of a fragment never leaves it (PR #210); hosts are counted, not summed, so a slow
+  // second host still counts.
+  for (let j = me.start; j < me.end; j++) {
+    if (j >= target.start && j < target.end) continue;
+    if (!servers.some((s) => s.peerId !== me.peerId && s.start <= j && j < s.end)) return { move: false, before, after: before };
+  }
 
   // Simulate the swarm re-optimising around the move, each server biased (by ε) towards staying put.
   const t = Float64Array.from(tau);
@@ -104,8 +127,8 @@ export function shouldMove(me: PlacedServer & { memoryBytes: number }, servers: 
     for (const id of ids) {
       const s = placed.get(id)!;
       remove(t, s, 1 + EPS);
-      const best = chooseSpan(t, model, s.memoryBytes);
-      for (let j = s.start; j < s.end; j++) t[j] += s.throughput * EPS;
+      const best = chooseSpan(t, model, s.memoryBytes, s.maxLength);
+      add(t, s, EPS);
       const next = best && best.start !== s.start ? { ...s, ...best } : s;
       if (next !== s) changed = true;
       add(t, next);

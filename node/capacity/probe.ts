@@ -14,19 +14,12 @@ import { DataType } from '../../fragments/onnx/dtype.js';
 import { writeModel } from '../../fragments/onnx/write.js';
 import { VERSION } from '../../fragments/version.js';
 import { cudaProviderInstalled } from '../exec/executor.js';
+import type { Gpu, ProbeLike } from './record.js';
 
-export interface GpuInfo { name: string; memoryTotalBytes: number; memoryFreeBytes: number; utilizationPercent: number }
-export interface ProbeResult {
-  gpus: GpuInfo[];
-  cpuCores: number;
-  cpuModel: string;
-  memoryTotalBytes: number;
-  memoryFreeBytes: number;
-  /** Execution providers that created a session here, best first; always ends with 'cpu'. */
-  executionProviders: string[];
-  platform: string;
-  benchmark: { matmulGflops: number; executionProvider: string; measuredAtMs: number };
-  softwareVersion: string;
+/** A GPU as nvidia-smi reports it (the record's Gpu). */
+export type GpuInfo = Gpu;
+/** The hardware, benchmark and software version a capacity record advertises, plus notes. */
+export interface ProbeResult extends ProbeLike {
   /** Plain-language notes, e.g. that no GPU provider loaded and the node runs on CPU. */
   notes: string[];
 }

@@ -32,6 +32,7 @@ export interface Hardware {
   cpuModel: string;
   memoryTotalBytes: number;
   memoryFreeBytes: number;
+  /** Execution providers that created a session here, best first; always ends with 'cpu'. */
   executionProviders: string[];
   platform: string;
 }
@@ -353,15 +354,8 @@ export function peekRecord(signed: Uint8Array): CapacityRecord | undefined {
 
 // ---------------------------------------------------------------- from the probe
 
-/** The shape of node/capacity/probe.ts's ProbeResult that a record needs. */
-export interface ProbeLike {
-  gpus: Gpu[];
-  cpuCores: number;
-  cpuModel: string;
-  memoryTotalBytes: number;
-  memoryFreeBytes: number;
-  executionProviders: string[];
-  platform: string;
+/** What a capacity probe measures: node/capacity/probe.ts's ProbeResult is this plus its notes. */
+export interface ProbeLike extends Hardware {
   benchmark: Benchmark;
   softwareVersion: string;
 }

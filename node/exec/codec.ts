@@ -1,16 +1,23 @@
 /**
  * Frames of the exec protocol: a varint length prefix, then one protobuf `ExecRequest` or `ExecResponse`.
  *
- * Reading is a small frame reader on the stream's `message` events (see FrameReader for why not `lpStream`).
+ * Frames are read and written with node/wire (see its FrameReader for why not `lpStream`), set up here for
+ * this protocol: oversized frames skipped and reported, unread bytes capped, failures as ExecErrors.
  * Step requests and step replies, the messages that carry tensors, are encoded by hand: sizes first, then
  * one buffer per frame with tensors below REFERENCE_BYTES copied in once (the stream stack turns every chunk
  * into a socket write) and larger tensors handed over by reference. The other messages go through
  * protobufjs. Decoding uses protobufjs, whose `bytes` fields are views into the frame (no copy).
  */
 import type { Stream } from '@libp2p/interface';
-import { Uint8ArrayList } from 'uint8arraylist';
+import { varintLength, writeVarint } from '../../fragments/onnx/wire.js';
 import { gridRoot, type WireTensor } from '../../proto/grid.js';
+import {
+  FrameReader as WireFrameReader, lengthPrefixed, writeFrame as writeWireFrame,
+  type FrameError, type FrameEvent, type FrameReaderOptions,
+} from '../wire/frame-reader.js';
 import { ExecError } from './errors.js';
+
+export type { FrameEvent, FrameReaderOptions };
 
 export const ExecRequestType = gridRoot.lookupType('gridpipe.v1.ExecRequest');
 export const ExecResponseType = gridRoot.lookupType('gridpipe.v1.ExecResponse');
@@ -67,17 +74,6 @@ export function toWireTensor(t: DecodedTensor): WireTensor {
 // ---------------------------------------------------------------------------------------------------------
 // Hand encoding of the tensor-carrying messages
 
-function varintSize(n: number): number {
-  if (n < 0x80) return 1;
-  if (n < 0x4000) return 2;
-  if (n < 0x200000) return 3;
-  if (n < 0x10000000) return 4;
-  let size = 4;
-  let v = Math.floor(n / 0x10000000);
-  while (v > 0) { size++; v = Math.floor(v / 128); }
-  return size;
-}
-
 function bigVarintSize(n: bigint): number {
   let size = 1;
   while (n >= 0x80n) { size++; n >>= 7n; }
@@ -111,12 +107,7 @@ class FrameWriter {
   }
 
   varint(n: number): this {
-    const buf = this.buf;
-    while (n >= 0x80) {
-      buf[this.pos++] = (n % 128) | 0x80;
-      n = Math.floor(n / 128);
-    }
-    buf[this.pos++] = n;
+    this.pos = writeVarint(this.buf, this.pos, n);
     return this;
   }
 
@@ -174,16 +165,16 @@ class Sizer {
 interface SizedTensor { t: WireTensor; nameBytes: number; dimsSize: number; size: number }
 
 function lenField(size: number): number {
-  return 1 + varintSize(size) + size;
+  return 1 + varintLength(size) + size;
 }
 
 function sizeTensor(t: WireTensor, sizer: Sizer): SizedTensor {
   const nameBytes = Buffer.byteLength(t.name, 'utf8');
   let size = 0;
   if (nameBytes) size += lenField(nameBytes);
-  if (t.dtype) size += 1 + varintSize(t.dtype);
+  if (t.dtype) size += 1 + varintLength(t.dtype);
   let dimsSize = 0;
-  for (const d of t.dims) dimsSize += varintSize(d);
+  for (const d of t.dims) dimsSize += varintLength(d);
   if (t.dims.length) size += lenField(dimsSize);
   const n = t.data.byteLength;
   if (n) size += lenField(n);
@@ -217,7 +208,7 @@ interface SizedChunk { c: StepChunkOut; tensors: SizedTensor[]; size: number }
 
 function sizeChunk(c: StepChunkOut, sizer: Sizer): SizedChunk {
   const tensors = c.tensors.map((t) => sizeTensor(t, sizer));
-  let size = c.position ? 1 + varintSize(c.position) : 0;
+  let size = c.position ? 1 + varintLength(c.position) : 0;
   for (const t of tensors) size += lenField(t.size);
   return { c, tensors, size };
 }
@@ -231,7 +222,7 @@ function writeChunk(w: FrameWriter, field: number, s: SizedChunk): void {
 /** The frame's writer, its length prefix and the envelope field (ExecRequest.step / ExecResponse.step = 2) written. */
 function frameWriter(size: number, sizer: Sizer): FrameWriter {
   const total = lenField(size);
-  const w = new FrameWriter(varintSize(total) + total - sizer.referenced);
+  const w = new FrameWriter(varintLength(total) + total - sizer.referenced);
   w.varint(total);
   w.tag(2, 2).varint(size);
   return w;
@@ -246,10 +237,10 @@ export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
   const want = (step.want ?? []).map((s) => ({ s, bytes: Buffer.byteLength(s, 'utf8') }));
   let size = sidBytes ? lenField(sidBytes) : 0;
   if (step.stepId) size += 1 + bigVarintSize(step.stepId);
-  if (step.position) size += 1 + varintSize(step.position);
+  if (step.position) size += 1 + varintLength(step.position);
   for (const t of inputs) size += lenField(t.size);
   for (const c of replay) size += lenField(c.size);
-  if (step.draftTokens) size += 1 + varintSize(step.draftTokens);
+  if (step.draftTokens) size += 1 + varintLength(step.draftTokens);
   for (const x of want) size += lenField(x.bytes);
   const w = frameWriter(size, sizer);
   if (sidBytes) w.tag(1, 2).string(step.sessionId, sidBytes);
@@ -282,7 +273,7 @@ export function encodeStepReplyFrame(reply: StepReplyOut): Uint8Array[] {
   let msgBytes = 0;
   if (reply.error) {
     msgBytes = Buffer.byteLength(reply.error.message, 'utf8');
-    if (reply.error.code) errSize += 1 + varintSize(reply.error.code);
+    if (reply.error.code) errSize += 1 + varintLength(reply.error.code);
     if (msgBytes) errSize += lenField(msgBytes);
   }
   let size = sidBytes ? lenField(sidBytes) : 0;
@@ -309,15 +300,7 @@ export function encodeStepReplyFrame(reply: StepReplyOut): Uint8Array[] {
 
 /** Any message through protobufjs, as one length-prefixed frame (one buffer). */
 export function encodeFrame(type: typeof ExecRequestType, message: Record<string, unknown>): Uint8Array[] {
-  const body = type.encode(type.fromObject(message)).finish();
-  const prefix = varintSize(body.byteLength);
-  const out = Buffer.allocUnsafe(prefix + body.byteLength);
-  let n = body.byteLength;
-  let i = 0;
-  while (n >= 0x80) { out[i++] = (n % 128) | 0x80; n = Math.floor(n / 128); }
-  out[i++] = n;
-  out.set(body, i);
-  return [out];
+  return [lengthPrefixed(type.encode(type.fromObject(message)).finish())];
 }
 
 /** Total bytes of a frame given as chunks. */
@@ -330,196 +313,42 @@ export function frameBytes(chunks: Uint8Array[]): number {
 // ---------------------------------------------------------------------------------------------------------
 // Reading and writing frames on a libp2p v3 stream
 
-export type FrameEvent =
-  | { kind: 'frame'; bytes: Uint8Array }
-  /** A frame over the size limit: its bytes are being discarded; the stream stays usable. */
-  | { kind: 'oversized'; length: number };
-
-export interface FrameReaderOptions {
-  /** Largest frame accepted; bigger ones are skipped and reported as `oversized`. */
-  maxFrameBytes: number;
-  /** Most bytes held unread (received frames not yet taken plus a partial frame); beyond it the stream is aborted. */
-  maxBufferBytes?: number;
-}
-
-/**
- * Length-prefixed frames from a libp2p v3 stream. Used instead of `lpStream` from @libp2p/utils because
- * lpStream (7.4.1) reads the length prefix one byte per awaited read, cannot skip an oversized frame (its
- * byte buffer aborts the whole stream once `maxBufferSize` is passed, so no error reply reaches the peer
- * and the session dies), and keeps buffering whatever arrives with no bound other than that abort.
- * Here an oversized frame is discarded as it arrives (nothing is buffered) and reported, so the handler
- * answers TOO_LARGE and the session goes on; everything else buffered is bounded by `maxBufferBytes`.
- * Attach it before the first `await` of a handler: bytes arriving with no listener are lost to it.
- */
-export class FrameReader {
-  private readonly buffer = new Uint8ArrayList();
-  private readonly ready: FrameEvent[] = [];
-  private readyBytes = 0;
-  private skipping = 0;
-  private ended = false;
-  private failure?: Error;
-  private waiter?: { resolve: () => void };
-  private readonly maxFrameBytes: number;
-  private readonly maxBufferBytes: number;
-
-  constructor(private readonly stream: Stream, options: FrameReaderOptions) {
-    this.maxFrameBytes = options.maxFrameBytes;
-    this.maxBufferBytes = options.maxBufferBytes ?? options.maxFrameBytes + 1024 * 1024;
-    this.onMessage = this.onMessage.bind(this);
-    this.onClose = this.onClose.bind(this);
-    this.onRemoteCloseWrite = this.onRemoteCloseWrite.bind(this);
-    stream.addEventListener('message', this.onMessage);
-    stream.addEventListener('close', this.onClose);
-    stream.addEventListener('remoteCloseWrite', this.onRemoteCloseWrite);
-  }
-
-  /** Bytes received and not yet taken. */
-  get bufferedBytes(): number {
-    return this.buffer.byteLength + this.readyBytes;
-  }
-
-  private onMessage(evt: Event): void {
-    if (this.failure) return;
-    let data = (evt as unknown as { data: Uint8Array | Uint8ArrayList }).data;
-    if (this.skipping > 0) {
-      const drop = Math.min(this.skipping, data.byteLength);
-      this.skipping -= drop;
-      if (drop === data.byteLength) return;
-      data = data.subarray(drop);
-    }
-    this.buffer.append(data);
-    this.parse();
-    if (this.bufferedBytes > this.maxBufferBytes) {
-      this.fail(new ExecError('TOO_LARGE', `more than ${this.maxBufferBytes} bytes sent ahead of the replies`));
-      this.abortSoon();
-    }
-    this.wake();
-  }
-
-  private parse(): void {
-    while (this.buffer.byteLength > 0) {
-      if (this.skipping > 0) {
-        const drop = Math.min(this.skipping, this.buffer.byteLength);
-        this.buffer.consume(drop);
-        this.skipping -= drop;
-        continue;
-      }
-      // the varint length prefix (at most 8 bytes accepted: 2^56 covers any sane frame)
-      let length = 0;
-      let scale = 1;
-      let header = 0;
-      let complete = false;
-      const avail = Math.min(this.buffer.byteLength, 8);
-      for (let i = 0; i < avail; i++) {
-        const b = this.buffer.get(i);
-        length += (b & 0x7f) * scale;
-        scale *= 128;
-        header = i + 1;
-        if (b < 0x80) { complete = true; break; }
-      }
-      if (!complete) {
-        if (this.buffer.byteLength >= 8) {
-          this.fail(new ExecError('BAD_REQUEST', 'invalid frame length prefix'));
-          this.abortSoon();
-        }
-        return;
-      }
-      if (length > this.maxFrameBytes) {
-        this.buffer.consume(header);
-        this.skipping = length;
-        this.push({ kind: 'oversized', length });
-        continue;
-      }
-      if (this.buffer.byteLength < header + length) return;
-      const bytes = this.buffer.subarray(header, header + length);
-      this.buffer.consume(header + length);
-      this.push({ kind: 'frame', bytes });
-    }
-  }
-
-  /** Aborts the stream once the current event dispatch is over (as lpStream does). */
-  private abortSoon(): void {
-    const err = this.failure!;
-    queueMicrotask(() => this.stream.abort(err));
-  }
-
-  private push(e: FrameEvent): void {
-    this.ready.push(e);
-    if (e.kind === 'frame') this.readyBytes += e.bytes.byteLength;
-  }
-
-  private onClose(evt: Event): void {
-    const error = (evt as unknown as { error?: Error }).error;
-    if (error && !this.failure) this.failure = error;
-    this.ended = true;
-    this.wake();
-  }
-
-  private onRemoteCloseWrite(): void {
-    this.ended = true;
-    this.wake();
-  }
-
-  private fail(err: Error): void {
-    this.failure ??= err;
-    this.wake();
-  }
-
-  private wake(): void {
-    const w = this.waiter;
-    if (w) { this.waiter = undefined; w.resolve(); }
-  }
-
-  /**
-   * The next frame, `null` at a clean end of the stream; throws when the stream was reset or ended inside
-   * a frame, or when the peer broke the framing.
-   */
-  async next(): Promise<FrameEvent | null> {
-    while (true) {
-      const e = this.ready.shift();
-      if (e) {
-        if (e.kind === 'frame') this.readyBytes -= e.bytes.byteLength;
-        return e;
-      }
-      if (this.failure) throw this.failure;
-      if (this.ended) {
-        if (this.buffer.byteLength > 0 || this.skipping > 0) throw new ExecError('CLOSED', 'stream ended inside a frame');
-        return null;
-      }
-      await new Promise<void>((resolve) => { this.waiter = { resolve }; });
-    }
-  }
-
-  /** Stops listening (the stream is left as it is). */
-  detach(): void {
-    this.stream.removeEventListener('message', this.onMessage);
-    this.stream.removeEventListener('close', this.onClose);
-    this.stream.removeEventListener('remoteCloseWrite', this.onRemoteCloseWrite);
-    this.ended = true;
-    this.wake();
+/** The ExecError a framing failure has always been here. */
+function execFrameError(err: FrameError): ExecError {
+  switch (err.code) {
+    case 'BUFFER_FULL':
+    case 'FRAME_TOO_LARGE':
+      return new ExecError('TOO_LARGE', err.message, { cause: err });
+    case 'BAD_LENGTH_PREFIX':
+      return new ExecError('BAD_REQUEST', err.message, { cause: err });
+    default: // TRUNCATED_FRAME, SEND_FAILED
+      return new ExecError('CLOSED', err.message, { cause: err });
   }
 }
 
 /**
- * Sends one frame (given as chunks) with back-pressure: when the stream's buffer is full, waits for its
- * next 'drain' event (not `onDrain()`, which stops applying back-pressure after the first drain in
- * @libp2p/utils 7.4.1); rejects when the stream closes first.
+ * node/wire's FrameReader as this protocol uses it: a frame over `maxFrameBytes` is skipped as it arrives
+ * and reported as `oversized`, so the server answers TOO_LARGE and the session goes on; unread bytes are
+ * bounded by `maxBufferBytes` (default maxFrameBytes + 1 MiB), beyond which the stream is aborted (as is
+ * a broken length prefix); the stream is never paused; failures are ExecErrors (TOO_LARGE, BAD_REQUEST,
+ * CLOSED for a stream that ended inside a frame).
  */
-export async function writeFrame(stream: Stream, chunks: Uint8Array[]): Promise<void> {
-  const data = chunks.length === 1 ? chunks[0] : new Uint8ArrayList(...chunks);
-  if (stream.send(data)) return;
-  await new Promise<void>((resolve, reject) => {
-    const onDrain = (): void => { cleanup(); resolve(); };
-    const onClose = (evt: Event): void => {
-      cleanup();
-      const error = (evt as unknown as { error?: Error }).error;
-      reject(new ExecError('CLOSED', `stream closed while sending${error ? `: ${error.message}` : ''}`));
-    };
-    const cleanup = (): void => {
-      stream.removeEventListener('drain', onDrain);
-      stream.removeEventListener('close', onClose);
-    };
-    stream.addEventListener('drain', onDrain);
-    stream.addEventListener('close', onClose);
-  });
+export class FrameReader extends WireFrameReader {
+  constructor(stream: Stream, options: FrameReaderOptions) {
+    super(stream, {
+      oversized: 'skip',
+      highWaterMark: Infinity,
+      abortOnViolation: true,
+      mapError: execFrameError,
+      ...options,
+      maxBufferBytes: options.maxBufferBytes ?? options.maxFrameBytes + 1024 * 1024,
+    });
+  }
+}
+
+const WRITE_OPTIONS = { mapError: execFrameError };
+
+/** node/wire's writeFrame: rejects with ExecError CLOSED when the stream closes before taking the frame. */
+export function writeFrame(stream: Stream, chunks: Uint8Array[]): Promise<void> {
+  return writeWireFrame(stream, chunks, WRITE_OPTIONS);
 }

@@ -30,6 +30,11 @@ export interface ExecServerInit {
   logger?: Logger;
   /** Execution provider to try first (default 'auto': CUDA, WebGPU when available); falls back to CPU, logged. */
   provider?: ProviderChoice;
+  /**
+   * Let idle onnxruntime worker threads spin for work: lower latency per step (decode runs hundreds of
+   * small ops), more CPU burnt while idle. Default false: a supplier shares its machine.
+   */
+  allowSpinning?: boolean;
   /** Largest step frame, request or reply (default 64 MiB). */
   maxStepFrameBytes?: number;
   /** Largest open/close frame (default 1 MiB). */
@@ -70,7 +75,7 @@ export class ExecServer {
   constructor(init: ExecServerInit) {
     this.log = init.logger?.child({ component: 'exec' });
     this.metrics = new ExecMetrics(init.registry);
-    this.executors = new ExecutorPool(init.resolve, { provider: init.provider, threads: init.limits.threads, logger: this.log });
+    this.executors = new ExecutorPool(init.resolve, { provider: init.provider, threads: init.limits.threads, allowSpinning: init.allowSpinning, logger: this.log });
     this.manifests = new ManifestCache(init.resolve);
     this.sessions = new SessionManager({
       limits: init.limits,

@@ -3,7 +3,9 @@
  * hand around the payload so a chunk's bytes are never copied into an encoder buffer.
  */
 import { Uint8ArrayList } from 'uint8arraylist';
+import { encodeVarint, lengthDelimitedPrefix } from '../../fragments/onnx/wire.js';
 import { gridRoot, PROTOCOLS } from '../../proto/grid.js';
+import { lengthPrefixed } from '../wire/frame-reader.js';
 
 export const BLOB_PROTOCOL = PROTOCOLS.blob;
 /** Largest chunk payload a server sends (and the default when a request's max_chunk is 0). */
@@ -57,18 +59,6 @@ export function encodeErrorResponse(code: ErrorCodeName, message: string): Uint8
   return ResponseType.encode(ResponseType.create({ error: { code: ErrorCodeEnum.values[code], message } })).finish();
 }
 
-/** Unsigned LEB128 varint, as protobuf and the length prefix use. */
-function varint(value: number): Uint8Array {
-  const out: number[] = [];
-  let v = value;
-  while (v >= 0x80) {
-    out.push((v % 0x80) | 0x80);
-    v = Math.floor(v / 0x80);
-  }
-  out.push(v);
-  return Uint8Array.from(out);
-}
-
 /**
  * One length-prefixed BlobResponse{chunk} frame, ready for `stream.send`. The header fields are encoded
  * by protobufjs; field 3 (data) is appended by hand so the payload goes out without being copied
@@ -76,16 +66,16 @@ function varint(value: number): Uint8Array {
  */
 export function encodeChunkFrame(chunk: BlobChunk): Uint8ArrayList {
   const head = ChunkType.encode(ChunkType.create({ cid: chunk.cid, offset: chunk.offset, totalSize: chunk.totalSize, last: chunk.last })).finish();
-  const dataKey = Uint8Array.from([(3 << 3) | 2, ...varint(chunk.data.byteLength)]);
+  const dataKey = lengthDelimitedPrefix(3, chunk.data.byteLength);
   const chunkLength = head.byteLength + dataKey.byteLength + chunk.data.byteLength;
-  const outerKey = Uint8Array.from([(1 << 3) | 2, ...varint(chunkLength)]);
+  const outerKey = lengthDelimitedPrefix(1, chunkLength);
   const frameLength = outerKey.byteLength + chunkLength;
-  return new Uint8ArrayList(varint(frameLength), outerKey, head, dataKey, chunk.data);
+  return new Uint8ArrayList(encodeVarint(frameLength), outerKey, head, dataKey, chunk.data);
 }
 
-/** Length-prefixes one encoded message (for frames other than chunks). */
+/** Length-prefixes one encoded message (for frames other than chunks), as one buffer. */
 export function frame(message: Uint8Array): Uint8ArrayList {
-  return new Uint8ArrayList(varint(message.byteLength), message);
+  return new Uint8ArrayList(lengthPrefixed(message));
 }
 
 export function decodeBlobResponse(bytes: Uint8Array): BlobResponse {

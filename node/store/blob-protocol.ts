@@ -8,14 +8,13 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Connection, Libp2p, PeerId, Stream, StreamHandler } from '@libp2p/interface';
 import type { Logger } from 'pino';
-import type { Uint8ArrayList } from 'uint8arraylist';
+import { FrameReader, FrameTooLargeError, TruncatedFrameError, writeFrame } from '../wire/frame-reader.js';
 import {
   BLOB_PROTOCOL, MAX_CHUNK_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MIN_CHUNK_BYTES,
   MalformedMessageError, decodeBlobRequest, decodeBlobResponse, encodeBlobRequest, encodeChunkFrame, encodeErrorResponse, frame,
   type BlobRequest, type ErrorCodeName,
 } from './blob-codec.js';
 import { BlobProtocolError, BlobRemoteError, BlobTransferError, InvalidCidError, toError } from './errors.js';
-import { FrameReader, FrameTooLargeError, TruncatedFrameError } from './frame-reader.js';
 import { parseBlobCid, type FragmentStore } from './fragment-store.js';
 import type { StoreMetrics } from './metrics.js';
 
@@ -29,31 +28,6 @@ export interface BlobServerOptions {
   requestTimeoutMs?: number;
   /** A reader that takes no bytes for this long is dropped (default 30 s). */
   stallTimeoutMs?: number;
-}
-
-/** Waits for the stream's next 'drain' (not `onDrain()`, which stops waiting after the first drain). */
-function nextDrain(stream: Stream, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (stream.status !== 'open' || stream.writeStatus !== 'writable') {
-      reject(new Error(`stream is ${stream.status}, write ${stream.writeStatus}`));
-      return;
-    }
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      stream.removeEventListener('drain', onDrain);
-      stream.removeEventListener('close', onClose);
-    };
-    const onDrain = (): void => { cleanup(); resolve(); };
-    const onClose = (evt: Event): void => { cleanup(); reject(toError((evt as Event & { error?: Error }).error ?? new Error('stream closed while waiting to send'))); };
-    const timer = setTimeout(() => { cleanup(); reject(new Error(`reader took no bytes for ${timeoutMs} ms`)); }, timeoutMs);
-    stream.addEventListener('drain', onDrain);
-    stream.addEventListener('close', onClose);
-  });
-}
-
-/** Sends one frame, then waits while the muxer is full (back-pressure). */
-async function sendFrame(stream: Stream, data: Uint8Array | Uint8ArrayList, stallMs: number): Promise<void> {
-  if (!stream.send(data)) await nextDrain(stream, stallMs);
 }
 
 /** Spreads sends over time so that all of a server's streams together stay under a byte rate. */
@@ -99,7 +73,7 @@ export function createBlobHandler(store: FragmentStore, options: BlobServerOptio
     const refuse = async (code: ErrorCodeName, message: string, label: string): Promise<void> => {
       result = label;
       logger?.debug({ peer, code, message }, 'blob request refused');
-      await sendFrame(stream, frame(encodeErrorResponse(code, message)), stallMs);
+      await writeFrame(stream, frame(encodeErrorResponse(code, message)), { stallTimeoutMs: stallMs });
       await stream.close({ signal: AbortSignal.timeout(stallMs) });
     };
     try {
@@ -120,7 +94,7 @@ export function createBlobHandler(store: FragmentStore, options: BlobServerOptio
           await stream.close({ signal: AbortSignal.timeout(stallMs) });
           return;
         }
-        request = decodeBlobRequest(bytes.subarray());
+        request = decodeBlobRequest(bytes);
       } catch (err) {
         reader.detach();
         if (err instanceof FrameTooLargeError) {
@@ -171,7 +145,7 @@ export function createBlobHandler(store: FragmentStore, options: BlobServerOptio
           const data = await readExactly(blob.handle, n, offset);
           if (pacer) await pacer.take(n);
           const last = offset + n === blob.size;
-          await sendFrame(stream, encodeChunkFrame({ cid, offset, data, totalSize: blob.size, last }), stallMs);
+          await writeFrame(stream, encodeChunkFrame({ cid, offset, data, totalSize: blob.size, last }), { stallTimeoutMs: stallMs });
           metrics.bytesServed.inc(n);
           offset += n;
         } while (offset < blob.size);
@@ -264,7 +238,7 @@ export async function fetchBlob(node: Pick<Libp2p, 'dialProtocol'>, peerId: Peer
     let offset = from;
     let total: number | undefined;
     try {
-      await sendFrame(stream, frame(encodeBlobRequest({ cid: key, offset: from, maxChunk })), stallMs);
+      await writeFrame(stream, frame(encodeBlobRequest({ cid: key, offset: from, maxChunk })), { stallTimeoutMs: stallMs });
       await stream.close({ signal });
       while (true) {
         armStall();
@@ -272,7 +246,7 @@ export async function fetchBlob(node: Pick<Libp2p, 'dialProtocol'>, peerId: Peer
         try {
           const bytes = await reader.read(signal);
           if (bytes === null) throw new BlobTransferError(`the stream ended at ${offset} bytes, before the last chunk`, peer);
-          msg = decodeBlobResponse(bytes.subarray());
+          msg = decodeBlobResponse(bytes);
         } catch (err) {
           if (err instanceof FrameTooLargeError || err instanceof MalformedMessageError) throw new BlobProtocolError(err.message, peer);
           throw err;

@@ -13,4 +13,4 @@ export {
 export { fetchByCid, fetchManifestAndFragments, provideBlobs, type FetchNode, type FetchOptions, type FetchResult, type FetchedFragment, type ManifestFetchResult } from './fetcher.js';
 export { createStoreMetrics, counterValue, type StoreMetrics } from './metrics.js';
 export * from './errors.js';
-export { FrameReader, FrameTooLargeError, TruncatedFrameError, type FrameReaderOptions } from './frame-reader.js';
+export { FrameReader, FrameTooLargeError, TruncatedFrameError, type FrameReaderOptions } from '../wire/frame-reader.js';
