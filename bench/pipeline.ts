@@ -1,0 +1,164 @@
+/**
+ * `npm run bench -- pipeline`: a GPT-2-small-shaped model (12 layers, d 768, vocab 50257, KV cache)
+ * split over 3 supplier processes on 127.0.0.1, against the monolithic onnxruntime run of the same
+ * model in the same run. A 4th supplier replicates the middle fragment so a failover can be measured:
+ * the middle fragment's current host is SIGKILLed mid-decode.
+ * Goals: decode_ratio >= 0.9; failover_extra_ms <= 2 x prefill128_ms + 250; failed_requests 0;
+ * concurrent8_ratio >= 1.5.
+ */
+import '../node/polyfill.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildModel } from '../fragments/builder/index.js';
+import { writeModel } from '../fragments/onnx/write.js';
+import { fragmentModel } from '../fragments/fragment.js';
+import { GridClient } from '../scheduler/client.js';
+import { generate, stepInputs, type GenerateOptions, type StepRunner } from '../scheduler/generate.js';
+import { LocalModelRunner } from '../scheduler/local-runner.js';
+import { reportResult } from './report.js';
+
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
+const PROMPT = 16;
+const DECODE = 48;
+
+interface Supplier { child: ChildProcess; peerId: string; address: string }
+
+function startSupplier(args: string[]): Promise<Supplier> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, 'supply', ...args, '--json'], { env: { ...process.env, GRIDPIPE_LOG_LEVEL: 'error' }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.includes('"ready":true'));
+      if (line) {
+        const ready = JSON.parse(line) as { peerId: string; addresses: string[] };
+        resolve({ child, peerId: ready.peerId, address: ready.addresses[0] });
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`supplier exited with ${code} before it was ready`)));
+  });
+}
+
+/** Times each token of a generation; returns per-token ms (index 0 = prefill). */
+async function timedGeneration(runner: StepRunner, options: GenerateOptions, onToken?: (n: number) => Promise<void> | void): Promise<{ ids: number[]; ms: number[] }> {
+  const ids: number[] = [];
+  const ms: number[] = [];
+  let last = performance.now();
+  for await (const t of generate(runner, options)) {
+    const now = performance.now();
+    ids.push(t.id);
+    ms.push(now - last);
+    last = now;
+    await onToken?.(ids.length);
+  }
+  return { ids, ms };
+}
+
+const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+const sum = (v: number[]): number => v.reduce((a, b) => a + b, 0);
+
+/** Runs the benchmark. */
+export async function pipelineBench(flags: string[] = []): Promise<void> {
+  const spin = flags.includes('--spin');
+  const supplierFlags = spin ? ['--spin'] : [];
+  const work = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-bench-pipeline-'));
+  const suppliers: Supplier[] = [];
+  let client: GridClient | undefined;
+  try {
+    const modelPath = path.join(work, 'gpt2-small.onnx');
+    await writeModel(buildModel({ arch: 'gpt', layers: 12, dModel: 768, heads: 12, vocab: 50257, maxPositions: 1024, kvCache: true, seed: 5, name: 'gpt2-small-shaped' }), modelPath);
+    const fragDir = path.join(work, 'frags');
+    const { manifest } = await fragmentModel(modelPath, fragDir, { parts: 3 });
+    const inputNames = manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values'));
+    const prompt = Array.from({ length: PROMPT }, (_, i) => (i * 7919) % 50257);
+    const options: GenerateOptions = { promptIds: prompt, maxTokens: DECODE + 1, kvCache: true, inputNames };
+
+    // Monolithic baseline: the whole model in one onnxruntime session.
+    const mono = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
+    await timedGeneration(mono, { ...options, maxTokens: 4 }); // warm-up
+    const monoRun = await timedGeneration(mono, options);
+    await mono.close();
+    const monoDecodeTps = DECODE / (sum(monoRun.ms.slice(1)) / 1000);
+
+    // Three suppliers, one fragment each; a fourth replicates the middle fragment.
+    const first = await startSupplier(['--data', path.join(work, 's0'), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', '0', ...supplierFlags]);
+    suppliers.push(first);
+    const rest = await Promise.all([['1', 's1'], ['2', 's2'], ['1', 's3']].map(([f, d]) => startSupplier(['--data', path.join(work, d), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', f, '--bootstrap', first.address, ...supplierFlags])));
+    suppliers.push(...rest);
+    client = await GridClient.connect({ bootstrap: [first.address], network: 'local' });
+    const model = await client.openModel(fragDir);
+    let failed = 0;
+
+    const runSession = async (maxTokens = options.maxTokens, onToken?: (n: number, route: string[]) => Promise<void> | void): Promise<{ ids: number[]; ms: number[]; failovers: number }> => {
+      const session = client!.session(model, PROMPT + maxTokens + 1);
+      try {
+        const run = await timedGeneration(session, { ...options, maxTokens }, (n) => onToken?.(n, session.route.map((r) => r.peerId)));
+        return { ...run, failovers: session.failovers };
+      } catch (err) {
+        failed++;
+        throw err;
+      } finally {
+        await session.close();
+      }
+    };
+
+    await runSession(4); // warm-up: sessions load their fragments
+    const gridRun = await runSession();
+    const identical = gridRun.ids.join() === monoRun.ids.join();
+    const decodeTps = DECODE / (sum(gridRun.ms.slice(1)) / 1000);
+
+    // Prefill of 128 tokens through the pipeline.
+    const prefillSession = client.session(model, 200);
+    const t0 = performance.now();
+    await prefillSession.step(stepInputs(inputNames, Array.from({ length: 128 }, (_, i) => (i * 31) % 50257), 0), 0, 128);
+    const prefill128Ms = performance.now() - t0;
+    await prefillSession.close();
+
+    // Concurrency: 8 sessions at once vs 1.
+    const single = await runSession(24);
+    const singleTps = 24 / (sum(single.ms) / 1000);
+    const c0 = performance.now();
+    const eight = await Promise.all(Array.from({ length: 8 }, () => runSession(24)));
+    const eightTps = (8 * 24) / ((performance.now() - c0) / 1000);
+    const concurrentIdentical = eight.every((r) => r.ids.join() === single.ids.join());
+
+    // Failover: kill the middle fragment's current host after 16 tokens.
+    let killedAt = -1;
+    const failover = await runSession(options.maxTokens, async (n, route) => {
+      if (n !== 16) return;
+      const victim = suppliers.find((s) => s.peerId === route[1]);
+      if (!victim) return;
+      killedAt = n;
+      victim.child.kill('SIGKILL');
+      await new Promise((r) => victim.child.once('exit', r));
+    });
+    const failoverStep = failover.ms[killedAt]; // the token produced right after the kill
+    const failoverExtraMs = failoverStep - median(failover.ms.slice(1));
+
+    reportResult('pipeline', {
+      suppliers_spin: Number(spin),
+      decode_tokens_per_s: decodeTps,
+      mono_decode_tokens_per_s: monoDecodeTps,
+      decode_ratio: decodeTps / monoDecodeTps,
+      decode_ms_p50: median(gridRun.ms.slice(1)),
+      mono_decode_ms_p50: median(monoRun.ms.slice(1)),
+      prefill128_ms: prefill128Ms,
+      failover_extra_ms: failoverExtraMs,
+      failover_budget_ms: 2 * prefill128Ms + 250,
+      failovers: failover.failovers,
+      failover_tokens_identical: Number(failover.ids.join() === monoRun.ids.join()),
+      failed_requests: failed,
+      single_tokens_per_s: singleTps,
+      concurrent8_tokens_per_s: eightTps,
+      concurrent8_ratio: eightTps / singleTps,
+      tokens_identical: Number(identical && concurrentIdentical),
+    }, `gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes (+1 replica of fragment 1) on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens; greedy; suppliers ${spin ? 'with' : 'without'} onnxruntime thread spinning (--spin), monolithic = one onnxruntime session (onnxruntime defaults, spinning) of the whole model in the bench process; failover = SIGKILL of the host of fragment 1 after 16 tokens, extra = that token's time minus the median decode token.`);
+  } finally {
+    await client?.close().catch(() => undefined);
+    for (const s of suppliers) s.child.kill('SIGKILL');
+    await rm(work, { recursive: true, force: true });
+  }
+}
