@@ -3,12 +3,14 @@ import { fragmentBench } from './fragment.js';
 import { routingBench } from './routing.js';
 import { hopBench } from './hop.js';
 import { settlementBench } from './settlement.js';
+import { pipelineBench } from './pipeline.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
   routing: routingBench,
   hop: hopBench,
   settlement: settlementBench,
+  pipeline: pipelineBench,
 };
 
 async function run(): Promise<void> {
