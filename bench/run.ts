@@ -4,6 +4,7 @@ import { routingBench } from './routing.js';
 import { hopBench } from './hop.js';
 import { settlementBench } from './settlement.js';
 import { pipelineBench } from './pipeline.js';
+import { swarmBench } from './swarm.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
@@ -11,6 +12,7 @@ const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   hop: hopBench,
   settlement: settlementBench,
   pipeline: pipelineBench,
+  swarm: swarmBench,
 };
 
 async function run(): Promise<void> {

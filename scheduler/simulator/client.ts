@@ -9,13 +9,15 @@
  */
 import { findRoute, NoRouteError, type Route, type ServerEstimate } from '../routing.js';
 import type { SimContext } from './context.js';
+import type { EventQueue } from './event-queue.js';
 import { randomRoute } from './random-route.js';
 import { exponential, logNormal, uniform, weightedIndex } from './random.js';
-import { JOB_ARRIVE, JOB_FINISH, type Estimate, type Job, type SimPeer, type Swarm } from './swarm.js';
+import { JOB_ARRIVE, JOB_FINISH, KV_PENALTY_MS, type Estimate, type Job, type RecordEstimate, type SimPeer, type Swarm } from './swarm.js';
 
 const CALL_REPLY = 2;
 const CALL_ERROR = 3;
 const CALL_TIMEOUT = 4;
+const CALL_FULL = 5;
 
 export interface RequestFailure {
   requestId: number;
@@ -26,7 +28,16 @@ export interface RequestFailure {
   reason: 'no-route' | 'attempts';
 }
 
-interface Link { peer: SimPeer; start: number; end: number; incarnation: number; fresh: boolean }
+interface Link {
+  peer: SimPeer;
+  start: number;
+  end: number;
+  incarnation: number;
+  /** No call has succeeded yet: the next one carries the whole history (replay) and reserves KV. */
+  fresh: boolean;
+  /** The server granted this session's KV reservation. */
+  reserved: boolean;
+}
 
 interface Session {
   id: number;
@@ -43,13 +54,19 @@ interface Session {
   attempts: number;
   firstTokenMs: number;
   lastTokenMs: number;
+  /** Prompt plus new tokens: the KV each server reserves for the session. */
+  maxLength: number;
+  /** A fragment only banned servers hosted at the last routing (reported if the request fails). */
+  stuckAt?: number;
+  /** The last failed call was a refusal for want of KV room (its repair is a re-route, not a failover). */
+  full: boolean;
 }
 
 interface Gateway {
   index: number;
   region: number;
   accessMs: number;
-  est: Map<string, Estimate>;
+  est: Map<string, ClientEstimate>;
   bans: Map<string, { until: number; strikes: number }>;
   /** Mirrors swarm.routable index for index: the gateway's estimate of each server, or its record's defaults. */
   view: ServerEstimate[];
@@ -129,10 +146,10 @@ export class Clients {
   }
 
   /** The gateway's own estimate of p (created from p's record on first use). */
-  private estimate(gw: Gateway, p: SimPeer): Estimate {
+  private estimate(gw: Gateway, p: SimPeer): ClientEstimate {
     let e = gw.est.get(p.peerId);
     if (!e) {
-      e = { ...p.defaults, inflight: 0 };
+      e = new ClientEstimate(p.defaults, this.ctx.queue);
       gw.est.set(p.peerId, e);
       this.refreshView(gw);
       if (p.routableAt >= 0) gw.view[p.routableAt] = e;
@@ -178,7 +195,8 @@ export class Clients {
   }
 
   /** Routes [from, to) over the gateway's view; bans are ignored when honouring them leaves a fragment uncovered. */
-  private route(gw: Gateway, from: number, to: number): Link[] {
+  private route(s: Session, from: number, to: number): Link[] {
+    const gw = s.gw;
     this.refreshView(gw);
     const now = this.ctx.queue.now;
     let exclude: Set<string> | undefined;
@@ -191,11 +209,13 @@ export class Clients {
       route = this.policyRoute(gw, from, to, exclude);
     } catch (e) {
       if (!(e instanceof NoRouteError) || !exclude) throw e;
+      // Only banned servers host e.fragment: try them anyway (hivemind PR #197), remembering where it was stuck.
+      s.stuckAt = e.fragment;
       route = this.policyRoute(gw, from, to, undefined);
     }
     return route.stages.map(({ calls: [c] }) => {
       const peer = this.swarm.byId.get(c.peerId)!;
-      return { peer, start: c.start, end: c.end, incarnation: peer.incarnation, fresh: true };
+      return { peer, start: c.start, end: c.end, incarnation: peer.incarnation, fresh: true, reserved: false };
     });
   }
 
@@ -208,14 +228,14 @@ export class Clients {
   /** A request arrives at a gateway: route the chain, then prefill and decode. */
   private open(gw: Gateway): void {
     this.ctx.counters.arrived++;
-    const s: Session = { id: this.nextRequest++, gw, arrivalMs: this.ctx.queue.now, chain: [], pos: 0, step: 0, link: 0, j: 0, attempts: 0, firstTokenMs: 0, lastTokenMs: 0 };
+    const s: Session = { id: this.nextRequest++, gw, arrivalMs: this.ctx.queue.now, chain: [], pos: 0, step: 0, link: 0, j: 0, attempts: 0, firstTokenMs: 0, lastTokenMs: 0, maxLength: this.ctx.cfg.load.promptTokens + this.ctx.cfg.load.newTokens, full: false };
     this.active.add(s);
     this.establish(s);
   }
 
   private establish(s: Session): void {
     try {
-      s.chain = this.route(s.gw, 0, this.swarm.k);
+      s.chain = this.route(s, 0, this.swarm.k);
       this.ctx.counters.chains++;
       this.ctx.counters.chainLinks += s.chain.length;
     } catch (e) {
@@ -252,7 +272,7 @@ export class Clients {
     const bytes = tokens * cfg.model.activationBytesPerToken;
     const flops = (flopsPrefix[l.end] - flopsPrefix[l.start]) * tokens;
     const estTransferMs = ((2 * bytes) / e.bandwidthBytesPerS) * 1000;
-    const predicted = e.rttMs + estTransferMs + flops * (tokens === 1 ? e.secondsPerFlop : e.prefillSecondsPerFlop) * 1000 + e.queueMs;
+    const predicted = e.rttMs + estTransferMs + flops * (tokens === 1 ? e.secondsPerFlop : e.prefillSecondsPerFlop) * 1000 + e.ownQueueMs;
     const deadline = Math.max(cfg.routing.deadlineMinMs, cfg.routing.deadlineFactor * predicted);
     e.inflight++;
     const c = new Call(this, s, l, e, tokens, flops, estTransferMs, (bytes / p.bandwidthBytesPerS) * 1000, queue.now);
@@ -272,33 +292,42 @@ export class Clients {
       s.j = l.end;
       s.link++;
       s.attempts = 0;
+      s.stuckAt = undefined;
       this.next(s);
       return;
     }
-    if (kind === CALL_TIMEOUT) {
-      counters.timeouts++;
-      if (!l.peer.crashed) counters.falseTimeouts++;
+    if (kind === CALL_FULL) {
+      // Not a fault: the server is healthy but has no KV room. Penalise it in this gateway's routing until
+      // its record could say otherwise; a ban would be lifted by the next success of another session there.
+      e.kvFullUntilMs = queue.now + Math.max(10, this.ctx.cfg.churn.loadAnnounceS) * 1000;
+      s.full = true;
+    } else {
+      s.full = false;
+      if (kind === CALL_TIMEOUT) {
+        counters.timeouts++;
+        if (!l.peer.crashed) counters.falseTimeouts++;
+      }
+      counters.callErrors++;
+      this.ban(s.gw, l.peer);
     }
-    counters.callErrors++;
-    this.ban(s.gw, l.peer);
-    this.retryLater(s, s.j, 'attempts', () => this.repair(s));
+    this.retryLater(s, s.stuckAt ?? s.j, 'attempts', () => this.repair(s));
   }
 
   /** Return leg of an answer: the reply (with the output rows) or the refusal, as a fired event on the call. */
-  answered(c: Call, ok: boolean): void {
+  answered(c: Call, ok: boolean, refused?: 'full'): void {
     const back = this.oneWay(c.session.gw, c.peer);
     if (ok) this.ctx.queue.fire(back + c.transferMs, c, CALL_REPLY);
-    else this.ctx.queue.fire(back, c, CALL_ERROR);
+    else this.ctx.queue.fire(back, c, refused === 'full' ? CALL_FULL : CALL_ERROR);
   }
 
   /** notes/scheduling.md §3.4: rtt from wall time minus server, queue and transfer time; speed per FLOP; queue (EMA). */
-  private learn(e: Estimate, serverMs: number, queueMs: number, wallMs: number, flops: number, tokens: number): void {
+  private learn(e: ClientEstimate, serverMs: number, queueMs: number, wallMs: number, flops: number, tokens: number): void {
     const a = this.ctx.cfg.routing.emaAlpha;
     const rtt = Math.max(0, wallMs - serverMs - queueMs);
     const spf = serverMs / 1000 / flops;
-    if (!e.learned) { e.rttMs = rtt; e.queueMs = queueMs; e.learned = true; } else {
+    if (!e.learned) { e.rttMs = rtt; e.ownQueueMs = queueMs; e.learned = true; } else {
       e.rttMs += a * (rtt - e.rttMs);
-      e.queueMs += a * (queueMs - e.queueMs);
+      e.ownQueueMs += a * (queueMs - e.ownQueueMs);
     }
     // One-token steps teach the decode rate, longer ones (prefill, replay) the prefill rate.
     if (tokens === 1) e.secondsPerFlop += a * (spf - e.secondsPerFlop);
@@ -310,15 +339,41 @@ export class Clients {
     const l = s.chain[s.link];
     let links: Link[];
     try {
-      links = this.route(s.gw, s.j, l.end);
+      links = this.route(s, s.j, l.end);
     } catch (e) {
       if (!(e instanceof NoRouteError)) throw e;
       this.retryLater(s, e.fragment, 'no-route', () => this.repair(s));
       return;
     }
+    this.drop(l);
     s.chain.splice(s.link, 1, ...links);
-    this.ctx.counters.failovers++;
+    if (s.full) this.ctx.counters.kvReroutes++;
+    else this.ctx.counters.failovers++;
     this.call(s);
+  }
+
+  /**
+   * Optional (routing.rerouteEachStep): route the whole chain again before a decode step. A new link served
+   * by a server that already holds this session's KV for a superset of its range keeps it; any other is
+   * fresh and must be brought up to date by a replay.
+   */
+  private reroute(s: Session): void {
+    let links: Link[];
+    try {
+      links = this.route(s, 0, this.swarm.k);
+    } catch (e) {
+      if (e instanceof NoRouteError) return; // keep the current chain; a failing call will repair it
+      throw e;
+    }
+    const kept = new Set<Link>();
+    const chain = links.map((n) => {
+      const old = s.chain.find((o) => o.peer === n.peer && o.incarnation === n.incarnation && !o.fresh && o.start <= n.start && n.end <= o.end);
+      if (!old) return n;
+      kept.add(old);
+      return { ...n, fresh: false, reserved: old.reserved };
+    });
+    for (const o of s.chain) if (!kept.has(o)) this.drop(o);
+    s.chain = chain;
   }
 
   private stepDone(s: Session): void {
@@ -332,15 +387,25 @@ export class Clients {
     if (s.step <= cfg.load.newTokens) {
       s.link = 0;
       s.j = 0;
+      if (cfg.routing.rerouteEachStep) this.reroute(s);
       this.next(s);
       return;
     }
     counters.completed++;
     this.active.delete(s);
+    for (const l of s.chain) this.drop(l);
     if (measured) {
       this.ttftMs.push(s.firstTokenMs - s.arrivalMs);
       this.decodeMsPerToken.push(cfg.load.newTokens > 0 ? (queue.now - s.firstTokenMs) / cfg.load.newTokens : 0);
     }
+  }
+
+  /** The session closes its stream to a server: the server frees the session's KV. */
+  private drop(l: Link): void {
+    if (!l.reserved) return;
+    l.reserved = false;
+    const { cfg } = this.ctx;
+    this.swarm.release(l.peer, l.incarnation, cfg.load.promptTokens + cfg.load.newTokens);
   }
 
   /**
@@ -358,6 +423,7 @@ export class Clients {
   private fail(s: Session, fragment: number, reason: RequestFailure['reason']): void {
     this.ctx.counters.failed++;
     this.active.delete(s);
+    for (const l of s.chain) this.drop(l);
     this.failures.push({ requestId: s.id, atS: this.ctx.queue.now / 1000, fragment, reason });
   }
 }
@@ -372,13 +438,14 @@ class Call implements Job {
   startedMs = 0;
   serverMs = 0;
   cancelled = false;
+  readonly reserveTokens: number;
   private done = false;
 
   constructor(
     private readonly clients: Clients,
     readonly session: Session,
     readonly link: Link,
-    readonly est: Estimate,
+    readonly est: ClientEstimate,
     readonly tokens: number,
     readonly flops: number,
     readonly estTransferMs: number,
@@ -389,10 +456,17 @@ class Call implements Job {
     this.incarnation = link.incarnation;
     this.start = link.start;
     this.end = link.end;
+    this.reserveTokens = link.fresh && !link.reserved ? session.maxLength : 0;
   }
 
-  answer(ok: boolean): void {
-    this.clients.answered(this, ok);
+  reserved(): void {
+    // A call the client already gave up on: its session will not use the reservation.
+    if (this.done) this.clients.swarmOf().release(this.peer, this.incarnation, this.reserveTokens);
+    else this.link.reserved = true;
+  }
+
+  answer(ok: boolean, refused?: 'full'): void {
+    this.clients.answered(this, ok, refused);
   }
 
   fire(kind: number): void {
@@ -401,5 +475,42 @@ class Call implements Job {
     if (this.done) return;
     this.done = true;
     this.clients.settled(this, kind);
+  }
+}
+
+/**
+ * A gateway's own estimate of one server, learned from its replies and pings; the KV-room penalty comes
+ * from the server's record (announced), so a full server is avoided even by clients that know it well.
+ */
+class ClientEstimate implements Estimate {
+  readonly peerId: string;
+  start: number;
+  end: number;
+  secondsPerFlop: number;
+  prefillSecondsPerFlop: number;
+  rttMs: number;
+  bandwidthBytesPerS: number;
+  inflight = 0;
+  capacity: number;
+  learned = false;
+  /** Queueing delay this gateway saw (EMA), ms. */
+  ownQueueMs: number;
+  /** The server refused this gateway a session for want of KV room: penalised until then. */
+  kvFullUntilMs = 0;
+
+  constructor(private readonly record: RecordEstimate, private readonly clock: EventQueue) {
+    this.peerId = record.peerId;
+    this.start = record.start;
+    this.end = record.end;
+    this.secondsPerFlop = record.secondsPerFlop;
+    this.prefillSecondsPerFlop = record.prefillSecondsPerFlop;
+    this.rttMs = record.rttMs;
+    this.bandwidthBytesPerS = record.bandwidthBytesPerS;
+    this.capacity = record.capacity;
+    this.ownQueueMs = record.queueMs - record.kvPenaltyMs;
+  }
+
+  get queueMs(): number {
+    return this.ownQueueMs + (this.kvFullUntilMs > this.clock.now ? KV_PENALTY_MS : this.record.kvPenaltyMs);
   }
 }

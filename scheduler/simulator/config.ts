@@ -83,6 +83,11 @@ export interface SimConfig {
     policy: 'estimates' | 'random';
     /** findRoute mode for a session's chain (the chain is chosen for one-token steps). */
     mode: 'latency' | 'throughput';
+    /**
+     * Route the chain again before every decode step (servers that already hold the session's KV for the
+     * range are kept; others replay). Off: route once per session and again only to repair (Petals).
+     */
+    rerouteEachStep: boolean;
     /** Round trip assumed for a server the client never measured, ms (Petals: 2 × 0.15 s). */
     unknownRttMs: number;
     /** EMA weight of a new sample. */
@@ -156,6 +161,7 @@ export function defaultConfig(): SimConfig {
     routing: {
       policy: 'estimates',
       mode: 'throughput',
+      rerouteEachStep: false,
       unknownRttMs: 300,
       emaAlpha: 0.2,
       pingIntervalS: 60,

@@ -21,6 +21,9 @@ export interface Counters {
   chainLinks: number;
   chains: number;
   replays: number;
+  /** First calls refused because the server had no KV room left, and the re-routes they caused. */
+  kvRefusals: number;
+  kvReroutes: number;
   replayTokens: number;
   joins: number;
   joinsRejected: number;
@@ -33,7 +36,7 @@ export interface Counters {
 }
 
 export function zeroCounters(): Counters {
-  return { arrived: 0, completed: 0, failed: 0, tokens: 0, failovers: 0, callErrors: 0, timeouts: 0, falseTimeouts: 0, chainLinks: 0, chains: 0, replays: 0, replayTokens: 0, joins: 0, joinsRejected: 0, leaves: 0, crashes: 0, moves: 0, rebalanceChecks: 0, fullMoveChecks: 0, pings: 0 };
+  return { arrived: 0, completed: 0, failed: 0, tokens: 0, failovers: 0, callErrors: 0, timeouts: 0, falseTimeouts: 0, chainLinks: 0, chains: 0, replays: 0, kvRefusals: 0, kvReroutes: 0, replayTokens: 0, joins: 0, joinsRejected: 0, leaves: 0, crashes: 0, moves: 0, rebalanceChecks: 0, fullMoveChecks: 0, pings: 0 };
 }
 
 export interface SimContext {

@@ -51,10 +51,11 @@ export function decoderModel(o: DecoderModelOptions): SimModel {
 
 /**
  * A Llama-2-70B-class model (80 layers, hidden 8192, grouped-query KV of 8×128), fp16 weights by default
- * (≈137 GB: no single supplier holds it), cut into `fragments` (default 96).
+ * (≈137 GB: no single supplier holds it), cut into `fragments` (default 96), with the KV budget
+ * Petals gives grouped-query models (16,384 tokens per block).
  */
 export function llama70bClass(fragments = 96, bytesPerParam = 2): SimModel {
-  return decoderModel({ name: `llama-70b-class/${fragments}`, parameters: 68.7e9, layers: 80, hidden: 8192, kvWidth: 1024, fragments, bytesPerParam, kvBudgetTokens: 8192 });
+  return decoderModel({ name: `llama-70b-class/${fragments}`, parameters: 68.7e9, layers: 80, hidden: 8192, kvWidth: 1024, fragments, bytesPerParam, kvBudgetTokens: 16384 });
 }
 
 /** What routing needs per fragment. */

@@ -35,7 +35,7 @@ export interface SimResult {
   decodeMsPerToken: Distribution & { unfinishedInDecode: number };
   /** Time to first token (arrival to the end of prefill), ms. */
   ttftMs: Distribution;
-  /** Repairs (a failed link re-routed), failed calls, of which timeouts; replays into fresh servers. */
+  /** Repairs after a server failed, left, moved or timed out; failed calls, of which timeouts; replays into fresh servers. */
   failovers: number;
   callErrors: number;
   timeouts: number;
@@ -45,6 +45,9 @@ export interface SimResult {
   meanChainLinks: number;
   replays: number;
   replayTokens: number;
+  /** First calls a server refused for want of KV room, and the re-routes they caused (not counted as failovers). */
+  kvRefusals: number;
+  kvReroutes: number;
   /** First 1,000 failed requests, and failures counted by the fragment they could not pass. */
   failures: RequestFailure[];
   failedByFragment: Record<number, number>;
@@ -130,13 +133,15 @@ export class Simulation {
       meanChainLinks: counters.chainLinks / Math.max(1, counters.chains),
       replays: counters.replays,
       replayTokens: counters.replayTokens,
+      kvRefusals: counters.kvRefusals,
+      kvReroutes: counters.kvReroutes,
       failures: this.clients.failures.slice(0, 1000),
       failedByFragment: byFragment,
       coverage: {
         meanAvg: mean(samples.map((s) => s.mean)),
         minAvg: mean(samples.map((s) => s.min)),
-        minEver: Math.min(...samples.map((s) => s.min)),
-        minReplicasEver: Math.min(...samples.map((s) => s.minReplicas)),
+        minEver: samples.reduce((m, s) => Math.min(m, s.min), Number.POSITIVE_INFINITY),
+        minReplicasEver: samples.reduce((m, s) => Math.min(m, s.minReplicas), Number.POSITIVE_INFINITY),
         coveredShare: samples.filter((s) => s.minReplicas > 0).length / Math.max(1, samples.length),
         samples,
       },

@@ -11,6 +11,9 @@ import type { Fireable } from './event-queue.js';
 import type { GpuClass } from './hardware.js';
 import { exponential, logNormal, uniform, weightedIndex } from './random.js';
 
+/** Petals' routing penalty for a server without KV room for the session, ms. */
+export const KV_PENALTY_MS = 10_000;
+
 export type PeerState = 'waiting' | 'joining' | 'online' | 'gone';
 
 /** What a client keeps about a server: the routing estimate plus the prefill rate it learns separately. */
@@ -19,6 +22,12 @@ export interface Estimate extends ServerEstimate {
   prefillSecondsPerFlop: number;
   /** Whether any sample has been taken (false: the shared defaults from the record). */
   learned: boolean;
+}
+
+/** What a server's record says, as a routing estimate (rates from its self-test, load as last announced). */
+export interface RecordEstimate extends Estimate {
+  /** Petals' routing penalty when the server announced no KV room for another session (in queueMs too). */
+  kvPenaltyMs: number;
 }
 
 export interface SimPeer {
@@ -38,8 +47,11 @@ export interface SimPeer {
   start: number;
   end: number;
   throughput: number;
-  /** Longest span it could host anywhere (for the rebalance pre-check). */
-  maxLength: number;
+  /**
+   * Longest span it could host anywhere (for the rebalance pre-check). Not named maxLength: placement
+   * reads PlacedServer.maxLength as a cap, and these objects are passed to shouldMove as they are.
+   */
+  longestSpan: number;
   state: PeerState;
   /** Its record is in the DHT (joining, online, or crashed and not yet expired). */
   listed: boolean;
@@ -50,8 +62,10 @@ export interface SimPeer {
   votes: number;
   /** The server's own EMA of queueing delay, ms (announced in its record). */
   queueEmaMs: number;
+  /** KV-cache room left, in tokens of context per hosted fragment (Petals' cache_tokens_left). */
+  kvTokensLeft: number;
   /** What a client that never measured it assumes (from its record). */
-  defaults: Estimate;
+  defaults: RecordEstimate;
   // Server queue.
   busy: number;
   waiting: Job[];
@@ -78,8 +92,12 @@ export interface Job extends Fireable {
   /** Compute time once finished, ms. */
   serverMs: number;
   cancelled: boolean;
+  /** KV tokens a session's first call reserves on the server (its max length), 0 on later calls. */
+  reserveTokens: number;
+  /** Called when the reservation is granted (at arrival). */
+  reserved(): void;
   /** The server answers: `ok` with serverMs and startedMs − arrivedMs set, or a refusal. Never called when it crashed. */
-  answer(ok: boolean): void;
+  answer(ok: boolean, refused?: 'full'): void;
 }
 
 export interface CoverageSample {
@@ -169,8 +187,8 @@ export class Swarm {
     const secondsPerFlop = 1 / (gpu.tflops * 1e12 * hw.flopsEfficiency * speed);
     const secondsPerByte = 1 / (gpu.memoryGBs * 1e9 * hw.bandwidthEfficiency * speed);
     const bandwidthBytesPerS = Math.min(mbit, net.clientBandwidthMbit) * 125_000;
-    let maxLength = 0;
-    for (let s = 0; s < this.k; s++) maxLength = Math.max(maxLength, spanLengthAt(this.ctx.placement, s, memoryBytes));
+    let longestSpan = 0;
+    for (let s = 0; s < this.k; s++) longestSpan = Math.max(longestSpan, spanLengthAt(this.ctx.placement, s, memoryBytes));
     const k = this.k;
     const meanFlops = this.ctx.flopsPrefix[k] / k;
     const meanWeight = this.ctx.weightPrefix[k] / k;
@@ -179,14 +197,14 @@ export class Swarm {
     const advPrefill = secondsPerFlop * selfTest;
     const prefillRate = 1 / (advPrefill * meanFlops);
     const linkRate = bandwidthBytesPerS / cfg.model.activationBytesPerToken;
-    const throughput = Math.min(prefillRate / ((maxLength + 1) / 2), linkRate);
+    const throughput = Math.min(prefillRate / ((longestSpan + 1) / 2), linkRate);
     const peerId = `peer-${String(this.nextId++).padStart(6, '0')}`;
     const p: SimPeer = {
       peerId, gpu, region, accessMs: access, bandwidthBytesPerS, memoryBytes, slots: gpu.slots, secondsPerFlop, secondsPerByte,
-      start: 0, end: 0, throughput, maxLength, state: 'waiting', listed: false, crashed: false, incarnation: 0, lifetimeMs, votes: 0, queueEmaMs: 0,
+      start: 0, end: 0, throughput, longestSpan, state: 'waiting', listed: false, crashed: false, incarnation: 0, lifetimeMs, votes: 0, queueEmaMs: 0, kvTokensLeft: cfg.model.kvBudgetTokens,
       defaults: {
         peerId, start: 0, end: 0, secondsPerFlop: advDecode, prefillSecondsPerFlop: advPrefill, rttMs: cfg.routing.unknownRttMs,
-        bandwidthBytesPerS, queueMs: 0, inflight: 0, capacity: gpu.slots, learned: false,
+        bandwidthBytesPerS, queueMs: 0, inflight: 0, capacity: gpu.slots, learned: false, kvPenaltyMs: 0,
       },
       busy: 0, waiting: [], waitingHead: 0, running: [], listedAt: -1, routableAt: -1,
     };
@@ -238,7 +256,7 @@ export class Swarm {
     p.listedAt = this.listed.length;
     this.listed.push(p);
     for (let j = p.start; j < p.end; j++) this.tauListed[j] += p.throughput;
-    this.capacitySum += p.throughput * p.maxLength;
+    this.capacitySum += p.throughput * p.longestSpan;
   }
 
   private unlist(p: SimPeer): void {
@@ -247,7 +265,7 @@ export class Swarm {
     removeAt(this.listed, p.listedAt, (q, i) => { q.listedAt = i; });
     p.listedAt = -1;
     for (let j = p.start; j < p.end; j++) this.tauListed[j] -= p.throughput;
-    this.capacitySum -= p.throughput * p.maxLength;
+    this.capacitySum -= p.throughput * p.longestSpan;
     this.unroute(p);
   }
 
@@ -286,6 +304,7 @@ export class Swarm {
     p.waiting = [];
     p.waitingHead = 0;
     p.busy = 0;
+    p.kvTokensLeft = this.ctx.cfg.model.kvBudgetTokens;
     for (const job of jobs) {
       job.cancelled = true;
       if (!crash) job.answer(false);
@@ -354,16 +373,34 @@ export class Swarm {
     const p = job.peer;
     if (p.crashed) return;
     if (p.state !== 'online' || p.incarnation !== job.incarnation) { job.answer(false); return; }
+    if (job.reserveTokens > 0) {
+      // Petals' memory cache: a session reserves its max length up front, or is refused at once (alloc_timeout 0).
+      if (p.kvTokensLeft < job.reserveTokens) { this.ctx.counters.kvRefusals++; job.answer(false, 'full'); return; }
+      p.kvTokensLeft -= job.reserveTokens;
+      job.reserved();
+    }
     job.arrivedMs = this.ctx.queue.now;
     if (p.busy < p.slots) this.run(p, job);
     else p.waiting.push(job);
   }
 
-  /** Every online server refreshes the load in its record: what clients assume before they measure it themselves. */
+  /** Gives back a session's KV reservation (the session ended or dropped this server), if the server still holds it. */
+  release(p: SimPeer, incarnation: number, tokens: number): void {
+    if (p.incarnation === incarnation && p.state === 'online') p.kvTokensLeft = Math.min(this.ctx.cfg.model.kvBudgetTokens, p.kvTokensLeft + tokens);
+  }
+
+  /**
+   * Every online server refreshes the load in its record: what clients assume before they measure it
+   * themselves. A server without KV room for one more session gets Petals' 10 s routing penalty, which
+   * findRoute's inputs carry as queueing delay.
+   */
   private announceLoad(): void {
+    const { cfg } = this.ctx;
+    const need = cfg.load.promptTokens + cfg.load.newTokens;
     for (const p of this.routable) {
       if (p.crashed) continue;
-      p.defaults.queueMs = p.queueEmaMs;
+      p.defaults.kvPenaltyMs = p.kvTokensLeft < need ? KV_PENALTY_MS : 0;
+      p.defaults.queueMs = p.queueEmaMs + p.defaults.kvPenaltyMs;
       p.defaults.inflight = p.busy + p.waiting.length - p.waitingHead;
     }
   }
