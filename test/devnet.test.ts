@@ -8,18 +8,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { CLI, REPO_ROOT, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
+import { alive } from './helpers/process.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('gridpipe devnet', () => {
   it('starts suppliers, serves a generation, and stops every process it started', async () => {

@@ -2,15 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { Wallet } from 'ethers';
 import { rpc, startAnvil, withAnvil } from '../../contracts/index.js';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { alive } from '../helpers/process.js';
 
 describe('anvil', () => {
   it('starts two nodes side by side on loopback, with their dev accounts, and stops both for sure', async () => {

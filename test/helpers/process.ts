@@ -47,3 +47,13 @@ export async function killAll(): Promise<void> {
   for (const child of running) child.kill('SIGKILL');
   running.clear();
 }
+
+/** Whether a process with this pid is still running. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
