@@ -102,8 +102,10 @@ export class PipelineSession {
       const replay = link.fresh ? this.history.slice(0, stepIndex).map((h) => ({ position: h.position, inputs: pick(h.known, needs, link) })) : [];
       const timeoutMs = Math.max(this.options.minStepTimeoutMs ?? 5000, 3 * link.predictedMs * (1 + replay.length));
       const started = performance.now();
+      const estimate = this.estimates.get(link.peerId);
+      estimate.inflight++;
       try {
-        const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), timeoutMs });
+        const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), timeoutMs }).finally(() => { estimate.inflight--; });
         const wallMs = performance.now() - started;
         this.estimates.recordReply(link.peerId, wallMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens * (1 + replay.length)));
         // Replayed outputs rebuild what later fresh spans of a different split need for their own replay.
@@ -155,7 +157,10 @@ export class PipelineSession {
       let calls: RouteCall[];
       let estimatedMs: number;
       try {
-        const route = findRoute(this.costs, servers, { from, to, tokens, mode: tokens > 1 ? 'throughput' : 'latency', exclude: this.estimates.banned() });
+        // Throughput mode even for decode: it weighs each server's queue and the calls already in flight from
+        // this client's other sessions, so concurrent sessions spread over replicas instead of herding onto
+        // the one fastest chain (what the swarm simulator showed latency mode doing under load).
+        const route = findRoute(this.costs, servers, { from, to, tokens, mode: 'throughput', exclude: this.estimates.banned() });
         calls = route.stages.map((s) => s.calls[0]);
         estimatedMs = route.estimatedMs;
       } catch (err) {
