@@ -7,11 +7,10 @@
  * concurrent8_ratio >= 1.5.
  */
 import '../node/polyfill.js';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { buildModel } from '../fragments/builder/index.js';
 import { writeModel } from '../fragments/onnx/write.js';
 import { fragmentModel } from '../fragments/fragment.js';
@@ -19,27 +18,17 @@ import { GridClient } from '../scheduler/client.js';
 import { generate, stepInputs, type GenerateOptions, type StepRunner } from '../scheduler/generate.js';
 import { LocalModelRunner } from '../scheduler/local-runner.js';
 import { reportResult } from './report.js';
+import { spawnGridpipe } from '../cli/spawn.js';
 
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 const PROMPT = 16;
 const DECODE = 48;
 
 interface Supplier { child: ChildProcess; peerId: string; address: string }
 
-function startSupplier(args: string[]): Promise<Supplier> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'supply', ...args, '--json'], { env: { ...process.env, GRIDPIPE_LOG_LEVEL: 'error' }, stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n').find((l) => l.includes('"ready":true'));
-      if (line) {
-        const ready = JSON.parse(line) as { peerId: string; addresses: string[] };
-        resolve({ child, peerId: ready.peerId, address: ready.addresses[0] });
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`supplier exited with ${code} before it was ready`)));
-  });
+async function startSupplier(args: string[]): Promise<Supplier> {
+  const proc = spawnGridpipe(['supply', ...args, '--json'], { env: { GRIDPIPE_LOG_LEVEL: 'error' } });
+  const ready = (await proc.ready) as { peerId: string; addresses: string[] };
+  return { child: proc.child, peerId: ready.peerId, address: ready.addresses[0] };
 }
 
 /** Times each token of a generation; returns per-token ms (index 0 = prefill). */

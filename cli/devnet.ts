@@ -7,12 +7,11 @@
  * stops every process it started on Ctrl-C or SIGTERM. The chain and the gateway join with issues 5-7.
  */
 import { Command } from 'commander';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { buildModel, type BuildOptions } from '../fragments/builder/index.js';
 import { writeModel } from '../fragments/onnx/write.js';
 import { fragmentModel } from '../fragments/fragment.js';
@@ -25,6 +24,7 @@ import { byteTokenizer } from '../scheduler/tokenizer.js';
 import { positiveInt } from './args.js';
 import { createProgress } from './progress.js';
 import { UsageError } from './errors.js';
+import { spawnGridpipe } from './spawn.js';
 
 const DEMO_MODELS: Record<string, BuildOptions> = {
   tiny: { arch: 'gpt', layers: 2, dModel: 64, heads: 4, kvCache: true, seed: 7, name: 'demo-tiny' },
@@ -32,29 +32,19 @@ const DEMO_MODELS: Record<string, BuildOptions> = {
   moe: { arch: 'gpt-moe', layers: 4, dModel: 128, heads: 4, experts: 4, topK: 2, kvCache: true, seed: 7, name: 'demo-moe' },
 };
 
-const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
 const READY_TIMEOUT_MS = 90_000;
 
 interface RunningSupplier { child: ChildProcess; peerId: string; address: string; fragment: number }
 
 /** Starts one `gridpipe supply` process and waits for its ready line. */
-function startSupplier(args: string[], fragment: number): Promise<RunningSupplier> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'supply', ...args, '--json'], { env: { ...process.env, GRIDPIPE_LOG_LEVEL: process.env.GRIDPIPE_LOG_LEVEL ?? 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`supplier ${fragment} was not ready after ${READY_TIMEOUT_MS / 1000} s:\n${err}`)); }, READY_TIMEOUT_MS);
-    child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n').find((l) => l.includes('"ready":true'));
-      if (!line) return;
-      clearTimeout(timer);
-      const ready = JSON.parse(line) as { peerId: string; addresses: string[] };
-      resolve({ child, peerId: ready.peerId, address: ready.addresses[0], fragment });
-    });
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`supplier ${fragment} exited (${code}) before it was ready:\n${err.trim().split('\n').slice(-3).join('\n')}`)); });
-  });
+async function startSupplier(args: string[], fragment: number): Promise<RunningSupplier> {
+  const proc = spawnGridpipe(['supply', ...args, '--json'], { readyTimeoutMs: READY_TIMEOUT_MS, errorLines: 3 });
+  try {
+    const ready = (await proc.ready) as { peerId: string; addresses: string[] };
+    return { child: proc.child, peerId: ready.peerId, address: ready.addresses[0], fragment };
+  } catch (err) {
+    throw new Error(`supplier ${fragment}: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /** Stops suppliers with SIGTERM (they withdraw their records), then SIGKILL after 10 s. */

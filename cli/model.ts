@@ -8,8 +8,6 @@ import { fragmentModel } from '../fragments/fragment.js';
 import { verifyFragments } from '../fragments/verify.js';
 import { inspectModel } from '../fragments/inspect.js';
 import { readManifest } from '../fragments/manifest.js';
-import { cidOfBytes } from '../fragments/cid.js';
-import { readFile } from 'node:fs/promises';
 import { byteSize, dimAssignment, nonNegativeInt, positiveInt, positiveNumber, shapeAssignment } from './args.js';
 import { createProgress, formatBytes } from './progress.js';
 
@@ -105,8 +103,7 @@ export function modelCommand(): Command {
       const progress = createProgress('fragmenting', o.json);
       const result = await fragmentModel(file, o.out, { parts: o.parts, maxBytes: o.maxBytes, dims: o.dim, onProgress: (d, t) => progress.update(d, t) });
       progress.stop();
-      const manifestText = await readFile(path.join(o.out, 'manifest.json'));
-      const manifestCid = cidOfBytes(manifestText);
+      const { manifestCid } = result;
       if (o.json) return printJson({ dir: path.resolve(o.out), manifestCid, manifest: result.manifest });
       const m = result.manifest;
       print(`${m.name}: ${m.fragments.length} fragments in ${path.resolve(o.out)} (manifest ${manifestCid})`);

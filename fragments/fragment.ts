@@ -130,8 +130,7 @@ async function buildManifest(modelPath: string, outDir: string, doc: ModelDoc, p
     bytes: (await stat(sourceAbs)).size,
   };
   if (externalFiles.length) {
-    source.data = await Promise.all(externalFiles.map(async (f) => ({ file: path.relative(path.resolve(outDir), f), cid: '', bytes: (await stat(f)).size })));
-    for (const d of source.data) delete (d as { cid?: string }).cid;
+    source.data = await Promise.all(externalFiles.map(async (f) => ({ file: path.relative(path.resolve(outDir), f), bytes: (await stat(f)).size })));
   }
   const tokenizerKind = meta['gridpipe.tokenizer'];
   const tokenizer: Tokenizer = tokenizerKind === 'byte' || tokenizerKind === 'hf' ? { kind: tokenizerKind } : { kind: 'none' };

@@ -45,7 +45,8 @@ export interface Manifest {
   schema: typeof MANIFEST_SCHEMA;
   name: string;
   createdBy: string;
-  source: { file: string; cid: string; bytes: number; data?: ManifestFile[] };
+  /** The whole model; its external data files are listed by name and size (not hashed: they can be tens of GB). */
+  source: { file: string; cid: string; bytes: number; data?: { file: string; bytes: number }[] };
   model: {
     irVersion: number;
     opsets: Record<string, number>;

@@ -1,45 +1,18 @@
 /** Long-running `gridpipe` processes for integration tests: start, wait for their JSON ready line, stop. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnGridpipe, type GridpipeProcess } from '../../cli/spawn.js';
 import { CLI, REPO_ROOT } from './cli.js';
 
-export interface RunningProcess {
-  child: ChildProcess;
-  /** The first JSON line on stdout. */
-  ready: Promise<Record<string, unknown>>;
-  /** Resolves with the exit code (or the signal name) when the process ends. */
-  exited: Promise<number | string>;
-  output(): string;
-  /** Sends a signal and waits for the exit. */
-  stop(signal?: NodeJS.Signals): Promise<number | string>;
-}
+export type RunningProcess = GridpipeProcess;
 
 const running = new Set<ChildProcess>();
 
-/** Starts `gridpipe ...args` in the background. */
+/** Starts the built `gridpipe ...args` in the background, tracked for killAll. */
 export function startGridpipe(args: string[], env: NodeJS.ProcessEnv = {}): RunningProcess {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd: REPO_ROOT, env: { ...process.env, GRIDPIPE_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  running.add(child);
-  let out = '';
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-  const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => { running.delete(child); resolve(code ?? signal ?? -1); }));
-  const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n').find((l) => l.startsWith('{') && l.includes('"ready":true'));
-      if (line) resolve(JSON.parse(line) as Record<string, unknown>);
-    });
-    void exited.then((code) => reject(new Error(`gridpipe ${args[0]} exited (${code}) before it was ready:\n${err}`)));
-  });
-  ready.catch(() => undefined);
-  return {
-    child, ready, exited,
-    output: () => `${out}\n${err}`,
-    stop: async (signal = 'SIGTERM') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
-    },
-  };
+  const proc = spawnGridpipe(args, { cli: CLI, cwd: REPO_ROOT, env: { GRIDPIPE_LOG_LEVEL: 'warn', ...env } });
+  running.add(proc.child);
+  void proc.exited.then(() => running.delete(proc.child));
+  return proc;
 }
 
 /** Kills every process still running (afterAll safety net). */
