@@ -13,6 +13,9 @@ import { createProgress } from './progress.js';
 import type { ProviderChoice } from '../node/exec/executor.js';
 import { ShareLimits } from '../node/limits.js';
 import { UsageError } from './errors.js';
+import { openChain } from '../node/payments/chain.js';
+import { PAYMENT_DEFAULTS } from '../node/payments/supplier-payments.js';
+import { parseTokenAmount, formatTokens } from './chain-args.js';
 
 /** Seconds (decimals allowed, 0 included) as milliseconds. */
 function seconds(value: string): number {
@@ -53,8 +56,14 @@ export function supplyCommand(): Command {
     .option('--gpu-share <f>', 'share of the GPU lent, in (0, 1]', positiveNumber)
     .option('--hours <window>', 'serve only during this daily window, e.g. 22:00-08:00 (local time)')
     .option('--paused', 'start paused (resume with SIGUSR2 or POST /resume on the admin port)', false)
-    .option('--price <base-units>', 'price per GFLOP in the payment token\'s base units', '0')
-    .option('--staking-address <0x...>', 'EVM address that stakes for this supplier')
+    .option('--price-per-gflop <base-units>', 'price per GFLOP, a whole number of the payment token\'s base units (10^-18 token for GridToken)', '0')
+    .addOption(new Option('--price <base-units>', 'old name of --price-per-gflop').hideHelp())
+    .option('--staking-address <0x...>', 'EVM address that stakes for this supplier (with --wallet: the wallet\'s)')
+    .option('--chain-config <file>', 'charge for steps: the chain config JSON (payments need it with --wallet)')
+    .option('--rpc <url>', 'EVM JSON-RPC URL (default: the chain config\'s)')
+    .option('--wallet <keystore>', 'charge for steps: the supplier\'s staking account, an encrypted keystore (passphrase in GRIDPIPE_PASSPHRASE); vouchers must pay it')
+    .option('--credit-limit <tokens>', 'unpaid work allowed per payer, in tokens (decimals allowed, e.g. 0.01)')
+    .option('--redeem-threshold <tokens>', 'redeem vouchers once this much is unredeemed, in tokens (decimals allowed, e.g. 1)')
     .addOption(new Option('--network <kind>', 'DHT flavour').choices(['auto', 'local', 'public']).default('auto'))
     .option('--mdns', 'discover peers on the LAN', false)
     .option('--relay', 'use circuit relays and hole punching when behind NAT', false)
@@ -68,12 +77,16 @@ export function supplyCommand(): Command {
       maxFragments?: number; kvTokens: number; joinJitter: number; rebalanceEvery: number; rebalance: boolean; balanceQuality: number;
       drain: number; gflops?: number;
       maxMemory?: number; maxSessions?: number; threads?: number; gpuShare?: number; hours?: string; paused: boolean;
-      price: string; stakingAddress?: string; network: string; mdns: boolean; relay: boolean; adminPort?: number;
+      pricePerGflop: string; price?: string; stakingAddress?: string; network: string;
+      chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; adminPort?: number;
       provider?: ProviderChoice; reprobe: boolean; spin: boolean; json: boolean;
     }) => {
       if (o.rebalanceEvery <= 0) throw new UsageError('--rebalance-every must be more than 0 seconds (use --no-rebalance to turn moves off)');
       if (o.fragments !== undefined && o.maxFragments !== undefined) throw new UsageError('--max-fragments applies when the supplier chooses its span; drop it or --fragments');
-      if (!/^\d+$/.test(o.price)) throw new UsageError(`--price must be a whole number of token base units, got "${o.price}"`);
+      const price = o.price ?? o.pricePerGflop;
+      if (!/^\d+$/.test(price)) throw new UsageError(`--price-per-gflop must be a whole number of token base units, got "${price}"`);
+      if ((o.chainConfig || o.rpc || o.creditLimit || o.redeemThreshold) && !o.wallet) throw new UsageError('charging for steps needs --wallet KEYSTORE (and --chain-config FILE)');
+      if (o.wallet && !o.chainConfig) throw new UsageError('--wallet charges for steps and needs --chain-config FILE');
       if (o.stakingAddress && !/^0x[0-9a-fA-F]{40}$/.test(o.stakingAddress)) throw new UsageError(`--staking-address must be a 0x-prefixed 20-byte address, got "${o.stakingAddress}"`);
       const limits = { maxMemoryBytes: o.maxMemory, maxSessions: o.maxSessions, threads: o.threads, gpuShare: o.gpuShare, hours: o.hours, paused: o.paused };
       try {
@@ -90,6 +103,28 @@ export function supplyCommand(): Command {
       } catch (err) {
         throw new UsageError((err as Error).message);
       }
+      let payments;
+      if (o.wallet && o.chainConfig) {
+        // Decrypt the wallet and read the token's decimals before anything starts: bad input fails fast.
+        const chain = await openChain({ chainConfig: o.chainConfig, rpcUrl: o.rpc, wallet: o.wallet });
+        try {
+          const decimals = Number(await chain.contracts.token.decimals());
+          payments = {
+            chain,
+            creditLimit: o.creditLimit === undefined ? undefined : parseTokenAmount(o.creditLimit, decimals, '--credit-limit'),
+            redeemThreshold: o.redeemThreshold === undefined ? undefined : parseTokenAmount(o.redeemThreshold, decimals, '--redeem-threshold'),
+          };
+          // Clients route only to staked suppliers: say so now rather than wait for traffic that never comes.
+          const listed = await chain.contracts.stakeRegistry.isListed(chain.address!);
+          if (!listed) process.stderr.write(`gridpipe: warning: ${chain.address} is not staked (enough) in the StakeRegistry; clients will not route to this supplier until it is (gridpipe stake AMOUNT)\n`);
+          if (!o.json) {
+            process.stdout.write(`charging ${price} base units per GFLOP to ${chain.address}; credit limit ${formatTokens(payments.creditLimit ?? PAYMENT_DEFAULTS.creditLimit, decimals)}, redeem at ${formatTokens(payments.redeemThreshold ?? PAYMENT_DEFAULTS.redeemThreshold, decimals)} tokens\n`);
+          }
+        } catch (err) {
+          chain.close();
+          throw err;
+        }
+      }
       const progress = createProgress('fetching fragments', o.json);
       const supplier = await Supplier.start({
         dataDir: o.data, listen: o.listen.length ? o.listen : undefined, announce: o.announce.length ? o.announce : undefined,
@@ -101,13 +136,14 @@ export function supplyCommand(): Command {
         },
         gflops: o.gflops,
         limits,
-        pricePerGflop: o.price, stakingAddress: o.stakingAddress, adminPort: o.adminPort, provider: o.provider, rerunProbe: o.reprobe, spin: o.spin,
+        pricePerGflop: price, stakingAddress: o.stakingAddress, payments, adminPort: o.adminPort, provider: o.provider, rerunProbe: o.reprobe, spin: o.spin,
         onFetchProgress: (done, total) => progress.update(done, total),
       });
       progress.stop();
       const ready = {
         peerId: supplier.peerId, addresses: supplier.addresses(), admin: supplier.adminUrl,
         hosted: supplier.hosted.map((h) => ({ manifestCid: h.manifestCid, index: h.index, cid: h.cid })),
+        ...(supplier.payments ? { payee: supplier.payments.payee, pricePerGflop: price } : {}),
         provider: supplier.probe.benchmark.executionProvider, gflops: Number(supplier.gflops.toFixed(2)),
         placement: supplier.placement.map((p) => ({ manifestCid: p.manifestCid, span: p.span })),
       };
@@ -126,6 +162,7 @@ export function supplyCommand(): Command {
         process.once('SIGTERM', shutdown);
       });
       await supplier.stop();
+      payments?.chain.close();
       if (!o.json) process.stdout.write('supplier stopped\n');
     });
 }

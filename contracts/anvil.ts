@@ -97,8 +97,10 @@ function installExitHook(): void {
   // let the signal do what it would have done.
   for (const signal of ['SIGTERM', 'SIGHUP', 'SIGINT'] as const) {
     const handler = (): void => {
+      // Someone else handles this signal (e.g. the devnet, which stops its nodes in order): leave it to them.
+      if (process.listenerCount(signal) > 1) return;
       killAllSync();
-      if (process.listenerCount(signal) === 1) {
+      {
         process.removeListener(signal, handler);
         process.kill(process.pid, signal);
       }

@@ -30,6 +30,9 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { PeerId } from '@libp2p/interface';
 import { startExecServer, type ExecServer } from './exec/protocol.js';
 import type { ProviderChoice } from './exec/executor.js';
+import { openChain, type ChainAccess, type ChainAccessOptions } from './payments/chain.js';
+import { SupplierPayments, type EarningsSummary } from './payments/supplier-payments.js';
+import { parseBaseUnits } from './payments/pricing.js';
 import { PlacementAgent, placementModelOf, joiningFragment, spansOfIndices, type PlacementStatus, type Span, type SpanHost } from './placement/index.js';
 
 export interface SupplierOptions {
@@ -54,7 +57,10 @@ export interface SupplierOptions {
   limits?: ShareLimitOptions;
   /** Price per GFLOP in the payment token's base units (decimal string). */
   pricePerGflop?: string;
+  /** The EVM address that stakes for this supplier (with `payments`: the wallet's, which is also the payee). */
   stakingAddress?: string;
+  /** Charge for steps (vouchers, node/payments); absent: serve for free. */
+  payments?: SupplierPaymentOptions;
   /** Capacity record life (default 10 min; re-published at half-life). */
   recordTtlMs?: number;
   /** Local admin endpoint on 127.0.0.1 (pause, resume, status, metrics); 0 picks a port; omit for none. */
@@ -67,6 +73,20 @@ export interface SupplierOptions {
   logger?: Logger;
   /** Progress of fetching fragments (bytes so far, total, what). */
   onFetchProgress?: (done: number, total: number, what: string) => void;
+}
+
+/** How a supplier charges (see node/payments/README.md for the defaults). */
+export interface SupplierPaymentOptions {
+  /** Chain config, RPC URL and wallet (keystore file or decrypted wallet), or an open access. */
+  chain: ChainAccessOptions | ChainAccess;
+  /** Unpaid work allowed per payer, base units. */
+  creditLimit?: bigint;
+  /** Redeem automatically once this much is held unredeemed, base units. */
+  redeemThreshold?: bigint;
+  /** Vouchers must stay redeemable at least this long (seconds). */
+  minDeadlineSeconds?: number;
+  /** Sign a receipt with each reply (default: when the chain has a DisputeManager). */
+  receipts?: boolean;
 }
 
 /** Placement of a model given by manifest CID without explicit fragments (see node/placement). */
@@ -123,12 +143,21 @@ export class Supplier {
     private readonly paths: Map<string, string>,
     private readonly options: SupplierOptions,
     private readonly dataDir: string,
+    /** Payments, when the supplier charges. */
+    readonly payments?: SupplierPayments,
   ) {
     this.gflops = options.gflops ?? probe.benchmark.matmulGflops;
     this.publisher = new CapacityPublisher(host, { fields: () => this.fields(), ttlMs: options.recordTtlMs });
   }
 
   private admin?: Server;
+  /** The chain connection of a paid supplier. */
+  private chain?: ChainAccess;
+
+  /** What the voucher book holds (a paid supplier). */
+  earnings(): EarningsSummary | undefined {
+    return this.payments?.earnings();
+  }
 
   /** Starts a supplier (see module doc). */
   static async start(options: SupplierOptions): Promise<Supplier> {
@@ -143,7 +172,27 @@ export class Supplier {
       mdns: options.mdns, relay: options.relay, logger,
     });
     const cleanups: (() => Promise<unknown>)[] = [() => host.stop()];
+    let chain: ChainAccess | undefined;
     try {
+      let payments: SupplierPayments | undefined;
+      if (options.payments) {
+        const given = options.payments.chain;
+        chain = 'contracts' in given ? given : await openChain(given);
+        const ownsChain = !('contracts' in given);
+        const access = chain;
+        if (ownsChain) cleanups.push(async () => access.close());
+        if (options.stakingAddress && access.address && options.stakingAddress.toLowerCase() !== access.address.toLowerCase()) {
+          throw new Error(`the staking address ${options.stakingAddress} is not the wallet's (${access.address}); a paid supplier stakes and is paid with its wallet`);
+        }
+        payments = await SupplierPayments.start({
+          chain: access, dataDir, pricePerGflop: parseBaseUnits(options.pricePerGflop, 'the price per GFLOP'),
+          creditLimit: options.payments.creditLimit, redeemThreshold: options.payments.redeemThreshold,
+          minDeadlineSeconds: options.payments.minDeadlineSeconds, receipts: options.payments.receipts,
+          registry: host.metrics, logger: host.logger.child({ component: 'payments' }),
+        });
+        const started = payments;
+        cleanups.push(() => started.stop());
+      }
       const store = await FragmentStore.open({ dataDir, registry: host.metrics, logger: host.logger });
       // Re-hash stored blobs in the background so the first request after a restart is not slowed by it.
       void store.verifyAll().catch((err: unknown) => host.logger.warn({ err }, 'store verification failed'));
@@ -158,10 +207,12 @@ export class Supplier {
         logger: host.logger,
         provider: providerChoice(options.provider ?? probe.benchmark.executionProvider),
         allowSpinning: options.spin,
+        payments,
       });
       cleanups.push(() => exec.stop());
 
-      const supplier = new Supplier(host, store, exec, limits, probe, stopBlob, logger, paths, options, dataDir);
+      const supplier = new Supplier(host, store, exec, limits, probe, stopBlob, logger, paths, options, dataDir, payments);
+      supplier.chain = chain;
       // A chosen span may have been announced before a failure: withdraw it rather than leave it listed.
       cleanups.push(async () => { if (supplier.publisher.current) await supplier.publisher.unpublish(); });
       cleanups.push(() => supplier.stopAgents());
@@ -204,7 +255,7 @@ export class Supplier {
       ...base,
       benchmark: { ...probe.benchmark, matmulGflops: this.gflops },
       pricePerGflop: this.options.pricePerGflop ?? '0',
-      stakingAddress: this.options.stakingAddress ?? '',
+      stakingAddress: this.payments?.payee ?? this.options.stakingAddress ?? '',
       fragments,
       limits: {
         maxMemoryBytes: limits.maxMemoryBytes, maxSessions: limits.maxSessions, threads: limits.threads,
@@ -275,6 +326,9 @@ export class Supplier {
     await this.publisher.unpublish().catch((err: unknown) => this.logger.warn({ err }, 'could not withdraw the capacity record'));
     await new Promise<void>((resolve) => (this.admin ? this.admin.close(() => resolve()) : resolve()));
     await this.exec.stop().catch(() => undefined);
+    // After the exec server: no step can bring a voucher any more; redeem what is held.
+    if (this.payments) await this.payments.stop().catch((err: unknown) => this.logger.warn({ err }, 'payments did not stop cleanly'));
+    if (this.chain && !('contracts' in (this.options.payments?.chain ?? {}))) this.chain.close();
     await this.stopBlob().catch(() => undefined);
     await this.host.stop();
     this.logger.info('supplier stopped');
@@ -448,6 +502,19 @@ export class Supplier {
           placement: this.placement, gflops: this.gflops,
           record: this.publisher.current, probe: this.probe,
         });
+        return;
+      }
+      if (route === 'GET /payments') {
+        const e = this.earnings();
+        reply(e ? 200 : 404, e ? JSON.parse(JSON.stringify(e, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))) : { error: 'this supplier serves for free' });
+        return;
+      }
+      if (route === 'POST /redeem') {
+        if (!this.payments) { reply(404, { error: 'this supplier serves for free' }); return; }
+        void this.payments.redeemNow().then(
+          (r) => reply(200, { redeemed: r.redeemed.toString(), vouchers: r.vouchers, transactions: r.transactions, skipped: r.skipped }),
+          (err: unknown) => reply(500, { error: (err as Error).message }),
+        );
         return;
       }
       if (route === 'GET /metrics') { void this.host.metrics.metrics().then((m) => reply(200, m, this.host.metrics.contentType)); return; }

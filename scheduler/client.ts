@@ -14,7 +14,9 @@ import { FragmentStore, parseBlobCid } from '../node/store/fragment-store.js';
 import { fetchByCid } from '../node/store/fetcher.js';
 import { readManifest, MANIFEST_FILE, type Manifest } from '../fragments/manifest.js';
 import { cidOfFile } from '../fragments/cid.js';
-import { ModelDiscovery, type DiscoveryOptions } from './discovery.js';
+import { ModelDiscovery, cachedStakeCheck, type DiscoveryOptions, type StakeCheck } from './discovery.js';
+import type { StepPayer } from './payment.js';
+import { attachStakeRegistry, createProvider } from '../contracts/bindings.js';
 import { Estimates } from './estimates.js';
 import { PipelineSession } from './session.js';
 import { ExecClient } from '../node/exec/client.js';
@@ -26,6 +28,14 @@ export interface GridClientOptions {
   discovery?: DiscoveryOptions;
   /** Smallest step deadline for sessions (default 5 s). */
   minStepTimeoutMs?: number;
+  /** Route only to staked suppliers: a check of your own, or the chain's StakeRegistry (isListed, cached). */
+  stakeCheck?: StakeCheck | { rpcUrl: string; chainId: number; stakeRegistry: string; ttlMs?: number };
+}
+
+/** Options of one session. */
+export interface SessionOptions {
+  /** Pays the suppliers that charge (gateway/payer's VoucherPayer); without it only free suppliers serve. */
+  payer?: StepPayer;
 }
 
 /** A model the client can run: its manifest and its hosts. */
@@ -41,7 +51,19 @@ export class GridClient {
   private readonly exec = new ExecClient();
   private tmpDirs: string[] = [];
 
-  private constructor(readonly host: GridHost, private readonly options: GridClientOptions, readonly logger: Logger) {}
+  private readonly stakeCheck?: StakeCheck;
+  private readonly closeChain?: () => void;
+
+  private constructor(readonly host: GridHost, private readonly options: GridClientOptions, readonly logger: Logger) {
+    const s = options.stakeCheck;
+    if (s && 'isListed' in s) this.stakeCheck = s;
+    else if (s) {
+      // A read-only provider of our own for the registry: the client never signs anything here.
+      const provider = createProvider(s.rpcUrl, s.chainId);
+      this.stakeCheck = cachedStakeCheck(attachStakeRegistry(s.stakeRegistry, provider), s.ttlMs);
+      this.closeChain = () => provider.destroy();
+    }
+  }
 
   /** Joins the grid as a DHT client and waits (up to 30 s) for a routing table. */
   static async connect(options: GridClientOptions): Promise<GridClient> {
@@ -69,21 +91,23 @@ export class GridClient {
       if (!read) throw new Error(`manifest ${manifestCid} could not be read after fetching it`);
       manifest = read;
     }
-    const discovery = new ModelDiscovery(this.host, manifestCid, this.options.discovery);
+    const discovery = new ModelDiscovery(this.host, manifestCid, { ...this.options.discovery, ...(this.stakeCheck ? { stakeCheck: this.stakeCheck } : {}) });
     await discovery.waitForCoverage(manifest.fragments.length, waitForHostsMs);
     discovery.start();
     return { manifest, manifestCid, discovery };
   }
 
   /** A new pipeline session on an open model. */
-  session(model: OpenModel, maxLength: number): PipelineSession {
+  session(model: OpenModel, maxLength: number, options: SessionOptions = {}): PipelineSession {
     return new PipelineSession({
       host: this.host, manifest: model.manifest, manifestCid: model.manifestCid, discovery: model.discovery,
       estimates: this.estimates, client: this.exec, maxLength, logger: this.logger, minStepTimeoutMs: this.options.minStepTimeoutMs,
+      payer: options.payer,
     });
   }
 
   async close(): Promise<void> {
+    this.closeChain?.();
     await this.host.stop();
     for (const d of this.tmpDirs) await rm(d, { recursive: true, force: true });
   }

@@ -42,8 +42,40 @@ export interface DiscoveryOptions {
   refreshMs?: number;
   /** Timeout of one DHT sweep (default 10 s). */
   lookupTimeoutMs?: number;
-  /** Keep only suppliers this returns true for (e.g. staked ones). */
+  /** Keep only suppliers this returns true for. */
   accept?: (record: CapacityRecord) => boolean | Promise<boolean>;
+  /** When a chain is configured: keep only suppliers whose staking address is listed (staked) there. */
+  stakeCheck?: StakeCheck;
+}
+
+/** Whether an address is staked enough to be routed to. */
+export interface StakeCheck {
+  isListed(stakingAddress: string): Promise<boolean>;
+}
+
+/**
+ * StakeRegistry.isListed, cached per address for `ttlMs` (default 60 s): discovery sweeps run every few
+ * seconds and a stake changes rarely. An address that is not 0x + 20 bytes is never listed; a failed RPC
+ * read answers with the last known value, or not listed when there is none (better to skip a supplier than
+ * to route to one that may be unstaked).
+ */
+export function cachedStakeCheck(registry: { isListed(address: string): Promise<boolean> }, ttlMs = 60_000, now: () => number = Date.now): StakeCheck {
+  const cache = new Map<string, { listed: boolean; at: number }>();
+  return {
+    async isListed(address: string): Promise<boolean> {
+      if (!/^0x[0-9a-fA-F]{40}$/.test(address)) return false;
+      const key = address.toLowerCase();
+      const hit = cache.get(key);
+      if (hit && now() - hit.at < ttlMs) return hit.listed;
+      try {
+        const listed = await registry.isListed(address);
+        cache.set(key, { listed, at: now() });
+        return listed;
+      } catch {
+        return hit?.listed ?? false;
+      }
+    },
+  };
 }
 
 export class ModelDiscovery {
@@ -65,6 +97,7 @@ export class ModelDiscovery {
         for (const r of records) {
           if (r.withdrawn) continue;
           if (this.options.accept && !(await this.options.accept(r))) continue;
+          if (this.options.stakeCheck && !(await this.options.stakeCheck.isListed(r.stakingAddress))) continue;
           kept.push(...spansOf(r, this.manifestCid).filter((s) => !s.paused));
         }
         this.spans = kept;

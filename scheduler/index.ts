@@ -9,3 +9,4 @@ export * from './sampling.js';
 export * from './tokenizer.js';
 export * from './local-runner.js';
 export * from './client.js';
+export * from './payment.js';

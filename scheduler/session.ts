@@ -13,15 +13,20 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { Manifest } from '../fragments/manifest.js';
 import type { GridHost } from '../node/host.js';
 import { ExecClient, type RemoteSession } from '../node/exec/client.js';
+import type { WireVoucher } from '../node/exec/codec.js';
 import { findRoute, NoRouteError, type FragmentCost, type RouteCall, type ServerEstimate } from './routing.js';
 import type { ModelDiscovery, HostedSpan } from './discovery.js';
 import { Estimates } from './estimates.js';
+import { isPaidSpan, type StepPayer } from './payment.js';
+import { parseBaseUnits, stepCharge } from '../node/payments/pricing.js';
 
 export type TensorMap = Record<string, ort.Tensor>;
 
 /** A span of the route with its open session. */
 interface Link extends RouteCall {
   session: RemoteSession;
+  /** The supplier's record of the span (address to pay, price). */
+  hosted: HostedSpan;
   /** Opened after earlier steps: must be replayed the history before its first step. */
   fresh: boolean;
   predictedMs: number;
@@ -41,10 +46,12 @@ export interface PipelineSessionOptions {
   /** Re-route attempts for one span within a step before giving up (default 8). */
   maxRepairs?: number;
   logger?: Logger;
+  /** Pays suppliers that charge (a voucher per step and link); without it only free suppliers are usable. */
+  payer?: StepPayer;
 }
 
-/** A hop of a step: who ran which fragments, and how long it took. */
-export interface HopTiming { peerId: string; start: number; end: number; wallMs: number; queueMs: number; computeMs: number; replayed: number }
+/** A hop of a step: who ran which fragments, how long it took, and what it cost (base units, when paid). */
+export interface HopTiming { peerId: string; start: number; end: number; wallMs: number; queueMs: number; computeMs: number; replayed: number; charge?: bigint }
 export interface StepOutcome { outputs: TensorMap; hops: HopTiming[]; failovers: number }
 
 /** Raised when some fragment has no live server left. */
@@ -56,9 +63,18 @@ export class PipelineUnavailableError extends Error {
   }
 }
 
+/** Raised when the route reaches a supplier that charges and the session has no payer. */
+export class PaymentNeededError extends Error {
+  readonly code = 'PAYMENT_NEEDED';
+  constructor(readonly peerId: string) {
+    super(`supplier ${peerId} charges for its work and this session has no payer (give GridClient.session a payer)`);
+    this.name = 'PaymentNeededError';
+  }
+}
+
 export class PipelineSession {
   private chain: Link[] = [];
-  private readonly history: { position: number; known: TensorMap }[] = [];
+  private readonly history: { position: number; known: TensorMap; tokens: number }[] = [];
   private readonly estimates: Estimates;
   private readonly client: ExecClient;
   private readonly costs: FragmentCost[];
@@ -88,7 +104,7 @@ export class PipelineSession {
     if (this.closed) throw new Error('the pipeline session is closed');
     const known: TensorMap = { ...inputs };
     const stepIndex = this.history.length;
-    this.history.push({ position, known });
+    this.history.push({ position, known, tokens });
     const hops: HopTiming[] = [];
     const failoversBefore = this.failovers;
     let i = 0;
@@ -101,17 +117,26 @@ export class PipelineSession {
       const feeds = pick(known, needs, link);
       const replay = link.fresh ? this.history.slice(0, stepIndex).map((h) => ({ position: h.position, inputs: pick(h.known, needs, link) })) : [];
       const timeoutMs = Math.max(this.options.minStepTimeoutMs ?? 5000, 3 * link.predictedMs * (1 + replay.length));
+      // Outside the try: a payer that refuses to pay is not the server's fault (no failover).
+      const payment = await this.payment(link, [...this.history.slice(0, replay.length).map((h) => h.tokens), tokens]);
       const started = performance.now();
       const estimate = this.estimates.get(link.peerId);
       estimate.inflight++;
       try {
-        const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), timeoutMs }).finally(() => { estimate.inflight--; });
+        const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), timeoutMs, ...payment?.options }).finally(() => { estimate.inflight--; });
         const wallMs = performance.now() - started;
         this.estimates.recordReply(link.peerId, wallMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens * (1 + replay.length)));
         // Replayed outputs rebuild what later fresh spans of a different split need for their own replay.
         res.replayOutputs.forEach((r, t) => Object.assign(this.history[t].known, r.outputs));
         Object.assign(known, res.outputs);
-        hops.push({ peerId: link.peerId, start: link.start, end: link.end, wallMs, queueMs: res.queueMs, computeMs: res.computeMs, replayed: replay.length });
+        if (payment && res.charge !== payment.charge) {
+          // Both sides price with node/payments/pricing.ts: a difference means the record's price is stale.
+          this.options.logger?.warn({ peer: link.peerId, paid: payment.charge.toString(), charged: res.charge.toString() }, 'supplier charged another amount than the voucher paid for');
+        }
+        hops.push({
+          peerId: link.peerId, start: link.start, end: link.end, wallMs, queueMs: res.queueMs, computeMs: res.computeMs, replayed: replay.length,
+          ...(payment ? { charge: payment.charge } : {}),
+        });
         link.fresh = false;
         j = link.end;
         i++;
@@ -128,6 +153,25 @@ export class PipelineSession {
     const stateful = new Set(this.options.manifest.statefulPairs.map((p) => p.output));
     for (const o of this.options.manifest.model.outputs) if (!stateful.has(o.name) && known[o.name]) outputs[o.name] = known[o.name];
     return { outputs, hops, failovers: this.failovers - failoversBefore };
+  }
+
+  /**
+   * The voucher for a step on `link` whose chunks add `chunkTokens` positions each, from the payer, with
+   * the charge it covers; undefined for a supplier with no staking address, or a free one when there is no
+   * payer. A supplier that charges with no payer is an error (PaymentNeededError).
+   */
+  private async payment(link: Link, chunkTokens: number[]): Promise<{ charge: bigint; options: { voucher: WireVoucher; chunkTokens: number[] } } | undefined> {
+    if (!isPaidSpan(link.hosted)) return undefined;
+    const { payer } = this.options;
+    const price = parseBaseUnits(link.hosted.pricePerGflop, 'the supplier\'s price per GFLOP');
+    if (!payer) {
+      // A supplier that names a staking address but asks nothing is served without vouchers.
+      if (price === 0n) return undefined;
+      throw new PaymentNeededError(link.peerId);
+    }
+    const charge = stepCharge(this.options.manifest, price, { start: link.start, end: link.end, chunkTokens });
+    const voucher = await payer.voucherFor(link.hosted, charge);
+    return { charge, options: { voucher, chunkTokens } };
   }
 
   /** Closes every server session. */
@@ -178,7 +222,7 @@ export class PipelineSession {
             fragments: Array.from({ length: call.end - call.start }, (_, n) => ({ cid: this.options.manifest.fragments[call.start + n].cid, manifestCid: this.options.manifestCid, index: call.start + n })),
             maxLength: this.options.maxLength,
           });
-          links.push({ ...call, session, fresh: true, predictedMs: estimatedMs / calls.length });
+          links.push({ ...call, session, hosted: span, fresh: true, predictedMs: estimatedMs / calls.length });
         }
         return links;
       } catch (err) {

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { PROTOCOLS, type WireTensor } from '../../proto/grid.js';
 import {
   encodeFrame, encodeStepRequestFrame, ExecRequestType, ExecResponseType, FrameReader, longToBigInt, toWireTensor, writeFrame,
-  type DecodedChunk, type DecodedResponse,
+  type DecodedChunk, type DecodedResponse, type WireVoucher,
 } from './codec.js';
 import { errorCodeName, ExecError, toExecError } from './errors.js';
 import { ortToWire, wireToOrt } from './tensors.js';
@@ -52,6 +52,10 @@ export interface StepOptions {
   want?: readonly string[];
   draftTokens?: number;
   timeoutMs?: number;
+  /** Payment for a server that charges: the cumulative voucher covering this step. */
+  voucher?: WireVoucher;
+  /** New positions per chunk (replay chunks, then this step): what the server prices the step on. */
+  chunkTokens?: readonly number[];
 }
 
 export interface StepResult {
@@ -61,6 +65,10 @@ export interface StepResult {
   computeMs: number;
   /** Outputs of the replay chunks, in order. */
   replayOutputs: { position: number; outputs: TensorMap }[];
+  /** What the server charged (base units; 0 when free). */
+  charge: bigint;
+  /** The server's signed receipt (an encoded SignedReceipt), when it signs them. */
+  receipt?: Uint8Array;
 }
 
 type Dialer = Pick<Libp2p, 'dialProtocol'>;
@@ -181,6 +189,8 @@ export class RemoteSession {
       replay: options.replay?.map((c) => ({ position: c.position, tensors: toWire(c.inputs) })),
       want: options.want ? [...options.want] : undefined,
       draftTokens: options.draftTokens,
+      voucher: options.voucher,
+      chunkTokens: options.chunkTokens ? [...options.chunkTokens] : undefined,
     });
     const r = await this.request('step', chunks, options.timeoutMs ?? this.defaultTimeoutMs, stepId);
     if (r.error) throw new ExecError(errorCodeName(r.error.code ?? 0), r.error.message ?? 'error');
@@ -199,6 +209,8 @@ export class RemoteSession {
       queueMs: reply.queueMs ?? 0,
       computeMs: reply.computeMs ?? 0,
       replayOutputs: (reply.replayOutputs ?? []).map((c) => ({ position: c.position ?? 0, outputs: toTensorMap(c.inputs) })),
+      charge: reply.charge && /^\d+$/.test(reply.charge) ? BigInt(reply.charge) : 0n,
+      receipt: reply.receipt?.byteLength ? reply.receipt : undefined,
     };
   }
 

@@ -21,6 +21,11 @@ export type { FrameEvent, FrameReaderOptions };
 
 export const ExecRequestType = gridRoot.lookupType('gridpipe.v1.ExecRequest');
 export const ExecResponseType = gridRoot.lookupType('gridpipe.v1.ExecResponse');
+export const VoucherType = gridRoot.lookupType('gridpipe.v1.Voucher');
+export const SignedReceiptType = gridRoot.lookupType('gridpipe.v1.SignedReceipt');
+
+/** A voucher as it travels (Step.voucher): amounts as decimal strings, the signature as bytes. */
+export interface WireVoucher { payer: string; payee: string; cumulativeAmount: string; deadline: bigint; signature: Uint8Array }
 
 /** A 64-bit integer as protobufjs decodes it. */
 export type LongLike = number | { low: number; high: number; unsigned?: boolean; toNumber(): number };
@@ -34,7 +39,9 @@ export interface DecodedError { code?: number; message?: string }
 export interface DecodedStep {
   sessionId?: string; stepId?: LongLike; position?: number; inputs?: DecodedTensor[]; replay?: DecodedChunk[];
   draftTokens?: number; forward?: DecodedHop[]; want?: string[];
+  voucher?: DecodedVoucher | null; chunkTokens?: number[];
 }
+export interface DecodedVoucher { payer?: string; payee?: string; cumulativeAmount?: string; deadline?: LongLike; signature?: Uint8Array }
 export interface DecodedRequest {
   open?: { sessionId?: string; fragments?: DecodedFragmentRef[]; maxLength?: number; batch?: number } | null;
   step?: DecodedStep | null;
@@ -42,7 +49,7 @@ export interface DecodedRequest {
 }
 export interface DecodedStepReply {
   sessionId?: string; stepId?: LongLike; outputs?: DecodedTensor[]; queueMs?: number; computeMs?: number;
-  error?: DecodedError | null; receipt?: Uint8Array; replayOutputs?: DecodedChunk[];
+  error?: DecodedError | null; receipt?: Uint8Array; replayOutputs?: DecodedChunk[]; charge?: string;
 }
 export interface DecodedResponse {
   error?: DecodedError | null;
@@ -202,6 +209,23 @@ export interface StepRequestOut {
   replay?: StepChunkOut[];
   draftTokens?: number;
   want?: string[];
+  /** Payment for a server that charges (see proto/exec.proto Step.voucher). */
+  voucher?: WireVoucher;
+  /** New positions per chunk (replay chunks, then the step's inputs): what the step is priced on. */
+  chunkTokens?: number[];
+}
+
+/** A voucher as Step.voucher's bytes (protobufjs: a handful of small fields, not worth encoding by hand). */
+export function encodeVoucher(v: WireVoucher): Uint8Array {
+  return VoucherType.encode(VoucherType.fromObject({ ...v, deadline: v.deadline.toString() })).finish();
+}
+
+/** A decoded Step.voucher back to its typed form (missing fields read as empty). */
+export function fromDecodedVoucher(v: DecodedVoucher): WireVoucher {
+  return {
+    payer: v.payer ?? '', payee: v.payee ?? '', cumulativeAmount: v.cumulativeAmount ?? '',
+    deadline: longToBigInt(v.deadline), signature: v.signature ?? new Uint8Array(0),
+  };
 }
 
 interface SizedChunk { c: StepChunkOut; tensors: SizedTensor[]; size: number }
@@ -242,6 +266,12 @@ export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
   for (const c of replay) size += lenField(c.size);
   if (step.draftTokens) size += 1 + varintLength(step.draftTokens);
   for (const x of want) size += lenField(x.bytes);
+  const voucher = step.voucher ? encodeVoucher(step.voucher) : undefined;
+  if (voucher) size += lenField(voucher.byteLength);
+  const tokens = step.chunkTokens ?? [];
+  let tokensSize = 0;
+  for (const t of tokens) tokensSize += varintLength(t);
+  if (tokens.length) size += lenField(tokensSize);
   const w = frameWriter(size, sizer);
   if (sidBytes) w.tag(1, 2).string(step.sessionId, sidBytes);
   if (step.stepId) w.tag(2, 0).bigVarint(step.stepId);
@@ -250,6 +280,11 @@ export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
   for (const c of replay) writeChunk(w, 5, c);
   if (step.draftTokens) w.tag(6, 0).varint(step.draftTokens);
   for (const x of want) w.tag(8, 2).string(x.s, x.bytes);
+  if (voucher) w.tag(9, 2).bytes(voucher);
+  if (tokens.length) {
+    w.tag(10, 2).varint(tokensSize); // packed, as proto3 repeated scalars are
+    for (const t of tokens) w.varint(t);
+  }
   return w.finish();
 }
 
@@ -261,6 +296,10 @@ export interface StepReplyOut {
   computeMs: number;
   error?: { code: number; message: string };
   replayOutputs?: StepChunkOut[];
+  /** An encoded SignedReceipt (StepReply.receipt). */
+  receipt?: Uint8Array;
+  /** What the server charged, decimal base units. */
+  charge?: string;
 }
 
 /** A length-prefixed ExecResponse{step} frame: one buffer, plus referenced chunks for tensors ≥ REFERENCE_BYTES. */
@@ -283,6 +322,9 @@ export function encodeStepReplyFrame(reply: StepReplyOut): Uint8Array[] {
   if (reply.computeMs) size += 9;
   if (reply.error) size += lenField(errSize);
   for (const c of replay) size += lenField(c.size);
+  if (reply.receipt?.byteLength) size += lenField(reply.receipt.byteLength);
+  const chargeBytes = reply.charge ? Buffer.byteLength(reply.charge, 'utf8') : 0;
+  if (chargeBytes) size += lenField(chargeBytes);
   const w = frameWriter(size, sizer);
   if (sidBytes) w.tag(1, 2).string(reply.sessionId, sidBytes);
   if (reply.stepId) w.tag(2, 0).bigVarint(reply.stepId);
@@ -294,7 +336,9 @@ export function encodeStepReplyFrame(reply: StepReplyOut): Uint8Array[] {
     if (reply.error.code) w.tag(1, 0).varint(reply.error.code);
     if (msgBytes) w.tag(2, 2).string(reply.error.message, msgBytes);
   }
+  if (reply.receipt?.byteLength) w.tag(7, 2).bytes(reply.receipt);
   for (const c of replay) writeChunk(w, 8, c);
+  if (chargeBytes) w.tag(9, 2).string(reply.charge!, chargeBytes);
   return w.finish();
 }
 

@@ -12,6 +12,7 @@ export const ErrorCode = {
   EXECUTION_FAILED: 6,
   UNPAID: 7,
   INTERNAL: 8,
+  PAYMENT_REQUIRED: 9,
 } as const;
 
 export type WireErrorCode = keyof typeof ErrorCode;

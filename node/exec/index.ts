@@ -2,7 +2,10 @@
  * Running fragments for clients: the executor (onnxruntime sessions per fragment), KV-cache sessions, the
  * `/gridpipe/exec/1.0.0` protocol handler and its client.
  */
-export { ExecServer, startExecServer, DEFAULT_MAX_STEP_FRAME_BYTES, DEFAULT_MAX_CONTROL_FRAME_BYTES, type ExecServerInit } from './protocol.js';
+export {
+  ExecServer, startExecServer, DEFAULT_MAX_STEP_FRAME_BYTES, DEFAULT_MAX_CONTROL_FRAME_BYTES, type ExecServerInit,
+  type StepPaymentHook, type PaidStepInfo, type PaidStepTicket,
+} from './protocol.js';
 export {
   ExecClient, RemoteSession, type ExecClientInit, type OpenSessionOptions, type StepOptions, type StepResult, type StepChunkInit,
   type TensorMap, type FragmentRefInit,
@@ -16,4 +19,4 @@ export { SessionManager, ExecSession, type SessionManagerOptions, type StepReque
 export { SpanProgram, ManifestCache, loadSpan, type KvSlot, type SpanMember, type FragmentRefIn } from './span.js';
 export { ExecMetrics } from './metrics.js';
 export { wireToOrt, ortToWire, truncateAxis, emptyTensor, tensorBytes, tensorCopyStats } from './tensors.js';
-export { FrameReader, writeFrame, encodeStepRequestFrame, encodeStepReplyFrame, type FrameEvent } from './codec.js';
+export { FrameReader, writeFrame, encodeStepRequestFrame, encodeStepReplyFrame, encodeVoucher, fromDecodedVoucher, type FrameEvent, type WireVoucher } from './codec.js';

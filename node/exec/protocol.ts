@@ -8,18 +8,54 @@
 import type { Connection, Libp2p, Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { PROTOCOLS } from '../../proto/grid.js';
+import { PROTOCOLS, type WireTensor } from '../../proto/grid.js';
+import type { Manifest } from '../../fragments/manifest.js';
 import type { ShareLimits } from '../limits.js';
 import {
   encodeFrame, encodeStepReplyFrame, ExecRequestType, frameBytes, ExecResponseType, FrameReader, longToBigInt, toWireTensor, writeFrame,
-  type DecodedRequest, type DecodedStep,
+  fromDecodedVoucher, type DecodedRequest, type DecodedStep, type WireVoucher,
 } from './codec.js';
 import { ErrorCode, ExecError, toExecError } from './errors.js';
 import { ExecutorPool, type FragmentResolver, type ProviderChoice } from './executor.js';
 import { ExecMetrics } from './metrics.js';
-import { SessionManager } from './sessions.js';
+import { SessionManager, type ExecSession } from './sessions.js';
 import { loadSpan, ManifestCache } from './span.js';
 import { ortToWire } from './tensors.js';
+
+/** What a paid step is about, for the payment hook. */
+export interface PaidStepInfo {
+  /** The remote peer. */
+  owner: string;
+  sessionId: string;
+  stepId: bigint;
+  /** The span's fragment CIDs, in order. */
+  cids: string[];
+  /** The manifest the span was opened from and the span's fragment indices in it (undefined: none named). */
+  manifest?: Manifest;
+  start: number;
+  end: number;
+  voucher?: WireVoucher;
+  /** New positions per chunk, as the client declared them. */
+  chunkTokens: number[];
+  /** Chunks the step runs (replay chunks + 1). */
+  chunks: number;
+  /** The reply comes from the reply cache (a retried step id): nothing new to charge. */
+  cached: boolean;
+}
+
+/** A paid step let through: settle it when it ran, cancel it when it failed. */
+export interface PaidStepTicket {
+  /** What the step costs, base units. */
+  charge: bigint;
+  /** Counts the work as delivered; returns the signed receipt (encoded SignedReceipt) when the node signs them. */
+  settle(io: { inputs: WireTensor[]; outputs: WireTensor[] }): Promise<Uint8Array | undefined>;
+  cancel(): Promise<void>;
+}
+
+/** Payment for steps (node/payments): asked before each step runs; throws an ExecError to refuse it. */
+export interface StepPaymentHook {
+  admit(step: PaidStepInfo): Promise<PaidStepTicket>;
+}
 
 export interface ExecServerInit {
   /** Local path of a hosted fragment (or manifest JSON) by CID; undefined when not hosted. */
@@ -53,6 +89,8 @@ export interface ExecServerInit {
   now?: () => number;
   /** Sweep interval for idle sessions (see SessionManagerOptions). */
   sweepIntervalMs?: number | false;
+  /** Charge for steps (a supplier configured with a chain); absent: steps are free. */
+  payments?: StepPaymentHook;
 }
 
 export const DEFAULT_MAX_STEP_FRAME_BYTES = 64 * 1024 * 1024;
@@ -70,6 +108,7 @@ export class ExecServer {
   private readonly maxBufferBytes: number;
   private readonly maxInboundStreams: number;
   private readonly streams = new Set<Stream>();
+  private readonly payments?: StepPaymentHook;
   private node?: Pick<Libp2p, 'handle' | 'unhandle'>;
 
   constructor(init: ExecServerInit) {
@@ -91,6 +130,7 @@ export class ExecServer {
     this.maxControlFrameBytes = init.maxControlFrameBytes ?? DEFAULT_MAX_CONTROL_FRAME_BYTES;
     this.maxBufferBytes = init.maxBufferBytes ?? this.maxStepFrameBytes + 1024 * 1024;
     this.maxInboundStreams = init.maxInboundStreams ?? 256;
+    this.payments = init.payments;
   }
 
   /** Registers the protocol handler on a libp2p node. */
@@ -176,7 +216,8 @@ export class ExecServer {
         if (program.kv.length) throw new ExecError('BAD_REQUEST', 'open needs max_length for a span that keeps a KV cache');
         maxLength = Number.MAX_SAFE_INTEGER;
       }
-      this.sessions.open(owner, { sessionId, program, maxLength, batch: open.batch || 1 });
+      const manifestCid = open.fragments?.[0]?.manifestCid || undefined;
+      this.sessions.open(owner, { sessionId, program, maxLength, batch: open.batch || 1, manifestCid });
       await writeFrame(stream, encodeFrame(ExecResponseType, { opened: { sessionId, maxLength: Math.min(maxLength, 0xffffffff) } }));
       return sessionId;
     } catch (err) {
@@ -190,31 +231,50 @@ export class ExecServer {
     const stepId = longToBigInt(step.stepId);
     let chunks: Uint8Array[];
     let outcomeLabel = 'ok';
+    let ticket: PaidStepTicket | undefined;
     try {
       if (step.forward?.length) throw new ExecError('BAD_REQUEST', 'forwarding outputs to another server (ring mode) is not supported by this node yet');
       const session = this.sessions.get(owner, sessionId);
+      const inputs = (step.inputs ?? []).map(toWireTensor);
+      const replay = (step.replay ?? []).map((c) => ({ position: c.position ?? 0, inputs: (c.inputs ?? []).map(toWireTensor) }));
+      const position = step.position ?? 0;
+      if (this.payments) ticket = await this.admitPayment(owner, session, stepId, step, replay.length + 1);
       const outcome = await this.sessions.step(session, {
         stepId,
-        position: step.position ?? 0,
-        inputs: (step.inputs ?? []).map(toWireTensor),
-        replay: (step.replay ?? []).map((c) => ({ position: c.position ?? 0, inputs: (c.inputs ?? []).map(toWireTensor) })),
+        position,
+        inputs,
+        replay,
         want: step.want,
         draftTokens: step.draftTokens ?? 0,
         receivedAt,
       });
       if (outcome.cached) outcomeLabel = 'cached';
+      if (ticket && !outcome.cached && session.program.kv.length) {
+        // The step was priced on the positions the client declared; a KV cache shows what really ran.
+        const ran = session.length - (replay.length ? replay[0].position : position);
+        const declared = (step.chunkTokens ?? []).reduce((a, t) => a + t, 0);
+        if (ran !== declared) throw new ExecError('BAD_REQUEST', `the step declared ${declared} new positions (chunk_tokens) but ran ${ran}`);
+      }
+      const outputs = [...outcome.outputs].map(([name, t]) => ortToWire(name, t));
+      const replayOutputs = outcome.replayOutputs.map((r) => ({ position: r.position, tensors: [...r.outputs].map(([name, t]) => ortToWire(name, t)) }));
+      const receipt = ticket ? await ticket.settle({ inputs: [...replay.flatMap((c) => c.inputs), ...inputs], outputs: [...replayOutputs.flatMap((c) => c.tensors), ...outputs] }) : undefined;
+      const charge = ticket?.charge ?? 0n;
+      ticket = undefined; // settled: a failure to send the reply below does not give the charge back (the work is done)
       chunks = encodeStepReplyFrame({
         sessionId,
         stepId,
-        outputs: [...outcome.outputs].map(([name, t]) => ortToWire(name, t)),
+        outputs,
         queueMs: outcome.queueMs,
         computeMs: outcome.computeMs,
-        replayOutputs: outcome.replayOutputs.map((r) => ({ position: r.position, tensors: [...r.outputs].map(([name, t]) => ortToWire(name, t)) })),
+        replayOutputs,
+        receipt,
+        charge: charge ? charge.toString() : undefined,
       });
       const size = frameBytes(chunks);
       if (size > this.maxStepFrameBytes) throw new ExecError('TOO_LARGE', `the reply would be ${size} bytes, over the limit of ${this.maxStepFrameBytes}; ask for fewer outputs or positions`);
       this.metrics.queueSeconds.observe(outcome.queueMs / 1000);
     } catch (err) {
+      if (ticket) await ticket.cancel().catch((e: unknown) => this.log?.warn({ err: e }, 'could not give back a failed step\'s charge'));
       const e = toExecError(err);
       outcomeLabel = 'error';
       this.metrics.errors.inc({ code: e.code });
@@ -224,6 +284,25 @@ export class ExecServer {
     await writeFrame(stream, chunks);
     this.metrics.steps.inc({ outcome: outcomeLabel });
     this.metrics.stepSeconds.observe((performance.now() - receivedAt) / 1000);
+  }
+
+  /** Asks the payment hook whether the step may run (ExecError PAYMENT_REQUIRED / UNPAID when not). */
+  private async admitPayment(owner: string, session: ExecSession, stepId: bigint, step: DecodedStep, chunks: number): Promise<PaidStepTicket> {
+    const indices = session.program.members.map((m) => m.info?.index);
+    const manifest = session.manifestCid ? await this.manifests.get(session.manifestCid) : undefined;
+    return this.payments!.admit({
+      owner,
+      sessionId: session.id,
+      stepId,
+      cids: session.program.cids,
+      manifest,
+      start: indices[0] ?? 0,
+      end: (indices[indices.length - 1] ?? -1) + 1,
+      voucher: step.voucher ? fromDecodedVoucher(step.voucher) : undefined,
+      chunkTokens: step.chunkTokens ?? [],
+      chunks,
+      cached: stepId !== 0n && session.replies.has(stepId),
+    });
   }
 
   private async sendError(stream: Stream, e: ExecError): Promise<void> {

@@ -65,6 +65,8 @@ export interface OpenRequest {
   program: SpanProgram;
   maxLength: number;
   batch: number;
+  /** The manifest the span's fragments were named from (what paid steps are priced with). */
+  manifestCid?: string;
 }
 
 type State = 'open' | 'closed' | 'evicted';
@@ -79,6 +81,8 @@ export class ExecSession {
   lastUsed: number;
   busy = 0;
   lastStepId = 0n;
+  /** The manifest the span was opened from, when the client named one. */
+  manifestCid?: string;
   kvBytes = 0;
   replyBytes = 0;
   readonly replies = new Map<bigint, StepOutcome>();
@@ -187,6 +191,7 @@ export class SessionManager {
       throw new ExecError('BUSY', `a KV cache of ${req.maxLength} positions × batch ${req.batch} needs ${perPosition * req.maxLength} bytes; this node lends ${this.maxMemoryBytes}`);
     }
     const session = new ExecSession(key, req.sessionId, req.program, req.maxLength, req.batch, this.now());
+    session.manifestCid = req.manifestCid;
     this.tombstones.delete(key);
     this.sessions.set(key, session);
     this.metrics?.sessionsOpen.set(this.sessions.size);

@@ -1,0 +1,26 @@
+/** `gridpipe wallet new --out FILE`: a new account as an encrypted JSON keystore (passphrase from GRIDPIPE_PASSPHRASE). */
+import { Command } from 'commander';
+import path from 'node:path';
+import { createKeystore, keystoreAddress } from '../contracts/wallet.js';
+import { printResult } from './chain-args.js';
+
+export function walletCommand(): Command {
+  const wallet = new Command('wallet').description('Encrypted keystore wallets (the passphrase comes from GRIDPIPE_PASSPHRASE)');
+  wallet.command('new')
+    .description('Create a new account and save it as an encrypted keystore (mode 0600, never overwritten)')
+    .requiredOption('--out <file>', 'where to write the keystore')
+    .option('--json', 'print the result as one JSON line', false)
+    .action(async (o: { out: string; json: boolean }) => {
+      const { address, file } = await createKeystore(o.out);
+      printResult(o.json, { address, file: path.resolve(file) }, `created ${address}\n  keystore: ${path.resolve(file)}`);
+    });
+  wallet.command('address')
+    .description('Print the address a keystore holds (no passphrase needed)')
+    .requiredOption('--wallet <keystore>', 'the keystore')
+    .option('--json', 'print the result as one JSON line', false)
+    .action((o: { wallet: string; json: boolean }) => {
+      const address = keystoreAddress(o.wallet);
+      printResult(o.json, { address }, address);
+    });
+  return wallet;
+}

@@ -1,0 +1,64 @@
+/**
+ * The payer's ledger: per (payer, payee), the latest cumulative voucher signed (amount, deadline, signature). It is a
+ * LevelDB (classic-level) written with `sync: true` before a voucher leaves the gateway, so a restarted
+ * gateway continues each payee's cumulative amount instead of signing from zero again (which a supplier
+ * would ignore as superseded, leaving the work unpaid).
+ */
+import type { ClassicLevel } from 'classic-level';
+import { openDurableDb } from '../../node/payments/durable-db.js';
+
+export interface SignedVoucher {
+  payer: string;
+  payee: string;
+  cumulativeAmount: bigint;
+  deadline: bigint;
+  /** 0x hex, 65 bytes. */
+  signature: string;
+}
+
+export class PayerLedgerError extends Error {
+  override name = 'PayerLedgerError';
+  constructor(readonly code: 'LOCKED', message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+const PREFIX = 'voucher/';
+const keyOf = (payer: string, payee: string): string => `${payer}/${payee}`;
+
+export class PayerLedger {
+  private readonly latest = new Map<string, SignedVoucher>();
+
+  private constructor(private readonly db: ClassicLevel<string, string>) {}
+
+  /** Opens (creating) the ledger in `dir`. */
+  static async open(dir: string): Promise<PayerLedger> {
+    const db = await openDurableDb(dir, (cause) => new PayerLedgerError('LOCKED', `the payer ledger at ${dir} is in use by another process (a running gateway?)`, { cause }));
+    const ledger = new PayerLedger(db);
+    for await (const [, value] of db.iterator({ gte: PREFIX, lt: `${PREFIX}\xff` })) {
+      const j = JSON.parse(value) as Omit<SignedVoucher, 'cumulativeAmount' | 'deadline'> & { cumulativeAmount: string; deadline: string };
+      ledger.latest.set(keyOf(j.payer, j.payee), { ...j, cumulativeAmount: BigInt(j.cumulativeAmount), deadline: BigInt(j.deadline) });
+    }
+    return ledger;
+  }
+
+  /** The latest voucher `payer` signed to `payee` (checksummed addresses). */
+  get(payer: string, payee: string): SignedVoucher | undefined {
+    return this.latest.get(keyOf(payer, payee));
+  }
+
+  /** The latest voucher to each payee of `payer`. */
+  all(payer: string): SignedVoucher[] {
+    return [...this.latest.values()].filter((v) => v.payer === payer);
+  }
+
+  /** Stores a new latest voucher, fsync'd, before anyone sees it. */
+  async record(v: SignedVoucher): Promise<void> {
+    await this.db.put(`${PREFIX}${keyOf(v.payer, v.payee)}`, JSON.stringify({ ...v, cumulativeAmount: v.cumulativeAmount.toString(), deadline: v.deadline.toString() }), { sync: true });
+    this.latest.set(keyOf(v.payer, v.payee), v);
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * Redeems the supplier's best vouchers on PaymentEscrow: automatically once the unredeemed value reaches
+ * a threshold, at start-up (vouchers left by a crash) and on shutdown. Before sending, each voucher is
+ * checked against the chain (already redeemed? expired? escrow enough?) because `redeemBatch` is atomic:
+ * one bad voucher would revert the batch. A batch that still reverts is retried one voucher at a time.
+ * What was redeemed is written to the voucher book durably.
+ */
+import type { Logger } from 'pino';
+import type { PaymentEscrowContract } from '../../contracts/bindings.js';
+import { revertName } from '../../contracts/bindings.js';
+import type { PaymentMetrics } from './metrics.js';
+import type { PayerAccount, StoredVoucher, VoucherBook } from './voucher-book.js';
+
+export interface RedeemerInit {
+  book: VoucherBook;
+  /** PaymentEscrow, connected to the supplier's wallet (it pays the gas). */
+  escrow: PaymentEscrowContract;
+  payee: string;
+  /** Redeem automatically once this much is unredeemed (base units). */
+  threshold: bigint;
+  /** Latest block timestamp (unix seconds). */
+  chainTime: () => Promise<bigint>;
+  metrics?: PaymentMetrics;
+  logger?: Logger;
+}
+
+export interface RedeemResult {
+  /** Value paid to the supplier by this run, base units. */
+  redeemed: bigint;
+  /** Vouchers redeemed. */
+  vouchers: number;
+  /** Transactions sent. */
+  transactions: number;
+  /** Vouchers skipped (expired, escrow short, failed), with why. */
+  skipped: { payer: string; reason: string }[];
+}
+
+export class Redeemer {
+  private running?: Promise<RedeemResult>;
+
+  constructor(private readonly init: RedeemerInit) {}
+
+  /** Value held in vouchers above what was redeemed, over all payers. */
+  unredeemed(): bigint {
+    let total = 0n;
+    for (const a of this.init.book.all()) if (a.best && a.best.cumulativeAmount > a.redeemed) total += a.best.cumulativeAmount - a.redeemed;
+    return total;
+  }
+
+  /** Starts a redemption in the background when the unredeemed value reaches the threshold. */
+  maybeRedeem(): void {
+    const pending = this.unredeemed();
+    this.init.metrics?.unredeemed.set(Number(pending));
+    if (pending === 0n || pending < this.init.threshold) return;
+    void this.redeemAll().catch((err: unknown) => this.init.logger?.warn({ err: (err as Error).message }, 'automatic redemption failed; will retry'));
+  }
+
+  /**
+   * Redeems everything when some unredeemed voucher expires within `withinSeconds`: below the threshold a
+   * quiet supplier would otherwise hold vouchers until they are worthless.
+   */
+  async redeemExpiring(withinSeconds: number): Promise<RedeemResult | undefined> {
+    const horizon = (await this.init.chainTime()) + BigInt(withinSeconds);
+    const urgent = this.init.book.all().some((a) => a.best && a.best.cumulativeAmount > a.redeemed && a.best.deadline <= horizon);
+    return urgent ? this.redeemAll() : undefined;
+  }
+
+  /** Redeems every voucher worth redeeming now (runs coalesce: a call during a run waits for a new one). */
+  redeemAll(): Promise<RedeemResult> {
+    if (this.running) {
+      return this.running.then(() => this.redeemAll());
+    }
+    this.running = this.run().finally(() => { this.running = undefined; });
+    return this.running;
+  }
+
+  /** Waits for a redemption in progress. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running.catch(() => undefined);
+  }
+
+  private async run(): Promise<RedeemResult> {
+    const { book, escrow, payee, logger, metrics } = this.init;
+    const result: RedeemResult = { redeemed: 0n, vouchers: 0, transactions: 0, skipped: [] };
+    const now = await this.init.chainTime();
+    const ready: { account: PayerAccount; voucher: StoredVoucher; onChain: bigint }[] = [];
+    for (const account of book.all()) {
+      const v = account.best;
+      if (!v || v.cumulativeAmount <= account.redeemed) continue;
+      // The chain is the truth: a crash may have come between a redemption and its note in the book.
+      const onChain = await escrow.redeemed(v.payer, payee);
+      if (onChain >= v.cumulativeAmount) {
+        await book.save({ ...account, redeemed: onChain });
+        continue;
+      }
+      if (v.deadline < now) {
+        result.skipped.push({ payer: v.payer, reason: `voucher expired at ${v.deadline}` });
+        logger?.error({ payer: v.payer, amount: (v.cumulativeAmount - onChain).toString() }, 'voucher expired before it was redeemed');
+        continue;
+      }
+      const balance = await escrow.balanceOf(v.payer);
+      if (balance < v.cumulativeAmount - onChain) {
+        result.skipped.push({ payer: v.payer, reason: `escrow holds ${balance}, the voucher needs ${v.cumulativeAmount - onChain}` });
+        logger?.warn({ payer: v.payer, balance: balance.toString() }, 'payer\'s escrow does not cover its voucher; not redeeming it now');
+        continue;
+      }
+      ready.push({ account, voucher: v, onChain });
+    }
+    if (ready.length === 0) return result;
+
+    const record = async (items: typeof ready): Promise<void> => {
+      for (const { account, voucher, onChain } of items) {
+        const current = book.get(account.payer);
+        await book.save({ ...current, redeemed: voucher.cumulativeAmount > current.redeemed ? voucher.cumulativeAmount : current.redeemed });
+        result.redeemed += voucher.cumulativeAmount - onChain;
+        result.vouchers++;
+        metrics?.redeemed.inc(Number(voucher.cumulativeAmount - onChain));
+      }
+    };
+    const structs = (items: typeof ready): StoredVoucher[] => items.map((r) => r.voucher);
+    try {
+      const tx = ready.length === 1
+        ? await escrow.redeem(ready[0].voucher, ready[0].voucher.signature)
+        : await escrow.redeemBatch(structs(ready), ready.map((r) => r.voucher.signature));
+      result.transactions++;
+      await tx.wait();
+      metrics?.redemptions.inc({ outcome: 'ok' });
+      await record(ready);
+    } catch (err) {
+      metrics?.redemptions.inc({ outcome: 'failed' });
+      if (ready.length === 1) {
+        result.skipped.push({ payer: ready[0].voucher.payer, reason: revertName(err) ?? (err as Error).message });
+        logger?.warn({ payer: ready[0].voucher.payer, err: revertName(err) ?? (err as Error).message }, 'redemption failed');
+      } else {
+        logger?.warn({ err: revertName(err) ?? (err as Error).message }, 'batch redemption failed; redeeming one by one');
+        for (const item of ready) {
+          try {
+            const tx = await escrow.redeem(item.voucher, item.voucher.signature);
+            result.transactions++;
+            await tx.wait();
+            metrics?.redemptions.inc({ outcome: 'ok' });
+            await record([item]);
+          } catch (e) {
+            metrics?.redemptions.inc({ outcome: 'failed' });
+            result.skipped.push({ payer: item.voucher.payer, reason: revertName(e) ?? (e as Error).message });
+          }
+        }
+      }
+    }
+    metrics?.unredeemed.set(Number(this.unredeemed()));
+    if (result.vouchers) logger?.info({ redeemed: result.redeemed.toString(), vouchers: result.vouchers, transactions: result.transactions }, 'vouchers redeemed');
+    return result;
+  }
+}

@@ -1,0 +1,199 @@
+/**
+ * A supplier's payments, as the exec server's StepPaymentHook: prices each step (pricing.ts), lets it run
+ * only with an acceptable voucher (gate.ts), signs a receipt of what it computed (receipts.ts) and redeems
+ * the vouchers on chain (redeemer.ts): above a threshold, at start-up and at stop.
+ */
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { ExecError } from '../exec/errors.js';
+import type { PaidStepInfo, PaidStepTicket, StepPaymentHook } from '../exec/protocol.js';
+import { CachedBalances } from './balances.js';
+import { requireWallet, type ChainAccess } from './chain.js';
+import { PaymentGate } from './gate.js';
+import { PaymentMetrics } from './metrics.js';
+import { stepCharge } from './pricing.js';
+import { ReceiptSigner } from './receipts.js';
+import { Redeemer, type RedeemResult } from './redeemer.js';
+import { voucherBookDir, VoucherBook, type PayerAccount } from './voucher-book.js';
+
+/** Token base units: 10^18 is one token of an 18-decimal ERC-20 such as GridToken. */
+const TOKEN = 10n ** 18n;
+
+/** Defaults (see node/payments/README.md). */
+export const PAYMENT_DEFAULTS = {
+  /** Unpaid work a payer may run up: 0.01 token. */
+  creditLimit: TOKEN / 100n,
+  /** Redeem once this much is held unredeemed: 1 token. */
+  redeemThreshold: TOKEN,
+  /** Vouchers must stay redeemable for at least an hour. */
+  minDeadlineSeconds: 3600,
+  /** Escrow balances are re-read after this long (ms). */
+  balanceTtlMs: 15_000,
+  /** Every this often (ms), vouchers that expire within `expiryMarginSeconds` are redeemed whatever the threshold. */
+  expiryCheckMs: 10 * 60_000,
+  expiryMarginSeconds: 6 * 3600,
+} as const;
+
+export interface SupplierPaymentsOptions {
+  chain: ChainAccess;
+  /** The supplier's data folder (the voucher book goes in payments/vouchers). */
+  dataDir: string;
+  pricePerGflop: bigint;
+  creditLimit?: bigint;
+  redeemThreshold?: bigint;
+  minDeadlineSeconds?: number;
+  balanceTtlMs?: number;
+  /** Sign receipts of each step (default: when the chain has a DisputeManager). */
+  receipts?: boolean;
+  registry?: Registry;
+  logger?: Logger;
+}
+
+/** Earnings as the voucher book sees them. */
+export interface EarningsSummary {
+  payee: string;
+  /** Work delivered, base units. */
+  accrued: bigint;
+  /** Value of the best vouchers held. */
+  vouchered: bigint;
+  redeemed: bigint;
+  /** Held in vouchers and not redeemed yet. */
+  pending: bigint;
+  payers: PayerAccount[];
+}
+
+export class SupplierPayments implements StepPaymentHook {
+  readonly payee: string;
+  readonly metrics: PaymentMetrics;
+  private readonly gate: PaymentGate;
+  readonly redeemer: Redeemer;
+  private readonly receipts?: ReceiptSigner;
+  private expiryTimer?: ReturnType<typeof setInterval>;
+
+  private constructor(private readonly options: SupplierPaymentsOptions, readonly book: VoucherBook) {
+    const { chain } = options;
+    const wallet = requireWallet(chain, 'a supplier that charges');
+    this.payee = chain.address!;
+    this.metrics = new PaymentMetrics(options.registry);
+    const escrow = chain.contracts.paymentEscrow;
+    this.gate = new PaymentGate({
+      book,
+      balances: new CachedBalances({ balanceOf: (payer) => escrow.balanceOf(payer) }, options.balanceTtlMs ?? PAYMENT_DEFAULTS.balanceTtlMs),
+      payee: this.payee,
+      escrowAddress: chain.config.paymentEscrow,
+      chainId: chain.config.chainId,
+      creditLimit: options.creditLimit ?? PAYMENT_DEFAULTS.creditLimit,
+      minDeadlineSeconds: options.minDeadlineSeconds ?? PAYMENT_DEFAULTS.minDeadlineSeconds,
+      metrics: this.metrics,
+      logger: options.logger,
+    });
+    this.redeemer = new Redeemer({
+      book,
+      escrow,
+      payee: this.payee,
+      threshold: options.redeemThreshold ?? PAYMENT_DEFAULTS.redeemThreshold,
+      chainTime: async () => BigInt((await chain.provider.getBlock('latest'))!.timestamp),
+      metrics: this.metrics,
+      logger: options.logger,
+    });
+    const dispute = chain.config.disputeManager;
+    if (dispute && options.receipts !== false) this.receipts = new ReceiptSigner(wallet, dispute, chain.config.chainId);
+  }
+
+  /** Opens the voucher book and redeems what a previous run left unredeemed (in the background). */
+  static async start(options: SupplierPaymentsOptions): Promise<SupplierPayments> {
+    if (options.pricePerGflop < 0n) throw new RangeError('the price per GFLOP must not be negative');
+    const book = await VoucherBook.open(voucherBookDir(options.dataDir));
+    let payments: SupplierPayments;
+    try {
+      payments = new SupplierPayments(options, book);
+    } catch (err) {
+      await book.close();
+      throw err;
+    }
+    payments.expiryTimer = setInterval(() => {
+      void payments.redeemer.redeemExpiring(PAYMENT_DEFAULTS.expiryMarginSeconds).catch((err: unknown) => options.logger?.warn({ err: (err as Error).message }, 'redeeming vouchers close to their deadline failed'));
+    }, PAYMENT_DEFAULTS.expiryCheckMs);
+    payments.expiryTimer.unref();
+    const left = payments.redeemer.unredeemed();
+    if (left > 0n) {
+      options.logger?.info({ unredeemed: left.toString() }, 'redeeming vouchers left from the last run');
+      void payments.redeemer.redeemAll().catch((err: unknown) => options.logger?.warn({ err: (err as Error).message }, 'start-up redemption failed; will retry with the next ones'));
+    }
+    return payments;
+  }
+
+  /** The exec server's hook: price the step, check its voucher, reserve the charge. */
+  async admit(step: PaidStepInfo): Promise<PaidStepTicket> {
+    if (!step.manifest) throw new ExecError('PAYMENT_REQUIRED', 'this supplier charges by the manifest\'s FLOPs: open the session naming the fragments\' manifest');
+    if (step.chunkTokens.length !== step.chunks) throw new ExecError('PAYMENT_REQUIRED', `the step must declare the new positions of each of its ${step.chunks} chunks (chunk_tokens), it declared ${step.chunkTokens.length}`);
+    let charge = 0n;
+    if (!step.cached) {
+      try {
+        charge = stepCharge(step.manifest, this.options.pricePerGflop, { start: step.start, end: step.end, chunkTokens: step.chunkTokens });
+      } catch (err) {
+        throw new ExecError('BAD_REQUEST', (err as Error).message);
+      }
+    }
+    const admitted = await this.gate.admit(step.voucher, charge);
+    return {
+      charge,
+      settle: async (io) => {
+        this.gate.settle(admitted);
+        this.redeemer.maybeRedeem();
+        if (!this.receipts) return undefined;
+        const signed = await this.receipts.sign({ cids: step.cids, sessionId: step.sessionId, step: step.stepId, inputs: io.inputs, outputs: io.outputs });
+        return signed.encoded;
+      },
+      cancel: () => this.gate.cancel(admitted),
+    };
+  }
+
+  /** Redeems every voucher worth redeeming now. */
+  redeemNow(): Promise<RedeemResult> {
+    return this.redeemer.redeemAll();
+  }
+
+  earnings(): EarningsSummary {
+    return summarize(this.payee, this.book.all());
+  }
+
+  /** Redeems what is left (graceful shutdown) and closes the book. */
+  async stop(): Promise<RedeemResult | undefined> {
+    let result: RedeemResult | undefined;
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
+    try {
+      // Bounded: with the chain unreachable, shutdown must still finish; the vouchers stay in the book for the next start.
+      result = await withTimeout((async () => {
+        await this.redeemer.idle();
+        return this.redeemer.unredeemed() > 0n ? this.redeemer.redeemAll() : undefined;
+      })(), SHUTDOWN_REDEEM_TIMEOUT_MS, 'redemption at shutdown');
+    } catch (err) {
+      this.options.logger?.warn({ err: (err as Error).message }, 'redemption at shutdown failed; the vouchers stay in the book for the next start');
+    }
+    await this.book.close();
+    return result;
+  }
+}
+
+/** How long a graceful shutdown waits for its final redemption. */
+const SHUTDOWN_REDEEM_TIMEOUT_MS = 20_000;
+
+function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} took more than ${ms / 1000} s`)), ms); });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Totals of a voucher book's accounts. */
+export function summarize(payee: string, payers: PayerAccount[]): EarningsSummary {
+  let accrued = 0n;
+  let vouchered = 0n;
+  let redeemed = 0n;
+  for (const a of payers) {
+    accrued += a.charged;
+    vouchered += a.best?.cumulativeAmount ?? 0n;
+    redeemed += a.redeemed;
+  }
+  return { payee, accrued, vouchered, redeemed, pending: vouchered - redeemed, payers };
+}

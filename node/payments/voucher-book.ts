@@ -1,0 +1,113 @@
+/**
+ * The supplier's voucher book: per payer, the work charged, the best (highest) voucher received and what
+ * has been redeemed on chain. It lives in a LevelDB (classic-level) in the supplier's data folder, and a
+ * new best voucher is written with `sync: true` (fsync) before the step it pays for runs: a voucher the
+ * supplier has acknowledged survives a crash, and a restarted supplier redeems it.
+ */
+import type { ClassicLevel } from 'classic-level';
+import path from 'node:path';
+import { openDurableDb } from './durable-db.js';
+
+/** A voucher as stored: amounts as bigints, the signature as 0x hex. */
+export interface StoredVoucher {
+  payer: string;
+  payee: string;
+  cumulativeAmount: bigint;
+  deadline: bigint;
+  signature: string;
+}
+
+/** What the book holds for one payer. */
+export interface PayerAccount {
+  payer: string;
+  /** Work delivered to this payer (sum of step charges), base units. */
+  charged: bigint;
+  /** The highest voucher received; undefined before the first. */
+  best?: StoredVoucher;
+  /** Cumulative amount redeemed on chain for this payer (as far as this supplier knows). */
+  redeemed: bigint;
+}
+
+interface AccountJson {
+  payer: string;
+  charged: string;
+  redeemed: string;
+  best?: { payer: string; payee: string; cumulativeAmount: string; deadline: string; signature: string };
+}
+
+export class VoucherBookError extends Error {
+  override name = 'VoucherBookError';
+  constructor(readonly code: 'LOCKED' | 'CORRUPT', message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The folder of the voucher book inside a supplier's data folder. */
+export function voucherBookDir(dataDir: string): string {
+  return path.join(dataDir, 'payments', 'vouchers');
+}
+
+const KEY_PREFIX = 'payer/';
+
+function toJson(a: PayerAccount): string {
+  const j: AccountJson = { payer: a.payer, charged: a.charged.toString(), redeemed: a.redeemed.toString() };
+  if (a.best) j.best = { ...a.best, cumulativeAmount: a.best.cumulativeAmount.toString(), deadline: a.best.deadline.toString() };
+  return JSON.stringify(j);
+}
+
+function fromJson(text: string): PayerAccount {
+  const j = JSON.parse(text) as AccountJson;
+  return {
+    payer: j.payer,
+    charged: BigInt(j.charged),
+    redeemed: BigInt(j.redeemed),
+    best: j.best ? { ...j.best, cumulativeAmount: BigInt(j.best.cumulativeAmount), deadline: BigInt(j.best.deadline) } : undefined,
+  };
+}
+
+/** Per-payer accounts, cached in memory, written through to LevelDB. */
+export class VoucherBook {
+  private readonly accounts = new Map<string, PayerAccount>();
+
+  private constructor(private readonly db: ClassicLevel<string, string>) {}
+
+  /** Opens (creating) the book in `dir` and loads every account. LOCKED when another process holds it. */
+  static async open(dir: string): Promise<VoucherBook> {
+    const db = await openDurableDb(dir, (cause) => new VoucherBookError('LOCKED', `the voucher book at ${dir} is in use by another process (a running supplier?)`, { cause }));
+    const book = new VoucherBook(db);
+    for await (const [key, value] of db.iterator({ gte: KEY_PREFIX, lt: `${KEY_PREFIX}\xff` })) {
+      try {
+        const a = fromJson(value);
+        book.accounts.set(a.payer, a);
+      } catch (err) {
+        await db.close();
+        throw new VoucherBookError('CORRUPT', `voucher book entry ${key} cannot be read: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    return book;
+  }
+
+  /** The account of `payer` (checksummed address); a fresh empty one when unknown (not stored until saved). */
+  get(payer: string): PayerAccount {
+    return this.accounts.get(payer) ?? { payer, charged: 0n, redeemed: 0n };
+  }
+
+  /** Every account, in payer order. */
+  all(): PayerAccount[] {
+    return [...this.accounts.values()].sort((a, b) => a.payer.localeCompare(b.payer));
+  }
+
+  /**
+   * Stores an account. `durable` (default true) waits for fsync: use it for anything that must survive a
+   * crash (a new best voucher, what was redeemed); bookkeeping of charges may skip it.
+   */
+  async save(account: PayerAccount, durable = true): Promise<void> {
+    const copy: PayerAccount = { ...account, best: account.best ? { ...account.best } : undefined };
+    await this.db.put(`${KEY_PREFIX}${copy.payer}`, toJson(copy), { sync: durable });
+    this.accounts.set(copy.payer, copy); // only once on disk: memory never claims more than the disk holds
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}

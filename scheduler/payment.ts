@@ -1,0 +1,27 @@
+/**
+ * Paying suppliers from a pipeline session: for every step of every link (replays after a failover
+ * included) the session prices the step (node/payments/pricing.ts, the same function the supplier charges
+ * with) and asks its StepPayer for the voucher to attach. gateway/payer implements it with signed
+ * cumulative vouchers and a durable ledger.
+ */
+import type { WireVoucher } from '../node/exec/codec.js';
+import type { HostedSpan } from './discovery.js';
+
+export type { WireVoucher };
+
+/** The supplier being paid: who it is, where payments go, what it asks. */
+export type Payee = Pick<HostedSpan, 'peerId' | 'stakingAddress' | 'pricePerGflop'>;
+
+export interface StepPayer {
+  /**
+   * The voucher that pays `charge` (base units) more to `payee`: cumulative, so it covers everything
+   * signed to that payee before plus this step. Throws when it will not pay (escrow exhausted...): the
+   * step then fails without trying other suppliers.
+   */
+  voucherFor(payee: Payee, charge: bigint): Promise<WireVoucher>;
+}
+
+/** Whether a span charges: it names a staking address to pay (a free supplier names none). */
+export function isPaidSpan(span: Pick<HostedSpan, 'stakingAddress'>): boolean {
+  return /^0x[0-9a-fA-F]{40}$/.test(span.stakingAddress);
+}

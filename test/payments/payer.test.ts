@@ -1,0 +1,98 @@
+/**
+ * The gateway's payer on a real anvil: cumulative vouchers per payee that PaymentEscrow redeems, never
+ * signing beyond the escrow (outstanding vouchers over all payees count, redemptions free nothing, deposits
+ * do, a pending withdrawal stops it), and a ledger that survives a restart.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import path from 'node:path';
+import { hexlify } from 'ethers';
+import { VoucherPayer, PayerError } from '../../gateway/payer/index.js';
+import { verifyVoucher } from '../../contracts/eip712.js';
+import type { WireVoucher } from '../../node/exec/codec.js';
+import { tempDir } from '../helpers/tmp.js';
+import { startPaymentChain, type PaymentChain } from './helpers.js';
+
+const tmp = tempDir('gridpipe-payer-');
+let chain: PaymentChain;
+let payer: VoucherPayer;
+const payeeA = (): { peerId: string; stakingAddress: string; pricePerGflop: string } => ({ peerId: 'A', stakingAddress: chain.wallets[1].address, pricePerGflop: '1' });
+const payeeB = (): { peerId: string; stakingAddress: string; pricePerGflop: string } => ({ peerId: 'B', stakingAddress: chain.wallets[2].address, pricePerGflop: '1' });
+const dataDir = (): string => path.join(tmp.dir, 'gateway');
+const open = (): Promise<VoucherPayer> => VoucherPayer.open({ chain: { chainConfig: chain.config, wallet: chain.wallets[4] }, dataDir: dataDir(), escrowTtlMs: 60_000 });
+
+async function refused(p: Promise<unknown>): Promise<PayerError> {
+  const err = await p.then(() => undefined, (e: unknown) => e);
+  expect(err).toBeInstanceOf(PayerError);
+  return err as PayerError;
+}
+
+function redeem(v: WireVoucher): Promise<unknown> {
+  const escrow = chain.contracts.paymentEscrow.connect(chain.wallets[1]);
+  return escrow.redeem({ payer: v.payer, payee: v.payee, cumulativeAmount: BigInt(v.cumulativeAmount), deadline: v.deadline }, hexlify(v.signature)).then((tx) => tx.wait());
+}
+
+beforeAll(async () => {
+  chain = await startPaymentChain(tmp.dir);
+  await chain.mint(chain.wallets[4].address, 10n);
+  await chain.deposit(chain.wallets[4], 1000n);
+  payer = await open();
+});
+
+afterAll(async () => {
+  await payer?.close();
+  await chain?.close();
+  tmp.cleanup();
+});
+
+describe('VoucherPayer (anvil)', () => {
+  it('signs cumulative vouchers the escrow accepts', async () => {
+    const v1 = await payer.voucherFor(payeeA(), 300n);
+    const v2 = await payer.voucherFor(payeeA(), 300n);
+    expect(v1.cumulativeAmount).toBe('300');
+    expect(v2.cumulativeAmount).toBe('600');
+    const typed = { ...v2, cumulativeAmount: 600n };
+    expect(verifyVoucher(chain.config.paymentEscrow, chain.config.chainId, typed, hexlify(v2.signature))).toBe(true);
+    // a zero charge reuses the last voucher
+    expect((await payer.voucherFor(payeeA(), 0n)).signature).toEqual(v2.signature);
+  });
+
+  it('never signs beyond the escrow, counting every payee\'s outstanding vouchers', async () => {
+    const e = await refused(payer.voucherFor(payeeB(), 401n));
+    expect(e.code).toBe('ESCROW_EXHAUSTED');
+    expect(e.message).toMatch(/400 base units free of 1000/);
+    expect((await payer.voucherFor(payeeB(), 400n)).cumulativeAmount).toBe('400');
+    expect((await refused(payer.voucherFor(payeeA(), 1n))).code).toBe('ESCROW_EXHAUSTED');
+    expect(new Map(payer.totals().map((t) => [t.payee, t.signed]))).toEqual(new Map([[chain.wallets[1].address, 600n], [chain.wallets[2].address, 400n]]));
+  });
+
+  it('a redemption frees nothing; a deposit does', async () => {
+    await redeem(await payer.voucherFor(payeeA(), 0n));
+    expect(await chain.contracts.paymentEscrow.balanceOf(payer.payer)).toBe(400n);
+    expect((await refused(payer.voucherFor(payeeA(), 1n))).code).toBe('ESCROW_EXHAUSTED');
+    await chain.deposit(chain.wallets[4], 50n);
+    expect((await payer.voucherFor(payeeA(), 50n)).cumulativeAmount).toBe('650');
+    expect(await payer.available()).toBe(0n);
+  });
+
+  it('signs nothing while a withdrawal is pending', async () => {
+    await chain.deposit(chain.wallets[4], 100n);
+    const escrow = chain.contracts.paymentEscrow.connect(chain.wallets[4]);
+    await (await escrow.requestWithdrawal(100n)).wait();
+    expect((await refused(payer.voucherFor(payeeB(), 1n))).code).toBe('WITHDRAWING');
+    await (await escrow.requestWithdrawal(0n)).wait();
+    expect((await payer.voucherFor(payeeB(), 1n)).cumulativeAmount).toBe('401');
+  });
+
+  it('a restarted payer continues each payee\'s cumulative amount', async () => {
+    await payer.close();
+    payer = await open();
+    const totals = new Map(payer.totals().map((t) => [t.payee, t.signed]));
+    expect(totals.get(chain.wallets[1].address)).toBe(650n);
+    expect(totals.get(chain.wallets[2].address)).toBe(401n);
+    expect((await payer.voucherFor(payeeB(), 9n)).cumulativeAmount).toBe('410');
+  });
+
+  it('refuses a payee without a valid staking address', async () => {
+    expect((await refused(payer.voucherFor({ peerId: 'X', stakingAddress: '', pricePerGflop: '1' }, 1n))).code).toBe('BAD_PAYEE');
+  });
+});
