@@ -12,6 +12,12 @@ import { devnetCommand } from './devnet.js';
 import { supplyCommand } from './supply.js';
 import { peersCommand } from './peers.js';
 import { generateCommand } from './generate.js';
+import { gatewayCommand } from './gateway.js';
+import { callCommand } from './call.js';
+import { walletCommand } from './wallet.js';
+import { stakeCommand, unstakeCommand, withdrawCommand } from './stake.js';
+import { depositCommand } from './deposit.js';
+import { earningsCommand, redeemCommand } from './earnings.js';
 
 /** Builds the command tree (exported for tests). */
 export function createProgram(): Command {
@@ -24,7 +30,16 @@ export function createProgram(): Command {
   program.addCommand(supplyCommand());
   program.addCommand(peersCommand());
   program.addCommand(generateCommand());
+  program.addCommand(gatewayCommand());
+  program.addCommand(callCommand());
   program.addCommand(devnetCommand());
+  program.addCommand(walletCommand());
+  program.addCommand(stakeCommand());
+  program.addCommand(unstakeCommand());
+  program.addCommand(withdrawCommand());
+  program.addCommand(depositCommand());
+  program.addCommand(earningsCommand());
+  program.addCommand(redeemCommand());
   for (const cmd of program.commands) {
     cmd.exitOverride();
     for (const sub of cmd.commands) sub.exitOverride();

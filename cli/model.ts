@@ -98,10 +98,11 @@ export function modelCommand(): Command {
     .option('--max-bytes <n>', 'largest weight bytes per fragment (e.g. 512MB, 2GiB)', byteSize)
     .requiredOption('--out <dir>', 'output folder')
     .option('--dim <symbol=value>', 'size of a symbolic dim for costing (repeatable)', dimAssignment, {})
+    .option('--tokenizer <file>', 'Hugging Face tokenizer.json to ship with the fragments (a tokenizer_config.json beside it goes too)')
     .option('--json', 'machine-readable output', false)
-    .action(async (file: string, o: { parts?: number; maxBytes?: number; out: string; dim: Record<string, number>; json: boolean }) => {
+    .action(async (file: string, o: { parts?: number; maxBytes?: number; out: string; dim: Record<string, number>; tokenizer?: string; json: boolean }) => {
       const progress = createProgress('fragmenting', o.json);
-      const result = await fragmentModel(file, o.out, { parts: o.parts, maxBytes: o.maxBytes, dims: o.dim, onProgress: (d, t) => progress.update(d, t) });
+      const result = await fragmentModel(file, o.out, { parts: o.parts, maxBytes: o.maxBytes, dims: o.dim, tokenizer: o.tokenizer, onProgress: (d, t) => progress.update(d, t) });
       progress.stop();
       const { manifestCid } = result;
       if (o.json) return printJson({ dir: path.resolve(o.out), manifestCid, manifest: result.manifest });

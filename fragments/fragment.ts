@@ -1,5 +1,6 @@
 /** `fragmentModel`: cut an ONNX model into verified, content-addressed fragments plus a manifest. */
-import { mkdir, writeFile, stat } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { int64ToNumber } from '../proto/onnx.js';
 import { readModel } from './onnx/read.js';
@@ -25,6 +26,11 @@ export interface FragmentOptions {
   dims?: Record<string, number>;
   /** Progress of writing fragment files: bytes so far and in all. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * A Hugging Face tokenizer.json to ship with the fragments (copied into the folder, content addressed in the
+   * manifest); a tokenizer_config.json beside it (chat template, special tokens) goes along.
+   */
+  tokenizer?: string;
 }
 
 export interface FragmentResult { manifest: Manifest; manifestCid: string; dir: string }
@@ -102,6 +108,7 @@ export async function fragmentModel(modelPath: string, outDir: string, options: 
   options.onProgress?.(total, total);
 
   const manifest = await buildManifest(modelPath, outDir, doc, placedGraph, plan, written, fragments);
+  if (options.tokenizer) manifest.tokenizer = await shipTokenizer(options.tokenizer, outDir);
   const text = `${JSON.stringify(manifest, null, 2)}\n`;
   await writeFile(path.join(outDir, MANIFEST_FILE), text);
   return { manifest, manifestCid: cidOfBytes(Buffer.from(text)), dir: outDir };
@@ -148,6 +155,7 @@ async function buildManifest(modelPath: string, outDir: string, doc: ModelDoc, p
       weightBytes: doc.graph.initializer.reduce((s, w) => s + tensorBytesLength(w.bytes), 0),
       flops: problem.flops.reduce((a, b) => a + b, 0),
       synthetic: meta['gridpipe.synthetic'] === 'true',
+      ...contextLengthOf(meta),
       ...(meta['gridpipe.arch'] ? { arch: meta['gridpipe.arch'] } : {}),
     },
     costDims: placedGraph.costDims,
@@ -157,6 +165,31 @@ async function buildManifest(modelPath: string, outDir: string, doc: ModelDoc, p
     expertGroups: expertGroups(meta['gridpipe.experts'], models),
     fragments,
   };
+}
+
+/** Copies a tokenizer.json (and the tokenizer_config.json beside it) into the fragment folder, content addressed. */
+async function shipTokenizer(file: string, outDir: string): Promise<Tokenizer> {
+  if (!existsSync(file)) throw new FragmentError('BAD_ARGUMENT', `--tokenizer ${file}: no such file`);
+  const ship = async (from: string, name: string): Promise<{ file: string; cid: string; bytes: number }> => {
+    const to = path.join(outDir, name);
+    if (path.resolve(from) !== path.resolve(to)) await copyFile(from, to);
+    return { file: name, cid: await cidOfFile(to), bytes: (await stat(to)).size };
+  };
+  const main = await ship(file, 'tokenizer.json');
+  const configFile = path.join(path.dirname(file), 'tokenizer_config.json');
+  return { kind: 'hf', ...main, ...(existsSync(configFile) ? { config: await ship(configFile, 'tokenizer_config.json') } : {}) };
+}
+
+/** The context length a model's metadata states (the builder's maxPositions, or max_position_embeddings). */
+function contextLengthOf(meta: Record<string, string>): { contextLength?: number } {
+  let n: unknown = meta.max_position_embeddings;
+  try {
+    n ??= (JSON.parse(meta['gridpipe.config'] ?? '{}') as { maxPositions?: unknown }).maxPositions;
+  } catch {
+    return {};
+  }
+  const value = Number(n);
+  return Number.isSafeInteger(value) && value > 0 ? { contextLength: value } : {};
 }
 
 /** Maps the builder's expert metadata (node names per expert) onto the fragments that hold those nodes. */

@@ -39,7 +39,11 @@ export interface ExpertGroup {
   experts: { index: number; fragments: number[]; nodes: number }[];
 }
 
-export interface Tokenizer { kind: 'byte' | 'none' | 'hf'; file?: string }
+/**
+ * The model's tokenizer. `hf`: a Hugging Face tokenizer.json shipped beside the fragments (content addressed,
+ * like them), with its tokenizer_config.json (special tokens, chat template) when the publisher had one.
+ */
+export interface Tokenizer { kind: 'byte' | 'none' | 'hf'; file?: string; cid?: string; bytes?: number; config?: ManifestFile }
 
 export interface Manifest {
   schema: typeof MANIFEST_SCHEMA;
@@ -57,6 +61,8 @@ export interface Manifest {
     flops: number;
     synthetic: boolean;
     arch?: string;
+    /** Longest sequence (prompt + generated) the model takes, when known (position table size). */
+    contextLength?: number;
   };
   /** Sizes at which symbolic dims were costed (FLOPs, crossing bytes). */
   costDims: Record<string, number>;

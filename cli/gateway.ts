@@ -1,0 +1,81 @@
+/**
+ * `gridpipe gateway`: the developer endpoint. An OpenAI-compatible HTTP API (and /v1/infer for tensor models)
+ * over the grid, with API keys, per-key rate and budget limits, Prometheus metrics and a live feed; runs until
+ * SIGINT/SIGTERM.
+ */
+import { Command, Option } from 'commander';
+import os from 'node:os';
+import path from 'node:path';
+import { startGateway } from '../gateway/server.js';
+import { readKeysFile, KeysFileError } from '../gateway/keys.js';
+import { openPayers, type Payers } from '../gateway/payments.js';
+import { createLogger } from '../node/logger.js';
+import { readChainConfig } from '../contracts/bindings.js';
+import { byteSize, nonNegativeInt } from './args.js';
+import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
+import { UsageError } from './errors.js';
+
+/** The gateway command. */
+export function gatewayCommand(): Command {
+  return new Command('gateway')
+    .description('Serve the grid to developers: an OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models) and /v1/infer for tensors')
+    .option('--port <port>', 'HTTP port (0 = any free port)', nonNegativeInt, 8080)
+    .option('--host <address>', 'address to listen on', '127.0.0.1')
+    .option('--bootstrap <multiaddr>', 'peer to join the grid through, with /p2p/<id> (repeatable)', collect, [])
+    .addOption(new Option('--network <kind>', 'DHT flavour').choices(['auto', 'local', 'public']).default('auto'))
+    .option('--keys <file>', 'API keys (JSON: {"keys": {"<key>": {"name", "payer"?, "budget"?, "requestsPerMinute"?, "tokensPerMinute"?}}}); without it the gateway is open')
+    .option('--model <dir-or-cid>', 'fragment folder or manifest CID to serve besides the models discovered on the grid (repeatable)', collect, [])
+    .option('--chain-config <file>', 'chain config (contract addresses, chain id, RPC): pay suppliers that charge with signed vouchers')
+    .option('--rpc <url>', 'RPC URL to use instead of the chain config\'s')
+    .option('--wallet <keystore>', 'the paying wallet\'s keystore (passphrase in GRIDPIPE_PASSPHRASE)')
+    .option('--data <dir>', 'data folder (payer ledgers)', path.join(os.homedir(), '.gridpipe', 'gateway'))
+    .option('--max-tensor-bytes <bytes>', 'largest /v1/infer request body', byteSize, 256 << 20)
+    .option('--json', 'print one JSON line when ready (for scripts)', false)
+    .action(async (o: {
+      port: number; host: string; bootstrap: string[]; network: string; keys?: string; model: string[];
+      chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; json: boolean;
+    }) => {
+      if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
+      checkMultiaddrs('--bootstrap', o.bootstrap, true);
+      if ((o.rpc || o.wallet) && !o.chainConfig) throw new UsageError('--rpc and --wallet go with --chain-config');
+      if (o.port > 65535) throw new UsageError(`--port must be at most 65535, got ${o.port}`);
+      let keys;
+      try {
+        keys = o.keys ? await readKeysFile(o.keys) : undefined;
+      } catch (err) {
+        if (err instanceof KeysFileError) throw new UsageError(err.message);
+        throw err;
+      }
+      const logger = createLogger('gridpipe-gateway');
+      let payers: Payers | undefined;
+      let requireStake: { rpcUrl: string; chainId: number; stakeRegistry: string } | undefined;
+      if (o.chainConfig) {
+        try {
+          const chain = readChainConfig(o.chainConfig);
+          requireStake = { rpcUrl: o.rpc ?? chain.rpcUrl, chainId: chain.chainId, stakeRegistry: chain.stakeRegistry };
+          payers = await openPayers({ chainConfig: o.chainConfig, rpcUrl: o.rpc, wallet: o.wallet, dataDir: path.join(o.data, 'payer'), logger }, keys);
+        } catch (err) {
+          throw new UsageError(`payments: ${(err as Error).message}`);
+        }
+      }
+      const gateway = await startGateway({
+        bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), port: o.port, host: o.host, keys, models: o.model,
+        payerFor: payers?.payerFor, requireStake, maxTensorBytes: o.maxTensorBytes, logger,
+      });
+      const models = gateway.context.catalog.servable().map((m) => m.id);
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify({ ready: true, url: gateway.url, models, open: gateway.context.keys.open, payments: Boolean(payers) })}\n`);
+      } else {
+        process.stdout.write(`gateway ready at ${gateway.url}/v1 (OpenAI-compatible)\n`);
+        process.stdout.write(`  models: ${models.join(', ') || 'none servable yet (they appear as suppliers announce them)'}\n`);
+        process.stdout.write(`  ${gateway.context.keys.open ? 'OPEN: no --keys, anyone who reaches it may call it' : `${gateway.context.keys.list().length} API keys`}; metrics at ${gateway.url}/metrics, feed at ${gateway.url}/v1/feed\n`);
+      }
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', () => resolve());
+        process.once('SIGTERM', () => resolve());
+      });
+      await gateway.close();
+      await payers?.close();
+      if (!o.json) process.stdout.write('gateway stopped\n');
+    });
+}

@@ -1,0 +1,85 @@
+/**
+ * One text generation on the grid: a pipeline session, the shared `generate` loop (prefill, then a token a
+ * step, sampling by seed and position), incremental decoding, `stop` strings and end-of-sequence ids. Text
+ * comes out as an async iterator of pieces; the trace records route, hops, failovers and cost.
+ */
+import type { GridClient } from '../scheduler/client.js';
+import { generate, type StepRunner } from '../scheduler/generate.js';
+import type { SamplingOptions } from '../scheduler/sampling.js';
+import type { StepPayer } from '../scheduler/payment.js';
+import type { PipelineSession } from '../scheduler/session.js';
+import type { CatalogModel } from './catalog.js';
+import { openPipeline } from './pipeline.js';
+import { StopMatcher } from './stop.js';
+import { IncrementalDecoder, type TextTokenizer } from './tokenizers/index.js';
+import type { RequestTrace, RouteMetadata } from './trace.js';
+
+export type FinishReason = 'stop' | 'length';
+
+export interface GenerationParams {
+  promptIds: number[];
+  maxTokens: number;
+  stop: string[];
+  sampling: SamplingOptions;
+  /** Stops early (finish "length") when this says the request may not spend more; receives the cost so far. */
+  mayContinue?: (costSoFar: bigint) => boolean;
+  payer?: StepPayer;
+  /** Aborted when the client has gone away: generation stops at the next token. */
+  signal?: AbortSignal;
+}
+
+export class GridGeneration {
+  completionTokens = 0;
+  finishReason: FinishReason = 'length';
+  private session?: PipelineSession;
+
+  constructor(private readonly client: GridClient, private readonly model: CatalogModel & { tokenizer: TextTokenizer }, private readonly params: GenerationParams, readonly trace: RequestTrace) {}
+
+  /** Runs the generation, yielding text as it becomes final. Closing the iterator early closes the session. */
+  async *pieces(): AsyncGenerator<string> {
+    const { model, params, trace } = this;
+    const tokenizer = model.tokenizer;
+    const manifest = model.open.manifest;
+    const session = openPipeline(this.client, model.open, params.promptIds.length + params.maxTokens, params.payer);
+    this.session = session;
+    const runner: StepRunner = {
+      step: async (inputs, position, tokens) => {
+        const outcome = await session.step(inputs, position, tokens);
+        trace.addStep(outcome, tokens);
+        return outcome;
+      },
+    };
+    const decoder = new IncrementalDecoder(tokenizer);
+    const stopper = new StopMatcher(params.stop);
+    try {
+      for await (const token of generate(runner, {
+        ...params.sampling,
+        promptIds: params.promptIds, maxTokens: params.maxTokens, stopTokens: tokenizer.stopIds,
+        kvCache: manifest.statefulPairs.length > 0, maxLength: model.contextLength,
+        inputNames: manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')),
+      })) {
+        trace.firstToken();
+        this.completionTokens++;
+        if (tokenizer.stopIds.includes(token.id)) { this.finishReason = 'stop'; break; }
+        const shown = stopper.push(decoder.push(token.id));
+        if (shown) yield shown;
+        if (stopper.done) { this.finishReason = 'stop'; break; }
+        if (params.mayContinue && !params.mayContinue(trace.cost)) break;
+        if (params.signal?.aborted) break;
+      }
+      if (!stopper.done) {
+        const rest = stopper.push(decoder.flush());
+        if (stopper.done) this.finishReason = 'stop';
+        const tail = rest + stopper.flush();
+        if (tail) yield tail;
+      }
+    } finally {
+      await session.close();
+    }
+  }
+
+  /** The response metadata (the route as it is now, or as it ended). */
+  metadata(): RouteMetadata {
+    return this.trace.metadata(this.session?.route ?? []);
+  }
+}

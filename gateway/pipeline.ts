@@ -1,0 +1,28 @@
+/**
+ * Opening pipeline sessions for a request, and turning grid failures into API errors. A payer (gateway/payer,
+ * when the gateway runs with --chain-config and --wallet) is handed to the session so each paid hop carries a
+ * signed voucher and reports its `charge`.
+ */
+import type { GridClient, OpenModel } from '../scheduler/client.js';
+import type { StepPayer } from '../scheduler/payment.js';
+import { PaymentNeededError, PipelineUnavailableError, type PipelineSession } from '../scheduler/session.js';
+import { PayerError } from './payer/index.js';
+import { ApiError, overBudget, unavailable } from './errors.js';
+
+/** Opens a session on `model` holding `maxLength` positions, paid by `payer` when given. */
+export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer): PipelineSession {
+  return client.session(model, maxLength, payer ? { payer } : {});
+}
+
+/** An API error for a failure on the grid: 503 (no live host, payments off), 402 (payer cannot pay), else 502. */
+export function gridError(err: unknown, modelId: string): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof PipelineUnavailableError) {
+    return unavailable(`model "${modelId}" cannot be served right now: no live supplier hosts fragment ${err.fragment}`, 'no_live_host');
+  }
+  if (err instanceof PaymentNeededError) {
+    return unavailable(`model "${modelId}" is served by suppliers that charge, and this gateway has no payer for your key (start it with --chain-config and --wallet)`, 'payment_not_configured');
+  }
+  if (err instanceof PayerError) return overBudget(`the payer account of your key cannot pay: ${err.message}`);
+  return new ApiError(502, `the grid failed to serve model "${modelId}": ${(err as Error)?.message ?? String(err)}`, 'upstream_error', 'grid_error');
+}

@@ -1,0 +1,132 @@
+/**
+ * The gateway: an OpenAI-compatible HTTP API (fastify) over the grid. Routes live in ./routes; this module
+ * wires the grid client, the model catalog, keys, metrics and the feed, and turns every error into OpenAI's
+ * shape (bad input is always a 4xx, and the server keeps serving).
+ */
+import '../node/polyfill.js';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { GridClient } from '../scheduler/client.js';
+import { cachedStakeCheck, type StakeCheck } from '../scheduler/discovery.js';
+import { attachStakeRegistry, createProvider } from '../contracts/bindings.js';
+import type { StepPayer } from '../scheduler/payment.js';
+import type { NetworkKind } from '../node/host.js';
+import { createLogger } from '../node/logger.js';
+import { ModelCatalog } from './catalog.js';
+import type { GatewayContext } from './context.js';
+import { ApiError, type ErrorType } from './errors.js';
+import { EventFeed } from './feed.js';
+import { KeyRing, type ApiKey, type ApiKeyConfig } from './keys.js';
+import { GatewayMetrics } from './metrics.js';
+import { registerInferRoute } from './routes/infer.js';
+import { registerMetaRoutes } from './routes/meta.js';
+import { registerTextRoutes } from './routes/text.js';
+
+export interface GatewayOptions {
+  /** Peers to join the grid through. */
+  bootstrap: string[];
+  network?: NetworkKind;
+  port?: number;
+  host?: string;
+  /** API keys (absent = open access, logged as such). */
+  keys?: Map<string, ApiKeyConfig>;
+  /** Fragment folders or manifest CIDs to serve besides the ones discovered. */
+  models?: string[];
+  /** The payer a key's sessions pay through (payments on). */
+  payerFor?: (key: ApiKey) => StepPayer | undefined;
+  /** Largest /v1/infer body (default 256 MiB). */
+  maxTensorBytes?: number;
+  /** Route only to suppliers staked in this StakeRegistry (payments on: unstaked ones are not paid). */
+  requireStake?: { rpcUrl: string; chainId: number; stakeRegistry: string };
+  /** Background model sweep period (default 15 s). */
+  refreshEveryMs?: number;
+  logger?: Logger;
+}
+
+export interface Gateway {
+  app: FastifyInstance;
+  /** http://host:port */
+  url: string;
+  context: GatewayContext;
+  close(): Promise<void>;
+}
+
+/** Statuses from fastify's own errors (bad JSON, wrong media type, body too large) mapped to OpenAI types. */
+function typeForStatus(status: number): ErrorType {
+  if (status === 401) return 'authentication_error';
+  if (status === 404) return 'not_found_error';
+  if (status === 429) return 'rate_limit_error';
+  return status < 500 ? 'invalid_request_error' : 'server_error';
+}
+
+/** Builds the fastify app on an existing context (tests, embedding). */
+export function buildApp(ctx: GatewayContext, maxTensorBytes = 256 << 20): FastifyInstance {
+  const app = Fastify({ loggerInstance: ctx.logger.child({ component: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 16 << 20 });
+  app.setErrorHandler((err: FastifyError | ApiError, req, reply) => {
+    if (err instanceof ApiError) {
+      if (err.status >= 500) ctx.logger.warn({ url: req.url, status: err.status, err: err.message }, 'request failed');
+      return reply.code(err.status).headers(err.headers).send(err.body());
+    }
+    const status = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) ctx.logger.error({ url: req.url, err }, 'internal error');
+    // Fastify's body errors (malformed JSON, unsupported media type, too large) are the client's: 4xx, said plainly.
+    const message = status === 500 ? 'internal error in the gateway' : err.message.replace(/^Body is not valid JSON but content-type is set to 'application\/json'$/, 'the request body is not valid JSON');
+    return reply.code(status).send({ error: { message, type: typeForStatus(status), param: null, code: err.code ?? null } });
+  });
+  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: { message: `no route ${req.method} ${req.url.split('?')[0]}`, type: 'not_found_error', param: null, code: 'unknown_url' } }));
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unknown';
+    ctx.metrics.requests.inc({ route, status: String(reply.statusCode) });
+    ctx.metrics.requestSeconds.observe({ route }, reply.elapsedTime / 1000);
+  });
+  registerMetaRoutes(app, ctx);
+  registerTextRoutes(app, ctx);
+  registerInferRoute(app, ctx, maxTensorBytes);
+  return app;
+}
+
+/** Joins the grid, discovers models and listens. */
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const logger = options.logger ?? createLogger('gridpipe-gateway');
+  let stakeCheck: StakeCheck | undefined;
+  let closeProvider = (): void => undefined;
+  if (options.requireStake) {
+    // One read-only registry view shared by routing (the client) and the catalog's coverage, cached per address.
+    const provider = createProvider(options.requireStake.rpcUrl, options.requireStake.chainId);
+    stakeCheck = cachedStakeCheck(attachStakeRegistry(options.requireStake.stakeRegistry, provider));
+    closeProvider = () => provider.destroy();
+  }
+  const client = await GridClient.connect({ bootstrap: options.bootstrap, network: options.network, logger, discovery: { lookupTimeoutMs: 5000 }, stakeCheck });
+  const catalog = new ModelCatalog(client, { models: options.models, refreshEveryMs: options.refreshEveryMs, logger, stakeCheck });
+  const ctx: GatewayContext = {
+    client, catalog, keys: new KeyRing(options.keys), feed: new EventFeed(), metrics: new GatewayMetrics(), logger, payerFor: options.payerFor,
+  };
+  let app: FastifyInstance | undefined;
+  try {
+    await catalog.start();
+    app = buildApp(ctx, options.maxTensorBytes);
+    await app.listen({ port: options.port ?? 8080, host: options.host ?? '127.0.0.1' });
+  } catch (err) {
+    await app?.close().catch(() => undefined);
+    await catalog.close().catch(() => undefined);
+    await client.close().catch(() => undefined);
+    closeProvider();
+    throw err;
+  }
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port ?? 8080;
+  const host = options.host ?? '127.0.0.1';
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  if (ctx.keys.open) logger.warn('no --keys given: the gateway is OPEN, anyone who can reach it may call it, with no rate or budget limits');
+  logger.info({ url, models: catalog.servable().map((m) => m.id), keys: ctx.keys.list().length }, 'gateway listening');
+  const running = app;
+  return {
+    app: running, url, context: ctx,
+    close: async () => {
+      await running.close();
+      await catalog.close();
+      await client.close();
+      closeProvider();
+    },
+  };
+}

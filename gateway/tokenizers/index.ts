@@ -1,0 +1,118 @@
+/**
+ * Tokenizers the gateway serves text models with: the byte tokenizer of the synthetic models, or a Hugging Face
+ * tokenizer.json (read by @huggingface/tokenizers) shipped with the model; plus the model's chat template.
+ */
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import type { Manifest } from '../../fragments/manifest.js';
+import { byteTokenizer } from '../../scheduler/tokenizer.js';
+import { ChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatMessage } from './chat.js';
+
+export { ChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatMessage } from './chat.js';
+
+/** What the gateway needs of a tokenizer. */
+export interface TextTokenizer {
+  kind: 'byte' | 'hf';
+  /** Text to ids; `special` adds the tokenizer's special tokens (BOS...) for raw prompts. */
+  encode(text: string, special?: boolean): number[];
+  /** Ids to text (special tokens left out). */
+  decode(ids: number[]): string;
+  /** Ids that end a generation (EOS and the like; not shown). */
+  stopIds: number[];
+  /** The chat prompt for these messages. */
+  chat(messages: ChatMessage[]): string;
+}
+
+/** The byte tokenizer: token = UTF-8 byte; no end-of-sequence token. */
+export function byteTextTokenizer(): TextTokenizer {
+  const template = new ChatTemplate(PLAIN_CHAT_TEMPLATE);
+  return {
+    kind: 'byte', stopIds: [],
+    encode: (text) => byteTokenizer.encode(text),
+    decode: (ids) => byteTokenizer.decode(ids),
+    chat: (messages) => template.render(messages),
+  };
+}
+
+/** A special token as tokenizer_config.json writes it: a string or {content}. */
+function tokenText(value: unknown): string | undefined {
+  if (typeof value === 'string') return value;
+  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') return (value as { content: string }).content;
+  return undefined;
+}
+
+/** A Hugging Face tokenizer from the parsed tokenizer.json and tokenizer_config.json. */
+export function hfTextTokenizer(tokenizerJson: object, config: Record<string, unknown> = {}): TextTokenizer {
+  const tokenizer = new HfTokenizer(tokenizerJson, config);
+  const special: Record<string, string> = {};
+  for (const name of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
+    const text = tokenText(config[name]);
+    if (text !== undefined) special[name] = text;
+  }
+  const stopIds = [special.eos_token].filter((t): t is string => t !== undefined).map((t) => tokenizer.token_to_id(t)).filter((id): id is number => id !== undefined);
+  // A list of named templates ([{name, template}]) is allowed by transformers; the "default" one is used.
+  let source = config.chat_template;
+  if (Array.isArray(source)) source = (source as { name?: string; template?: string }[]).find((t) => t.name === 'default')?.template;
+  const template = new ChatTemplate(typeof source === 'string' ? source : PLAIN_CHAT_TEMPLATE, special);
+  return {
+    kind: 'hf', stopIds,
+    encode: (text, withSpecial = true) => tokenizer.encode(text, { add_special_tokens: withSpecial }).ids,
+    decode: (ids) => tokenizer.decode(ids, { skip_special_tokens: true }),
+    chat: (messages) => template.render(messages),
+  };
+}
+
+/** Reads one of the model's tokenizer files (from its folder, or fetched by CID): the bytes, verified. */
+export type TokenizerFileReader = (file: { file: string; cid: string; bytes?: number }) => Promise<Uint8Array>;
+
+/** Raised when a model's tokenizer cannot be loaded (its text endpoints answer 503 with this message). */
+export class TokenizerUnavailableError extends Error {
+  override name = 'TokenizerUnavailableError';
+}
+
+/** The tokenizer a manifest names; undefined for models without one (tensor models: /v1/infer only). */
+export async function loadTokenizer(manifest: Manifest, read: TokenizerFileReader): Promise<TextTokenizer | undefined> {
+  const t = manifest.tokenizer;
+  if (t.kind === 'byte') return byteTextTokenizer();
+  if (t.kind !== 'hf') return undefined;
+  if (!t.file || !t.cid) throw new TokenizerUnavailableError(`${manifest.name}: the manifest names a Hugging Face tokenizer but no content-addressed file`);
+  const parse = async (f: { file: string; cid: string }): Promise<Record<string, unknown>> => {
+    const bytes = await read(f);
+    try {
+      return JSON.parse(Buffer.from(bytes).toString('utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new TokenizerUnavailableError(`${manifest.name}: ${f.file} is not valid JSON (${(err as Error).message})`);
+    }
+  };
+  const json = await parse({ file: t.file, cid: t.cid });
+  const config = t.config ? await parse(t.config) : {};
+  return hfTextTokenizer(json, config);
+}
+
+/**
+ * Decodes a growing list of ids into text pieces: each call returns only the new text, holding back an
+ * incomplete character (a multi-byte UTF-8 sequence split over tokens) until it is whole.
+ */
+export class IncrementalDecoder {
+  private readonly ids: number[] = [];
+  private emitted = 0;
+
+  constructor(private readonly tokenizer: TextTokenizer) {}
+
+  /** Adds one id; returns the text that became final. */
+  push(id: number): string {
+    this.ids.push(id);
+    const text = this.tokenizer.decode(this.ids);
+    if (text.endsWith('\uFFFD')) return '';
+    const piece = text.slice(this.emitted);
+    this.emitted = text.length;
+    return piece;
+  }
+
+  /** Whatever is still held back (a character that never completed). */
+  flush(): string {
+    const text = this.tokenizer.decode(this.ids);
+    const piece = text.slice(this.emitted);
+    this.emitted = text.length;
+    return piece;
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The gateway with payments on, against a real anvil: two staked suppliers that charge, an API key whose payer
+ * is a wallet with escrow. Every hop of a request is paid with a voucher; the cost in the response equals the
+ * sum of the hops' charges, which is exactly what each supplier's voucher book accrued.
+ */
+import '../../node/polyfill.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import OpenAI from 'openai';
+import { killAll, startGridpipe, type RunningProcess } from '../helpers/process.js';
+import { tempDir } from '../helpers/tmp.js';
+import { admin, keystoreOf, PASSPHRASE, smallGpt, startPaymentChain, startSupplier, TOKEN, type PaymentChain, type StartedSupplier } from '../payments/helpers.js';
+
+const tmp = tempDir('gridpipe-gateway-paid-');
+const KEY = 'gp-paid-key-000000001';
+const PRICE = '1000000000000';
+let chain: PaymentChain;
+const suppliers: StartedSupplier[] = [];
+let gateway: RunningProcess;
+let url: string;
+let openai: OpenAI;
+
+beforeAll(async () => {
+  chain = await startPaymentChain(tmp.dir);
+  const { fragDir } = await smallGpt(tmp.dir, 2);
+  const [, wa, wb, , wp] = chain.wallets;
+  for (const w of [wa, wb, wp]) await chain.mint(w.address, 1_000_000n);
+  await chain.stake(wa, 100n * TOKEN);
+  await chain.stake(wb, 100n * TOKEN);
+  await chain.deposit(wp, 1000n * TOKEN);
+  const a = await startSupplier({ data: path.join(tmp.dir, 'a'), fragDir, fragments: '0', wallet: await keystoreOf(wa, path.join(tmp.dir, 'a.json')), chainConfig: chain.configPath, price: PRICE });
+  suppliers.push(a);
+  suppliers.push(await startSupplier({ data: path.join(tmp.dir, 'b'), fragDir, fragments: '1', bootstrap: a.addresses[0], wallet: await keystoreOf(wb, path.join(tmp.dir, 'b.json')), chainConfig: chain.configPath, price: PRICE }));
+  const keysFile = path.join(tmp.dir, 'keys.json');
+  writeFileSync(keysFile, JSON.stringify({ keys: { [KEY]: { name: 'paying', payer: await keystoreOf(wp, path.join(tmp.dir, 'payer.json')) } } }));
+  gateway = startGridpipe(['gateway', '--port', '0', '--bootstrap', a.addresses[0], '--keys', keysFile, '--chain-config', chain.configPath, '--data', path.join(tmp.dir, 'gateway'), '--json'], { GRIDPIPE_PASSPHRASE: PASSPHRASE });
+  const ready = (await gateway.ready) as { url: string; payments: boolean };
+  expect(ready.payments).toBe(true);
+  url = ready.url;
+  openai = new OpenAI({ baseURL: `${url}/v1`, apiKey: KEY, maxRetries: 0 });
+  const deadline = Date.now() + 60_000;
+  while ((await openai.models.list()).data.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
+});
+
+afterAll(async () => {
+  await gateway?.stop('SIGTERM');
+  await Promise.all(suppliers.map((s) => s.proc.stop('SIGTERM')));
+  await killAll();
+  await chain?.close();
+  tmp.cleanup();
+});
+
+interface Hop { peerId: string; steps: number; cost: string; paidSteps: number }
+
+describe('gateway with payments (anvil, two staked suppliers that charge)', () => {
+  it('pays every hop with a voucher; the response cost is what the suppliers accrued', async () => {
+    const [model] = (await openai.models.list()).data;
+    const done = await openai.completions.create({ model: model.id, prompt: 'Pay the grid', max_tokens: 6, temperature: 0 });
+    const g = (done as unknown as { gridpipe: { cost: string; hops: Hop[]; route: { peerId: string }[] } }).gridpipe;
+    expect(g.route.map((r) => r.peerId).sort()).toEqual(suppliers.map((s) => s.peerId).sort());
+    for (const h of g.hops) {
+      expect(h.paidSteps).toBe(h.steps);
+      expect(BigInt(h.cost)).toBeGreaterThan(0n);
+    }
+    expect(BigInt(g.cost)).toBe(g.hops.reduce((a, h) => a + BigInt(h.cost), 0n));
+    for (const s of suppliers) {
+      const book = await admin(s.admin, '/payments');
+      const charged = g.hops.filter((h) => h.peerId === s.peerId).reduce((a, h) => a + BigInt(h.cost), 0n);
+      expect(BigInt(String(book.accrued))).toBe(charged);
+      expect(BigInt(String(book.vouchered))).toBe(charged);
+    }
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    for (const s of suppliers) expect(metrics).toMatch(new RegExp(`gridpipe_gateway_vouchers_total\\{peer="${s.peerId}"\\} [1-9]`));
+  });
+});
