@@ -5,6 +5,7 @@ import { hopBench } from './hop.js';
 import { settlementBench } from './settlement.js';
 import { pipelineBench } from './pipeline.js';
 import { swarmBench } from './swarm.js';
+import { devnetBench } from './devnet.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
@@ -13,6 +14,7 @@ const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   settlement: settlementBench,
   pipeline: pipelineBench,
   swarm: swarmBench,
+  devnet: devnetBench,
 };
 
 async function run(): Promise<void> {

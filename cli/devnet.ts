@@ -1,153 +1,154 @@
 /**
- * `gridpipe devnet` (what `npm start` runs): the grid on one machine, as far as it exists today.
- * Builds the demo model (or reuses the cache), cuts it into one fragment per supplier and verifies the
- * fragments; starts the suppliers as separate processes, each with its own identity and data folder
- * (the first imports the fragment folder, the others fetch their fragment by manifest CID over the
- * grid); runs a check generation across them; prints how to use it and a line with the word "ready";
- * stops every process it started on Ctrl-C or SIGTERM. The chain and the gateway join with issues 5-7.
+ * `gridpipe devnet` (what `npm start` runs): the whole grid on one machine. A local EVM chain (anvil)
+ * with the contracts deployed, a developer and the suppliers funded and staked; the demo model built
+ * (or reused from the cache), cut into one fragment per supplier and verified; the suppliers as
+ * separate processes, each with its own identity, wallet and data folder, charging for their work (the
+ * first imports the fragment folder, the others fetch their fragment by manifest CID over the grid);
+ * the OpenAI-compatible gateway paying them with vouchers from the developer's escrow. It waits until a
+ * request goes through, prints how to call it and writes DATA_DIR/devnet.json, then a line with
+ * "ready". Ctrl-C (or SIGTERM) stops the gateway, then the suppliers (which redeem their vouchers),
+ * then the chain; a failure on the way stops whatever had started.
  */
 import { Command } from 'commander';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
-import { buildModel, type BuildOptions } from '../fragments/builder/index.js';
-import { writeModel } from '../fragments/onnx/write.js';
-import { fragmentModel } from '../fragments/fragment.js';
-import { verifyFragments } from '../fragments/verify.js';
-import { readManifest, MANIFEST_FILE } from '../fragments/manifest.js';
-import { cidOfFile } from '../fragments/cid.js';
-import { GridClient } from '../scheduler/client.js';
-import { generate } from '../scheduler/generate.js';
-import { byteTokenizer } from '../scheduler/tokenizer.js';
 import { positiveInt } from './args.js';
-import { createProgress } from './progress.js';
 import { UsageError } from './errors.js';
-import { spawnGridpipe } from './spawn.js';
+import { checkModelChoice, prepareDemoModel } from './devnet/demo-model.js';
+import { ensureDataDir, ensurePortFree } from './devnet/preflight.js';
+import { DEVNET_PASSPHRASE, startDevnetChain, type DevnetChain } from './devnet/chain.js';
+import { startGatewayProcess, startSupplier, stopProcesses, type RunningSupplier } from './devnet/processes.js';
+import { checkRequest, printUsage, type DevnetInfo } from './devnet/usage.js';
 
-const DEMO_MODELS: Record<string, BuildOptions> = {
-  tiny: { arch: 'gpt', layers: 2, dModel: 64, heads: 4, kvCache: true, seed: 7, name: 'demo-tiny' },
-  small: { arch: 'gpt', layers: 6, dModel: 256, heads: 8, kvCache: true, seed: 7, name: 'demo-small' },
-  moe: { arch: 'gpt-moe', layers: 4, dModel: 128, heads: 4, experts: 4, topK: 2, kvCache: true, seed: 7, name: 'demo-moe' },
-};
+/** Price per GFLOP the devnet's suppliers ask, in base units (10^-6 GRID): a demo request costs a visible fraction of a GRID. */
+const DEVNET_PRICE_PER_GFLOP = '1000000000000';
+const DEFAULT_PORT = 8640;
 
-const READY_TIMEOUT_MS = 90_000;
+interface DevnetOptions { suppliers: number; model: string; data: string; port: number }
 
-interface RunningSupplier { child: ChildProcess; peerId: string; address: string; fragment: number }
-
-/** Starts one `gridpipe supply` process and waits for its ready line. */
-async function startSupplier(args: string[], fragment: number): Promise<RunningSupplier> {
-  const proc = spawnGridpipe(['supply', ...args, '--json'], { readyTimeoutMs: READY_TIMEOUT_MS, errorLines: 3 });
-  try {
-    const ready = (await proc.ready) as { peerId: string; addresses: string[] };
-    return { child: proc.child, peerId: ready.peerId, address: ready.addresses[0], fragment };
-  } catch (err) {
-    throw new Error(`supplier ${fragment}: ${(err as Error).message}`, { cause: err });
+/** The developer's API key: made once and kept in DATA_DIR/keys.json, so scripts keep working across restarts. */
+async function devnetKeys(dir: string, payer: string): Promise<{ file: string; apiKey: string }> {
+  const file = path.join(dir, 'keys.json');
+  let apiKey: string | undefined;
+  if (existsSync(file)) {
+    try {
+      apiKey = Object.keys((JSON.parse(readFileSync(file, 'utf8')) as { keys: Record<string, unknown> }).keys)[0];
+    } catch {
+      apiKey = undefined; // a broken file is rewritten below
+    }
   }
-}
-
-/** Stops suppliers with SIGTERM (they withdraw their records), then SIGKILL after 10 s. */
-async function stopAll(suppliers: ChildProcess[]): Promise<void> {
-  await Promise.all(suppliers.map((child) => new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    const kill = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    child.once('exit', () => { clearTimeout(kill); resolve(); });
-    child.kill('SIGTERM');
-  })));
+  apiKey ??= `gp-devnet-${randomBytes(12).toString('hex')}`;
+  const budget = (100n * 10n ** 18n).toString();
+  await writeFile(file, `${JSON.stringify({ keys: { [apiKey]: { name: 'developer', payer, budget, requestsPerMinute: 600 } } }, null, 2)}\n`, { mode: 0o600 });
+  return { file, apiKey };
 }
 
 /** The devnet command. */
 export function devnetCommand(): Command {
   return new Command('devnet')
-    .description('Run the grid on one machine: demo model, supplier processes, a check generation (chain and gateway: coming)')
+    .description('Run the whole grid on one machine: local chain and contracts, supplier processes, the OpenAI-compatible gateway')
     .option('--suppliers <n>', 'supplier processes (one fragment each)', positiveInt, 4)
-    .option('--model <name>', 'demo model: tiny, small or moe', 'small')
-    .option('--data <dir>', 'data folder', path.join(os.homedir(), '.gridpipe', 'devnet'))
-    .action(async (o: { suppliers: number; model: string; data: string }) => {
-      const spec = DEMO_MODELS[o.model];
-      if (!spec) throw new UsageError(`unknown demo model "${o.model}" (tiny, small or moe)`);
+    .option('--model <name>', 'demo model: tiny, small, moe, or a path to an .onnx file', 'small')
+    .option('--port <port>', 'gateway port on 127.0.0.1 (0 = any free port)', (v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--port must be a port number (0-65535), got "${v}"`);
+      return n;
+    }, DEFAULT_PORT)
+    .option('--data <dir>', 'data folder (model cache, wallets, supplier folders, devnet.json)', path.join(os.homedir(), '.gridpipe', 'devnet'))
+    .action(async (o: DevnetOptions) => {
+      checkModelChoice(o.model);
       const dir = path.resolve(o.data);
-      try {
-        await mkdir(dir, { recursive: true });
-      } catch (err) {
-        throw new UsageError(`--data ${dir}: cannot create it (${(err as Error).message})`);
-      }
-      const say = (line: string): void => { process.stdout.write(`${line}\n`); };
-      const started = Date.now();
-      const modelFile = path.join(dir, `${spec.name}.onnx`);
-      const fragmentDir = path.join(dir, `${spec.name}-${o.suppliers}`);
-      if (!existsSync(modelFile)) {
-        say(`building the demo model ${spec.name} (synthetic weights, not a trained model)…`);
-        await writeModel(buildModel(spec), modelFile);
-      }
-      if (!existsSync(path.join(fragmentDir, MANIFEST_FILE))) {
-        const progress = createProgress('fragmenting');
-        await fragmentModel(modelFile, fragmentDir, { parts: o.suppliers, onProgress: (d, t) => progress.update(d, t) });
-        progress.stop();
-      }
-      const report = await verifyFragments(fragmentDir, { tolerance: 1e-4 });
-      if (!report.ok) throw new Error(`the demo fragments do not match the whole model (${fragmentDir}); delete it and start again`);
-      const { manifest } = await readManifest(fragmentDir);
-      const manifestCid = await cidOfFile(path.join(fragmentDir, MANIFEST_FILE));
-      say(`model ${manifest.name}: ${manifest.fragments.length} fragments verified (manifest ${manifestCid})`);
+      ensureDataDir(dir);
+      await ensurePortFree(o.port);
 
+      const started = Date.now();
+      const say = (line: string): void => { process.stdout.write(`${line}\n`); };
+      const elapsed = (): string => `${((Date.now() - started) / 1000).toFixed(1)} s`;
       const children: ChildProcess[] = [];
+      let gatewayChild: ChildProcess | undefined;
+      let chain: DevnetChain | undefined;
       let stopping = false;
       const shutdown = async (code: number): Promise<never> => {
+        if (stopping) return new Promise<never>(() => undefined);
         stopping = true;
-        say('stopping the devnet…');
-        await stopAll(children);
+        say('stopping the devnet: gateway, suppliers (redeeming their vouchers), chain…');
+        if (gatewayChild) await stopProcesses([gatewayChild]);
+        await stopProcesses(children);
+        await chain?.stop();
         say('devnet stopped');
         process.exit(code);
       };
-      process.once('SIGINT', () => { void shutdown(0); });
-      process.once('SIGTERM', () => { void shutdown(0); });
+      // `on`, not `once`: a second Ctrl-C must not fall through to the default action and orphan the children.
+      process.on('SIGINT', () => { void shutdown(0); });
+      process.on('SIGTERM', () => { void shutdown(0); });
+
       try {
-        const supplierArgs = (i: number): string[] => ['--data', path.join(dir, `supplier-${i}`), '--listen', '/ip4/127.0.0.1/tcp/0', '--fragments', String(i), '--max-sessions', '64'];
-        say(`starting ${o.suppliers} supplier processes…`);
-        const first = await startSupplier([...supplierArgs(0), '--host', fragmentDir], 0);
+        say(`[1/5] model (${o.model})`);
+        const model = await prepareDemoModel(o.model, o.suppliers, dir, say);
+        say(`      ${model.manifest.name}: ${model.manifest.fragments.length} fragments${model.cached ? ' (cached)' : ' verified against the whole model'}, manifest ${model.manifestCid} (${elapsed()})`);
+
+        say('[2/5] local chain');
+        // A fresh chain each run: payment state from an earlier run refers to a chain that is gone.
+        for (let i = 0; i < o.suppliers; i++) await rm(path.join(dir, `supplier-${i}`, 'payments'), { recursive: true, force: true });
+        await rm(path.join(dir, 'gateway', 'payer'), { recursive: true, force: true });
+        chain = await startDevnetChain({ dir, suppliers: o.suppliers, onStep: (s) => say(`      ${s}`) });
+        const env = { GRIDPIPE_PASSPHRASE: DEVNET_PASSPHRASE };
+        const paidArgs = (i: number): string[] => [
+          '--chain-config', chain!.configPath, '--wallet', chain!.suppliers[i].keystore, '--price-per-gflop', DEVNET_PRICE_PER_GFLOP,
+        ];
+
+        say(`[3/5] ${o.suppliers} suppliers`);
+        const supplierArgs = (i: number): string[] => [
+          '--data', path.join(dir, `supplier-${i}`), '--listen', '/ip4/127.0.0.1/tcp/0', '--fragments', String(i),
+          '--max-sessions', '64', '--admin-port', '0', ...paidArgs(i),
+        ];
+        const first = await startSupplier(0, [...supplierArgs(0), '--host', model.fragmentDir], env);
         children.push(first.child);
-        say(`  supplier 0 ${first.peerId} hosts fragment 0 (imported from ${fragmentDir})`);
-        const rest = await Promise.all(Array.from({ length: o.suppliers - 1 }, (_, k) => k + 1).map(async (i) => {
-          const s = await startSupplier([...supplierArgs(i), '--host', manifestCid, '--bootstrap', first.address], i);
+        say(`      supplier 0 ${first.peerId} hosts fragment 0 (imported from the fragment folder), stakes ${chain.suppliers[0].address}`);
+        const rest: RunningSupplier[] = await Promise.all(Array.from({ length: o.suppliers - 1 }, (_, k) => k + 1).map(async (i) => {
+          const s = await startSupplier(i, [...supplierArgs(i), '--host', model.manifestCid, '--bootstrap', first.address], env);
           children.push(s.child);
-          say(`  supplier ${i} ${s.peerId} hosts fragment ${i} (fetched by CID over the grid)`);
+          say(`      supplier ${i} ${s.peerId} hosts fragment ${i} (fetched by CID over the grid), stakes ${chain!.suppliers[i].address}`);
           return s;
         }));
         const suppliers = [first, ...rest];
         for (const s of suppliers) {
-          s.child.on('exit', (code, signal) => { if (!stopping) say(`supplier ${s.fragment} exited unexpectedly (${code ?? signal}); the grid routes around it where it can`); });
+          s.child.on('exit', (code, signal) => { if (!stopping) say(`supplier ${s.index} exited unexpectedly (${code ?? signal}); the grid routes around it where it can`); });
         }
+        say(`      (${elapsed()})`);
 
-        // A check generation across the suppliers, as a client would run it.
-        const client = await GridClient.connect({ bootstrap: [first.address], network: 'local' });
-        let check: string;
-        try {
-          const model = await client.openModel(fragmentDir);
-          const prompt = byteTokenizer.encode('Hello, grid');
-          const session = client.session(model, prompt.length + 8);
-          const ids: number[] = [];
-          for await (const t of generate(session, { promptIds: prompt, maxTokens: 8, kvCache: manifest.statefulPairs.length > 0, inputNames: manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')) })) ids.push(t.id);
-          await session.close();
-          check = `generated ${ids.length} tokens through ${session.route.map((r) => `${r.peerId.slice(-6)}[${r.start}..${r.end - 1}]`).join(' → ')}`;
-        } finally {
-          await client.close();
-        }
+        say('[4/5] gateway');
+        const keys = await devnetKeys(dir, chain.developer.keystore);
+        const gateway = await startGatewayProcess([
+          '--port', String(o.port), '--bootstrap', first.address, '--keys', keys.file, '--model', model.fragmentDir,
+          '--chain-config', chain.configPath, '--wallet', chain.developer.keystore, '--data', path.join(dir, 'gateway'),
+        ], env);
+        gatewayChild = gateway.child;
+        gateway.child.on('exit', (code, signal) => { if (!stopping) say(`the gateway exited unexpectedly (${code ?? signal})`); });
+        say(`      ${gateway.url}/v1 (${elapsed()})`);
 
-        const info = {
-          bootstrap: first.address, manifestCid, fragmentDir, model: modelFile,
-          suppliers: suppliers.map((s) => ({ peerId: s.peerId, address: s.address, fragments: [s.fragment], pid: s.child.pid })),
+        say('[5/5] a check request through the gateway');
+        const check = await checkRequest(gateway.url, keys.apiKey, model.manifest.name);
+        say(`      ${check}`);
+
+        const info: DevnetInfo = {
+          gatewayUrl: `${gateway.url}/v1`, apiKey: keys.apiKey, model: model.manifest.name, rpcUrl: chain.anvil.rpcUrl, chainConfig: chain.configPath,
+          passphraseEnv: `GRIDPIPE_PASSPHRASE=${DEVNET_PASSPHRASE}`,
+          developer: { address: chain.developer.address, wallet: chain.developer.keystore },
+          bootstrap: first.address, manifestCid: model.manifestCid, fragmentDir: model.fragmentDir, pid: process.pid,
+          gatewayPid: gateway.child.pid, anvilPid: chain.anvil.pid,
+          suppliers: suppliers.map((s) => ({
+            peerId: s.peerId, address: s.address, fragments: s.fragments, pid: s.child.pid, admin: s.admin,
+            stakingAddress: chain!.suppliers[s.index].address, wallet: chain!.suppliers[s.index].keystore, data: path.join(dir, `supplier-${s.index}`),
+          })),
         };
         await writeFile(path.join(dir, 'devnet.json'), `${JSON.stringify(info, null, 2)}\n`);
-        say(`check: ${check}`);
-        say('');
-        say('try it:');
-        say(`  npx gridpipe generate --manifest ${fragmentDir} --prompt "Hello" --max-tokens 16 --bootstrap ${first.address}`);
-        say(`  npx gridpipe peers --bootstrap ${first.address}`);
-        say(`details for scripts: ${path.join(dir, 'devnet.json')}`);
-        say('not in the devnet yet: the local chain and contracts, the OpenAI-compatible gateway and the explorer (issues 5-7).');
-        say(`devnet ready in ${((Date.now() - started) / 1000).toFixed(1)} s — Ctrl-C stops every process it started`);
+        printUsage(info, path.join(dir, 'devnet.json'), say);
+        say(`devnet ready in ${elapsed()} — Ctrl-C stops every process it started`);
       } catch (err) {
         process.stderr.write(`gridpipe: error: ${(err as Error).message}\n`);
         await shutdown(1);

@@ -1,57 +1,140 @@
 /**
- * `gridpipe devnet` as a newcomer runs it: it reaches "ready", the printed command works (`gridpipe
- * generate` and `gridpipe peers` against it), and SIGTERM leaves no process behind.
+ * `gridpipe devnet` as a newcomer runs it: it reaches "ready" with a chain, staked suppliers and a gateway;
+ * the openai client streams a chat completion whose route shows in the response and in /metrics; the
+ * commands it prints work as pasted; a supplier's earnings grow after redemption; SIGTERM leaves no process
+ * behind (anvil included); a second start reuses the cache; bad settings fail fast and clean.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import path from 'node:path';
+import { promisify } from 'node:util';
+import OpenAI from 'openai';
 import { CLI, REPO_ROOT, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
 import { alive } from './helpers/process.js';
+import { usageCommands, type DevnetInfo } from '../cli/devnet/usage.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
+const sh = promisify(execFile);
+
+interface Devnet { child: ChildProcess; out: () => string; exited: Promise<number | null> }
+
+/** Starts the devnet and waits for its last line to say "ready". */
+async function startDevnet(args: string[]): Promise<Devnet> {
+  const child = spawn(process.execPath, [CLI, 'devnet', ...args], { cwd: REPO_ROOT, env: { ...process.env, GRIDPIPE_LOG_LEVEL: 'error' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (/devnet ready/.test(out)) resolve();
+    });
+    void exited.then((code) => reject(new Error(`devnet exited (${code}) before ready:\n${out}\n${err}`)));
+  });
+  return { child, out: () => out, exited };
+}
+
+const pidsOf = (info: DevnetInfo): number[] => [info.gatewayPid!, info.anvilPid, ...info.suppliers.map((s) => s.pid!)];
+
+async function earnings(info: DevnetInfo, supplier: number): Promise<{ accrued: bigint; redeemed: bigint; tokenBalance: bigint }> {
+  const r = await runCli(['earnings', '--admin', info.suppliers[supplier].admin!, '--chain-config', info.chainConfig, '--json']);
+  expect(r.code, r.stderr).toBe(0);
+  const e = JSON.parse(r.stdout) as Record<string, string>;
+  return { accrued: BigInt(e.accrued), redeemed: BigInt(e.redeemed), tokenBalance: BigInt(e.tokenBalance) };
+}
 
 describe('gridpipe devnet', () => {
-  it('starts suppliers, serves a generation, and stops every process it started', async () => {
-    const devnet = spawn(process.execPath, [CLI, 'devnet', '--suppliers', '3', '--model', 'tiny', '--data', tmp.dir], { cwd: REPO_ROOT, env: { ...process.env, GRIDPIPE_LOG_LEVEL: 'error' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    devnet.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    const exited = new Promise<number | null>((resolve) => devnet.on('exit', (code) => resolve(code)));
-    await new Promise<void>((resolve, reject) => {
-      devnet.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (/devnet ready/.test(out)) resolve();
-      });
-      void exited.then((code) => reject(new Error(`devnet exited (${code}) before ready:\n${out}\n${err}`)));
-    });
-    const lines = out.trim().split('\n');
+  it('runs the whole grid: chain, staked suppliers, gateway; serves, pays, and stops every process', async () => {
+    const devnet = await startDevnet(['--suppliers', '3', '--model', 'tiny', '--data', tmp.dir, '--port', '0']);
+    const lines = devnet.out().trim().split('\n');
     expect(lines.at(-1)).toMatch(/ready/);
-    expect(out).toMatch(/check: generated 8 tokens through/);
-
-    const info = JSON.parse(readFileSync(path.join(tmp.dir, 'devnet.json'), 'utf8')) as { bootstrap: string; fragmentDir: string; suppliers: { pid: number }[] };
+    expect(devnet.out()).toMatch(/generated 8 tokens through \S+\[0\.\.0\] → \S+\[1\.\.1\] → \S+\[2\.\.2\]/);
+    const info = JSON.parse(readFileSync(path.join(tmp.dir, 'devnet.json'), 'utf8')) as DevnetInfo;
     expect(info.suppliers).toHaveLength(3);
-    // The command the devnet prints works.
-    const generated = await runCli(['generate', '--manifest', info.fragmentDir, '--prompt', 'Hello', '--max-tokens', '5', '--bootstrap', info.bootstrap, '--json'], { env: { GRIDPIPE_LOG_LEVEL: 'error' } });
-    expect(generated.code, generated.stderr).toBe(0);
-    const done = JSON.parse(generated.stdout.trim().split('\n').at(-1)!);
-    expect(done.tokens).toHaveLength(5);
-    expect(done.route).toHaveLength(3);
-    const peers = await runCli(['peers', '--bootstrap', info.bootstrap, '--json'], { env: { GRIDPIPE_LOG_LEVEL: 'error' } });
-    expect(peers.code, peers.stderr).toBe(0);
-    expect(JSON.parse(peers.stdout)).toHaveLength(3);
+    for (const key of ['gatewayUrl', 'apiKey', 'rpcUrl', 'chainConfig'] as const) expect(info[key]).toBeTruthy();
 
-    devnet.kill('SIGTERM');
-    expect(await exited).toBe(0);
-    expect(out).toMatch(/devnet stopped/);
-    for (const s of info.suppliers) expect(alive(s.pid), `supplier pid ${s.pid}`).toBe(false);
+    // The openai client, streaming a chat completion; the route is in the last chunk's metadata.
+    const client = new OpenAI({ baseURL: info.gatewayUrl, apiKey: info.apiKey });
+    const stream = await client.chat.completions.create({ model: info.model, messages: [{ role: 'user', content: 'Hello' }], max_tokens: 12, stream: true });
+    let text = '';
+    let route: { peerId: string; fragments: [number, number] }[] = [];
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? '';
+      const meta = (chunk as unknown as { gridpipe?: { route: typeof route } }).gridpipe;
+      if (meta) route = meta.route;
+    }
+    expect(text.length).toBeGreaterThan(0);
+    expect(route.map((h) => h.fragments)).toEqual([[0, 0], [1, 1], [2, 2]]);
+    expect(new Set(route.map((h) => h.peerId))).toEqual(new Set(info.suppliers.map((s) => s.peerId)));
+    const metrics = await (await fetch(`${info.gatewayUrl.replace(/\/v1$/, '')}/metrics`)).text();
+    for (const hop of route) expect(metrics).toContain(hop.peerId);
+
+    // The commands the devnet printed work as pasted.
+    const printed = usageCommands(info);
+    expect(devnet.out()).toContain(printed.curl);
+    const curl = await sh('bash', ['-c', printed.curl], { cwd: REPO_ROOT });
+    const completion = JSON.parse(curl.stdout) as { choices: { message: { content: string } }[]; gridpipe: { route: unknown[] } };
+    expect(completion.choices).toHaveLength(1);
+    expect(completion.gridpipe.route).toHaveLength(3);
+    const viaOpenai = await sh('bash', ['-c', printed.openai], { cwd: REPO_ROOT });
+    expect(viaOpenai.stdout.length).toBeGreaterThan(0);
+    const viaCall = await sh('bash', ['-c', printed.call.replace(/^npx gridpipe/, `"${process.execPath}" "${CLI}"`)], { cwd: REPO_ROOT });
+    expect(viaCall.stdout.length).toBeGreaterThan(0);
+
+    // The suppliers were paid with vouchers; redemption moves the money on chain.
+    const before = await earnings(info, 0);
+    expect(before.accrued).toBeGreaterThan(0n);
+    const redeem = await runCli(['redeem', '--admin', info.suppliers[0].admin!, '--chain-config', info.chainConfig]);
+    expect(redeem.code, redeem.stderr).toBe(0);
+    const after = await earnings(info, 0);
+    expect(after.redeemed).toBeGreaterThan(before.redeemed);
+    expect(after.tokenBalance - before.tokenBalance).toBe(after.redeemed - before.redeemed);
+
+    devnet.child.kill('SIGTERM');
+    expect(await devnet.exited).toBe(0);
+    expect(devnet.out()).toMatch(/devnet stopped/);
+    for (const pid of pidsOf(info)) expect(alive(pid), `pid ${pid}`).toBe(false);
+
+    // A second start reuses the model cache (and the API key).
+    const again = await startDevnet(['--suppliers', '3', '--model', 'tiny', '--data', tmp.dir, '--port', '0']);
+    expect(again.out()).toMatch(/\(cached\)/);
+    const info2 = JSON.parse(readFileSync(path.join(tmp.dir, 'devnet.json'), 'utf8')) as DevnetInfo;
+    expect(info2.apiKey).toBe(info.apiKey);
+    again.child.kill('SIGTERM');
+    expect(await again.exited).toBe(0);
+    for (const pid of pidsOf(info2)) expect(alive(pid), `pid ${pid}`).toBe(false);
   });
 
   it('refuses an unknown demo model with a one-line error', async () => {
     const r = await runCli(['devnet', '--model', 'huge', '--data', tmp.dir]);
     expect(r.code).toBe(2);
-    expect(r.stderr.trim()).toBe('gridpipe: error: unknown demo model "huge" (tiny, small or moe)');
+    expect(r.stderr.trim()).toBe('gridpipe: error: unknown demo model "huge" (tiny, small, moe or a path to an .onnx file)');
+  });
+
+  it('refuses a port already taken before starting anything', async () => {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const r = await runCli(['devnet', '--model', 'tiny', '--data', path.join(tmp.dir, 'taken'), '--port', String(port)]);
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim()).toBe(`gridpipe: error: port ${port} is already in use on 127.0.0.1; stop what uses it or pick another with --port`);
+      expect(r.stdout).not.toMatch(/supplier/);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('refuses a data folder that is a file', async () => {
+    const file = path.join(tmp.dir, 'not-a-folder');
+    writeFileSync(file, 'x');
+    const r = await runCli(['devnet', '--model', 'tiny', '--data', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toBe(`gridpipe: error: --data ${file}: this is a file, not a folder`);
   });
 });

@@ -1,0 +1,48 @@
+/** The devnet's child processes: suppliers and the gateway, started with `gridpipe` and stopped in order. */
+import type { ChildProcess } from 'node:child_process';
+import { spawnGridpipe } from '../spawn.js';
+
+export const READY_TIMEOUT_MS = 90_000;
+
+export interface RunningSupplier {
+  child: ChildProcess;
+  index: number;
+  peerId: string;
+  address: string;
+  admin?: string;
+  fragments: number[];
+}
+
+export interface RunningGateway { child: ChildProcess; url: string }
+
+/** Starts one `gridpipe supply` process and waits for its ready line. */
+export async function startSupplier(index: number, args: string[], env: NodeJS.ProcessEnv): Promise<RunningSupplier> {
+  const proc = spawnGridpipe(['supply', ...args, '--json'], { readyTimeoutMs: READY_TIMEOUT_MS, errorLines: 3, env });
+  try {
+    const ready = (await proc.ready) as { peerId: string; addresses: string[]; admin?: string; hosted: { index: number }[] };
+    return { child: proc.child, index, peerId: ready.peerId, address: ready.addresses[0], admin: ready.admin, fragments: ready.hosted.map((h) => h.index) };
+  } catch (err) {
+    throw new Error(`supplier ${index}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Starts `gridpipe gateway` and waits for its ready line. */
+export async function startGatewayProcess(args: string[], env: NodeJS.ProcessEnv): Promise<RunningGateway> {
+  const proc = spawnGridpipe(['gateway', ...args, '--json'], { readyTimeoutMs: READY_TIMEOUT_MS, errorLines: 3, env });
+  try {
+    const ready = (await proc.ready) as { url: string };
+    return { child: proc.child, url: ready.url };
+  } catch (err) {
+    throw new Error(`gateway: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Stops processes with SIGTERM (they withdraw records, redeem vouchers), then SIGKILL after `graceMs`. */
+export async function stopProcesses(children: ChildProcess[], graceMs = 15_000): Promise<void> {
+  await Promise.all(children.map((child) => new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    const kill = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => { clearTimeout(kill); resolve(); });
+    child.kill('SIGTERM');
+  })));
+}
