@@ -101,20 +101,24 @@ export function devnetCommand(): Command {
           '--chain-config', chain!.configPath, '--wallet', chain!.suppliers[i].keystore, '--price-per-gflop', DEVNET_PRICE_PER_GFLOP,
         ];
 
-        say(`[3/5] ${o.suppliers} suppliers`);
+        say(`[3/5] ${o.suppliers} suppliers, each hosting the span placement gives it`);
+        // One at a time, without join jitter: each reads the records of those before it and takes the weakest span.
+        const perSupplier = Math.ceil(model.manifest.fragments.length / o.suppliers);
         const supplierArgs = (i: number): string[] => [
-          '--data', path.join(dir, `supplier-${i}`), '--listen', '/ip4/127.0.0.1/tcp/0', '--fragments', String(i),
+          '--data', path.join(dir, `supplier-${i}`), '--listen', '/ip4/127.0.0.1/tcp/0', '--max-fragments', String(perSupplier), '--join-jitter', '0',
           '--max-sessions', '64', '--admin-port', '0', ...paidArgs(i),
         ];
-        const first = await startSupplier(0, [...supplierArgs(0), '--host', model.fragmentDir], env);
+        const spanText = (s: RunningSupplier): string => (s.fragments.length === 1 ? `fragment ${s.fragments[0]}` : `fragments ${s.fragments.join(',')}`);
+        const first = await startSupplier(0, [...supplierArgs(0), '--host', model.fragmentDir, '--place'], env);
         children.push(first.child);
-        say(`      supplier 0 ${first.peerId} hosts fragment 0 (imported from the fragment folder), stakes ${chain.suppliers[0].address}`);
-        const rest: RunningSupplier[] = await Promise.all(Array.from({ length: o.suppliers - 1 }, (_, k) => k + 1).map(async (i) => {
+        say(`      supplier 0 ${first.peerId} hosts ${spanText(first)} (imported the fragment folder; shares every fragment), stakes ${chain.suppliers[0].address}`);
+        const rest: RunningSupplier[] = [];
+        for (let i = 1; i < o.suppliers; i++) {
           const s = await startSupplier(i, [...supplierArgs(i), '--host', model.manifestCid, '--bootstrap', first.address], env);
           children.push(s.child);
-          say(`      supplier ${i} ${s.peerId} hosts fragment ${i} (fetched by CID over the grid), stakes ${chain!.suppliers[i].address}`);
-          return s;
-        }));
+          rest.push(s);
+          say(`      supplier ${i} ${s.peerId} hosts ${spanText(s)} (fetched by CID over the grid), stakes ${chain.suppliers[i].address}`);
+        }
         const suppliers = [first, ...rest];
         for (const s of suppliers) {
           s.child.on('exit', (code, signal) => { if (!stopping) say(`supplier ${s.index} exited unexpectedly (${code ?? signal}); the grid routes around it where it can`); });

@@ -38,6 +38,7 @@ export function supplyCommand(): Command {
       if (!Number.isInteger(n) || n < 0) throw new UsageError(`--fragments takes indices like 0,1,2 or "all", got "${v}"`);
       return n;
     })))
+    .option('--place', 'placement: choose the span also for a fragment folder (which is imported whole and shared with others; default for a folder: host all of it)', false)
     .option('--max-fragments <n>', 'placement: host at most this many fragments (default: as many as fit in --max-memory)', positiveInt)
     .option('--kv-tokens <n>', 'placement: KV-cache positions budgeted per hosted fragment', positiveInt, 4096)
     .addOption(new Option('--join-jitter <seconds>', 'placement: wait a random time up to this before choosing a span').argParser(seconds).default(5000, '5'))
@@ -74,7 +75,7 @@ export function supplyCommand(): Command {
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
       data: string; listen: string[]; announce: string[]; bootstrap: string[]; host: string[]; fragments?: number[] | 'all';
-      maxFragments?: number; kvTokens: number; joinJitter: number; rebalanceEvery: number; rebalance: boolean; balanceQuality: number;
+      place: boolean; maxFragments?: number; kvTokens: number; joinJitter: number; rebalanceEvery: number; rebalance: boolean; balanceQuality: number;
       drain: number; gflops?: number;
       maxMemory?: number; maxSessions?: number; threads?: number; gpuShare?: number; hours?: string; paused: boolean;
       pricePerGflop: string; price?: string; stakingAddress?: string; network: string;
@@ -82,6 +83,7 @@ export function supplyCommand(): Command {
       provider?: ProviderChoice; reprobe: boolean; spin: boolean; json: boolean;
     }) => {
       if (o.rebalanceEvery <= 0) throw new UsageError('--rebalance-every must be more than 0 seconds (use --no-rebalance to turn moves off)');
+      if (o.place && o.fragments !== undefined) throw new UsageError('--place lets placement choose the span; drop it or --fragments');
       if (o.fragments !== undefined && o.maxFragments !== undefined) throw new UsageError('--max-fragments applies when the supplier chooses its span; drop it or --fragments');
       const price = o.price ?? o.pricePerGflop;
       if (!/^\d+$/.test(price)) throw new UsageError(`--price-per-gflop must be a whole number of token base units, got "${price}"`);
@@ -131,7 +133,7 @@ export function supplyCommand(): Command {
         bootstrap: o.bootstrap, network, mdns: o.mdns, relay: o.relay,
         host: o.host, fragments: o.fragments === 'all' ? undefined : o.fragments,
         placement: o.fragments === 'all' ? false : {
-          maxFragments: o.maxFragments, kvTokens: o.kvTokens, joinJitterMs: o.joinJitter, rebalance: o.rebalance,
+          folders: o.place, maxFragments: o.maxFragments, kvTokens: o.kvTokens, joinJitterMs: o.joinJitter, rebalance: o.rebalance,
           checkEveryMs: o.rebalanceEvery, q: o.balanceQuality, drainMs: o.drain,
         },
         gflops: o.gflops,

@@ -95,6 +95,8 @@ export interface SupplierPlacementOptions {
   memoryBytes?: number;
   /** Most fragments to host (default: as many as fit). */
   maxFragments?: number;
+  /** Place a fragment folder's model too (import it all, serve the chosen span); default for a folder: serve all of it. */
+  folders?: boolean;
   /** KV positions budgeted per hosted fragment (default 4096). */
   kvTokens?: number;
   /** Sleep uniform(0, this) before choosing, so suppliers started together spread out (default 5 s). */
@@ -340,6 +342,8 @@ export class Supplier {
 
   /** Publishes the record now; a failure is logged (the publisher retries on its own). */
   private async publishQuietly(): Promise<void> {
+    // Alone, a DHT put only ends at its timeout; startAnnouncing publishes as soon as a peer connects.
+    if (this.host.routingTableSize() === 0) return;
     await this.publisher.publishNow().then(
       (r) => { if (!r.ok) this.logger.debug({ error: r.error }, 'capacity record stored by too few peers for now'); },
       (err: unknown) => this.logger.warn({ err: (err as Error).message }, 'capacity record could not be published'),
@@ -353,7 +357,9 @@ export class Supplier {
       const isDir = await stat(source).then((s) => s.isDirectory(), () => false);
       if (isDir) {
         const { manifestCid, manifest } = await store.importManifestDir(source);
-        await this.serve(manifestCid, manifest, options.fragments ?? manifest.fragments.map((f) => f.index));
+        // Placing a folder: the whole model is in the store (and provided to others), only the chosen span is served.
+        if (options.fragments === undefined && options.placement && options.placement.folders) await this.place(manifestCid, manifest, options.placement);
+        else await this.serve(manifestCid, manifest, options.fragments ?? manifest.fragments.map((f) => f.index));
         continue;
       }
       let cid: string;
@@ -380,6 +386,15 @@ export class Supplier {
       signal,
       logger,
     }), logger, signal);
+  }
+
+  /** Whether the store already holds these fragments (an imported folder): then nothing needs fetching, or waiting for providers. */
+  private async holdsFragments(manifest: Manifest, indices: number[]): Promise<boolean> {
+    for (const j of indices) {
+      const f = manifest.fragments[j];
+      if (!(await this.store.has(f.cid)) || (f.data && !(await this.store.has(f.data.cid)))) return false;
+    }
+    return true;
   }
 
   /** Links fetched or imported fragments and serves them. Returns the fragments newly served. */
@@ -445,7 +460,7 @@ export class Supplier {
       commit: async (target, signal) => {
         const indices = Array.from({ length: target.end - target.start }, (_, i) => target.start + i);
         const missing = indices.filter((j) => !this.served.some((h) => h.manifestCid === manifestCid && h.index === j));
-        if (missing.length) await this.fetch(manifestCid, missing, signal);
+        if (missing.length && !(await this.holdsFragments(manifest, missing))) await this.fetch(manifestCid, missing, signal);
         if (signal.aborted || this.stopped) throw (signal.reason as Error | undefined) ?? new Error('the supplier is stopping');
         const added = await this.serve(manifestCid, manifest, missing);
         const leaving = this.served.filter((h) => h.manifestCid === manifestCid && (h.index < target.start || h.index >= target.end));
@@ -470,7 +485,8 @@ export class Supplier {
         throughput: this.gflops * 1e9,
       },
       host: spanHost,
-      records: () => findAllRecords(this.host, { timeoutMs: lookupTimeoutMs }),
+      // Alone (the first supplier of a network), there is nobody to ask, and a DHT query would only time out.
+      records: async () => (this.host.routingTableSize() === 0 ? [] : findAllRecords(this.host, { timeoutMs: lookupTimeoutMs })),
       joinJitterMs: p.joinJitterMs,
       checkEveryMs: p.checkEveryMs,
       q: p.q,
