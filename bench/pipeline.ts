@@ -16,6 +16,7 @@ import { writeModel } from '../fragments/onnx/write.js';
 import { fragmentModel } from '../fragments/fragment.js';
 import { GridClient } from '../scheduler/client.js';
 import { generate, stepInputs, type GenerateOptions, type StepRunner } from '../scheduler/generate.js';
+import type { HopTiming } from '../scheduler/session.js';
 import { LocalModelRunner } from '../scheduler/local-runner.js';
 import { reportResult } from './report.js';
 import { spawnGridpipe } from '../cli/spawn.js';
@@ -81,11 +82,14 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
     const model = await client.openModel(fragDir);
     let failed = 0;
 
-    const runSession = async (maxTokens = options.maxTokens, onToken?: (n: number, route: string[]) => Promise<void> | void): Promise<{ ids: number[]; ms: number[]; failovers: number }> => {
+    const runSession = async (maxTokens = options.maxTokens, onToken?: (n: number, route: string[]) => Promise<void> | void): Promise<{ ids: number[]; ms: number[]; failovers: number; hops: HopTiming[][] }> => {
       const session = client!.session(model, PROMPT + maxTokens + 1);
+      // Keep each step's hops: where a decode token's time goes (server compute, the wire and queues, the client).
+      const hops: HopTiming[][] = [];
+      const recorder: StepRunner = { step: async (inputs, position, tokens, hints) => { const r = await session.step(inputs, position, tokens, hints); hops.push(r.hops); return r; } };
       try {
-        const run = await timedGeneration(session, { ...options, maxTokens }, (n) => onToken?.(n, session.route.map((r) => r.peerId)));
-        return { ...run, failovers: session.failovers };
+        const run = await timedGeneration(recorder, { ...options, maxTokens }, (n) => onToken?.(n, session.route.map((r) => r.peerId)));
+        return { ...run, failovers: session.failovers, hops };
       } catch (err) {
         failed++;
         throw err;
@@ -133,6 +137,10 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
       mono_decode_tokens_per_s: monoDecodeTps,
       decode_ratio: decodeTps / monoDecodeTps,
       decode_ms_p50: median(gridRun.ms.slice(1)),
+      decode_server_compute_ms_p50: median(gridRun.hops.slice(1).map((h) => sum(h.map((x) => x.computeMs)))),
+      decode_server_queue_ms_p50: median(gridRun.hops.slice(1).map((h) => sum(h.map((x) => x.queueMs)))),
+      decode_wire_ms_p50: median(gridRun.hops.slice(1).map((h) => sum(h.map((x) => x.wallMs - x.computeMs - x.queueMs)))),
+      decode_client_ms_p50: median(gridRun.hops.slice(1).map((h, i) => gridRun.ms[i + 1] - sum(h.map((x) => x.wallMs)))),
       mono_decode_ms_p50: median(monoRun.ms.slice(1)),
       prefill128_ms: prefill128Ms,
       failover_extra_ms: failoverExtraMs,

@@ -7,11 +7,14 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { PeerId } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { GridClient, OpenModel } from '../scheduler/client.js';
 import { spansOf, type HostedSpan, type StakeCheck } from '../scheduler/discovery.js';
 import { findAllRecords } from '../node/capacity/dht.js';
-import { FragmentStore } from '../node/store/fragment-store.js';
+import { FragmentStore, MAX_TOKENIZER_BYTES } from '../node/store/fragment-store.js';
 import { fetchByCid } from '../node/store/fetcher.js';
 import { cidOfBytes } from '../fragments/cid.js';
 import { HopPricer } from './pricing.js';
@@ -55,8 +58,15 @@ export interface CatalogOptions {
   logger?: Logger;
 }
 
+/** Shortest time between two attempts to load a model's tokenizer after one failed. */
+const TOKENIZER_RETRY_MS = 5000;
+
 export class ModelCatalog {
   private readonly byCid = new Map<string, CatalogModel>();
+  /** Hosts of each model at the last sweep: likely holders of its tokenizer files. */
+  private readonly lastSpans = new Map<string, HostedSpan[]>();
+  /** Text models whose tokenizer failed to load (a fetch can succeed later): when it was last tried, and the try running. */
+  private readonly tokenizerRetry = new Map<string, { at: number; sourceDir?: string; running?: Promise<void> }>();
   private readonly opening = new Map<string, Promise<CatalogModel | undefined>>();
   private readonly failedCids = new Map<string, number>();
   private lastSweep = 0;
@@ -97,10 +107,10 @@ export class ModelCatalog {
   /** The model with this id or manifest CID; sweeps once more before answering 404. */
   async resolve(id: string): Promise<CatalogModel> {
     const found = this.find(id);
-    if (found) return found;
+    if (found) return this.withTokenizer(found);
     await this.refresh();
     const again = this.find(id);
-    if (again) return again;
+    if (again) return this.withTokenizer(again);
     throw notFound(`the model "${id}" does not exist on this grid (GET /v1/models lists the servable ones)`);
   }
 
@@ -108,6 +118,8 @@ export class ModelCatalog {
     if (this.timer) clearInterval(this.timer);
     await this.sweeping?.catch(() => undefined);
     for (const m of this.byCid.values()) m.open.discovery.stop();
+    // A tokenizer fetch still running writes into the store folder: let it end before removing the folder.
+    await Promise.all([...this.tokenizerRetry.values()].map((r) => r.running));
     if (this.storeDir) await rm(this.storeDir, { recursive: true, force: true });
   }
 
@@ -126,9 +138,42 @@ export class ModelCatalog {
         if (spans.length) spansByCid.set(cid, [...(spansByCid.get(cid) ?? []), ...spans]);
       }
     }
+    // Kept before opening new models: their hosts are where their tokenizer files are fetched from first.
+    this.lastSpans.clear();
+    for (const [cid, spans] of spansByCid) this.lastSpans.set(cid, spans);
     // Manifests not seen before are fetched by CID (once at a time each; a CID that failed waits a minute).
     await Promise.all([...spansByCid.keys()].filter((cid) => !this.byCid.has(cid) && (this.failedCids.get(cid) ?? 0) < Date.now() - 60_000).map((cid) => this.openDiscovered(cid)));
-    for (const model of this.byCid.values()) this.updateCoverage(model, spansByCid.get(model.open.manifestCid) ?? []);
+    for (const model of this.byCid.values()) {
+      this.updateCoverage(model, spansByCid.get(model.open.manifestCid) ?? []);
+      // In the background: a sweep (and GET /v1/models, which waits for it) need not wait for a tokenizer fetch.
+      void this.withTokenizer(model);
+    }
+  }
+
+  /** The model, after one more try at loading its tokenizer when an earlier one failed (at most every few seconds). */
+  private async withTokenizer(model: CatalogModel): Promise<CatalogModel> {
+    const retry = this.tokenizerRetry.get(model.open.manifestCid);
+    if (!retry || model.tokenizer) return model;
+    if (!retry.running && Date.now() - retry.at >= TOKENIZER_RETRY_MS) {
+      retry.running = this.loadTokenizerOf(model, retry.sourceDir).finally(() => { retry.running = undefined; });
+    }
+    await retry.running;
+    return model;
+  }
+
+  /** Loads the model's tokenizer; on failure records why (text endpoints answer 503) and when, for a later retry. */
+  private async loadTokenizerOf(model: CatalogModel, sourceDir?: string): Promise<void> {
+    const { manifest, manifestCid } = model.open;
+    try {
+      model.tokenizer = await loadTokenizer(manifest, (f) => this.readTokenizerFile(model, f, sourceDir));
+      if (!model.tokenizer) model.tokenizerError = `${manifest.name} names no tokenizer: send token ids, or use /v1/infer`;
+      else model.tokenizerError = undefined;
+      this.tokenizerRetry.delete(manifestCid);
+    } catch (err) {
+      model.tokenizerError = (err as Error).message;
+      this.tokenizerRetry.set(manifestCid, { at: Date.now(), sourceDir });
+      this.options.logger?.warn({ model: manifest.name, err: model.tokenizerError }, 'tokenizer unavailable; text endpoints will answer 503 for this model until it can be fetched');
+    }
   }
 
   private openDiscovered(cid: string): Promise<CatalogModel | undefined> {
@@ -164,16 +209,8 @@ export class ModelCatalog {
       pricer: new HopPricer(manifest, () => open.discovery.current),
       missing: [], hosts: 0, created: Math.floor(Date.now() / 1000), pinned,
     };
-    if (kind === 'text') {
-      try {
-        model.tokenizer = await loadTokenizer(manifest, (f) => this.readTokenizerFile(f, sourceDir));
-        if (!model.tokenizer) model.tokenizerError = `${manifest.name} names no tokenizer: send token ids, or use /v1/infer`;
-      } catch (err) {
-        model.tokenizerError = (err as Error).message;
-        this.options.logger?.warn({ model: manifest.name, err: model.tokenizerError }, 'tokenizer unavailable; text endpoints will answer 503 for this model');
-      }
-    }
     this.updateCoverage(model, open.discovery.current);
+    if (kind === 'text') await this.loadTokenizerOf(model, sourceDir);
     this.byCid.set(open.manifestCid, model);
     this.options.logger?.info({ model: model.id, manifestCid: open.manifestCid, kind, fragments: manifest.fragments.length, synthetic: manifest.model.synthetic }, 'model added');
     return model;
@@ -185,18 +222,52 @@ export class ModelCatalog {
     model.hosts = new Set(spans.map((s) => s.peerId)).size;
   }
 
-  /** A tokenizer file: from the model's folder when it was given as one, else fetched from the grid by CID; verified. */
-  private async readTokenizerFile(f: { file: string; cid: string }, sourceDir?: string): Promise<Uint8Array> {
+  /**
+   * A tokenizer file, verified against its CID: from the model's folder when it was given as one, else (or
+   * when the folder's copy is missing or does not match) fetched from the grid: first from the model's hosts
+   * (they keep its tokenizer files with its fragments), then from whoever the DHT says provides it.
+   */
+  private async readTokenizerFile(model: CatalogModel, f: { file: string; cid: string; bytes?: number }, sourceDir?: string): Promise<Uint8Array> {
+    let local: string | undefined;
     if (sourceDir) {
-      const bytes = await readFile(path.join(sourceDir, path.basename(f.file)));
-      if (cidOfBytes(bytes) !== f.cid) throw new Error(`${f.file} in ${sourceDir} does not match its CID in the manifest`);
-      return bytes;
+      try {
+        const bytes = await readFile(path.join(sourceDir, path.basename(f.file)));
+        if (cidOfBytes(bytes) === f.cid) return bytes;
+        local = `${f.file} in ${sourceDir} does not match its CID in the manifest`;
+      } catch (err) {
+        local = `${f.file} in ${sourceDir}: ${(err as Error).message}`;
+      }
     }
     if (!this.store) {
       this.storeDir = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-gateway-'));
       this.store = await FragmentStore.open({ dataDir: this.storeDir });
     }
-    const fetched = await fetchByCid(this.client.host.node, this.store, f.cid, { provide: false, signal: AbortSignal.timeout(15_000), maxBytes: 64 << 20 });
-    return readFile(fetched.path);
+    try {
+      const fetched = await fetchByCid(this.client.host.node, this.store, f.cid, {
+        provide: false, signal: AbortSignal.timeout(15_000), maxBytes: MAX_TOKENIZER_BYTES,
+        expectedSize: Number.isSafeInteger(f.bytes) ? f.bytes : undefined, peers: await this.hostsOf(model),
+      });
+      return await readFile(fetched.path);
+    } catch (err) {
+      throw new Error(`${local ? `${local}; ` : ''}${f.file} (${f.cid}) could not be fetched from the grid: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** The model's hosts (known now or at the last sweep), their addresses added to the peer store so they can be dialled. */
+  private async hostsOf(model: CatalogModel): Promise<PeerId[]> {
+    const spans = [...model.open.discovery.current, ...(this.lastSpans.get(model.open.manifestCid) ?? [])];
+    const node = this.client.host.node;
+    const peers = new Map<string, PeerId>();
+    for (const span of spans) {
+      if (peers.has(span.peerId) || span.peerId === node.peerId.toString()) continue;
+      try {
+        const id = peerIdFromString(span.peerId);
+        if (span.addrs.length) await node.peerStore.merge(id, { multiaddrs: span.addrs.map((a) => multiaddr(a)) }).catch(() => undefined);
+        peers.set(span.peerId, id);
+      } catch {
+        // not a peer id: the DHT lookup will do
+      }
+    }
+    return [...peers.values()];
   }
 }

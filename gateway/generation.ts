@@ -43,8 +43,8 @@ export class GridGeneration {
     const session = openPipeline(this.client, model.open, params.promptIds.length + params.maxTokens, params.payer);
     this.session = session;
     const runner: StepRunner = {
-      step: async (inputs, position, tokens) => {
-        const outcome = await session.step(inputs, position, tokens);
+      step: async (inputs, position, tokens, hints) => {
+        const outcome = await session.step(inputs, position, tokens, hints);
         trace.addStep(outcome, tokens);
         return outcome;
       },

@@ -22,7 +22,7 @@ import { probeCapacity, type ProbeResult } from './capacity/probe.js';
 import { CapacityPublisher, findAllRecords } from './capacity/dht.js';
 import { fieldsFromProbe, type CapacityRecordFields, type HostedFragment } from './capacity/record.js';
 import { ShareLimits, type ShareLimitOptions } from './limits.js';
-import { FragmentStore, parseBlobCid } from './store/fragment-store.js';
+import { FragmentStore, hostedBlobCids, parseBlobCid } from './store/fragment-store.js';
 import { handleBlobProtocol } from './store/blob-protocol.js';
 import { fetchManifestAndFragments, provideBlobs } from './store/fetcher.js';
 import { FetchError } from './store/errors.js';
@@ -583,10 +583,8 @@ function bootstrapPeers(addrs: string[]): PeerId[] {
 
 /** Every blob behind the hosted fragments, once each. */
 function blobsOf(hosted: HostedModelFragment[]): string[] {
-  return [...new Set(hosted.flatMap((h) => {
-    const f = h.manifest.fragments[h.index];
-    return [h.manifestCid, f.cid, ...(f.data ? [f.data.cid] : [])];
-  }))];
+  // The tokenizer files travel with the manifest: a gateway that finds the model by CID needs them to tokenize.
+  return [...new Set(hosted.flatMap((h) => hostedBlobCids(h.manifestCid, h.manifest, [h.index])))];
 }
 
 /** Longest a round of DHT announcements may take. */

@@ -5,11 +5,11 @@
  */
 import ort from 'onnxruntime-node';
 import { argmax, sampleToken, type SamplingOptions } from './sampling.js';
-import type { TensorMap } from './session.js';
+import type { StepHints, TensorMap } from './session.js';
 
 /** Runs one step of a model: graph inputs in, graph outputs (logits...) out. */
 export interface StepRunner {
-  step(inputs: TensorMap, position: number, tokens: number): Promise<{ outputs: TensorMap }>;
+  step(inputs: TensorMap, position: number, tokens: number, hints?: StepHints): Promise<{ outputs: TensorMap }>;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -54,7 +54,8 @@ export async function* generate(runner: StepRunner, options: GenerateOptions): A
   for (let step = 0; step < options.maxTokens; step++) {
     const feed = options.kvCache ? pending : sequence;
     const position = options.kvCache ? past : 0;
-    const { outputs } = await runner.step(stepInputs(options.inputNames, feed, position), position, feed.length);
+    // Only the newest position's logits choose the next token: servers send just that row.
+    const { outputs } = await runner.step(stepInputs(options.inputNames, feed, position), position, feed.length, { lastRowOnly: ['logits'] });
     const logits = outputs.logits;
     if (!logits) throw new Error('the model returned no "logits" output');
     const vocab = logits.dims[logits.dims.length - 1];

@@ -50,6 +50,12 @@ export interface PipelineSessionOptions {
   payer?: StepPayer;
 }
 
+/** What the caller needs of a step's outputs, so servers can send less. */
+export interface StepHints {
+  /** Model outputs of which only the last row (the newest position) is needed, e.g. a decoder's logits. */
+  lastRowOnly?: readonly string[];
+}
+
 /** A hop of a step: who ran which fragments, how long it took, and what it cost (base units, when paid). */
 export interface HopTiming { peerId: string; start: number; end: number; wallMs: number; queueMs: number; computeMs: number; replayed: number; charge?: bigint }
 export interface StepOutcome { outputs: TensorMap; hops: HopTiming[]; failovers: number }
@@ -100,7 +106,7 @@ export class PipelineSession {
    * before them, `tokens` how many new positions (for costing and deadlines). Returns the model's outputs
    * (KV-cache outputs excluded: they stay on the servers).
    */
-  async step(inputs: TensorMap, position: number, tokens: number): Promise<StepOutcome> {
+  async step(inputs: TensorMap, position: number, tokens: number, hints: StepHints = {}): Promise<StepOutcome> {
     if (this.closed) throw new Error('the pipeline session is closed');
     const known: TensorMap = { ...inputs };
     const stepIndex = this.history.length;
@@ -123,7 +129,7 @@ export class PipelineSession {
       const estimate = this.estimates.get(link.peerId);
       estimate.inflight++;
       try {
-        const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), timeoutMs, ...payment?.options }).finally(() => { estimate.inflight--; });
+        const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), lastRowOnly: this.lastRowOnlyFrom(link.end, hints), timeoutMs, ...payment?.options }).finally(() => { estimate.inflight--; });
         const wallMs = performance.now() - started;
         this.estimates.recordReply(link.peerId, wallMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens * (1 + replay.length)));
         // Replayed outputs rebuild what later fresh spans of a different split need for their own replay.
@@ -257,6 +263,15 @@ export class PipelineSession {
       }
     }
     return [...names];
+  }
+
+  /** Of the outputs the caller wants only the last row of, those a span ending at `end` may cut: no later fragment reads them. */
+  private lastRowOnlyFrom(end: number, hints: StepHints): string[] | undefined {
+    if (!hints.lastRowOnly?.length) return undefined;
+    const readLater = new Set<string>();
+    for (let f = end; f < this.k; f++) for (const input of this.options.manifest.fragments[f].inputs) readLater.add(input.name);
+    const names = hints.lastRowOnly.filter((n) => !readLater.has(n));
+    return names.length ? names : undefined;
   }
 
   /** What the client needs back from the span: model outputs (not KV) and tensors later fragments read. */

@@ -56,6 +56,8 @@ export interface StepOptions {
   voucher?: WireVoucher;
   /** New positions per chunk (replay chunks, then this step): what the server prices the step on. */
   chunkTokens?: readonly number[];
+  /** Outputs of which only the last row (position) is wanted (decoding needs only the newest token's logits). */
+  lastRowOnly?: readonly string[];
 }
 
 export interface StepResult {
@@ -191,6 +193,7 @@ export class RemoteSession {
       draftTokens: options.draftTokens,
       voucher: options.voucher,
       chunkTokens: options.chunkTokens ? [...options.chunkTokens] : undefined,
+      lastRowOnly: options.lastRowOnly ? [...options.lastRowOnly] : undefined,
     });
     const r = await this.request('step', chunks, options.timeoutMs ?? this.defaultTimeoutMs, stepId);
     if (r.error) throw new ExecError(errorCodeName(r.error.code ?? 0), r.error.message ?? 'error');

@@ -39,7 +39,7 @@ export interface DecodedError { code?: number; message?: string }
 export interface DecodedStep {
   sessionId?: string; stepId?: LongLike; position?: number; inputs?: DecodedTensor[]; replay?: DecodedChunk[];
   draftTokens?: number; forward?: DecodedHop[]; want?: string[];
-  voucher?: DecodedVoucher | null; chunkTokens?: number[];
+  voucher?: DecodedVoucher | null; chunkTokens?: number[]; lastRowOnly?: string[];
 }
 export interface DecodedVoucher { payer?: string; payee?: string; cumulativeAmount?: string; deadline?: LongLike; signature?: Uint8Array }
 export interface DecodedRequest {
@@ -213,6 +213,8 @@ export interface StepRequestOut {
   voucher?: WireVoucher;
   /** New positions per chunk (replay chunks, then the step's inputs): what the step is priced on. */
   chunkTokens?: number[];
+  /** Outputs of which only the last row (position) is wanted. */
+  lastRowOnly?: string[];
 }
 
 /** A voucher as Step.voucher's bytes (protobufjs: a handful of small fields, not worth encoding by hand). */
@@ -259,6 +261,7 @@ export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
   const inputs = step.inputs.map((t) => sizeTensor(t, sizer));
   const replay = (step.replay ?? []).map((c) => sizeChunk(c, sizer));
   const want = (step.want ?? []).map((s) => ({ s, bytes: Buffer.byteLength(s, 'utf8') }));
+  const lastRowOnly = (step.lastRowOnly ?? []).map((s) => ({ s, bytes: Buffer.byteLength(s, 'utf8') }));
   let size = sidBytes ? lenField(sidBytes) : 0;
   if (step.stepId) size += 1 + bigVarintSize(step.stepId);
   if (step.position) size += 1 + varintLength(step.position);
@@ -266,6 +269,7 @@ export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
   for (const c of replay) size += lenField(c.size);
   if (step.draftTokens) size += 1 + varintLength(step.draftTokens);
   for (const x of want) size += lenField(x.bytes);
+  for (const x of lastRowOnly) size += lenField(x.bytes);
   const voucher = step.voucher ? encodeVoucher(step.voucher) : undefined;
   if (voucher) size += lenField(voucher.byteLength);
   const tokens = step.chunkTokens ?? [];
@@ -285,6 +289,7 @@ export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
     w.tag(10, 2).varint(tokensSize); // packed, as proto3 repeated scalars are
     for (const t of tokens) w.varint(t);
   }
+  for (const x of lastRowOnly) w.tag(11, 2).string(x.s, x.bytes);
   return w.finish();
 }
 

@@ -245,6 +245,7 @@ export class ExecServer {
         inputs,
         replay,
         want: step.want,
+        lastRowOnly: step.lastRowOnly,
         draftTokens: step.draftTokens ?? 0,
         receivedAt,
       });

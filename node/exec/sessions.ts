@@ -19,7 +19,7 @@ import type { WireTensor } from '../../proto/grid.js';
 import { ExecError } from './errors.js';
 import type { ExecMetrics } from './metrics.js';
 import type { SpanProgram } from './span.js';
-import { tensorBytes, truncateAxis } from './tensors.js';
+import { lastRow, tensorBytes, truncateAxis } from './tensors.js';
 
 export interface SessionManagerOptions {
   limits: ShareLimits;
@@ -45,6 +45,8 @@ export interface StepRequestIn {
   inputs: readonly WireTensor[];
   replay?: readonly StepChunkIn[];
   want?: readonly string[];
+  /** Outputs of which only the last row (position) is returned. */
+  lastRowOnly?: readonly string[];
   draftTokens?: number;
   /** performance.now() when the step arrived (queue time is measured from it). */
   receivedAt?: number;
@@ -343,6 +345,10 @@ export class SessionManager {
       }
       let outputs = r.outputs;
       if (want) outputs = new Map(want.filter((w) => outputs.has(w)).map((w) => [w, outputs.get(w)!]));
+      for (const name of req.lastRowOnly ?? []) {
+        const t = outputs.get(name);
+        if (t) outputs.set(name, lastRow(t, name));
+      }
       results.push({ position, outputs });
     }
 

@@ -110,6 +110,23 @@ export function emptyTensor(type: ort.Tensor.Type, dims: number[]): ort.Tensor {
   return new ort.Tensor(type as 'float32', new ctor(elementCount(dims)) as Float32Array, dims);
 }
 
+/** The last row of `tensor` along its second-to-last axis ([..., rows, cols] -> [..., 1, cols]; a copy). */
+export function lastRow(tensor: ort.Tensor, name: string): ort.Tensor {
+  const dims = tensor.dims.slice();
+  if (dims.length < 2) throw new ExecError('BAD_REQUEST', `output "${name}" has rank ${dims.length}; last_row_only needs rank 2 or more`);
+  const rows = dims[dims.length - 2];
+  if (rows <= 1) return tensor;
+  const ctor = ARRAYS[tensor.type];
+  if (!ctor) throw new ExecError('INTERNAL', `cannot slice a ${tensor.type} tensor`);
+  const cols = dims[dims.length - 1];
+  const outer = elementCount(dims.slice(0, -2));
+  dims[dims.length - 2] = 1;
+  const src = tensor.data as unknown as { subarray(a: number, b: number): ArrayLike<number | bigint> };
+  const out = new ctor(outer * cols) as unknown as { set(a: ArrayLike<number | bigint>, offset: number): void };
+  for (let o = 0; o < outer; o++) out.set(src.subarray((o * rows + rows - 1) * cols, (o * rows + rows) * cols), o * cols);
+  return new ort.Tensor(tensor.type as 'float32', out as unknown as Float32Array, dims);
+}
+
 /** The first `length` entries of `tensor` along `axis` (a copy; used to roll a KV cache back). */
 export function truncateAxis(tensor: ort.Tensor, axis: number, length: number): ort.Tensor {
   const dims = tensor.dims.slice();

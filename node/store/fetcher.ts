@@ -11,7 +11,7 @@ import { CID } from 'multiformats/cid';
 import type { Logger } from 'pino';
 import { fetchBlob, BlobSizeError } from './blob-protocol.js';
 import { BlobProtocolError, BlobRemoteError, CidMismatchError, FetchError, toError, type FetchAttempt } from './errors.js';
-import { MAX_MANIFEST_BYTES, parseBlobCid, type FragmentStore } from './fragment-store.js';
+import { MAX_MANIFEST_BYTES, MAX_TOKENIZER_BYTES, parseBlobCid, tokenizerFilesOf, type FragmentStore } from './fragment-store.js';
 import type { Manifest } from '../../fragments/manifest.js';
 
 /** What the fetcher needs of a libp2p node (a full `Libp2p` fits). */
@@ -272,22 +272,34 @@ export interface FetchedFragment {
   data?: { cid: string; path: string };
 }
 
+/** A tokenizer file the manifest names: its verified path, or why it could not be fetched. */
+export interface FetchedTokenizerFile { file: string; cid: string; path?: string; error?: string }
+
 export interface ManifestFetchResult {
   manifestCid: string;
   manifest: Manifest;
   fragments: FetchedFragment[];
+  /** The manifest's tokenizer files (tokenizer.json, tokenizer_config.json), fetched beside the fragments. */
+  tokenizer: FetchedTokenizerFile[];
 }
 
 /**
  * Fetches a manifest by CID, then the fragments it lists (all, or those at `fragmentIndices`) with their
- * external data, each verified. Progress covers the fragment and data bytes. Providers found bad while
- * fetching one file are skipped for the others.
+ * external data, then its tokenizer files, each verified. Progress covers the fragment and data bytes.
+ * Providers found bad while fetching one file are skipped for the others. A tokenizer file that cannot be
+ * fetched does not fail the call (the fragments run without it): it is logged and reported with its error.
  */
 export async function fetchManifestAndFragments(node: FetchNode, store: FragmentStore, manifestCid: string, fragmentIndices?: number[], options: FetchOptions = {}): Promise<ManifestFetchResult> {
   const key = parseBlobCid(manifestCid);
   const badPeers = options.badPeers ?? new Set<string>();
   const common: FetchOptions = { ...options, badPeers, onProgress: undefined, expectedSize: undefined, maxBytes: undefined };
-  await fetchByCid(node, store, key, { ...common, maxBytes: MAX_MANIFEST_BYTES });
+  // Who delivered the manifest: it most likely has the tokenizer files too (they are not always on the DHT).
+  const attempted = new Map<string, PeerId>();
+  const got = await fetchByCid(node, store, key, {
+    ...common, maxBytes: MAX_MANIFEST_BYTES,
+    onAttempt: (peer, from) => { attempted.set(peer.toString(), peer); options.onAttempt?.(peer, from); },
+  });
+  const deliverer = got.attempts.filter((a) => a.outcome === 'complete').map((a) => attempted.get(a.peer)).filter((p): p is PeerId => p !== undefined);
   const manifest = await store.readManifest(key);
   if (!manifest) throw new Error(`manifest ${key} vanished from the store`);
   const indices = fragmentIndices ?? manifest.fragments.map((f) => f.index);
@@ -315,9 +327,26 @@ export async function fetchManifestAndFragments(node: FetchNode, store: Fragment
     done += r.bytes;
   }
   options.onProgress?.(total, total);
+  const tokenizer: FetchedTokenizerFile[] = [];
+  const hints = [...deliverer, ...(options.peers ?? []).filter((p) => !deliverer.some((d) => d.equals(p)))];
+  for (const t of tokenizerFilesOf(manifest)) {
+    try {
+      const r = await fetchByCid(node, store, t.cid, {
+        ...common, peers: hints, maxBytes: MAX_TOKENIZER_BYTES,
+        expectedSize: Number.isSafeInteger(t.bytes) ? t.bytes : undefined,
+      });
+      tokenizer.push({ file: t.file, cid: t.cid, path: r.path });
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      const error = toError(err).message;
+      (options.logger ?? store.logger)?.warn({ manifestCid: key, cid: t.cid, file: t.file, err: error }, 'could not fetch a tokenizer file of the model');
+      tokenizer.push({ file: t.file, cid: t.cid, error });
+    }
+  }
   return {
     manifestCid: key,
     manifest,
+    tokenizer,
     fragments: indices.map((i) => {
       const f = manifest.fragments[i];
       const out: FetchedFragment = { index: i, cid: f.cid, path: paths.get(f.cid)! };

@@ -26,6 +26,37 @@ const TMP_PREFIX = '.tmp-';
 const READ_CHUNK = 4 << 20;
 /** Manifests are small JSON files; refuse to parse anything larger. */
 export const MAX_MANIFEST_BYTES = 64 << 20;
+/** Tokenizer files (tokenizer.json, tokenizer_config.json) are a few MB at most; refuse anything larger. */
+export const MAX_TOKENIZER_BYTES = 64 << 20;
+
+/**
+ * The content-addressed tokenizer files a manifest names (a Hugging Face tokenizer.json and its
+ * tokenizer_config.json), in that order; empty for byte tokenizers and models without one. They travel with
+ * the fragments so that a gateway that only knows the manifest CID can still tokenize.
+ */
+export function tokenizerFilesOf(manifest: Manifest): TokenizerFile[] {
+  const t = manifest.tokenizer;
+  if (t?.kind !== 'hf') return [];
+  const files: TokenizerFile[] = [];
+  if (typeof t.file === 'string' && typeof t.cid === 'string') files.push({ file: t.file, cid: t.cid, ...(t.bytes === undefined ? {} : { bytes: t.bytes }) });
+  if (t.config && typeof t.config.file === 'string' && typeof t.config.cid === 'string') files.push({ file: t.config.file, cid: t.config.cid, bytes: t.config.bytes });
+  return files;
+}
+
+/**
+ * The blobs a host of fragments `indices` of a model serves and should provide on the DHT: the manifest, those
+ * fragments with their data files, and the model's tokenizer files (so that gateways can tokenize).
+ */
+export function hostedBlobCids(manifestCid: string, manifest: Manifest, indices: number[]): string[] {
+  const fragments = indices.flatMap((i) => {
+    const f = manifest.fragments[i];
+    return f ? [f.cid, ...(f.data ? [f.data.cid] : [])] : [];
+  });
+  return [...new Set([manifestCid, ...fragments, ...tokenizerFilesOf(manifest).map((t) => t.cid)])];
+}
+
+/** A tokenizer file a manifest names (its size is optional in older manifests). */
+export interface TokenizerFile { file: string; cid: string; bytes?: number }
 
 /**
  * Parses a blob CID and returns its canonical string (base32 CIDv1). Only CIDv1 with the raw codec and a
@@ -77,7 +108,7 @@ export interface ImportResult { cid: string; bytes: number; path: string }
 export interface ManifestImport {
   manifestCid: string;
   manifest: Manifest;
-  /** Every CID imported: the manifest, then each fragment and its data file. */
+  /** Every CID imported: the manifest, then each fragment and its data file, then the tokenizer files. */
   cids: string[];
 }
 
@@ -219,8 +250,8 @@ export class FragmentStore {
 
   /**
    * Imports a fragment folder (written by `gridpipe model fragment`): the manifest itself (under the CID of
-   * the manifest file's bytes), then every fragment and external data file, each verified against the CID
-   * the manifest gives it.
+   * the manifest file's bytes), then every fragment and external data file and the tokenizer files, each
+   * verified against the CID the manifest gives it.
    */
   async importManifestDir(dir: string): Promise<ManifestImport> {
     const { manifest, dir: root } = await readManifest(dir);
@@ -230,6 +261,8 @@ export class FragmentStore {
       cids.push((await this.import(path.join(root, plainName(f.file, `fragments[${f.index}].file`)), { expectedCid: f.cid })).cid);
       if (f.data) cids.push((await this.import(path.join(root, plainName(f.data.file, `fragments[${f.index}].data.file`)), { expectedCid: f.data.cid })).cid);
     }
+    // Stored (and so served and provided) like fragments: a host that fetched the model by CID has them too.
+    for (const t of tokenizerFilesOf(manifest)) cids.push((await this.import(path.join(root, plainName(t.file, 'tokenizer.file')), { expectedCid: t.cid })).cid);
     this.logger?.info({ manifestCid: manifestImport.cid, blobs: cids.length }, 'fragment folder imported');
     return { manifestCid: manifestImport.cid, manifest, cids };
   }
@@ -254,6 +287,10 @@ export class FragmentStore {
         parseBlobCid(f.data.cid);
         plainName(f.data.file, `manifest ${manifestCid}: fragments[${f.index}].data.file`);
       }
+    }
+    for (const t of tokenizerFilesOf(manifest)) {
+      parseBlobCid(t.cid);
+      plainName(t.file, `manifest ${manifestCid}: tokenizer file`);
     }
     return manifest;
   }

@@ -289,6 +289,20 @@ describe('exec over libp2p', () => {
     await waitFor(() => server.sessions.size === 0, 'the closed session to be freed');
   });
 
+  it('last_row_only returns just the newest position of an output, equal to the last row of the full output', async () => {
+    const { host } = await startServer();
+    const all = plainManifest.fragments.map((f) => f.index);
+    const session = await execClient.openSession(client.node, host.node.getMultiaddrs(), { fragments: refs(plainManifest, plainManifestCid, all) });
+    const inputs = gptInputs([1, 2, 3, 4, 5], 0);
+    const full = (await session.step(inputs, { position: 0 })).outputs.logits;
+    const last = (await session.step(inputs, { position: 0, lastRowOnly: ['logits'] })).outputs.logits;
+    const [batch, rows, vocab] = full.dims;
+    expect(rows).toBe(5);
+    expect(last.dims).toEqual([batch, 1, vocab]);
+    expect(Array.from(last.data as Float32Array)).toEqual(Array.from((full.data as Float32Array).subarray((rows - 1) * vocab, rows * vocab)));
+    await session.close();
+  });
+
   it('keeps the KV cache on the node: 20 steps on a 2-fragment span match the whole model run locally', async () => {
     const reference = await referenceGeneration(PROMPT, STEPS);
     const { host } = await startServer();

@@ -18,7 +18,7 @@ import { GridClient, type OpenModel } from '../../scheduler/client.js';
 import { ModelDiscovery } from '../../scheduler/discovery.js';
 import { generate, stepInputs, type GenerateOptions } from '../../scheduler/generate.js';
 import { LocalModelRunner } from '../../scheduler/local-runner.js';
-import type { HopTiming } from '../../scheduler/session.js';
+import type { HopTiming, StepHints } from '../../scheduler/session.js';
 import { VoucherPayer, PayerError } from '../../gateway/payer/index.js';
 import { ExecClient, type RemoteSession } from '../../node/exec/client.js';
 import { ExecError } from '../../node/exec/errors.js';
@@ -110,7 +110,7 @@ describe('paid pipelines (anvil + 3 paid supplier processes)', () => {
     const hops: HopTiming[] = [];
     const tokens: number[] = [];
     try {
-      const paidRunner = { step: async (inputs: Parameters<typeof session.step>[0], position: number, n: number) => { const r = await session.step(inputs, position, n); hops.push(...r.hops); return r; } };
+      const paidRunner = { step: async (inputs: Parameters<typeof session.step>[0], position: number, n: number, hints?: StepHints) => { const r = await session.step(inputs, position, n, hints); hops.push(...r.hops); return r; } };
       for await (const t of generate(paidRunner, genOptions())) tokens.push(t.id);
     } finally {
       await session.close();
