@@ -53,7 +53,9 @@ const sum = (v: number[]): number => v.reduce((a, b) => a + b, 0);
 /** Runs the benchmark. */
 export async function pipelineBench(flags: string[] = []): Promise<void> {
   const spin = flags.includes('--spin');
-  const supplierFlags = spin ? ['--spin'] : [];
+  // --threads=N: onnxruntime intra-op threads per supplier (default: the supplier's share limit).
+  const threads = flags.find((f) => f.startsWith('--threads='))?.slice('--threads='.length);
+  const supplierFlags = [...(spin ? ['--spin'] : []), ...(threads ? ['--threads', threads] : [])];
   const work = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-bench-pipeline-'));
   const suppliers: Supplier[] = [];
   let client: GridClient | undefined;
@@ -133,6 +135,7 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
 
     reportResult('pipeline', {
       suppliers_spin: Number(spin),
+      supplier_threads: threads ? Number(threads) : 0,
       decode_tokens_per_s: decodeTps,
       mono_decode_tokens_per_s: monoDecodeTps,
       decode_ratio: decodeTps / monoDecodeTps,
