@@ -4,7 +4,7 @@
  * take only the new token each step; models without one take the whole sequence every step.
  */
 import ort from 'onnxruntime-node';
-import { argmax, sampleToken, type SamplingOptions } from './sampling.js';
+import { argmax, entriesNeeded, sampleFromRanked, sampleToken, type SamplingOptions } from './sampling.js';
 import type { StepHints, TensorMap } from './session.js';
 
 /** Runs one step of a model: graph inputs in, graph outputs (logits...) out. */
@@ -41,6 +41,24 @@ export function stepInputs(inputNames: string[], tokens: number[], past: number)
   return feeds;
 }
 
+/** The next token from a step's outputs: full logits (any runner), or their top entries (servers that reduce them). */
+function chooseToken(outputs: TensorMap, position: number, options: SamplingOptions): number {
+  const topValues = outputs['logits.top_values'];
+  const topIndices = outputs['logits.top_indices'];
+  if (topValues && topIndices) {
+    const k = topValues.dims[topValues.dims.length - 1];
+    const values = (topValues.data as Float32Array).subarray(topValues.data.length - k);
+    const ids = Array.from((topIndices.data as BigInt64Array).subarray(topIndices.data.length - k), Number);
+    return sampleFromRanked(values, ids, position, options);
+  }
+  const logits = outputs.logits;
+  if (!logits) throw new Error('the model returned no "logits" output');
+  const vocab = logits.dims[logits.dims.length - 1];
+  const rows = logits.dims[logits.dims.length - 2];
+  const last = (logits.data as Float32Array).subarray((rows - 1) * vocab, rows * vocab);
+  return options.temperature && options.temperature > 0 ? sampleToken(last, position, options) : argmax(last);
+}
+
 /** Streams generated tokens. */
 export async function* generate(runner: StepRunner, options: GenerateOptions): AsyncGenerator<GeneratedToken> {
   if (options.promptIds.length === 0) throw new Error('the prompt is empty');
@@ -48,22 +66,17 @@ export async function* generate(runner: StepRunner, options: GenerateOptions): A
   if (options.promptIds.length + options.maxTokens > limit) {
     throw new RangeError(`prompt (${options.promptIds.length}) + max tokens (${options.maxTokens}) exceeds the model's context of ${limit}`);
   }
+  const needed = entriesNeeded(options);
   const sequence = [...options.promptIds];
   let past = 0;
   let pending = [...options.promptIds];
   for (let step = 0; step < options.maxTokens; step++) {
     const feed = options.kvCache ? pending : sequence;
     const position = options.kvCache ? past : 0;
-    // Only the newest position's logits choose the next token: servers send just that row.
-    const { outputs } = await runner.step(stepInputs(options.inputNames, feed, position), position, feed.length, { lastRowOnly: ['logits'] });
-    const logits = outputs.logits;
-    if (!logits) throw new Error('the model returned no "logits" output');
-    const vocab = logits.dims[logits.dims.length - 1];
-    const rows = logits.dims[logits.dims.length - 2];
-    const data = logits.data as Float32Array;
-    const last = data.subarray((rows - 1) * vocab, rows * vocab);
+    // Only the newest position's logits choose the next token, and often only its largest few: servers send just those.
+    const { outputs } = await runner.step(stepInputs(options.inputNames, feed, position), position, feed.length, { lastRowOnly: ['logits'], topK: needed });
     const at = sequence.length;
-    const id = options.temperature && options.temperature > 0 ? sampleToken(last, at, options) : argmax(last);
+    const id = chooseToken(outputs, at, options);
     if (options.kvCache) past += feed.length;
     sequence.push(id);
     pending = [id];

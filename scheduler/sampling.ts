@@ -34,8 +34,34 @@ export function sampleToken(logits: ArrayLike<number>, position: number, options
   if (!(temperature > 0)) return argmax(logits);
   let candidates = Array.from({ length: logits.length }, (_, i) => i).sort((a, b) => logits[b] - logits[a] || a - b);
   if (options.topK && options.topK > 0) candidates = candidates.slice(0, options.topK);
-  const max = logits[candidates[0]];
-  let probs = candidates.map((i) => Math.exp((logits[i] - max) / temperature));
+  return sampleFromRanked(candidates.map((i) => logits[i]), candidates, position, options);
+}
+
+const MAX_RANKED_ENTRIES = 256;
+
+/**
+ * How many of a row's largest entries are enough to choose the next token exactly as sampleToken would
+ * from the whole row: 1 for greedy, top-k when sampling with top-k alone; undefined (the whole row) when
+ * top-p needs the full distribution's mass.
+ */
+export function entriesNeeded(options: SamplingOptions): number | undefined {
+  if (!((options.temperature ?? 0) > 0)) return 1;
+  // Past a few hundred entries the whole row is as cheap to send as a ranked list is to build.
+  if (options.topK && options.topK > 0 && options.topK <= MAX_RANKED_ENTRIES && !(options.topP !== undefined && options.topP > 0 && options.topP < 1)) return options.topK;
+  return undefined;
+}
+
+/**
+ * Picks the next token from a row's largest entries, ranked (value descending, then index ascending), with
+ * their token ids: the same choice sampleToken makes from the whole row when `entriesNeeded` of them are given.
+ */
+export function sampleFromRanked(values: ArrayLike<number>, ids: ArrayLike<number>, position: number, options: SamplingOptions = {}): number {
+  const temperature = options.temperature ?? 0;
+  if (!(temperature > 0)) return ids[0];
+  let candidates = Array.from(ids);
+  if (options.topK && options.topK > 0) candidates = candidates.slice(0, options.topK);
+  const max = values[0];
+  let probs = candidates.map((_, n) => Math.exp((values[n] - max) / temperature));
   let total = probs.reduce((a, b) => a + b, 0);
   if (options.topP !== undefined && options.topP > 0 && options.topP < 1) {
     let cumulative = 0;

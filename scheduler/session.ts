@@ -54,6 +54,11 @@ export interface PipelineSessionOptions {
 export interface StepHints {
   /** Model outputs of which only the last row (the newest position) is needed, e.g. a decoder's logits. */
   lastRowOnly?: readonly string[];
+  /**
+   * With lastRowOnly: only that row's k largest entries are needed; they come back as NAME.top_values and
+   * NAME.top_indices ([..., 1, k], ties: lower index first) instead of NAME. Greedy decoding needs k = 1.
+   */
+  topK?: number;
 }
 
 /** A hop of a step: who ran which fragments, how long it took, and what it cost (base units, when paid). */
@@ -129,7 +134,7 @@ export class PipelineSession {
       const estimate = this.estimates.get(link.peerId);
       estimate.inflight++;
       try {
-        const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), lastRowOnly: this.lastRowOnlyFrom(link.end, hints), timeoutMs, ...payment?.options }).finally(() => { estimate.inflight--; });
+        const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), ...this.reductionFrom(link.end, hints), timeoutMs, ...payment?.options }).finally(() => { estimate.inflight--; });
         const wallMs = performance.now() - started;
         this.estimates.recordReply(link.peerId, wallMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens * (1 + replay.length)));
         // Replayed outputs rebuild what later fresh spans of a different split need for their own replay.
@@ -157,7 +162,12 @@ export class PipelineSession {
     }
     const outputs: TensorMap = {};
     const stateful = new Set(this.options.manifest.statefulPairs.map((p) => p.output));
-    for (const o of this.options.manifest.model.outputs) if (!stateful.has(o.name) && known[o.name]) outputs[o.name] = known[o.name];
+    for (const o of this.options.manifest.model.outputs) {
+      if (stateful.has(o.name)) continue;
+      if (known[o.name]) outputs[o.name] = known[o.name];
+      // Reduced to its top entries by the server (StepHints.topK).
+      for (const part of [`${o.name}.top_values`, `${o.name}.top_indices`]) if (known[part]) outputs[part] = known[part];
+    }
     return { outputs, hops, failovers: this.failovers - failoversBefore };
   }
 
@@ -266,12 +276,12 @@ export class PipelineSession {
   }
 
   /** Of the outputs the caller wants only the last row of, those a span ending at `end` may cut: no later fragment reads them. */
-  private lastRowOnlyFrom(end: number, hints: StepHints): string[] | undefined {
-    if (!hints.lastRowOnly?.length) return undefined;
+  private reductionFrom(end: number, hints: StepHints): { lastRowOnly?: string[]; topK?: number } {
+    if (!hints.lastRowOnly?.length) return {};
     const readLater = new Set<string>();
     for (let f = end; f < this.k; f++) for (const input of this.options.manifest.fragments[f].inputs) readLater.add(input.name);
     const names = hints.lastRowOnly.filter((n) => !readLater.has(n));
-    return names.length ? names : undefined;
+    return names.length ? { lastRowOnly: names, topK: hints.topK } : {};
   }
 
   /** What the client needs back from the span: model outputs (not KV) and tensors later fragments read. */

@@ -58,6 +58,8 @@ export interface StepOptions {
   chunkTokens?: readonly number[];
   /** Outputs of which only the last row (position) is wanted (decoding needs only the newest token's logits). */
   lastRowOnly?: readonly string[];
+  /** With lastRowOnly: only the k largest entries of that row come back (NAME.top_values, NAME.top_indices). */
+  topK?: number;
 }
 
 export interface StepResult {
@@ -194,6 +196,7 @@ export class RemoteSession {
       voucher: options.voucher,
       chunkTokens: options.chunkTokens ? [...options.chunkTokens] : undefined,
       lastRowOnly: options.lastRowOnly ? [...options.lastRowOnly] : undefined,
+      topK: options.topK,
     });
     const r = await this.request('step', chunks, options.timeoutMs ?? this.defaultTimeoutMs, stepId);
     if (r.error) throw new ExecError(errorCodeName(r.error.code ?? 0), r.error.message ?? 'error');

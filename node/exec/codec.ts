@@ -39,7 +39,7 @@ export interface DecodedError { code?: number; message?: string }
 export interface DecodedStep {
   sessionId?: string; stepId?: LongLike; position?: number; inputs?: DecodedTensor[]; replay?: DecodedChunk[];
   draftTokens?: number; forward?: DecodedHop[]; want?: string[];
-  voucher?: DecodedVoucher | null; chunkTokens?: number[]; lastRowOnly?: string[];
+  voucher?: DecodedVoucher | null; chunkTokens?: number[]; lastRowOnly?: string[]; topK?: number;
 }
 export interface DecodedVoucher { payer?: string; payee?: string; cumulativeAmount?: string; deadline?: LongLike; signature?: Uint8Array }
 export interface DecodedRequest {
@@ -215,6 +215,8 @@ export interface StepRequestOut {
   chunkTokens?: number[];
   /** Outputs of which only the last row (position) is wanted. */
   lastRowOnly?: string[];
+  /** With lastRowOnly: only the k largest entries of that row. */
+  topK?: number;
 }
 
 /** A voucher as Step.voucher's bytes (protobufjs: a handful of small fields, not worth encoding by hand). */
@@ -270,6 +272,7 @@ export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
   if (step.draftTokens) size += 1 + varintLength(step.draftTokens);
   for (const x of want) size += lenField(x.bytes);
   for (const x of lastRowOnly) size += lenField(x.bytes);
+  if (step.topK) size += 1 + varintLength(step.topK);
   const voucher = step.voucher ? encodeVoucher(step.voucher) : undefined;
   if (voucher) size += lenField(voucher.byteLength);
   const tokens = step.chunkTokens ?? [];
@@ -290,6 +293,7 @@ export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
     for (const t of tokens) w.varint(t);
   }
   for (const x of lastRowOnly) w.tag(11, 2).string(x.s, x.bytes);
+  if (step.topK) w.tag(12, 0).varint(step.topK);
   return w.finish();
 }
 

@@ -246,6 +246,7 @@ export class ExecServer {
         replay,
         want: step.want,
         lastRowOnly: step.lastRowOnly,
+        topK: step.topK,
         draftTokens: step.draftTokens ?? 0,
         receivedAt,
       });

@@ -19,7 +19,7 @@ import type { WireTensor } from '../../proto/grid.js';
 import { ExecError } from './errors.js';
 import type { ExecMetrics } from './metrics.js';
 import type { SpanProgram } from './span.js';
-import { lastRow, tensorBytes, truncateAxis } from './tensors.js';
+import { lastRow, tensorBytes, topEntries, truncateAxis } from './tensors.js';
 
 export interface SessionManagerOptions {
   limits: ShareLimits;
@@ -47,6 +47,8 @@ export interface StepRequestIn {
   want?: readonly string[];
   /** Outputs of which only the last row (position) is returned. */
   lastRowOnly?: readonly string[];
+  /** With lastRowOnly: return only that row's k largest entries (NAME.top_values, NAME.top_indices). */
+  topK?: number;
   draftTokens?: number;
   /** performance.now() when the step arrived (queue time is measured from it). */
   receivedAt?: number;
@@ -347,7 +349,14 @@ export class SessionManager {
       if (want) outputs = new Map(want.filter((w) => outputs.has(w)).map((w) => [w, outputs.get(w)!]));
       for (const name of req.lastRowOnly ?? []) {
         const t = outputs.get(name);
-        if (t) outputs.set(name, lastRow(t, name));
+        if (!t) continue;
+        const row = lastRow(t, name);
+        if (req.topK) {
+          const top = topEntries(row, req.topK, name);
+          outputs.delete(name);
+          outputs.set(`${name}.top_values`, top.values);
+          outputs.set(`${name}.top_indices`, top.indices);
+        } else outputs.set(name, row);
       }
       results.push({ position, outputs });
     }

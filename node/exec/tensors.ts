@@ -127,6 +127,36 @@ export function lastRow(tensor: ort.Tensor, name: string): ort.Tensor {
   return new ort.Tensor(tensor.type as 'float32', out as unknown as Float32Array, dims);
 }
 
+/**
+ * The k largest entries of each last-axis row of `row` ([..., 1, cols]), in order (ties: the lower index
+ * first, as argmax and the sampler order them): values (same dtype) and their indices (int64), [..., 1, k].
+ */
+export function topEntries(row: ort.Tensor, k: number, name: string): { values: ort.Tensor; indices: ort.Tensor } {
+  if (row.type !== 'float32') throw new ExecError('BAD_REQUEST', `top_k needs a float32 output; "${name}" is ${row.type}`);
+  const cols = row.dims[row.dims.length - 1];
+  const take = Math.min(k, cols);
+  const outer = elementCount(row.dims.slice(0, -1));
+  const data = row.data as Float32Array;
+  const values = new Float32Array(outer * take);
+  const indices = new BigInt64Array(outer * take);
+  for (let o = 0; o < outer; o++) {
+    const base = o * cols;
+    // A small sorted buffer of the best so far: k is small (1 for greedy), so this is one pass over the row.
+    const best: number[] = [];
+    for (let i = 0; i < cols; i++) {
+      const v = data[base + i];
+      if (best.length === take && !(v > data[base + best[take - 1]])) continue;
+      let at = best.length === take ? take - 1 : best.length;
+      if (best.length === take) best.pop();
+      while (at > 0 && v > data[base + best[at - 1]]) at--;
+      best.splice(at, 0, i);
+    }
+    best.forEach((i, n) => { values[o * take + n] = data[base + i]; indices[o * take + n] = BigInt(i); });
+  }
+  const dims = [...row.dims.slice(0, -1), take];
+  return { values: new ort.Tensor('float32', values, dims), indices: new ort.Tensor('int64', indices, dims) };
+}
+
 /** The first `length` entries of `tensor` along `axis` (a copy; used to roll a KV cache back). */
 export function truncateAxis(tensor: ort.Tensor, axis: number, length: number): ort.Tensor {
   const dims = tensor.dims.slice();
