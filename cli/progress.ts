@@ -13,8 +13,11 @@ export function createProgress(label: string, quiet = false): Progress {
       hideCursor: true,
     }, cliProgress.Presets.shades_classic);
     let started = false;
+    let shown = 0;
     return {
-      update(done, total) {
+      update(reported, total) {
+        const done = Math.max(shown, reported); // only forward, as below
+        shown = done;
         const payload = { doneText: formatBytes(done), totalText: formatBytes(total) };
         if (!started) { bar.start(Math.max(1, total), done, payload); started = true; }
         bar.setTotal(Math.max(1, total));
@@ -27,7 +30,8 @@ export function createProgress(label: string, quiet = false): Progress {
   return {
     update(done, total) {
       const decile = total > 0 ? Math.floor((done / total) * 10) : 10;
-      if (decile !== lastDecile) {
+      // Only forward: work done in parallel can report a smaller total after a larger one.
+      if (decile > lastDecile) {
         lastDecile = decile;
         process.stderr.write(`${label}: ${Math.min(100, decile * 10)}% (${formatBytes(done)} of ${formatBytes(total)})\n`);
       }

@@ -5,9 +5,9 @@
  */
 import type { GridClient, OpenModel } from '../scheduler/client.js';
 import type { StepPayer } from '../scheduler/payment.js';
-import { PaymentNeededError, PipelineUnavailableError, type PipelineSession } from '../scheduler/session.js';
+import { PaymentNeededError, PipelineRequestError, PipelineUnavailableError, type PipelineSession } from '../scheduler/session.js';
 import { PayerError } from './payer/index.js';
-import { ApiError, overBudget, unavailable } from './errors.js';
+import { ApiError, badRequest, overBudget, unavailable } from './errors.js';
 
 /** Opens a session on `model` holding `maxLength` positions, paid by `payer` when given. */
 export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer): PipelineSession {
@@ -24,5 +24,6 @@ export function gridError(err: unknown, modelId: string): ApiError {
     return unavailable(`model "${modelId}" is served by suppliers that charge, and this gateway has no payer for your key (start it with --chain-config and --wallet)`, 'payment_not_configured');
   }
   if (err instanceof PayerError) return overBudget(`the payer account of your key cannot pay: ${err.message}`);
+  if (err instanceof PipelineRequestError) return badRequest(err.message, null, 'invalid_value');
   return new ApiError(502, `the grid failed to serve model "${modelId}": ${(err as Error)?.message ?? String(err)}`, 'upstream_error', 'grid_error');
 }

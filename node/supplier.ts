@@ -325,7 +325,16 @@ export class Supplier {
     this.stopped = true;
     if (this.onPeer) this.host.node.removeEventListener('peer:connect', this.onPeer);
     await this.stopAgents();
-    await this.publisher.unpublish().catch((err: unknown) => this.logger.warn({ err }, 'could not withdraw the capacity record'));
+    // Alone, there is nobody to tell; with peers that went away, the DHT write only ends at its timeout. Either
+    // way a shutdown must not take minutes: the record expires on its own.
+    if (this.host.routingTableSize() === 0) this.publisher.stop();
+    else {
+      let timer: NodeJS.Timeout | undefined;
+      const bounded = new Promise<void>((resolve) => { timer = setTimeout(resolve, UNPUBLISH_PATIENCE_MS); });
+      await Promise.race([this.publisher.unpublish().then(() => undefined), bounded])
+        .catch((err: unknown) => this.logger.warn({ err }, 'could not withdraw the capacity record'))
+        .finally(() => clearTimeout(timer));
+    }
     await new Promise<void>((resolve) => (this.admin ? this.admin.close(() => resolve()) : resolve()));
     await this.exec.stop().catch(() => undefined);
     // After the exec server: no step can bring a voucher any more; redeem what is held.
@@ -586,6 +595,9 @@ function blobsOf(hosted: HostedModelFragment[]): string[] {
   // The tokenizer files travel with the manifest: a gateway that finds the model by CID needs them to tokenize.
   return [...new Set(hosted.flatMap((h) => hostedBlobCids(h.manifestCid, h.manifest, [h.index])))];
 }
+
+/** Longest a shutdown waits for the tombstone to be stored (it is best effort: records expire anyway). */
+const UNPUBLISH_PATIENCE_MS = 5_000;
 
 /** Longest a round of DHT announcements may take. */
 const ANNOUNCE_TIMEOUT_MS = 15_000;

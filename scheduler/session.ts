@@ -14,6 +14,7 @@ import type { Manifest } from '../fragments/manifest.js';
 import type { GridHost } from '../node/host.js';
 import { ExecClient, type RemoteSession } from '../node/exec/client.js';
 import type { WireVoucher } from '../node/exec/codec.js';
+import { ExecError } from '../node/exec/errors.js';
 import { findRoute, NoRouteError, type FragmentCost, type RouteCall, type ServerEstimate } from './routing.js';
 import type { ModelDiscovery, HostedSpan } from './discovery.js';
 import { Estimates } from './estimates.js';
@@ -64,6 +65,15 @@ export interface StepHints {
 /** A hop of a step: who ran which fragments, how long it took, and what it cost (base units, when paid). */
 export interface HopTiming { peerId: string; start: number; end: number; wallMs: number; queueMs: number; computeMs: number; replayed: number; charge?: bigint }
 export interface StepOutcome { outputs: TensorMap; hops: HopTiming[]; failovers: number }
+
+/** Raised when a server refuses a step's inputs as malformed: the request is at fault, not the server. */
+export class PipelineRequestError extends Error {
+  constructor(message: string, cause?: unknown) {
+    super(`the servers refused the request: ${message}`);
+    this.name = 'PipelineRequestError';
+    if (cause) (this as { cause?: unknown }).cause = cause;
+  }
+}
 
 /** Raised when some fragment has no live server left. */
 export class PipelineUnavailableError extends Error {
@@ -152,6 +162,9 @@ export class PipelineSession {
         j = link.end;
         i++;
       } catch (err) {
+        // The server refused the request itself (bad shapes, positions beyond the cache): any other server would
+        // too, so it is the caller's error, not the server's, and nobody gets banned for it.
+        if (err instanceof ExecError && err.code === 'BAD_REQUEST') throw new PipelineRequestError(err.message, err);
         this.failovers++;
         this.options.logger?.warn({ peer: link.peerId, span: [link.start, link.end], err: (err as Error).message }, 'server failed; routing around it');
         this.estimates.recordFailure(link.peerId);

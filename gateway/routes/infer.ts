@@ -80,11 +80,13 @@ async function serveInfer(ctx: GatewayContext, req: FastifyRequest, reply: Fasti
   const batch = first?.shape && typeof first.shape[0] !== 'number' ? (inputs[first.name]?.dims[0] ?? 1) : 1;
   // Models with a KV cache run as one prefill: the servers' caches must hold the longest input dim.
   const maxLength = Math.max(1, ...Object.values(inputs).flatMap((t) => t.dims.slice(1)));
+  // What the step is priced and checked on: new KV positions for a model with a cache, else one run per batch entry.
+  const tokens = manifest.statefulPairs.length > 0 ? maxLength : batch;
   const session = openPipeline(ctx.client, model.open, maxLength, ctx.payerFor?.(key));
   let outputs: Record<string, ort.Tensor>;
   try {
-    const outcome = await session.step(inputs, 0, batch);
-    trace.addStep(outcome, batch);
+    const outcome = await session.step(inputs, 0, tokens);
+    trace.addStep(outcome, tokens);
     outputs = outcome.outputs;
   } catch (err) {
     const apiError = gridError(err, model.id);
