@@ -95,6 +95,7 @@ export function devnetCommand(): Command {
         // A fresh chain each run: payment state from an earlier run refers to a chain that is gone.
         for (let i = 0; i < o.suppliers; i++) await rm(path.join(dir, `supplier-${i}`, 'payments'), { recursive: true, force: true });
         await rm(path.join(dir, 'gateway', 'payer'), { recursive: true, force: true });
+        await rm(path.join(dir, 'gateway', 'spending'), { recursive: true, force: true });
         chain = await startDevnetChain({ dir, suppliers: o.suppliers, onStep: (s) => say(`      ${s}`) });
         const env = { GRIDPIPE_PASSPHRASE: DEVNET_PASSPHRASE };
         const paidArgs = (i: number): string[] => [

@@ -28,7 +28,7 @@ export function gatewayCommand(): Command {
     .option('--chain-config <file>', 'chain config (contract addresses, chain id, RPC): pay suppliers that charge with signed vouchers')
     .option('--rpc <url>', 'RPC URL to use instead of the chain config\'s')
     .option('--wallet <keystore>', 'the paying wallet\'s keystore (passphrase in GRIDPIPE_PASSPHRASE)')
-    .option('--data <dir>', 'data folder (payer ledgers)', path.join(os.homedir(), '.gridpipe', 'gateway'))
+    .option('--data <dir>', 'data folder (payer ledgers, what each API key has spent)', path.join(os.homedir(), '.gridpipe', 'gateway'))
     .option('--max-tensor-bytes <bytes>', 'largest /v1/infer request body', byteSize, 256 << 20)
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
@@ -60,7 +60,7 @@ export function gatewayCommand(): Command {
       }
       const gateway = await startGateway({
         bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), port: o.port, host: o.host, keys, models: o.model,
-        payerFor: payers?.payerFor, requireStake, maxTensorBytes: o.maxTensorBytes, logger,
+        payerFor: payers?.payerFor, requireStake, maxTensorBytes: o.maxTensorBytes, logger, spendingDir: path.join(o.data, 'spending'),
       });
       const models = gateway.context.catalog.servable().map((m) => m.id);
       if (o.json) {

@@ -9,11 +9,13 @@
  * ```
  * `budget` is in the payment token's base units (a decimal integer string; absent = unlimited), `payer` is an
  * EVM address or the path of a wallet keystore (optional; the account the key's spending is paid from),
- * `requestsPerMinute` / `tokensPerMinute` are optional limits (absent = unlimited). Spending is kept in memory.
+ * `requestsPerMinute` / `tokensPerMinute` are optional limits (absent = unlimited). Spending survives restarts when
+ * the gateway has a data folder (gateway/spending.ts).
  */
 import { readFile } from 'node:fs/promises';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { overBudget, rateLimited, unauthorized } from './errors.js';
+import type { SpendingLedger } from './spending.js';
 
 export interface ApiKeyConfig {
   name: string;
@@ -25,11 +27,13 @@ export interface ApiKeyConfig {
 
 /** A key's live state: its configuration, what it spent and its recent use. */
 export interface ApiKey extends ApiKeyConfig {
+  /** SHA-256 of the secret: how the key is stored anywhere (never the secret). */
+  id: string;
   spent: bigint;
 }
 
 /** The caller when the gateway runs without --keys. */
-export const OPEN_ACCESS: ApiKey = { name: 'open', spent: 0n };
+export const OPEN_ACCESS: ApiKey = { id: 'open', name: 'open', spent: 0n };
 
 /** Raised for a keys file that cannot be used; names the entry and the problem. */
 export class KeysFileError extends Error {
@@ -127,8 +131,20 @@ export class KeyRing {
 
   /** `keys` undefined = open access (anyone, no limits). */
   constructor(keys?: Map<string, ApiKeyConfig>, private readonly now: () => number = Date.now) {
-    for (const [secret, config] of keys ?? []) this.byHash.set(hash(secret), { ...config, spent: 0n });
+    for (const [secret, config] of keys ?? []) {
+      const id = hash(secret);
+      this.byHash.set(id, { ...config, id, spent: 0n });
+    }
   }
+
+  /** Where spending is kept across restarts: loads what each key has spent and records every charge from now on. */
+  async persistTo(ledger: SpendingLedger): Promise<void> {
+    const spent = await ledger.load([...this.byHash.keys()]);
+    for (const [id, key] of this.byHash) key.spent = spent.get(id) ?? 0n;
+    this.ledger = ledger;
+  }
+
+  private ledger?: SpendingLedger;
 
   get open(): boolean { return this.byHash.size === 0; }
 
@@ -170,8 +186,14 @@ export class KeyRing {
   charge(key: ApiKey, tokens: number, cost: bigint): void {
     if (key === OPEN_ACCESS) return;
     this.window(this.tokens, key).add(this.now(), tokens);
+    if (cost === 0n) return;
     key.spent += cost;
+    // Written in the background: a lost write (a crash in the next milliseconds) forgets one request's cost at most.
+    this.ledger?.record(key.id, key.spent).catch((err: unknown) => this.onLedgerError?.(err));
   }
+
+  /** Called when a spending write fails (logged by the server). */
+  onLedgerError?: (err: unknown) => void;
 
   private window(map: WeakMap<ApiKey, MinuteWindow>, key: ApiKey): MinuteWindow {
     let w = map.get(key);

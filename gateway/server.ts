@@ -21,6 +21,7 @@ import { GatewayMetrics } from './metrics.js';
 import { registerInferRoute } from './routes/infer.js';
 import { registerMetaRoutes } from './routes/meta.js';
 import { registerTextRoutes } from './routes/text.js';
+import { SpendingLedger } from './spending.js';
 
 export interface GatewayOptions {
   /** Peers to join the grid through. */
@@ -38,6 +39,8 @@ export interface GatewayOptions {
   maxTensorBytes?: number;
   /** Route only to suppliers staked in this StakeRegistry (payments on: unstaked ones are not paid). */
   requireStake?: { rpcUrl: string; chainId: number; stakeRegistry: string };
+  /** Keep each key's spending here across restarts (a folder; absent: in memory only). */
+  spendingDir?: string;
   /** Background model sweep period (default 15 s). */
   refreshEveryMs?: number;
   logger?: Logger;
@@ -102,7 +105,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     client, catalog, keys: new KeyRing(options.keys), feed: new EventFeed(), metrics: new GatewayMetrics(), logger, payerFor: options.payerFor,
   };
   let app: FastifyInstance | undefined;
+  let spending: SpendingLedger | undefined;
   try {
+    if (options.spendingDir && !ctx.keys.open) {
+      spending = await SpendingLedger.open(options.spendingDir);
+      await ctx.keys.persistTo(spending);
+      ctx.keys.onLedgerError = (err) => logger.error({ err: (err as Error).message }, 'could not record a key\'s spending');
+    }
     await catalog.start();
     app = buildApp(ctx, options.maxTensorBytes);
     await app.listen({ port: options.port ?? 8080, host: options.host ?? '127.0.0.1' });
@@ -110,6 +119,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     await app?.close().catch(() => undefined);
     await catalog.close().catch(() => undefined);
     await client.close().catch(() => undefined);
+    await spending?.close().catch(() => undefined);
     closeProvider();
     throw err;
   }
@@ -126,6 +136,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       await running.close();
       await catalog.close();
       await client.close();
+      await spending?.close();
       closeProvider();
     },
   };

@@ -1,10 +1,11 @@
 /** The gateway's pieces that need no grid: stop strings, keys and limits, tokenizers and chat templates, tensor framing. */
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import ort from 'onnxruntime-node';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { StopMatcher } from '../../gateway/stop.js';
 import { KeyRing, parseKeys, KeysFileError } from '../../gateway/keys.js';
+import { SpendingLedger } from '../../gateway/spending.js';
 import { ApiError } from '../../gateway/errors.js';
 import { IncrementalDecoder, byteTextTokenizer, hfTextTokenizer } from '../../gateway/tokenizers/index.js';
 import { tensorFromJson, tensorToJson, tensorsFromFrames, tensorsToFrames } from '../../gateway/tensors.js';
@@ -49,6 +50,8 @@ describe('StopMatcher', () => {
 });
 
 describe('KeyRing', () => {
+  const spendTmp = tempDir();
+  afterAll(() => spendTmp.cleanup());
   const keys = parseKeys({ keys: {
     'key-alpha-123': { name: 'alpha', requestsPerMinute: 2 },
     'key-beta-4567': { name: 'beta', budget: '10', tokensPerMinute: 5 },
@@ -90,6 +93,29 @@ describe('KeyRing', () => {
     expect(beta.spent).toBe(10n);
     now += 61_000;
     expect(statusOf(() => ring.admit(beta))).toBe(402);
+  });
+
+  it('keeps what each key spent across a restart (a budget spent stays spent), stored by hash, never the secret', async () => {
+    const dir = path.join(spendTmp.dir, 'spending');
+    const first = await SpendingLedger.open(dir);
+    const ring = new KeyRing(keys, () => 0);
+    await ring.persistTo(first);
+    const beta = ring.authenticate('Bearer key-beta-4567');
+    ring.charge(beta, 1, 7n);
+    ring.charge(beta, 1, 3n);
+    await first.close();
+    const stored = readdirSync(dir).map((f) => readFileSync(path.join(dir, f))).map((b) => b.toString('latin1')).join('');
+    expect(stored).not.toContain('key-beta-4567');
+
+    const second = await SpendingLedger.open(dir);
+    const again = new KeyRing(keys, () => 0);
+    await again.persistTo(second);
+    const betaAgain = again.authenticate('Bearer key-beta-4567');
+    expect(betaAgain.spent).toBe(10n);
+    expect(statusOf(() => again.admit(betaAgain))).toBe(402);
+    expect(again.authenticate('Bearer key-alpha-123').spent).toBe(0n);
+    await expect(SpendingLedger.open(dir)).rejects.toMatchObject({ code: 'LOCKED' });
+    await second.close();
   });
 
   it('open access when no keys are given', () => {
