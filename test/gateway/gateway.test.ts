@@ -74,7 +74,7 @@ beforeAll(async () => {
     [BUDGET_KEY]: { name: 'budget', budget: '1', payer: '0x00000000000000000000000000000000000000aa' },
   } }));
   // The chat model's tokenizer ships in its folder; --model serves it from there (the others are discovered).
-  gateway = startGridpipe(['gateway', '--port', '0', '--bootstrap', first, '--keys', keysFile, '--model', models.chat.dir, '--json']);
+  gateway = startGridpipe(['gateway', '--port', '0', '--bootstrap', first, '--keys', keysFile, '--model', models.chat.dir, '--data', path.join(tmp.dir, 'gateway-data'), '--json']);
   url = ((await gateway.ready) as { url: string }).url;
   openai = new OpenAI({ baseURL: `${url}/v1`, apiKey: KEY, maxRetries: 0 });
   // Suppliers announce themselves in the DHT as they come; wait until the gateway sees all three models.
