@@ -56,7 +56,8 @@ export function hfTextTokenizer(tokenizerJson: object, config: Record<string, un
   return {
     kind: 'hf', stopIds,
     encode: (text, withSpecial = true) => tokenizer.encode(text, { add_special_tokens: withSpecial }).ids,
-    decode: (ids) => tokenizer.decode(ids, { skip_special_tokens: true }),
+    // The library refuses an empty list; no ids is simply no text.
+    decode: (ids) => (ids.length ? tokenizer.decode(ids, { skip_special_tokens: true }) : ''),
     chat: (messages) => template.render(messages),
   };
 }
@@ -94,25 +95,35 @@ export async function loadTokenizer(manifest: Manifest, read: TokenizerFileReade
  */
 export class IncrementalDecoder {
   private readonly ids: number[] = [];
-  private emitted = 0;
+  // Only a short window is decoded per token (not the whole text so far): [prefix, read) was emitted last,
+  // [read, end) is new. Decoding the window with its emitted prefix keeps context-dependent decoders
+  // (leading spaces, byte fallbacks) right, as text-generation servers do.
+  private prefixOffset = 0;
+  private readOffset = 0;
 
   constructor(private readonly tokenizer: TextTokenizer) {}
 
   /** Adds one id; returns the text that became final. */
   push(id: number): string {
     this.ids.push(id);
-    const text = this.tokenizer.decode(this.ids);
-    if (text.endsWith('\uFFFD')) return '';
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    const { prefix, text } = this.window();
+    if (text.length <= prefix.length || text.endsWith('\uFFFD')) return '';
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
   }
 
   /** Whatever is still held back (a character that never completed). */
   flush(): string {
-    const text = this.tokenizer.decode(this.ids);
-    const piece = text.slice(this.emitted);
-    this.emitted = text.length;
-    return piece;
+    const { prefix, text } = this.window();
+    this.prefixOffset = this.readOffset = this.ids.length;
+    return text.slice(prefix.length);
+  }
+
+  private window(): { prefix: string; text: string } {
+    return {
+      prefix: this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset)),
+      text: this.tokenizer.decode(this.ids.slice(this.prefixOffset)),
+    };
   }
 }

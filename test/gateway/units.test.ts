@@ -1,5 +1,6 @@
 /** The gateway's pieces that need no grid: stop strings, keys and limits, tokenizers and chat templates, tensor framing. */
 import { afterAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import ort from 'onnxruntime-node';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -158,6 +159,26 @@ describe('tokenizers', () => {
       const encoded = t.encode(prompt, false);
       expect(encoded[0]).toBe(256); // <|im_start|> as one special token
       expect(encoded.filter((id) => id === eosId)).toHaveLength(2);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('incremental pieces always add up to the decode of the whole sequence (bytes and a BPE tokenizer)', () => {
+    const tmp = tempDir();
+    try {
+      const { tokenizerFile } = writeTestTokenizer(tmp.dir);
+      const hf = hfTextTokenizer(JSON.parse(readFileSync(tokenizerFile, 'utf8')), JSON.parse(readFileSync(path.join(tmp.dir, 'tokenizer_config.json'), 'utf8')));
+      const texts = ['', ' the cat sat', 'ñandú 🐈 naïve', 'a\u00a0b  c\n\td'];
+      for (const t of [byteTextTokenizer(), hf]) {
+        fc.assert(fc.property(fc.constantFrom(...texts), fc.array(fc.integer({ min: 0, max: 300 }), { maxLength: 40 }), fc.boolean(), (text, noise, useNoise) => {
+          // Real encodings, and arbitrary id sequences (split multi-byte characters, invalid bytes, unknown ids).
+          const ids = useNoise ? noise.filter((id) => t === hf || id < 256) : t.encode(text, false);
+          const d = new IncrementalDecoder(t);
+          const pieces = ids.map((id) => d.push(id)).join('') + d.flush();
+          expect(pieces).toBe(t.decode(ids));
+        }), { numRuns: 200 });
+      }
     } finally {
       tmp.cleanup();
     }
