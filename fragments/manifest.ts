@@ -73,6 +73,12 @@ export interface Manifest {
   fragments: ManifestFragment[];
 }
 
+/** How many positions the manifest's FLOPs were costed at: the largest non-batch costDim (1 when none). */
+export function positionsAtCostDims(manifest: Pick<Manifest, 'costDims'>): number {
+  const positions = Object.entries(manifest.costDims).filter(([k]) => !/batch/i.test(k)).map(([, v]) => v);
+  return positions.length ? Math.max(...positions) : 1;
+}
+
 /** Reads and checks a manifest from a fragment folder (or a path to manifest.json). */
 export async function readManifest(dirOrFile: string): Promise<{ manifest: Manifest; dir: string }> {
   const file = dirOrFile.endsWith('.json') ? dirOrFile : path.join(dirOrFile, MANIFEST_FILE);

@@ -17,7 +17,6 @@ import { findAllRecords } from '../node/capacity/dht.js';
 import { FragmentStore, MAX_TOKENIZER_BYTES } from '../node/store/fragment-store.js';
 import { fetchByCid } from '../node/store/fetcher.js';
 import { cidOfBytes } from '../fragments/cid.js';
-import { HopPricer } from './pricing.js';
 import { loadTokenizer, type TextTokenizer } from './tokenizers/index.js';
 import { notFound } from './errors.js';
 
@@ -31,7 +30,6 @@ export interface CatalogModel {
   /** Why the tokenizer could not be loaded (its text endpoints answer 503). */
   tokenizerError?: string;
   contextLength?: number;
-  pricer: HopPricer;
   /** Fragments with no live host at the last look (empty = servable). */
   missing: number[];
   /** Suppliers hosting some fragment of it at the last look. */
@@ -206,7 +204,6 @@ export class ModelCatalog {
     const model: CatalogModel = {
       id: taken ? open.manifestCid : manifest.name, open, kind,
       contextLength: manifest.model.contextLength,
-      pricer: new HopPricer(manifest, () => open.discovery.current),
       missing: [], hosts: 0, created: Math.floor(Date.now() / 1000), pinned,
     };
     this.updateCoverage(model, open.discovery.current);

@@ -45,7 +45,7 @@ export class GridGeneration {
     const runner: StepRunner = {
       step: async (inputs, position, tokens, hints) => {
         const outcome = await session.step(inputs, position, tokens, hints);
-        trace.addStep(outcome, tokens);
+        trace.addStep(outcome);
         return outcome;
       },
     };
@@ -54,7 +54,7 @@ export class GridGeneration {
     try {
       for await (const token of generate(runner, {
         ...params.sampling,
-        promptIds: params.promptIds, maxTokens: params.maxTokens, stopTokens: tokenizer.stopIds,
+        promptIds: params.promptIds, maxTokens: params.maxTokens, // stop ids end the loop below (finish_reason "stop")
         kvCache: manifest.statefulPairs.length > 0, maxLength: model.contextLength,
         inputNames: manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')),
       })) {

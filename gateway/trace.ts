@@ -3,9 +3,8 @@
  * request's steps), failovers and cost. It becomes the response's `gridpipe` field, its `x-gridpipe-route`
  * header and the feed's `request.finished` event.
  */
-import type { StepOutcome } from '../scheduler/session.js';
+import type { HopTiming, StepOutcome } from '../scheduler/session.js';
 import type { RouteCall } from '../scheduler/routing.js';
-import type { HopPricer, PricedHop } from './pricing.js';
 
 /** One supplier's share of a request: a span of fragments (inclusive) and its summed timings. */
 export interface HopSummary {
@@ -52,17 +51,17 @@ export class RequestTrace {
   steps = 0;
   cost = 0n;
   /** Called with each step's hops (for per-peer metrics). */
-  onHop?: (hop: PricedHop) => void;
+  onHop?: (hop: HopTiming) => void;
 
-  constructor(readonly requestId: string, private readonly model: { name: string; manifestCid: string; synthetic: boolean }, private readonly pricer: HopPricer) {}
+  constructor(readonly requestId: string, private readonly model: { name: string; manifestCid: string; synthetic: boolean }) {}
 
-  /** Adds one step's outcome; `tokens` = new positions it fed. Returns the step's cost. */
-  addStep(outcome: StepOutcome, tokens: number): bigint {
+  /** Adds one step's outcome. Returns the step's cost. */
+  addStep(outcome: StepOutcome): bigint {
     this.steps++;
     this.failovers += outcome.failovers;
     let stepCost = 0n;
-    for (const hop of outcome.hops as PricedHop[]) {
-      const cost = this.pricer.hopCost(hop, tokens);
+    for (const hop of outcome.hops) {
+      const { cost } = hop;
       stepCost += cost;
       const key = `${hop.peerId}/${hop.start}/${hop.end}`;
       let h = this.hops.get(key);

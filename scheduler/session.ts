@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type ort from 'onnxruntime-node';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { peerIdFromString } from '@libp2p/peer-id';
-import type { Manifest } from '../fragments/manifest.js';
+import { positionsAtCostDims, type Manifest } from '../fragments/manifest.js';
 import type { GridHost } from '../node/host.js';
 import { ExecClient, type RemoteSession } from '../node/exec/client.js';
 import type { WireVoucher } from '../node/exec/codec.js';
@@ -62,8 +62,12 @@ export interface StepHints {
   topK?: number;
 }
 
-/** A hop of a step: who ran which fragments, how long it took, and what it cost (base units, when paid). */
-export interface HopTiming { peerId: string; start: number; end: number; wallMs: number; queueMs: number; computeMs: number; replayed: number; charge?: bigint }
+/**
+ * A hop of a step: who ran which fragments, how long it took, and what it cost in base units: `charge` when it
+ * was paid with a voucher; `cost` always (the charge, or the supplier's advertised price for the work, priced
+ * with node/payments/pricing like a charge, so budgets count the same with or without payments).
+ */
+export interface HopTiming { peerId: string; start: number; end: number; wallMs: number; queueMs: number; computeMs: number; replayed: number; cost: bigint; charge?: bigint }
 export interface StepOutcome { outputs: TensorMap; hops: HopTiming[]; failovers: number }
 
 /** Raised when a server refuses a step's inputs as malformed: the request is at fault, not the server. */
@@ -139,7 +143,8 @@ export class PipelineSession {
       const replay = link.fresh ? this.history.slice(0, stepIndex).map((h) => ({ position: h.position, inputs: pick(h.known, needs, link) })) : [];
       const timeoutMs = Math.max(this.options.minStepTimeoutMs ?? 5000, 3 * link.predictedMs * (1 + replay.length));
       // Outside the try: a payer that refuses to pay is not the server's fault (no failover).
-      const payment = await this.payment(link, [...this.history.slice(0, replay.length).map((h) => h.tokens), tokens]);
+      const chunkTokens = [...this.history.slice(0, replay.length).map((h) => h.tokens), tokens];
+      const payment = await this.payment(link, chunkTokens);
       const started = performance.now();
       const estimate = this.estimates.get(link.peerId);
       estimate.inflight++;
@@ -156,7 +161,7 @@ export class PipelineSession {
         }
         hops.push({
           peerId: link.peerId, start: link.start, end: link.end, wallMs, queueMs: res.queueMs, computeMs: res.computeMs, replayed: replay.length,
-          ...(payment ? { charge: payment.charge } : {}),
+          cost: payment?.charge ?? this.listPrice(link, chunkTokens), ...(payment ? { charge: payment.charge } : {}),
         });
         link.fresh = false;
         j = link.end;
@@ -201,6 +206,17 @@ export class PipelineSession {
     const charge = stepCharge(this.options.manifest, price, { start: link.start, end: link.end, chunkTokens });
     const voucher = await payer.voucherFor(link.hosted, charge);
     return { charge, options: { voucher, chunkTokens } };
+  }
+
+  /** What a step on `link` is worth at the supplier's advertised price (0 when it names none or an unreadable one). */
+  private listPrice(link: Link, chunkTokens: number[]): bigint {
+    let price: bigint;
+    try {
+      price = parseBaseUnits(link.hosted.pricePerGflop);
+    } catch {
+      return 0n;
+    }
+    return stepCharge(this.options.manifest, price, { start: link.start, end: link.end, chunkTokens });
   }
 
   /** Closes every server session. */
@@ -335,8 +351,7 @@ function dialTarget(span: HostedSpan): Multiaddr[] | ReturnType<typeof peerIdFro
 
 /** Per-token costs of each fragment from the manifest (its FLOPs were costed at `costDims`). */
 export function fragmentCosts(manifest: Manifest): FragmentCost[] {
-  const positions = Object.entries(manifest.costDims).filter(([k]) => !/batch/i.test(k)).map(([, v]) => v);
-  const perToken = positions.length ? Math.max(...positions) : 1;
+  const perToken = positionsAtCostDims(manifest);
   const bytesPerToken = (t: { dtype: string; shape?: (number | string | null)[] }): number => {
     const elem = /64/.test(t.dtype) ? 8 : /16/.test(t.dtype) ? 2 : /8|bool/.test(t.dtype) ? 1 : 4;
     return elem * (t.shape ?? []).reduce<number>((a, d) => a * (typeof d === 'number' ? d : 1), 1);

@@ -71,7 +71,7 @@ async function serveInfer(ctx: GatewayContext, req: FastifyRequest, reply: Fasti
   if (model.missing.length) throw unavailable(`model "${model.id}" cannot be served right now: no live supplier hosts fragment ${model.missing[0]}`);
 
   const requestId = `infer-${randomUUID().replace(/-/g, '').slice(0, 24)}`;
-  const trace = new RequestTrace(requestId, { name: model.id, manifestCid: model.open.manifestCid, synthetic: manifest.model.synthetic }, model.pricer);
+  const trace = new RequestTrace(requestId, { name: model.id, manifestCid: model.open.manifestCid, synthetic: manifest.model.synthetic });
   trace.onHop = (hop) => ctx.metrics.hopSeconds.observe({ peer: hop.peerId }, hop.wallMs / 1000);
   ctx.feed.publish({ event: 'request.started', requestId, at: Date.now(), endpoint: '/v1/infer', model: model.id, key: key.name, stream: false });
   ctx.metrics.inflight.inc();
@@ -86,7 +86,7 @@ async function serveInfer(ctx: GatewayContext, req: FastifyRequest, reply: Fasti
   let outputs: Record<string, ort.Tensor>;
   try {
     const outcome = await session.step(inputs, 0, tokens);
-    trace.addStep(outcome, tokens);
+    trace.addStep(outcome);
     outputs = outcome.outputs;
   } catch (err) {
     const apiError = gridError(err, model.id);

@@ -105,7 +105,7 @@ async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRe
   const requestId = `${endpoint === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '').slice(0, 24)}`;
   const created = Math.floor(Date.now() / 1000);
   const manifest = model.open.manifest;
-  const trace = new RequestTrace(requestId, { name: model.id, manifestCid: model.open.manifestCid, synthetic: manifest.model.synthetic }, model.pricer);
+  const trace = new RequestTrace(requestId, { name: model.id, manifestCid: model.open.manifestCid, synthetic: manifest.model.synthetic });
   trace.onHop = (hop) => ctx.metrics.hopSeconds.observe({ peer: hop.peerId }, hop.wallMs / 1000);
   // A client that goes away (before or during the answer) stops the generation and frees the suppliers.
   const gone = new AbortController();

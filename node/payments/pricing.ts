@@ -11,7 +11,7 @@
  * costDim (so spanFlops / divisor is the per-token cost, as scheduler/session.ts fragmentCosts has it). For a
  * model without a KV cache every chunk is one run at costDims: `units` = runs, `divisor` = 1.
  */
-import type { Manifest } from '../../fragments/manifest.js';
+import { positionsAtCostDims, type Manifest } from '../../fragments/manifest.js';
 
 /** What a step on a span is priced from. */
 export interface StepWork {
@@ -27,9 +27,7 @@ const GIGA = 1_000_000_000n;
 
 /** The manifest's per-token divisor: the largest non-batch costDim (1 when none). */
 export function tokensAtCostDims(manifest: Pick<Manifest, 'costDims'>): bigint {
-  const positions = Object.entries(manifest.costDims).filter(([k]) => !/batch/i.test(k)).map(([, v]) => v);
-  const largest = positions.length ? Math.max(...positions) : 1;
-  return BigInt(Math.max(1, Math.ceil(largest)));
+  return BigInt(Math.max(1, Math.ceil(positionsAtCostDims(manifest))));
 }
 
 /** Whether the model keeps a KV cache (priced per position) or not (priced per run). */
