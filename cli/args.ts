@@ -15,6 +15,13 @@ export function nonNegativeInt(value: string): number {
   return n;
 }
 
+/** A TCP port, 0-65535 (0: any free port). */
+export function portNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`expected a port number (0-65535), got "${value}"`);
+  return n;
+}
+
 /** A positive number. */
 export function positiveNumber(value: string): number {
   const n = Number(value);

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { GridpipeClient, GridpipeApiError } from '../gateway/client.js';
 import { nonNegativeInt, positiveInt } from './args.js';
 import { UsageError } from './errors.js';
+import { collect } from './network.js';
 
 /** The call command. */
 export function callCommand(): Command {
@@ -16,7 +17,7 @@ export function callCommand(): Command {
     .option('--temperature <t>', '0 = greedy', (v: string) => Number(v), 1)
     .option('--top-p <p>', 'nucleus sampling', (v: string) => Number(v))
     .option('--seed <n>', 'sampling seed', nonNegativeInt)
-    .option('--stop <text>', 'stop at this text (repeatable)', (v: string, prev: string[] = []) => [...prev, v], [])
+    .option('--stop <text>', 'stop at this text (repeatable)', collect, [])
     .option('--json', 'print one JSON object with the text, usage and route instead of streaming', false)
     .action(async (prompt: string, o: { model: string; url: string; key?: string; maxTokens: number; temperature: number; topP?: number; seed?: number; stop: string[]; json: boolean }) => {
       if (!(o.temperature >= 0 && o.temperature <= 2)) throw new UsageError(`--temperature must be in [0, 2], got ${o.temperature}`);

@@ -64,6 +64,15 @@ export function formatTokens(amount: bigint, decimals: number): string {
   return formatUnits(amount, decimals);
 }
 
+/** Checks the wallet holds `amount` and lets `spender` take it (approving only when the allowance is short). */
+export async function approveSpend(chain: ChainAccess, spender: string, amount: bigint, amountText: string, decimals: number): Promise<void> {
+  const { token } = chain.contracts;
+  const me = chain.address!;
+  const held = await token.balanceOf(me);
+  if (held < amount) throw new UsageError(`${me} holds ${formatTokens(held, decimals)} tokens, less than ${amountText}`);
+  if ((await token.allowance(me, spender)) < amount) await send('approve', () => token.approve(spender, amount));
+}
+
 /** Sends a transaction and waits for it; a revert becomes a one-line ChainCommandError. */
 export async function send(what: string, tx: () => Promise<{ wait(): Promise<unknown> }>): Promise<void> {
   try {

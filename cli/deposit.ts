@@ -1,7 +1,6 @@
 /** `gridpipe deposit AMOUNT`: fund the payer's escrow (approve + PaymentEscrow.deposit). AMOUNT in decimal token units. */
 import { Command } from 'commander';
-import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, type ChainCliOptions } from './chain-args.js';
-import { UsageError } from './errors.js';
+import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, type ChainCliOptions } from './chain-args.js';
 
 export function depositCommand(): Command {
   return withChainOptions(new Command('deposit')
@@ -11,12 +10,9 @@ export function depositCommand(): Command {
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const amount = parseTokenAmount(amountText, decimals);
-        const { token, paymentEscrow } = chain.contracts;
+        const { paymentEscrow } = chain.contracts;
         const me = chain.address!;
-        const held = await token.balanceOf(me);
-        if (held < amount) throw new UsageError(`${me} holds ${formatTokens(held, decimals)} tokens, less than ${amountText}`);
-        const escrow = await paymentEscrow.getAddress();
-        if ((await token.allowance(me, escrow)) < amount) await send('approve', () => token.approve(escrow, amount));
+        await approveSpend(chain, await paymentEscrow.getAddress(), amount, amountText, decimals);
         await send('deposit', () => paymentEscrow.deposit(amount));
         const balance = await paymentEscrow.balanceOf(me);
         printResult(o.json, { address: me, deposited: amount, escrowBalance: balance }, `deposited ${amountText} tokens; ${me} has ${formatTokens(balance, decimals)} in escrow`);

@@ -16,8 +16,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
-import { positiveInt } from './args.js';
-import { UsageError } from './errors.js';
+import { portNumber, positiveInt } from './args.js';
 import { checkModelChoice, prepareDemoModel } from './devnet/demo-model.js';
 import { ensureDataDir, ensurePortFree } from './devnet/preflight.js';
 import { DEVNET_PASSPHRASE, startDevnetChain, type DevnetChain } from './devnet/chain.js';
@@ -53,11 +52,7 @@ export function devnetCommand(): Command {
     .description('Run the whole grid on one machine: local chain and contracts, supplier processes, the OpenAI-compatible gateway')
     .option('--suppliers <n>', 'supplier processes (one fragment each)', positiveInt, 4)
     .option('--model <name>', 'demo model: tiny, small, moe, or a path to an .onnx file', 'small')
-    .option('--port <port>', 'gateway port on 127.0.0.1 (0 = any free port)', (v: string) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--port must be a port number (0-65535), got "${v}"`);
-      return n;
-    }, DEFAULT_PORT)
+    .option('--port <port>', 'gateway port on 127.0.0.1 (0 = any free port)', portNumber, DEFAULT_PORT)
     .option('--data <dir>', 'data folder (model cache, wallets, supplier folders, devnet.json)', path.join(os.homedir(), '.gridpipe', 'devnet'))
     .action(async (o: DevnetOptions) => {
       checkModelChoice(o.model);

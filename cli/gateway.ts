@@ -11,7 +11,7 @@ import { readKeysFile, KeysFileError } from '../gateway/keys.js';
 import { openPayers, type Payers } from '../gateway/payments.js';
 import { createLogger } from '../node/logger.js';
 import { readChainConfig } from '../contracts/bindings.js';
-import { byteSize, nonNegativeInt } from './args.js';
+import { byteSize, portNumber } from './args.js';
 import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { UsageError } from './errors.js';
 
@@ -19,7 +19,7 @@ import { UsageError } from './errors.js';
 export function gatewayCommand(): Command {
   return new Command('gateway')
     .description('Serve the grid to developers: an OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models) and /v1/infer for tensors')
-    .option('--port <port>', 'HTTP port (0 = any free port)', nonNegativeInt, 8080)
+    .option('--port <port>', 'HTTP port (0 = any free port)', portNumber, 8080)
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .option('--bootstrap <multiaddr>', 'peer to join the grid through, with /p2p/<id> (repeatable)', collect, [])
     .addOption(new Option('--network <kind>', 'DHT flavour').choices(['auto', 'local', 'public']).default('auto'))
@@ -38,7 +38,6 @@ export function gatewayCommand(): Command {
       if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
       if ((o.rpc || o.wallet) && !o.chainConfig) throw new UsageError('--rpc and --wallet go with --chain-config');
-      if (o.port > 65535) throw new UsageError(`--port must be at most 65535, got ${o.port}`);
       let keys;
       try {
         keys = o.keys ? await readKeysFile(o.keys) : undefined;

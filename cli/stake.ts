@@ -3,7 +3,7 @@
  * `gridpipe withdraw` (takes the stake back once unbonded). Amounts are decimal token units ("12.5").
  */
 import { Command } from 'commander';
-import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, type ChainCliOptions } from './chain-args.js';
+import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, type ChainCliOptions } from './chain-args.js';
 import { UsageError } from './errors.js';
 
 const AMOUNT_HELP = 'amount in tokens, decimals allowed (e.g. 12.5; not base units)';
@@ -16,12 +16,9 @@ export function stakeCommand(): Command {
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const amount = parseTokenAmount(amountText, decimals);
-        const { token, stakeRegistry } = chain.contracts;
+        const { stakeRegistry } = chain.contracts;
         const me = chain.address!;
-        const held = await token.balanceOf(me);
-        if (held < amount) throw new UsageError(`${me} holds ${formatTokens(held, decimals)} tokens, less than ${amountText}`);
-        const registry = await stakeRegistry.getAddress();
-        if ((await token.allowance(me, registry)) < amount) await send('approve', () => token.approve(registry, amount));
+        await approveSpend(chain, await stakeRegistry.getAddress(), amount, amountText, decimals);
         await send('stake', () => stakeRegistry.stake(amount));
         const s = await stakeRegistry.stakeOf(me);
         const listed = await stakeRegistry.isListed(me);

@@ -15,7 +15,8 @@ import { ShareLimits } from '../node/limits.js';
 import { UsageError } from './errors.js';
 import { openChain } from '../node/payments/chain.js';
 import { PAYMENT_DEFAULTS } from '../node/payments/supplier-payments.js';
-import { parseTokenAmount, formatTokens } from './chain-args.js';
+import { parseTokenAmount, formatTokens, tokenDecimals } from './chain-args.js';
+import { isEvmAddress } from '../scheduler/payment.js';
 
 /** Seconds (decimals allowed, 0 included) as milliseconds. */
 function seconds(value: string): number {
@@ -89,7 +90,7 @@ export function supplyCommand(): Command {
       if (!/^\d+$/.test(price)) throw new UsageError(`--price-per-gflop must be a whole number of token base units, got "${price}"`);
       if ((o.chainConfig || o.rpc || o.creditLimit || o.redeemThreshold) && !o.wallet) throw new UsageError('charging for steps needs --wallet KEYSTORE (and --chain-config FILE)');
       if (o.wallet && !o.chainConfig) throw new UsageError('--wallet charges for steps and needs --chain-config FILE');
-      if (o.stakingAddress && !/^0x[0-9a-fA-F]{40}$/.test(o.stakingAddress)) throw new UsageError(`--staking-address must be a 0x-prefixed 20-byte address, got "${o.stakingAddress}"`);
+      if (o.stakingAddress && !isEvmAddress(o.stakingAddress)) throw new UsageError(`--staking-address must be a 0x-prefixed 20-byte address, got "${o.stakingAddress}"`);
       const limits = { maxMemoryBytes: o.maxMemory, maxSessions: o.maxSessions, threads: o.threads, gpuShare: o.gpuShare, hours: o.hours, paused: o.paused };
       try {
         new ShareLimits(limits, { memoryBytes: os.totalmem(), cores: os.cpus().length }); // checks the values before anything starts
@@ -110,7 +111,7 @@ export function supplyCommand(): Command {
         // Decrypt the wallet and read the token's decimals before anything starts: bad input fails fast.
         const chain = await openChain({ chainConfig: o.chainConfig, rpcUrl: o.rpc, wallet: o.wallet });
         try {
-          const decimals = Number(await chain.contracts.token.decimals());
+          const decimals = await tokenDecimals(chain);
           payments = {
             chain,
             creditLimit: o.creditLimit === undefined ? undefined : parseTokenAmount(o.creditLimit, decimals, '--credit-limit'),

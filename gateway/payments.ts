@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { VoucherPayer } from './payer/index.js';
-import type { StepPayer } from '../scheduler/payment.js';
+import { isEvmAddress, type StepPayer } from '../scheduler/payment.js';
 import type { ApiKey, ApiKeyConfig } from './keys.js';
 
 export interface PaymentOptions {
@@ -37,7 +37,7 @@ export async function openPayers(options: PaymentOptions, keys: Map<string, ApiK
     const byKeyName = new Map<string, VoucherPayer>();
     for (const config of keys?.values() ?? []) {
       if (!config.payer) continue;
-      if (/^0x[0-9a-fA-F]{40}$/.test(config.payer)) {
+      if (isEvmAddress(config.payer)) {
         const holder = opened.find((p) => p.payer.toLowerCase() === config.payer!.toLowerCase());
         if (!holder) throw new Error(`key "${config.name}": payer ${config.payer} is not the address of a wallet this gateway holds (give its keystore path instead, or --wallet)`);
         byKeyName.set(config.name, holder);

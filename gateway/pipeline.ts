@@ -11,7 +11,7 @@ import { ApiError, badRequest, overBudget, unavailable } from './errors.js';
 
 /** Opens a session on `model` holding `maxLength` positions, paid by `payer` when given. */
 export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer): PipelineSession {
-  return client.session(model, maxLength, payer ? { payer } : {});
+  return client.session(model, maxLength, { payer });
 }
 
 /** An API error for a failure on the grid: 503 (no live host, payments off), 402 (payer cannot pay), else 502. */

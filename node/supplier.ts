@@ -16,6 +16,7 @@ import { createServer, type Server } from 'node:http';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { createLogger } from './logger.js';
+import { withTimeout } from './deadline.js';
 import type { Manifest } from '../fragments/manifest.js';
 import { createGridHost, type GridHost, type NetworkKind } from './host.js';
 import { probeCapacity, type ProbeResult } from './capacity/probe.js';
@@ -329,11 +330,8 @@ export class Supplier {
     // way a shutdown must not take minutes: the record expires on its own.
     if (this.host.routingTableSize() === 0) this.publisher.stop();
     else {
-      let timer: NodeJS.Timeout | undefined;
-      const bounded = new Promise<void>((resolve) => { timer = setTimeout(resolve, UNPUBLISH_PATIENCE_MS); });
-      await Promise.race([this.publisher.unpublish().then(() => undefined), bounded])
-        .catch((err: unknown) => this.logger.warn({ err }, 'could not withdraw the capacity record'))
-        .finally(() => clearTimeout(timer));
+      await withTimeout(this.publisher.unpublish(), UNPUBLISH_PATIENCE_MS, 'withdrawing the capacity record')
+        .catch((err: unknown) => this.logger.warn({ err }, 'could not withdraw the capacity record'));
     }
     await new Promise<void>((resolve) => (this.admin ? this.admin.close(() => resolve()) : resolve()));
     await this.exec.stop().catch(() => undefined);

@@ -6,6 +6,7 @@ import type { GridHost } from '../node/host.js';
 import { findAllRecords } from '../node/capacity/dht.js';
 import type { CapacityRecord } from '../node/capacity/record.js';
 import { isJoining } from '../node/placement/swarm.js';
+import { isEvmAddress } from './payment.js';
 
 /** A supplier's contiguous run of hosted fragments of the model. */
 export interface HostedSpan {
@@ -63,7 +64,7 @@ export function cachedStakeCheck(registry: { isListed(address: string): Promise<
   const cache = new Map<string, { listed: boolean; at: number }>();
   return {
     async isListed(address: string): Promise<boolean> {
-      if (!/^0x[0-9a-fA-F]{40}$/.test(address)) return false;
+      if (!isEvmAddress(address)) return false;
       const key = address.toLowerCase();
       const hit = cache.get(key);
       if (hit && now() - hit.at < ttlMs) return hit.listed;

@@ -4,7 +4,7 @@
  * take only the new token each step; models without one take the whole sequence every step.
  */
 import ort from 'onnxruntime-node';
-import { argmax, entriesNeeded, sampleFromRanked, sampleToken, type SamplingOptions } from './sampling.js';
+import { entriesNeeded, sampleFromRanked, sampleToken, type SamplingOptions } from './sampling.js';
 import type { StepHints, TensorMap } from './session.js';
 
 /** Runs one step of a model: graph inputs in, graph outputs (logits...) out. */
@@ -56,7 +56,7 @@ function chooseToken(outputs: TensorMap, position: number, options: SamplingOpti
   const vocab = logits.dims[logits.dims.length - 1];
   const rows = logits.dims[logits.dims.length - 2];
   const last = (logits.data as Float32Array).subarray((rows - 1) * vocab, rows * vocab);
-  return options.temperature && options.temperature > 0 ? sampleToken(last, position, options) : argmax(last);
+  return sampleToken(last, position, options);
 }
 
 /** Streams generated tokens. */

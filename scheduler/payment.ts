@@ -21,7 +21,12 @@ export interface StepPayer {
   voucherFor(payee: Payee, charge: bigint): Promise<WireVoucher>;
 }
 
+/** Whether `text` is a 0x-prefixed 20-byte EVM address (any letter case). */
+export function isEvmAddress(text: string): boolean {
+  return /^0x[0-9a-fA-F]{40}$/.test(text);
+}
+
 /** Whether a span charges: it names a staking address to pay (a free supplier names none). */
 export function isPaidSpan(span: Pick<HostedSpan, 'stakingAddress'>): boolean {
-  return /^0x[0-9a-fA-F]{40}$/.test(span.stakingAddress);
+  return isEvmAddress(span.stakingAddress);
 }

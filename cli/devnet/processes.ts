@@ -15,26 +15,26 @@ export interface RunningSupplier {
 
 export interface RunningGateway { child: ChildProcess; url: string }
 
+/** Starts `gridpipe COMMAND ... --json`, waits for its ready line; a failure names `label`. */
+async function startReady<T>(label: string, command: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; ready: T }> {
+  const proc = spawnGridpipe([command, ...args, '--json'], { readyTimeoutMs: READY_TIMEOUT_MS, errorLines: 3, env });
+  try {
+    return { child: proc.child, ready: (await proc.ready) as T };
+  } catch (err) {
+    throw new Error(`${label}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 /** Starts one `gridpipe supply` process and waits for its ready line. */
 export async function startSupplier(index: number, args: string[], env: NodeJS.ProcessEnv): Promise<RunningSupplier> {
-  const proc = spawnGridpipe(['supply', ...args, '--json'], { readyTimeoutMs: READY_TIMEOUT_MS, errorLines: 3, env });
-  try {
-    const ready = (await proc.ready) as { peerId: string; addresses: string[]; admin?: string; hosted: { index: number }[] };
-    return { child: proc.child, index, peerId: ready.peerId, address: ready.addresses[0], admin: ready.admin, fragments: ready.hosted.map((h) => h.index) };
-  } catch (err) {
-    throw new Error(`supplier ${index}: ${(err as Error).message}`, { cause: err });
-  }
+  const { child, ready } = await startReady<{ peerId: string; addresses: string[]; admin?: string; hosted: { index: number }[] }>(`supplier ${index}`, 'supply', args, env);
+  return { child, index, peerId: ready.peerId, address: ready.addresses[0], admin: ready.admin, fragments: ready.hosted.map((h) => h.index) };
 }
 
 /** Starts `gridpipe gateway` and waits for its ready line. */
 export async function startGatewayProcess(args: string[], env: NodeJS.ProcessEnv): Promise<RunningGateway> {
-  const proc = spawnGridpipe(['gateway', ...args, '--json'], { readyTimeoutMs: READY_TIMEOUT_MS, errorLines: 3, env });
-  try {
-    const ready = (await proc.ready) as { url: string };
-    return { child: proc.child, url: ready.url };
-  } catch (err) {
-    throw new Error(`gateway: ${(err as Error).message}`, { cause: err });
-  }
+  const { child, ready } = await startReady<{ url: string }>('gateway', 'gateway', args, env);
+  return { child, url: ready.url };
 }
 
 /** Stops processes with SIGTERM (they withdraw records, redeem vouchers), then SIGKILL after `graceMs`. */

@@ -106,12 +106,7 @@ export class VoucherPayer implements StepPayer {
     const payees = [...new Set([...this.ledger.all(this.payer).map((v) => v.payee), payee])];
     const room = async (fresh: boolean): Promise<{ free: bigint; withdrawing: bigint; balance: bigint }> => {
       const s = await this.escrowView.get(payees, fresh);
-      let outstanding = 0n;
-      for (const v of this.ledger.all(this.payer)) {
-        const r = s.redeemed.get(v.payee) ?? 0n;
-        if (v.cumulativeAmount > r) outstanding += v.cumulativeAmount - r;
-      }
-      return { free: s.balance - outstanding, withdrawing: s.withdrawing, balance: s.balance };
+      return { free: s.balance - this.outstanding(s.redeemed), withdrawing: s.withdrawing, balance: s.balance };
     };
     let r = await room(false);
     if (r.withdrawing > 0n || r.free < charge) r = await room(true);
@@ -130,13 +125,18 @@ export class VoucherPayer implements StepPayer {
   async available(): Promise<bigint> {
     const payees = this.ledger.all(this.payer).map((v) => v.payee);
     const s = await this.escrowView.get(payees, true);
-    let outstanding = 0n;
-    for (const v of this.ledger.all(this.payer)) {
-      const r = s.redeemed.get(v.payee) ?? 0n;
-      if (v.cumulativeAmount > r) outstanding += v.cumulativeAmount - r;
-    }
-    const free = s.balance - outstanding;
+    const free = s.balance - this.outstanding(s.redeemed);
     return free > 0n ? free : 0n;
+  }
+
+  /** Signed and not yet redeemed, over every payee (`redeemed`: what each payee has redeemed on chain). */
+  private outstanding(redeemed: Map<string, bigint>): bigint {
+    let total = 0n;
+    for (const v of this.ledger.all(this.payer)) {
+      const r = redeemed.get(v.payee) ?? 0n;
+      if (v.cumulativeAmount > r) total += v.cumulativeAmount - r;
+    }
+    return total;
   }
 
   async close(): Promise<void> {

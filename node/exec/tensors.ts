@@ -112,19 +112,10 @@ export function emptyTensor(type: ort.Tensor.Type, dims: number[]): ort.Tensor {
 
 /** The last row of `tensor` along its second-to-last axis ([..., rows, cols] -> [..., 1, cols]; a copy). */
 export function lastRow(tensor: ort.Tensor, name: string): ort.Tensor {
-  const dims = tensor.dims.slice();
-  if (dims.length < 2) throw new ExecError('BAD_REQUEST', `output "${name}" has rank ${dims.length}; last_row_only needs rank 2 or more`);
-  const rows = dims[dims.length - 2];
-  if (rows <= 1) return tensor;
-  const ctor = ARRAYS[tensor.type];
-  if (!ctor) throw new ExecError('INTERNAL', `cannot slice a ${tensor.type} tensor`);
-  const cols = dims[dims.length - 1];
-  const outer = elementCount(dims.slice(0, -2));
-  dims[dims.length - 2] = 1;
-  const src = tensor.data as unknown as { subarray(a: number, b: number): ArrayLike<number | bigint> };
-  const out = new ctor(outer * cols) as unknown as { set(a: ArrayLike<number | bigint>, offset: number): void };
-  for (let o = 0; o < outer; o++) out.set(src.subarray((o * rows + rows - 1) * cols, (o * rows + rows) * cols), o * cols);
-  return new ort.Tensor(tensor.type as 'float32', out as unknown as Float32Array, dims);
+  const rank = tensor.dims.length;
+  if (rank < 2) throw new ExecError('BAD_REQUEST', `output "${name}" has rank ${rank}; last_row_only needs rank 2 or more`);
+  const rows = tensor.dims[rank - 2];
+  return rows <= 1 ? tensor : sliceAxis(tensor, rank - 2, rows - 1, rows);
 }
 
 /**
@@ -159,18 +150,24 @@ export function topEntries(row: ort.Tensor, k: number, name: string): { values: 
 
 /** The first `length` entries of `tensor` along `axis` (a copy; used to roll a KV cache back). */
 export function truncateAxis(tensor: ort.Tensor, axis: number, length: number): ort.Tensor {
-  const dims = tensor.dims.slice();
-  const old = dims[axis];
+  const old = tensor.dims[axis];
   if (length === old) return tensor;
   if (length > old) throw new ExecError('INTERNAL', `cannot truncate axis ${axis} of length ${old} to ${length}`);
+  return sliceAxis(tensor, axis, 0, length);
+}
+
+/** Entries [from, to) of `tensor` along `axis`, as a new tensor (a copy). */
+function sliceAxis(tensor: ort.Tensor, axis: number, from: number, to: number): ort.Tensor {
   const ctor = ARRAYS[tensor.type];
-  if (!ctor) throw new ExecError('INTERNAL', `cannot truncate a ${tensor.type} tensor`);
-  dims[axis] = length;
+  if (!ctor) throw new ExecError('INTERNAL', `cannot slice a ${tensor.type} tensor`);
+  const dims = tensor.dims.slice();
+  const old = dims[axis];
+  dims[axis] = to - from;
   const inner = elementCount(dims.slice(axis + 1));
   const outer = elementCount(dims.slice(0, axis));
   const src = tensor.data as unknown as { subarray(a: number, b: number): ArrayLike<number | bigint> };
   const out = new ctor(elementCount(dims)) as unknown as { set(a: ArrayLike<number | bigint>, offset: number): void };
-  const block = length * inner;
-  for (let o = 0; o < outer; o++) out.set(src.subarray(o * old * inner, o * old * inner + block), o * block);
+  const block = (to - from) * inner;
+  for (let o = 0; o < outer; o++) out.set(src.subarray((o * old + from) * inner, (o * old + from) * inner + block), o * block);
   return new ort.Tensor(tensor.type as 'float32', out as unknown as Float32Array, dims);
 }

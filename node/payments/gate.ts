@@ -115,11 +115,4 @@ export class PaymentGate {
       await this.init.book.save({ ...account, charged: account.charged - step.charge }, false);
     });
   }
-
-  /** Value of vouchers held and not redeemed, over all payers. */
-  unredeemed(): bigint {
-    let total = 0n;
-    for (const a of this.init.book.all()) if (a.best && a.best.cumulativeAmount > a.redeemed) total += a.best.cumulativeAmount - a.redeemed;
-    return total;
-  }
 }

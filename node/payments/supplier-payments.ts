@@ -15,6 +15,7 @@ import { stepCharge } from './pricing.js';
 import { ReceiptSigner } from './receipts.js';
 import { Redeemer, type RedeemResult } from './redeemer.js';
 import { voucherBookDir, VoucherBook, type PayerAccount } from './voucher-book.js';
+import { withTimeout } from '../deadline.js';
 
 /** Token base units: 10^18 is one token of an 18-decimal ERC-20 such as GridToken. */
 const TOKEN = 10n ** 18n;
@@ -179,11 +180,6 @@ export class SupplierPayments implements StepPaymentHook {
 /** How long a graceful shutdown waits for its final redemption. */
 const SHUTDOWN_REDEEM_TIMEOUT_MS = 20_000;
 
-function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} took more than ${ms / 1000} s`)), ms); });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** Totals of a voucher book's accounts. */
 export function summarize(payee: string, payers: PayerAccount[]): EarningsSummary {
