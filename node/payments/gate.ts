@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import { verifyVoucher } from '../../contracts/eip712.js';
 import type { WireVoucher } from '../exec/codec.js';
 import { ExecError } from '../exec/errors.js';
-import { KeyedMutex, type CachedBalances } from './balances.js';
+import type { CachedBalances } from './balances.js';
 import type { PaymentMetrics } from './metrics.js';
 import type { StoredVoucher, VoucherBook } from './voucher-book.js';
 
@@ -48,7 +48,6 @@ function refuse(outcome: string, metrics: PaymentMetrics | undefined, message: s
 }
 
 export class PaymentGate {
-  private readonly lock = new KeyedMutex();
   private readonly nowSeconds: () => number;
 
   constructor(private readonly init: PaymentGateInit) {
@@ -75,9 +74,7 @@ export class PaymentGate {
     const minDeadline = BigInt(this.nowSeconds() + this.init.minDeadlineSeconds);
     if (voucher.deadline < minDeadline) refuse('invalid', metrics, `the voucher's deadline ${voucher.deadline} is too close (this supplier needs ≥ ${this.init.minDeadlineSeconds} s to redeem it)`);
 
-    return this.lock.run(voucher.payer, async () => {
-      const { book } = this.init;
-      const account = book.get(voucher.payer);
+    return this.init.book.update(voucher.payer, async (account, save) => {
       const best = account.best?.cumulativeAmount ?? 0n;
       let improved = false;
       if (voucher.cumulativeAmount > best) {
@@ -92,11 +89,11 @@ export class PaymentGate {
       const paid = improved ? voucher.cumulativeAmount : best;
       const unpaid = account.charged + charge - paid;
       if (unpaid > this.init.creditLimit) {
-        if (improved) await book.save({ ...account, best: voucher }); // still worth keeping: it pays for work done
+        if (improved) await save({ ...account, best: voucher }); // still worth keeping: it pays for work done
         refuse('over_credit', metrics, `payments are behind the work by ${unpaid} base units, over this supplier's credit limit of ${this.init.creditLimit}`, 'UNPAID');
       }
       // Durable before the step runs whenever it brings a new voucher: that is when work becomes paid.
-      await book.save({ ...account, charged: account.charged + charge, best: improved ? voucher : account.best }, improved);
+      await save({ ...account, charged: account.charged + charge, best: improved ? voucher : account.best }, improved);
       metrics?.vouchers.inc({ outcome: improved ? 'accepted' : 'superseded' });
       return { payer: voucher.payer, charge };
     });
@@ -110,9 +107,6 @@ export class PaymentGate {
   /** Gives back the charge of a step that failed (its voucher stays: it was valid). */
   async cancel(step: AdmittedStep): Promise<void> {
     if (step.charge === 0n) return;
-    await this.lock.run(step.payer, async () => {
-      const account = this.init.book.get(step.payer);
-      await this.init.book.save({ ...account, charged: account.charged - step.charge }, false);
-    });
+    await this.init.book.update(step.payer, (account, save) => save({ ...account, charged: account.charged - step.charge }, false));
   }
 }

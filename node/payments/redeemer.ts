@@ -31,12 +31,21 @@ export interface RedeemResult {
   vouchers: number;
   /** Transactions sent. */
   transactions: number;
+  /** Redemption transactions that failed (worth another try, unlike an expired voucher). */
+  failed: number;
   /** Vouchers skipped (expired, escrow short, failed), with why. */
   skipped: { payer: string; reason: string }[];
 }
 
+/** First wait before retrying a failed automatic redemption; doubles up to the maximum. */
+const RETRY_FIRST_MS = 2_000;
+const RETRY_MAX_MS = 60_000;
+
 export class Redeemer {
   private running?: Promise<RedeemResult>;
+  private retryTimer?: NodeJS.Timeout;
+  private retryDelayMs = RETRY_FIRST_MS;
+  private stopped = false;
 
   constructor(private readonly init: RedeemerInit) {}
 
@@ -52,7 +61,24 @@ export class Redeemer {
     const pending = this.unredeemed();
     this.init.metrics?.unredeemed.set(Number(pending));
     if (pending === 0n || pending < this.init.threshold) return;
-    void this.redeemAll().catch((err: unknown) => this.init.logger?.warn({ err: (err as Error).message }, 'automatic redemption failed; will retry'));
+    // A failed run is retried on its own (with back-off): the step that crossed the threshold may be the last one.
+    void this.redeemAll().then(
+      (r) => { if (r.failed) this.retryLater(); else this.retryDelayMs = RETRY_FIRST_MS; },
+      (err: unknown) => { this.init.logger?.warn({ err: (err as Error).message }, 'automatic redemption failed; will retry'); this.retryLater(); },
+    );
+  }
+
+  /** No more automatic retries (shutdown). */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+  }
+
+  private retryLater(): void {
+    if (this.retryTimer || this.stopped) return;
+    this.retryTimer = setTimeout(() => { this.retryTimer = undefined; this.maybeRedeem(); }, this.retryDelayMs);
+    this.retryTimer.unref();
+    this.retryDelayMs = Math.min(this.retryDelayMs * 2, RETRY_MAX_MS);
   }
 
   /**
@@ -68,7 +94,8 @@ export class Redeemer {
   /** Redeems every voucher worth redeeming now (runs coalesce: a call during a run waits for a new one). */
   redeemAll(): Promise<RedeemResult> {
     if (this.running) {
-      return this.running.then(() => this.redeemAll());
+      // After the current run, whether it succeeded or not: a failed run must not swallow the one asked for now.
+      return this.running.catch(() => undefined).then(() => this.redeemAll());
     }
     this.running = this.run().finally(() => { this.running = undefined; });
     return this.running;
@@ -81,7 +108,7 @@ export class Redeemer {
 
   private async run(): Promise<RedeemResult> {
     const { book, escrow, payee, logger, metrics } = this.init;
-    const result: RedeemResult = { redeemed: 0n, vouchers: 0, transactions: 0, skipped: [] };
+    const result: RedeemResult = { redeemed: 0n, vouchers: 0, transactions: 0, failed: 0, skipped: [] };
     const now = await this.init.chainTime();
     const ready: { account: PayerAccount; voucher: StoredVoucher; onChain: bigint }[] = [];
     for (const account of book.all()) {
@@ -90,7 +117,7 @@ export class Redeemer {
       // The chain is the truth: a crash may have come between a redemption and its note in the book.
       const onChain = await escrow.redeemed(v.payer, payee);
       if (onChain >= v.cumulativeAmount) {
-        await book.save({ ...account, redeemed: onChain });
+        await book.update(account.payer, (current, save) => save({ ...current, redeemed: onChain > current.redeemed ? onChain : current.redeemed }));
         continue;
       }
       if (v.deadline < now) {
@@ -110,8 +137,7 @@ export class Redeemer {
 
     const record = async (items: typeof ready): Promise<void> => {
       for (const { account, voucher, onChain } of items) {
-        const current = book.get(account.payer);
-        await book.save({ ...current, redeemed: voucher.cumulativeAmount > current.redeemed ? voucher.cumulativeAmount : current.redeemed });
+        await book.update(account.payer, (current, save) => save({ ...current, redeemed: voucher.cumulativeAmount > current.redeemed ? voucher.cumulativeAmount : current.redeemed }));
         result.redeemed += voucher.cumulativeAmount - onChain;
         result.vouchers++;
         metrics?.redeemed.inc(Number(voucher.cumulativeAmount - onChain));
@@ -128,6 +154,7 @@ export class Redeemer {
       await record(ready);
     } catch (err) {
       metrics?.redemptions.inc({ outcome: 'failed' });
+      result.failed++;
       if (ready.length === 1) {
         result.skipped.push({ payer: ready[0].voucher.payer, reason: revertName(err) ?? (err as Error).message });
         logger?.warn({ payer: ready[0].voucher.payer, err: revertName(err) ?? (err as Error).message }, 'redemption failed');
@@ -142,6 +169,7 @@ export class Redeemer {
             await record([item]);
           } catch (e) {
             metrics?.redemptions.inc({ outcome: 'failed' });
+            result.failed++;
             result.skipped.push({ payer: item.voucher.payer, reason: revertName(e) ?? (e as Error).message });
           }
         }

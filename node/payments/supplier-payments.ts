@@ -163,6 +163,7 @@ export class SupplierPayments implements StepPaymentHook {
   async stop(): Promise<RedeemResult | undefined> {
     let result: RedeemResult | undefined;
     if (this.expiryTimer) clearInterval(this.expiryTimer);
+    this.redeemer.stop();
     try {
       // Bounded: with the chain unreachable, shutdown must still finish; the vouchers stay in the book for the next start.
       result = await withTimeout((async () => {

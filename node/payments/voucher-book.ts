@@ -7,6 +7,7 @@
 import type { ClassicLevel } from 'classic-level';
 import path from 'node:path';
 import { openDurableDb } from './durable-db.js';
+import { KeyedMutex } from './balances.js';
 
 /** A voucher as stored: amounts as bigints, the signature as 0x hex. */
 export interface StoredVoucher {
@@ -68,6 +69,7 @@ function fromJson(text: string): PayerAccount {
 /** Per-payer accounts, cached in memory, written through to LevelDB. */
 export class VoucherBook {
   private readonly accounts = new Map<string, PayerAccount>();
+  private readonly locks = new KeyedMutex();
 
   private constructor(private readonly db: ClassicLevel<string, string>) {}
 
@@ -101,7 +103,21 @@ export class VoucherBook {
    * Stores an account. `durable` (default true) waits for fsync: use it for anything that must survive a
    * crash (a new best voucher, what was redeemed); bookkeeping of charges may skip it.
    */
-  async save(account: PayerAccount, durable = true): Promise<void> {
+  save(account: PayerAccount, durable = true): Promise<void> {
+    return this.update(account.payer, (_current, save) => save(account, durable));
+  }
+
+  /**
+   * Reads, changes and stores one payer's account with no other change to it in between: the gate (new
+   * vouchers, charges) and the redeemer (what was redeemed) both write accounts, and a write made from a copy
+   * read before the other's would silently undo it — a charge, or a voucher. `fn` gets the current account and
+   * a `save` (see save() for `durable`); what it returns is returned.
+   */
+  update<T>(payer: string, fn: (account: PayerAccount, save: (next: PayerAccount, durable?: boolean) => Promise<void>) => Promise<T>): Promise<T> {
+    return this.locks.run(payer, () => fn(this.get(payer), (next, durable = true) => this.write(next, durable)));
+  }
+
+  private async write(account: PayerAccount, durable: boolean): Promise<void> {
     const copy: PayerAccount = { ...account, best: account.best ? { ...account.best } : undefined };
     await this.db.put(`${KEY_PREFIX}${copy.payer}`, toJson(copy), { sync: durable });
     this.accounts.set(copy.payer, copy); // only once on disk: memory never claims more than the disk holds
