@@ -23,6 +23,8 @@ import { spawnGridpipe } from '../cli/spawn.js';
 
 const PROMPT = 16;
 const DECODE = 48;
+/** Monolithic and pipeline decodes alternate this many times; speeds are totals over all rounds (runs vary ±20 % on a shared 2-core VM). */
+const ROUNDS = 3;
 
 interface Supplier { child: ChildProcess; peerId: string; address: string }
 
@@ -68,13 +70,6 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
     const prompt = Array.from({ length: PROMPT }, (_, i) => (i * 7919) % 50257);
     const options: GenerateOptions = { promptIds: prompt, maxTokens: DECODE + 1, kvCache: true, inputNames };
 
-    // Monolithic baseline: the whole model in one onnxruntime session.
-    const mono = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-    await timedGeneration(mono, { ...options, maxTokens: 4 }); // warm-up
-    const monoRun = await timedGeneration(mono, options);
-    await mono.close();
-    const monoDecodeTps = DECODE / (sum(monoRun.ms.slice(1)) / 1000);
-
     // Three suppliers, one fragment each; a fourth replicates the middle fragment.
     const first = await startSupplier(['--data', path.join(work, 's0'), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', '0', ...supplierFlags]);
     suppliers.push(first);
@@ -100,10 +95,26 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
       }
     };
 
+    // Monolithic baseline: the whole model in one onnxruntime session in this process, measured in rounds
+    // alternating with the pipeline's so both see the same machine (suppliers up and idle meanwhile).
+    const mono = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
+    await timedGeneration(mono, { ...options, maxTokens: 4 }); // warm-up
     await runSession(4); // warm-up: sessions load their fragments
-    const gridRun = await runSession();
-    const identical = gridRun.ids.join() === monoRun.ids.join();
-    const decodeTps = DECODE / (sum(gridRun.ms.slice(1)) / 1000);
+    const monoRuns: { ids: number[]; ms: number[] }[] = [];
+    const gridRuns: Awaited<ReturnType<typeof runSession>>[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      monoRuns.push(await timedGeneration(mono, options));
+      gridRuns.push(await runSession());
+    }
+    await mono.close();
+    const decodeMs = (runs: { ms: number[] }[]): number[] => runs.flatMap((r) => r.ms.slice(1));
+    const monoDecodeTps = (ROUNDS * DECODE) / (sum(decodeMs(monoRuns)) / 1000);
+    const decodeTps = (ROUNDS * DECODE) / (sum(decodeMs(gridRuns)) / 1000);
+    const roundRatios = gridRuns.map((g, i) => sum(decodeMs([monoRuns[i]])) / sum(decodeMs([g])));
+    const monoIds = monoRuns[0].ids.join();
+    const identical = [...monoRuns, ...gridRuns].every((r) => r.ids.join() === monoIds);
+    const decodeHops = gridRuns.flatMap((g) => g.hops.slice(1));
+    const decodeTokenMs = decodeMs(gridRuns);
 
     // Prefill of 128 tokens through the pipeline.
     const prefillSession = client.session(model, 200);
@@ -139,23 +150,25 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
       decode_tokens_per_s: decodeTps,
       mono_decode_tokens_per_s: monoDecodeTps,
       decode_ratio: decodeTps / monoDecodeTps,
-      decode_ms_p50: median(gridRun.ms.slice(1)),
-      decode_server_compute_ms_p50: median(gridRun.hops.slice(1).map((h) => sum(h.map((x) => x.computeMs)))),
-      decode_server_queue_ms_p50: median(gridRun.hops.slice(1).map((h) => sum(h.map((x) => x.queueMs)))),
-      decode_wire_ms_p50: median(gridRun.hops.slice(1).map((h) => sum(h.map((x) => x.wallMs - x.computeMs - x.queueMs)))),
-      decode_client_ms_p50: median(gridRun.hops.slice(1).map((h, i) => gridRun.ms[i + 1] - sum(h.map((x) => x.wallMs)))),
-      mono_decode_ms_p50: median(monoRun.ms.slice(1)),
+      decode_ratio_round_min: Math.min(...roundRatios),
+      decode_ratio_round_max: Math.max(...roundRatios),
+      decode_ms_p50: median(decodeTokenMs),
+      decode_server_compute_ms_p50: median(decodeHops.map((h) => sum(h.map((x) => x.computeMs)))),
+      decode_server_queue_ms_p50: median(decodeHops.map((h) => sum(h.map((x) => x.queueMs)))),
+      decode_wire_ms_p50: median(decodeHops.map((h) => sum(h.map((x) => x.wallMs - x.computeMs - x.queueMs)))),
+      decode_client_ms_p50: median(decodeHops.map((h, i) => decodeTokenMs[i] - sum(h.map((x) => x.wallMs)))),
+      mono_decode_ms_p50: median(decodeMs(monoRuns)),
       prefill128_ms: prefill128Ms,
       failover_extra_ms: failoverExtraMs,
       failover_budget_ms: 2 * prefill128Ms + 250,
       failovers: failover.failovers,
-      failover_tokens_identical: Number(failover.ids.join() === monoRun.ids.join()),
+      failover_tokens_identical: Number(failover.ids.join() === monoIds),
       failed_requests: failed,
       single_tokens_per_s: singleTps,
       concurrent8_tokens_per_s: eightTps,
       concurrent8_ratio: eightTps / singleTps,
       tokens_identical: Number(identical && concurrentIdentical),
-    }, `gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes (+1 replica of fragment 1) on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens; greedy; suppliers ${spin ? 'with' : 'without'} onnxruntime thread spinning (--spin), monolithic = one onnxruntime session (onnxruntime defaults, spinning) of the whole model in the bench process; failover = SIGKILL of the host of fragment 1 after 16 tokens, extra = that token's time minus the median decode token.`);
+    }, `gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes (+1 replica of fragment 1) on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens x ${ROUNDS} rounds alternating monolithic and pipeline (speeds = totals over the rounds); greedy; suppliers with ${threads ? `${threads} onnxruntime thread(s)` : 'all cores as onnxruntime threads'}, ${spin ? 'spinning during a step (--spin)' : 'no spinning'}; monolithic = one onnxruntime session (onnxruntime defaults, spinning) of the whole model in the bench process; failover = SIGKILL of the host of fragment 1 after 16 tokens, extra = that token's time minus the median decode token.`);
   } finally {
     await client?.close().catch(() => undefined);
     for (const s of suppliers) s.child.kill('SIGKILL');

@@ -1,4 +1,5 @@
 /** `gridpipe generate`: run a model across the grid and print tokens as they come, with the route taken. */
+import { vocabSize } from '../fragments/manifest.js';
 import { Command, Option } from 'commander';
 import { GridClient } from '../scheduler/client.js';
 import { generate } from '../scheduler/generate.js';
@@ -50,7 +51,7 @@ export function generateCommand(): Command {
         const ids: number[] = [];
         try {
           for await (const token of generate(session, {
-            promptIds, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed, kvCache,
+            promptIds, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed, kvCache, vocabSize: vocabSize(model.manifest),
             inputNames: model.manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')),
           })) {
             ids.push(token.id);

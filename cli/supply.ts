@@ -72,7 +72,7 @@ export function supplyCommand(): Command {
     .option('--admin-port <port>', 'local admin endpoint on 127.0.0.1 (0 = any free port)', (v: string) => Number(v))
     .addOption(new Option('--provider <ep>', 'execution provider to try first').choices(['auto', 'cpu', 'cuda', 'webgpu']))
     .option('--reprobe', 're-run the capacity probe instead of using the cached one', false)
-    .option('--spin', 'let onnxruntime threads spin between ops: faster steps on a machine the supplier has to itself', false)
+    .option('--spin', 'let onnxruntime threads spin between the ops of a step (they park after it): faster steps on cores the supplier has to itself', false)
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
       data: string; listen: string[]; announce: string[]; bootstrap: string[]; host: string[]; fragments?: number[] | 'all';

@@ -79,6 +79,12 @@ export function positionsAtCostDims(manifest: Pick<Manifest, 'costDims'>): numbe
   return positions.length ? Math.max(...positions) : 1;
 }
 
+/** Token ids a language model takes: the last dim of its "logits" output, when the manifest knows it. */
+export function vocabSize(manifest: Pick<Manifest, 'model'>): number | undefined {
+  const last = manifest.model.outputs.find((o) => o.name === 'logits')?.shape?.at(-1);
+  return typeof last === 'number' && last > 0 ? last : undefined;
+}
+
 /** Reads and checks a manifest from a fragment folder (or a path to manifest.json). */
 export async function readManifest(dirOrFile: string): Promise<{ manifest: Manifest; dir: string }> {
   const file = dirOrFile.endsWith('.json') ? dirOrFile : path.join(dirOrFile, MANIFEST_FILE);

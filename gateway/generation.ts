@@ -3,6 +3,7 @@
  * step, sampling by seed and position), incremental decoding, `stop` strings and end-of-sequence ids. Text
  * comes out as an async iterator of pieces; the trace records route, hops, failovers and cost.
  */
+import { vocabSize } from '../fragments/manifest.js';
 import type { GridClient } from '../scheduler/client.js';
 import { generate, type StepRunner } from '../scheduler/generate.js';
 import type { SamplingOptions } from '../scheduler/sampling.js';
@@ -55,7 +56,7 @@ export class GridGeneration {
       for await (const token of generate(runner, {
         ...params.sampling,
         promptIds: params.promptIds, maxTokens: params.maxTokens, // stop ids end the loop below (finish_reason "stop")
-        kvCache: manifest.statefulPairs.length > 0, maxLength: model.contextLength,
+        kvCache: manifest.statefulPairs.length > 0, maxLength: model.contextLength, vocabSize: vocabSize(manifest),
         inputNames: manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')),
       })) {
         trace.firstToken();

@@ -69,7 +69,7 @@ export interface SupplierOptions {
   /** Execution provider to try first (default: the best the probe found). */
   provider?: ProviderChoice;
   rerunProbe?: boolean;
-  /** Let onnxruntime's idle threads spin (faster steps, more idle CPU; see ExecServerInit.allowSpinning). */
+  /** Let onnxruntime's threads spin during a run (faster steps; see ExecServerInit.allowSpinning). */
   spin?: boolean;
   logger?: Logger;
   /** Progress of fetching fragments (bytes so far, total, what). */

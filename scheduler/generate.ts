@@ -23,6 +23,8 @@ export interface GenerateOptions extends SamplingOptions {
   inputNames: string[];
   /** Largest context (prompt + generated). */
   maxLength?: number;
+  /** Token ids the model takes (0 … vocabSize−1), when known: an id outside is refused before any server runs it. */
+  vocabSize?: number;
 }
 
 export interface GeneratedToken { id: number; position: number; step: number }
@@ -66,6 +68,10 @@ export async function* generate(runner: StepRunner, options: GenerateOptions): A
   if (options.promptIds.length + options.maxTokens > limit) {
     throw new RangeError(`prompt (${options.promptIds.length}) + max tokens (${options.maxTokens}) exceeds the model's context of ${limit}`);
   }
+  // An id outside the embedding table fails inside onnxruntime on the first server, which would look like a
+  // broken server (and get it banned for everyone): refuse it here, naming it.
+  const badId = options.promptIds.find((id) => !Number.isSafeInteger(id) || id < 0 || (options.vocabSize !== undefined && id >= options.vocabSize));
+  if (badId !== undefined) throw new RangeError(`prompt token id ${badId} is not a token of this model${options.vocabSize !== undefined ? ` (ids are 0 to ${options.vocabSize - 1})` : ''}`);
   const needed = entriesNeeded(options);
   const sequence = [...options.promptIds];
   let past = 0;

@@ -28,13 +28,72 @@ export function argmax(values: ArrayLike<number>): number {
   return best;
 }
 
-/** Picks the next token from one row of logits. */
+/** Indices of `values`, ranked: value descending, then index ascending (the order every sampler walks). */
+function ranked(values: ArrayLike<number>, indices: number[]): number[] {
+  return indices.sort((a, b) => values[b] - values[a] || a - b);
+}
+
+/** The `k` largest entries of a row, ranked; one pass with a small sorted buffer instead of sorting the row. */
+function topIndices(values: ArrayLike<number>, k: number): number[] {
+  const top: number[] = [];
+  const before = (i: number, j: number): boolean => values[i] > values[j] || (values[i] === values[j] && i < j);
+  for (let i = 0; i < values.length; i++) {
+    if (top.length === k && !before(i, top[k - 1])) continue;
+    let at = top.length === k ? k - 1 : top.length;
+    while (at > 0 && before(i, top[at - 1])) { top[at] = top[at - 1]; at--; }
+    top[at] = i;
+  }
+  return top;
+}
+
+/**
+ * The ranked row's first entries, enough that their weights add up to more than `mass`: found with a threshold
+ * on the weights (entries left out weigh less, so their values are lower) instead of ranking the whole row.
+ */
+function rankedHead(values: ArrayLike<number>, weights: Float64Array, mass: number): number[] {
+  for (const floor of [1e-2, 1e-4, 1e-8]) {
+    const picked: number[] = [];
+    let sum = 0;
+    for (let i = 0; i < weights.length; i++) if (weights[i] >= floor) { picked.push(i); sum += weights[i]; }
+    if (sum > mass) return ranked(values, picked);
+  }
+  return ranked(values, Array.from({ length: values.length }, (_, i) => i));
+}
+
+/**
+ * Picks the next token from one row of logits. With top-k, from its k largest entries (as sampleFromRanked);
+ * with top-p, from the ranked head holding that share of the mass; with temperature alone, by walking the
+ * whole row in index order (the same distribution, without ranking 50k entries per token).
+ */
 export function sampleToken(logits: ArrayLike<number>, position: number, options: SamplingOptions = {}): number {
   const temperature = options.temperature ?? 0;
   if (!(temperature > 0)) return argmax(logits);
-  let candidates = Array.from({ length: logits.length }, (_, i) => i).sort((a, b) => logits[b] - logits[a] || a - b);
-  if (options.topK && options.topK > 0) candidates = candidates.slice(0, options.topK);
-  return sampleFromRanked(candidates.map((i) => logits[i]), candidates, position, options);
+  if (options.topK && options.topK > 0) {
+    const ids = topIndices(logits, Math.min(options.topK, logits.length));
+    return sampleFromRanked(ids.map((i) => logits[i]), ids, position, options);
+  }
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  const weights = new Float64Array(logits.length);
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) total += weights[i] = Math.exp((logits[i] - max) / temperature);
+  const u = uniformAt(options.seed ?? 0, position);
+  const topP = options.topP !== undefined && options.topP > 0 && options.topP < 1 ? options.topP : undefined;
+  if (topP === undefined) {
+    let r = u * total;
+    for (let i = 0; i < weights.length; i++) if ((r -= weights[i]) < 0) return i;
+    return weights.length - 1;
+  }
+  const head = rankedHead(logits, weights, topP * total);
+  let cumulative = 0;
+  let keep = 0;
+  while (keep < head.length && cumulative < topP * total) cumulative += weights[head[keep++]];
+  keep = Math.max(1, keep);
+  let mass = 0;
+  for (let n = 0; n < keep; n++) mass += weights[head[n]];
+  let r = u * mass;
+  for (let n = 0; n < keep; n++) if ((r -= weights[head[n]]) < 0) return head[n];
+  return head[keep - 1];
 }
 
 const MAX_RANKED_ENTRIES = 256;

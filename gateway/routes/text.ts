@@ -3,6 +3,7 @@
  * with `data: [DONE]`) or not. Each response carries the route and per-hop timings: the `x-gridpipe-route`
  * header and a `gridpipe` field (in the body, or the last chunk of a stream).
  */
+import { vocabSize } from '../../fragments/manifest.js';
 import { randomInt, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -75,7 +76,12 @@ async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<
   const model = found as CatalogModel & { tokenizer: TextTokenizer };
   let promptIds: number[];
   if (messages) promptIds = model.tokenizer.encode(model.tokenizer.chat(messages), false);
-  else if (prompt && 'ids' in prompt) promptIds = prompt.ids;
+  else if (prompt && 'ids' in prompt) {
+    promptIds = prompt.ids;
+    const vocab = vocabSize(model.open.manifest);
+    const bad = vocab === undefined ? undefined : promptIds.find((id) => id >= vocab);
+    if (bad !== undefined) throw badRequest(`token id ${bad} in the prompt is not a token of model "${model.id}" (ids are 0 to ${vocab! - 1})`, 'prompt', 'invalid_value');
+  }
   else promptIds = model.tokenizer.encode((prompt as { text: string }).text, true);
   if (promptIds.length === 0) throw badRequest('the prompt encodes to no tokens', endpoint === 'chat' ? 'messages' : 'prompt', 'invalid_value');
 

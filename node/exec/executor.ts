@@ -24,7 +24,7 @@ export interface ExecutorOptions {
   provider?: ProviderChoice;
   /** onnxruntime intra-op threads (ShareLimits.threads). */
   threads?: number;
-  /** Let idle onnxruntime worker threads spin for work (default false: they would steal the CPU the network needs). */
+  /** Let onnxruntime's worker threads spin between the ops of a run (they stop when it returns); default false. */
   allowSpinning?: boolean;
   logger?: Logger;
 }
@@ -113,7 +113,9 @@ export class FragmentExecutor {
         graphOptimizationLevel: 'all',
         executionMode: 'sequential',
         interOpNumThreads: 1,
-        extra: { session: { intra_op: { allow_spinning: options.allowSpinning ? '1' : '0' } } },
+        // Spinning (when allowed) lasts only while a run is in progress: force_spinning_stop parks the workers as a
+        // run returns, so they do not burn the cores the network stack and the other fragments need between steps.
+        extra: { session: { intra_op: { allow_spinning: options.allowSpinning ? '1' : '0' }, ...(options.allowSpinning ? { force_spinning_stop: '1' } : {}) } },
       };
       if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
       try {

@@ -67,8 +67,9 @@ export interface ExecServerInit {
   /** Execution provider to try first (default 'auto': CUDA, WebGPU when available); falls back to CPU, logged. */
   provider?: ProviderChoice;
   /**
-   * Let idle onnxruntime worker threads spin for work: lower latency per step (decode runs hundreds of
-   * small ops), more CPU burnt while idle. Default false: a supplier shares its machine.
+   * Let onnxruntime's worker threads spin between the ops of a run instead of sleeping: lower latency per step
+   * (decode runs hundreds of small ops); they park when the run returns. Default false: on a machine shared
+   * with other busy processes, spinning threads take cores those need.
    */
   allowSpinning?: boolean;
   /** Largest step frame, request or reply (default 64 MiB). */

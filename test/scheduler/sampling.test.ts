@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import ort from 'onnxruntime-node';
-import { entriesNeeded, sampleFromRanked, sampleToken, type SamplingOptions } from '../../scheduler/sampling.js';
+import { entriesNeeded, sampleFromRanked, sampleToken, uniformAt, type SamplingOptions } from '../../scheduler/sampling.js';
 import { lastRow, topEntries } from '../../node/exec/tensors.js';
 
 /** Logits with many ties: small integers scaled, so equal values are common. */
@@ -15,7 +15,47 @@ const optionsArb: fc.Arbitrary<SamplingOptions> = fc.oneof(
   fc.record({ temperature: fc.double({ min: 0.05, max: 2, noNaN: true }), topK: fc.integer({ min: 1, max: 40 }), seed: fc.integer({ min: 0, max: 1000 }) }),
 );
 
+/**
+ * The textbook sampler: rank the whole row, cut to top-k, then to top-p, draw walking the ranked list; with
+ * temperature alone, walk the row in index order (inverse CDF). sampleToken must choose the same.
+ */
+function referenceSample(logits: Float32Array, position: number, options: SamplingOptions): number {
+  const t = options.temperature ?? 0;
+  let order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
+  if (!(t > 0)) return order[0];
+  const topK = options.topK && options.topK > 0 ? options.topK : undefined;
+  const topP = options.topP !== undefined && options.topP > 0 && options.topP < 1 ? options.topP : undefined;
+  if (topK === undefined && topP === undefined) order = Array.from(logits.keys());
+  if (topK) order = order.slice(0, topK);
+  const max = Math.max(...order.map((i) => logits[i]));
+  let weights = order.map((i) => Math.exp((logits[i] - max) / t));
+  const total = weights.reduce((a, b) => a + b, 0);
+  if (options.topP !== undefined && options.topP > 0 && options.topP < 1) {
+    let cumulative = 0;
+    let keep = 0;
+    while (keep < weights.length && cumulative < options.topP * total) cumulative += weights[keep++];
+    order = order.slice(0, Math.max(1, keep));
+    weights = weights.slice(0, order.length);
+  }
+  let r = uniformAt(options.seed ?? 0, position) * weights.reduce((a, b) => a + b, 0);
+  for (let n = 0; n < order.length; n++) if ((r -= weights[n]) < 0) return order[n];
+  return order[order.length - 1];
+}
+
 describe('sampling from top entries', () => {
+  it('sampleToken (threshold head, partial top-k) chooses what ranking the whole row would', () => {
+    const spreadArb = fc.array(fc.double({ min: -30, max: 30, noNaN: true }), { minLength: 2, maxLength: 3000 }).map((v) => Float32Array.from(v));
+    const anyOptions: fc.Arbitrary<SamplingOptions> = fc.record({
+      temperature: fc.oneof(fc.constant(0), fc.double({ min: 0.05, max: 3, noNaN: true })),
+      topK: fc.oneof(fc.constant(undefined), fc.integer({ min: 1, max: 60 }), fc.constant(5000)),
+      topP: fc.oneof(fc.constant(undefined), fc.constant(1), fc.double({ min: 0.05, max: 0.99, noNaN: true })),
+      seed: fc.integer({ min: 0, max: 10_000 }),
+    }, { requiredKeys: ['temperature', 'seed'] });
+    fc.assert(fc.property(fc.oneof(logitsArb, spreadArb), anyOptions, fc.integer({ min: 0, max: 500 }), (logits, options, position) => {
+      expect(sampleToken(logits, position, options)).toBe(referenceSample(logits, position, options));
+    }), { numRuns: 1500 });
+  });
+
   it('equals sampling from the whole row whenever entriesNeeded says it is enough', () => {
     fc.assert(fc.property(logitsArb, optionsArb, fc.integer({ min: 0, max: 500 }), (logits, options, position) => {
       const k = entriesNeeded(options);
