@@ -43,8 +43,10 @@ export function stepInputs(inputNames: string[], tokens: number[], past: number)
   return feeds;
 }
 
-/** The next token from a step's outputs: full logits (any runner), or their top entries (servers that reduce them). */
+/** The next token from a step's outputs: the server's draw, the row's top entries, or the full logits (any runner). */
 function chooseToken(outputs: TensorMap, position: number, options: SamplingOptions): number {
+  const sampled = outputs['logits.sampled'];
+  if (sampled) return Number((sampled.data as BigInt64Array)[sampled.data.length - 1]);
   const topValues = outputs['logits.top_values'];
   const topIndices = outputs['logits.top_indices'];
   if (topValues && topIndices) {
@@ -79,9 +81,11 @@ export async function* generate(runner: StepRunner, options: GenerateOptions): A
   for (let step = 0; step < options.maxTokens; step++) {
     const feed = options.kvCache ? pending : sequence;
     const position = options.kvCache ? past : 0;
-    // Only the newest position's logits choose the next token, and often only its largest few: servers send just those.
-    const { outputs } = await runner.step(stepInputs(options.inputNames, feed, position), position, feed.length, { lastRowOnly: ['logits'], topK: needed });
     const at = sequence.length;
+    // Only the newest position's logits choose the next token: the last server sends the top entry (greedy),
+    // or draws the token itself with this sampler (the same code, settings and position as here).
+    const sample = needed === 1 ? undefined : { temperature: options.temperature!, topK: options.topK, topP: options.topP, seed: options.seed ?? 0, position: at };
+    const { outputs } = await runner.step(stepInputs(options.inputNames, feed, position), position, feed.length, { lastRowOnly: ['logits'], ...(sample ? { sample } : { topK: needed }) });
     const id = chooseToken(outputs, at, options);
     if (options.kvCache) past += feed.length;
     sequence.push(id);

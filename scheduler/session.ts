@@ -13,7 +13,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import { positionsAtCostDims, type Manifest } from '../fragments/manifest.js';
 import type { GridHost } from '../node/host.js';
 import { ExecClient, type RemoteSession } from '../node/exec/client.js';
-import type { WireVoucher } from '../node/exec/codec.js';
+import type { WireSampling, WireVoucher } from '../node/exec/codec.js';
 import { ExecError } from '../node/exec/errors.js';
 import { findRoute, NoRouteError, type FragmentCost, type RouteCall, type ServerEstimate } from './routing.js';
 import type { ModelDiscovery, HostedSpan } from './discovery.js';
@@ -60,6 +60,8 @@ export interface StepHints {
    * NAME.top_indices ([..., 1, k], ties: lower index first) instead of NAME. Greedy decoding needs k = 1.
    */
   topK?: number;
+  /** With lastRowOnly: the server draws the next token from that row (NAME.sampled) with these settings. */
+  sample?: WireSampling;
 }
 
 /**
@@ -184,7 +186,7 @@ export class PipelineSession {
       if (stateful.has(o.name)) continue;
       if (known[o.name]) outputs[o.name] = known[o.name];
       // Reduced to its top entries by the server (StepHints.topK).
-      for (const part of [`${o.name}.top_values`, `${o.name}.top_indices`]) if (known[part]) outputs[part] = known[part];
+      for (const part of [`${o.name}.top_values`, `${o.name}.top_indices`, `${o.name}.sampled`]) if (known[part]) outputs[part] = known[part];
     }
     return { outputs, hops, failovers: this.failovers - failoversBefore };
   }
@@ -305,12 +307,12 @@ export class PipelineSession {
   }
 
   /** Of the outputs the caller wants only the last row of, those a span ending at `end` may cut: no later fragment reads them. */
-  private reductionFrom(end: number, hints: StepHints): { lastRowOnly?: string[]; topK?: number } {
+  private reductionFrom(end: number, hints: StepHints): { lastRowOnly?: string[]; topK?: number; sample?: WireSampling } {
     if (!hints.lastRowOnly?.length) return {};
     const readLater = new Set<string>();
     for (let f = end; f < this.k; f++) for (const input of this.options.manifest.fragments[f].inputs) readLater.add(input.name);
     const names = hints.lastRowOnly.filter((n) => !readLater.has(n));
-    return names.length ? { lastRowOnly: names, topK: hints.topK } : {};
+    return names.length ? { lastRowOnly: names, topK: hints.topK, sample: hints.sample } : {};
   }
 
   /** What the client needs back from the span: model outputs (not KV) and tensors later fragments read. */

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { PROTOCOLS, type WireTensor } from '../../proto/grid.js';
 import {
   encodeFrame, encodeStepRequestFrame, ExecRequestType, ExecResponseType, FrameReader, longToBigInt, toWireTensor, writeFrame,
-  type DecodedChunk, type DecodedResponse, type WireVoucher,
+  type DecodedChunk, type DecodedResponse, type WireSampling, type WireVoucher,
 } from './codec.js';
 import { errorCodeName, ExecError, toExecError } from './errors.js';
 import { ortToWire, wireToOrt } from './tensors.js';
@@ -60,6 +60,8 @@ export interface StepOptions {
   lastRowOnly?: readonly string[];
   /** With lastRowOnly: only the k largest entries of that row come back (NAME.top_values, NAME.top_indices). */
   topK?: number;
+  /** With lastRowOnly: only the token the server draws from that row comes back (NAME.sampled). */
+  sample?: WireSampling;
 }
 
 export interface StepResult {
@@ -197,6 +199,7 @@ export class RemoteSession {
       chunkTokens: options.chunkTokens ? [...options.chunkTokens] : undefined,
       lastRowOnly: options.lastRowOnly ? [...options.lastRowOnly] : undefined,
       topK: options.topK,
+      sample: options.sample,
     });
     const r = await this.request('step', chunks, options.timeoutMs ?? this.defaultTimeoutMs, stepId);
     if (r.error) throw new ExecError(errorCodeName(r.error.code ?? 0), r.error.message ?? 'error');

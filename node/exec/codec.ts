@@ -22,6 +22,7 @@ export type { FrameEvent, FrameReaderOptions };
 export const ExecRequestType = gridRoot.lookupType('gridpipe.v1.ExecRequest');
 export const ExecResponseType = gridRoot.lookupType('gridpipe.v1.ExecResponse');
 export const VoucherType = gridRoot.lookupType('gridpipe.v1.Voucher');
+export const SamplingType = gridRoot.lookupType('gridpipe.v1.Sampling');
 export const SignedReceiptType = gridRoot.lookupType('gridpipe.v1.SignedReceipt');
 
 /** A voucher as it travels (Step.voucher): amounts as decimal strings, the signature as bytes. */
@@ -39,8 +40,9 @@ export interface DecodedError { code?: number; message?: string }
 export interface DecodedStep {
   sessionId?: string; stepId?: LongLike; position?: number; inputs?: DecodedTensor[]; replay?: DecodedChunk[];
   draftTokens?: number; forward?: DecodedHop[]; want?: string[];
-  voucher?: DecodedVoucher | null; chunkTokens?: number[]; lastRowOnly?: string[]; topK?: number;
+  voucher?: DecodedVoucher | null; chunkTokens?: number[]; lastRowOnly?: string[]; topK?: number; sample?: DecodedSampling | null;
 }
+export interface DecodedSampling { temperature?: number; topK?: number; topP?: number; seed?: LongLike; position?: LongLike }
 export interface DecodedVoucher { payer?: string; payee?: string; cumulativeAmount?: string; deadline?: LongLike; signature?: Uint8Array }
 export interface DecodedRequest {
   open?: { sessionId?: string; fragments?: DecodedFragmentRef[]; maxLength?: number; batch?: number } | null;
@@ -217,6 +219,23 @@ export interface StepRequestOut {
   lastRowOnly?: string[];
   /** With lastRowOnly: only the k largest entries of that row. */
   topK?: number;
+  /** With lastRowOnly: the token drawn from that row on the server, instead of the row. */
+  sample?: WireSampling;
+}
+
+/** Step.sample: a sampler's settings and the position the drawn token takes. */
+export interface WireSampling { temperature: number; topK?: number; topP?: number; seed: number; position: number }
+
+/** A decoded Step.sample back to its typed form; ExecError BAD_REQUEST when a setting is out of range. */
+export function fromDecodedSampling(s: DecodedSampling): WireSampling {
+  const temperature = s.temperature ?? 0;
+  const topP = s.topP ?? 0;
+  const seed = Number(BigInt.asIntN(64, longToBigInt(s.seed))); // int64: negative seeds travel as two's complement
+  const position = Number(longToBigInt(s.position));
+  if (!(temperature > 0) || !Number.isFinite(temperature)) throw new ExecError('BAD_REQUEST', `sample.temperature must be above 0, not ${temperature}`);
+  if (!(topP >= 0 && topP <= 1)) throw new ExecError('BAD_REQUEST', `sample.top_p must be between 0 and 1, not ${topP}`);
+  if (!Number.isSafeInteger(seed) || !Number.isSafeInteger(position)) throw new ExecError('BAD_REQUEST', 'sample.seed and sample.position must be safe integers');
+  return { temperature, topK: s.topK || undefined, topP: topP || undefined, seed, position };
 }
 
 /** A voucher as Step.voucher's bytes (protobufjs: a handful of small fields, not worth encoding by hand). */
@@ -275,6 +294,8 @@ export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
   if (step.topK) size += 1 + varintLength(step.topK);
   const voucher = step.voucher ? encodeVoucher(step.voucher) : undefined;
   if (voucher) size += lenField(voucher.byteLength);
+  const sample = step.sample ? SamplingType.encode(SamplingType.fromObject(step.sample)).finish() : undefined;
+  if (sample) size += lenField(sample.byteLength);
   const tokens = step.chunkTokens ?? [];
   let tokensSize = 0;
   for (const t of tokens) tokensSize += varintLength(t);
@@ -294,6 +315,7 @@ export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
   }
   for (const x of lastRowOnly) w.tag(11, 2).string(x.s, x.bytes);
   if (step.topK) w.tag(12, 0).varint(step.topK);
+  if (sample) w.tag(13, 2).bytes(sample);
   return w.finish();
 }
 

@@ -13,7 +13,7 @@ import type { Manifest } from '../../fragments/manifest.js';
 import type { ShareLimits } from '../limits.js';
 import {
   encodeFrame, encodeStepReplyFrame, ExecRequestType, frameBytes, ExecResponseType, FrameReader, longToBigInt, toWireTensor, writeFrame,
-  fromDecodedVoucher, type DecodedRequest, type DecodedStep, type WireVoucher,
+  fromDecodedSampling, fromDecodedVoucher, type DecodedRequest, type DecodedStep, type WireVoucher,
 } from './codec.js';
 import { ErrorCode, ExecError, toExecError } from './errors.js';
 import { ExecutorPool, type FragmentResolver, type ProviderChoice } from './executor.js';
@@ -248,6 +248,7 @@ export class ExecServer {
         want: step.want,
         lastRowOnly: step.lastRowOnly,
         topK: step.topK,
+        sample: step.sample ? fromDecodedSampling(step.sample) : undefined,
         draftTokens: step.draftTokens ?? 0,
         receivedAt,
       });

@@ -19,7 +19,8 @@ import type { WireTensor } from '../../proto/grid.js';
 import { ExecError } from './errors.js';
 import type { ExecMetrics } from './metrics.js';
 import type { SpanProgram } from './span.js';
-import { lastRow, tensorBytes, topEntries, truncateAxis } from './tensors.js';
+import { lastRow, sampledRows, tensorBytes, topEntries, truncateAxis } from './tensors.js';
+import type { WireSampling } from './codec.js';
 
 export interface SessionManagerOptions {
   limits: ShareLimits;
@@ -49,6 +50,8 @@ export interface StepRequestIn {
   lastRowOnly?: readonly string[];
   /** With lastRowOnly: return only that row's k largest entries (NAME.top_values, NAME.top_indices). */
   topK?: number;
+  /** With lastRowOnly: return the token drawn from that row (NAME.sampled) instead; takes the place of topK. */
+  sample?: WireSampling;
   draftTokens?: number;
   /** performance.now() when the step arrived (queue time is measured from it). */
   receivedAt?: number;
@@ -351,7 +354,10 @@ export class SessionManager {
         const t = outputs.get(name);
         if (!t) continue;
         const row = lastRow(t, name);
-        if (req.topK) {
+        if (req.sample) {
+          outputs.delete(name);
+          outputs.set(`${name}.sampled`, sampledRows(row, req.sample, name));
+        } else if (req.topK) {
           const top = topEntries(row, req.topK, name);
           outputs.delete(name);
           outputs.set(`${name}.top_values`, top.values);

@@ -6,7 +6,9 @@
 import ort from 'onnxruntime-node';
 import type { WireTensor } from '../../proto/grid.js';
 import { dataTypeFromOrt, dataTypeName, ortTypeName } from '../../fragments/onnx/dtype.js';
+import { sampleToken } from '../../scheduler/sampling.js';
 import { ExecError } from './errors.js';
+import type { WireSampling } from './codec.js';
 
 type TypedArrayCtor = {
   new (length: number): ort.Tensor.DataType & ArrayBufferView;
@@ -116,6 +118,20 @@ export function lastRow(tensor: ort.Tensor, name: string): ort.Tensor {
   if (rank < 2) throw new ExecError('BAD_REQUEST', `output "${name}" has rank ${rank}; last_row_only needs rank 2 or more`);
   const rows = tensor.dims[rank - 2];
   return rows <= 1 ? tensor : sliceAxis(tensor, rank - 2, rows - 1, rows);
+}
+
+/**
+ * The token drawn from each last-axis row of `row` ([..., 1, cols]) by the client's sampler (same code, same
+ * settings, same position: the token the client would have drawn from the row), as int64 [..., 1, 1].
+ */
+export function sampledRows(row: ort.Tensor, sampling: WireSampling, name: string): ort.Tensor {
+  if (row.type !== 'float32') throw new ExecError('BAD_REQUEST', `sample needs a float32 output; "${name}" is ${row.type}`);
+  const cols = row.dims[row.dims.length - 1];
+  const outer = elementCount(row.dims.slice(0, -1));
+  const data = row.data as Float32Array;
+  const ids = new BigInt64Array(outer);
+  for (let o = 0; o < outer; o++) ids[o] = BigInt(sampleToken(data.subarray(o * cols, (o + 1) * cols), sampling.position, sampling));
+  return new ort.Tensor('int64', ids, [...row.dims.slice(0, -1), 1]);
 }
 
 /**

@@ -21,6 +21,7 @@ import {
   encodeStepReplyFrame, encodeStepRequestFrame, tensorCopyStats, type ExecServerInit, type RemoteSession, type TensorMap,
 } from '../../node/exec/index.js';
 import { ExecRequestType, ExecResponseType, REFERENCE_BYTES, encodeFrame, type DecodedResponse } from '../../node/exec/codec.js';
+import { sampleToken } from '../../scheduler/sampling.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -300,6 +301,34 @@ describe('exec over libp2p', () => {
     expect(rows).toBe(5);
     expect(last.dims).toEqual([batch, 1, vocab]);
     expect(Array.from(last.data as Float32Array)).toEqual(Array.from((full.data as Float32Array).subarray((rows - 1) * vocab, rows * vocab)));
+    await session.close();
+  });
+
+  it('sample: the node draws the token the client would draw from the row, and refuses settings out of range', async () => {
+    const { host } = await startServer();
+    const all = plainManifest.fragments.map((f) => f.index);
+    const session = await execClient.openSession(client.node, host.node.getMultiaddrs(), { fragments: refs(plainManifest, plainManifestCid, all) });
+    const inputs = gptInputs([1, 2, 3, 4, 5], 0);
+    const row = (await session.step(inputs, { position: 0, lastRowOnly: ['logits'] })).outputs.logits.data as Float32Array;
+    const settings = [
+      { temperature: 1, seed: 7 }, { temperature: 0.7, topP: 0.9, seed: -3 }, { temperature: 1.3, topK: 5, seed: 2 ** 40 }, { temperature: 0.05, seed: 1 },
+    ];
+    const draws = new Set<number>();
+    for (const s of settings) {
+      for (let position = 5; position < 25; position++) {
+        const r = await session.step(inputs, { position: 0, lastRowOnly: ['logits'], sample: { ...s, position } });
+        expect(Object.keys(r.outputs)).toEqual(['logits.sampled']);
+        expect(r.outputs['logits.sampled'].dims).toEqual([1, 1, 1]);
+        const id = Number((r.outputs['logits.sampled'].data as BigInt64Array)[0]);
+        expect(id).toBe(sampleToken(row, position, s));
+        draws.add(id);
+      }
+    }
+    expect(draws.size).toBeGreaterThan(1); // the draws depend on position and settings (not a constant)
+    for (const bad of [{ temperature: 0, seed: 1, position: 5 }, { temperature: 1, topP: 1.5, seed: 1, position: 5 }]) {
+      await expect(session.step(inputs, { position: 0, lastRowOnly: ['logits'], sample: bad })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    }
+    expect((await session.step(inputs, { position: 0, lastRowOnly: ['logits'] })).outputs.logits.dims[1]).toBe(1); // still serving
     await session.close();
   });
 
