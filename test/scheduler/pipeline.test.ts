@@ -104,6 +104,26 @@ describe('adaptive pipelines (4 supplier processes, each fragment on 2)', () => 
     expect(route.length).toBeGreaterThanOrEqual(2);
   });
 
+  it('sampled decoding: the last server draws each token (8 bytes back, not the row), the same tokens as the local run', async () => {
+    const sampled = { ...options(), temperature: 0.9, topP: 0.95, seed: 5 };
+    const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
+    const local: number[] = [];
+    for await (const t of generate(runner, sampled)) local.push(t.id);
+    await runner.close();
+    const session = client.session(model, PROMPT.length + MAX_TOKENS);
+    const returned: string[][] = [];
+    const recorder = { step: async (...a: Parameters<typeof session.step>) => { const r = await session.step(...a); returned.push(Object.keys(r.outputs)); return r; } };
+    const grid: number[] = [];
+    try {
+      for await (const t of generate(recorder, sampled)) grid.push(t.id);
+    } finally {
+      await session.close();
+    }
+    expect(grid).toEqual(local);
+    expect(returned).toHaveLength(MAX_TOKENS);
+    for (const names of returned) expect(names).toEqual(['logits.sampled']);
+  });
+
   it('a supplier slowed down on purpose loses its traffic to the faster replica', async () => {
     const { route } = await generateOnGrid();
     const slowId = route[route.length - 1]; // serves fragments 2..3
