@@ -34,7 +34,7 @@ function ranked(values: ArrayLike<number>, indices: number[]): number[] {
 }
 
 /** The `k` largest entries of a row, ranked; one pass with a small sorted buffer instead of sorting the row. */
-function topIndices(values: ArrayLike<number>, k: number): number[] {
+export function topIndices(values: ArrayLike<number>, k: number): number[] {
   const top: number[] = [];
   const before = (i: number, j: number): boolean => values[i] > values[j] || (values[i] === values[j] && i < j);
   for (let i = 0; i < values.length; i++) {

@@ -6,7 +6,7 @@
 import ort from 'onnxruntime-node';
 import type { WireTensor } from '../../proto/grid.js';
 import { dataTypeFromOrt, dataTypeName, ortTypeName } from '../../fragments/onnx/dtype.js';
-import { sampleToken } from '../../scheduler/sampling.js';
+import { sampleToken, topIndices } from '../../scheduler/sampling.js';
 import { ExecError } from './errors.js';
 import type { WireSampling } from './codec.js';
 
@@ -148,17 +148,7 @@ export function topEntries(row: ort.Tensor, k: number, name: string): { values: 
   const indices = new BigInt64Array(outer * take);
   for (let o = 0; o < outer; o++) {
     const base = o * cols;
-    // A small sorted buffer of the best so far: k is small (1 for greedy), so this is one pass over the row.
-    const best: number[] = [];
-    for (let i = 0; i < cols; i++) {
-      const v = data[base + i];
-      if (best.length === take && !(v > data[base + best[take - 1]])) continue;
-      let at = best.length === take ? take - 1 : best.length;
-      if (best.length === take) best.pop();
-      while (at > 0 && v > data[base + best[at - 1]]) at--;
-      best.splice(at, 0, i);
-    }
-    best.forEach((i, n) => { values[o * take + n] = data[base + i]; indices[o * take + n] = BigInt(i); });
+    topIndices(data.subarray(base, base + cols), take).forEach((i, n) => { values[o * take + n] = data[base + i]; indices[o * take + n] = BigInt(i); });
   }
   const dims = [...row.dims.slice(0, -1), take];
   return { values: new ort.Tensor('float32', values, dims), indices: new ort.Tensor('int64', indices, dims) };
