@@ -11,6 +11,9 @@ import { decodeRevert } from '../contracts/bindings.js';
 import { openChain, type ChainAccess } from '../node/payments/chain.js';
 import { UsageError } from './errors.js';
 
+/** Help for a token amount argument (stake, unstake, deposit). */
+export const AMOUNT_HELP = 'amount in tokens, decimals allowed (e.g. 12.5; not base units)';
+
 export interface ChainCliOptions { rpc?: string; chainConfig: string; wallet?: string; json: boolean }
 
 /** Default chain config: $GRIDPIPE_CHAIN_CONFIG, else ~/.gridpipe/chain.json. */

@@ -1,11 +1,11 @@
 /** `gridpipe deposit AMOUNT`: fund the payer's escrow (approve + PaymentEscrow.deposit). AMOUNT in decimal token units. */
 import { Command } from 'commander';
-import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, type ChainCliOptions } from './chain-args.js';
+import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
 
 export function depositCommand(): Command {
   return withChainOptions(new Command('deposit')
     .description('Deposit tokens into the payment escrow that the gateway\'s vouchers draw on (approves the escrow first)')
-    .argument('<amount>', 'amount in tokens, decimals allowed (e.g. 12.5; not base units)'), 'keystore of the paying account (the gateway\'s; passphrase in GRIDPIPE_PASSPHRASE)')
+    .argument('<amount>', AMOUNT_HELP), 'keystore of the paying account (the gateway\'s; passphrase in GRIDPIPE_PASSPHRASE)')
     .action(async (amountText: string, o: ChainCliOptions) => {
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);

@@ -3,10 +3,8 @@
  * `gridpipe withdraw` (takes the stake back once unbonded). Amounts are decimal token units ("12.5").
  */
 import { Command } from 'commander';
-import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, type ChainCliOptions } from './chain-args.js';
+import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
 import { UsageError } from './errors.js';
-
-const AMOUNT_HELP = 'amount in tokens, decimals allowed (e.g. 12.5; not base units)';
 
 export function stakeCommand(): Command {
   return withChainOptions(new Command('stake')
