@@ -78,6 +78,7 @@ export class PaymentGate {
     this.authenticate(voucher, this.init.book.get(voucher.payer).best);
     const { ok } = await this.init.balances.covers(voucher.payer, 1n);
     if (!ok) refuse('unfunded', metrics, `payer ${voucher.payer} has nothing in escrow: this supplier opens no session for it`);
+    metrics?.vouchers.inc({ outcome: 'opened' });
     this.init.logger?.debug({ peer, payer: voucher.payer }, 'session voucher accepted');
   }
 
@@ -122,6 +123,7 @@ export class PaymentGate {
         }
         refuse(refusal.outcome, metrics, refusal.message, refusal.code);
       }
+      metrics?.credit.set(Number(this.credit.total));
       // Durable before the step runs whenever it brings a new voucher: that is when work becomes paid.
       await save({ ...account, charged, best: improved ? voucher : account.best }, improved);
       metrics?.vouchers.inc({ outcome: improved ? 'accepted' : 'superseded' });
@@ -141,6 +143,7 @@ export class PaymentGate {
       const charged = account.charged - step.charge;
       await save({ ...account, charged }, false);
       this.credit.shrink(step.payer, charged - (account.best?.cumulativeAmount ?? 0n));
+      this.init.metrics?.credit.set(Number(this.credit.total));
     });
   }
 
