@@ -137,13 +137,7 @@ export class SupplierPayments implements StepPaymentHook {
       void payments.redeemer.redeemExpiring(PAYMENT_DEFAULTS.expiryMarginSeconds).catch((err: unknown) => options.logger?.warn({ err: (err as Error).message }, 'redeeming vouchers close to their deadline failed'));
     }, PAYMENT_DEFAULTS.expiryCheckMs);
     payments.expiryTimer.unref();
-    try {
-      await payments.withdrawals.start();
-    } catch (err) {
-      clearInterval(payments.expiryTimer);
-      await book.close();
-      throw err;
-    }
+    await payments.withdrawals.start();
     const left = payments.redeemer.unredeemed();
     if (left > 0n) {
       options.logger?.info({ unredeemed: left.toString() }, 'redeeming vouchers left from the last run');
@@ -196,7 +190,7 @@ export class SupplierPayments implements StepPaymentHook {
   async stop(): Promise<RedeemResult | undefined> {
     let result: RedeemResult | undefined;
     if (this.expiryTimer) clearInterval(this.expiryTimer);
-    await this.withdrawals.stop();
+    this.withdrawals.stop();
     this.redeemer.stop();
     try {
       // Bounded: with the chain unreachable, shutdown must still finish; the vouchers stay in the book for the next start.

@@ -28,22 +28,28 @@ export class WithdrawalWatch {
   private next?: number;
   private timer?: NodeJS.Timeout;
   private stopped = false;
-  private polling?: Promise<void>;
   /** Payers that asked to withdraw and whose vouchers are not redeemed yet, with the tries left. */
   private readonly pending = new Map<string, number>();
 
   constructor(private readonly init: WithdrawalWatchInit) {}
 
-  /** Starts watching from the current block (what came before is redeemed at start-up anyway). */
+  /**
+   * Starts watching from the current block (what came before is redeemed at start-up anyway). With the
+   * chain unreachable now, the first poll that reaches it starts from its head.
+   */
   async start(): Promise<void> {
-    this.next = await this.init.blockNumber();
+    try {
+      this.next = await this.init.blockNumber();
+    } catch (err) {
+      this.init.logger?.warn({ err: (err as Error).message }, 'cannot read the chain\'s head; watching escrow withdrawals from the first block it answers with');
+    }
     this.schedule();
   }
 
-  async stop(): Promise<void> {
+  /** No more polls; a redemption already started is the redeemer's to finish (Redeemer.idle). */
+  stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
-    await this.polling;
   }
 
   /** One poll: new WithdrawalRequested events, then redemption of the payers concerned. */
@@ -63,7 +69,7 @@ export class WithdrawalWatch {
       this.next = to + 1;
     }
     for (const payer of this.pending.keys()) if (!this.init.redeemer.holdsUnredeemed(payer)) this.pending.delete(payer);
-    if (this.pending.size === 0) return;
+    if (this.pending.size === 0 || this.stopped) return; // after stop, the final redemption covers them
     const payers = new Set(this.pending.keys());
     await this.init.redeemer.redeemAll(payers);
     for (const payer of payers) {
@@ -76,9 +82,9 @@ export class WithdrawalWatch {
   private schedule(): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      this.polling = this.poll()
+      void this.poll()
         .catch((err: unknown) => this.init.logger?.warn({ err: (err as Error).message }, 'watching escrow withdrawals failed; trying again'))
-        .finally(() => { this.polling = undefined; this.schedule(); });
+        .finally(() => this.schedule());
     }, this.init.intervalMs);
     this.timer.unref();
   }
