@@ -60,11 +60,14 @@ export function supplyCommand(): Command {
     .option('--paused', 'start paused (resume with SIGUSR2 or POST /resume on the admin port)', false)
     .option('--price-per-gflop <base-units>', 'price per GFLOP, a whole number of the payment token\'s base units (10^-18 token for GridToken)', '0')
     .addOption(new Option('--price <base-units>', 'old name of --price-per-gflop').hideHelp())
-    .option('--staking-address <0x...>', 'EVM address that stakes for this supplier (with --wallet: the wallet\'s)')
+    // `<address>`, not `<0x...>`: commander reads a placeholder ending in "..." as variadic (an array).
+    .option('--staking-address <address>', 'EVM address that stakes for this supplier (with --wallet: the wallet\'s)')
     .option('--chain-config <file>', 'charge for steps: the chain config JSON (payments need it with --wallet)')
     .option('--rpc <url>', 'EVM JSON-RPC URL (default: the chain config\'s)')
     .option('--wallet <keystore>', 'charge for steps: the supplier\'s staking account, an encrypted keystore (passphrase in GRIDPIPE_PASSPHRASE); vouchers must pay it')
     .option('--credit-limit <tokens>', 'unpaid work allowed per payer, in tokens (decimals allowed, e.g. 0.01)')
+    .option('--credit-per-peer <tokens>', 'unpaid work allowed over all payers one remote peer names, in tokens (default: the credit limit)')
+    .option('--credit-total <tokens>', 'unpaid work allowed over all payers, in tokens (default: 16 × the credit limit)')
     .option('--redeem-threshold <tokens>', 'redeem vouchers once this much is unredeemed, in tokens (decimals allowed, e.g. 1)')
     .addOption(new Option('--network <kind>', 'DHT flavour').choices(['auto', 'local', 'public']).default('auto'))
     .option('--mdns', 'discover peers on the LAN', false)
@@ -80,7 +83,7 @@ export function supplyCommand(): Command {
       drain: number; gflops?: number;
       maxMemory?: number; maxSessions?: number; threads?: number; gpuShare?: number; hours?: string; paused: boolean;
       pricePerGflop: string; price?: string; stakingAddress?: string; network: string;
-      chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; adminPort?: number;
+      chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; creditPerPeer?: string; creditTotal?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; adminPort?: number;
       provider?: ProviderChoice; reprobe: boolean; spin: boolean; json: boolean;
     }) => {
       if (o.rebalanceEvery <= 0) throw new UsageError('--rebalance-every must be more than 0 seconds (use --no-rebalance to turn moves off)');
@@ -88,7 +91,7 @@ export function supplyCommand(): Command {
       if (o.fragments !== undefined && o.maxFragments !== undefined) throw new UsageError('--max-fragments applies when the supplier chooses its span; drop it or --fragments');
       const price = o.price ?? o.pricePerGflop;
       if (!/^\d+$/.test(price)) throw new UsageError(`--price-per-gflop must be a whole number of token base units, got "${price}"`);
-      if ((o.chainConfig || o.rpc || o.creditLimit || o.redeemThreshold) && !o.wallet) throw new UsageError('charging for steps needs --wallet KEYSTORE (and --chain-config FILE)');
+      if ((o.chainConfig || o.rpc || o.creditLimit || o.creditPerPeer || o.creditTotal || o.redeemThreshold) && !o.wallet) throw new UsageError('charging for steps needs --wallet KEYSTORE (and --chain-config FILE)');
       if (o.wallet && !o.chainConfig) throw new UsageError('--wallet charges for steps and needs --chain-config FILE');
       if (o.stakingAddress && !isEvmAddress(o.stakingAddress)) throw new UsageError(`--staking-address must be a 0x-prefixed 20-byte address, got "${o.stakingAddress}"`);
       const limits = { maxMemoryBytes: o.maxMemory, maxSessions: o.maxSessions, threads: o.threads, gpuShare: o.gpuShare, hours: o.hours, paused: o.paused };
@@ -115,6 +118,8 @@ export function supplyCommand(): Command {
           payments = {
             chain,
             creditLimit: o.creditLimit === undefined ? undefined : parseTokenAmount(o.creditLimit, decimals, '--credit-limit'),
+            creditPerPeer: o.creditPerPeer === undefined ? undefined : parseTokenAmount(o.creditPerPeer, decimals, '--credit-per-peer'),
+            creditTotal: o.creditTotal === undefined ? undefined : parseTokenAmount(o.creditTotal, decimals, '--credit-total'),
             redeemThreshold: o.redeemThreshold === undefined ? undefined : parseTokenAmount(o.redeemThreshold, decimals, '--redeem-threshold'),
           };
           // Clients route only to staked suppliers: say so now rather than wait for traffic that never comes.

@@ -13,6 +13,7 @@
 import './polyfill.js';
 import { mkdir, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { createLogger } from './logger.js';
@@ -31,6 +32,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { PeerId } from '@libp2p/interface';
 import { startExecServer, type ExecServer } from './exec/protocol.js';
 import type { ProviderChoice } from './exec/executor.js';
+import { checkAdminRequest, writeAdminToken } from './admin-guard.js';
 import { openChain, type ChainAccess, type ChainAccessOptions } from './payments/chain.js';
 import { SupplierPayments, type EarningsSummary } from './payments/supplier-payments.js';
 import { parseBaseUnits } from './payments/pricing.js';
@@ -64,7 +66,10 @@ export interface SupplierOptions {
   payments?: SupplierPaymentOptions;
   /** Capacity record life (default 10 min; re-published at half-life). */
   recordTtlMs?: number;
-  /** Local admin endpoint on 127.0.0.1 (pause, resume, status, metrics); 0 picks a port; omit for none. */
+  /**
+   * Local admin endpoint on 127.0.0.1 (pause, resume, status, metrics, payments, redeem); 0 picks a port; omit
+   * for none. Guarded by Host/Origin checks and a token in `<data>/admin-token` (node/admin-guard.ts).
+   */
   adminPort?: number;
   /** Execution provider to try first (default: the best the probe found). */
   provider?: ProviderChoice;
@@ -82,6 +87,12 @@ export interface SupplierPaymentOptions {
   chain: ChainAccessOptions | ChainAccess;
   /** Unpaid work allowed per payer, base units. */
   creditLimit?: bigint;
+  /** Unpaid work allowed over all payers of one remote peer, base units (default: creditLimit). */
+  creditPerPeer?: bigint;
+  /** Unpaid work allowed over all payers, base units (default: 16 × creditLimit). */
+  creditTotal?: bigint;
+  /** How often PaymentEscrow is polled for WithdrawalRequested (ms, default 4000). */
+  withdrawalPollMs?: number;
   /** Redeem automatically once this much is held unredeemed, base units. */
   redeemThreshold?: bigint;
   /** Vouchers must stay redeemable at least this long (seconds). */
@@ -190,6 +201,7 @@ export class Supplier {
         payments = await SupplierPayments.start({
           chain: access, dataDir, pricePerGflop: parseBaseUnits(options.pricePerGflop, 'the price per GFLOP'),
           creditLimit: options.payments.creditLimit, redeemThreshold: options.payments.redeemThreshold,
+          creditPerPeer: options.payments.creditPerPeer, creditTotal: options.payments.creditTotal, withdrawalPollMs: options.payments.withdrawalPollMs,
           minDeadlineSeconds: options.payments.minDeadlineSeconds, receipts: options.payments.receipts,
           registry: host.metrics, logger: host.logger.child({ component: 'payments' }),
         });
@@ -510,12 +522,15 @@ export class Supplier {
   }
 
   private async startAdmin(port: number): Promise<void> {
+    const token = writeAdminToken(this.dataDir);
     const server = createServer((req, res) => {
       const reply = (code: number, body: unknown, type = 'application/json'): void => {
         res.writeHead(code, { 'content-type': type });
         res.end(type === 'application/json' ? `${JSON.stringify(body)}\n` : String(body));
       };
       const route = `${req.method} ${req.url?.split('?')[0]}`;
+      const refused = checkAdminRequest(req, route, (server.address() as AddressInfo).port, token);
+      if (refused) { reply(refused.status, { error: refused.error }); return; }
       if (route === 'POST /pause') { void this.pause().then(() => reply(200, { paused: true })); return; }
       if (route === 'POST /resume') { void this.resume().then(() => reply(200, { paused: false })); return; }
       if (route === 'GET /status') {

@@ -210,6 +210,12 @@ export class PipelineSession {
     return { charge, options: { voucher, chunkTokens } };
   }
 
+  /** The voucher a paid supplier opens a session with: the payer's current one to it (amount 0 at first contact). */
+  private async openVoucher(span: HostedSpan): Promise<WireVoucher | undefined> {
+    if (!isPaidSpan(span) || !this.options.payer) return undefined;
+    return this.options.payer.voucherFor(span, 0n);
+  }
+
   /** What a step on `link` is worth at the supplier's advertised price (0 when it names none or an unreadable one). */
   private listPrice(link: Link, chunkTokens: number[]): bigint {
     let price: bigint;
@@ -268,6 +274,7 @@ export class PipelineSession {
           const session = await this.client.openSession(this.options.host.node, dialTarget(span), {
             fragments: Array.from({ length: call.end - call.start }, (_, n) => ({ cid: this.options.manifest.fragments[call.start + n].cid, manifestCid: this.options.manifestCid, index: call.start + n })),
             maxLength: this.options.maxLength,
+            voucher: await this.openVoucher(span),
           });
           links.push({ ...call, session, hosted: span, fresh: true, predictedMs: estimatedMs / calls.length });
         }

@@ -42,7 +42,7 @@ async function startDevnet(args: string[]): Promise<Devnet> {
 const pidsOf = (info: DevnetInfo): number[] => [info.gatewayPid!, info.anvilPid, ...info.suppliers.map((s) => s.pid!)];
 
 async function earnings(info: DevnetInfo, supplier: number): Promise<{ accrued: bigint; redeemed: bigint; tokenBalance: bigint }> {
-  const r = await runCli(['earnings', '--admin', info.suppliers[supplier].admin!, '--chain-config', info.chainConfig, '--json']);
+  const r = await runCli(['earnings', '--admin', info.suppliers[supplier].admin!, '--data', info.suppliers[supplier].data, '--chain-config', info.chainConfig, '--json']);
   expect(r.code, r.stderr).toBe(0);
   const e = JSON.parse(r.stdout) as Record<string, string>;
   return { accrued: BigInt(e.accrued), redeemed: BigInt(e.redeemed), tokenBalance: BigInt(e.tokenBalance) };
@@ -89,7 +89,7 @@ describe('gridpipe devnet', () => {
     // The suppliers were paid with vouchers; redemption moves the money on chain.
     const before = await earnings(info, 0);
     expect(before.accrued).toBeGreaterThan(0n);
-    const redeem = await runCli(['redeem', '--admin', info.suppliers[0].admin!, '--chain-config', info.chainConfig]);
+    const redeem = await runCli(['redeem', '--admin', info.suppliers[0].admin!, '--data', info.suppliers[0].data, '--chain-config', info.chainConfig]);
     expect(redeem.code, redeem.stderr).toBe(0);
     const after = await earnings(info, 0);
     expect(after.redeemed).toBeGreaterThan(before.redeemed);
