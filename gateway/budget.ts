@@ -21,10 +21,31 @@ export class BudgetError extends Error {
   }
 }
 
+/** Per fragment, the dearest price among the hosts in `spans` that `limits` accept: what a ceiling is priced at. */
+export function ceilingPrices(manifest: Pick<Manifest, 'fragments'>, spans: readonly HostedSpan[], limits: PriceLimits): bigint[] {
+  const k = manifest.fragments.length;
+  return dearestPrices(admissibleSpans(spans, limits, k).spans, k);
+}
+
 /** The ceiling of a request on a model whose hosts are `spans` (priced under `limits`). */
 export function requestCeiling(manifest: Pick<Manifest, 'fragments' | 'costDims' | 'statefulPairs'>, spans: readonly HostedSpan[], limits: PriceLimits, work: RequestWork): bigint {
-  const k = manifest.fragments.length;
-  return costCeiling(manifest, dearestPrices(admissibleSpans(spans, limits, k).spans, k), work);
+  return costCeiling(manifest, ceilingPrices(manifest, spans, limits), work);
+}
+
+/**
+ * The most new tokens (1 to `upTo`) whose ceiling fits in `left` after a `prompt`-token prompt: what an unset
+ * max_tokens becomes for a key with a budget. 1 when not even one fits (the request is then refused up front).
+ */
+export function affordableTokens(manifest: Pick<Manifest, 'fragments' | 'costDims' | 'statefulPairs'>, prices: readonly bigint[], prompt: number, upTo: number, left: bigint): number {
+  const fits = (n: number): boolean => costCeiling(manifest, prices, { positions: prompt + n, steps: n + 1 }) <= left;
+  let lo = 1;
+  let hi = upTo;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
 }
 
 export class RequestBudget {

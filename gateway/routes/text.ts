@@ -11,8 +11,8 @@ import type { GatewayContext } from '../context.js';
 import type { CatalogModel } from '../catalog.js';
 import { ApiError, badRequest, unavailable } from '../errors.js';
 import { GridGeneration } from '../generation.js';
-import { RequestBudget, requestCeiling } from '../budget.js';
-import { DEFAULT_PRICE_LIMITS } from '../../scheduler/price-policy.js';
+import { affordableTokens, ceilingPrices, RequestBudget } from '../budget.js';
+import { costCeiling, DEFAULT_PRICE_LIMITS } from '../../scheduler/price-policy.js';
 import { gridError } from '../pipeline.js';
 import { RequestTrace, routeHeader, type RouteMetadata } from '../trace.js';
 import type { TextTokenizer } from '../tokenizers/index.js';
@@ -30,6 +30,8 @@ interface TextRequest {
   model: CatalogModel & { tokenizer: TextTokenizer };
   promptIds: number[];
   maxTokens: number;
+  /** Whether the client set max_tokens (else it is the endpoint's default, lowered to what the key can pay for). */
+  maxTokensGiven: boolean;
   stop: string[];
   stream: boolean;
   includeUsage: boolean;
@@ -99,7 +101,7 @@ async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<
       maxField, 'context_length_exceeded',
     );
   }
-  return { model, promptIds, maxTokens, stop, stream, includeUsage, sampling: { temperature, topP, topK, seed } };
+  return { model, promptIds, maxTokens, maxTokensGiven: requestedMax !== undefined, stop, stream, includeUsage, sampling: { temperature, topP, topK, seed } };
 }
 
 async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -112,7 +114,11 @@ async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRe
   // The most this request may cost (all its positions at the dearest acceptable host of each fragment): refused
   // up front when the key cannot cover it, and no voucher takes it past that (gateway/budget.ts).
   const priceLimits = ctx.priceLimits ?? DEFAULT_PRICE_LIMITS;
-  const ceiling = requestCeiling(model.open.manifest, model.open.discovery.current, priceLimits, { positions: r.promptIds.length + r.maxTokens, steps: r.maxTokens + 1 });
+  const prices = ceilingPrices(model.open.manifest, model.open.discovery.current, priceLimits);
+  const left = ctx.keys.remaining(key);
+  // An unset max_tokens takes what the key can still pay for, as it takes the rest of the context.
+  if (!r.maxTokensGiven && left !== undefined) r.maxTokens = affordableTokens(model.open.manifest, prices, r.promptIds.length, r.maxTokens, left);
+  const ceiling = costCeiling(model.open.manifest, prices, { positions: r.promptIds.length + r.maxTokens, steps: r.maxTokens + 1 });
   const budget = new RequestBudget(ctx.keys, key, ceiling);
   budget.admit(`this request (${r.promptIds.length} prompt tokens, up to ${r.maxTokens} new)`);
 

@@ -27,6 +27,7 @@ const ROGUE_PRICE = (5n * 10n ** 23n).toString();
 const OPEN_KEY = 'gp-money-open-000001';
 const RACE_KEY = 'gp-money-race-000001';
 const CAPPED_KEY = 'gp-money-capped-00001';
+const SMALL_KEY = 'gp-money-small-000001';
 const PROMPT = [1, 2, 3, 4];
 const MAX_TOKENS = 6;
 
@@ -38,6 +39,7 @@ let honestB: StartedSupplier | undefined;
 let rogue: StartedSupplier;
 const gateways: { proc: RunningProcess; url: string; data: string }[] = [];
 let raceBudget: bigint;
+let smallBudget: bigint;
 
 interface Gridpipe { cost: string; route: { peerId: string }[] }
 interface Answer {
@@ -46,10 +48,11 @@ interface Answer {
 }
 let model: string;
 
-async function complete(url: string, key: string, maxTokens = MAX_TOKENS): Promise<Answer> {
+/** A completion of PROMPT; `maxTokens` null: the field is left out (the endpoint's default, 16). */
+async function complete(url: string, key: string, maxTokens: number | null = MAX_TOKENS): Promise<Answer> {
   const res = await fetch(`${url}/v1/completions`, {
     method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-    body: JSON.stringify({ model, prompt: PROMPT, max_tokens: maxTokens, temperature: 0 }),
+    body: JSON.stringify({ model, prompt: PROMPT, ...(maxTokens === null ? {} : { max_tokens: maxTokens }), temperature: 0 }),
   });
   return { status: res.status, body: await res.json() as Answer['body'] };
 }
@@ -96,8 +99,10 @@ beforeAll(async () => {
   });
   // A request's cost at the honest price (both fragments at PRICE): a key with room for about 3 of them.
   raceBudget = (costCeiling(manifest, [BigInt(PRICE), BigInt(PRICE)], { positions: PROMPT.length + MAX_TOKENS, steps: MAX_TOKENS + 1 }) * 7n) / 2n;
+  // Room for the ceiling of 3 new tokens, not 4.
+  smallBudget = costCeiling(manifest, [BigInt(PRICE), BigInt(PRICE)], { positions: PROMPT.length + 3, steps: 4 });
   await startGateway('default-limits', wp, {
-    [OPEN_KEY]: { name: 'open' }, [RACE_KEY]: { name: 'race', budget: raceBudget.toString() },
+    [OPEN_KEY]: { name: 'open' }, [RACE_KEY]: { name: 'race', budget: raceBudget.toString() }, [SMALL_KEY]: { name: 'small', budget: smallBudget.toString() },
   });
   // An operator who lifted the price limits: only the key's budget stands between the rogue and the escrow.
   await startGateway('no-limits', wq, { [CAPPED_KEY]: { name: 'capped', budget: (100n * TOKEN).toString() } }, ['--max-price-per-gflop', ROGUE_PRICE, '--max-over-median', '1e30']);
@@ -143,6 +148,18 @@ describe('no escrow drain through a price (attack 1)', () => {
 });
 
 describe('no budget race (attack 6)', () => {
+  it('refuses a max_tokens the key cannot pay for up front; an unset one shrinks to what it can', async () => {
+    const [limited] = gateways;
+    const refused = await complete(limited.url, SMALL_KEY, 16);
+    expect(refused.status, JSON.stringify(refused.body)).toBe(402);
+    expect(refused.body.error!.message).toMatch(new RegExp(`up to 16 new\\) may cost up to \\d+ base units .* has ${smallBudget} left`));
+    const shrunk = await complete(limited.url, SMALL_KEY, null);
+    expect(shrunk.status, JSON.stringify(shrunk.body)).toBe(200);
+    expect(shrunk.body.usage!.completion_tokens).toBe(3);
+    expect(shrunk.body.choices![0].finish_reason).toBe('length');
+    expect(BigInt(shrunk.body.gridpipe!.cost)).toBeLessThanOrEqual(smallBudget);
+  });
+
   it('8 concurrent requests on a key with room for about 3 spend and sign at most its budget', async () => {
     const [limited] = gateways;
     const before = (await vouchered(honestA)) + (await vouchered(honestB!));
@@ -191,9 +208,9 @@ describe('no budget race (attack 6)', () => {
     };
     const limitedSigned = await signedBy(limited.data);
     expect(limitedSigned.has(chain.wallets[3].address)).toBe(false);
-    // Everything the payer signed was charged to one of its keys: the open key's requests and the race.
+    // Everything the payer signed was charged to one of its keys.
     const total = [...limitedSigned.values()].reduce((a, b) => a + b, 0n);
-    expect(total).toBe(race + await spendingOf(limited.data, OPEN_KEY));
+    expect(total).toBe(race + await spendingOf(limited.data, OPEN_KEY) + await spendingOf(limited.data, SMALL_KEY));
     expect((await signedBy(lifted.data)).size).toBe(0);
   });
 });
