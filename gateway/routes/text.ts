@@ -147,6 +147,7 @@ async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRe
     ctx.metrics.inflight.dec();
     const usage = { promptTokens: r.promptIds.length, completionTokens: generation.completionTokens };
     budget.settle(usage.promptTokens + usage.completionTokens, generation.unpaidCost);
+    if (generation.budgetStop) ctx.logger.info({ requestId, key: key.name, reason: generation.budgetStop.message }, 'request cut short by its budget');
     const record = { ...meta, key: key.name, usage };
     ctx.metrics.recordGridRequest(record);
     if (trace.firstTokenMs !== undefined) ctx.metrics.firstTokenSeconds.observe({ model: model.id }, trace.firstTokenMs / 1000);
