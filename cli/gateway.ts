@@ -3,7 +3,7 @@
  * over the grid, with API keys, per-key rate and budget limits, Prometheus metrics and a live feed; runs until
  * SIGINT/SIGTERM.
  */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import os from 'node:os';
 import path from 'node:path';
 import { startGateway } from '../gateway/server.js';
@@ -11,9 +11,16 @@ import { readKeysFile, KeysFileError } from '../gateway/keys.js';
 import { openPayers, type Payers } from '../gateway/payments.js';
 import { createLogger } from '../node/logger.js';
 import { readChainConfig } from '../contracts/bindings.js';
-import { byteSize, portNumber } from './args.js';
+import { byteSize, portNumber, positiveNumber } from './args.js';
+import { DEFAULT_MAX_OVER_MEDIAN, DEFAULT_MAX_PRICE_PER_GFLOP } from '../scheduler/price-policy.js';
 import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { UsageError } from './errors.js';
+
+/** A whole number of token base units (a price). */
+function baseUnits(value: string): bigint {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`expected a whole number of token base units, got "${value}"`);
+  return BigInt(value);
+}
 
 /** The gateway command. */
 export function gatewayCommand(): Command {
@@ -29,11 +36,14 @@ export function gatewayCommand(): Command {
     .option('--rpc <url>', 'RPC URL to use instead of the chain config\'s')
     .option('--wallet <keystore>', 'the paying wallet\'s keystore (passphrase in GRIDPIPE_PASSPHRASE)')
     .option('--data <dir>', 'data folder (payer ledgers, what each API key has spent)', path.join(os.homedir(), '.gridpipe', 'gateway'))
+    .option('--max-price-per-gflop <base-units>', `never route to suppliers asking more per GFLOP (token base units; default ${DEFAULT_MAX_PRICE_PER_GFLOP}, i.e. 0.001 GRID)`, baseUnits, DEFAULT_MAX_PRICE_PER_GFLOP)
+    .option('--max-over-median <factor>', `refuse suppliers asking more than this many times the median price of a model's hosts (default ${DEFAULT_MAX_OVER_MEDIAN})`, positiveNumber, DEFAULT_MAX_OVER_MEDIAN)
     .option('--max-tensor-bytes <bytes>', 'largest /v1/infer request body', byteSize, 256 << 20)
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
       port: number; host: string; bootstrap: string[]; network: string; keys?: string; model: string[];
       chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; json: boolean;
+      maxPricePerGflop: bigint; maxOverMedian: number;
     }) => {
       if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
@@ -59,7 +69,7 @@ export function gatewayCommand(): Command {
       }
       const gateway = await startGateway({
         bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), port: o.port, host: o.host, keys, models: o.model,
-        payerFor: payers?.payerFor, requireStake, maxTensorBytes: o.maxTensorBytes, logger, spendingDir: path.join(o.data, 'spending'),
+        payerFor: payers?.payerFor, priceLimits: { maxPricePerGflop: o.maxPricePerGflop, maxOverMedian: o.maxOverMedian }, requireStake, maxTensorBytes: o.maxTensorBytes, logger, spendingDir: path.join(o.data, 'spending'),
       });
       const models = gateway.context.catalog.servable().map((m) => m.id);
       if (o.json) {

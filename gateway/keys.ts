@@ -30,10 +30,12 @@ export interface ApiKey extends ApiKeyConfig {
   /** SHA-256 of the secret: how the key is stored anywhere (never the secret). */
   id: string;
   spent: bigint;
+  /** Reserved by requests in flight for vouchers they signed (or are signing): spent once they settle. */
+  held: bigint;
 }
 
 /** The caller when the gateway runs without --keys. */
-export const OPEN_ACCESS: ApiKey = { id: 'open', name: 'open', spent: 0n };
+export const OPEN_ACCESS: ApiKey = { id: 'open', name: 'open', spent: 0n, held: 0n };
 
 /** Raised for a keys file that cannot be used; names the entry and the problem. */
 export class KeysFileError extends Error {
@@ -133,7 +135,7 @@ export class KeyRing {
   constructor(keys?: Map<string, ApiKeyConfig>, private readonly now: () => number = Date.now) {
     for (const [secret, config] of keys ?? []) {
       const id = hash(secret);
-      this.byHash.set(id, { ...config, id, spent: 0n });
+      this.byHash.set(id, { ...config, id, spent: 0n, held: 0n });
     }
   }
 
@@ -180,6 +182,31 @@ export class KeyRing {
       throw overBudget(`key "${key.name}" has spent its budget (${key.spent} of ${key.budget} base units)`);
     }
     requests.add(now, 1);
+  }
+
+  /** What `key` may still reserve: budget less spent and held (undefined: no budget). */
+  remaining(key: ApiKey): bigint | undefined {
+    if (key.budget === undefined || key === OPEN_ACCESS) return undefined;
+    const left = key.budget - key.spent - key.held;
+    return left > 0n ? left : 0n;
+  }
+
+  /**
+   * Reserves `amount` of the key's budget for a request in flight: false (and nothing reserved) when spent +
+   * held + amount would pass the budget. Synchronous, so concurrent requests of one key cannot both take the
+   * last room (the event loop runs one check-and-add at a time).
+   */
+  hold(key: ApiKey, amount: bigint): boolean {
+    if (amount <= 0n || key.budget === undefined || key === OPEN_ACCESS) return true;
+    if (key.spent + key.held + amount > key.budget) return false;
+    key.held += amount;
+    return true;
+  }
+
+  /** Gives back what `hold` reserved (the request ended, or the voucher was not signed). */
+  release(key: ApiKey, amount: bigint): void {
+    if (amount <= 0n || key.budget === undefined || key === OPEN_ACCESS) return;
+    key.held = key.held > amount ? key.held - amount : 0n;
   }
 
   /** Records what a request used: tokens (prompt + generated) and its cost in base units. */

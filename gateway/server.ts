@@ -7,6 +7,7 @@ import '../node/polyfill.js';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { GridClient } from '../scheduler/client.js';
+import type { PriceLimits } from '../scheduler/price-policy.js';
 import { cachedStakeCheck, type StakeCheck } from '../scheduler/discovery.js';
 import { attachStakeRegistry, createProvider } from '../contracts/bindings.js';
 import type { StepPayer } from '../scheduler/payment.js';
@@ -35,6 +36,8 @@ export interface GatewayOptions {
   models?: string[];
   /** The payer a key's sessions pay through (payments on). */
   payerFor?: (key: ApiKey) => StepPayer | undefined;
+  /** Prices accepted from suppliers (default scheduler/price-policy's DEFAULT_PRICE_LIMITS). */
+  priceLimits?: PriceLimits;
   /** Largest /v1/infer body (default 256 MiB). */
   maxTensorBytes?: number;
   /** Route only to suppliers staked in this StakeRegistry (payments on: unstaked ones are not paid). */
@@ -102,7 +105,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const client = await GridClient.connect({ bootstrap: options.bootstrap, network: options.network, logger, discovery: { lookupTimeoutMs: 5000 }, stakeCheck });
   const catalog = new ModelCatalog(client, { models: options.models, refreshEveryMs: options.refreshEveryMs, logger, stakeCheck });
   const ctx: GatewayContext = {
-    client, catalog, keys: new KeyRing(options.keys), feed: new EventFeed(), metrics: new GatewayMetrics(), logger, payerFor: options.payerFor,
+    client, catalog, keys: new KeyRing(options.keys), feed: new EventFeed(), metrics: new GatewayMetrics(), logger, payerFor: options.payerFor, priceLimits: options.priceLimits,
   };
   let app: FastifyInstance | undefined;
   let spending: SpendingLedger | undefined;

@@ -5,6 +5,7 @@ import ort from 'onnxruntime-node';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { StopMatcher } from '../../gateway/stop.js';
+import { RequestBudget } from '../../gateway/budget.js';
 import { KeyRing, parseKeys, KeysFileError } from '../../gateway/keys.js';
 import { SpendingLedger } from '../../gateway/spending.js';
 import { ApiError } from '../../gateway/errors.js';
@@ -94,6 +95,27 @@ describe('KeyRing', () => {
     expect(beta.spent).toBe(10n);
     now += 61_000;
     expect(statusOf(() => ring.admit(beta))).toBe(402);
+  });
+
+  it('reserves budget for requests in flight: holds never pass the budget, and a request settles what it signed', () => {
+    const ring = new KeyRing(keys);
+    const beta = ring.authenticate('Bearer key-beta-4567');
+    const first = new RequestBudget(ring, beta, 8n);
+    const second = new RequestBudget(ring, beta, 8n);
+    first.admit('the first request');
+    second.admit('the second request');
+    expect(ring.hold(beta, 6n)).toBe(true);
+    expect(ring.remaining(beta)).toBe(4n);
+    expect(ring.hold(beta, 5n)).toBe(false);
+    expect(beta.held).toBe(6n);
+    ring.release(beta, 6n);
+    expect(ring.remaining(beta)).toBe(10n);
+    // Settling turns what was signed into spending and gives the rest of the reservation back.
+    expect(first.settle(3, 7n)).toBe(7n);
+    expect(beta.spent).toBe(7n);
+    expect(beta.held).toBe(0n);
+    expect(statusOf(() => new RequestBudget(ring, beta, 4n).admit('a request'))).toBe(402);
+    expect(() => new RequestBudget(ring, beta, 3n).admit('a request')).not.toThrow();
   });
 
   it('keeps what each key spent across a restart (a budget spent stays spent), stored by hash, never the secret', async () => {
