@@ -7,7 +7,7 @@ import { Command, Option } from 'commander';
 import os from 'node:os';
 import path from 'node:path';
 import { startGateway } from '../gateway/server.js';
-import { readKeysFile, KeysFileError } from '../gateway/keys.js';
+import { readKeysFile, KeysFileError, keysFileModeProblem } from '../gateway/keys.js';
 import { openPayers, type Payers } from '../gateway/payments.js';
 import { createLogger } from '../node/logger.js';
 import { readChainConfig } from '../contracts/bindings.js';
@@ -30,10 +30,11 @@ export function gatewayCommand(): Command {
     .option('--wallet <keystore>', 'the paying wallet\'s keystore (passphrase in GRIDPIPE_PASSPHRASE)')
     .option('--data <dir>', 'data folder (payer ledgers, what each API key has spent)', path.join(os.homedir(), '.gridpipe', 'gateway'))
     .option('--max-tensor-bytes <bytes>', 'largest /v1/infer request body', byteSize, 256 << 20)
+    .option('--metrics-token <token>', 'Bearer token that lets other hosts read /metrics (default: loopback clients only; or GRIDPIPE_METRICS_TOKEN)')
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
       port: number; host: string; bootstrap: string[]; network: string; keys?: string; model: string[];
-      chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; json: boolean;
+      chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; metricsToken?: string; json: boolean;
     }) => {
       if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
@@ -46,6 +47,10 @@ export function gatewayCommand(): Command {
         throw err;
       }
       const logger = createLogger('gridpipe-gateway');
+      const modeProblem = o.keys ? await keysFileModeProblem(o.keys) : undefined;
+      if (modeProblem) logger.warn(`INSECURE KEYS FILE: ${modeProblem}`);
+      const metricsToken = o.metricsToken ?? process.env.GRIDPIPE_METRICS_TOKEN;
+      if (metricsToken !== undefined && metricsToken.length < 16) throw new UsageError('--metrics-token must be at least 16 characters');
       let payers: Payers | undefined;
       let requireStake: { rpcUrl: string; chainId: number; stakeRegistry: string } | undefined;
       if (o.chainConfig) {
@@ -59,7 +64,7 @@ export function gatewayCommand(): Command {
       }
       const gateway = await startGateway({
         bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), port: o.port, host: o.host, keys, models: o.model,
-        payerFor: payers?.payerFor, requireStake, maxTensorBytes: o.maxTensorBytes, logger, spendingDir: path.join(o.data, 'spending'),
+        payerFor: payers?.payerFor, requireStake, maxTensorBytes: o.maxTensorBytes, metricsToken, logger, spendingDir: path.join(o.data, 'spending'),
       });
       const models = gateway.context.catalog.servable().map((m) => m.id);
       if (o.json) {
@@ -67,7 +72,7 @@ export function gatewayCommand(): Command {
       } else {
         process.stdout.write(`gateway ready at ${gateway.url}/v1 (OpenAI-compatible)\n`);
         process.stdout.write(`  models: ${models.join(', ') || 'none servable yet (they appear as suppliers announce them)'}\n`);
-        process.stdout.write(`  ${gateway.context.keys.open ? 'OPEN: no --keys, anyone who reaches it may call it' : `${gateway.context.keys.list().length} API keys`}; metrics at ${gateway.url}/metrics, feed at ${gateway.url}/v1/feed\n`);
+        process.stdout.write(`  ${gateway.context.keys.open ? 'OPEN: no --keys, anyone who reaches it may call it' : `${gateway.context.keys.list().length} API keys`}; metrics at ${gateway.url}/metrics (${metricsToken ? 'loopback, or with the metrics token' : 'loopback clients only'}), feed at ${gateway.url}/v1/feed\n`);
       }
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());

@@ -16,4 +16,6 @@ export interface GatewayContext {
   logger: Logger;
   /** The payer a key's sessions pay suppliers through (payments on), or undefined (price from adverts). */
   payerFor?: (key: ApiKey) => StepPayer | undefined;
+  /** Bearer token for /metrics from other hosts (absent: loopback clients only). */
+  metricsToken?: string;
 }
