@@ -119,7 +119,7 @@ export class TemplateSandbox {
       this.worker = undefined;
       this.fail(new TemplateRenderError('chat template renderer exited'));
     });
-    // After the listeners: adding a 'message' listener refs the worker again. An idle renderer never keeps the process alive.
+    // After the listeners (adding a 'message' listener refs the worker again): an idle renderer never keeps the process alive.
     w.unref();
     return w;
   }
@@ -137,6 +137,8 @@ export class TemplateSandbox {
     }, this.budget.timeoutMs);
     timer.unref();
     this.current = { job, timer };
+    // Held while it renders (someone awaits the result); let go when idle.
+    this.worker.ref();
     this.worker.postMessage({ id: job.id, source: job.source, context: job.context });
   }
 
@@ -145,6 +147,7 @@ export class TemplateSandbox {
     if (!cur || cur.job.id !== reply.id) return;
     clearTimeout(cur.timer);
     this.current = undefined;
+    if (this.queue.length === 0) this.worker?.unref();
     if (reply.out !== undefined) cur.job.resolve(reply.out);
     else if (reply.tooLong !== undefined) cur.job.reject(new TemplateBudgetError(`chat template rendered ${reply.tooLong} characters, over its budget of ${this.budget.maxOutputChars}`, 'output'));
     else cur.job.reject(new TemplateRenderError(`chat template failed: ${reply.error ?? 'unknown error'}`));
