@@ -23,6 +23,7 @@ import { registerInferRoute } from './routes/infer.js';
 import { registerMetaRoutes } from './routes/meta.js';
 import { registerTextRoutes } from './routes/text.js';
 import { SpendingLedger } from './spending.js';
+import { UploadBudget } from './upload-budget.js';
 import { closeSharedTemplateSandbox } from './tokenizers/sandbox.js';
 
 export interface GatewayOptions {
@@ -96,7 +97,8 @@ export function buildApp(ctx: GatewayContext, maxTensorBytes = 256 << 20): Fasti
     ctx.metrics.requestSeconds.observe({ route }, reply.elapsedTime / 1000);
   });
   // Before any body is read: a request without a valid key never gets its upload buffered.
-  authenticateBeforeBody(app, ctx.keys);
+  // Bodies in flight: one key at most two of the largest, all keys at most four (1 GiB with the defaults).
+  authenticateBeforeBody(app, ctx.keys, new UploadBudget(4 * Math.max(maxTensorBytes, JSON_BODY_LIMIT), 2 * Math.max(maxTensorBytes, JSON_BODY_LIMIT)));
   registerMetaRoutes(app, ctx);
   registerTextRoutes(app, ctx);
   registerInferRoute(app, ctx, maxTensorBytes);

@@ -89,6 +89,28 @@ function upload(target: string, bytes: number, headers: Record<string, string> =
   });
 }
 
+/** Sends only a request's head (declaring `bytes` of body, none sent): the socket, and its status once answered. */
+function head(target: string, bytes: number, headers: Record<string, string>): { socket: net.Socket; status: Promise<number> } {
+  const u = new URL(target);
+  const socket = net.connect(Number(u.port), u.hostname);
+  const status = new Promise<number>((resolve, reject) => {
+    let received = '';
+    socket.on('data', (d: Buffer) => {
+      received += d.toString('latin1');
+      const m = /^HTTP\/1\.1 (\d{3}) /.exec(received);
+      if (m) resolve(Number(m[1]));
+    });
+    socket.on('error', reject);
+    socket.on('close', () => reject(new Error('closed without an answer')));
+  });
+  status.catch(() => undefined);
+  socket.on('connect', () => {
+    const lines = Object.entries({ 'content-type': 'application/octet-stream', ...headers, 'content-length': String(bytes), host: u.host }).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+    socket.write(`POST ${u.pathname}${u.search} HTTP/1.1\r\n${lines}\r\n`);
+  });
+  return { socket, status };
+}
+
 async function buildChatModel(name: string, seed: number, chatTemplate?: string): Promise<{ dir: string }> {
   const hf = path.join(tmp.dir, `${name}-hf`);
   const tok = writeTestTokenizer(hf);
@@ -160,6 +182,21 @@ describe('the gateway under attack (real supplier and gateway processes)', () =>
     expect(await tooLarge() - tooLargeBefore).toBe(1);
     // And the gateway still serves.
     expect((await openai.models.list()).data.length).toBe(2);
+  });
+
+  it('a key cannot have more request bodies in flight than its upload budget (two of the largest): 429 before reading', async () => {
+    const infer = `${url}/v1/infer?model=sec-chat`;
+    const auth = { authorization: `Bearer ${KEY}` };
+    // Held: 250 MiB declared (under the route's 256 MiB), nothing sent; the gateway waits for its body.
+    const held = head(infer, 250 * MiB, auth);
+    try {
+      // 300 MiB more is over the key's 512 MiB once the held one is counted (before: a plain 413, over the route's limit).
+      await waitFor(async () => { const h = head(infer, 300 * MiB, auth); try { return (await h.status) === 429; } finally { h.socket.destroy(); } }, 'the held upload to be counted', 30_000, 50);
+    } finally {
+      held.socket.destroy();
+    }
+    // Given back when the connection drops.
+    await waitFor(async () => { const h = head(infer, 300 * MiB, auth); try { return (await h.status) === 413; } finally { h.socket.destroy(); } }, 'the budget to be given back', 30_000, 50);
   });
 
   it('a chat template bomb is stopped within its budget (422 naming it), and the next request is served', async () => {
