@@ -53,11 +53,16 @@ function tokenText(value: unknown): string | undefined {
  */
 export function hfTextTokenizer(tokenizerJson: object, config: Record<string, unknown> = {}, sandbox: TemplateSandbox = sharedTemplateSandbox()): TextTokenizer {
   const tokenizer = new HfTokenizer(tokenizerJson, config);
-  // A second tokenizer without the special added tokens encodes message content: their text stays text there.
+  // A second tokenizer without the special added tokens encodes chat text: their text stays text there. Made on
+  // the first chat request (a second copy of the vocabulary), so models only called through completions never pay.
   const added = ((tokenizerJson as { added_tokens?: (SpecialToken & { special?: boolean })[] }).added_tokens ?? []);
   const specials = added.filter((t) => t.special === true && typeof t.content === 'string' && Number.isInteger(t.id));
-  const plain = specials.length ? new HfTokenizer({ ...tokenizerJson, added_tokens: added.filter((t) => t.special !== true) }, config) : tokenizer;
-  const escaper = new ChatEscaper(specials, (text) => plain.encode(text, { add_special_tokens: false }).ids, (text) => tokenizer.encode(text, { add_special_tokens: false }).ids);
+  let plain: HfTokenizer | undefined;
+  const plainEncode = (text: string): number[] => {
+    plain ??= specials.length ? new HfTokenizer({ ...tokenizerJson, added_tokens: added.filter((t) => t.special !== true) }, config) : tokenizer;
+    return plain.encode(text, { add_special_tokens: false }).ids;
+  };
+  const escaper = new ChatEscaper(specials, plainEncode, (text) => tokenizer.encode(text, { add_special_tokens: false }).ids);
   const special: Record<string, string> = {};
   for (const name of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
     const text = tokenText(config[name]);
