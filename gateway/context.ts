@@ -19,4 +19,6 @@ export interface GatewayContext {
   payerFor?: (key: ApiKey) => StepPayer | undefined;
   /** Prices the gateway accepts from suppliers (default scheduler/price-policy's DEFAULT_PRICE_LIMITS). */
   priceLimits?: PriceLimits;
+  /** Bearer token for /metrics from other hosts (absent: loopback clients only). */
+  metricsToken?: string;
 }

@@ -12,7 +12,7 @@
  * `requestsPerMinute` / `tokensPerMinute` are optional limits (absent = unlimited). Spending survives restarts when
  * the gateway has a data folder (gateway/spending.ts).
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { overBudget, rateLimited, unauthorized } from './errors.js';
 import type { SpendingLedger } from './spending.js';
@@ -90,6 +90,18 @@ export async function readKeysFile(file: string): Promise<Map<string, ApiKeyConf
     if (err instanceof KeysFileError) throw err;
     throw new KeysFileError(`${file}: not valid JSON (${(err as Error).message})`);
   }
+}
+
+/**
+ * The keys file holds the secrets: a warning when its mode lets the group or others read (or write) it, or
+ * undefined when it is private (or on a system without POSIX modes). A warning, not a refusal: files made
+ * with the default umask (0644) are common and refusing them would stop running gateways on upgrade.
+ */
+export async function keysFileModeProblem(file: string): Promise<string | undefined> {
+  if (process.platform === 'win32') return undefined;
+  const mode = (await stat(file)).mode & 0o777;
+  if ((mode & 0o077) === 0) return undefined;
+  return `${file} holds API keys but is readable${mode & 0o022 ? ' or writable' : ''} by ${mode & 0o007 ? 'every user' : 'its group'} (mode 0${mode.toString(8)}): run chmod 600 ${file}`;
 }
 
 const WINDOW_MS = 60_000;

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type ort from 'onnxruntime-node';
+import { requestKey } from '../auth.js';
 import type { GatewayContext } from '../context.js';
 import { badRequest, unavailable } from '../errors.js';
 import { gridError, openPipeline } from '../pipeline.js';
@@ -63,7 +64,7 @@ function checkInputs(manifest: Manifest, inputs: TensorMap): void {
 }
 
 async function serveInfer(ctx: GatewayContext, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-  const key = ctx.keys.authenticate(req.headers.authorization);
+  const key = requestKey(req);
   const { modelId, inputs } = readRequest(req);
   const model = await ctx.catalog.resolve(modelId);
   const manifest = model.open.manifest;

@@ -7,9 +7,11 @@ import { vocabSize } from '../../fragments/manifest.js';
 import { randomInt, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { requestKey } from '../auth.js';
 import type { GatewayContext } from '../context.js';
 import type { CatalogModel } from '../catalog.js';
 import { ApiError, badRequest, unavailable } from '../errors.js';
+import { chatPromptIds } from '../chat-prompt.js';
 import { GridGeneration } from '../generation.js';
 import { affordableTokens, ceilingPrices, RequestBudget } from '../budget.js';
 import { costCeiling, DEFAULT_PRICE_LIMITS } from '../../scheduler/price-policy.js';
@@ -79,7 +81,7 @@ async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<
   if (!found.tokenizer) throw unavailable(`model "${found.id}" has no usable tokenizer here: ${found.tokenizerError ?? 'unknown reason'}`, 'tokenizer_unavailable');
   const model = found as CatalogModel & { tokenizer: TextTokenizer };
   let promptIds: number[];
-  if (messages) promptIds = model.tokenizer.encode(model.tokenizer.chat(messages), false);
+  if (messages) promptIds = await chatPromptIds(model.id, model.tokenizer, messages);
   else if (prompt && 'ids' in prompt) {
     promptIds = prompt.ids;
     const vocab = vocabSize(model.open.manifest);
@@ -105,7 +107,7 @@ async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<
 }
 
 async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-  const key = ctx.keys.authenticate(req.headers.authorization);
+  const key = requestKey(req);
   const r = await parse(ctx, endpoint, objectBody(req.body));
   ctx.keys.admit(key);
   const { model } = r;

@@ -156,16 +156,16 @@ describe('KeyRing', () => {
 });
 
 describe('tokenizers', () => {
-  it('the byte tokenizer decodes a multi-byte character split over tokens only once whole', () => {
+  it('the byte tokenizer decodes a multi-byte character split over tokens only once whole', async () => {
     const t = byteTextTokenizer();
     const ids = t.encode('añb');
     expect(ids).toEqual([0x61, 0xc3, 0xb1, 0x62]);
     const d = new IncrementalDecoder(t);
     expect(ids.map((id) => d.push(id))).toEqual(['a', '', 'ñ', 'b']);
-    expect(t.chat([{ role: 'user', content: 'hi' }])).toBe('user: hi\nassistant:');
+    expect(await t.chat([{ role: 'user', content: 'hi' }])).toBe('user: hi\nassistant:');
   });
 
-  it('a Hugging Face tokenizer.json with its chat template and EOS', () => {
+  it('a Hugging Face tokenizer.json with its chat template and EOS', async () => {
     const tmp = tempDir();
     try {
       const { tokenizerFile, eosId } = writeTestTokenizer(tmp.dir);
@@ -176,7 +176,7 @@ describe('tokenizers', () => {
       expect(ids[0]).toBe(261); // "Ġthe": the merges applied
       expect(t.decode(ids)).toBe(' the cat');
       expect(t.stopIds).toEqual([eosId]);
-      const prompt = t.chat([{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello' }]);
+      const prompt = await t.chat([{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello' }]);
       expect(prompt).toBe('<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n');
       const encoded = t.encode(prompt, false);
       expect(encoded[0]).toBe(256); // <|im_start|> as one special token
