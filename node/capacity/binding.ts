@@ -12,7 +12,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { getAddress, hexlify, isAddress, getBytes } from 'ethers';
-import { recoverStakeBindingSigner, signStakeBinding, stakeBindingDigest, type TypedDataSigner } from '../../contracts/eip712.js';
+import { recoverStakeBindingSigner, signStakeBinding, type TypedDataSigner } from '../../contracts/eip712.js';
 
 /** A stake binding as carried in a record (proto StakeBinding); the operator is the record's staking address. */
 export interface RecordStakeBinding {
@@ -41,20 +41,28 @@ export class StakeBindingError extends Error {
   }
 }
 
-/** Most recoveries remembered. */
+/** Most verdicts remembered. */
 const CACHE_LIMIT = 4096;
-const recovered = new Map<string, string | null>();
+/** Signature verdicts by everything signed: whether the signer is the operator (expiry is checked apart). */
+const verdicts = new Map<string, boolean>();
+const HEX_ADDRESS = /^0x[0-9a-fA-F]{40}$/;
 
-function recoverCached(statement: StakeBindingStatement): string | null {
+function signedByOperator(statement: StakeBindingStatement): boolean {
   const signature = hexlify(statement.signature);
-  const digest = stakeBindingDigest(statement.stakeRegistry, statement.chainId, { operator: statement.operator, peerId: statement.peerId, until: BigInt(statement.until) });
-  const key = `${digest}:${signature}`;
-  const hit = recovered.get(key);
+  // Keyed by what is signed, not its digest: hashing the typed data costs most of a millisecond too.
+  const key = `${statement.chainId}:${statement.stakeRegistry.toLowerCase()}:${statement.operator.toLowerCase()}:${statement.peerId}:${statement.until}:${signature}`;
+  const hit = verdicts.get(key);
   if (hit !== undefined) return hit;
-  const signer = recoverStakeBindingSigner(statement.stakeRegistry, statement.chainId, { operator: statement.operator, peerId: statement.peerId, until: BigInt(statement.until) }, signature);
-  if (recovered.size >= CACHE_LIMIT) recovered.delete(recovered.keys().next().value as string);
-  recovered.set(key, signer);
-  return signer;
+  let ok: boolean;
+  try {
+    const signer = recoverStakeBindingSigner(statement.stakeRegistry, statement.chainId, { operator: statement.operator, peerId: statement.peerId, until: BigInt(statement.until) }, signature);
+    ok = signer !== null && signer === getAddress(statement.operator);
+  } catch {
+    ok = false; // a bad checksum or registry address: not a valid binding
+  }
+  if (verdicts.size >= CACHE_LIMIT) verdicts.delete(verdicts.keys().next().value as string);
+  verdicts.set(key, ok);
+  return ok;
 }
 
 /**
@@ -62,18 +70,12 @@ function recoverCached(statement: StakeBindingStatement): string | null {
  * nothing, answers the reason when not.
  */
 export function verifyStakeBinding(statement: StakeBindingStatement, nowMs: number = Date.now()): { bound: boolean; reason?: UnboundReason } {
-  if (!isAddress(statement.operator)) return { bound: false, reason: 'NO_ADDRESS' };
-  if (!isAddress(statement.stakeRegistry) || !Number.isSafeInteger(statement.chainId) || statement.chainId <= 0
+  if (!HEX_ADDRESS.test(statement.operator)) return { bound: false, reason: 'NO_ADDRESS' };
+  if (!HEX_ADDRESS.test(statement.stakeRegistry) || !Number.isSafeInteger(statement.chainId) || statement.chainId <= 0
     || !Number.isSafeInteger(statement.until) || statement.signature.byteLength !== 65 || !statement.peerId) {
     return { bound: false, reason: 'MALFORMED' };
   }
-  let signer: string | null;
-  try {
-    signer = recoverCached(statement);
-  } catch {
-    return { bound: false, reason: 'MALFORMED' };
-  }
-  if (signer === null || signer !== getAddress(statement.operator)) return { bound: false, reason: 'WRONG_SIGNER' };
+  if (!signedByOperator(statement)) return { bound: false, reason: 'WRONG_SIGNER' };
   if (statement.until * 1000 <= nowMs) return { bound: false, reason: 'EXPIRED' };
   return { bound: true };
 }
