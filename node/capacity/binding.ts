@@ -32,7 +32,7 @@ export interface StakeBindingStatement extends RecordStakeBinding {
 }
 
 /** Why a binding is not accepted (metrics label and log text). */
-export type UnboundReason = 'NO_ADDRESS' | 'MISSING' | 'MALFORMED' | 'WRONG_SIGNER' | 'EXPIRED';
+export type UnboundReason = 'NO_ADDRESS' | 'MISSING' | 'MALFORMED' | 'WRONG_SIGNER' | 'EXPIRED' | 'UNCHECKED';
 
 export class StakeBindingError extends Error {
   override readonly name = 'StakeBindingError';

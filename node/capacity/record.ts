@@ -309,6 +309,11 @@ export interface OpenOptions {
   expectedPeerId?: string;
   /** Accept expired records (to inspect them); signature and peer checks still apply. */
   allowExpired?: boolean;
+  /**
+   * Check the stake binding (default true). False skips its signature recovery where nothing depends on
+   * it (the DHT validator only decides whether to store); the record then comes back unbound.
+   */
+  checkStake?: boolean;
 }
 
 /** Checks a signed record and returns its content; throws `CapacityRecordError`. */
@@ -358,7 +363,7 @@ export async function openRecord(signed: Uint8Array, options: OpenOptions = {}):
     throw new CapacityRecordError('EXPIRED', `capacity record for ${record.peerId} expired ${now - record.expiresAtMs} ms ago`);
   }
   const claimed = record.stakingAddress;
-  const binding = checkStakeBinding(record, now);
+  const binding = options.checkStake === false ? { bound: false, reason: 'UNCHECKED' as const } : checkStakeBinding(record, now);
   if (!binding.bound) {
     record.stakingAddress = '';
     delete record.stakeBinding;
