@@ -20,6 +20,7 @@ import { GridClient } from '../../scheduler/client.js';
 import { ModelCatalog } from '../../gateway/catalog.js';
 import { cachedStakeCheck, isStakedRecord, ModelDiscovery } from '../../scheduler/discovery.js';
 import { isPaidSpan } from '../../scheduler/payment.js';
+import { generate } from '../../scheduler/generate.js';
 import { attachStakeRegistry } from '../../contracts/index.js';
 import { buildRecord, openRecord, signRecord } from '../../node/capacity/record.js';
 import { findRecord, provideSupplier, publishRecord } from '../../node/capacity/dht.js';
@@ -114,6 +115,18 @@ describe('stake bound to identity (issue 13, attack 5)', () => {
     const open = await client.openModel(modelA.manifestCid, 20_000);
     const hosts = new Set((await open.discovery.refresh()).map((s) => s.peerId));
     expect([...hosts]).toEqual([honest.peerId]);
+    // And a generation runs on it (the copier advertises a million GFLOP/s: routing would prefer it).
+    const session = client.session(open, 8);
+    try {
+      const inputNames = open.manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values'));
+      const tokens: number[] = [];
+      for await (const t of generate(session, { promptIds: [1, 2, 3], maxTokens: 3, kvCache: true, inputNames })) tokens.push(t.id);
+      expect(tokens).toHaveLength(3);
+      expect(new Set(session.route.map((r) => r.peerId))).toEqual(new Set([honest.peerId]));
+      expect(session.failovers).toBe(0);
+    } finally {
+      await session.close();
+    }
 
     // Without a chain (an open grid) the others are routable but never paid as the staker.
     const free = new ModelDiscovery(client.host, modelA.manifestCid);
