@@ -229,6 +229,8 @@ export class Supplier {
 
       const supplier = new Supplier(host, store, exec, limits, probe, stopBlob, logger, paths, options, dataDir, payments);
       supplier.chain = chain;
+      // Staked suppliers' records outrank others in this node's record quota.
+      if (chain) host.capacityQuota.stakeCheck = chain.contracts.stakeRegistry;
       supplier.binder = new StakeBinder({
         peerId: host.peerId.toString(), stakingAddress: options.stakingAddress, statement: options.stakeBinding,
         ...(chain?.wallet ? { wallet: chain.wallet, domain: { chainId: chain.config.chainId, stakeRegistry: chain.config.stakeRegistry } } : {}),

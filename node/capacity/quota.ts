@@ -116,11 +116,29 @@ export class CapacityQuota {
       // The validator checked the signature; the binding's recovery runs only for records that carry one.
       const { record, stake } = await openRecord(envelope.value, { allowExpired: true, now: this.now(), checkStake: peekRecord(envelope.value)?.stakeBinding !== undefined });
       let rank = stake.bound ? 1 : 0;
-      if (stake.bound && this.stakeCheck && await this.stakeCheck.isListed(record.stakingAddress).catch(() => false)) rank = 2;
+      if (stake.bound && this.stakeCheck && await this.isListed(record.stakingAddress)) rank = 2;
       return { expiresAtMs: record.expiresAtMs, rank };
     } catch {
       return { expiresAtMs: 0, rank: 0 };
     }
+  }
+
+  private readonly listed = new Map<string, { listed: boolean; at: number }>();
+
+  /** The stake check, cached per address for a minute (a chain read per PUT would be a free amplifier). */
+  private async isListed(address: string): Promise<boolean> {
+    const key = address.toLowerCase();
+    const hit = this.listed.get(key);
+    if (hit && this.now() - hit.at < 60_000) return hit.listed;
+    let listed: boolean;
+    try {
+      listed = await this.stakeCheck!.isListed(address);
+    } catch {
+      listed = hit?.listed ?? false;
+    }
+    if (this.listed.size >= 4 * this.max) this.listed.clear();
+    this.listed.set(key, { listed, at: this.now() });
+    return listed;
   }
 
   private load(): Promise<void> {

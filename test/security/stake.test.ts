@@ -12,7 +12,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { Wallet } from 'ethers';
+import { Wallet, type HDNodeWallet } from 'ethers';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { Supplier } from '../../node/supplier.js';
@@ -186,6 +186,30 @@ describe('stake bound to identity (issue 13, attack 5)', () => {
     expect(await isStakedRecord(check, foreign.record)).toBe(false);
     expect(await isStakedRecord(check, ok.record)).toBe(true);
   });
+
+  it('a full quota with a stake check keeps bound and staked records over merely bound ones', async () => {
+    const store = await createGridHost({ network: 'local', listen: ['/ip4/127.0.0.1/tcp/0'], logger: testLogger(), dht: { maxCapacityRecords: 2 } });
+    const sender = await createGridHost({ network: 'local', listen: ['/ip4/127.0.0.1/tcp/0'], logger: testLogger(), bootstrap: [store.addresses()[0]] });
+    try {
+      store.capacityQuota.stakeCheck = attachStakeRegistry(chain.config.stakeRegistry, chain.provider);
+      await waitFor(() => sender.routingTableSize() >= 1 && store.routingTableSize() >= 1, 'the two nodes to meet');
+      const domain = { chainId: chain.config.chainId, stakeRegistry: chain.config.stakeRegistry };
+      const put = async (wallet: Wallet | HDNodeWallet): Promise<boolean> => {
+        const key = await generateKeyPair('Ed25519');
+        const peer = peerIdFromPrivateKey(key).toString();
+        const binding = await makeStakeBinding(wallet, peer, domain, 3600);
+        const record = buildRecord(peer, { stakingAddress: wallet.address, stakeBinding: recordBinding(binding) });
+        return (await publishRecord(sender, await signRecord(key, record), { timeoutMs: 5000 })).accepted.includes(store.peerId.toString());
+      };
+      // Two bound but unstaked fill it; a third of the same rank is refused; a staked one gets in.
+      expect([await put(Wallet.createRandom()), await put(Wallet.createRandom()), await put(Wallet.createRandom())]).toEqual([true, true, false]);
+      expect(await put(staker)).toBe(true);
+      expect(store.capacityQuota.size).toBe(2);
+    } finally {
+      await sender.stop();
+      await store.stop();
+    }
+  }, 60_000);
 
   it('a supplier started with a binding for another peer says so and runs unstaked', async () => {
     const other = await makeStakeBinding(staker, honest.peerId, { chainId: chain.config.chainId, stakeRegistry: chain.config.stakeRegistry }, 3600);
