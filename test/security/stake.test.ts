@@ -24,7 +24,7 @@ import { generate } from '../../scheduler/generate.js';
 import { attachStakeRegistry } from '../../contracts/index.js';
 import { buildRecord, openRecord, signRecord } from '../../node/capacity/record.js';
 import { findRecord, provideSupplier, publishRecord } from '../../node/capacity/dht.js';
-import { makeStakeBinding, readStakeBindingFile, recordBinding } from '../../node/capacity/binding.js';
+import { makeStakeBinding, readStakeBindingFile, recordBinding, StakeBinder } from '../../node/capacity/binding.js';
 import { createGridHost, type GridHost } from '../../node/host.js';
 import { loadOrCreateIdentity } from '../../node/identity.js';
 import { cidOfFile } from '../../fragments/cid.js';
@@ -185,6 +185,25 @@ describe('stake bound to identity (issue 13, attack 5)', () => {
     const check = cachedStakeCheck(attachStakeRegistry(chain.config.stakeRegistry, chain.provider), 60_000, Date.now, domain);
     expect(await isStakedRecord(check, foreign.record)).toBe(false);
     expect(await isStakedRecord(check, ok.record)).toBe(true);
+  });
+
+  it('a supplier with its staking key signs its own binding and signs again before it runs out', async () => {
+    const key = await generateKeyPair('Ed25519');
+    const peer = peerIdFromPrivateKey(key).toString();
+    const domain = { chainId: chain.config.chainId, stakeRegistry: chain.config.stakeRegistry };
+    const binder = new StakeBinder({ peerId: peer, wallet: staker, domain, validForSeconds: 4 * 86400 });
+    const t0 = Date.now();
+    const first = await binder.current(t0);
+    expect(first.stakingAddress).toBe(staker.address);
+    const open = async (fields: typeof first, now: number): Promise<string> =>
+      (await openRecord(await signRecord(key, buildRecord(peer, fields, { now })), { now })).record.stakingAddress;
+    expect(await open(first, t0)).toBe(staker.address);
+    // One day on: the same binding. Three days on (less than half left): a new one, still good four days later.
+    expect((await binder.current(t0 + 86400_000)).stakeBinding?.until).toBe(first.stakeBinding?.until);
+    const later = await binder.current(t0 + 3 * 86400_000);
+    expect(later.stakeBinding!.until).toBeGreaterThan(first.stakeBinding!.until);
+    expect(await open(first, t0 + 5 * 86400_000)).toBe('');
+    expect(await open(later, t0 + 5 * 86400_000)).toBe(staker.address);
   });
 
   it('a full quota with a stake check keeps bound and staked records over merely bound ones', async () => {
