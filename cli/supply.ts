@@ -17,6 +17,7 @@ import { openChain } from '../node/payments/chain.js';
 import { PAYMENT_DEFAULTS } from '../node/payments/supplier-payments.js';
 import { parseTokenAmount, formatTokens, tokenDecimals } from './chain-args.js';
 import { isEvmAddress } from '../scheduler/payment.js';
+import { readStakeBindingFile, StakeBindingError } from '../node/capacity/binding.js';
 
 /** Seconds (decimals allowed, 0 included) as milliseconds. */
 function seconds(value: string): number {
@@ -62,6 +63,7 @@ export function supplyCommand(): Command {
     .addOption(new Option('--price <base-units>', 'old name of --price-per-gflop').hideHelp())
     // `<address>`, not `<0x...>`: commander reads a placeholder ending in "..." as variadic (an array).
     .option('--staking-address <address>', 'EVM address that stakes for this supplier (with --wallet: the wallet\'s)')
+    .option('--stake-binding <file>', 'the staking key\'s signed binding to this peer (gridpipe stake bind), for a supplier without --wallet')
     .option('--chain-config <file>', 'charge for steps: the chain config JSON (payments need it with --wallet)')
     .option('--rpc <url>', 'EVM JSON-RPC URL (default: the chain config\'s)')
     .option('--wallet <keystore>', 'charge for steps: the supplier\'s staking account, an encrypted keystore (passphrase in GRIDPIPE_PASSPHRASE); vouchers must pay it')
@@ -82,7 +84,7 @@ export function supplyCommand(): Command {
       place: boolean; maxFragments?: number; kvTokens: number; joinJitter: number; rebalanceEvery: number; rebalance: boolean; balanceQuality: number;
       drain: number; gflops?: number;
       maxMemory?: number; maxSessions?: number; threads?: number; gpuShare?: number; hours?: string; paused: boolean;
-      pricePerGflop: string; price?: string; stakingAddress?: string; network: string;
+      pricePerGflop: string; price?: string; stakingAddress?: string; stakeBinding?: string; network: string;
       chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; creditPerPeer?: string; creditTotal?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; adminPort?: number;
       provider?: ProviderChoice; reprobe: boolean; spin: boolean; json: boolean;
     }) => {
@@ -94,6 +96,15 @@ export function supplyCommand(): Command {
       if ((o.chainConfig || o.rpc || o.creditLimit || o.creditPerPeer || o.creditTotal || o.redeemThreshold) && !o.wallet) throw new UsageError('charging for steps needs --wallet KEYSTORE (and --chain-config FILE)');
       if (o.wallet && !o.chainConfig) throw new UsageError('--wallet charges for steps and needs --chain-config FILE');
       if (o.stakingAddress && !isEvmAddress(o.stakingAddress)) throw new UsageError(`--staking-address must be a 0x-prefixed 20-byte address, got "${o.stakingAddress}"`);
+      let stakeBinding;
+      if (o.stakeBinding) {
+        if (o.wallet) throw new UsageError('--stake-binding is for a supplier without its staking key; with --wallet the supplier signs its own binding');
+        try {
+          stakeBinding = await readStakeBindingFile(o.stakeBinding);
+        } catch (err) {
+          throw err instanceof StakeBindingError ? new UsageError(err.message) : err;
+        }
+      }
       const limits = { maxMemoryBytes: o.maxMemory, maxSessions: o.maxSessions, threads: o.threads, gpuShare: o.gpuShare, hours: o.hours, paused: o.paused };
       try {
         new ShareLimits(limits, { memoryBytes: os.totalmem(), cores: os.cpus().length }); // checks the values before anything starts
@@ -144,10 +155,11 @@ export function supplyCommand(): Command {
         },
         gflops: o.gflops,
         limits,
-        pricePerGflop: price, stakingAddress: o.stakingAddress, payments, adminPort: o.adminPort, provider: o.provider, rerunProbe: o.reprobe, spin: o.spin,
+        pricePerGflop: price, stakingAddress: o.stakingAddress, stakeBinding, payments, adminPort: o.adminPort, provider: o.provider, rerunProbe: o.reprobe, spin: o.spin,
         onFetchProgress: (done, total) => progress.update(done, total),
       });
       progress.stop();
+      if (supplier.stakeProblem) process.stderr.write(`gridpipe: warning: ${supplier.stakeProblem}\n`);
       const ready = {
         peerId: supplier.peerId, addresses: supplier.addresses(), admin: supplier.adminUrl,
         hosted: supplier.hosted.map((h) => ({ manifestCid: h.manifestCid, index: h.index, cid: h.cid })),

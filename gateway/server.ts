@@ -116,7 +116,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   if (options.requireStake) {
     // One read-only registry view shared by routing (the client) and the catalog's coverage, cached per address.
     const provider = createProvider(options.requireStake.rpcUrl, options.requireStake.chainId);
-    stakeCheck = cachedStakeCheck(attachStakeRegistry(options.requireStake.stakeRegistry, provider));
+    const { chainId, stakeRegistry } = options.requireStake;
+    stakeCheck = cachedStakeCheck(attachStakeRegistry(stakeRegistry, provider), undefined, undefined, { chainId, stakeRegistry });
     closeProvider = () => provider.destroy();
   }
   const client = await GridClient.connect({ bootstrap: options.bootstrap, network: options.network, logger, discovery: { lookupTimeoutMs: 5000 }, stakeCheck });

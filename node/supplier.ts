@@ -23,6 +23,7 @@ import { createGridHost, type GridHost, type NetworkKind } from './host.js';
 import { probeCapacity, type ProbeResult } from './capacity/probe.js';
 import { CapacityPublisher, findAllRecords } from './capacity/dht.js';
 import { fieldsFromProbe, type CapacityRecordFields, type HostedFragment } from './capacity/record.js';
+import { StakeBinder, type StakeBindingStatement } from './capacity/binding.js';
 import { ShareLimits, type ShareLimitOptions } from './limits.js';
 import { FragmentStore, hostedBlobCids, parseBlobCid } from './store/fragment-store.js';
 import { handleBlobProtocol } from './store/blob-protocol.js';
@@ -62,6 +63,12 @@ export interface SupplierOptions {
   pricePerGflop?: string;
   /** The EVM address that stakes for this supplier (with `payments`: the wallet's, which is also the payee). */
   stakingAddress?: string;
+  /**
+   * A binding of `stakingAddress` to this peer, signed by the staking key (`gridpipe stake bind`), for a
+   * supplier without that key. A paid supplier signs its own with its wallet. Without a valid binding the
+   * record's staking address counts for nothing.
+   */
+  stakeBinding?: StakeBindingStatement;
   /** Charge for steps (vouchers, node/payments); absent: serve for free. */
   payments?: SupplierPaymentOptions;
   /** Capacity record life (default 10 min; re-published at half-life). */
@@ -161,12 +168,18 @@ export class Supplier {
     readonly payments?: SupplierPayments,
   ) {
     this.gflops = options.gflops ?? probe.benchmark.matmulGflops;
-    this.publisher = new CapacityPublisher(host, { fields: () => this.fields(), ttlMs: options.recordTtlMs });
+    this.publisher = new CapacityPublisher(host, {
+      fields: async () => ({ ...this.fields(), ...(this.binder ? await this.binder.current() : {}) }), ttlMs: options.recordTtlMs,
+    });
   }
 
   private admin?: Server;
   /** The chain connection of a paid supplier. */
   private chain?: ChainAccess;
+  /** Which stake binding the records carry (signed here with the wallet, or given). */
+  private binder?: StakeBinder;
+  /** Why this supplier's stake binding does not hold (undefined: bound, or no staking address named). */
+  stakeProblem?: string;
 
   /** What the voucher book holds (a paid supplier). */
   earnings(): EarningsSummary | undefined {
@@ -228,6 +241,19 @@ export class Supplier {
 
       const supplier = new Supplier(host, store, exec, limits, probe, stopBlob, logger, paths, options, dataDir, payments);
       supplier.chain = chain;
+      // Staked suppliers' records outrank others in this node's record quota.
+      if (chain) host.capacityQuota.stakeCheck = chain.contracts.stakeRegistry;
+      supplier.binder = new StakeBinder({
+        peerId: host.peerId.toString(), stakingAddress: options.stakingAddress, statement: options.stakeBinding,
+        ...(chain?.wallet ? { wallet: chain.wallet, domain: { chainId: chain.config.chainId, stakeRegistry: chain.config.stakeRegistry } } : {}),
+        onUnbound: (problem) => { supplier.stakeProblem = problem; logger.warn(problem); },
+      });
+      supplier.stakeProblem = supplier.binder.checkAtStart();
+      if (supplier.stakeProblem) logger.warn(supplier.stakeProblem);
+      else if (options.stakingAddress && !options.stakeBinding && !chain?.wallet) {
+        supplier.stakeProblem = `--staking-address ${options.stakingAddress} needs a stake binding signed by that key (gridpipe stake bind, then --stake-binding FILE); running as unstaked`;
+        logger.warn(supplier.stakeProblem);
+      }
       // A chosen span may have been announced before a failure: withdraw it rather than leave it listed.
       cleanups.push(async () => { if (supplier.publisher.current) await supplier.publisher.unpublish(); });
       cleanups.push(() => supplier.stopAgents());

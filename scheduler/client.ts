@@ -63,7 +63,7 @@ export class GridClient {
     else if (s) {
       // A read-only provider of our own for the registry: the client never signs anything here.
       const provider = createProvider(s.rpcUrl, s.chainId);
-      this.stakeCheck = cachedStakeCheck(attachStakeRegistry(s.stakeRegistry, provider), s.ttlMs);
+      this.stakeCheck = cachedStakeCheck(attachStakeRegistry(s.stakeRegistry, provider), s.ttlMs, Date.now, { chainId: s.chainId, stakeRegistry: s.stakeRegistry });
       this.closeChain = () => provider.destroy();
     }
   }
