@@ -4,7 +4,8 @@
  * Three 100 MiB `/v1/infer` uploads with no key used to be buffered whole before the 401 (RSS 161 → 645 MB).
  * Routes read the caller with `requestKey(req)`. Public routes (health, metrics, feed) skip the check; the
  * metrics route has its own guard (./routes/meta.ts). An authenticated request's body is then counted against
- * the upload budget (./upload-budget.ts) before it is read.
+ * the upload budget (./upload-budget.ts) before it is read; a call to a route that runs work is admitted against the
+ * key's rates and spent budget (429/402) before its body is read as well.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ApiKey, KeyRing } from './keys.js';
@@ -13,6 +14,9 @@ import type { UploadBudget } from './upload-budget.js';
 
 /** Routes anyone may call (by their route pattern). */
 export const PUBLIC_ROUTES = new Set(['/healthz', '/metrics', '/v1/feed']);
+
+/** Routes that run work on the grid: each call counts against the key's rates and budget, before its body is read. */
+export const METERED_ROUTES = new Set(['/v1/completions', '/v1/chat/completions', '/v1/infer']);
 
 const callers = new WeakMap<FastifyRequest, ApiKey>();
 
@@ -34,6 +38,8 @@ export function authenticateBeforeBody(app: FastifyInstance, keys: KeyRing, uplo
     try {
       const key = keys.authenticate(req.headers.authorization);
       callers.set(req, key);
+      // Rates and a spent budget are refused before the body too: a key over its rate cannot make the gateway read more.
+      if (METERED_ROUTES.has(route)) keys.admit(key);
       const bytes = declaredBytes(req, req.routeOptions.bodyLimit ?? uploads.perKeyBytes);
       if (bytes === 0) return;
       const taken = uploads.take(key.id, bytes);

@@ -72,6 +72,12 @@ function typeForStatus(status: number): ErrorType {
 
 /** Largest body of the JSON routes (completions, chat); /v1/infer has its own (maxTensorBytes). */
 export const JSON_BODY_LIMIT = 16 << 20;
+/**
+ * How long a client may take to send its whole request (headers and body). An upload's bytes are counted against
+ * the upload budget from its headers on, so a client that announces a body and never sends it would otherwise
+ * hold its share until the connection drops; the streamed reply is not bound by this.
+ */
+export const REQUEST_RECEIVE_TIMEOUT_MS = 60_000;
 
 /** A key's name to its metrics label: the first 8 hex digits of its id (SHA-256 of the secret). */
 export function keyLabels(keys: KeyRing): (name: string) => string {
@@ -81,7 +87,7 @@ export function keyLabels(keys: KeyRing): (name: string) => string {
 
 /** Builds the fastify app on an existing context (tests, embedding). */
 export function buildApp(ctx: GatewayContext, maxTensorBytes = 256 << 20): FastifyInstance {
-  const app = Fastify({ loggerInstance: ctx.logger.child({ component: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: JSON_BODY_LIMIT });
+  const app = Fastify({ loggerInstance: ctx.logger.child({ component: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: JSON_BODY_LIMIT, requestTimeout: REQUEST_RECEIVE_TIMEOUT_MS });
   app.setErrorHandler((err: FastifyError | ApiError, req, reply) => {
     if (err instanceof ApiError) {
       if (err.status >= 500) ctx.logger.warn({ url: req.url, status: err.status, err: err.message }, 'request failed');

@@ -69,7 +69,6 @@ async function serveInfer(ctx: GatewayContext, req: FastifyRequest, reply: Fasti
   const model = await ctx.catalog.resolve(modelId);
   const manifest = model.open.manifest;
   checkInputs(manifest, inputs);
-  ctx.keys.admit(key);
   if (model.missing.length) await ctx.catalog.refresh();
   if (model.missing.length) throw unavailable(`model "${model.id}" cannot be served right now: no live supplier hosts fragment ${model.missing[0]}`);
 

@@ -109,7 +109,6 @@ async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<
 async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
   const key = requestKey(req);
   const r = await parse(ctx, endpoint, objectBody(req.body));
-  ctx.keys.admit(key);
   const { model } = r;
   if (model.missing.length) await ctx.catalog.refresh();
   if (model.missing.length) throw unavailable(`model "${model.id}" cannot be served right now: no live supplier hosts fragment ${model.missing[0]}`);

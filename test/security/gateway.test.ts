@@ -30,6 +30,8 @@ const tmp = tempDir('gridpipe-sec-gateway-');
 const CONTEXT = 128;
 const KEY = 'gp-sec-main-5b7c0a91e2';
 const KEY_NAME = 'secret-customer-name';
+/** A key allowed one request a minute: its second request is refused before its body is read. */
+const RATE_KEY = 'gp-sec-rate-9d2f61c07a';
 const METRICS_TOKEN = 'metrics-token-0123456789abcdef';
 /** A chat template that never ends in reasonable time: three million iterations of output. */
 const BOMB_TEMPLATE = '{% for i in range(3000000) %}{{ i }}{% endfor %}';
@@ -139,7 +141,7 @@ describe('the gateway under attack (real supplier and gateway processes)', () =>
     const bootstrap = await startSupplier('supplier-a');
     await startSupplier('supplier-b', bootstrap);
     const keysFile = path.join(tmp.dir, 'keys.json');
-    writeFileSync(keysFile, JSON.stringify({ keys: { [KEY]: { name: KEY_NAME } } }), { mode: 0o600 });
+    writeFileSync(keysFile, JSON.stringify({ keys: { [KEY]: { name: KEY_NAME }, [RATE_KEY]: { name: 'one-a-minute', requestsPerMinute: 1 } } }), { mode: 0o600 });
     gateway = startGridpipe(['gateway', '--port', '0', '--bootstrap', bootstrap, '--keys', keysFile, '--model', chat.dir, '--model', bomb.dir,
       '--data', path.join(tmp.dir, 'gateway'), '--metrics-token', METRICS_TOKEN, '--json']);
     procs.push(gateway);
@@ -182,6 +184,25 @@ describe('the gateway under attack (real supplier and gateway processes)', () =>
     expect(await tooLarge() - tooLargeBefore).toBe(1);
     // And the gateway still serves.
     expect((await openai.models.list()).data.length).toBe(2);
+  });
+
+  it('a key over its request rate gets 429 before its 100 MiB body is read: the gateway grows by < 64 MB', async () => {
+    const pid = gateway.child.pid!;
+    const limited = async (): Promise<number> => Number(/^gridpipe_gateway_requests_total\{route="\/v1\/infer",status="429"\} (\d+)$/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1] ?? 0);
+    const rated = new OpenAI({ baseURL: `${url}/v1`, apiKey: RATE_KEY, maxRetries: 0 });
+    await rated.chat.completions.create({ model: 'sec-chat', messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 });
+    const limitedBefore = await limited();
+    const before = rssBytes(pid);
+    let peak = before;
+    const sampler = setInterval(() => { peak = Math.max(peak, rssBytes(pid)); }, 10);
+    try {
+      expect([429, 'reset']).toContain(await upload(`${url}/v1/infer?model=sec-chat`, 100 * MiB, { authorization: `Bearer ${RATE_KEY}` }));
+    } finally {
+      clearInterval(sampler);
+    }
+    peak = Math.max(peak, rssBytes(pid));
+    expect(peak - before).toBeLessThan(64 * MiB);
+    expect(await limited() - limitedBefore).toBe(1);
   });
 
   it('a key cannot have more request bodies in flight than its upload budget (two of the largest): 429 before reading', async () => {
