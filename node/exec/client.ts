@@ -13,6 +13,7 @@ import {
   type DecodedChunk, type DecodedResponse, type WireSampling, type WireVoucher,
 } from './codec.js';
 import { errorCodeName, ExecError, toExecError } from './errors.js';
+import { DEFAULT_SCAN_LIMITS, scanResponse, type ScanLimits } from './scan.js';
 import { ortToWire, wireToOrt } from './tensors.js';
 
 export type TensorMap = Record<string, ort.Tensor>;
@@ -82,6 +83,8 @@ type Dialer = Pick<Libp2p, 'dialProtocol'>;
 interface Pending {
   kind: 'open' | 'step';
   stepId?: bigint;
+  /** Replay chunks the step sent: its reply carries at most as many replay outputs. */
+  replayChunks?: number;
   resolve: (r: DecodedResponse) => void;
   reject: (e: ExecError) => void;
 }
@@ -132,6 +135,15 @@ export class RemoteSession {
           this.pending.shift()?.reject(new ExecError('TOO_LARGE', `reply of ${event.length} bytes is over this client's limit`));
           continue;
         }
+        // Bounded decoding: a reply may not make the decoder allocate more than the requests in flight asked
+        // for (a rogue server's millions of empty replay outputs took a gateway to 4.6 GB). A reply that
+        // breaks the limits ends this session (the caller fails over to another server), never the process.
+        try {
+          scanResponse(event.bytes, this.replyLimits());
+        } catch (err) {
+          this.abort(new ExecError('INTERNAL', `reply from ${this.peer} refused: ${(err as Error).message}`));
+          return;
+        }
         let r: DecodedResponse;
         try {
           r = ExecResponseType.decode(event.bytes) as unknown as DecodedResponse;
@@ -156,19 +168,27 @@ export class RemoteSession {
     }
   }
 
+  /** What the next reply may carry: replay outputs up to the most replay chunks a request in flight sent. */
+  private replyLimits(): ScanLimits {
+    let chunks = 0;
+    for (const p of this.pending) chunks = Math.max(chunks, p.replayChunks ?? 0);
+    return { ...DEFAULT_SCAN_LIMITS, maxChunks: chunks };
+  }
+
   private end(err: ExecError): void {
     this.ended ??= err;
     for (const p of this.pending.splice(0)) p.reject(this.ended);
   }
 
   /** @internal Sends a frame and waits for the reply frame answering it. */
-  request(kind: Pending['kind'], chunks: Uint8Array[], timeoutMs: number, stepId?: bigint): Promise<DecodedResponse> {
+  request(kind: Pending['kind'], chunks: Uint8Array[], timeoutMs: number, stepId?: bigint, replayChunks = 0): Promise<DecodedResponse> {
     if (this.ended) return Promise.reject(this.ended);
     return new Promise<DecodedResponse>((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const entry: Pending = {
         kind,
         stepId,
+        replayChunks,
         resolve: (r) => { if (timer) clearTimeout(timer); resolve(r); },
         reject: (e) => { if (timer) clearTimeout(timer); reject(e); },
       };
@@ -201,7 +221,7 @@ export class RemoteSession {
       topK: options.topK,
       sample: options.sample,
     });
-    const r = await this.request('step', chunks, options.timeoutMs ?? this.defaultTimeoutMs, stepId);
+    const r = await this.request('step', chunks, options.timeoutMs ?? this.defaultTimeoutMs, stepId, options.replay?.length ?? 0);
     if (r.error) throw new ExecError(errorCodeName(r.error.code ?? 0), r.error.message ?? 'error');
     const reply = r.step;
     if (!reply) throw new ExecError('INTERNAL', 'the server answered a step with something else');

@@ -18,6 +18,9 @@ import {
 import { ErrorCode, ExecError, toExecError } from './errors.js';
 import { ExecutorPool, type FragmentResolver, type ProviderChoice } from './executor.js';
 import { ExecMetrics } from './metrics.js';
+import { ConnectionBudgets } from '../wire/budget.js';
+import { peerSafeMessage } from './redact.js';
+import { DEFAULT_SCAN_LIMITS, scanRequest, type ScanLimits } from './scan.js';
 import { SessionManager, type ExecSession } from './sessions.js';
 import { loadSpan, ManifestCache } from './span.js';
 import { ortToWire } from './tensors.js';
@@ -84,8 +87,15 @@ export interface ExecServerInit {
   replyCache?: number;
   /** Cap on KV cache held by all sessions (default `limits.maxMemoryBytes`). */
   maxMemoryBytes?: number;
-  /** Exec streams a connection may hold open (default 256). */
+  /** Exec streams a connection may hold open (default 256; their unread bytes share maxConnectionBufferBytes). */
   maxInboundStreams?: number;
+  /**
+   * Unread bytes all exec streams of one connection may hold together (default 2 × (maxStepFrameBytes + 1 MiB)):
+   * announced-but-unsent frames on many streams cannot multiply the per-stream cap.
+   */
+  maxConnectionBufferBytes?: number;
+  /** What one request frame may make the decoder allocate (default DEFAULT_SCAN_LIMITS). */
+  scanLimits?: Partial<ScanLimits>;
   /** Clock for TTLs (tests). */
   now?: () => number;
   /** Sweep interval for idle sessions (see SessionManagerOptions). */
@@ -108,6 +118,8 @@ export class ExecServer {
   private readonly maxControlFrameBytes: number;
   private readonly maxBufferBytes: number;
   private readonly maxInboundStreams: number;
+  private readonly budgets: ConnectionBudgets;
+  private readonly scanLimits: ScanLimits;
   private readonly streams = new Set<Stream>();
   private readonly payments?: StepPaymentHook;
   private node?: Pick<Libp2p, 'handle' | 'unhandle'>;
@@ -131,7 +143,14 @@ export class ExecServer {
     this.maxControlFrameBytes = init.maxControlFrameBytes ?? DEFAULT_MAX_CONTROL_FRAME_BYTES;
     this.maxBufferBytes = init.maxBufferBytes ?? this.maxStepFrameBytes + 1024 * 1024;
     this.maxInboundStreams = init.maxInboundStreams ?? 256;
+    this.budgets = new ConnectionBudgets(init.maxConnectionBufferBytes ?? 2 * this.maxBufferBytes);
+    this.scanLimits = { ...DEFAULT_SCAN_LIMITS, ...init.scanLimits };
     this.payments = init.payments;
+  }
+
+  /** The most unread exec bytes one connection holds now (bounded by maxConnectionBufferBytes). */
+  get connectionBufferedBytes(): number {
+    return this.budgets.maxHeld;
   }
 
   /** Registers the protocol handler on a libp2p node. */
@@ -155,7 +174,8 @@ export class ExecServer {
   /** Serves one exec stream until it ends. */
   async handleStream(stream: Stream, connection: Connection): Promise<void> {
     // attach the reader before any await: bytes that arrive meanwhile are kept by the stream for it
-    const reader = new FrameReader(stream, { maxFrameBytes: this.maxStepFrameBytes, maxBufferBytes: this.maxBufferBytes });
+    const budget = this.budgets.of(connection.id);
+    const reader = new FrameReader(stream, { maxFrameBytes: this.maxStepFrameBytes, maxBufferBytes: this.maxBufferBytes, budget });
     const owner = connection.remotePeer.toString();
     let current: string | undefined;
     this.streams.add(stream);
@@ -168,19 +188,24 @@ export class ExecServer {
           await this.sendError(stream, new ExecError('TOO_LARGE', `frame of ${event.length} bytes is over the limit of ${this.maxStepFrameBytes}`));
           continue;
         }
+        // Control frames (open = field 1, close = field 3) are small: refuse a big one before looking inside.
+        const first = event.bytes[0];
+        if ((first === 0x0a || first === 0x1a) && event.bytes.byteLength > this.maxControlFrameBytes) {
+          await this.sendError(stream, new ExecError('TOO_LARGE', `${first === 0x0a ? 'open' : 'close'} frame of ${event.bytes.byteLength} bytes is over the limit of ${this.maxControlFrameBytes}`));
+          continue;
+        }
         let req: DecodedRequest;
         try {
+          scanRequest(event.bytes, this.scanLimits); // bounded decoding: counts and sizes before protobufjs allocates
           req = ExecRequestType.decode(event.bytes) as unknown as DecodedRequest;
         } catch (err) {
-          await this.sendError(stream, new ExecError('BAD_REQUEST', `malformed frame: ${(err as Error).message}`));
+          await this.sendError(stream, err instanceof ExecError ? err : new ExecError('BAD_REQUEST', `malformed frame: ${(err as Error).message}`));
           continue;
         }
         if (req.step) {
           await this.onStep(stream, owner, req.step, current, receivedAt);
         } else if (req.open || req.close) {
-          if (event.bytes.byteLength > this.maxControlFrameBytes) {
-            await this.sendError(stream, new ExecError('TOO_LARGE', `${req.open ? 'open' : 'close'} frame of ${event.bytes.byteLength} bytes is over the limit of ${this.maxControlFrameBytes}`));
-          } else if (req.open) {
+          if (req.open) {
             current = await this.onOpen(stream, owner, req.open, current);
           } else {
             const id = req.close!.sessionId || current;
@@ -210,12 +235,15 @@ export class ExecServer {
       if (current && current !== sessionId && this.sessions.has(owner, current)) {
         throw new ExecError('BAD_REQUEST', `this stream already carries session ${current}; open one stream per session`);
       }
-      if (!this.sessions.has(owner, sessionId)) this.sessions.admit();
+      if (!this.sessions.has(owner, sessionId)) this.sessions.admit(owner);
       const program = await loadSpan((open.fragments ?? []).map((f) => ({ cid: f.cid ?? '', manifestCid: f.manifestCid || undefined, index: f.index ?? 0 })), this.executors, this.manifests);
       let maxLength = open.maxLength ?? 0;
       if (!maxLength) {
         if (program.kv.length) throw new ExecError('BAD_REQUEST', 'open needs max_length for a span that keeps a KV cache');
-        maxLength = Number.MAX_SAFE_INTEGER;
+        maxLength = program.contextLength ?? Number.MAX_SAFE_INTEGER;
+      }
+      if (program.contextLength !== undefined && maxLength > program.contextLength) {
+        throw new ExecError('BAD_REQUEST', `max_length ${maxLength} is over the model's context of ${program.contextLength} positions`);
       }
       const manifestCid = open.fragments?.[0]?.manifestCid || undefined;
       this.sessions.open(owner, { sessionId, program, maxLength, batch: open.batch || 1, manifestCid });
@@ -283,7 +311,7 @@ export class ExecServer {
       outcomeLabel = 'error';
       this.metrics.errors.inc({ code: e.code });
       if (e.code === 'INTERNAL') this.log?.error({ err, session: sessionId }, 'exec step failed');
-      chunks = encodeStepReplyFrame({ sessionId, stepId, outputs: [], queueMs: performance.now() - receivedAt, computeMs: 0, error: { code: e.wireCode, message: e.message } });
+      chunks = encodeStepReplyFrame({ sessionId, stepId, outputs: [], queueMs: performance.now() - receivedAt, computeMs: 0, error: { code: e.wireCode, message: this.peerMessage(e) } });
     }
     await writeFrame(stream, chunks);
     this.metrics.steps.inc({ outcome: outcomeLabel });
@@ -311,7 +339,14 @@ export class ExecServer {
 
   private async sendError(stream: Stream, e: ExecError): Promise<void> {
     this.metrics.errors.inc({ code: e.code });
-    await writeFrame(stream, encodeFrame(ExecResponseType, { error: { code: e.wireCode ?? ErrorCode.INTERNAL, message: e.message } }));
+    await writeFrame(stream, encodeFrame(ExecResponseType, { error: { code: e.wireCode ?? ErrorCode.INTERNAL, message: this.peerMessage(e) } }));
+  }
+
+  /** An error's text as a peer may see it: local file paths redacted (the full text is logged here). */
+  private peerMessage(e: ExecError): string {
+    const text = peerSafeMessage(e.message);
+    if (text !== e.message) this.log?.warn({ code: e.code, err: e.message }, 'exec error sent to the peer with local paths redacted');
+    return text;
   }
 }
 
