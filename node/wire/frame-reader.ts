@@ -17,12 +17,15 @@
  * - receiver back-pressure: above `highWaterMark` buffered bytes the stream is paused (yamux then stops
  *   granting window) and resumed once the reader has caught up;
  * - a hard cap on unread bytes (`maxBufferBytes`), beyond which the reader fails (and, with
- *   `abortOnViolation`, aborts the stream).
+ *   `abortOnViolation`, aborts the stream);
+ * - a budget of unread bytes shared with the other readers of the connection (`budget`, see budget.ts):
+ *   the reader whose bytes pass it fails as above and gives its bytes back.
  * Attach it before the first `await` of a handler: bytes arriving with no listener are lost to it.
  */
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface';
 import { Uint8ArrayList } from 'uint8arraylist';
 import { varintLength, writeVarint } from '../../fragments/onnx/wire.js';
+import type { ByteBudget } from './budget.js';
 
 export type FrameErrorCode = 'FRAME_TOO_LARGE' | 'BAD_LENGTH_PREFIX' | 'BUFFER_FULL' | 'TRUNCATED_FRAME' | 'SEND_FAILED';
 
@@ -74,6 +77,8 @@ export interface FrameReaderOptions {
   abortOnViolation?: boolean;
   /** Turns the reader's FrameErrors into the protocol's own (what `next`/`read` throw and the abort reason). */
   mapError?: (err: FrameError) => Error;
+  /** Unread bytes shared with the connection's other readers; passing its limit fails this reader (BUFFER_FULL). */
+  budget?: ByteBudget;
 }
 
 /** Longest length prefix accepted when oversized frames are skipped: 2^56 covers any sane frame. */
@@ -97,6 +102,9 @@ export class FrameReader {
   private failure?: Error;
   private paused = false;
   private attached = true;
+  private readonly budget?: ByteBudget;
+  /** Bytes this reader has counted in `budget`. */
+  private counted = 0;
 
   constructor(private readonly stream: Stream, options: FrameReaderOptions) {
     this.maxFrameBytes = options.maxFrameBytes;
@@ -107,6 +115,8 @@ export class FrameReader {
     this.maxBufferBytes = options.maxBufferBytes ?? Infinity;
     this.abortOnViolation = options.abortOnViolation ?? false;
     this.mapError = options.mapError ?? ((err) => err);
+    this.budget = options.budget;
+    this.budget?.acquire();
     stream.addEventListener('message', this.onMessage);
     stream.addEventListener('remoteCloseWrite', this.onRemoteCloseWrite);
     stream.addEventListener('close', this.onClose);
@@ -129,10 +139,13 @@ export class FrameReader {
     }
     this.buffer.append(data);
     this.parse();
+    const withinBudget = this.account();
     if (this.failure) {
       // the framing broke in parse(): nothing more is taken
     } else if (this.bufferedBytes > this.maxBufferBytes) {
       this.violation(new FrameError('BUFFER_FULL', `more than ${this.maxBufferBytes} bytes arrived ahead of the reader`));
+    } else if (!withinBudget) {
+      this.violation(new FrameError('BUFFER_FULL', `more than ${this.budget!.limit} unread bytes on this connection's streams`));
     } else if (this.bufferedBytes > this.highWaterMark && !this.paused && this.stream.readStatus === 'readable') {
       this.paused = true;
       this.stream.pause();
@@ -182,10 +195,22 @@ export class FrameReader {
     }
   }
 
+  /** Brings the shared budget up to date with this reader's unread bytes; false when it is over its limit. */
+  private account(): boolean {
+    if (!this.budget) return true;
+    const now = this.failure || !this.attached ? 0 : this.bufferedBytes;
+    const delta = now - this.counted;
+    this.counted = now;
+    return this.budget.change(delta) || delta <= 0;
+  }
+
   /** The peer broke the framing or the limits: the reader fails (frames before it are still returned). */
   private violation(err: FrameError): void {
     const failure = this.mapError(err);
     this.failure = failure;
+    // a failed reader holds nothing for the connection: drop what it buffered and give the bytes back
+    this.buffer.consume(this.buffer.byteLength);
+    this.account();
     if (this.abortOnViolation) queueMicrotask(() => this.stream.abort(failure));
   }
 
@@ -220,6 +245,7 @@ export class FrameReader {
       const event = this.ready.shift();
       if (event) {
         if (event.kind === 'frame') this.readyBytes -= event.bytes.byteLength;
+        this.account();
         if (this.paused && this.bufferedBytes < this.highWaterMark / 2) this.resume();
         return event;
       }
@@ -260,6 +286,8 @@ export class FrameReader {
     this.stream.removeEventListener('remoteCloseWrite', this.onRemoteCloseWrite);
     this.stream.removeEventListener('close', this.onClose);
     if (this.paused) this.resume();
+    this.account();
+    this.budget?.release();
     this.wake();
   }
 }
