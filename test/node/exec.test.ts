@@ -573,7 +573,7 @@ describe('exec over libp2p', () => {
   });
 
   it('answers BUSY at the session limit and while paused', async () => {
-    const { host, limits } = await startServer({ limitOptions: { maxSessions: 2 } });
+    const { host, limits } = await startServer({ limitOptions: { maxSessions: 2, maxSessionsPerPeer: 2 } });
     const addrs = host.node.getMultiaddrs();
     const span = refs(kvManifest, kvManifestCid, [0, 1]);
     const open = (): Promise<RemoteSession> => execClient.openSession(client.node, addrs, { fragments: span, maxLength: 16 });
