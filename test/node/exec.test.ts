@@ -4,6 +4,7 @@
  */
 import '../../node/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { Registry } from 'prom-client';
@@ -589,5 +590,53 @@ describe('exec over libp2p', () => {
     const r = await a.step(gptInputs([1], 0), { position: 0 });
     expect(r.outputs.logits.dims).toEqual([1, 1, GPT.vocab]);
     await Promise.all([a.close(), c.close()]);
+  });
+
+  it('(d) one peer id stops at its session quota while another peer still gets a slot', async () => {
+    const { host } = await startServer({ limitOptions: { maxSessions: 4, maxSessionsPerPeer: 2 } });
+    const addrs = host.node.getMultiaddrs();
+    const span = refs(kvManifest, kvManifestCid, [0, 1]);
+    const open = (from: GridHost): Promise<RemoteSession> => execClient.openSession(from.node, addrs, { fragments: span, maxLength: 16 });
+    const mine = [await open(client), await open(client)];
+    expect((await expectExecError(open(client), 'BUSY')).message).toMatch(/this peer already holds 2 sessions/);
+    const other = await createGridHost({ network: 'local', clientMode: true, logger });
+    hosts.push(other);
+    const theirs = await open(other); // the node has slots left and this peer holds none
+    const r = await theirs.step(gptInputs([1, 2], 0), { position: 0 });
+    expect(r.outputs.logits.dims).toEqual([1, 2, GPT.vocab]);
+    await mine[0].close();
+    const again = await open(client); // a closed session gives its peer's slot back
+    await Promise.all([mine[1].close(), again.close(), theirs.close()]);
+  });
+
+  it('(e) refuses max_length over the model\'s context and a prefill past max_length before running it', async () => {
+    const { host } = await startServer();
+    const addrs = host.node.getMultiaddrs();
+    const span = refs(kvManifest, kvManifestCid, [0, 1]);
+    expect(kvManifest.model.contextLength).toBe(GPT.maxPositions);
+    const over = await expectExecError(execClient.openSession(client.node, addrs, { fragments: span, maxLength: GPT.maxPositions + 1 }), 'BAD_REQUEST');
+    expect(over.message).toMatch(/max_length 65 is over the model's context of 64 positions/);
+    const s = await execClient.openSession(client.node, addrs, { fragments: span, maxLength: 16 });
+    const long = Array.from({ length: 20 }, (_, i) => i % GPT.vocab);
+    expect((await expectExecError(s.step(gptInputs(long, 0), { position: 0 }), 'BAD_REQUEST')).message).toMatch(/chunk 0 would hold 20 positions, over max_length 16/);
+    const r = await s.step(gptInputs([1, 2, 3], 0), { position: 0 }); // the session is as it was
+    expect(r.outputs.logits.dims).toEqual([1, 3, GPT.vocab]);
+    await s.close();
+    // a span without a KV cache: the positions a step binds are capped at the context too
+    const plain = await execClient.openSession(client.node, addrs, { fragments: refs(plainManifest, plainManifestCid, [0]) });
+    const tooLong = Array.from({ length: GPT.maxPositions + 16 }, (_, i) => i % GPT.vocab);
+    expect((await expectExecError(plain.step(gptInputs(tooLong, 0), { position: 0 }), 'BAD_REQUEST')).message).toMatch(/over the model's context of 64 positions/);
+    await plain.close();
+  });
+
+  it('sends errors to peers without local file paths', async () => {
+    const broken = path.join(tmp.dir, 'broken-fragment.onnx');
+    writeFileSync(broken, 'not an onnx model');
+    const cid = cidOfBytes(Uint8Array.of(9, 9, 9));
+    files.set(cid, broken);
+    const { host } = await startServer();
+    const err = await expectExecError(execClient.openSession(client.node, host.node.getMultiaddrs(), { fragments: [cid], maxLength: 8 }), 'EXECUTION_FAILED');
+    expect(err.message).not.toContain(tmp.dir);
+    expect(err.message).toMatch(/<local file>: onnxruntime cannot load it/);
   });
 });
