@@ -75,6 +75,8 @@ export interface ExecServerInit {
    * with other busy processes, spinning threads take cores those need.
    */
   allowSpinning?: boolean;
+  /** Run each fragment's onnxruntime session in a worker thread, off the event loop (default true). */
+  offThread?: boolean;
   /** Largest step frame, request or reply (default 64 MiB). */
   maxStepFrameBytes?: number;
   /** Largest open/close frame (default 1 MiB). */
@@ -127,7 +129,7 @@ export class ExecServer {
   constructor(init: ExecServerInit) {
     this.log = init.logger?.child({ component: 'exec' });
     this.metrics = new ExecMetrics(init.registry);
-    this.executors = new ExecutorPool(init.resolve, { provider: init.provider, threads: init.limits.threads, allowSpinning: init.allowSpinning, logger: this.log });
+    this.executors = new ExecutorPool(init.resolve, { provider: init.provider, threads: init.limits.threads, allowSpinning: init.allowSpinning, offThread: init.offThread, logger: this.log });
     this.manifests = new ManifestCache(init.resolve);
     this.sessions = new SessionManager({
       limits: init.limits,

@@ -4,7 +4,7 @@
  */
 import '../../node/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { Registry } from 'prom-client';
@@ -627,6 +627,27 @@ describe('exec over libp2p', () => {
     const tooLong = Array.from({ length: GPT.maxPositions + 16 }, (_, i) => i % GPT.vocab);
     expect((await expectExecError(plain.step(gptInputs(tooLong, 0), { position: 0 }), 'BAD_REQUEST')).message).toMatch(/over the model's context of 64 positions/);
     await plain.close();
+  });
+
+  it('(g) a long prefill does not block the node: another session\'s step is answered while it runs', async () => {
+    const bigFile = path.join(tmp.dir, 'gpt-big.onnx');
+    await writeModel(buildModel({ arch: 'gpt', layers: 4, dModel: 256, heads: 4, vocab: 512, maxPositions: 1024, kvCache: true, seed: 3 }), bigFile);
+    const bigCid = cidOfBytes(readFileSync(bigFile));
+    files.set(bigCid, bigFile);
+    const { host, server } = await startServer({ limitOptions: { threads: 1 } });
+    const addrs = host.node.getMultiaddrs();
+    const big = await execClient.openSession(client.node, addrs, { fragments: [bigCid], maxLength: 1024 });
+    const small = await execClient.openSession(client.node, addrs, { fragments: refs(kvManifest, kvManifestCid, [0, 1]), maxLength: 16 });
+    await small.step(gptInputs([1], 0), { position: 0 }); // its fragments are loaded
+    const order: string[] = [];
+    const prompt = Array.from({ length: 1000 }, (_, i) => i % 512);
+    const long = big.step(gptInputs(prompt, 0), { position: 0, lastRowOnly: ['logits'] }).then(() => order.push('prefill'));
+    const executor = await server.executors.get(bigCid);
+    await waitFor(() => executor.queued > 0, 'the prefill to start running');
+    const short = small.step(gptInputs([2], 1), { position: 1 }).then(() => order.push('step'));
+    await Promise.all([long, short]);
+    expect(order).toEqual(['step', 'prefill']);
+    await Promise.all([big.close(), small.close()]);
   });
 
   it('sends errors to peers without local file paths', async () => {
