@@ -18,7 +18,7 @@ import { gridRoot, PROTOCOLS } from '../../proto/grid.js';
 import { createGridHost, type GridHost } from '../../node/host.js';
 import { ShareLimits, type ShareLimitOptions } from '../../node/limits.js';
 import {
-  ErrorCode, ExecClient, ExecError, ExecServer, FrameReader, ortToWire, providerCandidates, truncateAxis, wireToOrt, writeFrame,
+  ErrorCode, ExecClient, ExecError, ExecServer, FragmentExecutor, FrameReader, ortToWire, providerCandidates, truncateAxis, wireToOrt, writeFrame,
   encodeStepReplyFrame, encodeStepRequestFrame, tensorCopyStats, type ExecServerInit, type RemoteSession, type TensorMap,
 } from '../../node/exec/index.js';
 import { ExecRequestType, ExecResponseType, REFERENCE_BYTES, encodeFrame, type DecodedResponse } from '../../node/exec/codec.js';
@@ -250,6 +250,37 @@ describe('wire pieces', () => {
     expect(cut.dims).toEqual([1, 2, 1, 2]);
     expect([...(cut.data as Float32Array)]).toEqual([0, 1, 6, 7]);
     expect(truncateAxis(t, 2, 0).dims).toEqual([1, 2, 0, 2]);
+  });
+
+  it('a run in a worker thread matches the inline run bit for bit, and a failed one leaves its KV feeds usable', async () => {
+    const inline = await FragmentExecutor.load(kvModel, { provider: 'cpu', offThread: false });
+    const worker = await FragmentExecutor.load(kvModel, { provider: 'cpu', offThread: true });
+    try {
+      expect(worker.offThread).toBe(true);
+      const past: TensorMap = {};
+      for (let l = 0; l < GPT.layers; l++) {
+        for (const kind of ['key', 'value']) past[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [1, GPT.heads, 0, GPT.dModel / GPT.heads]);
+      }
+      const feeds = { ...gptInputs([5, 9, 2], 0), ...past };
+      const a = await inline.run(feeds);
+      const b = await worker.run(feeds);
+      expect(Object.keys(b.outputs).sort()).toEqual(Object.keys(a.outputs).sort());
+      for (const name in a.outputs) expect(maxAbsDiff(b.outputs[name], a.outputs[name])).toBe(0);
+      // the KV the worker returned owns its buffers (transferred back and forth, never copied); feed it with a
+      // bad input so onnxruntime fails after the transfer: the caller's tensors are whole again
+      const kv: TensorMap = {};
+      for (let l = 0; l < GPT.layers; l++) for (const kind of ['key', 'value']) kv[`past_key_values.${l}.${kind}`] = b.outputs[`present.${l}.${kind}`];
+      const before = Array.from(kv['past_key_values.0.key'].data as Float32Array);
+      expect(before.length).toBeGreaterThan(0);
+      const bad = { ...gptInputs([1], 3), input_ids: new ort.Tensor('float32', new Float32Array(1), [1, 1]), ...kv };
+      await expect(worker.run(bad)).rejects.toThrow(ExecError);
+      expect(Array.from(kv['past_key_values.0.key'].data as Float32Array)).toEqual(before);
+      const next = await worker.run({ ...gptInputs([1], 3), ...kv });
+      const expected = await inline.run({ ...gptInputs([1], 3), ...Object.fromEntries(Object.entries(kv).map(([n]) => [n, a.outputs[n.replace('past_key_values', 'present')]])) });
+      expect(maxAbsDiff(next.outputs.logits, expected.outputs.logits)).toBe(0);
+    } finally {
+      await Promise.all([inline.close(), worker.close()]);
+    }
   });
 
   it('picks CPU unless asked for more, and tries what is available for auto', () => {
