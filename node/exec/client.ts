@@ -13,7 +13,7 @@ import {
   type DecodedChunk, type DecodedResponse, type WireSampling, type WireVoucher,
 } from './codec.js';
 import { errorCodeName, ExecError, toExecError } from './errors.js';
-import { DEFAULT_SCAN_LIMITS, scanResponse, type ScanLimits } from './scan.js';
+import { DEFAULT_SCAN_LIMITS, scanResponse, scanResponsePrefix, type ScanLimits } from './scan.js';
 import { ortToWire, wireToOrt } from './tensors.js';
 
 export type TensorMap = Record<string, ort.Tensor>;
@@ -135,6 +135,10 @@ export class RemoteSession {
           this.pending.shift()?.reject(new ExecError('TOO_LARGE', `reply of ${event.length} bytes is over this client's limit`));
           continue;
         }
+        if (event.kind === 'rejected') {
+          this.abort(new ExecError('INTERNAL', `reply from ${this.peer} refused: ${event.error.message}`));
+          return;
+        }
         // Bounded decoding: a reply may not make the decoder allocate more than the requests in flight asked
         // for (a rogue server's millions of empty replay outputs took a gateway to 4.6 GB). A reply that
         // breaks the limits ends this session (the caller fails over to another server), never the process.
@@ -168,8 +172,8 @@ export class RemoteSession {
     }
   }
 
-  /** What the next reply may carry: replay outputs up to the most replay chunks a request in flight sent. */
-  private replyLimits(): ScanLimits {
+  /** @internal What the next reply may carry: replay outputs up to the most replay chunks a request in flight sent. */
+  replyLimits(): ScanLimits {
     let chunks = 0;
     for (const p of this.pending) chunks = Math.max(chunks, p.replayChunks ?? 0);
     return { ...DEFAULT_SCAN_LIMITS, maxChunks: chunks };
@@ -284,9 +288,14 @@ export class ExecClient {
     } catch (err) {
       throw toExecError(err, 'CLOSED');
     }
-    const reader = new FrameReader(stream, { maxFrameBytes: this.maxFrameBytes });
+    let session: RemoteSession | undefined = undefined;
+    const reader = new FrameReader(stream, {
+      maxFrameBytes: this.maxFrameBytes,
+      // a big reply that already breaks the limits in its first MiB is dropped as it arrives
+      inspect: { afterBytes: 1024 * 1024, check: (prefix) => scanResponsePrefix(prefix, session?.replyLimits() ?? DEFAULT_SCAN_LIMITS) },
+    });
     const sessionId = options.sessionId ?? randomUUID();
-    const session = new RemoteSession(sessionId, String(Array.isArray(peer) ? peer[0] : peer), stream, reader, this.stepTimeoutMs);
+    session = new RemoteSession(sessionId, String(Array.isArray(peer) ? peer[0] : peer), stream, reader, this.stepTimeoutMs);
     const fragments = options.fragments.map((f) => (typeof f === 'string' ? { cid: f } : { cid: f.cid, manifestCid: f.manifestCid ?? '', index: f.index ?? 0, dataCid: f.dataCid ?? '' }));
     const frame = encodeFrame(ExecRequestType, { open: { sessionId, fragments, maxLength: options.maxLength ?? 0, batch: options.batch ?? 1 } });
     let r: DecodedResponse;

@@ -20,7 +20,7 @@ import { ExecutorPool, type FragmentResolver, type ProviderChoice } from './exec
 import { ExecMetrics } from './metrics.js';
 import { ConnectionBudgets } from '../wire/budget.js';
 import { peerSafeMessage } from './redact.js';
-import { DEFAULT_SCAN_LIMITS, scanRequest, type ScanLimits } from './scan.js';
+import { DEFAULT_SCAN_LIMITS, scanRequest, scanRequestPrefix, type ScanLimits } from './scan.js';
 import { SessionManager, type ExecSession } from './sessions.js';
 import { loadSpan, ManifestCache } from './span.js';
 import { ortToWire } from './tensors.js';
@@ -108,6 +108,8 @@ export interface ExecServerInit {
 
 export const DEFAULT_MAX_STEP_FRAME_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_MAX_CONTROL_FRAME_BYTES = 1024 * 1024;
+/** A frame still arriving is checked against the decoding limits once this much of it is here. */
+export const INSPECT_AFTER_BYTES = 1024 * 1024;
 
 /** Serves the exec protocol: sessions, steps, KV caches, limits, metrics. */
 export class ExecServer {
@@ -177,7 +179,11 @@ export class ExecServer {
   async handleStream(stream: Stream, connection: Connection): Promise<void> {
     // attach the reader before any await: bytes that arrive meanwhile are kept by the stream for it
     const budget = this.budgets.of(connection.id);
-    const reader = new FrameReader(stream, { maxFrameBytes: this.maxStepFrameBytes, maxBufferBytes: this.maxBufferBytes, budget });
+    const reader = new FrameReader(stream, {
+      maxFrameBytes: this.maxStepFrameBytes, maxBufferBytes: this.maxBufferBytes, budget,
+      // a big frame that already breaks a decoding limit in its first MiB is dropped as it arrives
+      inspect: { afterBytes: INSPECT_AFTER_BYTES, check: (prefix) => scanRequestPrefix(prefix, this.scanLimits) },
+    });
     const owner = connection.remotePeer.toString();
     let current: string | undefined;
     this.streams.add(stream);
@@ -188,6 +194,10 @@ export class ExecServer {
         const receivedAt = performance.now();
         if (event.kind === 'oversized') {
           await this.sendError(stream, new ExecError('TOO_LARGE', `frame of ${event.length} bytes is over the limit of ${this.maxStepFrameBytes}`));
+          continue;
+        }
+        if (event.kind === 'rejected') {
+          await this.sendError(stream, toExecError(event.error, 'BAD_REQUEST'));
           continue;
         }
         // Control frames (open = field 1, close = field 3) are small: refuse a big one before looking inside.

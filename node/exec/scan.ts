@@ -99,18 +99,27 @@ const RESPONSE = schema([
   [1, { kind: 'message', name: 'error', schema: ERROR }], [2, { kind: 'message', name: 'step', schema: REPLY }], [3, { kind: 'message', name: 'opened', schema: OPENED }],
 ]);
 
-/** Walks one frame; counters are shared across nested messages. */
+/** Thrown in partial mode where the bytes seen so far end: what was counted up to there stands. */
+const PREFIX_ENDS = Symbol('prefix ends');
+
+/** Walks one frame (or, `partial`, the first bytes of one); counters are shared across nested messages. */
 class Scanner {
   private tensors = 0;
   private chunks = 0;
   private readonly lists = new Map<string, number>();
 
-  constructor(private readonly buf: Uint8Array, private readonly limits: ScanLimits) {}
+  constructor(private readonly buf: Uint8Array, private readonly limits: ScanLimits, private readonly partial = false) {}
+
+  /** A field overruns its message: malformed in a whole frame, where the bytes seen end in a prefix. */
+  private overrun(what: string): never {
+    if (this.partial) throw PREFIX_ENDS;
+    throw new ExecError('BAD_REQUEST', `malformed frame: ${what}`);
+  }
 
   private varint(pos: number, end: number, what: string): [number, number] {
     let value = 0;
     for (let i = 0; i < 10; i++) {
-      if (pos >= end) throw new ExecError('BAD_REQUEST', `malformed frame: ${what} ends inside a varint`);
+      if (pos >= end) this.overrun(`${what} ends inside a varint`);
       const b = this.buf[pos++];
       if (i < 8) value += (b & 0x7f) * 2 ** (7 * i); // exact below 2^53; larger values only matter as lengths, which fail below
       if (b < 0x80) return [value, pos];
@@ -142,14 +151,19 @@ class Scanner {
       if (wire === I64 || wire === I32) {
         if (rule && rule.kind !== 'fixed64') throw new ExecError('BAD_REQUEST', `malformed frame: ${where}.${rule.name} has the wrong wire type`);
         pos += wire === I64 ? 8 : 4;
-        if (pos > end) throw new ExecError('BAD_REQUEST', `malformed frame: ${where} ends inside a fixed-size field`);
+        if (pos > end) this.overrun(`${where} ends inside a fixed-size field`);
         continue;
       }
       if (wire !== LEN) throw new ExecError('BAD_REQUEST', `malformed frame: wire type ${wire} in ${where}`);
       let length: number;
       [length, pos] = this.varint(pos, end, where);
-      const stop = pos + length;
-      if (stop > end) throw new ExecError('BAD_REQUEST', `malformed frame: a field of ${length} bytes overruns ${where}`);
+      let stop = pos + length;
+      let cut = false;
+      if (stop > end) {
+        if (!this.partial) throw new ExecError('BAD_REQUEST', `malformed frame: a field of ${length} bytes overruns ${where}`);
+        stop = end; // a prefix: look at what has arrived of this field, then stop
+        cut = true;
+      }
       const name = rule ? `${where}.${rule.name}` : where;
       if (!rule) {
         // unknown field: protobufjs skips it without allocating
@@ -160,16 +174,17 @@ class Scanner {
       } else if (rule.kind === 'packed') {
         this.packed(pos, stop, name);
       } else if (rule.kind === 'tensor') {
-        this.tensor(pos, stop, name);
+        this.tensor(pos, stop, name, !cut);
       } else if (rule.kind === 'chunk') {
         if (++this.chunks > this.limits.maxChunks) throw new ExecError('TOO_LARGE', `${name} has more than ${this.limits.maxChunks} chunks`);
-        this.chunk(pos, stop, name);
+        this.chunk(pos, stop, name, !cut);
       } else if (rule.kind === 'message') {
         if (rule.repeated) this.count(name);
         this.message(pos, stop, rule.schema!, name);
       } else {
         throw new ExecError('BAD_REQUEST', `malformed frame: ${name} has the wrong wire type`);
       }
+      if (cut) throw PREFIX_ENDS;
       pos = stop;
     }
   }
@@ -181,7 +196,7 @@ class Scanner {
     }
   }
 
-  private chunk(pos: number, end: number, where: string): void {
+  private chunk(pos: number, end: number, where: string, complete = true): void {
     while (pos < end) {
       let key: number;
       [key, pos] = this.varint(pos, end, where);
@@ -189,7 +204,11 @@ class Scanner {
       if (key >>> 3 === 2 && wire === LEN) {
         let length: number;
         [length, pos] = this.varint(pos, end, where);
-        if (pos + length > end) throw new ExecError('BAD_REQUEST', `malformed frame: a tensor of ${length} bytes overruns ${where}`);
+        if (pos + length > end) {
+          if (complete) throw new ExecError('BAD_REQUEST', `malformed frame: a tensor of ${length} bytes overruns ${where}`);
+          this.tensor(pos, end, `${where}.inputs`, false);
+          throw PREFIX_ENDS;
+        }
         this.tensor(pos, pos + length, `${where}.inputs`);
         pos += length;
       } else if (wire === VARINT) {
@@ -213,8 +232,11 @@ class Scanner {
     return pos;
   }
 
-  /** One Tensor: name length, rank ≤ maxRank (packed or not), and dims × element size = data length. */
-  private tensor(pos: number, end: number, where: string): void {
+  /**
+   * One Tensor: name length, rank ≤ maxRank (packed or not), and (`complete`: all of it is here) dims ×
+   * element size = data length.
+   */
+  private tensor(pos: number, end: number, where: string, complete = true): void {
     if (++this.tensors > this.limits.maxTensors) throw new ExecError('TOO_LARGE', `the frame carries more than ${this.limits.maxTensors} tensors`);
     let rank = 0;
     let elements = 1;
@@ -239,8 +261,8 @@ class Scanner {
       } else if (field === 3 && wire === LEN) {
         let length: number;
         [length, pos] = this.varint(pos, end, where);
-        const stop = pos + length;
-        if (stop > end) break;
+        const stop = Math.min(pos + length, end);
+        if (pos + length > end && complete) break; // reported below as an overrun
         while (pos < stop) {
           let d: number;
           [d, pos] = this.varint(pos, stop, where);
@@ -256,8 +278,12 @@ class Scanner {
       } else {
         pos = this.skip(pos, end, wire, where);
       }
-      if (pos > end) throw new ExecError('BAD_REQUEST', `malformed frame: a field overruns a tensor of ${where}`);
+      if (pos > end) {
+        if (complete) throw new ExecError('BAD_REQUEST', `malformed frame: a field overruns a tensor of ${where}`);
+        throw PREFIX_ENDS;
+      }
     }
+    if (!complete) throw PREFIX_ENDS;
     const bits = bitsPerElement(dtype);
     if (!bits) throw new ExecError('BAD_REQUEST', `a tensor of ${where} has dtype ${dtype}, which cannot travel`);
     const expected = Math.ceil((bits * elements) / 8);
@@ -273,4 +299,29 @@ export function scanRequest(frame: Uint8Array, limits: ScanLimits = DEFAULT_SCAN
 /** Checks an ExecResponse frame before it is decoded (the client side); ExecError as scanRequest. */
 export function scanResponse(frame: Uint8Array, limits: ScanLimits = DEFAULT_SCAN_LIMITS): void {
   new Scanner(frame, limits).message(0, frame.byteLength, RESPONSE, 'reply');
+}
+
+function scanPrefix(prefix: Uint8Array, limits: ScanLimits, rules: Schema, where: string): ExecError | undefined {
+  try {
+    new Scanner(prefix, limits, true).message(0, prefix.byteLength, rules, where);
+  } catch (err) {
+    if (err === PREFIX_ENDS) return undefined;
+    if (err instanceof ExecError) return err;
+    throw err;
+  }
+  return undefined;
+}
+
+/**
+ * Checks the first bytes of a request frame still arriving: the limit it already breaks (counts, ranks,
+ * lengths), or undefined when nothing is wrong so far. Lets a reader drop an amplification frame after
+ * its first MiB instead of buffering all of it.
+ */
+export function scanRequestPrefix(prefix: Uint8Array, limits: ScanLimits = DEFAULT_SCAN_LIMITS): ExecError | undefined {
+  return scanPrefix(prefix, limits, REQUEST, 'request');
+}
+
+/** scanRequestPrefix for a reply frame (the client side). */
+export function scanResponsePrefix(prefix: Uint8Array, limits: ScanLimits = DEFAULT_SCAN_LIMITS): ExecError | undefined {
+  return scanPrefix(prefix, limits, RESPONSE, 'reply');
 }

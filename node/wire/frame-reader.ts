@@ -56,7 +56,9 @@ export class TruncatedFrameError extends FrameError {
 export type FrameEvent =
   | { kind: 'frame'; bytes: Uint8Array }
   /** A frame over the size limit: its bytes are being discarded; the stream stays usable. */
-  | { kind: 'oversized'; length: number };
+  | { kind: 'oversized'; length: number }
+  /** A frame `inspect` refused from its first bytes: the rest is being discarded; the stream stays usable. */
+  | { kind: 'rejected'; length: number; error: Error };
 
 export interface FrameReaderOptions {
   /** Largest frame payload accepted. */
@@ -79,6 +81,12 @@ export interface FrameReaderOptions {
   mapError?: (err: FrameError) => Error;
   /** Unread bytes shared with the connection's other readers; passing its limit fails this reader (BUFFER_FULL). */
   budget?: ByteBudget;
+  /**
+   * A look at a big frame's first bytes while the rest is still arriving: once `afterBytes` of a longer
+   * frame are buffered, `check(prefix)` runs once; an Error it returns rejects the frame (reported as
+   * `rejected`, its bytes discarded as they arrive), so a frame that already breaks a limit is not buffered.
+   */
+  inspect?: { afterBytes: number; check: (prefix: Uint8Array) => Error | undefined };
 }
 
 /** Longest length prefix accepted when oversized frames are skipped: 2^56 covers any sane frame. */
@@ -105,6 +113,9 @@ export class FrameReader {
   private readonly budget?: ByteBudget;
   /** Bytes this reader has counted in `budget`. */
   private counted = 0;
+  /** Whether the frame being buffered has been inspected. */
+  private inspected = false;
+  private readonly inspect?: FrameReaderOptions['inspect'];
 
   constructor(private readonly stream: Stream, options: FrameReaderOptions) {
     this.maxFrameBytes = options.maxFrameBytes;
@@ -116,6 +127,7 @@ export class FrameReader {
     this.abortOnViolation = options.abortOnViolation ?? false;
     this.mapError = options.mapError ?? ((err) => err);
     this.budget = options.budget;
+    this.inspect = options.inspect;
     this.budget?.acquire();
     stream.addEventListener('message', this.onMessage);
     stream.addEventListener('remoteCloseWrite', this.onRemoteCloseWrite);
@@ -187,7 +199,21 @@ export class FrameReader {
         this.ready.push({ kind: 'oversized', length });
         continue;
       }
-      if (this.buffer.byteLength < header + length) return;
+      if (this.buffer.byteLength < header + length) {
+        if (this.inspect && !this.inspected && this.buffer.byteLength - header >= this.inspect.afterBytes) {
+          this.inspected = true;
+          const error = this.inspect.check(this.buffer.subarray(header));
+          if (error) {
+            const have = this.buffer.byteLength;
+            this.buffer.consume(have);
+            this.skipping = header + length - have;
+            this.inspected = false;
+            this.ready.push({ kind: 'rejected', length, error });
+          }
+        }
+        return;
+      }
+      this.inspected = false;
       const bytes = this.buffer.subarray(header, header + length);
       this.buffer.consume(header + length);
       this.ready.push({ kind: 'frame', bytes });
@@ -270,6 +296,7 @@ export class FrameReader {
   async read(signal?: AbortSignal): Promise<Uint8Array | null> {
     const event = await this.next(signal);
     if (event?.kind === 'oversized') throw this.mapError(new FrameTooLargeError(`frame of ${event.length} bytes, over the limit of ${this.maxFrameBytes}`));
+    if (event?.kind === 'rejected') throw event.error;
     return event ? event.bytes : null;
   }
 

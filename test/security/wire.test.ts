@@ -131,13 +131,13 @@ afterAll(async () => {
 });
 
 describe('bounded decoding against a real supplier process (attack 3)', () => {
-  it('(a) a frame of 2M empty tensors gets an error reply; the supplier grows < 64 MB and still serves a step', async () => {
+  it('(a) a 59 MiB frame of 8.8M empty tensors gets an error reply; the supplier grows < 64 MB and still serves a step', async () => {
     const host = await clientHost();
     const pid = supplier.child.pid!;
     expect(await honestStep(host)).toEqual([1, 3, GPT.vocab]);
     const before = rssOf(pid);
     // Step { session_id: "x", inputs: [{ dtype: 1, dims: [0] }, ...] }: 7 wire bytes per valid empty tensor
-    const frame = repeatedFrame(Uint8Array.of(0x0a, 1, 0x78), Uint8Array.of(0x22, 5, 0x10, 1, 0x1a, 1, 0), 2_000_000);
+    const frame = repeatedFrame(Uint8Array.of(0x0a, 1, 0x78), Uint8Array.of(0x22, 5, 0x10, 1, 0x1a, 1, 0), 8_800_000);
     const raw = await rawStream(host, supplierAddr);
     const reply = await raw.send(frame);
     expect(rssOf(pid) - before).toBeLessThan(64 * MB);
@@ -151,11 +151,11 @@ describe('bounded decoding against a real supplier process (attack 3)', () => {
     expect(await honestStep(host)).toEqual([1, 3, GPT.vocab]);
   });
 
-  it('(b) a tensor of 8M packed 1-byte dims gets BAD_REQUEST (rank); the supplier grows < 64 MB and still serves', async () => {
+  it('(b) a 57 MiB tensor of 60M packed 1-byte dims gets BAD_REQUEST (rank); the supplier grows < 64 MB and still serves', async () => {
     const host = await clientHost();
     const pid = supplier.child.pid!;
     const before = rssOf(pid);
-    const dims = 8_000_000;
+    const dims = 60_000_000;
     // Step { inputs: [{ dtype: 7, dims: [1, 1, 1, ...] (packed) }] }
     const tensorHead = Buffer.alloc(32);
     let p = 0;
@@ -179,10 +179,10 @@ describe('bounded decoding against a real supplier process (attack 3)', () => {
 });
 
 describe('bounded decoding on the client (attack 4)', () => {
-  it('(c) a rogue supplier replying with 4M empty replay outputs fails that session, not the client; RSS grows < 64 MB', async () => {
+  it('(c) a rogue supplier replying with 29M empty replay outputs fails that session, not the client; RSS grows < 64 MB', async () => {
     const rogue = await createGridHost({ network: 'local', logger: testLogger() });
     hosts.push(rogue);
-    const count = 4_000_000;
+    const count = 29_000_000;
     let crafted: Buffer | undefined;
     await rogue.node.handle(PROTOCOLS.exec, async (stream) => {
       const reader = new FrameReader(stream, { maxFrameBytes: 64 * MB });
