@@ -20,7 +20,11 @@ import { PROTOCOLS } from '../../proto/grid.js';
 import { createGridHost, type GridHost } from '../../node/host.js';
 import { ShareLimits } from '../../node/limits.js';
 import { ErrorCode, ExecClient, ExecError, ExecServer, FrameReader, writeFrame, type TensorMap } from '../../node/exec/index.js';
-import { ExecRequestType, ExecResponseType, encodeFrame, type DecodedRequest, type DecodedResponse } from '../../node/exec/codec.js';
+import {
+  ExecRequestType, ExecResponseType, encodeFrame, encodeStepReplyFrame, encodeStepRequestFrame, type DecodedRequest, type DecodedResponse,
+} from '../../node/exec/codec.js';
+import { DEFAULT_SCAN_LIMITS, scanRequest, scanRequestPrefix, scanResponse } from '../../node/exec/scan.js';
+import type { WireTensor } from '../../proto/grid.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -128,6 +132,46 @@ afterAll(async () => {
   await supplier?.stop('SIGTERM');
   await killAll();
   tmp.cleanup();
+});
+
+/** The payload of a length-prefixed frame given as chunks. */
+function payload(chunks: Uint8Array[]): Uint8Array {
+  const all = Buffer.concat(chunks);
+  let i = 0;
+  while (all[i] & 0x80) i++;
+  return all.subarray(i + 1);
+}
+
+function floats(name: string, dims: number[]): WireTensor {
+  const n = dims.reduce((a, b) => a * b, 1);
+  return { name, dtype: 1, dims, data: new Uint8Array(Float32Array.from({ length: n }, (_, i) => i).buffer) };
+}
+
+describe('decoding limits (node/exec/scan.ts)', () => {
+  it('passes real step and reply frames whole and at every prefix, and names the limit a bad one breaks', () => {
+    const hidden = floats('hidden_states', [1, 96, 4096]); // 1.5 MiB
+    const request = payload(encodeStepRequestFrame({
+      sessionId: 's', stepId: 7n, position: 96, inputs: [hidden], want: ['logits'], lastRowOnly: ['logits'], topK: 1, chunkTokens: [96, 96, 96],
+      replay: [{ position: 0, tensors: [hidden] }, { position: 96, tensors: [floats('x', [2, 3])] }],
+      voucher: { payer: '0x' + '1'.repeat(40), payee: '0x' + '2'.repeat(40), cumulativeAmount: '10', deadline: 99n, signature: new Uint8Array(65) },
+    }));
+    expect(() => scanRequest(request)).not.toThrow();
+    for (let n = 1; n < request.byteLength; n += 4093) expect(scanRequestPrefix(request.subarray(0, n))).toBeUndefined();
+    const reply = payload(encodeStepReplyFrame({
+      sessionId: 's', stepId: 7n, outputs: [floats('logits', [1, 1, 64])], queueMs: 1.5, computeMs: 2.5, charge: '12', receipt: new Uint8Array(200),
+      replayOutputs: [{ position: 0, tensors: [hidden] }, { position: 96, tensors: [] }],
+    }));
+    expect(() => scanResponse(reply, { ...DEFAULT_SCAN_LIMITS, maxChunks: 2 })).not.toThrow();
+    expect(() => scanResponse(reply, { ...DEFAULT_SCAN_LIMITS, maxChunks: 1 })).toThrow(/replay_outputs has more than 1 chunks/);
+
+    const step = (inputs: WireTensor[], want?: string[]): Uint8Array => payload(encodeStepRequestFrame({ sessionId: 's', stepId: 1n, position: 0, inputs, want }));
+    const bad = (frame: Uint8Array): ExecError => { try { scanRequest(frame); } catch (err) { return err as ExecError; } throw new Error('accepted'); };
+    expect(bad(step([{ ...floats('a', [2, 2]), dims: [2, 3] }])).message).toMatch(/dims holding 6 elements \(24 bytes\) but 16 bytes/);
+    expect(bad(step([{ ...floats('a', [1]), dims: [1, 1, 1, 1, 1, 1, 1, 1, 1] }])).message).toMatch(/more than 8 dims/);
+    expect(bad(step([floats('a', [1])], ['w'.repeat(5000)])).code).toBe('TOO_LARGE');
+    expect(bad(step([{ name: 'a', dtype: 8, dims: [0], data: new Uint8Array(0) }])).message).toMatch(/dtype 8, which cannot travel/);
+    expect(bad(Uint8Array.of(0x12, 0x05, 0x22, 0x09)).code).toBe('BAD_REQUEST'); // a field overruns its message
+  });
 });
 
 describe('bounded decoding against a real supplier process (attack 3)', () => {
