@@ -58,6 +58,8 @@ interface FieldRule {
   repeated?: boolean;
   /** 'message' fields: the schema of the sub-message. */
   schema?: Schema;
+  /** The field's path in error messages, built once (a rule sits at one place in the tree). */
+  path?: string;
 }
 
 type Schema = Map<number, FieldRule>;
@@ -106,7 +108,7 @@ const PREFIX_ENDS = Symbol('prefix ends');
 class Scanner {
   private tensors = 0;
   private chunks = 0;
-  private readonly lists = new Map<string, number>();
+  private readonly lists = new Map<FieldRule, number>();
 
   constructor(private readonly buf: Uint8Array, private readonly limits: ScanLimits, private readonly partial = false) {}
 
@@ -127,10 +129,11 @@ class Scanner {
     throw new ExecError('BAD_REQUEST', `malformed frame: ${what} has a varint longer than 10 bytes`);
   }
 
-  private count(name: string): void {
-    const n = (this.lists.get(name) ?? 0) + 1;
-    if (n > this.limits.maxListEntries) throw new ExecError('TOO_LARGE', `${name} has more than ${this.limits.maxListEntries} entries`);
-    this.lists.set(name, n);
+  /** One more entry of a repeated field (names are built only for the error: this runs per field). */
+  private count(rule: FieldRule, where: string): void {
+    const n = (this.lists.get(rule) ?? 0) + 1;
+    if (n > this.limits.maxListEntries) throw new ExecError('TOO_LARGE', `${where}.${rule.name} has more than ${this.limits.maxListEntries} entries`);
+    this.lists.set(rule, n);
   }
 
   /** Scans message bytes [pos, end) against `rules`. */
@@ -144,7 +147,7 @@ class Scanner {
       if (field === 0) throw new ExecError('BAD_REQUEST', `malformed frame: field 0 in ${where}`);
       if (wire === VARINT) {
         if (rule && rule.kind !== 'varint' && rule.kind !== 'packed') throw new ExecError('BAD_REQUEST', `malformed frame: ${where}.${rule.name} has the wrong wire type`);
-        if (rule?.kind === 'packed') this.count(`${where}.${rule.name}`); // unpacked repeated scalar
+        if (rule?.kind === 'packed') this.count(rule, where); // unpacked repeated scalar
         [, pos] = this.varint(pos, end, where);
         continue;
       }
@@ -164,35 +167,35 @@ class Scanner {
         stop = end; // a prefix: look at what has arrived of this field, then stop
         cut = true;
       }
-      const name = rule ? `${where}.${rule.name}` : where;
       if (!rule) {
         // unknown field: protobufjs skips it without allocating
       } else if (rule.kind === 'string' || rule.kind === 'bytes') {
         const max = rule.kind === 'string' ? this.limits.maxStringBytes : this.limits.maxSmallBytes;
-        if (length > max) throw new ExecError('TOO_LARGE', `${name} is ${length} bytes, over the limit of ${max}`);
-        if (rule.repeated) this.count(name);
+        if (length > max) throw new ExecError('TOO_LARGE', `${where}.${rule.name} is ${length} bytes, over the limit of ${max}`);
+        if (rule.repeated) this.count(rule, where);
       } else if (rule.kind === 'packed') {
-        this.packed(pos, stop, name);
+        this.packed(pos, stop, rule, where);
       } else if (rule.kind === 'tensor') {
-        this.tensor(pos, stop, name, !cut);
+        this.tensor(pos, stop, rule.path ??= `${where}.${rule.name}`, !cut);
       } else if (rule.kind === 'chunk') {
+        const name = rule.path ??= `${where}.${rule.name}`;
         if (++this.chunks > this.limits.maxChunks) throw new ExecError('TOO_LARGE', `${name} has more than ${this.limits.maxChunks} chunks`);
         this.chunk(pos, stop, name, !cut);
       } else if (rule.kind === 'message') {
-        if (rule.repeated) this.count(name);
-        this.message(pos, stop, rule.schema!, name);
+        if (rule.repeated) this.count(rule, where);
+        this.message(pos, stop, rule.schema!, rule.path ??= `${where}.${rule.name}`);
       } else {
-        throw new ExecError('BAD_REQUEST', `malformed frame: ${name} has the wrong wire type`);
+        throw new ExecError('BAD_REQUEST', `malformed frame: ${where}.${rule.name} has the wrong wire type`);
       }
       if (cut) throw PREFIX_ENDS;
       pos = stop;
     }
   }
 
-  private packed(pos: number, end: number, name: string): void {
+  private packed(pos: number, end: number, rule: FieldRule, where: string): void {
     while (pos < end) {
-      this.count(name);
-      [, pos] = this.varint(pos, end, name);
+      this.count(rule, where);
+      [, pos] = this.varint(pos, end, where);
     }
   }
 
@@ -206,10 +209,10 @@ class Scanner {
         [length, pos] = this.varint(pos, end, where);
         if (pos + length > end) {
           if (complete) throw new ExecError('BAD_REQUEST', `malformed frame: a tensor of ${length} bytes overruns ${where}`);
-          this.tensor(pos, end, `${where}.inputs`, false);
+          this.tensor(pos, end, where, false);
           throw PREFIX_ENDS;
         }
-        this.tensor(pos, pos + length, `${where}.inputs`);
+        this.tensor(pos, pos + length, where);
         pos += length;
       } else if (wire === VARINT) {
         [, pos] = this.varint(pos, end, where);
