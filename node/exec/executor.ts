@@ -99,6 +99,8 @@ function specsOf(metadata: readonly ort.InferenceSession.ValueMetadata[], file: 
 /** What the executor needs of a session: onnxruntime's own, or one in a worker thread. */
 type RunnableSession = Pick<ort.InferenceSession, 'inputMetadata' | 'outputMetadata' | 'release'> & {
   run(feeds: Record<string, ort.Tensor>, fetches?: string[]): Promise<Record<string, ort.Tensor>>;
+  /** A worker session whose thread stopped. */
+  readonly dead?: boolean;
 };
 
 /** onnxruntime's own session as a RunnableSession (runs on the calling thread). */
@@ -162,6 +164,11 @@ export class FragmentExecutor {
     throw new ExecError('EXECUTION_FAILED', `${file}: no execution provider loaded it (${failures.join('; ')})`);
   }
 
+  /** Whether the session's worker thread stopped (every run fails; ExecutorPool loads the fragment again). */
+  get broken(): boolean {
+    return this.session.dead === true;
+  }
+
   /** Runs waiting or in progress. */
   get queued(): number {
     return this.pending;
@@ -202,17 +209,29 @@ export type FragmentResolver = (cid: string) => string | undefined | Promise<str
 /** Executors by CID, loaded on first use (concurrent loads of one CID share one load). */
 export class ExecutorPool {
   private readonly loaded = new Map<string, Promise<FragmentExecutor>>();
+  /** Executors whose load finished, to notice a broken one without awaiting. */
+  private readonly ready = new Map<string, FragmentExecutor>();
 
   constructor(private readonly resolve: FragmentResolver, private readonly options: ExecutorOptions = {}) {}
 
   /** The executor of a hosted fragment; ExecError NOT_FOUND when the CID is not hosted here. */
   async get(cid: string): Promise<FragmentExecutor> {
+    const current = this.ready.get(cid);
+    if (current?.broken) {
+      // its worker thread died (a crash inside onnxruntime): new sessions get a fresh one
+      this.options.logger?.warn({ cid, file: current.file }, 'onnxruntime worker of a fragment stopped; loading the fragment again');
+      this.ready.delete(cid);
+      this.loaded.delete(cid);
+      void current.close().catch(() => undefined);
+    }
     let p = this.loaded.get(cid);
     if (!p) {
       p = (async () => {
         const file = await this.resolve(cid);
         if (!file) throw new ExecError('NOT_FOUND', `fragment ${cid} is not hosted on this node`);
-        return FragmentExecutor.load(file, this.options);
+        const executor = await FragmentExecutor.load(file, this.options);
+        if (this.loaded.get(cid) === p) this.ready.set(cid, executor);
+        return executor;
       })();
       this.loaded.set(cid, p);
       p.catch(() => this.loaded.delete(cid));
@@ -224,12 +243,14 @@ export class ExecutorPool {
   async unload(cid: string): Promise<void> {
     const p = this.loaded.get(cid);
     this.loaded.delete(cid);
+    this.ready.delete(cid);
     if (p) await p.then((e) => e.close(), () => undefined);
   }
 
   async close(): Promise<void> {
     const all = [...this.loaded.values()];
     this.loaded.clear();
+    this.ready.clear();
     await Promise.all(all.map((p) => p.then((e) => e.close(), () => undefined)));
   }
 }

@@ -94,6 +94,11 @@ export class WorkerSession {
     worker.on('exit', (code) => fail(new Error(`onnxruntime worker exited (code ${code})`)));
   }
 
+  /** Whether the worker has stopped (crashed or exited): every run fails; load the fragment again. */
+  get dead(): boolean {
+    return this.failure !== undefined;
+  }
+
   /** Starts a worker and loads `file` there with `options`; rejects with onnxruntime's message. */
   static async create(file: string, options: ort.InferenceSession.SessionOptions): Promise<WorkerSession> {
     const { createRequire } = await import('node:module');

@@ -18,7 +18,7 @@ import { gridRoot, PROTOCOLS } from '../../proto/grid.js';
 import { createGridHost, type GridHost } from '../../node/host.js';
 import { ShareLimits, type ShareLimitOptions } from '../../node/limits.js';
 import {
-  ErrorCode, ExecClient, ExecError, ExecServer, FragmentExecutor, FrameReader, ortToWire, providerCandidates, truncateAxis, wireToOrt, writeFrame,
+  ErrorCode, ExecClient, ExecError, ExecServer, ExecutorPool, FragmentExecutor, FrameReader, ortToWire, providerCandidates, truncateAxis, wireToOrt, writeFrame,
   encodeStepReplyFrame, encodeStepRequestFrame, tensorCopyStats, type ExecServerInit, type RemoteSession, type TensorMap,
 } from '../../node/exec/index.js';
 import { ExecRequestType, ExecResponseType, REFERENCE_BYTES, encodeFrame, type DecodedResponse } from '../../node/exec/codec.js';
@@ -280,6 +280,27 @@ describe('wire pieces', () => {
       expect(maxAbsDiff(next.outputs.logits, expected.outputs.logits)).toBe(0);
     } finally {
       await Promise.all([inline.close(), worker.close()]);
+    }
+  });
+
+  it('a fragment whose onnxruntime worker died fails its runs and is loaded again for the next user', async () => {
+    const pool = new ExecutorPool(() => kvModel, { provider: 'cpu' });
+    try {
+      const first = await pool.get('gpt');
+      // what a crash inside onnxruntime does to the thread (reached through the executor's private session)
+      await (first as unknown as { session: { worker: { terminate(): Promise<number> } } }).session.worker.terminate();
+      await waitFor(() => first.broken, 'the executor to notice its worker is gone');
+      const past: TensorMap = {};
+      for (let l = 0; l < GPT.layers; l++) {
+        for (const kind of ['key', 'value']) past[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [1, GPT.heads, 0, GPT.dModel / GPT.heads]);
+      }
+      const feeds = { ...gptInputs([5, 9], 0), ...past };
+      await expect(first.run(feeds)).rejects.toThrow(/onnxruntime worker exited/);
+      const second = await pool.get('gpt');
+      expect(second).not.toBe(first);
+      expect((await second.run(feeds)).outputs.logits.dims).toEqual([1, 2, GPT.vocab]);
+    } finally {
+      await pool.close();
     }
   });
 
