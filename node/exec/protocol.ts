@@ -18,7 +18,7 @@ import {
 import { ErrorCode, ExecError, toExecError } from './errors.js';
 import { ExecutorPool, type FragmentResolver, type ProviderChoice } from './executor.js';
 import { ExecMetrics } from './metrics.js';
-import { ConnectionBudgets } from '../wire/budget.js';
+import { ByteBudgets } from '../wire/budget.js';
 import { peerSafeMessage } from './redact.js';
 import { DEFAULT_SCAN_LIMITS, scanRequest, scanRequestPrefix, type ScanLimits } from './scan.js';
 import { SessionManager, type ExecSession } from './sessions.js';
@@ -89,13 +89,15 @@ export interface ExecServerInit {
   replyCache?: number;
   /** Cap on KV cache held by all sessions (default `limits.maxMemoryBytes`). */
   maxMemoryBytes?: number;
-  /** Exec streams a connection may hold open (default 256; their unread bytes share maxConnectionBufferBytes). */
+  /** Exec streams a connection may hold open (default 256; their unread bytes share maxPeerBufferBytes). */
   maxInboundStreams?: number;
   /**
-   * Unread bytes all exec streams of one connection may hold together (default 2 × (maxStepFrameBytes + 1 MiB)):
-   * announced-but-unsent frames on many streams cannot multiply the per-stream cap.
+   * Unread bytes all exec streams of one remote peer (over all its connections) may hold together (default
+   * 4 × (maxStepFrameBytes + 1 MiB), room for a gateway's concurrent prefills to arrive at once):
+   * announced-but-unsent frames on many streams cannot multiply the per-stream cap. The stream that passes it
+   * is aborted (its client fails over).
    */
-  maxConnectionBufferBytes?: number;
+  maxPeerBufferBytes?: number;
   /** What one request frame may make the decoder allocate (default DEFAULT_SCAN_LIMITS). */
   scanLimits?: Partial<ScanLimits>;
   /** Clock for TTLs (tests). */
@@ -122,7 +124,7 @@ export class ExecServer {
   private readonly maxControlFrameBytes: number;
   private readonly maxBufferBytes: number;
   private readonly maxInboundStreams: number;
-  private readonly budgets: ConnectionBudgets;
+  private readonly budgets: ByteBudgets;
   private readonly scanLimits: ScanLimits;
   private readonly streams = new Set<Stream>();
   private readonly payments?: StepPaymentHook;
@@ -147,13 +149,13 @@ export class ExecServer {
     this.maxControlFrameBytes = init.maxControlFrameBytes ?? DEFAULT_MAX_CONTROL_FRAME_BYTES;
     this.maxBufferBytes = init.maxBufferBytes ?? this.maxStepFrameBytes + 1024 * 1024;
     this.maxInboundStreams = init.maxInboundStreams ?? 256;
-    this.budgets = new ConnectionBudgets(init.maxConnectionBufferBytes ?? 2 * this.maxBufferBytes);
+    this.budgets = new ByteBudgets(init.maxPeerBufferBytes ?? 4 * this.maxBufferBytes);
     this.scanLimits = { ...DEFAULT_SCAN_LIMITS, ...init.scanLimits };
     this.payments = init.payments;
   }
 
-  /** The most unread exec bytes one connection holds now (bounded by maxConnectionBufferBytes). */
-  get connectionBufferedBytes(): number {
+  /** The most unread exec bytes one remote peer holds now (bounded by maxPeerBufferBytes). */
+  get peerBufferedBytes(): number {
     return this.budgets.maxHeld;
   }
 
@@ -178,7 +180,7 @@ export class ExecServer {
   /** Serves one exec stream until it ends. */
   async handleStream(stream: Stream, connection: Connection): Promise<void> {
     // attach the reader before any await: bytes that arrive meanwhile are kept by the stream for it
-    const budget = this.budgets.of(connection.id);
+    const budget = this.budgets.of(connection.remotePeer.toString()); // per peer: more connections do not add room
     const reader = new FrameReader(stream, {
       maxFrameBytes: this.maxStepFrameBytes, maxBufferBytes: this.maxBufferBytes, budget,
       // a big frame that already breaks a decoding limit in its first MiB is dropped as it arrives

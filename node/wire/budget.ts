@@ -1,14 +1,15 @@
 /**
- * A byte budget shared by the frame readers of one connection: unread bytes summed over all its streams.
+ * A byte budget shared by the frame readers of one remote peer (or one connection: the caller picks the
+ * key): unread bytes summed over all its streams.
  *
  * Why: each stream's FrameReader caps its own unread bytes, but a peer can open many streams on one
  * connection and announce a big frame on each without sending its end (issue 13, attack 7: 60 MiB frames
  * held 126 MB on 4 streams; the caps multiplied to ~16 GiB per connection). With a shared budget the
- * stream whose bytes pass the connection's cap fails (BUFFER_FULL) and is aborted, and its bytes are given
+ * stream whose bytes pass the shared cap fails (BUFFER_FULL) and is aborted, and its bytes are given
  * back. Costs one addition per received chunk.
  */
 
-/** Unread bytes held by the readers of one connection. */
+/** Unread bytes held by the readers that share one budget. */
 export class ByteBudget {
   private held = 0;
   private users = 0;
@@ -37,13 +38,13 @@ export class ByteBudget {
   }
 }
 
-/** Budgets by connection id, dropped when the last reader of a connection is gone. */
-export class ConnectionBudgets {
+/** Budgets by key (a peer id, a connection id), dropped when the last reader of a key is gone. */
+export class ByteBudgets {
   private readonly budgets = new Map<string, ByteBudget>();
 
   constructor(readonly limit: number) {}
 
-  /** The budget of connection `id` (created on first use). */
+  /** The budget of `id` (created on first use). */
   of(id: string): ByteBudget {
     let b = this.budgets.get(id);
     if (!b) {
@@ -54,12 +55,12 @@ export class ConnectionBudgets {
     return b;
   }
 
-  /** Connections with a budget in use. */
+  /** Keys with a budget in use. */
   get size(): number {
     return this.budgets.size;
   }
 
-  /** The most unread bytes any one connection holds now. */
+  /** The most unread bytes any one key holds now. */
   get maxHeld(): number {
     let max = 0;
     for (const b of this.budgets.values()) max = Math.max(max, b.bytes);

@@ -18,7 +18,7 @@
  *   granting window) and resumed once the reader has caught up;
  * - a hard cap on unread bytes (`maxBufferBytes`), beyond which the reader fails (and, with
  *   `abortOnViolation`, aborts the stream);
- * - a budget of unread bytes shared with the other readers of the connection (`budget`, see budget.ts):
+ * - a budget of unread bytes shared with other readers, e.g. of one peer (`budget`, see budget.ts):
  *   the reader whose bytes pass it fails as above and gives its bytes back.
  * Attach it before the first `await` of a handler: bytes arriving with no listener are lost to it.
  */
@@ -79,7 +79,7 @@ export interface FrameReaderOptions {
   abortOnViolation?: boolean;
   /** Turns the reader's FrameErrors into the protocol's own (what `next`/`read` throw and the abort reason). */
   mapError?: (err: FrameError) => Error;
-  /** Unread bytes shared with the connection's other readers; passing its limit fails this reader (BUFFER_FULL). */
+  /** Unread bytes shared with other readers (of a peer, a connection); passing its limit fails this reader (BUFFER_FULL). */
   budget?: ByteBudget;
   /**
    * A look at a big frame's first bytes while the rest is still arriving: once `afterBytes` of a longer
@@ -157,7 +157,7 @@ export class FrameReader {
     } else if (this.bufferedBytes > this.maxBufferBytes) {
       this.violation(new FrameError('BUFFER_FULL', `more than ${this.maxBufferBytes} bytes arrived ahead of the reader`));
     } else if (!withinBudget) {
-      this.violation(new FrameError('BUFFER_FULL', `more than ${this.budget!.limit} unread bytes on this connection's streams`));
+      this.violation(new FrameError('BUFFER_FULL', `more than ${this.budget!.limit} unread bytes on this peer's streams`));
     } else if (this.bufferedBytes > this.highWaterMark && !this.paused && this.stream.readStatus === 'readable') {
       this.paused = true;
       this.stream.pause();

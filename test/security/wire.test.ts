@@ -253,15 +253,15 @@ describe('bounded decoding on the client (attack 4)', () => {
   });
 });
 
-describe('per-connection buffer cap (attack 7)', () => {
-  it('(f) big frames announced on many streams and never sent stay within the connection\'s cap', async () => {
+describe('per-peer buffer cap (attack 7)', () => {
+  it('(f) big frames announced on many streams and never sent stay within the peer\'s cap', async () => {
     const host = await createGridHost({ network: 'local', logger: testLogger() });
     hosts.push(host);
     const files = new Map<string, string>();
     const cap = 16 * MB;
     const server = new ExecServer({
       logger: testLogger(), limits: new ShareLimits({}, { memoryBytes: 1 << 30, cores: 1 }),
-      resolve: (cid) => files.get(cid), maxConnectionBufferBytes: cap,
+      resolve: (cid) => files.get(cid), maxPeerBufferBytes: cap,
     });
     await server.start(host.node);
     try {
@@ -279,12 +279,12 @@ describe('per-connection buffer cap (attack 7)', () => {
       }
       let peak = 0;
       await waitFor(() => {
-        peak = Math.max(peak, server.connectionBufferedBytes);
+        peak = Math.max(peak, server.peerBufferedBytes);
         return streams.filter((s) => s.status !== 'open').length >= 1;
       }, 'a stream over the connection cap to be reset');
-      // 4 × 6 MiB arrived on one connection with a 16 MiB cap: what passed it was dropped with its stream
+      // 4 × 6 MiB arrived from one peer with a 16 MiB cap: what passed it was dropped with its stream
       expect(peak).toBeLessThanOrEqual(cap);
-      expect(server.connectionBufferedBytes).toBeLessThanOrEqual(cap);
+      expect(server.peerBufferedBytes).toBeLessThanOrEqual(cap);
       const open = streams.filter((s) => s.status === 'open').length;
       expect(open).toBeLessThan(4);
       for (const s of streams) s.abort(new Error('done'));
