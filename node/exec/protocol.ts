@@ -98,6 +98,8 @@ export interface ExecServerInit {
    * is aborted (its client fails over).
    */
   maxPeerBufferBytes?: number;
+  /** Unread exec bytes all peers together may hold (default 2 × maxPeerBufferBytes); the stream that passes it is aborted. */
+  maxTotalBufferBytes?: number;
   /** What one request frame may make the decoder allocate (default DEFAULT_SCAN_LIMITS). */
   scanLimits?: Partial<ScanLimits>;
   /** Clock for TTLs (tests). */
@@ -149,7 +151,8 @@ export class ExecServer {
     this.maxControlFrameBytes = init.maxControlFrameBytes ?? DEFAULT_MAX_CONTROL_FRAME_BYTES;
     this.maxBufferBytes = init.maxBufferBytes ?? this.maxStepFrameBytes + 1024 * 1024;
     this.maxInboundStreams = init.maxInboundStreams ?? 256;
-    this.budgets = new ByteBudgets(init.maxPeerBufferBytes ?? 4 * this.maxBufferBytes);
+    const perPeer = init.maxPeerBufferBytes ?? 4 * this.maxBufferBytes;
+    this.budgets = new ByteBudgets(perPeer, init.maxTotalBufferBytes ?? 2 * perPeer);
     this.scanLimits = { ...DEFAULT_SCAN_LIMITS, ...init.scanLimits };
     this.payments = init.payments;
   }
@@ -157,6 +160,11 @@ export class ExecServer {
   /** The most unread exec bytes one remote peer holds now (bounded by maxPeerBufferBytes). */
   get peerBufferedBytes(): number {
     return this.budgets.maxHeld;
+  }
+
+  /** Unread exec bytes all peers hold now (bounded by maxTotalBufferBytes). */
+  get totalBufferedBytes(): number {
+    return this.budgets.total.bytes;
   }
 
   /** Registers the protocol handler on a libp2p node. */

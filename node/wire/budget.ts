@@ -14,7 +14,8 @@ export class ByteBudget {
   private held = 0;
   private users = 0;
 
-  constructor(readonly limit: number, private readonly onIdle?: () => void) {}
+  /** `parent`: a budget over this one and its siblings (a node-wide total), charged with every change. */
+  constructor(readonly limit: number, private readonly onIdle?: () => void, private readonly parent?: ByteBudget) {}
 
   /** Bytes held now. */
   get bytes(): number {
@@ -24,7 +25,8 @@ export class ByteBudget {
   /** Adds `delta` (may be negative); false when the budget is now over its limit. */
   change(delta: number): boolean {
     this.held += delta;
-    return this.held <= this.limit;
+    const parentOk = this.parent ? this.parent.change(delta) : true;
+    return this.held <= this.limit && parentOk;
   }
 
   /** A reader starts using the budget. */
@@ -41,14 +43,19 @@ export class ByteBudget {
 /** Budgets by key (a peer id, a connection id), dropped when the last reader of a key is gone. */
 export class ByteBudgets {
   private readonly budgets = new Map<string, ByteBudget>();
+  /** All keys together (Infinity: no total). */
+  readonly total: ByteBudget;
 
-  constructor(readonly limit: number) {}
+  /** `limit` per key; `totalLimit` over all keys (many free peer ids cannot multiply `limit` without end). */
+  constructor(readonly limit: number, totalLimit = Infinity) {
+    this.total = new ByteBudget(totalLimit);
+  }
 
   /** The budget of `id` (created on first use). */
   of(id: string): ByteBudget {
     let b = this.budgets.get(id);
     if (!b) {
-      const budget: ByteBudget = new ByteBudget(this.limit, () => { if (this.budgets.get(id) === budget) this.budgets.delete(id); });
+      const budget: ByteBudget = new ByteBudget(this.limit, () => { if (this.budgets.get(id) === budget) this.budgets.delete(id); }, this.total);
       b = budget;
       this.budgets.set(id, b);
     }

@@ -157,7 +157,7 @@ export class FrameReader {
     } else if (this.bufferedBytes > this.maxBufferBytes) {
       this.violation(new FrameError('BUFFER_FULL', `more than ${this.maxBufferBytes} bytes arrived ahead of the reader`));
     } else if (!withinBudget) {
-      this.violation(new FrameError('BUFFER_FULL', `more than ${this.budget!.limit} unread bytes on this peer's streams`));
+      this.violation(new FrameError('BUFFER_FULL', `unread bytes over this peer's cap of ${this.budget!.limit} or over the node's total`));
     } else if (this.bufferedBytes > this.highWaterMark && !this.paused && this.stream.readStatus === 'readable') {
       this.paused = true;
       this.stream.pause();

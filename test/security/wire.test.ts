@@ -19,7 +19,7 @@ import { writeVarint, varintLength } from '../../fragments/onnx/wire.js';
 import { PROTOCOLS } from '../../proto/grid.js';
 import { createGridHost, type GridHost } from '../../node/host.js';
 import { ShareLimits } from '../../node/limits.js';
-import { ErrorCode, ExecClient, ExecError, ExecServer, FrameReader, writeFrame, type TensorMap } from '../../node/exec/index.js';
+import { ErrorCode, ExecClient, ExecError, ExecServer, FrameReader, writeFrame, type ExecServerInit, type TensorMap } from '../../node/exec/index.js';
 import {
   ExecRequestType, ExecResponseType, encodeFrame, encodeStepReplyFrame, encodeStepRequestFrame, type DecodedRequest, type DecodedResponse,
 } from '../../node/exec/codec.js';
@@ -254,39 +254,58 @@ describe('bounded decoding on the client (attack 4)', () => {
 });
 
 describe('per-peer buffer cap (attack 7)', () => {
-  it('(f) big frames announced on many streams and never sent stay within the peer\'s cap', async () => {
+  /** An exec server in this process with the given buffer caps (no fragments). */
+  async function capped(init: Partial<ExecServerInit>): Promise<{ server: ExecServer; addr: string }> {
     const host = await createGridHost({ network: 'local', logger: testLogger() });
     hosts.push(host);
-    const files = new Map<string, string>();
-    const cap = 16 * MB;
-    const server = new ExecServer({
-      logger: testLogger(), limits: new ShareLimits({}, { memoryBytes: 1 << 30, cores: 1 }),
-      resolve: (cid) => files.get(cid), maxPeerBufferBytes: cap,
-    });
+    const server = new ExecServer({ logger: testLogger(), limits: new ShareLimits({}, { memoryBytes: 1 << 30, cores: 1 }), resolve: () => undefined, ...init });
     await server.start(host.node);
+    return { server, addr: host.node.getMultiaddrs()[0].toString() };
+  }
+
+  /** Opens `n` exec streams from `from` and on each announces a 60 MiB frame and sends 6 MiB of it. */
+  async function announce(from: GridHost, addr: string, n: number): Promise<Stream[]> {
+    const announced = 60 * MB;
+    const prefix = Buffer.allocUnsafe(varintLength(announced));
+    writeVarint(prefix, 0, announced);
+    const part = Buffer.alloc(6 * MB, 0x22);
+    const streams: Stream[] = [];
+    for (let i = 0; i < n; i++) {
+      const s = await from.node.dialProtocol(multiaddr(addr), PROTOCOLS.exec);
+      streams.push(s);
+      void writeFrame(s, [prefix, part]).catch(() => undefined);
+    }
+    return streams;
+  }
+
+  it('(f) big frames announced on many streams and never sent stay within the peer\'s cap', async () => {
+    const cap = 16 * MB;
+    const { server, addr } = await capped({ maxPeerBufferBytes: cap });
     try {
-      const attacker = await clientHost();
-      const addr = host.node.getMultiaddrs()[0].toString();
-      const announced = 60 * MB;
-      const prefix = Buffer.allocUnsafe(varintLength(announced));
-      writeVarint(prefix, 0, announced);
-      const part = Buffer.alloc(6 * MB, 0x22);
-      const streams: Stream[] = [];
-      for (let i = 0; i < 4; i++) {
-        const s = await attacker.node.dialProtocol(multiaddr(addr), PROTOCOLS.exec);
-        streams.push(s);
-        void writeFrame(s, [prefix, part]).catch(() => undefined);
-      }
+      const streams = await announce(await clientHost(), addr, 4);
       let peak = 0;
       await waitFor(() => {
         peak = Math.max(peak, server.peerBufferedBytes);
         return streams.filter((s) => s.status !== 'open').length >= 1;
-      }, 'a stream over the connection cap to be reset');
+      }, 'a stream over the peer\'s cap to be reset');
       // 4 × 6 MiB arrived from one peer with a 16 MiB cap: what passed it was dropped with its stream
       expect(peak).toBeLessThanOrEqual(cap);
       expect(server.peerBufferedBytes).toBeLessThanOrEqual(cap);
-      const open = streams.filter((s) => s.status === 'open').length;
-      expect(open).toBeLessThan(4);
+      expect(streams.filter((s) => s.status === 'open').length).toBeLessThan(4);
+      for (const s of streams) s.abort(new Error('done'));
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('(f) many peers together stay within the node\'s total', async () => {
+    const total = 16 * MB;
+    const { server, addr } = await capped({ maxPeerBufferBytes: 14 * MB, maxTotalBufferBytes: total });
+    try {
+      // two free peer ids, each under its own cap (2 × 6 MiB), together over the node's total
+      const streams = [...await announce(await clientHost(), addr, 2), ...await announce(await clientHost(), addr, 2)];
+      await waitFor(() => streams.filter((s) => s.status !== 'open').length >= 1, 'a stream over the node\'s total to be reset');
+      expect(server.totalBufferedBytes).toBeLessThanOrEqual(total);
       for (const s of streams) s.abort(new Error('done'));
     } finally {
       await server.stop();
