@@ -75,6 +75,7 @@ const FRAGMENT_REF = schema([
 const OPEN = schema([
   [1, { kind: 'string', name: 'session_id' }], [2, { kind: 'message', name: 'fragments', repeated: true, schema: FRAGMENT_REF }],
   [3, { kind: 'varint', name: 'max_length' }], [4, { kind: 'varint', name: 'batch' }],
+  [5, { kind: 'bytes', name: 'voucher' }], // OpenSession.voucher (sec-suppay): a small message, bounded as Step.voucher
 ]);
 const HOP = schema([
   [1, { kind: 'string', name: 'peer_id' }], [2, { kind: 'string', name: 'addrs', repeated: true }], [3, { kind: 'string', name: 'session_id' }],
