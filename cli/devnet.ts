@@ -13,12 +13,13 @@ import { Command } from 'commander';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
 import { portNumber, positiveInt } from './args.js';
 import { checkModelChoice, prepareDemoModel } from './devnet/demo-model.js';
 import { ensureDataDir, ensurePortFree } from './devnet/preflight.js';
+import { writePrivateFile } from './devnet/private-file.js';
 import { DEVNET_PASSPHRASE, startDevnetChain, type DevnetChain } from './devnet/chain.js';
 import { startGatewayProcess, startSupplier, stopProcesses, type RunningSupplier } from './devnet/processes.js';
 import { checkRequest, printUsage, type DevnetInfo } from './devnet/usage.js';
@@ -42,7 +43,7 @@ async function devnetKeys(dir: string, payer: string): Promise<{ file: string; a
   }
   apiKey ??= `gp-devnet-${randomBytes(12).toString('hex')}`;
   const budget = (100n * 10n ** 18n).toString();
-  await writeFile(file, `${JSON.stringify({ keys: { [apiKey]: { name: 'developer', payer, budget, requestsPerMinute: 600 } } }, null, 2)}\n`, { mode: 0o600 });
+  await writePrivateFile(file, `${JSON.stringify({ keys: { [apiKey]: { name: 'developer', payer, budget, requestsPerMinute: 600 } } }, null, 2)}\n`);
   return { file, apiKey };
 }
 
@@ -146,7 +147,8 @@ export function devnetCommand(): Command {
             stakingAddress: chain!.suppliers[s.index].address, wallet: chain!.suppliers[s.index].keystore, data: path.join(dir, `supplier-${s.index}`),
           })),
         };
-        await writeFile(path.join(dir, 'devnet.json'), `${JSON.stringify(info, null, 2)}\n`);
+        // It holds the API key: owner-only.
+        await writePrivateFile(path.join(dir, 'devnet.json'), `${JSON.stringify(info, null, 2)}\n`);
         printUsage(info, path.join(dir, 'devnet.json'), say);
         say(`devnet ready in ${elapsed()} — Ctrl-C stops every process it started`);
       } catch (err) {

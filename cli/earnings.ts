@@ -1,12 +1,14 @@
 /**
  * A supplier's money from the CLI: `gridpipe earnings` (accrued, redeemed, pending: from the supplier's
  * voucher book in --data and from the chain) and `gridpipe redeem` (redeem the stored vouchers now).
- * A running supplier holds its voucher book open; then pass --admin URL (its admin endpoint) instead.
+ * A running supplier holds its voucher book open; then pass --admin URL (its admin endpoint) instead, with
+ * --data naming its data folder, where the admin token is.
  */
 import { Command } from 'commander';
 import os from 'node:os';
 import path from 'node:path';
 import { keystoreAddress } from '../contracts/wallet.js';
+import { adminTokenPath, readAdminToken } from '../node/admin-guard.js';
 import { summarize, type EarningsSummary } from '../node/payments/supplier-payments.js';
 import { Redeemer } from '../node/payments/redeemer.js';
 import { VoucherBook, voucherBookDir, VoucherBookError } from '../node/payments/voucher-book.js';
@@ -20,7 +22,7 @@ const DEFAULT_DATA = path.join(os.homedir(), '.gridpipe', 'supplier');
 function withMoneyOptions(cmd: Command, walletHelp: string): Command {
   return withChainOptions(cmd
     .option('--data <dir>', 'the supplier\'s data folder (its voucher book)', DEFAULT_DATA)
-    .option('--admin <url>', 'admin endpoint of the running supplier (its voucher book is locked while it runs)'), walletHelp);
+    .option('--admin <url>', 'admin endpoint of the running supplier (its voucher book is locked while it runs; its token is read from --data)'), walletHelp);
 }
 
 /** Opens the voucher book, or explains that the supplier is running. */
@@ -35,10 +37,13 @@ async function openBook(dir: string): Promise<VoucherBook> {
   }
 }
 
-async function adminCall(url: string, method: 'GET' | 'POST', route: string): Promise<Record<string, unknown>> {
+/** A call on the running supplier's admin endpoint, with the token it wrote to `<data>/admin-token`. */
+async function adminCall(url: string, dataDir: string, method: 'GET' | 'POST', route: string): Promise<Record<string, unknown>> {
+  const token = readAdminToken(dataDir);
+  if (!token) throw new ChainCommandError('ADMIN_ERROR', `no admin token at ${adminTokenPath(dataDir)}: pass --data, the running supplier's data folder`);
   let res: Response;
   try {
-    res = await fetch(new URL(route, url), { method });
+    res = await fetch(new URL(route, url), { method, headers: { authorization: `Bearer ${token}` } });
   } catch (err) {
     throw new ChainCommandError('ADMIN_UNREACHABLE', `cannot reach the supplier's admin endpoint ${url}: ${(err as Error).message}`);
   }
@@ -54,7 +59,7 @@ export function earningsCommand(): Command {
     .action(async (o: MoneyOptions) => {
       let local: EarningsSummary;
       if (o.admin) {
-        const body = await adminCall(o.admin, 'GET', '/payments');
+        const body = await adminCall(o.admin, o.data, 'GET', '/payments');
         local = {
           payee: String(body.payee), accrued: BigInt(String(body.accrued)), vouchered: BigInt(String(body.vouchered)),
           redeemed: BigInt(String(body.redeemed)), pending: BigInt(String(body.pending)),
@@ -104,7 +109,7 @@ export function redeemCommand(): Command {
   'keystore of the account that sends the transaction (pays gas; the money goes to the vouchers\' payee)')
     .action(async (o: MoneyOptions) => {
       if (o.admin) {
-        const r = await adminCall(o.admin, 'POST', '/redeem');
+        const r = await adminCall(o.admin, o.data, 'POST', '/redeem');
         printResult(o.json, r, `redeemed ${String(r.redeemed)} base units in ${String(r.transactions)} transaction(s)`);
         return;
       }

@@ -3,17 +3,24 @@
  * over the grid, with API keys, per-key rate and budget limits, Prometheus metrics and a live feed; runs until
  * SIGINT/SIGTERM.
  */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import os from 'node:os';
 import path from 'node:path';
 import { startGateway } from '../gateway/server.js';
-import { readKeysFile, KeysFileError } from '../gateway/keys.js';
+import { readKeysFile, KeysFileError, keysFileModeProblem } from '../gateway/keys.js';
 import { openPayers, type Payers } from '../gateway/payments.js';
 import { createLogger } from '../node/logger.js';
 import { readChainConfig } from '../contracts/bindings.js';
-import { byteSize, portNumber } from './args.js';
+import { byteSize, portNumber, positiveNumber } from './args.js';
+import { DEFAULT_MAX_OVER_MEDIAN, DEFAULT_MAX_PRICE_PER_GFLOP } from '../scheduler/price-policy.js';
 import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { UsageError } from './errors.js';
+
+/** A whole number of token base units (a price). */
+function baseUnits(value: string): bigint {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`expected a whole number of token base units, got "${value}"`);
+  return BigInt(value);
+}
 
 /** The gateway command. */
 export function gatewayCommand(): Command {
@@ -29,11 +36,15 @@ export function gatewayCommand(): Command {
     .option('--rpc <url>', 'RPC URL to use instead of the chain config\'s')
     .option('--wallet <keystore>', 'the paying wallet\'s keystore (passphrase in GRIDPIPE_PASSPHRASE)')
     .option('--data <dir>', 'data folder (payer ledgers, what each API key has spent)', path.join(os.homedir(), '.gridpipe', 'gateway'))
+    .option('--max-price-per-gflop <base-units>', `never route to suppliers asking more per GFLOP (token base units; default ${DEFAULT_MAX_PRICE_PER_GFLOP}, i.e. 0.001 GRID)`, baseUnits, DEFAULT_MAX_PRICE_PER_GFLOP)
+    .option('--max-over-median <factor>', `refuse suppliers asking more than this many times the median price of a model's hosts (default ${DEFAULT_MAX_OVER_MEDIAN})`, positiveNumber, DEFAULT_MAX_OVER_MEDIAN)
     .option('--max-tensor-bytes <bytes>', 'largest /v1/infer request body', byteSize, 256 << 20)
+    .option('--metrics-token <token>', 'Bearer token that lets other hosts read /metrics (default: loopback clients only; or GRIDPIPE_METRICS_TOKEN)')
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
       port: number; host: string; bootstrap: string[]; network: string; keys?: string; model: string[];
-      chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; json: boolean;
+      chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; metricsToken?: string; json: boolean;
+      maxPricePerGflop: bigint; maxOverMedian: number;
     }) => {
       if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
@@ -46,6 +57,10 @@ export function gatewayCommand(): Command {
         throw err;
       }
       const logger = createLogger('gridpipe-gateway');
+      const modeProblem = o.keys ? await keysFileModeProblem(o.keys) : undefined;
+      if (modeProblem) logger.warn(`INSECURE KEYS FILE: ${modeProblem}`);
+      const metricsToken = o.metricsToken ?? process.env.GRIDPIPE_METRICS_TOKEN;
+      if (metricsToken !== undefined && metricsToken.length < 16) throw new UsageError('--metrics-token must be at least 16 characters');
       let payers: Payers | undefined;
       let requireStake: { rpcUrl: string; chainId: number; stakeRegistry: string } | undefined;
       if (o.chainConfig) {
@@ -59,7 +74,7 @@ export function gatewayCommand(): Command {
       }
       const gateway = await startGateway({
         bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), port: o.port, host: o.host, keys, models: o.model,
-        payerFor: payers?.payerFor, requireStake, maxTensorBytes: o.maxTensorBytes, logger, spendingDir: path.join(o.data, 'spending'),
+        payerFor: payers?.payerFor, priceLimits: { maxPricePerGflop: o.maxPricePerGflop, maxOverMedian: o.maxOverMedian }, requireStake, maxTensorBytes: o.maxTensorBytes, metricsToken, logger, spendingDir: path.join(o.data, 'spending'),
       });
       const models = gateway.context.catalog.servable().map((m) => m.id);
       if (o.json) {
@@ -67,7 +82,7 @@ export function gatewayCommand(): Command {
       } else {
         process.stdout.write(`gateway ready at ${gateway.url}/v1 (OpenAI-compatible)\n`);
         process.stdout.write(`  models: ${models.join(', ') || 'none servable yet (they appear as suppliers announce them)'}\n`);
-        process.stdout.write(`  ${gateway.context.keys.open ? 'OPEN: no --keys, anyone who reaches it may call it' : `${gateway.context.keys.list().length} API keys`}; metrics at ${gateway.url}/metrics, feed at ${gateway.url}/v1/feed\n`);
+        process.stdout.write(`  ${gateway.context.keys.open ? 'OPEN: no --keys, anyone who reaches it may call it' : `${gateway.context.keys.list().length} API keys`}; metrics at ${gateway.url}/metrics (${metricsToken ? 'loopback, or with the metrics token' : 'loopback clients only'}), feed at ${gateway.url}/v1/feed\n`);
       }
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());

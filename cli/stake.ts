@@ -1,15 +1,18 @@
 /**
  * Staking from the CLI: `gridpipe stake AMOUNT`, `gridpipe unstake [AMOUNT]` (starts the unbonding delay),
- * `gridpipe withdraw` (takes the stake back once unbonded). Amounts are decimal token units ("12.5").
+ * `gridpipe withdraw` (takes the stake back once unbonded), `gridpipe stake bind` (cli/stake-bind.ts: the
+ * staking key signs the peer id it stands behind). Amounts are decimal token units ("12.5").
  */
 import { Command } from 'commander';
 import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
 import { UsageError } from './errors.js';
+import { stakeBindCommand } from './stake-bind.js';
 
 export function stakeCommand(): Command {
   return withChainOptions(new Command('stake')
     .description('Stake tokens in the StakeRegistry so the grid routes to this supplier (approves the registry first)')
     .argument('<amount>', AMOUNT_HELP), 'keystore of the supplier\'s staking account (passphrase in GRIDPIPE_PASSPHRASE)')
+    .addCommand(stakeBindCommand())
     .action(async (amountText: string, o: ChainCliOptions) => {
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);

@@ -17,6 +17,7 @@ import { openChain } from '../node/payments/chain.js';
 import { PAYMENT_DEFAULTS } from '../node/payments/supplier-payments.js';
 import { parseTokenAmount, formatTokens, tokenDecimals } from './chain-args.js';
 import { isEvmAddress } from '../scheduler/payment.js';
+import { readStakeBindingFile, StakeBindingError } from '../node/capacity/binding.js';
 
 /** Seconds (decimals allowed, 0 included) as milliseconds. */
 function seconds(value: string): number {
@@ -61,11 +62,15 @@ export function supplyCommand(): Command {
     .option('--paused', 'start paused (resume with SIGUSR2 or POST /resume on the admin port)', false)
     .option('--price-per-gflop <base-units>', 'price per GFLOP, a whole number of the payment token\'s base units (10^-18 token for GridToken)', '0')
     .addOption(new Option('--price <base-units>', 'old name of --price-per-gflop').hideHelp())
-    .option('--staking-address <0x...>', 'EVM address that stakes for this supplier (with --wallet: the wallet\'s)')
+    // `<address>`, not `<0x...>`: commander reads a placeholder ending in "..." as variadic (an array).
+    .option('--staking-address <address>', 'EVM address that stakes for this supplier (with --wallet: the wallet\'s)')
+    .option('--stake-binding <file>', 'the staking key\'s signed binding to this peer (gridpipe stake bind), for a supplier without --wallet')
     .option('--chain-config <file>', 'charge for steps: the chain config JSON (payments need it with --wallet)')
     .option('--rpc <url>', 'EVM JSON-RPC URL (default: the chain config\'s)')
     .option('--wallet <keystore>', 'charge for steps: the supplier\'s staking account, an encrypted keystore (passphrase in GRIDPIPE_PASSPHRASE); vouchers must pay it')
     .option('--credit-limit <tokens>', 'unpaid work allowed per payer, in tokens (decimals allowed, e.g. 0.01)')
+    .option('--credit-per-peer <tokens>', 'unpaid work allowed over all payers one remote peer names, in tokens (default: the credit limit)')
+    .option('--credit-total <tokens>', 'unpaid work allowed over all payers, in tokens (default: 16 × the credit limit)')
     .option('--redeem-threshold <tokens>', 'redeem vouchers once this much is unredeemed, in tokens (decimals allowed, e.g. 1)')
     .addOption(new Option('--network <kind>', 'DHT flavour').choices(['auto', 'local', 'public']).default('auto'))
     .option('--mdns', 'discover peers on the LAN', false)
@@ -80,8 +85,8 @@ export function supplyCommand(): Command {
       place: boolean; maxFragments?: number; kvTokens: number; joinJitter: number; rebalanceEvery: number; rebalance: boolean; balanceQuality: number;
       drain: number; gflops?: number;
       maxMemory?: number; maxSessions?: number; maxSessionsPerPeer?: number; threads?: number; gpuShare?: number; hours?: string; paused: boolean;
-      pricePerGflop: string; price?: string; stakingAddress?: string; network: string;
-      chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; adminPort?: number;
+      pricePerGflop: string; price?: string; stakingAddress?: string; stakeBinding?: string; network: string;
+      chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; creditPerPeer?: string; creditTotal?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; adminPort?: number;
       provider?: ProviderChoice; reprobe: boolean; spin: boolean; json: boolean;
     }) => {
       if (o.rebalanceEvery <= 0) throw new UsageError('--rebalance-every must be more than 0 seconds (use --no-rebalance to turn moves off)');
@@ -89,9 +94,18 @@ export function supplyCommand(): Command {
       if (o.fragments !== undefined && o.maxFragments !== undefined) throw new UsageError('--max-fragments applies when the supplier chooses its span; drop it or --fragments');
       const price = o.price ?? o.pricePerGflop;
       if (!/^\d+$/.test(price)) throw new UsageError(`--price-per-gflop must be a whole number of token base units, got "${price}"`);
-      if ((o.chainConfig || o.rpc || o.creditLimit || o.redeemThreshold) && !o.wallet) throw new UsageError('charging for steps needs --wallet KEYSTORE (and --chain-config FILE)');
+      if ((o.chainConfig || o.rpc || o.creditLimit || o.creditPerPeer || o.creditTotal || o.redeemThreshold) && !o.wallet) throw new UsageError('charging for steps needs --wallet KEYSTORE (and --chain-config FILE)');
       if (o.wallet && !o.chainConfig) throw new UsageError('--wallet charges for steps and needs --chain-config FILE');
       if (o.stakingAddress && !isEvmAddress(o.stakingAddress)) throw new UsageError(`--staking-address must be a 0x-prefixed 20-byte address, got "${o.stakingAddress}"`);
+      let stakeBinding;
+      if (o.stakeBinding) {
+        if (o.wallet) throw new UsageError('--stake-binding is for a supplier without its staking key; with --wallet the supplier signs its own binding');
+        try {
+          stakeBinding = await readStakeBindingFile(o.stakeBinding);
+        } catch (err) {
+          throw err instanceof StakeBindingError ? new UsageError(err.message) : err;
+        }
+      }
       const limits = { maxMemoryBytes: o.maxMemory, maxSessions: o.maxSessions, maxSessionsPerPeer: o.maxSessionsPerPeer, threads: o.threads, gpuShare: o.gpuShare, hours: o.hours, paused: o.paused };
       try {
         new ShareLimits(limits, { memoryBytes: os.totalmem(), cores: os.cpus().length }); // checks the values before anything starts
@@ -116,6 +130,8 @@ export function supplyCommand(): Command {
           payments = {
             chain,
             creditLimit: o.creditLimit === undefined ? undefined : parseTokenAmount(o.creditLimit, decimals, '--credit-limit'),
+            creditPerPeer: o.creditPerPeer === undefined ? undefined : parseTokenAmount(o.creditPerPeer, decimals, '--credit-per-peer'),
+            creditTotal: o.creditTotal === undefined ? undefined : parseTokenAmount(o.creditTotal, decimals, '--credit-total'),
             redeemThreshold: o.redeemThreshold === undefined ? undefined : parseTokenAmount(o.redeemThreshold, decimals, '--redeem-threshold'),
           };
           // Clients route only to staked suppliers: say so now rather than wait for traffic that never comes.
@@ -140,10 +156,11 @@ export function supplyCommand(): Command {
         },
         gflops: o.gflops,
         limits,
-        pricePerGflop: price, stakingAddress: o.stakingAddress, payments, adminPort: o.adminPort, provider: o.provider, rerunProbe: o.reprobe, spin: o.spin,
+        pricePerGflop: price, stakingAddress: o.stakingAddress, stakeBinding, payments, adminPort: o.adminPort, provider: o.provider, rerunProbe: o.reprobe, spin: o.spin,
         onFetchProgress: (done, total) => progress.update(done, total),
       });
       progress.stop();
+      if (supplier.stakeProblem) process.stderr.write(`gridpipe: warning: ${supplier.stakeProblem}\n`);
       const ready = {
         peerId: supplier.peerId, addresses: supplier.addresses(), admin: supplier.adminUrl,
         hosted: supplier.hosted.map((h) => ({ manifestCid: h.manifestCid, index: h.index, cid: h.cid })),

@@ -2,6 +2,10 @@
  * EIP-712 typed data of the payment vouchers and the supplier receipts, exactly as the contracts
  * hash them (PaymentEscrow.hashVoucher, DisputeManager.hashReceipt): the domain binds the chain id
  * and the contract's address, so a signature is worthless on another chain or contract.
+ *
+ * Also the stake binding (checked off chain, by every reader of capacity records): the staking key's
+ * statement that it operates one libp2p peer id until a time, over the StakeRegistry's domain, so a peer
+ * cannot name another supplier's staking address as its own.
  */
 import { dataLength, getAddress, keccak256, recoverAddress, Signature, toUtf8Bytes, TypedDataEncoder, isHexString, type Signer, type TypedDataDomain, type TypedDataField } from 'ethers';
 import { CID } from 'multiformats/cid';
@@ -32,6 +36,17 @@ export interface Receipt {
 /** Anything that signs typed data (ethers Wallet, HDNodeWallet, JsonRpcSigner). */
 export type TypedDataSigner = Pick<Signer, 'signTypedData'>;
 
+/** "operator runs peer `peerId` until `until`": the staking key binds a peer id to its stake. */
+export interface StakeBinding {
+  /** The staking address (the signer). */
+  operator: string;
+  /** The libp2p peer id (base58/CID text) the stake stands behind. */
+  peerId: string;
+  /** Unix seconds; the binding holds while now < until. */
+  until: bigint;
+}
+
+export const STAKE_DOMAIN_NAME = 'GridpipeStakeRegistry';
 export const ESCROW_DOMAIN_NAME = 'GridpipePaymentEscrow';
 export const DISPUTE_DOMAIN_NAME = 'GridpipeDisputeManager';
 export const DOMAIN_VERSION = '1';
@@ -56,6 +71,34 @@ export const RECEIPT_TYPES: Record<string, TypedDataField[]> = {
     { name: 'issuedAt', type: 'uint64' },
   ],
 };
+
+export const STAKE_BINDING_TYPES: Record<string, TypedDataField[]> = {
+  StakeBinding: [
+    { name: 'operator', type: 'address' },
+    { name: 'peerId', type: 'string' },
+    { name: 'until', type: 'uint64' },
+  ],
+};
+
+/** The domain of stake bindings: the StakeRegistry on its chain. */
+export function stakeDomain(stakeRegistryAddress: string, chainId: number | bigint): TypedDataDomain {
+  return { name: STAKE_DOMAIN_NAME, version: DOMAIN_VERSION, chainId, verifyingContract: getAddress(stakeRegistryAddress) };
+}
+
+/** The digest the staking key signs for a binding. */
+export function stakeBindingDigest(stakeRegistryAddress: string, chainId: number | bigint, binding: StakeBinding): string {
+  return TypedDataEncoder.hash(stakeDomain(stakeRegistryAddress, chainId), STAKE_BINDING_TYPES, stakeBindingValue(binding));
+}
+
+/** Signs a binding as its operator (the signer must be `binding.operator` for readers to accept it). */
+export function signStakeBinding(wallet: TypedDataSigner, stakeRegistryAddress: string, chainId: number | bigint, binding: StakeBinding): Promise<string> {
+  return wallet.signTypedData(stakeDomain(stakeRegistryAddress, chainId), STAKE_BINDING_TYPES, stakeBindingValue(binding));
+}
+
+/** The address that signed `binding` (null when the signature is malformed or non-canonical). */
+export function recoverStakeBindingSigner(stakeRegistryAddress: string, chainId: number | bigint, binding: StakeBinding, signature: string): string | null {
+  return recoverDigest(stakeBindingDigest(stakeRegistryAddress, chainId, binding), signature);
+}
 
 export function escrowDomain(escrowAddress: string, chainId: number | bigint): TypedDataDomain {
   return { name: ESCROW_DOMAIN_NAME, version: DOMAIN_VERSION, chainId, verifyingContract: getAddress(escrowAddress) };
@@ -138,6 +181,10 @@ function recoverDigest(digest: string, signature: string): string | null {
 
 function voucherValue(v: Voucher): Record<string, unknown> {
   return { payer: getAddress(v.payer), payee: getAddress(v.payee), cumulativeAmount: v.cumulativeAmount, deadline: v.deadline };
+}
+
+function stakeBindingValue(b: StakeBinding): Record<string, unknown> {
+  return { operator: getAddress(b.operator), peerId: b.peerId, until: b.until };
 }
 
 function receiptValue(r: Receipt): Record<string, unknown> {

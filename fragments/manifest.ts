@@ -118,9 +118,41 @@ export function checkManifest(value: unknown, where = 'manifest'): Manifest {
     for (const key of ['inputs', 'outputs', 'stateful'] as const) if (!Array.isArray(f[key])) fail(`fragments[${i}].${key} must be an array`);
     return undefined;
   });
+  const clash = fileClash(value as unknown as Pick<Manifest, 'fragments' | 'tokenizer'>);
+  if (clash) fail(clash);
   if (!isObject(value.model) || !Array.isArray(value.model.inputs) || !Array.isArray(value.model.outputs)) fail('"model" must describe inputs and outputs');
   if (!isObject(value.source) || typeof value.source.file !== 'string') fail('"source.file" must be a string');
   return value as unknown as Manifest;
+}
+
+/**
+ * Two entries of one manifest naming the same file for different bytes (two fragments, a fragment and a data file, a tokenizer
+ * file): a host links every file of a model into one folder by these names, so the second would replace the
+ * first (CID A's path then holding B's bytes). Returns the problem, naming both entries, or undefined.
+ */
+export function fileClash(manifest: Pick<Manifest, 'fragments' | 'tokenizer'>): string | undefined {
+  const seen = new Map<string, { where: string; cid: unknown }>();
+  const entries: [string, unknown, unknown][] = [];
+  for (const [i, f] of (Array.isArray(manifest.fragments) ? manifest.fragments : []).entries()) {
+    if (!isObject(f)) continue;
+    entries.push([`fragments[${i}].file`, f.file, f.cid]);
+    if (isObject(f.data)) entries.push([`fragments[${i}].data.file`, f.data.file, f.data.cid]);
+  }
+  const t = manifest.tokenizer as unknown;
+  if (isObject(t)) {
+    entries.push(['tokenizer.file', t.file, t.cid]);
+    if (isObject(t.config)) entries.push(['tokenizer.config.file', t.config.file, t.config.cid]);
+  }
+  for (const [where, file, cid] of entries) {
+    if (typeof file !== 'string' || !file) continue;
+    // Case-folded: on case-insensitive file systems "A.onnx" and "a.onnx" are one file.
+    const key = path.posix.normalize(file).toLowerCase();
+    const first = seen.get(key);
+    // The same bytes under the same name (a shared file) are harmless; different CIDs are not.
+    if (first && first.cid !== cid) return `${where} and ${first.where} both name the file ${JSON.stringify(file)} with different CIDs: each file of a manifest needs its own name`;
+    if (!first) seen.set(key, { where, cid });
+  }
+  return undefined;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

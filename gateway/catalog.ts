@@ -2,6 +2,11 @@
  * The models the gateway can serve: manifests discovered from suppliers' capacity records in the DHT (each
  * fetched by CID) plus those given with `--model`, each with its tokenizer and whether every fragment has a
  * live host right now. A model's id is its manifest name; its manifest CID is accepted too.
+ *
+ * What a record can make the gateway fetch: with a stake check (a chain), only records bound to a staked
+ * address (scheduler/discovery.ts isStakedRecord) count, so a fresh key's record makes no manifest fetch;
+ * on an open grid (no chain) at most `maxDiscovered` discovered manifests are opened or tried (default 64);
+ * `--model` ones are always opened.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
@@ -12,7 +17,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { GridClient, OpenModel } from '../scheduler/client.js';
-import { spansOf, type HostedSpan, type StakeCheck } from '../scheduler/discovery.js';
+import { isStakedRecord, spansOf, type HostedSpan, type StakeCheck } from '../scheduler/discovery.js';
 import { findAllRecords } from '../node/capacity/dht.js';
 import { FragmentStore, MAX_TOKENIZER_BYTES } from '../node/store/fragment-store.js';
 import { fetchByCid } from '../node/store/fetcher.js';
@@ -51,8 +56,10 @@ export interface CatalogOptions {
   refreshEveryMs?: number;
   /** Per-sweep DHT timeout (default 5 s). */
   lookupTimeoutMs?: number;
-  /** Count only staked suppliers as hosts (as routing does when the client has the same check). */
+  /** Count only bound, staked suppliers as hosts (as routing does when the client has the same check). */
   stakeCheck?: StakeCheck;
+  /** Most discovered (not --model) manifests opened or tried, so records cannot make the gateway fetch without end (default 64). */
+  maxDiscovered?: number;
   logger?: Logger;
 }
 
@@ -67,6 +74,8 @@ export class ModelCatalog {
   private readonly tokenizerRetry = new Map<string, { at: number; sourceDir?: string; running?: Promise<void> }>();
   private readonly opening = new Map<string, Promise<CatalogModel | undefined>>();
   private readonly failedCids = new Map<string, number>();
+  /** Discovered manifest CIDs opened or tried (counted against maxDiscovered). */
+  private readonly triedDiscovered = new Set<string>();
   private lastSweep = 0;
   private sweeping?: Promise<void>;
   private timer?: ReturnType<typeof setInterval>;
@@ -130,7 +139,7 @@ export class ModelCatalog {
     const spansByCid = new Map<string, HostedSpan[]>();
     for (const r of records) {
       if (r.withdrawn) continue;
-      if (this.options.stakeCheck && !(await this.options.stakeCheck.isListed(r.stakingAddress))) continue;
+      if (this.options.stakeCheck && !(await isStakedRecord(this.options.stakeCheck, r))) continue;
       for (const cid of new Set(r.fragments.map((f) => f.manifestCid))) {
         const spans = spansOf(r, cid).filter((s) => !s.paused);
         if (spans.length) spansByCid.set(cid, [...(spansByCid.get(cid) ?? []), ...spans]);
@@ -140,7 +149,13 @@ export class ModelCatalog {
     this.lastSpans.clear();
     for (const [cid, spans] of spansByCid) this.lastSpans.set(cid, spans);
     // Manifests not seen before are fetched by CID (once at a time each; a CID that failed waits a minute).
-    await Promise.all([...spansByCid.keys()].filter((cid) => !this.byCid.has(cid) && (this.failedCids.get(cid) ?? 0) < Date.now() - 60_000).map((cid) => this.openDiscovered(cid)));
+    const fresh = [...spansByCid.keys()].filter((cid) => !this.byCid.has(cid) && (this.failedCids.get(cid) ?? 0) < Date.now() - 60_000);
+    const room = Math.max(0, (this.options.maxDiscovered ?? 64) - this.triedDiscovered.size);
+    const known = fresh.filter((cid) => this.triedDiscovered.has(cid));
+    const unknown = fresh.filter((cid) => !this.triedDiscovered.has(cid));
+    if (unknown.length > room) this.options.logger?.warn({ skipped: unknown.length - room, limit: this.options.maxDiscovered ?? 64 }, 'discovered manifests beyond the limit are not fetched');
+    for (const cid of unknown.slice(0, room)) this.triedDiscovered.add(cid);
+    await Promise.all([...known, ...unknown.slice(0, room)].map((cid) => this.openDiscovered(cid)));
     for (const model of this.byCid.values()) {
       this.updateCoverage(model, spansByCid.get(model.open.manifestCid) ?? []);
       // In the background: a sweep (and GET /v1/models, which waits for it) need not wait for a tokenizer fetch.

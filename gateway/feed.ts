@@ -1,7 +1,9 @@
 /**
  * The live feed (GET /v1/feed, server-sent events) the network explorer reads: one event when a request
  * starts, one when it finishes (route, hops, failovers, tokens, cost) or fails. New subscribers first get
- * the recent events, so a page opened mid-traffic is not empty.
+ * the recent events, so a page opened mid-traffic is not empty. The feed is public (the explorer reads it
+ * from a browser): events are stripped of the caller's key (no key name, no key id) and a failure carries
+ * its error code, never the error's text (which can name keys, budgets, peers' messages or local paths).
  */
 import { EventEmitter } from 'node:events';
 import type { ServerResponse } from 'node:http';
@@ -19,34 +21,61 @@ export interface RequestFailed { event: 'request.failed'; requestId: string; at:
 
 export type FeedEvent = RequestStarted | RequestFinished | RequestFailed;
 
+/** What leaves the gateway: the event without its key, a failure's error reduced to a code. */
+export type PublicFeedEvent = Omit<RequestStarted, 'key'> | Omit<RequestFinished, 'key'> | Omit<RequestFailed, 'key'>;
+
+const ERROR_CODE = /^[a-z][a-z0-9_]{0,63}$/;
+
+/** The public form of an event: no key; `error` only when it is already a short code (else by status). */
+export function publicEvent(event: FeedEvent): PublicFeedEvent {
+  const { key: _key, ...rest } = event;
+  if (rest.event !== 'request.failed') return rest;
+  return { ...rest, error: ERROR_CODE.test(rest.error) ? rest.error : codeForStatus(rest.status) };
+}
+
+function codeForStatus(status: number): string {
+  switch (status) {
+    case 400: return 'invalid_request';
+    case 401: return 'invalid_api_key';
+    case 402: return 'insufficient_quota';
+    case 404: return 'not_found';
+    case 429: return 'rate_limit_exceeded';
+    case 499: return 'client_closed';
+    case 502: return 'upstream_error';
+    case 503: return 'unavailable';
+    default: return status >= 500 ? 'server_error' : 'invalid_request';
+  }
+}
+
 export class EventFeed {
   private readonly emitter = new EventEmitter();
-  private readonly recent: FeedEvent[] = [];
+  private readonly recent: PublicFeedEvent[] = [];
 
   constructor(private readonly keepRecent = 100) {
     this.emitter.setMaxListeners(0);
   }
 
-  /** Publishes an event to every subscriber. */
+  /** Publishes an event (its public form) to every subscriber. */
   publish(event: FeedEvent): void {
-    this.recent.push(event);
+    const pub = publicEvent(event);
+    this.recent.push(pub);
     if (this.recent.length > this.keepRecent) this.recent.shift();
-    this.emitter.emit('event', event);
+    this.emitter.emit('event', pub);
   }
 
   /** Calls `listener` for each new event; returns the unsubscribe function. */
-  subscribe(listener: (event: FeedEvent) => void): () => void {
+  subscribe(listener: (event: PublicFeedEvent) => void): () => void {
     this.emitter.on('event', listener);
     return () => { this.emitter.off('event', listener); };
   }
 
   /** The recent events, oldest first. */
-  history(): FeedEvent[] { return [...this.recent]; }
+  history(): PublicFeedEvent[] { return [...this.recent]; }
 
   /** Streams the feed to an HTTP response as server-sent events until the client goes away. */
   serve(res: ServerResponse, options: { replay?: boolean; keepAliveMs?: number } = {}): void {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-    const send = (e: FeedEvent): void => { res.write(`event: ${e.event}\ndata: ${JSON.stringify(e)}\n\n`); };
+    const send = (e: PublicFeedEvent): void => { res.write(`event: ${e.event}\ndata: ${JSON.stringify(e)}\n\n`); };
     res.write(': gridpipe gateway feed\n\n');
     if (options.replay ?? true) for (const e of this.recent) send(e);
     const unsubscribe = this.subscribe(send);

@@ -11,6 +11,8 @@ import type { StepPayer } from '../scheduler/payment.js';
 import type { PipelineSession } from '../scheduler/session.js';
 import type { CatalogModel } from './catalog.js';
 import { openPipeline } from './pipeline.js';
+import { BudgetError } from './budget.js';
+import type { PriceLimits } from '../scheduler/price-policy.js';
 import { StopMatcher } from './stop.js';
 import { IncrementalDecoder, type TextTokenizer } from './tokenizers/index.js';
 import type { RequestTrace, RouteMetadata } from './trace.js';
@@ -22,9 +24,11 @@ export interface GenerationParams {
   maxTokens: number;
   stop: string[];
   sampling: SamplingOptions;
-  /** Stops early (finish "length") when this says the request may not spend more; receives the cost so far. */
-  mayContinue?: (costSoFar: bigint) => boolean;
+  /** Stops early (finish "length") when this says the request may not spend more; receives the unpaid cost so far. */
+  mayContinue?: (unpaidSoFar: bigint) => boolean;
   payer?: StepPayer;
+  /** Prices the session accepts. */
+  priceLimits?: PriceLimits;
   /** Aborted when the client has gone away: generation stops at the next token. */
   signal?: AbortSignal;
 }
@@ -32,6 +36,10 @@ export interface GenerationParams {
 export class GridGeneration {
   completionTokens = 0;
   finishReason: FinishReason = 'length';
+  /** List price of the hops not paid by voucher (paid ones are counted by the request's budget as they are signed). */
+  unpaidCost = 0n;
+  /** Set when the budget refused a step's voucher after some output: the generation ended there (finish "length"). */
+  budgetStop?: BudgetError;
   private session?: PipelineSession;
 
   constructor(private readonly client: GridClient, private readonly model: CatalogModel & { tokenizer: TextTokenizer }, private readonly params: GenerationParams, readonly trace: RequestTrace) {}
@@ -41,32 +49,40 @@ export class GridGeneration {
     const { model, params, trace } = this;
     const tokenizer = model.tokenizer;
     const manifest = model.open.manifest;
-    const session = openPipeline(this.client, model.open, params.promptIds.length + params.maxTokens, params.payer);
+    const session = openPipeline(this.client, model.open, params.promptIds.length + params.maxTokens, params.payer, params.priceLimits);
     this.session = session;
     const runner: StepRunner = {
       step: async (inputs, position, tokens, hints) => {
         const outcome = await session.step(inputs, position, tokens, hints);
         trace.addStep(outcome);
+        for (const hop of outcome.hops) if (hop.charge === undefined) this.unpaidCost += hop.cost;
         return outcome;
       },
     };
     const decoder = new IncrementalDecoder(tokenizer);
     const stopper = new StopMatcher(params.stop);
     try {
-      for await (const token of generate(runner, {
-        ...params.sampling,
-        promptIds: params.promptIds, maxTokens: params.maxTokens, // stop ids end the loop below (finish_reason "stop")
-        kvCache: manifest.statefulPairs.length > 0, maxLength: model.contextLength, vocabSize: vocabSize(manifest),
-        inputNames: manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')),
-      })) {
-        trace.firstToken();
-        this.completionTokens++;
-        if (tokenizer.stopIds.includes(token.id)) { this.finishReason = 'stop'; break; }
-        const shown = stopper.push(decoder.push(token.id));
-        if (shown) yield shown;
-        if (stopper.done) { this.finishReason = 'stop'; break; }
-        if (params.mayContinue && !params.mayContinue(trace.cost)) break;
-        if (params.signal?.aborted) break;
+      try {
+        for await (const token of generate(runner, {
+          ...params.sampling,
+          promptIds: params.promptIds, maxTokens: params.maxTokens, // stop ids end the loop below (finish_reason "stop")
+          kvCache: manifest.statefulPairs.length > 0, maxLength: model.contextLength, vocabSize: vocabSize(manifest),
+          inputNames: manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')),
+        })) {
+          trace.firstToken();
+          this.completionTokens++;
+          if (tokenizer.stopIds.includes(token.id)) { this.finishReason = 'stop'; break; }
+          const shown = stopper.push(decoder.push(token.id));
+          if (shown) yield shown;
+          if (stopper.done) { this.finishReason = 'stop'; break; }
+          if (params.mayContinue && !params.mayContinue(this.unpaidCost)) break;
+          if (params.signal?.aborted) break;
+        }
+      } catch (err) {
+        // A step the budget will not pay for ends the request with what it has (finish "length"), like max_tokens;
+        // with nothing produced yet, the caller answers 402.
+        if (!(err instanceof BudgetError) || this.completionTokens === 0) throw err;
+        this.budgetStop = err;
       }
       if (!stopper.done) {
         const rest = stopper.push(decoder.flush());

@@ -12,7 +12,7 @@
  * `requestsPerMinute` / `tokensPerMinute` are optional limits (absent = unlimited). Spending survives restarts when
  * the gateway has a data folder (gateway/spending.ts).
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { overBudget, rateLimited, unauthorized } from './errors.js';
 import type { SpendingLedger } from './spending.js';
@@ -30,10 +30,12 @@ export interface ApiKey extends ApiKeyConfig {
   /** SHA-256 of the secret: how the key is stored anywhere (never the secret). */
   id: string;
   spent: bigint;
+  /** Reserved by requests in flight for vouchers they signed (or are signing): spent once they settle. */
+  held: bigint;
 }
 
 /** The caller when the gateway runs without --keys. */
-export const OPEN_ACCESS: ApiKey = { id: 'open', name: 'open', spent: 0n };
+export const OPEN_ACCESS: ApiKey = { id: 'open', name: 'open', spent: 0n, held: 0n };
 
 /** Raised for a keys file that cannot be used; names the entry and the problem. */
 export class KeysFileError extends Error {
@@ -90,6 +92,18 @@ export async function readKeysFile(file: string): Promise<Map<string, ApiKeyConf
   }
 }
 
+/**
+ * The keys file holds the secrets: a warning when its mode lets the group or others read (or write) it, or
+ * undefined when it is private (or on a system without POSIX modes). A warning, not a refusal: files made
+ * with the default umask (0644) are common and refusing them would stop running gateways on upgrade.
+ */
+export async function keysFileModeProblem(file: string): Promise<string | undefined> {
+  if (process.platform === 'win32') return undefined;
+  const mode = (await stat(file)).mode & 0o777;
+  if ((mode & 0o077) === 0) return undefined;
+  return `${file} holds API keys but is readable${mode & 0o022 ? ' or writable' : ''} by ${mode & 0o007 ? 'every user' : 'its group'} (mode 0${mode.toString(8)}): run chmod 600 ${file}`;
+}
+
 const WINDOW_MS = 60_000;
 
 /** A sliding one-minute window of (time, amount) entries. */
@@ -133,7 +147,7 @@ export class KeyRing {
   constructor(keys?: Map<string, ApiKeyConfig>, private readonly now: () => number = Date.now) {
     for (const [secret, config] of keys ?? []) {
       const id = hash(secret);
-      this.byHash.set(id, { ...config, id, spent: 0n });
+      this.byHash.set(id, { ...config, id, spent: 0n, held: 0n });
     }
   }
 
@@ -180,6 +194,31 @@ export class KeyRing {
       throw overBudget(`key "${key.name}" has spent its budget (${key.spent} of ${key.budget} base units)`);
     }
     requests.add(now, 1);
+  }
+
+  /** What `key` may still reserve: budget less spent and held (undefined: no budget). */
+  remaining(key: ApiKey): bigint | undefined {
+    if (key.budget === undefined || key === OPEN_ACCESS) return undefined;
+    const left = key.budget - key.spent - key.held;
+    return left > 0n ? left : 0n;
+  }
+
+  /**
+   * Reserves `amount` of the key's budget for a request in flight: false (and nothing reserved) when spent +
+   * held + amount would pass the budget. Synchronous, so concurrent requests of one key cannot both take the
+   * last room (the event loop runs one check-and-add at a time).
+   */
+  hold(key: ApiKey, amount: bigint): boolean {
+    if (amount <= 0n || key.budget === undefined || key === OPEN_ACCESS) return true;
+    if (key.spent + key.held + amount > key.budget) return false;
+    key.held += amount;
+    return true;
+  }
+
+  /** Gives back what `hold` reserved (the request ended, or the voucher was not signed). */
+  release(key: ApiKey, amount: bigint): void {
+    if (amount <= 0n || key.budget === undefined || key === OPEN_ACCESS) return;
+    key.held = key.held > amount ? key.held - amount : 0n;
   }
 
   /** Records what a request used: tokens (prompt + generated) and its cost in base units. */

@@ -1,4 +1,8 @@
-/** Prometheus metrics of the gateway, on their own Registry (served at GET /metrics). */
+/**
+ * Prometheus metrics of the gateway, on their own Registry (served at GET /metrics, to loopback clients or
+ * with the operator's token). Keys are labelled by a short key id (the first 8 hex digits of the SHA-256 of
+ * the secret, as the spending ledger stores it), never by their name.
+ */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { RequestRecord } from './feed.js';
 
@@ -16,7 +20,8 @@ export class GatewayMetrics {
   readonly inflight: Gauge;
   readonly servableModels: Gauge;
 
-  constructor() {
+  /** `keyLabel`: a key's name (as requests record it) to its metrics label (default: "other"). */
+  constructor(private readonly keyLabel: (name: string) => string = () => 'other') {
     const registers = [this.registry];
     this.requests = new Counter({ name: 'gridpipe_gateway_requests_total', help: 'HTTP requests answered, by route and status code.', labelNames: ['route', 'status'], registers });
     this.tokens = new Counter({ name: 'gridpipe_gateway_tokens_total', help: 'Tokens processed, by model and kind (prompt, completion).', labelNames: ['model', 'kind'], registers });
@@ -52,6 +57,6 @@ export class GatewayMetrics {
     }
     if (r.failovers) this.failovers.inc({ model: r.model }, r.failovers);
     const cost = BigInt(r.cost);
-    if (cost > 0n) this.cost.inc({ model: r.model, key: r.key }, Number(cost));
+    if (cost > 0n) this.cost.inc({ model: r.model, key: this.keyLabel(r.key) }, Number(cost));
   }
 }

@@ -1,7 +1,8 @@
 /**
  * Payments for the gateway (`--chain-config`, `--rpc`, `--wallet`): a VoucherPayer (gateway/payer) per paying
  * wallet. Keys pay through the gateway's --wallet unless their `payer` names a keystore file of their own; a
- * key whose `payer` is an address must be that of a wallet the gateway holds (it cannot sign for others).
+ * key whose `payer` is an address must be that of a wallet the gateway holds (it cannot sign for others). Keys
+ * naming one wallet share one payer, so one ledger counts everything signed against that wallet's escrow.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -35,6 +36,7 @@ export async function openPayers(options: PaymentOptions, keys: Map<string, ApiK
     const fallback = options.wallet ? await open(options.wallet, 'gateway') : undefined;
     if (fallback) opened.push(fallback);
     const byKeyName = new Map<string, VoucherPayer>();
+    const byKeystore = new Map<string, VoucherPayer>();
     for (const config of keys?.values() ?? []) {
       if (!config.payer) continue;
       if (isEvmAddress(config.payer)) {
@@ -43,8 +45,16 @@ export async function openPayers(options: PaymentOptions, keys: Map<string, ApiK
         byKeyName.set(config.name, holder);
       } else {
         if (!existsSync(config.payer)) throw new Error(`key "${config.name}": payer ${config.payer} is neither an address nor a keystore file`);
-        const payer = await open(config.payer, `key-${config.name.replace(/[^\w.-]/g, '_')}`);
-        opened.push(payer);
+        // One payer (one ledger) per wallet: two ledgers for one address would each count the whole escrow as theirs.
+        const file = path.resolve(config.payer);
+        let payer = byKeystore.get(file);
+        if (!payer) {
+          const fresh = await open(config.payer, `key-${config.name.replace(/[^\w.-]/g, '_')}`);
+          payer = opened.find((p) => p.payer === fresh.payer);
+          if (payer) await fresh.close();
+          else opened.push((payer = fresh));
+          byKeystore.set(file, payer);
+        }
         byKeyName.set(config.name, payer);
       }
     }

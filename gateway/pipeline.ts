@@ -7,17 +7,24 @@ import type { GridClient, OpenModel } from '../scheduler/client.js';
 import type { StepPayer } from '../scheduler/payment.js';
 import { PaymentNeededError, PipelineRequestError, PipelineUnavailableError, type PipelineSession } from '../scheduler/session.js';
 import { PayerError } from './payer/index.js';
+import { BudgetError } from './budget.js';
+import type { PriceLimits } from '../scheduler/price-policy.js';
 import { ApiError, badRequest, overBudget, unavailable } from './errors.js';
 
-/** Opens a session on `model` holding `maxLength` positions, paid by `payer` when given. */
-export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer): PipelineSession {
-  return client.session(model, maxLength, { payer });
+/** Opens a session on `model` holding `maxLength` positions, paid by `payer` when given, at prices `priceLimits` admits. */
+export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer, priceLimits?: PriceLimits): PipelineSession {
+  return client.session(model, maxLength, { payer, priceLimits });
 }
 
-/** An API error for a failure on the grid: 503 (no live host, payments off), 402 (payer cannot pay), else 502. */
+/**
+ * An API error for a failure on the grid: 503 (no live host, every host refused for its price, payments off), 402
+ * (payer cannot pay, or the budget refused the first step), else 502.
+ */
 export function gridError(err: unknown, modelId: string): ApiError {
   if (err instanceof ApiError) return err;
+  if (err instanceof BudgetError) return overBudget(`no output: ${err.message}`);
   if (err instanceof PipelineUnavailableError) {
+    if (err.refused) return unavailable(`model "${modelId}" cannot be served right now: every live supplier of fragment ${err.fragment} is refused (${err.refused})`, 'no_acceptable_host');
     return unavailable(`model "${modelId}" cannot be served right now: no live supplier hosts fragment ${err.fragment}`, 'no_live_host');
   }
   if (err instanceof PaymentNeededError) {

@@ -7,11 +7,13 @@ import '../node/polyfill.js';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { GridClient } from '../scheduler/client.js';
+import type { PriceLimits } from '../scheduler/price-policy.js';
 import { cachedStakeCheck, type StakeCheck } from '../scheduler/discovery.js';
 import { attachStakeRegistry, createProvider } from '../contracts/bindings.js';
 import type { StepPayer } from '../scheduler/payment.js';
 import type { NetworkKind } from '../node/host.js';
 import { createLogger } from '../node/logger.js';
+import { authenticateBeforeBody } from './auth.js';
 import { ModelCatalog } from './catalog.js';
 import type { GatewayContext } from './context.js';
 import { ApiError, type ErrorType } from './errors.js';
@@ -22,6 +24,8 @@ import { registerInferRoute } from './routes/infer.js';
 import { registerMetaRoutes } from './routes/meta.js';
 import { registerTextRoutes } from './routes/text.js';
 import { SpendingLedger } from './spending.js';
+import { UploadBudget } from './upload-budget.js';
+import { closeSharedTemplateSandbox } from './tokenizers/sandbox.js';
 
 export interface GatewayOptions {
   /** Peers to join the grid through. */
@@ -35,8 +39,12 @@ export interface GatewayOptions {
   models?: string[];
   /** The payer a key's sessions pay through (payments on). */
   payerFor?: (key: ApiKey) => StepPayer | undefined;
+  /** Prices accepted from suppliers (default scheduler/price-policy's DEFAULT_PRICE_LIMITS). */
+  priceLimits?: PriceLimits;
   /** Largest /v1/infer body (default 256 MiB). */
   maxTensorBytes?: number;
+  /** Bearer token that lets a non-loopback client read /metrics (absent: loopback clients only). */
+  metricsToken?: string;
   /** Route only to suppliers staked in this StakeRegistry (payments on: unstaked ones are not paid). */
   requireStake?: { rpcUrl: string; chainId: number; stakeRegistry: string };
   /** Keep each key's spending here across restarts (a folder; absent: in memory only). */
@@ -62,9 +70,18 @@ function typeForStatus(status: number): ErrorType {
   return status < 500 ? 'invalid_request_error' : 'server_error';
 }
 
+/** Largest body of the JSON routes (completions, chat); /v1/infer has its own (maxTensorBytes). */
+export const JSON_BODY_LIMIT = 16 << 20;
+
+/** A key's name to its metrics label: the first 8 hex digits of its id (SHA-256 of the secret). */
+export function keyLabels(keys: KeyRing): (name: string) => string {
+  const byName = new Map(keys.list().map((k) => [k.name, k.id.slice(0, 8)]));
+  return (name) => byName.get(name) ?? (keys.open ? 'open' : 'other');
+}
+
 /** Builds the fastify app on an existing context (tests, embedding). */
 export function buildApp(ctx: GatewayContext, maxTensorBytes = 256 << 20): FastifyInstance {
-  const app = Fastify({ loggerInstance: ctx.logger.child({ component: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 16 << 20 });
+  const app = Fastify({ loggerInstance: ctx.logger.child({ component: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: JSON_BODY_LIMIT });
   app.setErrorHandler((err: FastifyError | ApiError, req, reply) => {
     if (err instanceof ApiError) {
       if (err.status >= 500) ctx.logger.warn({ url: req.url, status: err.status, err: err.message }, 'request failed');
@@ -82,6 +99,9 @@ export function buildApp(ctx: GatewayContext, maxTensorBytes = 256 << 20): Fasti
     ctx.metrics.requests.inc({ route, status: String(reply.statusCode) });
     ctx.metrics.requestSeconds.observe({ route }, reply.elapsedTime / 1000);
   });
+  // Before any body is read: a request without a valid key never gets its upload buffered.
+  // Bodies in flight: one key at most two of the largest, all keys at most four (1 GiB with the defaults).
+  authenticateBeforeBody(app, ctx.keys, new UploadBudget(4 * Math.max(maxTensorBytes, JSON_BODY_LIMIT), 2 * Math.max(maxTensorBytes, JSON_BODY_LIMIT)));
   registerMetaRoutes(app, ctx);
   registerTextRoutes(app, ctx);
   registerInferRoute(app, ctx, maxTensorBytes);
@@ -96,13 +116,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   if (options.requireStake) {
     // One read-only registry view shared by routing (the client) and the catalog's coverage, cached per address.
     const provider = createProvider(options.requireStake.rpcUrl, options.requireStake.chainId);
-    stakeCheck = cachedStakeCheck(attachStakeRegistry(options.requireStake.stakeRegistry, provider));
+    const { chainId, stakeRegistry } = options.requireStake;
+    stakeCheck = cachedStakeCheck(attachStakeRegistry(stakeRegistry, provider), undefined, undefined, { chainId, stakeRegistry });
     closeProvider = () => provider.destroy();
   }
   const client = await GridClient.connect({ bootstrap: options.bootstrap, network: options.network, logger, discovery: { lookupTimeoutMs: 5000 }, stakeCheck });
   const catalog = new ModelCatalog(client, { models: options.models, refreshEveryMs: options.refreshEveryMs, logger, stakeCheck });
+  const keys = new KeyRing(options.keys);
   const ctx: GatewayContext = {
-    client, catalog, keys: new KeyRing(options.keys), feed: new EventFeed(), metrics: new GatewayMetrics(), logger, payerFor: options.payerFor,
+    client, catalog, keys, feed: new EventFeed(), metrics: new GatewayMetrics(keyLabels(keys)), logger, payerFor: options.payerFor,
+    priceLimits: options.priceLimits, metricsToken: options.metricsToken,
   };
   let app: FastifyInstance | undefined;
   let spending: SpendingLedger | undefined;
@@ -137,6 +160,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       await catalog.close();
       await client.close();
       await spending?.close();
+      await closeSharedTemplateSandbox();
       closeProvider();
     },
   };

@@ -101,6 +101,10 @@ export function chatMessages(b: Body): ChatMessage[] {
         return p.text;
       }).join('');
     } else throw badRequest(`${where}.content must be a string or an array of text parts`, `${where}.content`, 'invalid_type');
+    // OpenAI's rule for names; it also keeps control-token text out of the template through this field.
+    if (name !== undefined && name !== null && (typeof name !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(name))) {
+      throw badRequest(`${where}.name must be 1 to 64 letters, digits, "_" or "-"`, `${where}.name`, 'invalid_value');
+    }
     return { role, content: text, ...(typeof name === 'string' ? { name } : {}) };
   });
 }

@@ -32,6 +32,9 @@ import { Gauge, Registry } from 'prom-client';
 import { VERSION } from '../fragments/version.js';
 import { PROTOCOLS } from '../proto/grid.js';
 import { capacityDhtRecords } from './capacity/dht.js';
+import { CapacityQuota } from './capacity/quota.js';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { MemoryDatastore } from 'datastore-core';
 import { CapacityMetrics } from './capacity/metrics.js';
 import { loadOrCreateIdentity } from './identity.js';
 import { createLogger } from './logger.js';
@@ -73,6 +76,8 @@ export interface DhtOptions {
    */
   providerValidityMs?: number;
   reprovideIntervalMs?: number;
+  /** Most capacity records stored for others (node/capacity/quota.ts; default 4096). */
+  maxCapacityRecords?: number;
 }
 
 export interface GridHostOptions {
@@ -137,6 +142,8 @@ export interface GridHost {
   /** The node's metrics (capacity counters, routing table, connections). */
   metrics: Registry;
   capacityMetrics: CapacityMetrics;
+  /** The bound on capacity records stored for others; set its `stakeCheck` to rank staked records first. */
+  capacityQuota: CapacityQuota;
   /** The node's logger (bound to its peer id); `logger.child({ component })` per component. */
   logger: Logger;
   /** Stops libp2p and closes the datastore; safe to call twice. */
@@ -245,6 +252,10 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
   }
 
   const hostLogger = rootLogger.child({ component: 'host' });
+  const capacityQuota = new CapacityQuota(datastore ?? new MemoryDatastore(), {
+    maxRecords: dhtOptions.maxCapacityRecords, selfPeerId: peerIdFromPrivateKey(privateKey).toString(),
+    metrics: capacityMetrics, logger: rootLogger.child({ component: 'capacity-quota' }),
+  });
   const records = capacityDhtRecords({ metrics: capacityMetrics, logger: rootLogger.child({ component: 'capacity-validator' }) });
 
   const services: Record<string, unknown> = {
@@ -271,7 +282,7 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
 
   const init = {
     privateKey,
-    ...(datastore ? { datastore } : {}),
+    datastore: capacityQuota.datastore(),
     nodeInfo: { name: 'gridpipe', version: VERSION, userAgent: `gridpipe/${VERSION} node/${process.versions.node}` },
     addresses: { listen, ...(options.announce ? { announce: options.announce } : {}) },
     transports,
@@ -321,6 +332,7 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
     routingTableSize,
     metrics: registry,
     capacityMetrics,
+    capacityQuota,
     logger,
     stop: () => {
       stopped ??= (async () => {

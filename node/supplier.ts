@@ -13,6 +13,7 @@
 import './polyfill.js';
 import { mkdir, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { createLogger } from './logger.js';
@@ -22,6 +23,7 @@ import { createGridHost, type GridHost, type NetworkKind } from './host.js';
 import { probeCapacity, type ProbeResult } from './capacity/probe.js';
 import { CapacityPublisher, findAllRecords } from './capacity/dht.js';
 import { fieldsFromProbe, type CapacityRecordFields, type HostedFragment } from './capacity/record.js';
+import { StakeBinder, type StakeBindingStatement } from './capacity/binding.js';
 import { ShareLimits, type ShareLimitOptions } from './limits.js';
 import { FragmentStore, hostedBlobCids, parseBlobCid } from './store/fragment-store.js';
 import { handleBlobProtocol } from './store/blob-protocol.js';
@@ -31,6 +33,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { PeerId } from '@libp2p/interface';
 import { startExecServer, type ExecServer } from './exec/protocol.js';
 import type { ProviderChoice } from './exec/executor.js';
+import { checkAdminRequest, writeAdminToken } from './admin-guard.js';
 import { openChain, type ChainAccess, type ChainAccessOptions } from './payments/chain.js';
 import { SupplierPayments, type EarningsSummary } from './payments/supplier-payments.js';
 import { parseBaseUnits } from './payments/pricing.js';
@@ -60,11 +63,20 @@ export interface SupplierOptions {
   pricePerGflop?: string;
   /** The EVM address that stakes for this supplier (with `payments`: the wallet's, which is also the payee). */
   stakingAddress?: string;
+  /**
+   * A binding of `stakingAddress` to this peer, signed by the staking key (`gridpipe stake bind`), for a
+   * supplier without that key. A paid supplier signs its own with its wallet. Without a valid binding the
+   * record's staking address counts for nothing.
+   */
+  stakeBinding?: StakeBindingStatement;
   /** Charge for steps (vouchers, node/payments); absent: serve for free. */
   payments?: SupplierPaymentOptions;
   /** Capacity record life (default 10 min; re-published at half-life). */
   recordTtlMs?: number;
-  /** Local admin endpoint on 127.0.0.1 (pause, resume, status, metrics); 0 picks a port; omit for none. */
+  /**
+   * Local admin endpoint on 127.0.0.1 (pause, resume, status, metrics, payments, redeem); 0 picks a port; omit
+   * for none. Guarded by Host/Origin checks and a token in `<data>/admin-token` (node/admin-guard.ts).
+   */
   adminPort?: number;
   /** Execution provider to try first (default: the best the probe found). */
   provider?: ProviderChoice;
@@ -82,6 +94,12 @@ export interface SupplierPaymentOptions {
   chain: ChainAccessOptions | ChainAccess;
   /** Unpaid work allowed per payer, base units. */
   creditLimit?: bigint;
+  /** Unpaid work allowed over all payers of one remote peer, base units (default: creditLimit). */
+  creditPerPeer?: bigint;
+  /** Unpaid work allowed over all payers, base units (default: 16 × creditLimit). */
+  creditTotal?: bigint;
+  /** How often PaymentEscrow is polled for WithdrawalRequested (ms, default 4000). */
+  withdrawalPollMs?: number;
   /** Redeem automatically once this much is held unredeemed, base units. */
   redeemThreshold?: bigint;
   /** Vouchers must stay redeemable at least this long (seconds). */
@@ -150,12 +168,18 @@ export class Supplier {
     readonly payments?: SupplierPayments,
   ) {
     this.gflops = options.gflops ?? probe.benchmark.matmulGflops;
-    this.publisher = new CapacityPublisher(host, { fields: () => this.fields(), ttlMs: options.recordTtlMs });
+    this.publisher = new CapacityPublisher(host, {
+      fields: async () => ({ ...this.fields(), ...(this.binder ? await this.binder.current() : {}) }), ttlMs: options.recordTtlMs,
+    });
   }
 
   private admin?: Server;
   /** The chain connection of a paid supplier. */
   private chain?: ChainAccess;
+  /** Which stake binding the records carry (signed here with the wallet, or given). */
+  private binder?: StakeBinder;
+  /** Why this supplier's stake binding does not hold (undefined: bound, or no staking address named). */
+  stakeProblem?: string;
 
   /** What the voucher book holds (a paid supplier). */
   earnings(): EarningsSummary | undefined {
@@ -190,6 +214,7 @@ export class Supplier {
         payments = await SupplierPayments.start({
           chain: access, dataDir, pricePerGflop: parseBaseUnits(options.pricePerGflop, 'the price per GFLOP'),
           creditLimit: options.payments.creditLimit, redeemThreshold: options.payments.redeemThreshold,
+          creditPerPeer: options.payments.creditPerPeer, creditTotal: options.payments.creditTotal, withdrawalPollMs: options.payments.withdrawalPollMs,
           minDeadlineSeconds: options.payments.minDeadlineSeconds, receipts: options.payments.receipts,
           registry: host.metrics, logger: host.logger.child({ component: 'payments' }),
         });
@@ -216,6 +241,19 @@ export class Supplier {
 
       const supplier = new Supplier(host, store, exec, limits, probe, stopBlob, logger, paths, options, dataDir, payments);
       supplier.chain = chain;
+      // Staked suppliers' records outrank others in this node's record quota.
+      if (chain) host.capacityQuota.stakeCheck = chain.contracts.stakeRegistry;
+      supplier.binder = new StakeBinder({
+        peerId: host.peerId.toString(), stakingAddress: options.stakingAddress, statement: options.stakeBinding,
+        ...(chain?.wallet ? { wallet: chain.wallet, domain: { chainId: chain.config.chainId, stakeRegistry: chain.config.stakeRegistry } } : {}),
+        onUnbound: (problem) => { supplier.stakeProblem = problem; logger.warn(problem); },
+      });
+      supplier.stakeProblem = supplier.binder.checkAtStart();
+      if (supplier.stakeProblem) logger.warn(supplier.stakeProblem);
+      else if (options.stakingAddress && !options.stakeBinding && !chain?.wallet) {
+        supplier.stakeProblem = `--staking-address ${options.stakingAddress} needs a stake binding signed by that key (gridpipe stake bind, then --stake-binding FILE); running as unstaked`;
+        logger.warn(supplier.stakeProblem);
+      }
       // A chosen span may have been announced before a failure: withdraw it rather than leave it listed.
       cleanups.push(async () => { if (supplier.publisher.current) await supplier.publisher.unpublish(); });
       cleanups.push(() => supplier.stopAgents());
@@ -510,12 +548,15 @@ export class Supplier {
   }
 
   private async startAdmin(port: number): Promise<void> {
+    const token = writeAdminToken(this.dataDir);
     const server = createServer((req, res) => {
       const reply = (code: number, body: unknown, type = 'application/json'): void => {
         res.writeHead(code, { 'content-type': type });
         res.end(type === 'application/json' ? `${JSON.stringify(body)}\n` : String(body));
       };
       const route = `${req.method} ${req.url?.split('?')[0]}`;
+      const refused = checkAdminRequest(req, route, (server.address() as AddressInfo).port, token);
+      if (refused) { reply(refused.status, { error: refused.error }); return; }
       if (route === 'POST /pause') { void this.pause().then(() => reply(200, { paused: true })); return; }
       if (route === 'POST /resume') { void this.resume().then(() => reply(200, { paused: false })); return; }
       if (route === 'GET /status') {

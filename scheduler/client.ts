@@ -19,6 +19,7 @@ import type { StepPayer } from './payment.js';
 import { attachStakeRegistry, createProvider } from '../contracts/bindings.js';
 import { Estimates } from './estimates.js';
 import { PipelineSession } from './session.js';
+import type { PriceLimits } from './price-policy.js';
 import { ExecClient } from '../node/exec/client.js';
 
 export interface GridClientOptions {
@@ -36,6 +37,8 @@ export interface GridClientOptions {
 export interface SessionOptions {
   /** Pays the suppliers that charge (gateway/payer's VoucherPayer); without it only free suppliers serve. */
   payer?: StepPayer;
+  /** Prices the session accepts (default scheduler/price-policy's DEFAULT_PRICE_LIMITS). */
+  priceLimits?: PriceLimits;
 }
 
 /** A model the client can run: its manifest and its hosts. */
@@ -60,7 +63,7 @@ export class GridClient {
     else if (s) {
       // A read-only provider of our own for the registry: the client never signs anything here.
       const provider = createProvider(s.rpcUrl, s.chainId);
-      this.stakeCheck = cachedStakeCheck(attachStakeRegistry(s.stakeRegistry, provider), s.ttlMs);
+      this.stakeCheck = cachedStakeCheck(attachStakeRegistry(s.stakeRegistry, provider), s.ttlMs, Date.now, { chainId: s.chainId, stakeRegistry: s.stakeRegistry });
       this.closeChain = () => provider.destroy();
     }
   }
@@ -102,7 +105,7 @@ export class GridClient {
     return new PipelineSession({
       host: this.host, manifest: model.manifest, manifestCid: model.manifestCid, discovery: model.discovery,
       estimates: this.estimates, client: this.exec, maxLength, logger: this.logger, minStepTimeoutMs: this.options.minStepTimeoutMs,
-      payer: options.payer,
+      payer: options.payer, priceLimits: options.priceLimits,
     });
   }
 

@@ -1,6 +1,11 @@
 /**
  * Discovery: for one model (its manifest CID), the suppliers that host its fragments, from their
  * signed capacity records in the DHT, refreshed in the background and on demand (after a failure).
+ *
+ * Stake: a record's staking address is only what its stake binding proves (node/capacity/record.ts
+ * blanks an unbound one), so routing, payment (the payee) and disputes never use an address a peer
+ * merely named. With a stake check, a supplier counts only when its binding is for the check's
+ * StakeRegistry and chain and that address is listed there (`isStakedRecord`).
  */
 import type { GridHost } from '../node/host.js';
 import { findAllRecords } from '../node/capacity/dht.js';
@@ -52,6 +57,19 @@ export interface DiscoveryOptions {
 /** Whether an address is staked enough to be routed to. */
 export interface StakeCheck {
   isListed(stakingAddress: string): Promise<boolean>;
+  /** The StakeRegistry (and chain) bindings must be signed for; a binding for another counts for nothing. */
+  domain?: { chainId: number; stakeRegistry: string };
+}
+
+/**
+ * Whether a (verified) record is bound to a staking address, for the check's registry when it names one,
+ * and that address is listed.
+ */
+export async function isStakedRecord(check: StakeCheck, record: Pick<CapacityRecord, 'stakingAddress' | 'stakeBinding'>): Promise<boolean> {
+  const b = record.stakeBinding;
+  if (!b || !record.stakingAddress) return false;
+  if (check.domain && (b.chainId !== check.domain.chainId || b.stakeRegistry.toLowerCase() !== check.domain.stakeRegistry.toLowerCase())) return false;
+  return check.isListed(record.stakingAddress);
 }
 
 /**
@@ -60,9 +78,13 @@ export interface StakeCheck {
  * read answers with the last known value, or not listed when there is none (better to skip a supplier than
  * to route to one that may be unstaked).
  */
-export function cachedStakeCheck(registry: { isListed(address: string): Promise<boolean> }, ttlMs = 60_000, now: () => number = Date.now): StakeCheck {
+export function cachedStakeCheck(
+  registry: { isListed(address: string): Promise<boolean> }, ttlMs = 60_000, now: () => number = Date.now,
+  domain?: { chainId: number; stakeRegistry: string },
+): StakeCheck {
   const cache = new Map<string, { listed: boolean; at: number }>();
   return {
+    ...(domain ? { domain } : {}),
     async isListed(address: string): Promise<boolean> {
       if (!isEvmAddress(address)) return false;
       const key = address.toLowerCase();
@@ -98,7 +120,7 @@ export class ModelDiscovery {
         for (const r of records) {
           if (r.withdrawn) continue;
           if (this.options.accept && !(await this.options.accept(r))) continue;
-          if (this.options.stakeCheck && !(await this.options.stakeCheck.isListed(r.stakingAddress))) continue;
+          if (this.options.stakeCheck && !(await isStakedRecord(this.options.stakeCheck, r))) continue;
           kept.push(...spansOf(r, this.manifestCid).filter((s) => !s.paused));
         }
         this.spans = kept;

@@ -16,7 +16,8 @@ export interface StepPayer {
   /**
    * The voucher that pays `charge` (base units) more to `payee`: cumulative, so it covers everything
    * signed to that payee before plus this step. Throws when it will not pay (escrow exhausted...): the
-   * step then fails without trying other suppliers.
+   * step then fails without trying other suppliers. A charge of 0 gives the payer's current voucher to that
+   * payee (a signed amount-0 one at first contact): what a session is opened with on a paid supplier.
    */
   voucherFor(payee: Payee, charge: bigint): Promise<WireVoucher>;
 }

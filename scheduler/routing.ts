@@ -9,6 +9,11 @@
  *
  * Latency mode weighs one request alone; throughput mode inflates compute by each server's load and
  * adds its queue, spreading prefill and batches over replicas.
+ *
+ * Price is a term of the same sum: a server's advertised price per GFLOP, weighted by the request's
+ * `msPerPriceUnit`, is added to its compute edges as milliseconds, so among servers of similar speed the
+ * cheaper wins and an absurd price (whatever speed it claims) loses to any honest host. `priceWeight` gives the
+ * weight that makes the median priced server's price count as much as its compute time.
  */
 
 export interface FragmentCost {
@@ -36,6 +41,8 @@ export interface ServerEstimate {
   /** Requests in flight from this client, and how many the server takes at once. */
   inflight: number;
   capacity: number;
+  /** Advertised price, base units per GFLOP (absent or 0: free). */
+  pricePerGflop?: number;
 }
 
 export interface RouteRequest {
@@ -47,12 +54,15 @@ export interface RouteRequest {
   mode: 'latency' | 'throughput';
   /** Peers not to use (banned or failed). */
   exclude?: ReadonlySet<string>;
+  /** Milliseconds a unit of price (one base unit per GFLOP, per GFLOP run) weighs against time (default 0: price ignored). */
+  msPerPriceUnit?: number;
 }
 
 /** One call: a server runs fragments start..end-1. */
 export interface RouteCall { peerId: string; start: number; end: number }
 /** Calls made in parallel; a dense span is one call, a mixture-of-experts layer several. */
 export interface RouteStage { calls: RouteCall[] }
+/** `estimatedMs` is time only; the price term that chose the route is left out of it. */
 export interface Route { stages: RouteStage[]; estimatedMs: number }
 
 /** No live server hosts some fragment: the request cannot be served. */
@@ -84,6 +94,8 @@ export function findRoute(fragments: FragmentCost[], servers: ServerEstimate[], 
   const msPerByte = new Float64Array(n);
   const msPerFlop = new Float64Array(n);
   const queue = new Float64Array(n);
+  const msPerFlopPrice = new Float64Array(n); // the price term, per FLOP of this request
+  const weight = request.msPerPriceUnit ?? 0;
   const startingAt: number[][] = Array.from({ length: width + 1 }, () => []);
   const endingAt: number[][] = Array.from({ length: width + 1 }, () => []);
   const coverDiff = new Int32Array(width + 1);
@@ -95,6 +107,7 @@ export function findRoute(fragments: FragmentCost[], servers: ServerEstimate[], 
     msPerByte[p] = (units * 1000) / s.bandwidthBytesPerS;
     msPerFlop[p] = units * s.secondsPerFlop * 1000 * (throughput ? 1 + s.inflight / Math.max(1, s.capacity) : 1);
     queue[p] = throughput ? s.queueMs : 0;
+    msPerFlopPrice[p] = weight > 0 ? (units * (s.pricePerGflop ?? 0) * weight) / 1e9 : 0;
     startingAt[first[p] - from].push(p);
     endingAt[last[p] - from].push(p);
     coverDiff[first[p] - from]++;
@@ -145,7 +158,7 @@ export function findRoute(fragments: FragmentCost[], servers: ServerEstimate[], 
         const c = here + halfRtt[p] + sendBytes * msPerByte[p] + queue[p];
         if (c < dist[p]) { dist[p] = c; enteredAt[p] = j; }
       }
-      if (dist[p] < INF) dist[p] += flops * msPerFlop[p];
+      if (dist[p] < INF) dist[p] += flops * (msPerFlop[p] + msPerFlopPrice[p]);
     }
   }
 
@@ -153,12 +166,28 @@ export function findRoute(fragments: FragmentCost[], servers: ServerEstimate[], 
   if (!(total < INF)) throw new NoRouteError(from, `no route from fragment ${from} to ${to}`);
   // Walk back: each arrival names the chain (server, entry) that produced it.
   const calls: RouteCall[] = [];
+  let priceMs = 0;
   for (let k = width; k > 0;) {
     const p = arrivalFrom[k];
     const entered = arrivalEntered[k];
     calls.push({ peerId: servers[idx[p]].peerId, start: entered, end: k + from });
+    for (let j = entered; j < k + from; j++) priceMs += fragments[j].flopsPerToken * msPerFlopPrice[p];
     k = entered - from;
   }
   calls.reverse();
-  return { stages: calls.map((c) => ({ calls: [c] })), estimatedMs: total };
+  return { stages: calls.map((c) => ({ calls: [c] })), estimatedMs: Math.max(0, total - priceMs) };
+}
+
+/**
+ * The price weight (RouteRequest.msPerPriceUnit) under which the median priced server's price costs as much as
+ * the median server's compute: ms per GFLOP over price per GFLOP. Speed takes the upper median and price the
+ * lower one, so that with two servers a fake speed or an absurd price claimed by one does not set the scale.
+ * 0 when no server charges.
+ */
+export function priceWeight(servers: readonly ServerEstimate[]): number {
+  const sorted = (xs: number[]): number[] => xs.sort((a, b) => a - b);
+  const prices = sorted(servers.map((s) => s.pricePerGflop ?? 0).filter((p) => p > 0 && Number.isFinite(p)));
+  if (!prices.length) return 0;
+  const msPerGflop = sorted(servers.map((s) => s.secondsPerFlop * 1e12));
+  return msPerGflop[msPerGflop.length >> 1] / prices[(prices.length - 1) >> 1];
 }

@@ -15,7 +15,8 @@ import type { GridHost } from '../node/host.js';
 import { ExecClient, type RemoteSession } from '../node/exec/client.js';
 import type { WireSampling, WireVoucher } from '../node/exec/codec.js';
 import { ExecError } from '../node/exec/errors.js';
-import { findRoute, NoRouteError, type FragmentCost, type RouteCall, type ServerEstimate } from './routing.js';
+import { findRoute, NoRouteError, priceWeight, type FragmentCost, type RouteCall, type ServerEstimate } from './routing.js';
+import { admissibleSpans, DEFAULT_PRICE_LIMITS, type PriceLimits } from './price-policy.js';
 import type { ModelDiscovery, HostedSpan } from './discovery.js';
 import { Estimates } from './estimates.js';
 import { isPaidSpan, type StepPayer } from './payment.js';
@@ -49,6 +50,8 @@ export interface PipelineSessionOptions {
   logger?: Logger;
   /** Pays suppliers that charge (a voucher per step and link); without it only free suppliers are usable. */
   payer?: StepPayer;
+  /** Prices this session accepts (default DEFAULT_PRICE_LIMITS): hosts above them are never routed to. */
+  priceLimits?: PriceLimits;
 }
 
 /** What the caller needs of a step's outputs, so servers can send less. */
@@ -83,8 +86,9 @@ export class PipelineRequestError extends Error {
 
 /** Raised when some fragment has no live server left. */
 export class PipelineUnavailableError extends Error {
-  constructor(readonly fragment: number, cause?: unknown) {
-    super(`no live server hosts fragment ${fragment} of the model`);
+  /** `refused`: set when live servers host the fragment but every one was refused for its price. */
+  constructor(readonly fragment: number, cause?: unknown, readonly refused?: string) {
+    super(refused ? `no acceptable server hosts fragment ${fragment} of the model: ${refused}` : `no live server hosts fragment ${fragment} of the model`);
     this.name = 'PipelineUnavailableError';
     if (cause) (this as { cause?: unknown }).cause = cause;
   }
@@ -210,6 +214,12 @@ export class PipelineSession {
     return { charge, options: { voucher, chunkTokens } };
   }
 
+  /** The voucher a paid supplier opens a session with: the payer's current one to it (amount 0 at first contact). */
+  private async openVoucher(span: HostedSpan): Promise<WireVoucher | undefined> {
+    if (!isPaidSpan(span) || !this.options.payer) return undefined;
+    return this.options.payer.voucherFor(span, 0n);
+  }
+
   /** What a step on `link` is worth at the supplier's advertised price (0 when it names none or an unreadable one). */
   private listPrice(link: Link, chunkTokens: number[]): bigint {
     let price: bigint;
@@ -243,7 +253,9 @@ export class PipelineSession {
 
   private async openRoute(from: number, to: number, tokens: number): Promise<Link[]> {
     for (let attempt = 0; ; attempt++) {
-      const spans = attempt === 0 && this.options.discovery.current.length ? this.options.discovery.current : await this.options.discovery.refresh();
+      const live = attempt === 0 && this.options.discovery.current.length ? this.options.discovery.current : await this.options.discovery.refresh();
+      // Hosts whose price the limits refuse are not candidates at all (issue 13: a price is the host's own claim).
+      const { spans, refused } = admissibleSpans(live, this.options.priceLimits ?? DEFAULT_PRICE_LIMITS, this.k);
       const servers = spans.map((s) => this.serverEstimate(s));
       let calls: RouteCall[];
       let estimatedMs: number;
@@ -251,13 +263,13 @@ export class PipelineSession {
         // Throughput mode even for decode: it weighs each server's queue and the calls already in flight from
         // this client's other sessions, so concurrent sessions spread over replicas instead of herding onto
         // the one fastest chain (what the swarm simulator showed latency mode doing under load).
-        const route = findRoute(this.costs, servers, { from, to, tokens, mode: 'throughput', exclude: this.estimates.banned() });
+        const route = findRoute(this.costs, servers, { from, to, tokens, mode: 'throughput', exclude: this.estimates.banned(), msPerPriceUnit: priceWeight(servers) });
         calls = route.stages.map((s) => s.calls[0]);
         estimatedMs = route.estimatedMs;
       } catch (err) {
         if (err instanceof NoRouteError) {
           if (attempt < 2) { await new Promise((r) => setTimeout(r, 200)); continue; }
-          throw new PipelineUnavailableError(err.fragment, err);
+          throw new PipelineUnavailableError(err.fragment, err, refused.get(err.fragment));
         }
         throw err;
       }
@@ -268,6 +280,7 @@ export class PipelineSession {
           const session = await this.client.openSession(this.options.host.node, dialTarget(span), {
             fragments: Array.from({ length: call.end - call.start }, (_, n) => ({ cid: this.options.manifest.fragments[call.start + n].cid, manifestCid: this.options.manifestCid, index: call.start + n })),
             maxLength: this.options.maxLength,
+            voucher: await this.openVoucher(span),
           });
           links.push({ ...call, session, hosted: span, fresh: true, predictedMs: estimatedMs / calls.length });
         }
@@ -288,7 +301,7 @@ export class PipelineSession {
     const e = this.estimates.get(span.peerId, span.gflops);
     return {
       peerId: span.peerId, start: span.start, end: span.end, secondsPerFlop: e.secondsPerFlop, rttMs: e.rttMs,
-      bandwidthBytesPerS: 1e9, queueMs: e.queueMs, inflight: e.inflight, capacity: 4,
+      bandwidthBytesPerS: 1e9, queueMs: e.queueMs, inflight: e.inflight, capacity: 4, pricePerGflop: Number(span.pricePerGflop) || 0,
     };
   }
 

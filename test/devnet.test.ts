@@ -6,7 +6,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -42,7 +42,7 @@ async function startDevnet(args: string[]): Promise<Devnet> {
 const pidsOf = (info: DevnetInfo): number[] => [info.gatewayPid!, info.anvilPid, ...info.suppliers.map((s) => s.pid!)];
 
 async function earnings(info: DevnetInfo, supplier: number): Promise<{ accrued: bigint; redeemed: bigint; tokenBalance: bigint }> {
-  const r = await runCli(['earnings', '--admin', info.suppliers[supplier].admin!, '--chain-config', info.chainConfig, '--json']);
+  const r = await runCli(['earnings', '--admin', info.suppliers[supplier].admin!, '--data', info.suppliers[supplier].data, '--chain-config', info.chainConfig, '--json']);
   expect(r.code, r.stderr).toBe(0);
   const e = JSON.parse(r.stdout) as Record<string, string>;
   return { accrued: BigInt(e.accrued), redeemed: BigInt(e.redeemed), tokenBalance: BigInt(e.tokenBalance) };
@@ -56,6 +56,9 @@ describe('gridpipe devnet', () => {
     expect(devnet.out()).toMatch(/generated 8 tokens through \S+\[0\.\.0\] → \S+\[1\.\.1\] → \S+\[2\.\.2\]/);
     const info = JSON.parse(readFileSync(path.join(tmp.dir, 'devnet.json'), 'utf8')) as DevnetInfo;
     expect(info.suppliers).toHaveLength(3);
+    // devnet.json and keys.json hold the API key: owner-only, in an owner-only folder.
+    for (const f of ['devnet.json', 'keys.json']) expect(statSync(path.join(tmp.dir, f)).mode & 0o777, f).toBe(0o600);
+    expect(statSync(tmp.dir).mode & 0o777).toBe(0o700);
     for (const key of ['gatewayUrl', 'apiKey', 'rpcUrl', 'chainConfig'] as const) expect(info[key]).toBeTruthy();
 
     // The openai client, streaming a chat completion; the route is in the last chunk's metadata.
@@ -89,7 +92,7 @@ describe('gridpipe devnet', () => {
     // The suppliers were paid with vouchers; redemption moves the money on chain.
     const before = await earnings(info, 0);
     expect(before.accrued).toBeGreaterThan(0n);
-    const redeem = await runCli(['redeem', '--admin', info.suppliers[0].admin!, '--chain-config', info.chainConfig]);
+    const redeem = await runCli(['redeem', '--admin', info.suppliers[0].admin!, '--data', info.suppliers[0].data, '--chain-config', info.chainConfig]);
     expect(redeem.code, redeem.stderr).toBe(0);
     const after = await earnings(info, 0);
     expect(after.redeemed).toBeGreaterThan(before.redeemed);

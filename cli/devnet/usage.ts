@@ -61,7 +61,7 @@ export function usageCommands(info: DevnetInfo): { curl: string; openai: string;
   const openai = `node --input-type=module -e ${quote(script)}`;
   const call = `npx gridpipe call --url ${info.gatewayUrl} --key ${info.apiKey} --model ${info.model} "Hello"`;
   const s = info.suppliers[0];
-  const earnings = `npx gridpipe earnings --admin ${s?.admin ?? 'URL'} --chain-config ${info.chainConfig}`;
+  const earnings = `npx gridpipe earnings --admin ${s?.admin ?? 'URL'} --data ${s?.data ?? 'DIR'} --chain-config ${info.chainConfig}`;
   return { curl, openai, call, earnings };
 }
 

@@ -6,9 +6,12 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type ort from 'onnxruntime-node';
+import { requestKey } from '../auth.js';
 import type { GatewayContext } from '../context.js';
 import { badRequest, unavailable } from '../errors.js';
 import { gridError, openPipeline } from '../pipeline.js';
+import { RequestBudget, requestCeiling } from '../budget.js';
+import { DEFAULT_PRICE_LIMITS } from '../../scheduler/price-policy.js';
 import { RequestTrace, routeHeader } from '../trace.js';
 import { TENSORS_MEDIA_TYPE, tensorFromJson, tensorToJson, tensorsFromFrames, tensorsToFrames, type TensorMap } from '../tensors.js';
 import { dataTypeFromName, ortTypeName } from '../../fragments/onnx/dtype.js';
@@ -61,7 +64,7 @@ function checkInputs(manifest: Manifest, inputs: TensorMap): void {
 }
 
 async function serveInfer(ctx: GatewayContext, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-  const key = ctx.keys.authenticate(req.headers.authorization);
+  const key = requestKey(req);
   const { modelId, inputs } = readRequest(req);
   const model = await ctx.catalog.resolve(modelId);
   const manifest = model.open.manifest;
@@ -70,11 +73,6 @@ async function serveInfer(ctx: GatewayContext, req: FastifyRequest, reply: Fasti
   if (model.missing.length) await ctx.catalog.refresh();
   if (model.missing.length) throw unavailable(`model "${model.id}" cannot be served right now: no live supplier hosts fragment ${model.missing[0]}`);
 
-  const requestId = `infer-${randomUUID().replace(/-/g, '').slice(0, 24)}`;
-  const trace = new RequestTrace(requestId, { name: model.id, manifestCid: model.open.manifestCid, synthetic: manifest.model.synthetic });
-  trace.onHop = (hop) => ctx.metrics.hopSeconds.observe({ peer: hop.peerId }, hop.wallMs / 1000);
-  ctx.feed.publish({ event: 'request.started', requestId, at: Date.now(), endpoint: '/v1/infer', model: model.id, key: key.name, stream: false });
-  ctx.metrics.inflight.inc();
   // One "position" per call; a symbolic leading dim is the batch, and the cost scales with it.
   const first = manifest.model.inputs[0];
   const batch = first?.shape && typeof first.shape[0] !== 'number' ? (inputs[first.name]?.dims[0] ?? 1) : 1;
@@ -82,16 +80,28 @@ async function serveInfer(ctx: GatewayContext, req: FastifyRequest, reply: Fasti
   const maxLength = Math.max(1, ...Object.values(inputs).flatMap((t) => t.dims.slice(1)));
   // What the step is priced and checked on: new KV positions for a model with a cache, else one run per batch entry.
   const tokens = manifest.statefulPairs.length > 0 ? maxLength : batch;
-  const session = openPipeline(ctx.client, model.open, maxLength, ctx.payerFor?.(key));
+  // Priced before any voucher: refused up front when the key cannot cover the ceiling (gateway/budget.ts).
+  const priceLimits = ctx.priceLimits ?? DEFAULT_PRICE_LIMITS;
+  const budget = new RequestBudget(ctx.keys, key, requestCeiling(manifest, model.open.discovery.current, priceLimits, { positions: tokens, steps: 1 }));
+  budget.admit('this request');
+
+  const requestId = `infer-${randomUUID().replace(/-/g, '').slice(0, 24)}`;
+  const trace = new RequestTrace(requestId, { name: model.id, manifestCid: model.open.manifestCid, synthetic: manifest.model.synthetic });
+  trace.onHop = (hop) => ctx.metrics.hopSeconds.observe({ peer: hop.peerId }, hop.wallMs / 1000);
+  ctx.feed.publish({ event: 'request.started', requestId, at: Date.now(), endpoint: '/v1/infer', model: model.id, key: key.name, stream: false });
+  ctx.metrics.inflight.inc();
+  const session = openPipeline(ctx.client, model.open, maxLength, budget.wrap(ctx.payerFor?.(key)), priceLimits);
+  let unpaidCost = 0n;
   let outputs: Record<string, ort.Tensor>;
   try {
     const outcome = await session.step(inputs, 0, tokens);
     trace.addStep(outcome);
+    for (const hop of outcome.hops) if (hop.charge === undefined) unpaidCost += hop.cost;
     outputs = outcome.outputs;
   } catch (err) {
     const apiError = gridError(err, model.id);
     ctx.metrics.inflight.dec();
-    ctx.keys.charge(key, 0, trace.cost);
+    budget.settle(0, unpaidCost);
     ctx.feed.publish({ event: 'request.failed', requestId, at: Date.now(), endpoint: '/v1/infer', model: model.id, key: key.name, status: apiError.status, error: apiError.message });
     throw apiError;
   } finally {
@@ -99,7 +109,7 @@ async function serveInfer(ctx: GatewayContext, req: FastifyRequest, reply: Fasti
   }
   const meta = trace.metadata(session.route);
   ctx.metrics.inflight.dec();
-  ctx.keys.charge(key, 0, trace.cost);
+  budget.settle(0, unpaidCost);
   ctx.metrics.recordGridRequest({ ...meta, key: key.name });
   ctx.feed.publish({ ...meta, key: key.name, event: 'request.finished', at: Date.now(), endpoint: '/v1/infer', status: 200 });
   reply.headers({

@@ -7,10 +7,14 @@ import { vocabSize } from '../../fragments/manifest.js';
 import { randomInt, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { requestKey } from '../auth.js';
 import type { GatewayContext } from '../context.js';
 import type { CatalogModel } from '../catalog.js';
 import { ApiError, badRequest, unavailable } from '../errors.js';
+import { chatPromptIds } from '../chat-prompt.js';
 import { GridGeneration } from '../generation.js';
+import { affordableTokens, ceilingPrices, RequestBudget } from '../budget.js';
+import { costCeiling, DEFAULT_PRICE_LIMITS } from '../../scheduler/price-policy.js';
 import { gridError } from '../pipeline.js';
 import { RequestTrace, routeHeader, type RouteMetadata } from '../trace.js';
 import type { TextTokenizer } from '../tokenizers/index.js';
@@ -28,6 +32,8 @@ interface TextRequest {
   model: CatalogModel & { tokenizer: TextTokenizer };
   promptIds: number[];
   maxTokens: number;
+  /** Whether the client set max_tokens (else it is the endpoint's default, lowered to what the key can pay for). */
+  maxTokensGiven: boolean;
   stop: string[];
   stream: boolean;
   includeUsage: boolean;
@@ -75,7 +81,7 @@ async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<
   if (!found.tokenizer) throw unavailable(`model "${found.id}" has no usable tokenizer here: ${found.tokenizerError ?? 'unknown reason'}`, 'tokenizer_unavailable');
   const model = found as CatalogModel & { tokenizer: TextTokenizer };
   let promptIds: number[];
-  if (messages) promptIds = model.tokenizer.encode(model.tokenizer.chat(messages), false);
+  if (messages) promptIds = await chatPromptIds(model.id, model.tokenizer, messages);
   else if (prompt && 'ids' in prompt) {
     promptIds = prompt.ids;
     const vocab = vocabSize(model.open.manifest);
@@ -97,16 +103,26 @@ async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<
       maxField, 'context_length_exceeded',
     );
   }
-  return { model, promptIds, maxTokens, stop, stream, includeUsage, sampling: { temperature, topP, topK, seed } };
+  return { model, promptIds, maxTokens, maxTokensGiven: requestedMax !== undefined, stop, stream, includeUsage, sampling: { temperature, topP, topK, seed } };
 }
 
 async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-  const key = ctx.keys.authenticate(req.headers.authorization);
+  const key = requestKey(req);
   const r = await parse(ctx, endpoint, objectBody(req.body));
   ctx.keys.admit(key);
   const { model } = r;
   if (model.missing.length) await ctx.catalog.refresh();
   if (model.missing.length) throw unavailable(`model "${model.id}" cannot be served right now: no live supplier hosts fragment ${model.missing[0]}`);
+  // The most this request may cost (all its positions at the dearest acceptable host of each fragment): refused
+  // up front when the key cannot cover it, and no voucher takes it past that (gateway/budget.ts).
+  const priceLimits = ctx.priceLimits ?? DEFAULT_PRICE_LIMITS;
+  const prices = ceilingPrices(model.open.manifest, model.open.discovery.current, priceLimits);
+  const left = ctx.keys.remaining(key);
+  // An unset max_tokens takes what the key can still pay for, as it takes the rest of the context.
+  if (!r.maxTokensGiven && left !== undefined) r.maxTokens = affordableTokens(model.open.manifest, prices, r.promptIds.length, r.maxTokens, left);
+  const ceiling = costCeiling(model.open.manifest, prices, { positions: r.promptIds.length + r.maxTokens, steps: r.maxTokens + 1 });
+  const budget = new RequestBudget(ctx.keys, key, ceiling);
+  budget.admit(`this request (${r.promptIds.length} prompt tokens, up to ${r.maxTokens} new)`);
 
   const requestId = `${endpoint === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '').slice(0, 24)}`;
   const created = Math.floor(Date.now() / 1000);
@@ -118,8 +134,8 @@ async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRe
   reply.raw.on('close', () => { if (!reply.raw.writableFinished) gone.abort(); });
   const clientGone = new ApiError(499, 'the client closed the connection', 'invalid_request_error', 'client_closed');
   const generation = new GridGeneration(ctx.client, model, {
-    promptIds: r.promptIds, maxTokens: r.maxTokens, stop: r.stop, sampling: r.sampling, payer: ctx.payerFor?.(key), signal: gone.signal,
-    mayContinue: key.budget === undefined ? undefined : (cost) => key.spent + cost < key.budget!,
+    promptIds: r.promptIds, maxTokens: r.maxTokens, stop: r.stop, sampling: r.sampling, payer: budget.wrap(ctx.payerFor?.(key)), signal: gone.signal,
+    priceLimits, mayContinue: key.budget === undefined ? undefined : (unpaid) => budget.fits(unpaid),
   }, trace);
   const endpointPath = endpoint === 'chat' ? '/v1/chat/completions' : '/v1/completions';
   ctx.feed.publish({ event: 'request.started', requestId, at: Date.now(), endpoint: endpointPath, model: model.id, key: key.name, stream: r.stream });
@@ -132,7 +148,8 @@ async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRe
     settled = true;
     ctx.metrics.inflight.dec();
     const usage = { promptTokens: r.promptIds.length, completionTokens: generation.completionTokens };
-    ctx.keys.charge(key, usage.promptTokens + usage.completionTokens, trace.cost);
+    budget.settle(usage.promptTokens + usage.completionTokens, generation.unpaidCost);
+    if (generation.budgetStop) ctx.logger.info({ requestId, key: key.name, reason: generation.budgetStop.message }, 'request cut short by its budget');
     const record = { ...meta, key: key.name, usage };
     ctx.metrics.recordGridRequest(record);
     if (trace.firstTokenMs !== undefined) ctx.metrics.firstTokenSeconds.observe({ model: model.id }, trace.firstTokenMs / 1000);

@@ -6,8 +6,12 @@ import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import type { Manifest } from '../../fragments/manifest.js';
 import { byteTokenizer } from '../../scheduler/tokenizer.js';
 import { ChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatMessage } from './chat.js';
+import { ChatEscaper, type SpecialToken } from './escape.js';
+import { sharedTemplateSandbox, type TemplateSandbox } from './sandbox.js';
 
 export { ChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatMessage } from './chat.js';
+export { SpecialTokenInContentError } from './escape.js';
+export { TemplateBudgetError, TemplateRenderError, TemplateSandbox, DEFAULT_TEMPLATE_BUDGET, type TemplateBudget } from './sandbox.js';
 
 /** What the gateway needs of a tokenizer. */
 export interface TextTokenizer {
@@ -18,8 +22,10 @@ export interface TextTokenizer {
   decode(ids: number[]): string;
   /** Ids that end a generation (EOS and the like; not shown). */
   stopIds: number[];
-  /** The chat prompt for these messages. */
-  chat(messages: ChatMessage[]): string;
+  /** The chat prompt for these messages (a model's own template runs in the sandbox, within its budget). */
+  chat(messages: ChatMessage[]): Promise<string>;
+  /** The chat prompt's ids: special tokens come only from the template, never from message content. */
+  encodeChat(messages: ChatMessage[]): Promise<number[]>;
 }
 
 /** The byte tokenizer: token = UTF-8 byte; no end-of-sequence token. */
@@ -30,6 +36,7 @@ export function byteTextTokenizer(): TextTokenizer {
     encode: (text) => byteTokenizer.encode(text),
     decode: (ids) => byteTokenizer.decode(ids),
     chat: (messages) => template.render(messages),
+    encodeChat: async (messages) => byteTokenizer.encode(await template.render(messages)),
   };
 }
 
@@ -40,9 +47,22 @@ function tokenText(value: unknown): string | undefined {
   return undefined;
 }
 
-/** A Hugging Face tokenizer from the parsed tokenizer.json and tokenizer_config.json. */
-export function hfTextTokenizer(tokenizerJson: object, config: Record<string, unknown> = {}): TextTokenizer {
+/**
+ * A Hugging Face tokenizer from the parsed tokenizer.json and tokenizer_config.json. The model's chat template
+ * runs in `sandbox` (default: the process's shared one).
+ */
+export function hfTextTokenizer(tokenizerJson: object, config: Record<string, unknown> = {}, sandbox: TemplateSandbox = sharedTemplateSandbox()): TextTokenizer {
   const tokenizer = new HfTokenizer(tokenizerJson, config);
+  // A second tokenizer without the special added tokens encodes chat text: their text stays text there. Made on
+  // the first chat request (a second copy of the vocabulary), so models only called through completions never pay.
+  const added = ((tokenizerJson as { added_tokens?: (SpecialToken & { special?: boolean })[] }).added_tokens ?? []);
+  const specials = added.filter((t) => t.special === true && typeof t.content === 'string' && Number.isInteger(t.id));
+  let plain: HfTokenizer | undefined;
+  const plainEncode = (text: string): number[] => {
+    plain ??= specials.length ? new HfTokenizer({ ...tokenizerJson, added_tokens: added.filter((t) => t.special !== true) }, config) : tokenizer;
+    return plain.encode(text, { add_special_tokens: false }).ids;
+  };
+  const escaper = new ChatEscaper(specials, plainEncode, (text) => tokenizer.encode(text, { add_special_tokens: false }).ids);
   const special: Record<string, string> = {};
   for (const name of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
     const text = tokenText(config[name]);
@@ -52,13 +72,15 @@ export function hfTextTokenizer(tokenizerJson: object, config: Record<string, un
   // A list of named templates ([{name, template}]) is allowed by transformers; the "default" one is used.
   let source = config.chat_template;
   if (Array.isArray(source)) source = (source as { name?: string; template?: string }[]).find((t) => t.name === 'default')?.template;
-  const template = new ChatTemplate(typeof source === 'string' ? source : PLAIN_CHAT_TEMPLATE, special);
+  const template = typeof source === 'string' ? new ChatTemplate(source, special, sandbox) : new ChatTemplate(PLAIN_CHAT_TEMPLATE, special);
+  const render = (messages: ChatMessage[]): Promise<string> => template.render(messages);
   return {
     kind: 'hf', stopIds,
     encode: (text, withSpecial = true) => tokenizer.encode(text, { add_special_tokens: withSpecial }).ids,
     // The library refuses an empty list; no ids is simply no text.
     decode: (ids) => (ids.length ? tokenizer.decode(ids, { skip_special_tokens: true }) : ''),
-    chat: (messages) => template.render(messages),
+    chat: render,
+    encodeChat: (messages) => escaper.encode(messages, render),
   };
 }
 

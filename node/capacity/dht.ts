@@ -74,7 +74,8 @@ export function capacityValidator(options: CapacityValidatorOptions = {}): Valid
   const now = options.now ?? Date.now;
   return async (key, value) => {
     try {
-      await openRecord(value, { expectedPeerId: peerIdFromCapacityKey(key), now: now() });
+      // Storing or not does not depend on the stake binding: its check (a recovery) is left to readers and the quota.
+      await openRecord(value, { expectedPeerId: peerIdFromCapacityKey(key), now: now(), checkStake: false });
     } catch (err) {
       const reason = err instanceof CapacityRecordError ? err.reason : 'UNKNOWN';
       options.metrics?.recordRejected(reason);

@@ -8,11 +8,19 @@
  *
  * `openRecord` is the one place a record is checked; the DHT validator, the selector's inputs and
  * every reader go through it. It throws a `CapacityRecordError` whose `reason` says what was wrong.
+ *
+ * Stake binding: a record's `stakingAddress` counts only with a valid `stakeBinding`, the staking key's
+ * EIP-712 signature that it operates this very peer until a time (contracts/eip712.ts). `openRecord`
+ * returns a record whose binding is missing, wrong or expired with NO staking address (and no binding),
+ * so discovery, routing, payment and disputes can never use an address the peer merely named.
  */
 import { publicKeyFromProtobuf, publicKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPublicKey } from '@libp2p/peer-id';
 import { gridRoot } from '../../proto/grid.js';
+import { checkStakeBinding, type RecordStakeBinding } from './binding.js';
+
+export type { RecordStakeBinding } from './binding.js';
 
 /** DHT namespace of capacity records: keys are `/gpcap/<peerId>`. */
 export const CAPACITY_NAMESPACE = 'gpcap';
@@ -72,6 +80,11 @@ export interface CapacityRecord {
   limits?: AdvertisedLimits;
   /** A tombstone: the supplier has left. */
   withdrawn: boolean;
+  /**
+   * The staking key's signed consent to stand behind this peer. After `openRecord`: present only when it
+   * checked out, and `stakingAddress` is '' whenever it is absent.
+   */
+  stakeBinding?: RecordStakeBinding;
 }
 
 /** What a supplier says about itself; `buildRecord` adds the peer id, times and sequence. */
@@ -85,7 +98,9 @@ export type CapacityRecordRejection =
   | 'KEY_MISMATCH'
   | 'EXPIRED'
   | 'NOT_YET_VALID'
-  | 'BAD_LIFETIME';
+  | 'BAD_LIFETIME'
+  /** Refused by a node's storage quota (node/capacity/quota.ts), not by what it says. */
+  | 'QUOTA';
 
 /** A record that failed `openRecord`; `reason` is a stable code (also the metrics label). */
 export class CapacityRecordError extends Error {
@@ -97,7 +112,10 @@ export class CapacityRecordError extends Error {
 
 /** A verified record, with the bytes it came from. */
 export interface OpenedRecord {
+  /** The record; its `stakingAddress` is '' unless the stake binding checked out. */
   record: CapacityRecord;
+  /** Whether the named staking address is bound to the peer, and when not, why (for logs and metrics). */
+  stake: { bound: boolean; claimed: string; reason?: string };
   /** The SignedCapacityRecord bytes as stored in the DHT. */
   signed: Uint8Array;
 }
@@ -155,6 +173,7 @@ export function decodeRecord(bytes: Uint8Array): CapacityRecord {
   const hw = o.hardware as Record<string, unknown> | null;
   const bench = o.benchmark as Record<string, unknown> | null;
   const limits = o.limits as Record<string, unknown> | null;
+  const binding = o.stakeBinding as Record<string, unknown> | null;
   return {
     peerId: o.peerId as string,
     addrs: o.addrs as string[],
@@ -206,6 +225,14 @@ export function decodeRecord(bytes: Uint8Array): CapacityRecord {
       },
     } : {}),
     withdrawn: Boolean(o.withdrawn),
+    ...(binding ? {
+      stakeBinding: {
+        chainId: toNumber(binding.chainId),
+        stakeRegistry: (binding.stakeRegistry as string) ?? '',
+        until: toNumber(binding.until),
+        signature: Uint8Array.from((binding.signature as Uint8Array | null) ?? []),
+      },
+    } : {}),
   };
 }
 
@@ -282,6 +309,11 @@ export interface OpenOptions {
   expectedPeerId?: string;
   /** Accept expired records (to inspect them); signature and peer checks still apply. */
   allowExpired?: boolean;
+  /**
+   * Check the stake binding (default true). False skips its signature recovery where nothing depends on
+   * it (the DHT validator only decides whether to store); the record then comes back unbound.
+   */
+  checkStake?: boolean;
 }
 
 /** Checks a signed record and returns its content; throws `CapacityRecordError`. */
@@ -330,7 +362,13 @@ export async function openRecord(signed: Uint8Array, options: OpenOptions = {}):
   if (!options.allowExpired && record.expiresAtMs <= now) {
     throw new CapacityRecordError('EXPIRED', `capacity record for ${record.peerId} expired ${now - record.expiresAtMs} ms ago`);
   }
-  return { record, signed };
+  const claimed = record.stakingAddress;
+  const binding = options.checkStake === false ? { bound: false, reason: 'UNCHECKED' as const } : checkStakeBinding(record, now);
+  if (!binding.bound) {
+    record.stakingAddress = '';
+    delete record.stakeBinding;
+  }
+  return { record, signed, stake: { bound: binding.bound, claimed, ...(binding.reason ? { reason: binding.reason } : {}) } };
 }
 
 /** Orders records: newer issued_at_ms first wins, then higher sequence. Positive when `a` is newer. */

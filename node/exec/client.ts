@@ -38,6 +38,8 @@ export interface OpenSessionOptions {
   /** Defaults to a random UUID. */
   sessionId?: string;
   signal?: AbortSignal;
+  /** For a server that charges: the payer's current voucher to it (it opens no session without one). */
+  voucher?: WireVoucher;
 }
 
 export interface StepChunkInit { position: number; inputs: TensorMap }
@@ -297,7 +299,8 @@ export class ExecClient {
     const sessionId = options.sessionId ?? randomUUID();
     session = new RemoteSession(sessionId, String(Array.isArray(peer) ? peer[0] : peer), stream, reader, this.stepTimeoutMs);
     const fragments = options.fragments.map((f) => (typeof f === 'string' ? { cid: f } : { cid: f.cid, manifestCid: f.manifestCid ?? '', index: f.index ?? 0, dataCid: f.dataCid ?? '' }));
-    const frame = encodeFrame(ExecRequestType, { open: { sessionId, fragments, maxLength: options.maxLength ?? 0, batch: options.batch ?? 1 } });
+    const voucher = options.voucher ? { ...options.voucher, deadline: options.voucher.deadline.toString() } : undefined;
+    const frame = encodeFrame(ExecRequestType, { open: { sessionId, fragments, maxLength: options.maxLength ?? 0, batch: options.batch ?? 1, voucher } });
     let r: DecodedResponse;
     try {
       r = await session.request('open', frame, this.openTimeoutMs);

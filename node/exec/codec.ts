@@ -45,7 +45,7 @@ export interface DecodedStep {
 export interface DecodedSampling { temperature?: number; topK?: number; topP?: number; seed?: LongLike; position?: LongLike }
 export interface DecodedVoucher { payer?: string; payee?: string; cumulativeAmount?: string; deadline?: LongLike; signature?: Uint8Array }
 export interface DecodedRequest {
-  open?: { sessionId?: string; fragments?: DecodedFragmentRef[]; maxLength?: number; batch?: number } | null;
+  open?: { sessionId?: string; fragments?: DecodedFragmentRef[]; maxLength?: number; batch?: number; voucher?: DecodedVoucher | null } | null;
   step?: DecodedStep | null;
   close?: { sessionId?: string } | null;
 }

@@ -46,6 +46,13 @@ export interface PaidStepInfo {
   cached: boolean;
 }
 
+/** A session being opened on a paying server, for the payment hook. */
+export interface PaidOpenInfo {
+  /** The remote peer. */
+  owner: string;
+  voucher?: WireVoucher;
+}
+
 /** A paid step let through: settle it when it ran, cancel it when it failed. */
 export interface PaidStepTicket {
   /** What the step costs, base units. */
@@ -58,6 +65,8 @@ export interface PaidStepTicket {
 /** Payment for steps (node/payments): asked before each step runs; throws an ExecError to refuse it. */
 export interface StepPaymentHook {
   admit(step: PaidStepInfo): Promise<PaidStepTicket>;
+  /** Asked before a session opens; throws an ExecError (PAYMENT_REQUIRED) to refuse it. */
+  admitOpen?(open: PaidOpenInfo): Promise<void>;
 }
 
 export interface ExecServerInit {
@@ -257,6 +266,7 @@ export class ExecServer {
       if (current && current !== sessionId && this.sessions.has(owner, current)) {
         throw new ExecError('BAD_REQUEST', `this stream already carries session ${current}; open one stream per session`);
       }
+      if (this.payments?.admitOpen) await this.payments.admitOpen({ owner, voucher: open.voucher ? fromDecodedVoucher(open.voucher) : undefined });
       if (!this.sessions.has(owner, sessionId)) this.sessions.admit(owner);
       const program = await loadSpan((open.fragments ?? []).map((f) => ({ cid: f.cid ?? '', manifestCid: f.manifestCid || undefined, index: f.index ?? 0 })), this.executors, this.manifests);
       let maxLength = open.maxLength ?? 0;

@@ -11,3 +11,6 @@ export { ReceiptSigner, decodeSignedReceipt, tensorsDigest, spanDigest, type Rec
 export { CachedBalances, KeyedMutex, type BalanceSource } from './balances.js';
 export { openChain, requireWallet, ChainAccessError, type ChainAccess, type ChainAccessOptions } from './chain.js';
 export { PaymentMetrics } from './metrics.js';
+export { CreditLimits, type CreditLimitsInit, type CreditRefusal } from './credit.js';
+export { VerifiedVouchers, sameVoucher, voucherKey } from './verified-vouchers.js';
+export { WithdrawalWatch, type WithdrawalWatchInit } from './withdrawal-watch.js';

@@ -91,14 +91,23 @@ export class Redeemer {
     return urgent ? this.redeemAll() : undefined;
   }
 
-  /** Redeems every voucher worth redeeming now (runs coalesce: a call during a run waits for a new one). */
-  redeemAll(): Promise<RedeemResult> {
+  /**
+   * Redeems every voucher worth redeeming now, or only those of `payers` (runs coalesce: a call during a run
+   * waits for a new one).
+   */
+  redeemAll(payers?: ReadonlySet<string>): Promise<RedeemResult> {
     if (this.running) {
       // After the current run, whether it succeeded or not: a failed run must not swallow the one asked for now.
-      return this.running.catch(() => undefined).then(() => this.redeemAll());
+      return this.running.catch(() => undefined).then(() => this.redeemAll(payers));
     }
-    this.running = this.run().finally(() => { this.running = undefined; });
+    this.running = this.run(payers).finally(() => { this.running = undefined; });
     return this.running;
+  }
+
+  /** Whether the book holds a voucher of `payer` above what was redeemed. */
+  holdsUnredeemed(payer: string): boolean {
+    const a = this.init.book.get(payer);
+    return a.best !== undefined && a.best.cumulativeAmount > a.redeemed;
   }
 
   /** Waits for a redemption in progress. */
@@ -106,12 +115,13 @@ export class Redeemer {
     while (this.running) await this.running.catch(() => undefined);
   }
 
-  private async run(): Promise<RedeemResult> {
+  private async run(payers?: ReadonlySet<string>): Promise<RedeemResult> {
     const { book, escrow, payee, logger, metrics } = this.init;
     const result: RedeemResult = { redeemed: 0n, vouchers: 0, transactions: 0, failed: 0, skipped: [] };
     const now = await this.init.chainTime();
     const ready: { account: PayerAccount; voucher: StoredVoucher; onChain: bigint }[] = [];
     for (const account of book.all()) {
+      if (payers && !payers.has(account.payer)) continue;
       const v = account.best;
       if (!v || v.cumulativeAmount <= account.redeemed) continue;
       // The chain is the truth: a crash may have come between a redemption and its note in the book.

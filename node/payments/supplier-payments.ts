@@ -1,12 +1,13 @@
 /**
  * A supplier's payments, as the exec server's StepPaymentHook: prices each step (pricing.ts), lets it run
- * only with an acceptable voucher (gate.ts), signs a receipt of what it computed (receipts.ts) and redeems
- * the vouchers on chain (redeemer.ts): above a threshold, at start-up and at stop.
+ * only with an acceptable voucher (gate.ts; sessions open only with one too), signs a receipt of what it
+ * computed (receipts.ts) and redeems the vouchers on chain (redeemer.ts): above a threshold, at start-up,
+ * at stop and as soon as a payer asks to withdraw its escrow (withdrawal-watch.ts).
  */
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { ExecError } from '../exec/errors.js';
-import type { PaidStepInfo, PaidStepTicket, StepPaymentHook } from '../exec/protocol.js';
+import type { PaidOpenInfo, PaidStepInfo, PaidStepTicket, StepPaymentHook } from '../exec/protocol.js';
 import { CachedBalances } from './balances.js';
 import { requireWallet, type ChainAccess } from './chain.js';
 import { PaymentGate } from './gate.js';
@@ -15,6 +16,7 @@ import { stepCharge } from './pricing.js';
 import { ReceiptSigner } from './receipts.js';
 import { Redeemer, type RedeemResult } from './redeemer.js';
 import { voucherBookDir, VoucherBook, type PayerAccount } from './voucher-book.js';
+import { WithdrawalWatch } from './withdrawal-watch.js';
 import { withTimeout } from '../deadline.js';
 
 /** Token base units: 10^18 is one token of an 18-decimal ERC-20 such as GridToken. */
@@ -24,6 +26,12 @@ const TOKEN = 10n ** 18n;
 export const PAYMENT_DEFAULTS = {
   /** Unpaid work a payer may run up: 0.01 token. */
   creditLimit: TOKEN / 100n,
+  /** Unpaid work all payers named by one remote peer may run up (default: the per-payer limit). */
+  creditPerPeer: TOKEN / 100n,
+  /** Unpaid work over all payers: 0.16 token. */
+  creditTotal: (TOKEN / 100n) * 16n,
+  /** How often the chain is asked for new WithdrawalRequested events (ms). */
+  withdrawalPollMs: 4_000,
   /** Redeem once this much is held unredeemed: 1 token. */
   redeemThreshold: TOKEN,
   /** Vouchers must stay redeemable for at least an hour. */
@@ -41,7 +49,13 @@ export interface SupplierPaymentsOptions {
   dataDir: string;
   pricePerGflop: bigint;
   creditLimit?: bigint;
+  /** Unpaid work allowed over all payers of one remote peer (default: creditLimit). */
+  creditPerPeer?: bigint;
+  /** Unpaid work allowed over all payers (default: 16 × creditLimit). */
+  creditTotal?: bigint;
   redeemThreshold?: bigint;
+  /** Poll interval of the WithdrawalRequested watch (ms; default PAYMENT_DEFAULTS.withdrawalPollMs). */
+  withdrawalPollMs?: number;
   minDeadlineSeconds?: number;
   balanceTtlMs?: number;
   /** Sign receipts of each step (default: when the chain has a DisputeManager). */
@@ -70,6 +84,7 @@ export class SupplierPayments implements StepPaymentHook {
   readonly redeemer: Redeemer;
   private readonly receipts?: ReceiptSigner;
   private expiryTimer?: ReturnType<typeof setInterval>;
+  private readonly withdrawals: WithdrawalWatch;
 
   private constructor(private readonly options: SupplierPaymentsOptions, readonly book: VoucherBook) {
     const { chain } = options;
@@ -84,6 +99,8 @@ export class SupplierPayments implements StepPaymentHook {
       escrowAddress: chain.config.paymentEscrow,
       chainId: chain.config.chainId,
       creditLimit: options.creditLimit ?? PAYMENT_DEFAULTS.creditLimit,
+      creditPerPeer: options.creditPerPeer ?? options.creditLimit ?? PAYMENT_DEFAULTS.creditPerPeer,
+      creditTotal: options.creditTotal ?? (options.creditLimit ?? PAYMENT_DEFAULTS.creditLimit) * 16n,
       minDeadlineSeconds: options.minDeadlineSeconds ?? PAYMENT_DEFAULTS.minDeadlineSeconds,
       metrics: this.metrics,
       logger: options.logger,
@@ -96,6 +113,10 @@ export class SupplierPayments implements StepPaymentHook {
       chainTime: async () => BigInt((await chain.provider.getBlock('latest'))!.timestamp),
       metrics: this.metrics,
       logger: options.logger,
+    });
+    this.withdrawals = new WithdrawalWatch({
+      escrow, blockNumber: () => chain.provider.getBlockNumber(), redeemer: this.redeemer,
+      intervalMs: options.withdrawalPollMs ?? PAYMENT_DEFAULTS.withdrawalPollMs, logger: options.logger,
     });
     const dispute = chain.config.disputeManager;
     if (dispute && options.receipts !== false) this.receipts = new ReceiptSigner(wallet, dispute, chain.config.chainId);
@@ -116,12 +137,18 @@ export class SupplierPayments implements StepPaymentHook {
       void payments.redeemer.redeemExpiring(PAYMENT_DEFAULTS.expiryMarginSeconds).catch((err: unknown) => options.logger?.warn({ err: (err as Error).message }, 'redeeming vouchers close to their deadline failed'));
     }, PAYMENT_DEFAULTS.expiryCheckMs);
     payments.expiryTimer.unref();
+    await payments.withdrawals.start();
     const left = payments.redeemer.unredeemed();
     if (left > 0n) {
       options.logger?.info({ unredeemed: left.toString() }, 'redeeming vouchers left from the last run');
       void payments.redeemer.redeemAll().catch((err: unknown) => options.logger?.warn({ err: (err as Error).message }, 'start-up redemption failed; will retry with the next ones'));
     }
     return payments;
+  }
+
+  /** The exec server's hook at session opening: a valid voucher of a payer with escrow. */
+  admitOpen(open: PaidOpenInfo): Promise<void> {
+    return this.gate.admitOpen(open.voucher, open.owner);
   }
 
   /** The exec server's hook: price the step, check its voucher, reserve the charge. */
@@ -136,7 +163,7 @@ export class SupplierPayments implements StepPaymentHook {
         throw new ExecError('BAD_REQUEST', (err as Error).message);
       }
     }
-    const admitted = await this.gate.admit(step.voucher, charge);
+    const admitted = await this.gate.admit(step.voucher, charge, step.owner);
     return {
       charge,
       settle: async (io) => {
@@ -163,6 +190,7 @@ export class SupplierPayments implements StepPaymentHook {
   async stop(): Promise<RedeemResult | undefined> {
     let result: RedeemResult | undefined;
     if (this.expiryTimer) clearInterval(this.expiryTimer);
+    this.withdrawals.stop();
     this.redeemer.stop();
     try {
       // Bounded: with the chain unreachable, shutdown must still finish; the vouchers stay in the book for the next start.

@@ -16,7 +16,7 @@ import { sha256 } from 'multiformats/hashes/sha2';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { cidFromSha256 } from '../../fragments/cid.js';
-import { checkManifest, MANIFEST_FILE, readManifest, type Manifest } from '../../fragments/manifest.js';
+import { checkManifest, fileClash, MANIFEST_FILE, readManifest, type Manifest } from '../../fragments/manifest.js';
 import { CidMismatchError, InvalidCidError } from './errors.js';
 import { createStoreMetrics, type StoreMetrics } from './metrics.js';
 
@@ -123,6 +123,8 @@ export class FragmentStore {
   readonly metrics: StoreMetrics;
   readonly logger?: Logger;
   private readonly verified = new Map<string, Verified>();
+  /** Paths linkFragment put a blob at, and which: a path never gets a second CID. */
+  private readonly linked = new Map<string, string>();
   private readonly verifying = new Map<string, Promise<Verified | undefined>>();
 
   private constructor(options: FragmentStoreOptions) {
@@ -303,17 +305,23 @@ export class FragmentStore {
   async linkFragment(manifest: Manifest, index: number, outDir: string): Promise<{ model: string; data?: string }> {
     const f = manifest.fragments[index];
     if (!f) throw new Error(`the manifest has no fragment ${index} (it has ${manifest.fragments.length})`);
+    const clash = fileClash(manifest);
+    if (clash) throw new Error(`manifest ${manifest.name}: ${clash}`);
     await mkdir(outDir, { recursive: true });
     const place = async (cid: string, name: string): Promise<string> => {
       const src = await this.get(cid);
       if (!src) throw new Error(`blob ${cid} (${name}) is not in the store`);
       const dest = path.join(outDir, plainName(name, `fragments[${index}]`));
+      // One path, one CID: never replace a file this store linked for another blob (its user would read other bytes).
+      const held = this.linked.get(dest);
+      if (held !== undefined && held !== cid) throw new Error(`${dest} already holds blob ${held}: will not link blob ${cid} (${name}) over it`);
       await rm(dest, { force: true });
       try {
         await link(src, dest);
       } catch {
         await copyFile(src, dest);
       }
+      this.linked.set(dest, cid);
       return dest;
     };
     const model = await place(f.cid, f.file);

@@ -5,6 +5,7 @@ import ort from 'onnxruntime-node';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { StopMatcher } from '../../gateway/stop.js';
+import { RequestBudget } from '../../gateway/budget.js';
 import { KeyRing, parseKeys, KeysFileError } from '../../gateway/keys.js';
 import { SpendingLedger } from '../../gateway/spending.js';
 import { ApiError } from '../../gateway/errors.js';
@@ -96,6 +97,27 @@ describe('KeyRing', () => {
     expect(statusOf(() => ring.admit(beta))).toBe(402);
   });
 
+  it('reserves budget for requests in flight: holds never pass the budget, and a request settles what it signed', () => {
+    const ring = new KeyRing(keys);
+    const beta = ring.authenticate('Bearer key-beta-4567');
+    const first = new RequestBudget(ring, beta, 8n);
+    const second = new RequestBudget(ring, beta, 8n);
+    first.admit('the first request');
+    second.admit('the second request');
+    expect(ring.hold(beta, 6n)).toBe(true);
+    expect(ring.remaining(beta)).toBe(4n);
+    expect(ring.hold(beta, 5n)).toBe(false);
+    expect(beta.held).toBe(6n);
+    ring.release(beta, 6n);
+    expect(ring.remaining(beta)).toBe(10n);
+    // Settling turns what was signed into spending and gives the rest of the reservation back.
+    expect(first.settle(3, 7n)).toBe(7n);
+    expect(beta.spent).toBe(7n);
+    expect(beta.held).toBe(0n);
+    expect(statusOf(() => new RequestBudget(ring, beta, 4n).admit('a request'))).toBe(402);
+    expect(() => new RequestBudget(ring, beta, 3n).admit('a request')).not.toThrow();
+  });
+
   it('keeps what each key spent across a restart (a budget spent stays spent), stored by hash, never the secret', async () => {
     const dir = path.join(spendTmp.dir, 'spending');
     const first = await SpendingLedger.open(dir);
@@ -134,16 +156,16 @@ describe('KeyRing', () => {
 });
 
 describe('tokenizers', () => {
-  it('the byte tokenizer decodes a multi-byte character split over tokens only once whole', () => {
+  it('the byte tokenizer decodes a multi-byte character split over tokens only once whole', async () => {
     const t = byteTextTokenizer();
     const ids = t.encode('añb');
     expect(ids).toEqual([0x61, 0xc3, 0xb1, 0x62]);
     const d = new IncrementalDecoder(t);
     expect(ids.map((id) => d.push(id))).toEqual(['a', '', 'ñ', 'b']);
-    expect(t.chat([{ role: 'user', content: 'hi' }])).toBe('user: hi\nassistant:');
+    expect(await t.chat([{ role: 'user', content: 'hi' }])).toBe('user: hi\nassistant:');
   });
 
-  it('a Hugging Face tokenizer.json with its chat template and EOS', () => {
+  it('a Hugging Face tokenizer.json with its chat template and EOS', async () => {
     const tmp = tempDir();
     try {
       const { tokenizerFile, eosId } = writeTestTokenizer(tmp.dir);
@@ -154,7 +176,7 @@ describe('tokenizers', () => {
       expect(ids[0]).toBe(261); // "Ġthe": the merges applied
       expect(t.decode(ids)).toBe(' the cat');
       expect(t.stopIds).toEqual([eosId]);
-      const prompt = t.chat([{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello' }]);
+      const prompt = await t.chat([{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello' }]);
       expect(prompt).toBe('<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n');
       const encoded = t.encode(prompt, false);
       expect(encoded[0]).toBe(256); // <|im_start|> as one special token

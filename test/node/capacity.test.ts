@@ -2,7 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyPair, publicKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { Wallet } from 'ethers';
 import { gridRoot } from '../../proto/grid.js';
+import { makeStakeBinding, recordBinding } from '../../node/capacity/binding.js';
 import {
   CapacityRecordError,
   MAX_SIGNED_RECORD_BYTES,
@@ -89,8 +91,17 @@ describe('capacity records', () => {
     const record = buildRecord(id, supplierFields(1), { now: 1_000, ttlMs: 60_000, sequence: 7 });
     const signed = await signRecord(key, record);
     const opened = await openRecord(signed, { now: 2_000 });
-    expect(opened.record).toEqual(record);
+    // No stake binding: the staking address it names counts for nothing (issue 13, attack 5).
+    expect(opened.record).toEqual({ ...record, stakingAddress: '' });
+    expect(opened.stake).toEqual({ bound: false, claimed: record.stakingAddress, reason: 'MISSING' });
     expect(decodeRecord(encodeRecord(record))).toEqual(record);
+    // Bound by the staking key: every field round-trips, the binding too.
+    const wallet = Wallet.createRandom();
+    const statement = await makeStakeBinding(wallet, id, { chainId: 31337, stakeRegistry: Wallet.createRandom().address }, 3600, 1_000);
+    const bound = buildRecord(id, { ...supplierFields(1), stakingAddress: wallet.address, stakeBinding: recordBinding(statement) }, { now: 1_000, ttlMs: 60_000, sequence: 8 });
+    const openedBound = await openRecord(await signRecord(key, bound), { now: 2_000 });
+    expect(openedBound.record).toEqual(bound);
+    expect(openedBound.stake).toEqual({ bound: true, claimed: wallet.address });
     expect(capacityKeyString(id)).toBe(`/gpcap/${id}`);
     expect(peerIdFromCapacityKey(capacityKey(id))).toBe(id);
     expect(() => peerIdFromCapacityKey('/pk/abc')).toThrow(CapacityRecordError);

@@ -17,6 +17,7 @@ import { fragmentModel } from '../../fragments/fragment.js';
 import { readManifest } from '../../fragments/manifest.js';
 import { createGridHost, type GridHost } from '../../node/host.js';
 import { ExecClient } from '../../node/exec/client.js';
+import { readAdminToken } from '../../node/admin-guard.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -120,7 +121,9 @@ describe('gridpipe supply (5 processes on loopback)', () => {
 
   it('pausing through the admin endpoint shows in the capacity record', async () => {
     const b = (await suppliers[2].ready) as unknown as Ready;
-    const res = await fetch(`${b.admin}/pause`, { method: 'POST' });
+    const token = readAdminToken(path.join(tmp.dir, 's2'));
+    expect(await fetch(`${b.admin}/pause`, { method: 'POST' }).then((r) => r.status)).toBe(401);
+    const res = await fetch(`${b.admin}/pause`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     expect(await res.json()).toEqual({ paused: true });
     const list = await waitForPeers((l) => l.find((r) => r.peerId === b.peerId)?.limits?.paused === true);
     expect(list.find((r) => r.peerId === b.peerId)!.limits!.paused).toBe(true);

@@ -97,7 +97,7 @@ describe('redemption (anvil + 2 paid supplier processes)', () => {
     const locked = await runCli(['earnings', '--data', args.b.data, '--chain-config', chain.configPath]);
     expect(locked.code).toBe(1);
     expect(locked.stderr.trim()).toMatch(/^gridpipe: error: the supplier using .* is running .* pass --admin URL/);
-    const viaAdmin = await runCli(['earnings', '--admin', b.admin, '--chain-config', chain.configPath, '--json']);
+    const viaAdmin = await runCli(['earnings', '--admin', b.admin, '--data', args.b.data, '--chain-config', chain.configPath, '--json']);
     expect(viaAdmin.code, viaAdmin.stderr).toBe(0);
     expect(JSON.parse(viaAdmin.stdout)).toMatchObject({ payee: b.payee, redeemed: signed.toString(), pending: '0', accrued: signed.toString() });
   });

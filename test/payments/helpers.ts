@@ -12,6 +12,7 @@ import { fragmentModel } from '../../fragments/fragment.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import { writeChainConfig } from '../../contracts/bindings.js';
 import { startGridpipe, type RunningProcess } from '../helpers/process.js';
+import { readAdminToken } from '../../node/admin-guard.js';
 
 export const PASSPHRASE = 'test passphrase, not a secret';
 export const TOKEN = 10n ** 18n;
@@ -67,12 +68,12 @@ export async function keystoreOf(wallet: Wallet, file: string): Promise<string> 
 }
 
 /** A 4-layer GPT with KV cache, fragmented in `parts`. */
-export async function smallGpt(dir: string, parts = 2): Promise<{ modelPath: string; fragDir: string; manifest: Manifest }> {
+export async function smallGpt(dir: string, parts = 2): Promise<{ modelPath: string; fragDir: string; manifest: Manifest; manifestCid: string }> {
   const modelPath = path.join(dir, 'gpt.onnx');
   await writeModel(buildModel({ arch: 'gpt', layers: 4, dModel: 32, heads: 2, kvCache: true, seed: 55 }), modelPath);
   const fragDir = path.join(dir, 'frags');
-  const { manifest } = await fragmentModel(modelPath, fragDir, { parts });
-  return { modelPath, fragDir, manifest };
+  const { manifest, manifestCid } = await fragmentModel(modelPath, fragDir, { parts });
+  return { modelPath, fragDir, manifest, manifestCid };
 }
 
 export interface SupplyArgs {
@@ -99,12 +100,18 @@ export async function startSupplier(a: SupplyArgs): Promise<StartedSupplier> {
   args.push(...(a.extra ?? []));
   const proc = startGridpipe(args, { GRIDPIPE_PASSPHRASE: PASSPHRASE });
   const ready = (await proc.ready) as { peerId: string; addresses: string[]; admin: string; payee?: string };
+  adminData.set(ready.admin, a.data);
   return { proc, peerId: ready.peerId, addresses: ready.addresses, admin: ready.admin, payee: ready.payee };
 }
 
-/** GET/POST on a supplier's admin endpoint, JSON. */
+/** Data folder of each supplier started here, by admin URL: where its admin token is. */
+const adminData = new Map<string, string>();
+
+/** GET/POST on a supplier's admin endpoint (with its admin token), JSON. */
 export async function admin(url: string, route: string, method: 'GET' | 'POST' = 'GET'): Promise<Record<string, unknown>> {
-  const res = await fetch(new URL(route, url), { method });
+  const data = adminData.get(url);
+  const token = data ? readAdminToken(data) : undefined;
+  const res = await fetch(new URL(route, url), { method, headers: token ? { authorization: `Bearer ${token}` } : {} });
   return await res.json() as Record<string, unknown>;
 }
 

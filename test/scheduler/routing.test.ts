@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { findRoute, NoRouteError, type FragmentCost, type RouteRequest, type ServerEstimate } from '../../scheduler/routing.js';
+import { findRoute, NoRouteError, priceWeight, type FragmentCost, type RouteRequest, type ServerEstimate } from '../../scheduler/routing.js';
 import { seededRandom } from '../../fragments/sample-inputs.js';
 
 function randomSwarm(seed: number, fragments: number, servers: number): { frags: FragmentCost[]; servers: ServerEstimate[] } {
@@ -89,5 +89,43 @@ describe('findRoute', () => {
     ];
     const route = findRoute(frags, servers, { from: 0, to: 4, tokens: 1, mode: 'latency' });
     expect(route.stages.map((s) => s.calls[0].peerId)).toEqual(['fast-all']);
+  });
+
+  describe('price as a routing term', () => {
+    const frags = Array.from({ length: 2 }, () => ({ flopsPerToken: 1e9, inputBytesPerToken: 256, outputBytesPerToken: 256 }));
+    const base = { rttMs: 2, bandwidthBytesPerS: 1e9, queueMs: 0, inflight: 0, capacity: 4, start: 0, end: 2 };
+    const route = (servers: ServerEstimate[], mode: 'latency' | 'throughput' = 'throughput'): string[] =>
+      findRoute(frags, servers, { from: 0, to: 2, tokens: 1, mode, msPerPriceUnit: priceWeight(servers) }).stages.map((s) => s.calls[0].peerId);
+
+    it('among hosts of similar speed, the cheaper wins (it lost on speed alone)', () => {
+      const servers = [
+        { ...base, peerId: 'dear-a-bit-faster', secondsPerFlop: 0.95e-11, pricePerGflop: 3e12 },
+        { ...base, peerId: 'cheap', secondsPerFlop: 1e-11, pricePerGflop: 1e12 },
+        { ...base, peerId: 'median', secondsPerFlop: 1e-11, pricePerGflop: 2e12 },
+      ];
+      expect(findRoute(frags, servers, { from: 0, to: 2, tokens: 1, mode: 'throughput' }).stages[0].calls[0].peerId).toBe('dear-a-bit-faster');
+      expect(route(servers)).toEqual(['cheap']);
+    });
+
+    it('an absurd price loses to any honest host, whatever speed it claims', () => {
+      const honest = [
+        { ...base, peerId: 'honest-slow', secondsPerFlop: 1e-9, pricePerGflop: 1e12 },
+        { ...base, peerId: 'honest', secondsPerFlop: 1e-11, pricePerGflop: 1e12 },
+      ];
+      const rogue = { ...base, peerId: 'rogue', secondsPerFlop: 1e-18, pricePerGflop: 7e20 };
+      expect(route([rogue, ...honest])).toEqual(['honest']);
+      expect(route([rogue, honest[0]], 'latency')).toEqual(['honest-slow']);
+    });
+
+    it('leaves the price term out of the estimated time', () => {
+      const servers = [{ ...base, peerId: 'only', secondsPerFlop: 1e-11, pricePerGflop: 1e12 }];
+      const priced = findRoute(frags, servers, { from: 0, to: 2, tokens: 1, mode: 'latency', msPerPriceUnit: priceWeight(servers) });
+      const unpriced = findRoute(frags, servers, { from: 0, to: 2, tokens: 1, mode: 'latency' });
+      expect(priced.estimatedMs).toBeCloseTo(unpriced.estimatedMs, 6);
+    });
+
+    it('weighs nothing when no host charges', () => {
+      expect(priceWeight([{ ...base, peerId: 'free', secondsPerFlop: 1e-11 }])).toBe(0);
+    });
   });
 });
