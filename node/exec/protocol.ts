@@ -162,6 +162,7 @@ export class ExecServer {
     this.maxInboundStreams = init.maxInboundStreams ?? 256;
     const perPeer = init.maxPeerBufferBytes ?? 4 * this.maxBufferBytes;
     this.budgets = new ByteBudgets(perPeer, init.maxTotalBufferBytes ?? 2 * perPeer);
+    this.metrics.watchUnread(() => this.budgets.total.bytes);
     this.scanLimits = { ...DEFAULT_SCAN_LIMITS, ...init.scanLimits };
     this.payments = init.payments;
   }

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
+import { Registry } from 'prom-client';
 import { multiaddr } from '@multiformats/multiaddr';
 import type { Stream } from '@libp2p/interface';
 import { buildModel } from '../../fragments/builder/index.js';
@@ -300,12 +301,15 @@ describe('per-peer buffer cap (attack 7)', () => {
 
   it('(f) many peers together stay within the node\'s total', async () => {
     const total = 16 * MB;
-    const { server, addr } = await capped({ maxPeerBufferBytes: 14 * MB, maxTotalBufferBytes: total });
+    const registry = new Registry();
+    const { server, addr } = await capped({ maxPeerBufferBytes: 14 * MB, maxTotalBufferBytes: total, registry });
     try {
       // two free peer ids, each under its own cap (2 × 6 MiB), together over the node's total
       const streams = [...await announce(await clientHost(), addr, 2), ...await announce(await clientHost(), addr, 2)];
       await waitFor(() => streams.filter((s) => s.status !== 'open').length >= 1, 'a stream over the node\'s total to be reset');
       expect(server.totalBufferedBytes).toBeLessThanOrEqual(total);
+      const gauge = /gridpipe_exec_unread_bytes (\d+)/.exec(await registry.metrics());
+      expect(Number(gauge?.[1])).toBe(server.totalBufferedBytes); // what an operator sees
       for (const s of streams) s.abort(new Error('done'));
     } finally {
       await server.stop();
