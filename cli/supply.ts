@@ -55,6 +55,7 @@ export function supplyCommand(): Command {
     .option('--gflops <n>', 'compute rate (GFLOP/s) to advertise and place with, instead of the probe\'s', positiveNumber)
     .option('--max-memory <bytes>', 'memory lent (e.g. 8GiB): KV caches and activations, and for placement the span\'s weights plus KV budget (default: a quarter of RAM)', byteSize)
     .option('--max-sessions <n>', 'sessions served at once', positiveInt)
+    .option('--max-sessions-per-peer <n>', 'sessions one remote peer may hold at once (default: half of --max-sessions)', positiveInt)
     .option('--threads <n>', 'onnxruntime threads', positiveInt)
     .option('--gpu-share <f>', 'share of the GPU lent, in (0, 1]', positiveNumber)
     .option('--hours <window>', 'serve only during this daily window, e.g. 22:00-08:00 (local time)')
@@ -83,7 +84,7 @@ export function supplyCommand(): Command {
       data: string; listen: string[]; announce: string[]; bootstrap: string[]; host: string[]; fragments?: number[] | 'all';
       place: boolean; maxFragments?: number; kvTokens: number; joinJitter: number; rebalanceEvery: number; rebalance: boolean; balanceQuality: number;
       drain: number; gflops?: number;
-      maxMemory?: number; maxSessions?: number; threads?: number; gpuShare?: number; hours?: string; paused: boolean;
+      maxMemory?: number; maxSessions?: number; maxSessionsPerPeer?: number; threads?: number; gpuShare?: number; hours?: string; paused: boolean;
       pricePerGflop: string; price?: string; stakingAddress?: string; stakeBinding?: string; network: string;
       chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; creditPerPeer?: string; creditTotal?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; adminPort?: number;
       provider?: ProviderChoice; reprobe: boolean; spin: boolean; json: boolean;
@@ -105,7 +106,7 @@ export function supplyCommand(): Command {
           throw err instanceof StakeBindingError ? new UsageError(err.message) : err;
         }
       }
-      const limits = { maxMemoryBytes: o.maxMemory, maxSessions: o.maxSessions, threads: o.threads, gpuShare: o.gpuShare, hours: o.hours, paused: o.paused };
+      const limits = { maxMemoryBytes: o.maxMemory, maxSessions: o.maxSessions, maxSessionsPerPeer: o.maxSessionsPerPeer, threads: o.threads, gpuShare: o.gpuShare, hours: o.hours, paused: o.paused };
       try {
         new ShareLimits(limits, { memoryBytes: os.totalmem(), cores: os.cpus().length }); // checks the values before anything starts
       } catch (err) {

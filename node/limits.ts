@@ -8,6 +8,11 @@ export interface ShareLimitOptions {
   maxMemoryBytes?: number;
   /** Most sessions open at once (default 16). */
   maxSessions?: number;
+  /**
+   * Most sessions one remote peer may hold open (default half of maxSessions, at least 1): one peer id cannot
+   * take every slot. Peer ids are free, so this slows a flood but does not stop a Sybil one (paid opens do).
+   */
+  maxSessionsPerPeer?: number;
   /** onnxruntime intra-op threads per session (default: all cores). */
   threads?: number;
   /** Share of the GPU lent, 0..1 (default 1). */
@@ -45,6 +50,7 @@ export type Admission = { ok: true } | { ok: false; reason: string };
 export class ShareLimits {
   readonly maxMemoryBytes: number;
   readonly maxSessions: number;
+  readonly maxSessionsPerPeer: number;
   readonly threads: number;
   readonly gpuShare: number;
   readonly hours?: HoursWindow;
@@ -53,10 +59,12 @@ export class ShareLimits {
   constructor(options: ShareLimitOptions, machine: { memoryBytes: number; cores: number }) {
     this.maxMemoryBytes = options.maxMemoryBytes ?? Math.floor(machine.memoryBytes / 4);
     this.maxSessions = options.maxSessions ?? 16;
+    this.maxSessionsPerPeer = options.maxSessionsPerPeer ?? Math.max(1, Math.ceil(this.maxSessions / 2));
     this.threads = options.threads ?? machine.cores;
     this.gpuShare = options.gpuShare ?? 1;
     if (!(this.maxMemoryBytes > 0)) throw new Error('--max-memory must be positive');
     if (!Number.isInteger(this.maxSessions) || this.maxSessions < 1) throw new Error('--max-sessions must be a positive integer');
+    if (!Number.isInteger(this.maxSessionsPerPeer) || this.maxSessionsPerPeer < 1) throw new Error('--max-sessions-per-peer must be a positive integer');
     if (!Number.isInteger(this.threads) || this.threads < 1) throw new Error('--threads must be a positive integer');
     if (!(this.gpuShare > 0 && this.gpuShare <= 1)) throw new Error('--gpu-share must be in (0, 1]');
     if (options.hours) this.hours = parseHours(options.hours);
@@ -67,11 +75,12 @@ export class ShareLimits {
   pause(): void { this.pausedFlag = true; }
   resume(): void { this.pausedFlag = false; }
 
-  /** Whether a new session may open now, given how many are open. */
-  admit(openSessions: number, now = new Date()): Admission {
+  /** Whether a new session may open now, given how many are open (and, when known, how many the asking peer holds). */
+  admit(openSessions: number, now = new Date(), peerSessions = 0): Admission {
     if (this.pausedFlag) return { ok: false, reason: 'the supplier has paused sharing' };
     if (this.hours && !withinHours(this.hours, now)) return { ok: false, reason: `the supplier shares only during ${this.hours.text}` };
     if (openSessions >= this.maxSessions) return { ok: false, reason: `the supplier is at its limit of ${this.maxSessions} sessions` };
+    if (peerSessions >= this.maxSessionsPerPeer) return { ok: false, reason: `this peer already holds ${peerSessions} sessions, the most one peer may hold here` };
     return { ok: true };
   }
 }

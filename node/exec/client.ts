@@ -13,6 +13,7 @@ import {
   type DecodedChunk, type DecodedResponse, type WireSampling, type WireVoucher,
 } from './codec.js';
 import { errorCodeName, ExecError, toExecError } from './errors.js';
+import { DEFAULT_SCAN_LIMITS, scanResponse, scanResponsePrefix, type ScanLimits } from './scan.js';
 import { ortToWire, wireToOrt } from './tensors.js';
 
 export type TensorMap = Record<string, ort.Tensor>;
@@ -84,6 +85,8 @@ type Dialer = Pick<Libp2p, 'dialProtocol'>;
 interface Pending {
   kind: 'open' | 'step';
   stepId?: bigint;
+  /** Replay chunks the step sent: its reply carries at most as many replay outputs. */
+  replayChunks?: number;
   resolve: (r: DecodedResponse) => void;
   reject: (e: ExecError) => void;
 }
@@ -134,6 +137,19 @@ export class RemoteSession {
           this.pending.shift()?.reject(new ExecError('TOO_LARGE', `reply of ${event.length} bytes is over this client's limit`));
           continue;
         }
+        if (event.kind === 'rejected') {
+          this.abort(new ExecError('INTERNAL', `reply from ${this.peer} refused: ${event.error.message}`));
+          return;
+        }
+        // Bounded decoding: a reply may not make the decoder allocate more than the requests in flight asked
+        // for (a rogue server's millions of empty replay outputs took a gateway to 4.6 GB). A reply that
+        // breaks the limits ends this session (the caller fails over to another server), never the process.
+        try {
+          scanResponse(event.bytes, this.replyLimits());
+        } catch (err) {
+          this.abort(new ExecError('INTERNAL', `reply from ${this.peer} refused: ${(err as Error).message}`));
+          return;
+        }
         let r: DecodedResponse;
         try {
           r = ExecResponseType.decode(event.bytes) as unknown as DecodedResponse;
@@ -158,19 +174,27 @@ export class RemoteSession {
     }
   }
 
+  /** @internal What the next reply may carry: replay outputs up to the most replay chunks a request in flight sent. */
+  replyLimits(): ScanLimits {
+    let chunks = 0;
+    for (const p of this.pending) chunks = Math.max(chunks, p.replayChunks ?? 0);
+    return { ...DEFAULT_SCAN_LIMITS, maxChunks: chunks };
+  }
+
   private end(err: ExecError): void {
     this.ended ??= err;
     for (const p of this.pending.splice(0)) p.reject(this.ended);
   }
 
   /** @internal Sends a frame and waits for the reply frame answering it. */
-  request(kind: Pending['kind'], chunks: Uint8Array[], timeoutMs: number, stepId?: bigint): Promise<DecodedResponse> {
+  request(kind: Pending['kind'], chunks: Uint8Array[], timeoutMs: number, stepId?: bigint, replayChunks = 0): Promise<DecodedResponse> {
     if (this.ended) return Promise.reject(this.ended);
     return new Promise<DecodedResponse>((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const entry: Pending = {
         kind,
         stepId,
+        replayChunks,
         resolve: (r) => { if (timer) clearTimeout(timer); resolve(r); },
         reject: (e) => { if (timer) clearTimeout(timer); reject(e); },
       };
@@ -203,7 +227,7 @@ export class RemoteSession {
       topK: options.topK,
       sample: options.sample,
     });
-    const r = await this.request('step', chunks, options.timeoutMs ?? this.defaultTimeoutMs, stepId);
+    const r = await this.request('step', chunks, options.timeoutMs ?? this.defaultTimeoutMs, stepId, options.replay?.length ?? 0);
     if (r.error) throw new ExecError(errorCodeName(r.error.code ?? 0), r.error.message ?? 'error');
     const reply = r.step;
     if (!reply) throw new ExecError('INTERNAL', 'the server answered a step with something else');
@@ -266,9 +290,14 @@ export class ExecClient {
     } catch (err) {
       throw toExecError(err, 'CLOSED');
     }
-    const reader = new FrameReader(stream, { maxFrameBytes: this.maxFrameBytes });
+    let session: RemoteSession | undefined = undefined;
+    const reader = new FrameReader(stream, {
+      maxFrameBytes: this.maxFrameBytes,
+      // a big reply that already breaks the limits in its first MiB is dropped as it arrives
+      inspect: { afterBytes: 1024 * 1024, check: (prefix) => scanResponsePrefix(prefix, session?.replyLimits() ?? DEFAULT_SCAN_LIMITS) },
+    });
     const sessionId = options.sessionId ?? randomUUID();
-    const session = new RemoteSession(sessionId, String(Array.isArray(peer) ? peer[0] : peer), stream, reader, this.stepTimeoutMs);
+    session = new RemoteSession(sessionId, String(Array.isArray(peer) ? peer[0] : peer), stream, reader, this.stepTimeoutMs);
     const fragments = options.fragments.map((f) => (typeof f === 'string' ? { cid: f } : { cid: f.cid, manifestCid: f.manifestCid ?? '', index: f.index ?? 0, dataCid: f.dataCid ?? '' }));
     const voucher = options.voucher ? { ...options.voucher, deadline: options.voucher.deadline.toString() } : undefined;
     const frame = encodeFrame(ExecRequestType, { open: { sessionId, fragments, maxLength: options.maxLength ?? 0, batch: options.batch ?? 1, voucher } });

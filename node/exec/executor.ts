@@ -3,9 +3,10 @@
  * that loads, with runs queued one at a time per fragment.
  *
  * onnxruntime-node's `run()` executes synchronously on the JavaScript thread (it is only deferred with
- * `setImmediate`), so two runs never overlap in one process whatever we do; a FIFO per fragment makes the
- * wait explicit and measurable (queue time) and keeps one fragment's steps in arrival order. Parallelism
- * inside a run comes from onnxruntime's intra-op threads (`ShareLimits.threads`).
+ * `setImmediate`), so by default each fragment's session lives in its own worker thread (ort-worker.ts) and
+ * a long run no longer freezes the node's event loop; `offThread: false` keeps it on the main thread. A FIFO
+ * per fragment makes the wait explicit and measurable (queue time) and keeps one fragment's steps in arrival
+ * order. Parallelism inside a run comes from onnxruntime's intra-op threads (`ShareLimits.threads`).
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -14,6 +15,7 @@ import ort from 'onnxruntime-node';
 import type { Logger } from 'pino';
 import { dataTypeFromOrt } from '../../fragments/onnx/dtype.js';
 import { ExecError } from './errors.js';
+import { WorkerSession } from './ort-worker.js';
 
 export type ExecutionProviderName = 'cpu' | 'cuda' | 'webgpu';
 /** `auto`: CUDA when its provider library is installed, then WebGPU when bundled, then CPU. */
@@ -26,6 +28,11 @@ export interface ExecutorOptions {
   threads?: number;
   /** Let onnxruntime's worker threads spin between the ops of a run (they stop when it returns); default false. */
   allowSpinning?: boolean;
+  /**
+   * Run each fragment's session in its own worker thread (ort-worker.ts) so a long run does not block the
+   * event loop (default true).
+   */
+  offThread?: boolean;
   logger?: Logger;
 }
 
@@ -89,6 +96,23 @@ function specsOf(metadata: readonly ort.InferenceSession.ValueMetadata[], file: 
   });
 }
 
+/** What the executor needs of a session: onnxruntime's own, or one in a worker thread. */
+type RunnableSession = Pick<ort.InferenceSession, 'inputMetadata' | 'outputMetadata' | 'release'> & {
+  run(feeds: Record<string, ort.Tensor>, fetches?: string[]): Promise<Record<string, ort.Tensor>>;
+  /** A worker session whose thread stopped. */
+  readonly dead?: boolean;
+};
+
+/** onnxruntime's own session as a RunnableSession (runs on the calling thread). */
+function onThread(s: ort.InferenceSession): RunnableSession {
+  return {
+    inputMetadata: s.inputMetadata,
+    outputMetadata: s.outputMetadata,
+    release: () => s.release(),
+    run: async (feeds, fetches) => (fetches ? await s.run(feeds, fetches) : await s.run(feeds)) as Record<string, ort.Tensor>,
+  };
+}
+
 /** One loaded fragment. */
 export class FragmentExecutor {
   private tail: Promise<unknown> = Promise.resolve();
@@ -98,7 +122,9 @@ export class FragmentExecutor {
   private constructor(
     readonly file: string,
     readonly provider: ExecutionProviderName,
-    private readonly session: ort.InferenceSession,
+    private readonly session: RunnableSession,
+    /** Whether runs happen in a worker thread. */
+    readonly offThread: boolean,
     readonly inputs: readonly IoSpec[],
     readonly outputs: readonly IoSpec[],
   ) {}
@@ -119,7 +145,8 @@ export class FragmentExecutor {
       };
       if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
       try {
-        const session = await ort.InferenceSession.create(file, sessionOptions);
+        const offThread = options.offThread ?? true;
+        const session: RunnableSession = offThread ? await WorkerSession.create(file, sessionOptions) : onThread(await ort.InferenceSession.create(file, sessionOptions));
         if (failures.length) {
           options.logger?.warn({ file, provider, failed: failures }, `execution provider ${candidates[0]} did not load (${failures.join('; ')}); running on ${provider}`);
         } else if (provider === 'cpu' && (options.provider ?? 'auto') === 'auto') {
@@ -127,7 +154,7 @@ export class FragmentExecutor {
         } else {
           options.logger?.info({ file, provider }, `fragment loaded on ${provider}`);
         }
-        return new FragmentExecutor(file, provider, session, specsOf(session.inputMetadata, file), specsOf(session.outputMetadata, file));
+        return new FragmentExecutor(file, provider, session, offThread, specsOf(session.inputMetadata, file), specsOf(session.outputMetadata, file));
       } catch (err) {
         const message = (err as Error).message.split('\n')[0];
         failures.push(`${provider}: ${message}`);
@@ -135,6 +162,11 @@ export class FragmentExecutor {
       }
     }
     throw new ExecError('EXECUTION_FAILED', `${file}: no execution provider loaded it (${failures.join('; ')})`);
+  }
+
+  /** Whether the session's worker thread stopped (every run fails; ExecutorPool loads the fragment again). */
+  get broken(): boolean {
+    return this.session.dead === true;
   }
 
   /** Runs waiting or in progress. */
@@ -149,7 +181,7 @@ export class FragmentExecutor {
     const go = async (): Promise<RunResult> => {
       const start = performance.now();
       try {
-        const outputs = fetches && fetches.length ? await this.session.run(feeds, fetches as string[]) : await this.session.run(feeds);
+        const outputs = fetches && fetches.length ? await this.session.run(feeds, [...fetches]) : await this.session.run(feeds);
         return { outputs: outputs as Record<string, ort.Tensor>, queueMs: start - enqueued, computeMs: performance.now() - start };
       } catch (err) {
         throw new ExecError('EXECUTION_FAILED', `onnxruntime failed: ${(err as Error).message}`, { cause: err });
@@ -177,17 +209,29 @@ export type FragmentResolver = (cid: string) => string | undefined | Promise<str
 /** Executors by CID, loaded on first use (concurrent loads of one CID share one load). */
 export class ExecutorPool {
   private readonly loaded = new Map<string, Promise<FragmentExecutor>>();
+  /** Executors whose load finished, to notice a broken one without awaiting. */
+  private readonly ready = new Map<string, FragmentExecutor>();
 
   constructor(private readonly resolve: FragmentResolver, private readonly options: ExecutorOptions = {}) {}
 
   /** The executor of a hosted fragment; ExecError NOT_FOUND when the CID is not hosted here. */
   async get(cid: string): Promise<FragmentExecutor> {
+    const current = this.ready.get(cid);
+    if (current?.broken) {
+      // its worker thread died (a crash inside onnxruntime): new sessions get a fresh one
+      this.options.logger?.warn({ cid, file: current.file }, 'onnxruntime worker of a fragment stopped; loading the fragment again');
+      this.ready.delete(cid);
+      this.loaded.delete(cid);
+      void current.close().catch(() => undefined);
+    }
     let p = this.loaded.get(cid);
     if (!p) {
       p = (async () => {
         const file = await this.resolve(cid);
         if (!file) throw new ExecError('NOT_FOUND', `fragment ${cid} is not hosted on this node`);
-        return FragmentExecutor.load(file, this.options);
+        const executor = await FragmentExecutor.load(file, this.options);
+        if (this.loaded.get(cid) === p) this.ready.set(cid, executor);
+        return executor;
       })();
       this.loaded.set(cid, p);
       p.catch(() => this.loaded.delete(cid));
@@ -199,12 +243,14 @@ export class ExecutorPool {
   async unload(cid: string): Promise<void> {
     const p = this.loaded.get(cid);
     this.loaded.delete(cid);
+    this.ready.delete(cid);
     if (p) await p.then((e) => e.close(), () => undefined);
   }
 
   async close(): Promise<void> {
     const all = [...this.loaded.values()];
     this.loaded.clear();
+    this.ready.clear();
     await Promise.all(all.map((p) => p.then((e) => e.close(), () => undefined)));
   }
 }

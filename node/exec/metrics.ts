@@ -9,6 +9,8 @@ export class ExecMetrics {
   readonly kvBytes: Gauge;
   readonly evictions: Counter<'reason'>;
   readonly errors: Counter<'code'>;
+  readonly unreadBytes: Gauge;
+  private readUnread: () => number = () => 0;
 
   constructor(registry: Registry = new Registry()) {
     const registers = [registry];
@@ -29,5 +31,17 @@ export class ExecMetrics {
     this.kvBytes = new Gauge({ name: 'gridpipe_exec_kv_bytes', help: 'Bytes of KV cache and cached replies held by all sessions.', registers });
     this.evictions = new Counter({ name: 'gridpipe_exec_evictions_total', help: 'Sessions evicted, by reason (memory, idle).', labelNames: ['reason'], registers });
     this.errors = new Counter({ name: 'gridpipe_exec_errors_total', help: 'Error replies sent, by code.', labelNames: ['code'], registers });
+    const read = (): number => this.readUnread();
+    this.unreadBytes = new Gauge({
+      name: 'gridpipe_exec_unread_bytes',
+      help: 'Bytes received on exec streams and not yet taken (partial and queued frames), all peers together.',
+      registers,
+      collect() { this.set(read()); },
+    });
+  }
+
+  /** Where gridpipe_exec_unread_bytes reads its value when scraped. */
+  watchUnread(read: () => number): void {
+    this.readUnread = read;
   }
 }

@@ -18,6 +18,9 @@ import {
 import { ErrorCode, ExecError, toExecError } from './errors.js';
 import { ExecutorPool, type FragmentResolver, type ProviderChoice } from './executor.js';
 import { ExecMetrics } from './metrics.js';
+import { ByteBudgets } from '../wire/budget.js';
+import { peerSafeMessage } from './redact.js';
+import { DEFAULT_SCAN_LIMITS, scanRequest, scanRequestPrefix, type ScanLimits } from './scan.js';
 import { SessionManager, type ExecSession } from './sessions.js';
 import { loadSpan, ManifestCache } from './span.js';
 import { ortToWire } from './tensors.js';
@@ -81,6 +84,8 @@ export interface ExecServerInit {
    * with other busy processes, spinning threads take cores those need.
    */
   allowSpinning?: boolean;
+  /** Run each fragment's onnxruntime session in a worker thread, off the event loop (default true). */
+  offThread?: boolean;
   /** Largest step frame, request or reply (default 64 MiB). */
   maxStepFrameBytes?: number;
   /** Largest open/close frame (default 1 MiB). */
@@ -93,8 +98,19 @@ export interface ExecServerInit {
   replyCache?: number;
   /** Cap on KV cache held by all sessions (default `limits.maxMemoryBytes`). */
   maxMemoryBytes?: number;
-  /** Exec streams a connection may hold open (default 256). */
+  /** Exec streams a connection may hold open (default 256; their unread bytes share maxPeerBufferBytes). */
   maxInboundStreams?: number;
+  /**
+   * Unread bytes all exec streams of one remote peer (over all its connections) may hold together (default
+   * 4 × (maxStepFrameBytes + 1 MiB), room for a gateway's concurrent prefills to arrive at once):
+   * announced-but-unsent frames on many streams cannot multiply the per-stream cap. The stream that passes it
+   * is aborted (its client fails over).
+   */
+  maxPeerBufferBytes?: number;
+  /** Unread exec bytes all peers together may hold (default 2 × maxPeerBufferBytes); the stream that passes it is aborted. */
+  maxTotalBufferBytes?: number;
+  /** What one request frame may make the decoder allocate (default DEFAULT_SCAN_LIMITS). */
+  scanLimits?: Partial<ScanLimits>;
   /** Clock for TTLs (tests). */
   now?: () => number;
   /** Sweep interval for idle sessions (see SessionManagerOptions). */
@@ -105,6 +121,8 @@ export interface ExecServerInit {
 
 export const DEFAULT_MAX_STEP_FRAME_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_MAX_CONTROL_FRAME_BYTES = 1024 * 1024;
+/** A frame still arriving is checked against the decoding limits once this much of it is here. */
+export const INSPECT_AFTER_BYTES = 1024 * 1024;
 
 /** Serves the exec protocol: sessions, steps, KV caches, limits, metrics. */
 export class ExecServer {
@@ -117,6 +135,8 @@ export class ExecServer {
   private readonly maxControlFrameBytes: number;
   private readonly maxBufferBytes: number;
   private readonly maxInboundStreams: number;
+  private readonly budgets: ByteBudgets;
+  private readonly scanLimits: ScanLimits;
   private readonly streams = new Set<Stream>();
   private readonly payments?: StepPaymentHook;
   private node?: Pick<Libp2p, 'handle' | 'unhandle'>;
@@ -124,7 +144,7 @@ export class ExecServer {
   constructor(init: ExecServerInit) {
     this.log = init.logger?.child({ component: 'exec' });
     this.metrics = new ExecMetrics(init.registry);
-    this.executors = new ExecutorPool(init.resolve, { provider: init.provider, threads: init.limits.threads, allowSpinning: init.allowSpinning, logger: this.log });
+    this.executors = new ExecutorPool(init.resolve, { provider: init.provider, threads: init.limits.threads, allowSpinning: init.allowSpinning, offThread: init.offThread, logger: this.log });
     this.manifests = new ManifestCache(init.resolve);
     this.sessions = new SessionManager({
       limits: init.limits,
@@ -140,7 +160,21 @@ export class ExecServer {
     this.maxControlFrameBytes = init.maxControlFrameBytes ?? DEFAULT_MAX_CONTROL_FRAME_BYTES;
     this.maxBufferBytes = init.maxBufferBytes ?? this.maxStepFrameBytes + 1024 * 1024;
     this.maxInboundStreams = init.maxInboundStreams ?? 256;
+    const perPeer = init.maxPeerBufferBytes ?? 4 * this.maxBufferBytes;
+    this.budgets = new ByteBudgets(perPeer, init.maxTotalBufferBytes ?? 2 * perPeer);
+    this.metrics.watchUnread(() => this.budgets.total.bytes);
+    this.scanLimits = { ...DEFAULT_SCAN_LIMITS, ...init.scanLimits };
     this.payments = init.payments;
+  }
+
+  /** The most unread exec bytes one remote peer holds now (bounded by maxPeerBufferBytes). */
+  get peerBufferedBytes(): number {
+    return this.budgets.maxHeld;
+  }
+
+  /** Unread exec bytes all peers hold now (bounded by maxTotalBufferBytes). */
+  get totalBufferedBytes(): number {
+    return this.budgets.total.bytes;
   }
 
   /** Registers the protocol handler on a libp2p node. */
@@ -164,7 +198,12 @@ export class ExecServer {
   /** Serves one exec stream until it ends. */
   async handleStream(stream: Stream, connection: Connection): Promise<void> {
     // attach the reader before any await: bytes that arrive meanwhile are kept by the stream for it
-    const reader = new FrameReader(stream, { maxFrameBytes: this.maxStepFrameBytes, maxBufferBytes: this.maxBufferBytes });
+    const budget = this.budgets.of(connection.remotePeer.toString()); // per peer: more connections do not add room
+    const reader = new FrameReader(stream, {
+      maxFrameBytes: this.maxStepFrameBytes, maxBufferBytes: this.maxBufferBytes, budget,
+      // a big frame that already breaks a decoding limit in its first MiB is dropped as it arrives
+      inspect: { afterBytes: INSPECT_AFTER_BYTES, check: (prefix) => scanRequestPrefix(prefix, this.scanLimits) },
+    });
     const owner = connection.remotePeer.toString();
     let current: string | undefined;
     this.streams.add(stream);
@@ -177,19 +216,28 @@ export class ExecServer {
           await this.sendError(stream, new ExecError('TOO_LARGE', `frame of ${event.length} bytes is over the limit of ${this.maxStepFrameBytes}`));
           continue;
         }
+        if (event.kind === 'rejected') {
+          await this.sendError(stream, toExecError(event.error, 'BAD_REQUEST'));
+          continue;
+        }
+        // Control frames (open = field 1, close = field 3) are small: refuse a big one before looking inside.
+        const first = event.bytes[0];
+        if ((first === 0x0a || first === 0x1a) && event.bytes.byteLength > this.maxControlFrameBytes) {
+          await this.sendError(stream, new ExecError('TOO_LARGE', `${first === 0x0a ? 'open' : 'close'} frame of ${event.bytes.byteLength} bytes is over the limit of ${this.maxControlFrameBytes}`));
+          continue;
+        }
         let req: DecodedRequest;
         try {
+          scanRequest(event.bytes, this.scanLimits); // bounded decoding: counts and sizes before protobufjs allocates
           req = ExecRequestType.decode(event.bytes) as unknown as DecodedRequest;
         } catch (err) {
-          await this.sendError(stream, new ExecError('BAD_REQUEST', `malformed frame: ${(err as Error).message}`));
+          await this.sendError(stream, err instanceof ExecError ? err : new ExecError('BAD_REQUEST', `malformed frame: ${(err as Error).message}`));
           continue;
         }
         if (req.step) {
           await this.onStep(stream, owner, req.step, current, receivedAt);
         } else if (req.open || req.close) {
-          if (event.bytes.byteLength > this.maxControlFrameBytes) {
-            await this.sendError(stream, new ExecError('TOO_LARGE', `${req.open ? 'open' : 'close'} frame of ${event.bytes.byteLength} bytes is over the limit of ${this.maxControlFrameBytes}`));
-          } else if (req.open) {
+          if (req.open) {
             current = await this.onOpen(stream, owner, req.open, current);
           } else {
             const id = req.close!.sessionId || current;
@@ -220,12 +268,15 @@ export class ExecServer {
         throw new ExecError('BAD_REQUEST', `this stream already carries session ${current}; open one stream per session`);
       }
       if (this.payments?.admitOpen) await this.payments.admitOpen({ owner, voucher: open.voucher ? fromDecodedVoucher(open.voucher) : undefined });
-      if (!this.sessions.has(owner, sessionId)) this.sessions.admit();
+      if (!this.sessions.has(owner, sessionId)) this.sessions.admit(owner);
       const program = await loadSpan((open.fragments ?? []).map((f) => ({ cid: f.cid ?? '', manifestCid: f.manifestCid || undefined, index: f.index ?? 0 })), this.executors, this.manifests);
       let maxLength = open.maxLength ?? 0;
       if (!maxLength) {
         if (program.kv.length) throw new ExecError('BAD_REQUEST', 'open needs max_length for a span that keeps a KV cache');
-        maxLength = Number.MAX_SAFE_INTEGER;
+        maxLength = program.contextLength ?? Number.MAX_SAFE_INTEGER;
+      }
+      if (program.contextLength !== undefined && maxLength > program.contextLength) {
+        throw new ExecError('BAD_REQUEST', `max_length ${maxLength} is over the model's context of ${program.contextLength} positions`);
       }
       const manifestCid = open.fragments?.[0]?.manifestCid || undefined;
       this.sessions.open(owner, { sessionId, program, maxLength, batch: open.batch || 1, manifestCid });
@@ -293,7 +344,7 @@ export class ExecServer {
       outcomeLabel = 'error';
       this.metrics.errors.inc({ code: e.code });
       if (e.code === 'INTERNAL') this.log?.error({ err, session: sessionId }, 'exec step failed');
-      chunks = encodeStepReplyFrame({ sessionId, stepId, outputs: [], queueMs: performance.now() - receivedAt, computeMs: 0, error: { code: e.wireCode, message: e.message } });
+      chunks = encodeStepReplyFrame({ sessionId, stepId, outputs: [], queueMs: performance.now() - receivedAt, computeMs: 0, error: { code: e.wireCode, message: this.peerMessage(e) } });
     }
     await writeFrame(stream, chunks);
     this.metrics.steps.inc({ outcome: outcomeLabel });
@@ -321,7 +372,14 @@ export class ExecServer {
 
   private async sendError(stream: Stream, e: ExecError): Promise<void> {
     this.metrics.errors.inc({ code: e.code });
-    await writeFrame(stream, encodeFrame(ExecResponseType, { error: { code: e.wireCode ?? ErrorCode.INTERNAL, message: e.message } }));
+    await writeFrame(stream, encodeFrame(ExecResponseType, { error: { code: e.wireCode ?? ErrorCode.INTERNAL, message: this.peerMessage(e) } }));
+  }
+
+  /** An error's text as a peer may see it: local file paths redacted (the full text is logged here). */
+  private peerMessage(e: ExecError): string {
+    const text = peerSafeMessage(e.message);
+    if (text !== e.message) this.log?.warn({ code: e.code, err: e.message }, 'exec error sent to the peer with local paths redacted');
+    return text;
   }
 }
 

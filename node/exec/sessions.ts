@@ -18,7 +18,7 @@ import type { ShareLimits } from '../limits.js';
 import type { WireTensor } from '../../proto/grid.js';
 import { ExecError } from './errors.js';
 import type { ExecMetrics } from './metrics.js';
-import type { SpanProgram } from './span.js';
+import type { PreparedShape, SpanProgram } from './span.js';
 import { lastRow, sampledRows, tensorBytes, topEntries, truncateAxis } from './tensors.js';
 import type { WireSampling } from './codec.js';
 
@@ -95,7 +95,7 @@ export class ExecSession {
   readonly replies = new Map<bigint, StepOutcome>();
   chain: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly key: string, readonly id: string, readonly program: SpanProgram, readonly maxLength: number, readonly batch: number, now: number) {
+  constructor(readonly key: string, readonly id: string, readonly program: SpanProgram, readonly maxLength: number, readonly batch: number, now: number, readonly owner = '') {
     this.kv = program.emptyKv(batch);
     this.lastUsed = now;
   }
@@ -135,6 +135,8 @@ const MAX_TOMBSTONES = 4096;
 
 export class SessionManager {
   private readonly sessions = new Map<string, ExecSession>();
+  /** Sessions open per remote peer (the per-peer quota). */
+  private readonly perOwner = new Map<string, number>();
   private readonly tombstones = new Map<string, string>();
   private readonly limits: ShareLimits;
   private readonly ttlMs: number;
@@ -176,9 +178,14 @@ export class SessionManager {
     return this.sessions.has(`${owner}/${sessionId}`);
   }
 
-  /** Whether a new session could open now (share limits: paused, hours, max sessions). */
-  admit(): void {
-    const a = this.limits.admit(this.sessions.size);
+  /** Sessions `owner` holds open. */
+  sessionsOf(owner: string): number {
+    return this.perOwner.get(owner) ?? 0;
+  }
+
+  /** Whether `owner` could open a new session now (share limits: paused, hours, max sessions, per-peer quota). */
+  admit(owner?: string): void {
+    const a = this.limits.admit(this.sessions.size, new Date(), owner === undefined ? 0 : this.sessionsOf(owner));
     if (!a.ok) throw new ExecError('BUSY', a.reason);
   }
 
@@ -190,15 +197,16 @@ export class SessionManager {
       if (existing.program.cids.join() === req.program.cids.join()) return existing;
       throw new ExecError('BAD_REQUEST', `session ${req.sessionId} is already open on another span`);
     }
-    this.admit();
+    this.admit(owner);
     if (!req.sessionId) throw new ExecError('BAD_REQUEST', 'open needs a session_id');
     if (!Number.isSafeInteger(req.maxLength) || req.maxLength < 1) throw new ExecError('BAD_REQUEST', 'open needs max_length ≥ 1');
     const perPosition = req.program.kvBytesPerPosition(req.batch);
     if (perPosition !== undefined && perPosition * req.maxLength > this.maxMemoryBytes) {
       throw new ExecError('BUSY', `a KV cache of ${req.maxLength} positions × batch ${req.batch} needs ${perPosition * req.maxLength} bytes; this node lends ${this.maxMemoryBytes}`);
     }
-    const session = new ExecSession(key, req.sessionId, req.program, req.maxLength, req.batch, this.now());
+    const session = new ExecSession(key, req.sessionId, req.program, req.maxLength, req.batch, this.now(), owner);
     session.manifestCid = req.manifestCid;
+    this.perOwner.set(owner, this.sessionsOf(owner) + 1);
     this.tombstones.delete(key);
     this.sessions.set(key, session);
     this.metrics?.sessionsOpen.set(this.sessions.size);
@@ -247,7 +255,11 @@ export class SessionManager {
   private remove(s: ExecSession): void {
     this.totalBytes -= s.bytes;
     s.free();
-    this.sessions.delete(s.key);
+    if (this.sessions.delete(s.key)) {
+      const left = this.sessionsOf(s.owner) - 1;
+      if (left > 0) this.perOwner.set(s.owner, left);
+      else this.perOwner.delete(s.owner);
+    }
     this.metrics?.sessionsOpen.set(this.sessions.size);
     this.metrics?.kvBytes.set(this.totalBytes);
   }
@@ -316,7 +328,14 @@ export class SessionManager {
         if (c.position > limit) throw new ExecError('BAD_REQUEST', `position ${c.position} is ahead of the ${s.length} positions this session holds`);
         if (c.position >= s.maxLength) throw new ExecError('BAD_REQUEST', `position ${c.position} is at or beyond max_length ${s.maxLength}`);
       }
-      return s.program.prepare(c.inputs, s.kvDimsAt(hasKv ? c.position : 0));
+      const shape: PreparedShape = {};
+      const feeds = s.program.prepare(c.inputs, s.kvDimsAt(hasKv ? c.position : 0), shape);
+      // Refuse before running: a prefill past max_length (itself capped at the model's context) would take
+      // the memory and the time of the whole run before the result was found too long.
+      if (hasKv && shape.positionsAfter !== undefined && shape.positionsAfter > s.maxLength) {
+        throw new ExecError('BAD_REQUEST', `chunk ${i} would hold ${shape.positionsAfter} positions, over max_length ${s.maxLength}`);
+      }
+      return feeds;
     });
     const want = req.want?.length ? req.want : undefined;
     if (want) for (const w of want) if (!s.program.returned.includes(w)) throw new ExecError('BAD_REQUEST', `output "${w}" is not returned by this span (it returns ${s.program.returned.join(', ')})`);

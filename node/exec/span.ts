@@ -25,6 +25,14 @@ export interface KvSlot {
   seqAxis: number;
   /** Axis of the batch, -1 when none. */
   batchAxis: number;
+  /** The stateful output's declared positions dim ("past_sequence_length + sequence_length"), when symbolic. */
+  outputSeqDim?: string;
+}
+
+/** What `prepare` learnt about a step's shape. */
+export interface PreparedShape {
+  /** Positions the KV cache holds after the step, when the graph's dims say so. */
+  positionsAfter?: number;
 }
 
 interface Feed { name: string; source: 'client' | 'kv' | 'internal' }
@@ -82,6 +90,8 @@ export class SpanProgram {
   /** Outputs returned to the client, in order. */
   readonly returned: string[] = [];
   readonly kv: KvSlot[] = [];
+  /** Positions the model takes at most (its manifest's contextLength), when known: caps max_length and steps. */
+  contextLength?: number;
   private readonly plan: FragmentStepPlan[] = [];
   private readonly kvByOutput = new Map<string, KvSlot>();
 
@@ -117,7 +127,9 @@ export class SpanProgram {
         if (pair) {
           const out = ex.outputs.find((o) => o.name === pair.output);
           if (!out) throw new ExecError('EXECUTION_FAILED', `${ex.file}: stateful output "${pair.output}" is missing`);
-          const slot: KvSlot = { input: input.name, output: pair.output, spec: input, ...kvAxes(input, out) };
+          const axes = kvAxes(input, out);
+          const outDim = out.shape[axes.seqAxis];
+          const slot: KvSlot = { input: input.name, output: pair.output, spec: input, ...axes, ...(typeof outDim === 'string' ? { outputSeqDim: outDim } : {}) };
           p.kv.push(slot);
           p.kvByOutput.set(pair.output, slot);
           feeds.push({ name: input.name, source: 'kv' });
@@ -201,7 +213,7 @@ export class SpanProgram {
    * extra, dtype and rank as declared, fixed dims equal, symbolic dims consistent with each other and with
    * the KV cache as it will be at this step (`kvDims`). ExecError BAD_REQUEST naming the first problem.
    */
-  prepare(tensors: readonly WireTensor[], kvDims: Map<string, number[]>): Map<string, ort.Tensor> {
+  prepare(tensors: readonly WireTensor[], kvDims: Map<string, number[]>, shape?: PreparedShape): Map<string, ort.Tensor> {
     const bound = new Map<string, number>();
     const bind = (symbol: string, value: number, what: string): void => {
       if (symbol.includes('+')) return;
@@ -244,6 +256,20 @@ export class SpanProgram {
         const want = evalDim(d, bound);
         if (want !== undefined && want !== dims[i]) throw new ExecError('BAD_REQUEST', `input "${name}" dim ${i} is ${dims[i]}, expected ${d} = ${want}`);
       });
+    }
+    // The model's context bounds every positions dim a step binds (batch dims aside), with a KV cache or not.
+    if (this.contextLength !== undefined) {
+      for (const [symbol, value] of bound) {
+        if (!/batch/i.test(symbol) && value > this.contextLength) throw new ExecError('BAD_REQUEST', `"${symbol}" is ${value} in this step, over the model's context of ${this.contextLength} positions`);
+      }
+    }
+    if (shape) {
+      let after: number | undefined;
+      for (const s of this.kv) {
+        const v = s.outputSeqDim === undefined ? undefined : evalDim(s.outputSeqDim, bound);
+        if (v !== undefined) after = Math.max(after ?? 0, v);
+      }
+      shape.positionsAfter = after;
     }
     return feeds;
   }
@@ -333,5 +359,7 @@ export async function loadSpan(refs: readonly FragmentRefIn[], pool: ExecutorPoo
     }
     members.push({ cid: ref.cid, executor: await pool.get(ref.cid), info });
   }
-  return SpanProgram.build(members);
+  const program = SpanProgram.build(members);
+  if (refs[0].manifestCid) program.contextLength = (await manifests.get(refs[0].manifestCid)).model.contextLength;
+  return program;
 }

@@ -17,12 +17,15 @@
  * - receiver back-pressure: above `highWaterMark` buffered bytes the stream is paused (yamux then stops
  *   granting window) and resumed once the reader has caught up;
  * - a hard cap on unread bytes (`maxBufferBytes`), beyond which the reader fails (and, with
- *   `abortOnViolation`, aborts the stream).
+ *   `abortOnViolation`, aborts the stream);
+ * - a budget of unread bytes shared with other readers, e.g. of one peer (`budget`, see budget.ts):
+ *   the reader whose bytes pass it fails as above and gives its bytes back.
  * Attach it before the first `await` of a handler: bytes arriving with no listener are lost to it.
  */
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface';
 import { Uint8ArrayList } from 'uint8arraylist';
 import { varintLength, writeVarint } from '../../fragments/onnx/wire.js';
+import type { ByteBudget } from './budget.js';
 
 export type FrameErrorCode = 'FRAME_TOO_LARGE' | 'BAD_LENGTH_PREFIX' | 'BUFFER_FULL' | 'TRUNCATED_FRAME' | 'SEND_FAILED';
 
@@ -53,7 +56,9 @@ export class TruncatedFrameError extends FrameError {
 export type FrameEvent =
   | { kind: 'frame'; bytes: Uint8Array }
   /** A frame over the size limit: its bytes are being discarded; the stream stays usable. */
-  | { kind: 'oversized'; length: number };
+  | { kind: 'oversized'; length: number }
+  /** A frame `inspect` refused from its first bytes: the rest is being discarded; the stream stays usable. */
+  | { kind: 'rejected'; length: number; error: Error };
 
 export interface FrameReaderOptions {
   /** Largest frame payload accepted. */
@@ -74,6 +79,14 @@ export interface FrameReaderOptions {
   abortOnViolation?: boolean;
   /** Turns the reader's FrameErrors into the protocol's own (what `next`/`read` throw and the abort reason). */
   mapError?: (err: FrameError) => Error;
+  /** Unread bytes shared with other readers (of a peer, a connection); passing its limit fails this reader (BUFFER_FULL). */
+  budget?: ByteBudget;
+  /**
+   * A look at a big frame's first bytes while the rest is still arriving: once `afterBytes` of a longer
+   * frame are buffered, `check(prefix)` runs once; an Error it returns rejects the frame (reported as
+   * `rejected`, its bytes discarded as they arrive), so a frame that already breaks a limit is not buffered.
+   */
+  inspect?: { afterBytes: number; check: (prefix: Uint8Array) => Error | undefined };
 }
 
 /** Longest length prefix accepted when oversized frames are skipped: 2^56 covers any sane frame. */
@@ -97,6 +110,12 @@ export class FrameReader {
   private failure?: Error;
   private paused = false;
   private attached = true;
+  private readonly budget?: ByteBudget;
+  /** Bytes this reader has counted in `budget`. */
+  private counted = 0;
+  /** Whether the frame being buffered has been inspected. */
+  private inspected = false;
+  private readonly inspect?: FrameReaderOptions['inspect'];
 
   constructor(private readonly stream: Stream, options: FrameReaderOptions) {
     this.maxFrameBytes = options.maxFrameBytes;
@@ -107,6 +126,9 @@ export class FrameReader {
     this.maxBufferBytes = options.maxBufferBytes ?? Infinity;
     this.abortOnViolation = options.abortOnViolation ?? false;
     this.mapError = options.mapError ?? ((err) => err);
+    this.budget = options.budget;
+    this.inspect = options.inspect;
+    this.budget?.acquire();
     stream.addEventListener('message', this.onMessage);
     stream.addEventListener('remoteCloseWrite', this.onRemoteCloseWrite);
     stream.addEventListener('close', this.onClose);
@@ -129,10 +151,13 @@ export class FrameReader {
     }
     this.buffer.append(data);
     this.parse();
+    const withinBudget = this.account();
     if (this.failure) {
       // the framing broke in parse(): nothing more is taken
     } else if (this.bufferedBytes > this.maxBufferBytes) {
       this.violation(new FrameError('BUFFER_FULL', `more than ${this.maxBufferBytes} bytes arrived ahead of the reader`));
+    } else if (!withinBudget) {
+      this.violation(new FrameError('BUFFER_FULL', `unread bytes over this peer's cap of ${this.budget!.limit} or over the node's total`));
     } else if (this.bufferedBytes > this.highWaterMark && !this.paused && this.stream.readStatus === 'readable') {
       this.paused = true;
       this.stream.pause();
@@ -174,7 +199,21 @@ export class FrameReader {
         this.ready.push({ kind: 'oversized', length });
         continue;
       }
-      if (this.buffer.byteLength < header + length) return;
+      if (this.buffer.byteLength < header + length) {
+        if (this.inspect && !this.inspected && this.buffer.byteLength - header >= this.inspect.afterBytes) {
+          this.inspected = true;
+          const error = this.inspect.check(this.buffer.subarray(header));
+          if (error) {
+            const have = this.buffer.byteLength;
+            this.buffer.consume(have);
+            this.skipping = header + length - have;
+            this.inspected = false;
+            this.ready.push({ kind: 'rejected', length, error });
+          }
+        }
+        return;
+      }
+      this.inspected = false;
       const bytes = this.buffer.subarray(header, header + length);
       this.buffer.consume(header + length);
       this.ready.push({ kind: 'frame', bytes });
@@ -182,10 +221,22 @@ export class FrameReader {
     }
   }
 
+  /** Brings the shared budget up to date with this reader's unread bytes; false when it is over its limit. */
+  private account(): boolean {
+    if (!this.budget) return true;
+    const now = this.failure || !this.attached ? 0 : this.bufferedBytes;
+    const delta = now - this.counted;
+    this.counted = now;
+    return this.budget.change(delta) || delta <= 0;
+  }
+
   /** The peer broke the framing or the limits: the reader fails (frames before it are still returned). */
   private violation(err: FrameError): void {
     const failure = this.mapError(err);
     this.failure = failure;
+    // a failed reader holds nothing for the connection: drop what it buffered and give the bytes back
+    this.buffer.consume(this.buffer.byteLength);
+    this.account();
     if (this.abortOnViolation) queueMicrotask(() => this.stream.abort(failure));
   }
 
@@ -220,6 +271,7 @@ export class FrameReader {
       const event = this.ready.shift();
       if (event) {
         if (event.kind === 'frame') this.readyBytes -= event.bytes.byteLength;
+        this.account();
         if (this.paused && this.bufferedBytes < this.highWaterMark / 2) this.resume();
         return event;
       }
@@ -244,6 +296,7 @@ export class FrameReader {
   async read(signal?: AbortSignal): Promise<Uint8Array | null> {
     const event = await this.next(signal);
     if (event?.kind === 'oversized') throw this.mapError(new FrameTooLargeError(`frame of ${event.length} bytes, over the limit of ${this.maxFrameBytes}`));
+    if (event?.kind === 'rejected') throw event.error;
     return event ? event.bytes : null;
   }
 
@@ -260,6 +313,8 @@ export class FrameReader {
     this.stream.removeEventListener('remoteCloseWrite', this.onRemoteCloseWrite);
     this.stream.removeEventListener('close', this.onClose);
     if (this.paused) this.resume();
+    this.account();
+    this.budget?.release();
     this.wake();
   }
 }

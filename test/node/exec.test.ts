@@ -4,6 +4,7 @@
  */
 import '../../node/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { Registry } from 'prom-client';
@@ -17,7 +18,7 @@ import { gridRoot, PROTOCOLS } from '../../proto/grid.js';
 import { createGridHost, type GridHost } from '../../node/host.js';
 import { ShareLimits, type ShareLimitOptions } from '../../node/limits.js';
 import {
-  ErrorCode, ExecClient, ExecError, ExecServer, FrameReader, ortToWire, providerCandidates, truncateAxis, wireToOrt, writeFrame,
+  ErrorCode, ExecClient, ExecError, ExecServer, ExecutorPool, FragmentExecutor, FrameReader, ortToWire, providerCandidates, truncateAxis, wireToOrt, writeFrame,
   encodeStepReplyFrame, encodeStepRequestFrame, tensorCopyStats, type ExecServerInit, type RemoteSession, type TensorMap,
 } from '../../node/exec/index.js';
 import { ExecRequestType, ExecResponseType, REFERENCE_BYTES, encodeFrame, type DecodedResponse } from '../../node/exec/codec.js';
@@ -249,6 +250,58 @@ describe('wire pieces', () => {
     expect(cut.dims).toEqual([1, 2, 1, 2]);
     expect([...(cut.data as Float32Array)]).toEqual([0, 1, 6, 7]);
     expect(truncateAxis(t, 2, 0).dims).toEqual([1, 2, 0, 2]);
+  });
+
+  it('a run in a worker thread matches the inline run bit for bit, and a failed one leaves its KV feeds usable', async () => {
+    const inline = await FragmentExecutor.load(kvModel, { provider: 'cpu', offThread: false });
+    const worker = await FragmentExecutor.load(kvModel, { provider: 'cpu', offThread: true });
+    try {
+      expect(worker.offThread).toBe(true);
+      const past: TensorMap = {};
+      for (let l = 0; l < GPT.layers; l++) {
+        for (const kind of ['key', 'value']) past[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [1, GPT.heads, 0, GPT.dModel / GPT.heads]);
+      }
+      const feeds = { ...gptInputs([5, 9, 2], 0), ...past };
+      const a = await inline.run(feeds);
+      const b = await worker.run(feeds);
+      expect(Object.keys(b.outputs).sort()).toEqual(Object.keys(a.outputs).sort());
+      for (const name in a.outputs) expect(maxAbsDiff(b.outputs[name], a.outputs[name])).toBe(0);
+      // the KV the worker returned owns its buffers (transferred back and forth, never copied); feed it with a
+      // bad input so onnxruntime fails after the transfer: the caller's tensors are whole again
+      const kv: TensorMap = {};
+      for (let l = 0; l < GPT.layers; l++) for (const kind of ['key', 'value']) kv[`past_key_values.${l}.${kind}`] = b.outputs[`present.${l}.${kind}`];
+      const before = Array.from(kv['past_key_values.0.key'].data as Float32Array);
+      expect(before.length).toBeGreaterThan(0);
+      const bad = { ...gptInputs([1], 3), input_ids: new ort.Tensor('float32', new Float32Array(1), [1, 1]), ...kv };
+      await expect(worker.run(bad)).rejects.toThrow(ExecError);
+      expect(Array.from(kv['past_key_values.0.key'].data as Float32Array)).toEqual(before);
+      const next = await worker.run({ ...gptInputs([1], 3), ...kv });
+      const expected = await inline.run({ ...gptInputs([1], 3), ...Object.fromEntries(Object.entries(kv).map(([n]) => [n, a.outputs[n.replace('past_key_values', 'present')]])) });
+      expect(maxAbsDiff(next.outputs.logits, expected.outputs.logits)).toBe(0);
+    } finally {
+      await Promise.all([inline.close(), worker.close()]);
+    }
+  });
+
+  it('a fragment whose onnxruntime worker died fails its runs and is loaded again for the next user', async () => {
+    const pool = new ExecutorPool(() => kvModel, { provider: 'cpu' });
+    try {
+      const first = await pool.get('gpt');
+      // what a crash inside onnxruntime does to the thread (reached through the executor's private session)
+      await (first as unknown as { session: { worker: { terminate(): Promise<number> } } }).session.worker.terminate();
+      await waitFor(() => first.broken, 'the executor to notice its worker is gone');
+      const past: TensorMap = {};
+      for (let l = 0; l < GPT.layers; l++) {
+        for (const kind of ['key', 'value']) past[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [1, GPT.heads, 0, GPT.dModel / GPT.heads]);
+      }
+      const feeds = { ...gptInputs([5, 9], 0), ...past };
+      await expect(first.run(feeds)).rejects.toThrow(/onnxruntime worker exited/);
+      const second = await pool.get('gpt');
+      expect(second).not.toBe(first);
+      expect((await second.run(feeds)).outputs.logits.dims).toEqual([1, 2, GPT.vocab]);
+    } finally {
+      await pool.close();
+    }
   });
 
   it('picks CPU unless asked for more, and tries what is available for auto', () => {
@@ -573,7 +626,7 @@ describe('exec over libp2p', () => {
   });
 
   it('answers BUSY at the session limit and while paused', async () => {
-    const { host, limits } = await startServer({ limitOptions: { maxSessions: 2 } });
+    const { host, limits } = await startServer({ limitOptions: { maxSessions: 2, maxSessionsPerPeer: 2 } });
     const addrs = host.node.getMultiaddrs();
     const span = refs(kvManifest, kvManifestCid, [0, 1]);
     const open = (): Promise<RemoteSession> => execClient.openSession(client.node, addrs, { fragments: span, maxLength: 16 });
@@ -589,5 +642,74 @@ describe('exec over libp2p', () => {
     const r = await a.step(gptInputs([1], 0), { position: 0 });
     expect(r.outputs.logits.dims).toEqual([1, 1, GPT.vocab]);
     await Promise.all([a.close(), c.close()]);
+  });
+
+  it('(d) one peer id stops at its session quota while another peer still gets a slot', async () => {
+    const { host } = await startServer({ limitOptions: { maxSessions: 4, maxSessionsPerPeer: 2 } });
+    const addrs = host.node.getMultiaddrs();
+    const span = refs(kvManifest, kvManifestCid, [0, 1]);
+    const open = (from: GridHost): Promise<RemoteSession> => execClient.openSession(from.node, addrs, { fragments: span, maxLength: 16 });
+    const mine = [await open(client), await open(client)];
+    expect((await expectExecError(open(client), 'BUSY')).message).toMatch(/this peer already holds 2 sessions/);
+    const other = await createGridHost({ network: 'local', clientMode: true, logger });
+    hosts.push(other);
+    const theirs = await open(other); // the node has slots left and this peer holds none
+    const r = await theirs.step(gptInputs([1, 2], 0), { position: 0 });
+    expect(r.outputs.logits.dims).toEqual([1, 2, GPT.vocab]);
+    await mine[0].close();
+    const again = await open(client); // a closed session gives its peer's slot back
+    await Promise.all([mine[1].close(), again.close(), theirs.close()]);
+  });
+
+  it('(e) refuses max_length over the model\'s context and a prefill past max_length before running it', async () => {
+    const { host } = await startServer();
+    const addrs = host.node.getMultiaddrs();
+    const span = refs(kvManifest, kvManifestCid, [0, 1]);
+    expect(kvManifest.model.contextLength).toBe(GPT.maxPositions);
+    const over = await expectExecError(execClient.openSession(client.node, addrs, { fragments: span, maxLength: GPT.maxPositions + 1 }), 'BAD_REQUEST');
+    expect(over.message).toMatch(/max_length 65 is over the model's context of 64 positions/);
+    const s = await execClient.openSession(client.node, addrs, { fragments: span, maxLength: 16 });
+    const long = Array.from({ length: 20 }, (_, i) => i % GPT.vocab);
+    expect((await expectExecError(s.step(gptInputs(long, 0), { position: 0 }), 'BAD_REQUEST')).message).toMatch(/chunk 0 would hold 20 positions, over max_length 16/);
+    const r = await s.step(gptInputs([1, 2, 3], 0), { position: 0 }); // the session is as it was
+    expect(r.outputs.logits.dims).toEqual([1, 3, GPT.vocab]);
+    await s.close();
+    // a span without a KV cache: the positions a step binds are capped at the context too
+    const plain = await execClient.openSession(client.node, addrs, { fragments: refs(plainManifest, plainManifestCid, [0]) });
+    const tooLong = Array.from({ length: GPT.maxPositions + 16 }, (_, i) => i % GPT.vocab);
+    expect((await expectExecError(plain.step(gptInputs(tooLong, 0), { position: 0 }), 'BAD_REQUEST')).message).toMatch(/over the model's context of 64 positions/);
+    await plain.close();
+  });
+
+  it('(g) a long prefill does not block the node: another session\'s step is answered while it runs', async () => {
+    const bigFile = path.join(tmp.dir, 'gpt-big.onnx');
+    await writeModel(buildModel({ arch: 'gpt', layers: 4, dModel: 256, heads: 4, vocab: 512, maxPositions: 1024, kvCache: true, seed: 3 }), bigFile);
+    const bigCid = cidOfBytes(readFileSync(bigFile));
+    files.set(bigCid, bigFile);
+    const { host, server } = await startServer({ limitOptions: { threads: 1 } });
+    const addrs = host.node.getMultiaddrs();
+    const big = await execClient.openSession(client.node, addrs, { fragments: [bigCid], maxLength: 1024 });
+    const small = await execClient.openSession(client.node, addrs, { fragments: refs(kvManifest, kvManifestCid, [0, 1]), maxLength: 16 });
+    await small.step(gptInputs([1], 0), { position: 0 }); // its fragments are loaded
+    const order: string[] = [];
+    const prompt = Array.from({ length: 1000 }, (_, i) => i % 512);
+    const long = big.step(gptInputs(prompt, 0), { position: 0, lastRowOnly: ['logits'] }).then(() => order.push('prefill'));
+    const executor = await server.executors.get(bigCid);
+    await waitFor(() => executor.queued > 0, 'the prefill to start running');
+    const short = small.step(gptInputs([2], 1), { position: 1 }).then(() => order.push('step'));
+    await Promise.all([long, short]);
+    expect(order).toEqual(['step', 'prefill']);
+    await Promise.all([big.close(), small.close()]);
+  });
+
+  it('sends errors to peers without local file paths', async () => {
+    const broken = path.join(tmp.dir, 'broken-fragment.onnx');
+    writeFileSync(broken, 'not an onnx model');
+    const cid = cidOfBytes(Uint8Array.of(9, 9, 9));
+    files.set(cid, broken);
+    const { host } = await startServer();
+    const err = await expectExecError(execClient.openSession(client.node, host.node.getMultiaddrs(), { fragments: [cid], maxLength: 8 }), 'EXECUTION_FAILED');
+    expect(err.message).not.toContain(tmp.dir);
+    expect(err.message).toMatch(/<local file>: onnxruntime cannot load it/);
   });
 });
