@@ -1,4 +1,5 @@
 /** Long-running `gridpipe` processes for integration tests: start, wait for their JSON ready line, stop. */
+import { readFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { spawnGridpipe, type GridpipeProcess } from '../../cli/spawn.js';
 import { CLI, REPO_ROOT } from './cli.js';
@@ -29,4 +30,11 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Resident memory of a process, bytes (Linux /proc/PID/status VmRSS). */
+export function rssBytes(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for ${pid}`);
+  return Number(m[1]) * 1024;
 }

@@ -25,6 +25,7 @@ import { ExecRequestType, ExecResponseType, REFERENCE_BYTES, encodeFrame, type D
 import { sampleToken } from '../../scheduler/sampling.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
+import { gptInputs, int64 } from '../helpers/decoder-inputs.js';
 
 const tmp = tempDir('gridpipe-exec-');
 const logger = testLogger();
@@ -93,20 +94,6 @@ afterAll(async () => {
 });
 
 // ------------------------------------------------------------------------------------------------ helpers
-
-function int64(values: number[], dims: number[]): ort.Tensor {
-  return new ort.Tensor('int64', BigInt64Array.from(values.map(BigInt)), dims);
-}
-
-/** Decoder inputs for `tokens` at KV length `position`. */
-function gptInputs(tokens: number[], position: number): TensorMap {
-  const n = tokens.length;
-  return {
-    input_ids: int64(tokens, [1, n]),
-    attention_mask: int64(new Array(position + n).fill(1), [1, position + n]),
-    position_ids: int64(tokens.map((_, i) => position + i), [1, n]),
-  };
-}
 
 /** Greedy next token from the last row of logits [1, n, vocab]. */
 function argmaxLast(logits: ort.Tensor): number {

@@ -21,7 +21,7 @@ import { FragmentStore } from '../../node/store/fragment-store.js';
 import { keysFileModeProblem } from '../../gateway/keys.js';
 import { writePrivateFile } from '../../cli/devnet/private-file.js';
 import { ensureDataDir } from '../../cli/devnet/preflight.js';
-import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
+import { rssBytes, startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
 import { writeTestTokenizer } from '../gateway/fixtures.js';
@@ -41,13 +41,6 @@ const procs: RunningProcess[] = [];
 let gateway: RunningProcess;
 let url: string;
 let openai: OpenAI;
-
-/** Resident set of a process, in bytes (Linux /proc). */
-function rssBytes(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for ${pid}`);
-  return Number(m[1]) * 1024;
-}
 
 /**
  * POSTs a body of `bytes` over a raw socket (streamed in 1 MiB chunks, never held whole) and resolves with the

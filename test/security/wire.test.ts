@@ -7,9 +7,7 @@
  */
 import '../../node/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import ort from 'onnxruntime-node';
 import { Registry } from 'prom-client';
 import { multiaddr } from '@multiformats/multiaddr';
 import type { Stream } from '@libp2p/interface';
@@ -20,13 +18,14 @@ import { writeVarint, varintLength } from '../../fragments/onnx/wire.js';
 import { PROTOCOLS } from '../../proto/grid.js';
 import { createGridHost, type GridHost } from '../../node/host.js';
 import { ShareLimits } from '../../node/limits.js';
-import { ErrorCode, ExecClient, ExecError, ExecServer, FrameReader, writeFrame, type ExecServerInit, type TensorMap } from '../../node/exec/index.js';
+import { ErrorCode, ExecClient, ExecError, ExecServer, FrameReader, writeFrame, type ExecServerInit } from '../../node/exec/index.js';
 import {
   ExecRequestType, ExecResponseType, encodeFrame, encodeStepReplyFrame, encodeStepRequestFrame, type DecodedRequest, type DecodedResponse,
 } from '../../node/exec/codec.js';
 import { DEFAULT_SCAN_LIMITS, scanRequest, scanRequestPrefix, scanResponse } from '../../node/exec/scan.js';
 import type { WireTensor } from '../../proto/grid.js';
-import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
+import { rssBytes, startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
+import { gptInputs } from '../helpers/decoder-inputs.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -41,26 +40,6 @@ let fragDir: string;
 const hosts: GridHost[] = [];
 
 interface Ready { peerId: string; addresses: string[]; hosted: { manifestCid: string; index: number; cid: string }[] }
-
-/** Resident memory of a process, bytes (/proc/PID/status VmRSS). */
-function rssOf(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for ${pid}`);
-  return Number(m[1]) * 1024;
-}
-
-function int64(values: number[], dims: number[]): ort.Tensor {
-  return new ort.Tensor('int64', BigInt64Array.from(values.map(BigInt)), dims);
-}
-
-function gptInputs(tokens: number[], position: number): TensorMap {
-  const n = tokens.length;
-  return {
-    input_ids: int64(tokens, [1, n]),
-    position_ids: int64(tokens.map((_, i) => position + i), [1, n]),
-    attention_mask: int64(new Array(position + n).fill(1), [1, position + n]),
-  };
-}
 
 /** A length-prefixed frame: `envelopeField` (ExecRequest/ExecResponse body 2 = step) holding `head` then `count` copies of `unit`. */
 function repeatedFrame(head: Uint8Array, unit: Uint8Array, count: number): Buffer {
@@ -180,12 +159,12 @@ describe('bounded decoding against a real supplier process (attack 3)', () => {
     const host = await clientHost();
     const pid = supplier.child.pid!;
     expect(await honestStep(host)).toEqual([1, 3, GPT.vocab]);
-    const before = rssOf(pid);
+    const before = rssBytes(pid);
     // Step { session_id: "x", inputs: [{ dtype: 1, dims: [0] }, ...] }: 7 wire bytes per valid empty tensor
     const frame = repeatedFrame(Uint8Array.of(0x0a, 1, 0x78), Uint8Array.of(0x22, 5, 0x10, 1, 0x1a, 1, 0), 8_800_000);
     const raw = await rawStream(host, supplierAddr);
     const reply = await raw.send(frame);
-    expect(rssOf(pid) - before).toBeLessThan(64 * MB);
+    expect(rssBytes(pid) - before).toBeLessThan(64 * MB);
     const error = reply.error ?? reply.step?.error;
     expect(error?.code).toBe(ErrorCode.TOO_LARGE);
     expect(error?.message).toMatch(/more than \d+ tensors/);
@@ -199,7 +178,7 @@ describe('bounded decoding against a real supplier process (attack 3)', () => {
   it('(b) a 57 MiB tensor of 60M packed 1-byte dims gets BAD_REQUEST (rank); the supplier grows < 64 MB and still serves', async () => {
     const host = await clientHost();
     const pid = supplier.child.pid!;
-    const before = rssOf(pid);
+    const before = rssBytes(pid);
     const dims = 60_000_000;
     // Step { inputs: [{ dtype: 7, dims: [1, 1, 1, ...] (packed) }] }
     const tensorHead = Buffer.alloc(32);
@@ -214,7 +193,7 @@ describe('bounded decoding against a real supplier process (attack 3)', () => {
     const frame = repeatedFrame(tensorHead.subarray(0, p), Uint8Array.of(1), dims);
     const raw = await rawStream(host, supplierAddr);
     const reply = await raw.send(frame);
-    expect(rssOf(pid) - before).toBeLessThan(64 * MB);
+    expect(rssBytes(pid) - before).toBeLessThan(64 * MB);
     const error = reply.error ?? reply.step?.error;
     expect(error?.code).toBe(ErrorCode.BAD_REQUEST);
     expect(error?.message).toMatch(/more than 8 dims/);
