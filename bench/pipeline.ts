@@ -57,7 +57,9 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
   const spin = flags.includes('--spin');
   // --threads=N: onnxruntime intra-op threads per supplier (default: the supplier's share limit).
   const threads = flags.find((f) => f.startsWith('--threads='))?.slice('--threads='.length);
-  const supplierFlags = [...(spin ? ['--spin'] : []), ...(threads ? ['--threads', threads] : [])];
+  // --inline-runs: suppliers run onnxruntime on their own thread (no worker thread per fragment).
+  const inline = flags.includes('--inline-runs');
+  const supplierFlags = [...(spin ? ['--spin'] : []), ...(inline ? ['--inline-runs'] : []), ...(threads ? ['--threads', threads] : [])];
   const work = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-bench-pipeline-'));
   const suppliers: Supplier[] = [];
   let client: GridClient | undefined;
@@ -146,6 +148,7 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
 
     reportResult('pipeline', {
       suppliers_spin: Number(spin),
+      suppliers_inline_runs: Number(inline),
       supplier_threads: threads ? Number(threads) : 0,
       decode_tokens_per_s: decodeTps,
       mono_decode_tokens_per_s: monoDecodeTps,
@@ -168,7 +171,7 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
       concurrent8_tokens_per_s: eightTps,
       concurrent8_ratio: eightTps / singleTps,
       tokens_identical: Number(identical && concurrentIdentical),
-    }, `gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes (+1 replica of fragment 1) on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens x ${ROUNDS} rounds alternating monolithic and pipeline (speeds = totals over the rounds); greedy; suppliers with ${threads ? `${threads} onnxruntime thread(s)` : 'all cores as onnxruntime threads'}, ${spin ? 'spinning during a step (--spin)' : 'no spinning'}; monolithic = one onnxruntime session (onnxruntime defaults, spinning) of the whole model in the bench process; failover = SIGKILL of the host of fragment 1 after 16 tokens, extra = that token's time minus the median decode token.`);
+    }, `gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes (+1 replica of fragment 1) on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens x ${ROUNDS} rounds alternating monolithic and pipeline (speeds = totals over the rounds); greedy; suppliers with ${threads ? `${threads} onnxruntime thread(s)` : 'all cores as onnxruntime threads'}, ${spin ? 'spinning during a step (--spin)' : 'no spinning'}, ${inline ? 'onnxruntime on the supplier\'s own thread (--inline-runs)' : 'onnxruntime in a worker thread per fragment'}; monolithic = one onnxruntime session (onnxruntime defaults, spinning) of the whole model in the bench process; failover = SIGKILL of the host of fragment 1 after 16 tokens, extra = that token's time minus the median decode token.`);
   } finally {
     await client?.close().catch(() => undefined);
     for (const s of suppliers) s.child.kill('SIGKILL');
