@@ -4,7 +4,7 @@
  * Identity fragment; baseline in the same run: a raw TCP echo (node:net) of the same bytes. Medians.
  * Goal: hop_3k_ms ≤ 0.5. `--quick`: fewer iterations (smoke runs).
  */
-import '../node/polyfill.js';
+import '../net/polyfill.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -15,9 +15,10 @@ import { DataType } from '../fragments/onnx/dtype.js';
 import { GraphBuilder, makeModel } from '../fragments/builder/index.js';
 import { writeModel } from '../fragments/onnx/write.js';
 import { cidOfFile } from '../fragments/cid.js';
-import { createGridHost, type GridHost } from '../node/host.js';
+import { createGridHost, type GridHost } from '../net/host.js';
 import { ShareLimits } from '../node/limits.js';
-import { ExecClient, ExecServer } from '../node/exec/index.js';
+import { ExecServer } from '../node/exec/index.js';
+import { ExecClient } from '../net/exec/index.js';
 import { reportResult } from './report.js';
 
 interface Size { key: string; floats: number; iterations: number }

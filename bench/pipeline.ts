@@ -6,7 +6,7 @@
  * Goals: decode_ratio >= 0.9; failover_extra_ms <= 2 x prefill128_ms + 250; failed_requests 0;
  * concurrent8_ratio >= 1.5.
  */
-import '../node/polyfill.js';
+import '../net/polyfill.js';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';

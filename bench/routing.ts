@@ -4,8 +4,8 @@
  * same run: the same routes with a naive all-pairs switch graph (Dijkstra over every (p, j) → (q, j)
  * edge) on a 1,000-peer swarm, the O(N²) construction Petals' PR #362 removed. Goal: route_ms_p50 ≤ 5.
  */
-import { findRoute, type FragmentCost, type RouteRequest, type ServerEstimate } from '../scheduler/routing.js';
-import { seededRandom } from '../fragments/sample-inputs.js';
+import { findRoute, type FragmentCost, type RouteRequest, type ServerEstimate } from '../policy/routing.js';
+import { seededRandom } from '../fragments/seeded-random.js';
 import { reportResult } from './report.js';
 
 const FRAGMENTS = 96;

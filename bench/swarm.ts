@@ -1,12 +1,12 @@
 /**
- * `npm run bench -- swarm`: the swarm simulator (scheduler/simulator) at 100, 1,000 and 10,000 peers under
+ * `npm run bench -- swarm`: the swarm simulator (policy/simulator) at 100, 1,000 and 10,000 peers under
  * churn, with the real placement (chooseSpan, shouldMove) and routing (findRoute). Same model and request
  * shape at every size; load scales with the peers (0.01 requests/s per peer). Baseline in the same run:
  * the same swarm, seed and arrivals with routing by uniform random choice among covering servers.
  *
  * Flags: --sizes=100,1000 (a subset), --quick (a third of each horizon).
  */
-import { simulate, type SimOptions, type SimResult } from '../scheduler/simulator/index.js';
+import { simulate, type SimOptions, type SimResult } from '../policy/simulator/index.js';
 import { reportResult } from './report.js';
 
 interface Size { peers: number; label: string; horizonS: number; warmupS: number }

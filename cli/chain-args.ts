@@ -8,7 +8,7 @@ import { formatUnits, parseUnits } from 'ethers';
 import os from 'node:os';
 import path from 'node:path';
 import { decodeRevert } from '../contracts/bindings.js';
-import { openChain, type ChainAccess } from '../node/payments/chain.js';
+import { openChain, type ChainAccess } from '../contracts/chain.js';
 import { UsageError } from './errors.js';
 
 /** Help for a token amount argument (stake, unstake, deposit). */

@@ -9,10 +9,10 @@ import path from 'node:path';
 import { startGateway } from '../gateway/server.js';
 import { readKeysFile, KeysFileError, keysFileModeProblem } from '../gateway/keys.js';
 import { openPayers, type Payers } from '../gateway/payments.js';
-import { createLogger } from '../node/logger.js';
+import { createLogger } from '../net/logger.js';
 import { readChainConfig } from '../contracts/bindings.js';
 import { byteSize, portNumber, positiveNumber } from './args.js';
-import { DEFAULT_MAX_OVER_MEDIAN, DEFAULT_MAX_PRICE_PER_GFLOP } from '../scheduler/price-policy.js';
+import { DEFAULT_MAX_OVER_MEDIAN, DEFAULT_MAX_PRICE_PER_GFLOP } from '../policy/price-limits.js';
 import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { UsageError } from './errors.js';
 

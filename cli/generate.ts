@@ -3,7 +3,7 @@ import { vocabSize } from '../fragments/manifest.js';
 import { Command, Option } from 'commander';
 import { GridClient } from '../scheduler/client.js';
 import { generate } from '../scheduler/generate.js';
-import { tokenizerFor } from '../scheduler/tokenizer.js';
+import { tokenizerFor } from '../gateway/tokenizers/byte.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { UsageError } from './errors.js';

@@ -4,7 +4,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { FragmentError } from '../fragments/onnx/errors.js';
-import { IdentityError } from '../node/identity.js';
+import { IdentityError } from '../net/identity.js';
 import { UsageError } from './errors.js';
 import { VERSION } from '../fragments/version.js';
 import { modelCommand } from './model.js';

@@ -7,7 +7,7 @@ import { writeModel } from '../fragments/onnx/write.js';
 import { fragmentModel } from '../fragments/fragment.js';
 import { verifyFragments } from '../fragments/verify.js';
 import { inspectModel } from '../fragments/inspect.js';
-import { readManifest } from '../fragments/manifest.js';
+import { readManifest } from '../fragments/manifest-file.js';
 import { byteSize, dimAssignment, nonNegativeInt, positiveInt, positiveNumber, shapeAssignment } from './args.js';
 import { createProgress, formatBytes } from './progress.js';
 

@@ -1,6 +1,6 @@
 /** Choosing the DHT flavour from the addresses a command was given. */
 import { multiaddr } from '@multiformats/multiaddr';
-import type { NetworkKind } from '../node/host.js';
+import type { NetworkKind } from '../net/host.js';
 import { UsageError } from './errors.js';
 
 const PRIVATE = [/^\/ip4\/127\./, /^\/ip4\/10\./, /^\/ip4\/192\.168\./, /^\/ip4\/172\.(1[6-9]|2\d|3[01])\./, /^\/ip6\/::1\//, /^\/dns[46]?\/localhost\//, /^\/ip4\/0\.0\.0\.0\//];

@@ -1,9 +1,9 @@
 /** `gridpipe peers`: the capacity records a client can find in the DHT. */
-import '../node/polyfill.js';
+import '../net/polyfill.js';
 import { Command, Option } from 'commander';
-import { createLogger } from '../node/logger.js';
-import { createGridHost } from '../node/host.js';
-import { findAllRecords } from '../node/capacity/dht.js';
+import { createLogger } from '../net/logger.js';
+import { createGridHost } from '../net/host.js';
+import { findAllRecords } from '../net/capacity/dht.js';
 import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { positiveNumber } from './args.js';
 import { formatBytes } from './progress.js';

@@ -7,8 +7,8 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { makeStakeBinding, writeStakeBindingFile } from '../node/capacity/binding.js';
-import { requireWallet } from '../node/payments/chain.js';
+import { makeStakeBinding, writeStakeBindingFile } from '../net/capacity/binding.js';
+import { requireWallet } from '../contracts/chain.js';
 import { withChain, withChainOptions, printResult, type ChainCliOptions } from './chain-args.js';
 import { UsageError } from './errors.js';
 

@@ -13,11 +13,11 @@ import { createProgress } from './progress.js';
 import type { ProviderChoice } from '../node/exec/executor.js';
 import { ShareLimits } from '../node/limits.js';
 import { UsageError } from './errors.js';
-import { openChain } from '../node/payments/chain.js';
+import { openChain } from '../contracts/chain.js';
 import { PAYMENT_DEFAULTS } from '../node/payments/supplier-payments.js';
 import { parseTokenAmount, formatTokens, tokenDecimals } from './chain-args.js';
-import { isEvmAddress } from '../scheduler/payment.js';
-import { readStakeBindingFile, StakeBindingError } from '../node/capacity/binding.js';
+import { isEvmAddress } from '../contracts/address.js';
+import { readStakeBindingFile, StakeBindingError } from '../net/capacity/binding.js';
 
 /** Seconds (decimals allowed, 0 included) as milliseconds. */
 function seconds(value: string): number {

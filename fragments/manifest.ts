@@ -2,8 +2,6 @@
  * The manifest (JSON, versioned): what a model's fragments are, in order, with their content IDs and the
  * tensors each consumes and produces. Peers verify fragments against it; the scheduler routes with it.
  */
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { FragmentError } from './onnx/errors.js';
 import type { FragmentInput, FragmentOutput, BoundaryTensor } from './partition.js';
 import type { StatefulPair } from './stateful.js';
@@ -85,24 +83,6 @@ export function vocabSize(manifest: Pick<Manifest, 'model'>): number | undefined
   return typeof last === 'number' && last > 0 ? last : undefined;
 }
 
-/** Reads and checks a manifest from a fragment folder (or a path to manifest.json). */
-export async function readManifest(dirOrFile: string): Promise<{ manifest: Manifest; dir: string }> {
-  const file = dirOrFile.endsWith('.json') ? dirOrFile : path.join(dirOrFile, MANIFEST_FILE);
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch {
-    throw new FragmentError('BAD_MANIFEST', `${file}: no manifest here (expected the folder written by "gridpipe model fragment")`);
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new FragmentError('BAD_MANIFEST', `${file}: not valid JSON (${(err as Error).message})`);
-  }
-  return { manifest: checkManifest(parsed, file), dir: path.dirname(file) };
-}
-
 /** Validates the shape of a parsed manifest; throws BAD_MANIFEST naming the first problem. */
 export function checkManifest(value: unknown, where = 'manifest'): Manifest {
   const fail = (what: string): never => { throw new FragmentError('BAD_MANIFEST', `${where}: ${what}`); };
@@ -114,7 +94,7 @@ export function checkManifest(value: unknown, where = 'manifest'): Manifest {
     if (!isObject(f)) return fail(`fragments[${i}] is not an object`);
     if (f.index !== i) fail(`fragments[${i}].index is ${JSON.stringify(f.index)}, expected ${i}`);
     for (const key of ['file', 'cid'] as const) if (typeof f[key] !== 'string' || !f[key]) fail(`fragments[${i}].${key} must be a non-empty string`);
-    if (typeof f.file === 'string' && (path.isAbsolute(f.file) || f.file.includes('..'))) fail(`fragments[${i}].file must be a plain relative name`);
+    if (typeof f.file === 'string' && (isAbsolutePath(f.file) || f.file.includes('..'))) fail(`fragments[${i}].file must be a plain relative name`);
     for (const key of ['inputs', 'outputs', 'stateful'] as const) if (!Array.isArray(f[key])) fail(`fragments[${i}].${key} must be an array`);
     return undefined;
   });
@@ -146,13 +126,18 @@ export function fileClash(manifest: Pick<Manifest, 'fragments' | 'tokenizer'>): 
   for (const [where, file, cid] of entries) {
     if (typeof file !== 'string' || !file) continue;
     // Case-folded: on case-insensitive file systems "A.onnx" and "a.onnx" are one file.
-    const key = path.posix.normalize(file).toLowerCase();
+    const key = file.split('/').filter((part) => part !== '' && part !== '.').join('/').toLowerCase();
     const first = seen.get(key);
     // The same bytes under the same name (a shared file) are harmless; different CIDs are not.
     if (first && first.cid !== cid) return `${where} and ${first.where} both name the file ${JSON.stringify(file)} with different CIDs: each file of a manifest needs its own name`;
     if (!first) seen.set(key, { where, cid });
   }
   return undefined;
+}
+
+/** Absolute on POSIX or Windows (the manifest may have been written on either; no node:path, so this file runs anywhere). */
+function isAbsolutePath(file: string): boolean {
+  return /^([/\\]|[A-Za-z]:)/.test(file);
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

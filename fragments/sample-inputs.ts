@@ -9,6 +9,7 @@ import type { GraphIndex } from './analysis/graph.js';
 import { resolveShape, type TensorInfo } from './analysis/infer.js';
 import { dataTypeFromName, DataType, ortTypeName } from './onnx/dtype.js';
 import { FragmentError } from './onnx/errors.js';
+import { seededRandom } from './seeded-random.js';
 import type { BoundaryTensor } from './partition.js';
 
 /** Default sizes of symbolic dims for sample inputs: batch 1, KV-cache length 3, other dims 8. */
@@ -16,18 +17,6 @@ export function sampleDefaultDim(symbol: string): number {
   if (/batch/i.test(symbol)) return 1;
   if (/past/i.test(symbol)) return 3;
   return 8;
-}
-
-/** A deterministic PRNG (mulberry32). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Upper bounds (exclusive) of integer inputs that index a Gather: the size of the gathered axis. */

@@ -6,7 +6,8 @@
 import path from 'node:path';
 import { existsSync } from 'node:fs';
 import ort from 'onnxruntime-node';
-import { readManifest, type Manifest } from './manifest.js';
+import { type Manifest } from './manifest.js';
+import { readManifest } from './manifest-file.js';
 import { cidOfFile } from './cid.js';
 import { FragmentError } from './onnx/errors.js';
 import { readModel } from './onnx/read.js';

@@ -1,6 +1,6 @@
 /**
  * What one request may spend, enforced before any voucher is signed (issue 13, attacks 1 and 6). A request has
- * a cost ceiling (its positions at the dearest admissible price, scheduler/price-policy) and draws on its key's
+ * a cost ceiling (its positions at the dearest admissible price, policy/price-limits) and draws on its key's
  * budget step by step: each voucher's charge is first reserved on the key (spent + held + charge <= budget,
  * checked and added synchronously, so concurrent requests of one key cannot pass the budget together) and
  * within the request's ceiling; only then is the voucher signed. When the request settles, what it reserved
@@ -9,7 +9,7 @@
 import type { Manifest } from '../fragments/manifest.js';
 import type { HostedSpan } from '../scheduler/discovery.js';
 import type { Payee, StepPayer, WireVoucher } from '../scheduler/payment.js';
-import { admissibleSpans, costCeiling, dearestPrices, type PriceLimits, type RequestWork } from '../scheduler/price-policy.js';
+import { admissibleSpans, costCeiling, dearestPrices, type PriceLimits, type RequestWork } from '../policy/price-limits.js';
 import { overBudget, type ApiError } from './errors.js';
 import type { ApiKey, KeyRing } from './keys.js';
 

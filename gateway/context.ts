@@ -2,7 +2,7 @@
 import type { Logger } from 'pino';
 import type { GridClient } from '../scheduler/client.js';
 import type { StepPayer } from '../scheduler/payment.js';
-import type { PriceLimits } from '../scheduler/price-policy.js';
+import type { PriceLimits } from '../policy/price-limits.js';
 import type { ModelCatalog } from './catalog.js';
 import type { EventFeed } from './feed.js';
 import type { ApiKey, KeyRing } from './keys.js';
@@ -17,7 +17,7 @@ export interface GatewayContext {
   logger: Logger;
   /** The payer a key's sessions pay suppliers through (payments on), or undefined (price from adverts). */
   payerFor?: (key: ApiKey) => StepPayer | undefined;
-  /** Prices the gateway accepts from suppliers (default scheduler/price-policy's DEFAULT_PRICE_LIMITS). */
+  /** Prices the gateway accepts from suppliers (default policy/price-limits' DEFAULT_PRICE_LIMITS). */
   priceLimits?: PriceLimits;
   /** Bearer token for /metrics from other hosts (absent: loopback clients only). */
   metricsToken?: string;

@@ -6,13 +6,13 @@
 import { vocabSize } from '../fragments/manifest.js';
 import type { GridClient } from '../scheduler/client.js';
 import { generate, type StepRunner } from '../scheduler/generate.js';
-import type { SamplingOptions } from '../scheduler/sampling.js';
+import type { SamplingOptions } from '../policy/sampling.js';
 import type { StepPayer } from '../scheduler/payment.js';
 import type { PipelineSession } from '../scheduler/session.js';
 import type { CatalogModel } from './catalog.js';
 import { openPipeline } from './pipeline.js';
 import { BudgetError } from './budget.js';
-import type { PriceLimits } from '../scheduler/price-policy.js';
+import type { PriceLimits } from '../policy/price-limits.js';
 import { StopMatcher } from './stop.js';
 import { IncrementalDecoder, type TextTokenizer } from './tokenizers/index.js';
 import type { RequestTrace, RouteMetadata } from './trace.js';

@@ -8,7 +8,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { VoucherPayer } from './payer/index.js';
-import { isEvmAddress, type StepPayer } from '../scheduler/payment.js';
+import type { StepPayer } from '../scheduler/payment.js';
+import { isEvmAddress } from '../contracts/address.js';
 import type { ApiKey, ApiKeyConfig } from './keys.js';
 
 export interface PaymentOptions {

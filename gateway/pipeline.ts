@@ -8,7 +8,7 @@ import type { StepPayer } from '../scheduler/payment.js';
 import { PaymentNeededError, PipelineRequestError, PipelineUnavailableError, type PipelineSession } from '../scheduler/session.js';
 import { PayerError } from './payer/index.js';
 import { BudgetError } from './budget.js';
-import type { PriceLimits } from '../scheduler/price-policy.js';
+import type { PriceLimits } from '../policy/price-limits.js';
 import { ApiError, badRequest, overBudget, unavailable } from './errors.js';
 
 /** Opens a session on `model` holding `maxLength` positions, paid by `payer` when given, at prices `priceLimits` admits. */

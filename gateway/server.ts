@@ -3,16 +3,16 @@
  * wires the grid client, the model catalog, keys, metrics and the feed, and turns every error into OpenAI's
  * shape (bad input is always a 4xx, and the server keeps serving).
  */
-import '../node/polyfill.js';
+import '../net/polyfill.js';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { GridClient } from '../scheduler/client.js';
-import type { PriceLimits } from '../scheduler/price-policy.js';
+import type { PriceLimits } from '../policy/price-limits.js';
 import { cachedStakeCheck, type StakeCheck } from '../scheduler/discovery.js';
 import { attachStakeRegistry, createProvider } from '../contracts/bindings.js';
 import type { StepPayer } from '../scheduler/payment.js';
-import type { NetworkKind } from '../node/host.js';
-import { createLogger } from '../node/logger.js';
+import type { NetworkKind } from '../net/host.js';
+import { createLogger } from '../net/logger.js';
 import { authenticateBeforeBody } from './auth.js';
 import { ModelCatalog } from './catalog.js';
 import type { GatewayContext } from './context.js';
@@ -39,7 +39,7 @@ export interface GatewayOptions {
   models?: string[];
   /** The payer a key's sessions pay through (payments on). */
   payerFor?: (key: ApiKey) => StepPayer | undefined;
-  /** Prices accepted from suppliers (default scheduler/price-policy's DEFAULT_PRICE_LIMITS). */
+  /** Prices accepted from suppliers (default policy/price-limits' DEFAULT_PRICE_LIMITS). */
   priceLimits?: PriceLimits;
   /** Largest /v1/infer body (default 256 MiB). */
   maxTensorBytes?: number;

@@ -3,7 +3,7 @@
  * restarts. Keys are stored by the SHA-256 of their secret, never the secret itself.
  */
 import type { ClassicLevel } from 'classic-level';
-import { openDurableDb } from '../node/payments/durable-db.js';
+import { openDurableDb } from '../net/durable-db.js';
 
 const PREFIX = 'spent/';
 

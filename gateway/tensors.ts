@@ -10,7 +10,7 @@
  */
 import ort from 'onnxruntime-node';
 import { decodeTensor, encodeTensor, type WireTensor } from '../proto/grid.js';
-import { wireToOrt, ortToWire } from '../node/exec/tensors.js';
+import { wireToOrt, ortToWire } from '../net/exec/tensors.js';
 import { dataTypeFromName, dataTypeFromOrt, ortTypeName } from '../fragments/onnx/dtype.js';
 import { badRequest } from './errors.js';
 

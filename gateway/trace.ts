@@ -4,7 +4,7 @@
  * header and the feed's `request.finished` event.
  */
 import type { HopTiming, StepOutcome } from '../scheduler/session.js';
-import type { RouteCall } from '../scheduler/routing.js';
+import type { RouteCall } from '../policy/routing.js';
 
 /** One supplier's share of a request: a span of fragments (inclusive) and its summed timings. */
 export interface HopSummary {

@@ -10,34 +10,36 @@
  * in its record before downloading it, and then a placement agent moves it when the swarm is badly
  * balanced (fetch the new span, serve it, publish, stop serving the old one).
  */
-import './polyfill.js';
+import '../net/polyfill.js';
 import { mkdir, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { createLogger } from './logger.js';
-import { withTimeout } from './deadline.js';
+import { createLogger } from '../net/logger.js';
+import { withTimeout } from '../net/deadline.js';
 import type { Manifest } from '../fragments/manifest.js';
-import { createGridHost, type GridHost, type NetworkKind } from './host.js';
-import { probeCapacity, type ProbeResult } from './capacity/probe.js';
-import { CapacityPublisher, findAllRecords } from './capacity/dht.js';
-import { fieldsFromProbe, type CapacityRecordFields, type HostedFragment } from './capacity/record.js';
-import { StakeBinder, type StakeBindingStatement } from './capacity/binding.js';
+import { createGridHost, type GridHost, type NetworkKind } from '../net/host.js';
+import { probeCapacity, type ProbeResult } from './probe.js';
+import { CapacityPublisher, findAllRecords } from '../net/capacity/dht.js';
+import { fieldsFromProbe, type CapacityRecordFields, type HostedFragment } from '../net/capacity/record.js';
+import { StakeBinder, type StakeBindingStatement } from '../net/capacity/binding.js';
 import { ShareLimits, type ShareLimitOptions } from './limits.js';
-import { FragmentStore, hostedBlobCids, parseBlobCid } from './store/fragment-store.js';
-import { handleBlobProtocol } from './store/blob-protocol.js';
-import { fetchManifestAndFragments, provideBlobs } from './store/fetcher.js';
-import { FetchError } from './store/errors.js';
+import { FragmentStore, hostedBlobCids, parseBlobCid } from '../net/store/fragment-store.js';
+import { handleBlobProtocol } from '../net/store/blob-protocol.js';
+import { fetchManifestAndFragments, provideBlobs } from '../net/store/fetcher.js';
+import { FetchError } from '../net/store/errors.js';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { PeerId } from '@libp2p/interface';
 import { startExecServer, type ExecServer } from './exec/protocol.js';
 import type { ProviderChoice } from './exec/executor.js';
 import { checkAdminRequest, writeAdminToken } from './admin-guard.js';
-import { openChain, type ChainAccess, type ChainAccessOptions } from './payments/chain.js';
+import { openChain, type ChainAccess, type ChainAccessOptions } from '../contracts/chain.js';
 import { SupplierPayments, type EarningsSummary } from './payments/supplier-payments.js';
-import { parseBaseUnits } from './payments/pricing.js';
-import { PlacementAgent, placementModelOf, joiningFragment, spansOfIndices, type PlacementStatus, type Span, type SpanHost } from './placement/index.js';
+import { parseBaseUnits } from '../policy/pricing.js';
+import { PlacementAgent, type PlacementStatus, type SpanHost } from './placement/index.js';
+import { placementModelOf } from '../policy/placement-model.js';
+import { joiningFragment, spansOfIndices, type Span } from '../net/capacity/swarm.js';
 
 export interface SupplierOptions {
   dataDir: string;

@@ -2,25 +2,26 @@
  * The grid client: joins the DHT as a client, opens a model by its fragment folder or manifest CID,
  * discovers the suppliers hosting it, and opens fault-tolerant pipeline sessions on them.
  */
-import '../node/polyfill.js';
+import '../net/polyfill.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { createGridHost, type GridHost, type NetworkKind } from '../node/host.js';
-import { createLogger } from '../node/logger.js';
-import { FragmentStore, parseBlobCid } from '../node/store/fragment-store.js';
-import { fetchByCid } from '../node/store/fetcher.js';
-import { readManifest, MANIFEST_FILE, type Manifest } from '../fragments/manifest.js';
+import { createGridHost, type GridHost, type NetworkKind } from '../net/host.js';
+import { createLogger } from '../net/logger.js';
+import { FragmentStore, parseBlobCid } from '../net/store/fragment-store.js';
+import { fetchByCid } from '../net/store/fetcher.js';
+import { MANIFEST_FILE, type Manifest } from '../fragments/manifest.js';
+import { readManifest } from '../fragments/manifest-file.js';
 import { cidOfFile } from '../fragments/cid.js';
 import { ModelDiscovery, cachedStakeCheck, type DiscoveryOptions, type StakeCheck } from './discovery.js';
 import type { StepPayer } from './payment.js';
 import { attachStakeRegistry, createProvider } from '../contracts/bindings.js';
-import { Estimates } from './estimates.js';
+import { Estimates } from '../policy/estimates.js';
 import { PipelineSession } from './session.js';
-import type { PriceLimits } from './price-policy.js';
-import { ExecClient } from '../node/exec/client.js';
+import type { PriceLimits } from '../policy/price-limits.js';
+import { ExecClient } from '../net/exec/client.js';
 
 export interface GridClientOptions {
   bootstrap: string[];
@@ -37,7 +38,7 @@ export interface GridClientOptions {
 export interface SessionOptions {
   /** Pays the suppliers that charge (gateway/payer's VoucherPayer); without it only free suppliers serve. */
   payer?: StepPayer;
-  /** Prices the session accepts (default scheduler/price-policy's DEFAULT_PRICE_LIMITS). */
+  /** Prices the session accepts (default policy/price-limits' DEFAULT_PRICE_LIMITS). */
   priceLimits?: PriceLimits;
 }
 

@@ -2,16 +2,16 @@
  * Discovery: for one model (its manifest CID), the suppliers that host its fragments, from their
  * signed capacity records in the DHT, refreshed in the background and on demand (after a failure).
  *
- * Stake: a record's staking address is only what its stake binding proves (node/capacity/record.ts
+ * Stake: a record's staking address is only what its stake binding proves (net/capacity/record.ts
  * blanks an unbound one), so routing, payment (the payee) and disputes never use an address a peer
  * merely named. With a stake check, a supplier counts only when its binding is for the check's
  * StakeRegistry and chain and that address is listed there (`isStakedRecord`).
  */
-import type { GridHost } from '../node/host.js';
-import { findAllRecords } from '../node/capacity/dht.js';
-import type { CapacityRecord } from '../node/capacity/record.js';
-import { isJoining } from '../node/placement/swarm.js';
-import { isEvmAddress } from './payment.js';
+import type { GridHost } from '../net/host.js';
+import { findAllRecords } from '../net/capacity/dht.js';
+import type { CapacityRecord } from '../net/capacity/record.js';
+import { isJoining } from '../net/capacity/swarm.js';
+import { isEvmAddress } from '../contracts/address.js';
 
 /** A supplier's contiguous run of hosted fragments of the model. */
 export interface HostedSpan {

@@ -4,7 +4,7 @@
  * take only the new token each step; models without one take the whole sequence every step.
  */
 import ort from 'onnxruntime-node';
-import { entriesNeeded, sampleFromRanked, sampleToken, type SamplingOptions } from './sampling.js';
+import { entriesNeeded, sampleFromRanked, sampleToken, type SamplingOptions } from '../policy/sampling.js';
 import type { StepHints, TensorMap } from './session.js';
 
 /** Runs one step of a model: graph inputs in, graph outputs (logits...) out. */

@@ -1,12 +1,7 @@
-/** The compute scheduler: routing, placement, discovery, fault-tolerant pipeline sessions, generation. */
-export * from './routing.js';
-export * from './placement.js';
+/** The grid client: the swarm view (discovery), fault-tolerant pipeline sessions, generation, payment hooks. */
 export * from './discovery.js';
-export * from './estimates.js';
 export * from './session.js';
 export * from './generate.js';
-export * from './sampling.js';
-export * from './tokenizer.js';
 export * from './local-runner.js';
 export * from './client.js';
 export * from './payment.js';

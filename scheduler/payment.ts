@@ -1,11 +1,12 @@
 /**
  * Paying suppliers from a pipeline session: for every step of every link (replays after a failover
- * included) the session prices the step (node/payments/pricing.ts, the same function the supplier charges
+ * included) the session prices the step (policy/pricing.ts, the same function the supplier charges
  * with) and asks its StepPayer for the voucher to attach. gateway/payer implements it with signed
  * cumulative vouchers and a durable ledger.
  */
-import type { WireVoucher } from '../node/exec/codec.js';
+import type { WireVoucher } from '../net/exec/codec.js';
 import type { HostedSpan } from './discovery.js';
+import { isEvmAddress } from '../contracts/address.js';
 
 export type { WireVoucher };
 
@@ -22,10 +23,6 @@ export interface StepPayer {
   voucherFor(payee: Payee, charge: bigint): Promise<WireVoucher>;
 }
 
-/** Whether `text` is a 0x-prefixed 20-byte EVM address (any letter case). */
-export function isEvmAddress(text: string): boolean {
-  return /^0x[0-9a-fA-F]{40}$/.test(text);
-}
 
 /** Whether a span charges: it names a staking address to pay (a free supplier names none). */
 export function isPaidSpan(span: Pick<HostedSpan, 'stakingAddress'>): boolean {

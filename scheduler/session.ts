@@ -11,16 +11,16 @@ import type ort from 'onnxruntime-node';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { positionsAtCostDims, type Manifest } from '../fragments/manifest.js';
-import type { GridHost } from '../node/host.js';
-import { ExecClient, type RemoteSession } from '../node/exec/client.js';
-import type { WireSampling, WireVoucher } from '../node/exec/codec.js';
-import { ExecError } from '../node/exec/errors.js';
-import { findRoute, NoRouteError, priceWeight, type FragmentCost, type RouteCall, type ServerEstimate } from './routing.js';
-import { admissibleSpans, DEFAULT_PRICE_LIMITS, type PriceLimits } from './price-policy.js';
+import type { GridHost } from '../net/host.js';
+import { ExecClient, type RemoteSession } from '../net/exec/client.js';
+import type { WireSampling, WireVoucher } from '../net/exec/codec.js';
+import { ExecError } from '../net/exec/errors.js';
+import { findRoute, NoRouteError, priceWeight, type FragmentCost, type RouteCall, type ServerEstimate } from '../policy/routing.js';
+import { admissibleSpans, DEFAULT_PRICE_LIMITS, type PriceLimits } from '../policy/price-limits.js';
 import type { ModelDiscovery, HostedSpan } from './discovery.js';
-import { Estimates } from './estimates.js';
+import { Estimates } from '../policy/estimates.js';
 import { isPaidSpan, type StepPayer } from './payment.js';
-import { parseBaseUnits, stepCharge } from '../node/payments/pricing.js';
+import { parseBaseUnits, stepCharge } from '../policy/pricing.js';
 
 export type TensorMap = Record<string, ort.Tensor>;
 
@@ -70,7 +70,7 @@ export interface StepHints {
 /**
  * A hop of a step: who ran which fragments, how long it took, and what it cost in base units: `charge` when it
  * was paid with a voucher; `cost` always (the charge, or the supplier's advertised price for the work, priced
- * with node/payments/pricing like a charge, so budgets count the same with or without payments).
+ * with policy/pricing like a charge, so budgets count the same with or without payments).
  */
 export interface HopTiming { peerId: string; start: number; end: number; wallMs: number; queueMs: number; computeMs: number; replayed: number; cost: bigint; charge?: bigint }
 export interface StepOutcome { outputs: TensorMap; hops: HopTiming[]; failovers: number }
@@ -162,7 +162,7 @@ export class PipelineSession {
         res.replayOutputs.forEach((r, t) => Object.assign(this.history[t].known, r.outputs));
         Object.assign(known, res.outputs);
         if (payment && res.charge !== payment.charge) {
-          // Both sides price with node/payments/pricing.ts: a difference means the record's price is stale.
+          // Both sides price with policy/pricing.ts: a difference means the record's price is stale.
           this.options.logger?.warn({ peer: link.peerId, paid: payment.charge.toString(), charged: res.charge.toString() }, 'supplier charged another amount than the voucher paid for');
         }
         hops.push({

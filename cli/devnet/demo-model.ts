@@ -8,7 +8,8 @@ import { buildModel, type BuildOptions } from '../../fragments/builder/index.js'
 import { writeModel } from '../../fragments/onnx/write.js';
 import { fragmentModel } from '../../fragments/fragment.js';
 import { verifyFragments } from '../../fragments/verify.js';
-import { readManifest, MANIFEST_FILE, type Manifest } from '../../fragments/manifest.js';
+import { MANIFEST_FILE, type Manifest } from '../../fragments/manifest.js';
+import { readManifest } from '../../fragments/manifest-file.js';
 import { cidOfFile } from '../../fragments/cid.js';
 import { createProgress } from '../progress.js';
 import { UsageError } from '../errors.js';

@@ -5,7 +5,7 @@
  * would ignore as superseded, leaving the work unpaid).
  */
 import type { ClassicLevel } from 'classic-level';
-import { openDurableDb } from '../../node/payments/durable-db.js';
+import { openDurableDb } from '../../net/durable-db.js';
 
 export interface SignedVoucher {
   payer: string;

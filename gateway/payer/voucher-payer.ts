@@ -8,7 +8,7 @@ import { getAddress, getBytes } from 'ethers';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { signVoucher } from '../../contracts/eip712.js';
-import { openChain, requireWallet, type ChainAccess, type ChainAccessOptions } from '../../node/payments/chain.js';
+import { openChain, requireWallet, type ChainAccess, type ChainAccessOptions } from '../../contracts/chain.js';
 import type { Payee, StepPayer, WireVoucher } from '../../scheduler/payment.js';
 import { EscrowView } from './escrow-view.js';
 import { PayerLedger, type SignedVoucher } from './ledger.js';

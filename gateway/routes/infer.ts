@@ -11,7 +11,7 @@ import type { GatewayContext } from '../context.js';
 import { badRequest, unavailable } from '../errors.js';
 import { gridError, openPipeline } from '../pipeline.js';
 import { RequestBudget, requestCeiling } from '../budget.js';
-import { DEFAULT_PRICE_LIMITS } from '../../scheduler/price-policy.js';
+import { DEFAULT_PRICE_LIMITS } from '../../policy/price-limits.js';
 import { RequestTrace, routeHeader } from '../trace.js';
 import { TENSORS_MEDIA_TYPE, tensorFromJson, tensorToJson, tensorsFromFrames, tensorsToFrames, type TensorMap } from '../tensors.js';
 import { dataTypeFromName, ortTypeName } from '../../fragments/onnx/dtype.js';

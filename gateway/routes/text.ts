@@ -14,7 +14,7 @@ import { ApiError, badRequest, unavailable } from '../errors.js';
 import { chatPromptIds } from '../chat-prompt.js';
 import { GridGeneration } from '../generation.js';
 import { affordableTokens, ceilingPrices, RequestBudget } from '../budget.js';
-import { costCeiling, DEFAULT_PRICE_LIMITS } from '../../scheduler/price-policy.js';
+import { costCeiling, DEFAULT_PRICE_LIMITS } from '../../policy/price-limits.js';
 import { gridError } from '../pipeline.js';
 import { RequestTrace, routeHeader, type RouteMetadata } from '../trace.js';
 import type { TextTokenizer } from '../tokenizers/index.js';

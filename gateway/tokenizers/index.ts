@@ -4,7 +4,7 @@
  */
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import type { Manifest } from '../../fragments/manifest.js';
-import { byteTokenizer } from '../../scheduler/tokenizer.js';
+import { byteTokenizer } from './byte.js';
 import { ChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatMessage } from './chat.js';
 import { ChatEscaper, type SpecialToken } from './escape.js';
 import { sharedTemplateSandbox, type TemplateSandbox } from './sandbox.js';

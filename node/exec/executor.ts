@@ -14,7 +14,7 @@ import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { Logger } from 'pino';
 import { dataTypeFromOrt } from '../../fragments/onnx/dtype.js';
-import { ExecError } from './errors.js';
+import { ExecError } from '../../net/exec/errors.js';
 import { WorkerSession } from './ort-worker.js';
 
 export type ExecutionProviderName = 'cpu' | 'cuda' | 'webgpu';

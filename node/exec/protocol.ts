@@ -14,16 +14,16 @@ import type { ShareLimits } from '../limits.js';
 import {
   encodeFrame, encodeStepReplyFrame, ExecRequestType, frameBytes, ExecResponseType, FrameReader, longToBigInt, toWireTensor, writeFrame,
   fromDecodedSampling, fromDecodedVoucher, type DecodedRequest, type DecodedStep, type WireVoucher,
-} from './codec.js';
-import { ErrorCode, ExecError, toExecError } from './errors.js';
+} from '../../net/exec/codec.js';
+import { ErrorCode, ExecError, toExecError } from '../../net/exec/errors.js';
 import { ExecutorPool, type FragmentResolver, type ProviderChoice } from './executor.js';
 import { ExecMetrics } from './metrics.js';
-import { ByteBudgets } from '../wire/budget.js';
+import { ByteBudgets } from '../../net/wire/budget.js';
 import { peerSafeMessage } from './redact.js';
-import { DEFAULT_SCAN_LIMITS, scanRequest, scanRequestPrefix, type ScanLimits } from './scan.js';
+import { DEFAULT_SCAN_LIMITS, scanRequest, scanRequestPrefix, type ScanLimits } from '../../net/exec/scan.js';
 import { SessionManager, type ExecSession } from './sessions.js';
 import { loadSpan, ManifestCache } from './span.js';
-import { ortToWire } from './tensors.js';
+import { ortToWire } from '../../net/exec/tensors.js';
 
 /** What a paid step is about, for the payment hook. */
 export interface PaidStepInfo {

@@ -16,11 +16,12 @@ import type ort from 'onnxruntime-node';
 import type { Logger } from 'pino';
 import type { ShareLimits } from '../limits.js';
 import type { WireTensor } from '../../proto/grid.js';
-import { ExecError } from './errors.js';
+import { ExecError } from '../../net/exec/errors.js';
 import type { ExecMetrics } from './metrics.js';
 import type { PreparedShape, SpanProgram } from './span.js';
-import { lastRow, sampledRows, tensorBytes, topEntries, truncateAxis } from './tensors.js';
-import type { WireSampling } from './codec.js';
+import { tensorBytes } from '../../net/exec/tensors.js';
+import { lastRow, sampledRows, topEntries, truncateAxis } from './reply.js';
+import type { WireSampling } from '../../net/exec/codec.js';
 
 export interface SessionManagerOptions {
   limits: ShareLimits;

@@ -12,9 +12,9 @@ import { checkManifest, type Manifest, type ManifestFragment } from '../../fragm
 import { statefulPairs, type StatefulPair } from '../../fragments/stateful.js';
 import type { WireTensor } from '../../proto/grid.js';
 import { dataTypeName } from '../../fragments/onnx/dtype.js';
-import { ExecError } from './errors.js';
+import { ExecError } from '../../net/exec/errors.js';
 import type { ExecutorPool, FragmentExecutor, FragmentResolver, IoSpec } from './executor.js';
-import { elementBytes, emptyTensor, wireToOrt } from './tensors.js';
+import { elementBytes, emptyTensor, wireToOrt } from '../../net/exec/tensors.js';
 
 /** A KV-cache slot: one stateful pair of one fragment. */
 export interface KvSlot {

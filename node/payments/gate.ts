@@ -17,8 +17,8 @@
 import { getAddress } from 'ethers';
 import type { Logger } from 'pino';
 import { verifyVoucher } from '../../contracts/eip712.js';
-import type { WireVoucher } from '../exec/codec.js';
-import { ExecError } from '../exec/errors.js';
+import type { WireVoucher } from '../../net/exec/codec.js';
+import { ExecError } from '../../net/exec/errors.js';
 import type { CachedBalances } from './balances.js';
 import { CreditLimits } from './credit.js';
 import type { PaymentMetrics } from './metrics.js';

@@ -1,15 +1,13 @@
 /**
- * A supplier's payments: step pricing (shared with the payer), the voucher gate, the durable voucher book,
- * redemption on chain, signed receipts, and chain access for the node, the gateway's payer and the CLI.
+ * A supplier's payments: the voucher gate, the durable voucher book,
+ * redemption on chain, signed receipts.
  */
-export { stepCharge, spanFlops, tokensAtCostDims, pricedPerToken, parseBaseUnits, type StepWork } from './pricing.js';
 export { SupplierPayments, PAYMENT_DEFAULTS, summarize, type SupplierPaymentsOptions, type EarningsSummary } from './supplier-payments.js';
 export { PaymentGate, type PaymentGateInit, type AdmittedStep } from './gate.js';
 export { VoucherBook, VoucherBookError, voucherBookDir, type PayerAccount, type StoredVoucher } from './voucher-book.js';
 export { Redeemer, type RedeemerInit, type RedeemResult } from './redeemer.js';
 export { ReceiptSigner, decodeSignedReceipt, tensorsDigest, spanDigest, type ReceiptInput } from './receipts.js';
 export { CachedBalances, KeyedMutex, type BalanceSource } from './balances.js';
-export { openChain, requireWallet, ChainAccessError, type ChainAccess, type ChainAccessOptions } from './chain.js';
 export { PaymentMetrics } from './metrics.js';
 export { CreditLimits, type CreditLimitsInit, type CreditRefusal } from './credit.js';
 export { VerifiedVouchers, sameVoucher, voucherKey } from './verified-vouchers.js';

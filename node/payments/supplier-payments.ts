@@ -6,18 +6,18 @@
  */
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { ExecError } from '../exec/errors.js';
+import { ExecError } from '../../net/exec/errors.js';
 import type { PaidOpenInfo, PaidStepInfo, PaidStepTicket, StepPaymentHook } from '../exec/protocol.js';
 import { CachedBalances } from './balances.js';
-import { requireWallet, type ChainAccess } from './chain.js';
+import { requireWallet, type ChainAccess } from '../../contracts/chain.js';
 import { PaymentGate } from './gate.js';
 import { PaymentMetrics } from './metrics.js';
-import { stepCharge } from './pricing.js';
+import { stepCharge } from '../../policy/pricing.js';
 import { ReceiptSigner } from './receipts.js';
 import { Redeemer, type RedeemResult } from './redeemer.js';
 import { voucherBookDir, VoucherBook, type PayerAccount } from './voucher-book.js';
 import { WithdrawalWatch } from './withdrawal-watch.js';
-import { withTimeout } from '../deadline.js';
+import { withTimeout } from '../../net/deadline.js';
 
 /** Token base units: 10^18 is one token of an 18-decimal ERC-20 such as GridToken. */
 const TOKEN = 10n ** 18n;

@@ -6,7 +6,7 @@
  */
 import type { ClassicLevel } from 'classic-level';
 import path from 'node:path';
-import { openDurableDb } from './durable-db.js';
+import { openDurableDb } from '../../net/durable-db.js';
 import { KeyedMutex } from './balances.js';
 
 /** A voucher as stored: amounts as bigints, the signature as 0x hex. */

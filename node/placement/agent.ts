@@ -19,10 +19,10 @@
  * The agent decides; a `SpanHost` (the supplier) downloads, serves and publishes.
  */
 import type { Logger } from 'pino';
-import { chooseSpan, coverage, shouldMove, type MoveCheck, type PlacedServer } from '../../scheduler/placement.js';
-import type { CapacityRecord } from '../capacity/record.js';
-import type { ModelPlacementInfo } from './model.js';
-import { placedServers, settledHolders, swarmFromRecords, type Span, type SwarmMember } from './swarm.js';
+import { chooseSpan, coverage, shouldMove, type MoveCheck, type PlacedServer } from '../../policy/placement.js';
+import type { CapacityRecord } from '../../net/capacity/record.js';
+import type { ModelPlacementInfo } from '../../policy/placement-model.js';
+import { placedServers, settledHolders, swarmFromRecords, type Span, type SwarmMember } from '../../net/capacity/swarm.js';
 
 /** What the agent asks of the supplier. */
 export interface SpanHost {

@@ -4,7 +4,7 @@
  * official `openai` client and raw HTTP. Tokens equal a monolithic onnxruntime run; /v1/infer returns the
  * tensors of a local run; every bad request is a 4xx in OpenAI's shape and the gateway keeps serving.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -18,7 +18,7 @@ import { fragmentModel } from '../../fragments/fragment.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import { generate, type GenerateOptions } from '../../scheduler/generate.js';
 import { LocalModelRunner } from '../../scheduler/local-runner.js';
-import { byteTokenizer } from '../../scheduler/tokenizer.js';
+import { byteTokenizer } from '../../gateway/tokenizers/byte.js';
 import { GridpipeClient } from '../../gateway/client.js';
 import { TENSORS_MEDIA_TYPE, tensorsFromFrames, tensorsToFrames } from '../../gateway/tensors.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';

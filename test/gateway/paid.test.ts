@@ -3,7 +3,7 @@
  * is a wallet with escrow. Every hop of a request is paid with a voucher; the cost in the response equals the
  * sum of the hops' charges, which is exactly what each supplier's voucher book accrued.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';

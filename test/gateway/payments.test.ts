@@ -3,7 +3,7 @@
  * path to it, or the gateway's own --wallet) share one payer and one ledger, so two ledgers never each count the
  * whole escrow as theirs.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copyFileSync } from 'node:fs';
 import path from 'node:path';

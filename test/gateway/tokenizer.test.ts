@@ -5,7 +5,7 @@
  * that no longer match their CID are never served; with no valid copy anywhere the text endpoints answer 503
  * tokenizer_unavailable, and they recover once a host has the files again.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { copyFile, writeFile } from 'node:fs/promises';

@@ -3,7 +3,7 @@
  * a server step by step: the token ids, their positions and the attention mask over the KV cache plus them.
  */
 import ort from 'onnxruntime-node';
-import type { TensorMap } from '../../node/exec/index.js';
+import type { TensorMap } from '../../net/exec/index.js';
 
 /** An int64 tensor of `values` shaped `dims`. */
 export function int64(values: number[], dims: number[]): ort.Tensor {

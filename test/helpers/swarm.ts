@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { createGridHost, type GridHost, type GridHostOptions } from '../../node/host.js';
+import { createGridHost, type GridHost, type GridHostOptions } from '../../net/host.js';
 
 export interface SwarmOptions extends Omit<GridHostOptions, 'bootstrap' | 'dataDir' | 'listen'> {
   /** Give each node a data dir (identity + level datastore) under a temp folder (default false: in memory). */

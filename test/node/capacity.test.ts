@@ -4,7 +4,7 @@ import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { Wallet } from 'ethers';
 import { gridRoot } from '../../proto/grid.js';
-import { makeStakeBinding, recordBinding } from '../../node/capacity/binding.js';
+import { makeStakeBinding, recordBinding } from '../../net/capacity/binding.js';
 import {
   CapacityRecordError,
   MAX_SIGNED_RECORD_BYTES,
@@ -20,7 +20,7 @@ import {
   signRecord,
   signRecordBytes,
   type CapacityRecordFields,
-} from '../../node/capacity/record.js';
+} from '../../net/capacity/record.js';
 import {
   CapacityPublisher,
   SUPPLIERS_CID,
@@ -29,8 +29,8 @@ import {
   findAllRecords,
   findRecord,
   publishRecord,
-} from '../../node/capacity/dht.js';
-import { createGridHost, type GridHost } from '../../node/host.js';
+} from '../../net/capacity/dht.js';
+import { createGridHost, type GridHost } from '../../net/host.js';
 import { startSwarm, stopSwarm, testLogger, waitFor, type Swarm } from '../helpers/swarm.js';
 
 const SignedType = gridRoot.lookupType('gridpipe.v1.SignedCapacityRecord');

@@ -2,7 +2,7 @@
  * The exec protocol end to end: real libp2p hosts (TCP + Noise + Yamux on 127.0.0.1) and real onnxruntime.
  * Fragments of tiny builder models; results compared with local onnxruntime runs of the same graphs.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -15,14 +15,15 @@ import { fragmentModel } from '../../fragments/fragment.js';
 import { cidOfBytes } from '../../fragments/cid.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import { gridRoot, PROTOCOLS } from '../../proto/grid.js';
-import { createGridHost, type GridHost } from '../../node/host.js';
+import { createGridHost, type GridHost } from '../../net/host.js';
 import { ShareLimits, type ShareLimitOptions } from '../../node/limits.js';
+import { ExecServer, ExecutorPool, FragmentExecutor, providerCandidates, truncateAxis, type ExecServerInit } from '../../node/exec/index.js';
 import {
-  ErrorCode, ExecClient, ExecError, ExecServer, ExecutorPool, FragmentExecutor, FrameReader, ortToWire, providerCandidates, truncateAxis, wireToOrt, writeFrame,
-  encodeStepReplyFrame, encodeStepRequestFrame, tensorCopyStats, type ExecServerInit, type RemoteSession, type TensorMap,
-} from '../../node/exec/index.js';
-import { ExecRequestType, ExecResponseType, REFERENCE_BYTES, encodeFrame, type DecodedResponse } from '../../node/exec/codec.js';
-import { sampleToken } from '../../scheduler/sampling.js';
+  ErrorCode, ExecClient, ExecError, FrameReader, ortToWire, wireToOrt, writeFrame,
+  encodeStepReplyFrame, encodeStepRequestFrame, tensorCopyStats, type RemoteSession, type TensorMap,
+} from '../../net/exec/index.js';
+import { ExecRequestType, ExecResponseType, REFERENCE_BYTES, encodeFrame, type DecodedResponse } from '../../net/exec/codec.js';
+import { sampleToken } from '../../policy/sampling.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
 import { gptInputs, int64 } from '../helpers/decoder-inputs.js';

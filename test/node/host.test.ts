@@ -1,9 +1,9 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { IdentityError, loadOrCreateIdentity } from '../../node/identity.js';
+import { IdentityError, loadOrCreateIdentity } from '../../net/identity.js';
 import { multiaddr } from '@multiformats/multiaddr';
-import { createGridHost, DHT_PROTOCOL, stopGridHost, type GridHost } from '../../node/host.js';
+import { createGridHost, DHT_PROTOCOL, stopGridHost, type GridHost } from '../../net/host.js';
 import { startSwarm, stopSwarm, testLogger, waitFor, type Swarm } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
 

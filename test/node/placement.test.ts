@@ -6,20 +6,22 @@
  * withdraws its record), the agent of another supplier moves into the gap after two checks agree; and a
  * balanced swarm stays put over several check intervals. Before that, the pure pieces the agent rests on.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { buildModel } from '../../fragments/builder/index.js';
 import { writeModel } from '../../fragments/onnx/write.js';
 import { fragmentModel } from '../../fragments/fragment.js';
-import { readManifest } from '../../fragments/manifest.js';
-import { createGridHost, type GridHost } from '../../node/host.js';
-import { FragmentStore } from '../../node/store/fragment-store.js';
-import { handleBlobProtocol } from '../../node/store/blob-protocol.js';
-import { findAllRecords } from '../../node/capacity/dht.js';
-import { buildRecord, type CapacityRecord } from '../../node/capacity/record.js';
-import { placementModelOf, swarmFromRecords, settledHolders, joiningFragment, type ModelPlacementInfo, type PlacementStatus, type Span } from '../../node/placement/index.js';
-import { chooseSpan, coverage, shouldMove } from '../../scheduler/placement.js';
+import { readManifest } from '../../fragments/manifest-file.js';
+import { createGridHost, type GridHost } from '../../net/host.js';
+import { FragmentStore } from '../../net/store/fragment-store.js';
+import { handleBlobProtocol } from '../../net/store/blob-protocol.js';
+import { findAllRecords } from '../../net/capacity/dht.js';
+import { buildRecord, type CapacityRecord } from '../../net/capacity/record.js';
+import type { PlacementStatus } from '../../node/placement/index.js';
+import { placementModelOf, type ModelPlacementInfo } from '../../policy/placement-model.js';
+import { swarmFromRecords, settledHolders, joiningFragment, type Span } from '../../net/capacity/swarm.js';
+import { chooseSpan, coverage, shouldMove } from '../../policy/placement.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';

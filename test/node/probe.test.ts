@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { parseNvidiaSmi, probeCapacity } from '../../node/capacity/probe.js';
+import { parseNvidiaSmi, probeCapacity } from '../../node/probe.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const tmp = tempDir();

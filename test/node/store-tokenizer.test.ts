@@ -4,7 +4,7 @@
  * fetched the model by CID fetches them too, serves them and provides them, and bytes that do not match the
  * CID are rejected wherever they come from.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { readFileSync } from 'node:fs';
 import { copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -17,11 +17,11 @@ import { cidOfFile } from '../../fragments/cid.js';
 import { fragmentModel } from '../../fragments/fragment.js';
 import { MANIFEST_FILE, type Manifest } from '../../fragments/manifest.js';
 import { writeModel } from '../../fragments/onnx/write.js';
-import type { GridHost } from '../../node/host.js';
+import type { GridHost } from '../../net/host.js';
 import {
   BLOB_PROTOCOL, CidMismatchError, FetchError, FragmentStore, MAX_REQUEST_BYTES, decodeBlobRequest, encodeChunkFrame, fetchByCid,
   fetchManifestAndFragments, handleBlobProtocol, hostedBlobCids, provideBlobs, tokenizerFilesOf,
-} from '../../node/store/index.js';
+} from '../../net/store/index.js';
 import { startSwarm, stopSwarm, type Swarm } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
 import { writeTestTokenizer } from '../gateway/fixtures.js';

@@ -1,4 +1,4 @@
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { copyFile, mkdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
@@ -16,13 +16,13 @@ import { fragmentModel } from '../../fragments/fragment.js';
 import { MANIFEST_FILE, type Manifest } from '../../fragments/manifest.js';
 import { readModel } from '../../fragments/onnx/read.js';
 import { writeModel } from '../../fragments/onnx/write.js';
-import type { GridHost } from '../../node/host.js';
+import type { GridHost } from '../../net/host.js';
 import {
   BLOB_PROTOCOL, BlobRemoteError, CidMismatchError, FetchError, FragmentStore, FrameReader, InvalidCidError, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
   createBlobHandler,
   counterValue, decodeBlobRequest, decodeBlobResponse, encodeBlobRequest, encodeChunkFrame, fetchBlob, fetchByCid,
   fetchManifestAndFragments, frame, handleBlobProtocol, parseBlobCid, provideBlobs, type BlobServerOptions,
-} from '../../node/store/index.js';
+} from '../../net/store/index.js';
 import { startSwarm, stopSwarm, waitFor, type Swarm } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
 

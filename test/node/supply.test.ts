@@ -5,7 +5,7 @@
  * fragment matches a local onnxruntime run; pause shows in the record; a restart keeps the PeerId;
  * SIGTERM withdraws the record and exits cleanly.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
@@ -14,9 +14,9 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { buildModel } from '../../fragments/builder/index.js';
 import { writeModel } from '../../fragments/onnx/write.js';
 import { fragmentModel } from '../../fragments/fragment.js';
-import { readManifest } from '../../fragments/manifest.js';
-import { createGridHost, type GridHost } from '../../node/host.js';
-import { ExecClient } from '../../node/exec/client.js';
+import { readManifest } from '../../fragments/manifest-file.js';
+import { createGridHost, type GridHost } from '../../net/host.js';
+import { ExecClient } from '../../net/exec/client.js';
 import { readAdminToken } from '../../node/admin-guard.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { runCli } from '../helpers/cli.js';

@@ -4,7 +4,7 @@
  * charges its replies acknowledged. Beside it, a supplier with a tiny --redeem-threshold redeems on its own
  * while serving, and a graceful stop (SIGTERM) pays nothing twice.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { GridClient, type OpenModel } from '../../scheduler/client.js';

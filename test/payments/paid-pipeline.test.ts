@@ -9,7 +9,7 @@
  * (d) a payer whose escrow cannot cover a step refuses to sign, and the step fails with ESCROW_EXHAUSTED;
  * and a supplier SIGKILLed mid-generation: its replacement is paid for the replay, priced alike on both sides.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { getBytes, Wallet } from 'ethers';
@@ -20,10 +20,10 @@ import { generate, stepInputs, type GenerateOptions } from '../../scheduler/gene
 import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import type { HopTiming, StepHints } from '../../scheduler/session.js';
 import { VoucherPayer, PayerError } from '../../gateway/payer/index.js';
-import { ExecClient, type RemoteSession } from '../../node/exec/client.js';
-import { ExecError } from '../../node/exec/errors.js';
-import type { WireVoucher } from '../../node/exec/codec.js';
-import { stepCharge } from '../../node/payments/pricing.js';
+import { ExecClient, type RemoteSession } from '../../net/exec/client.js';
+import { ExecError } from '../../net/exec/errors.js';
+import type { WireVoucher } from '../../net/exec/codec.js';
+import { stepCharge } from '../../policy/pricing.js';
 import { decodeSignedReceipt } from '../../node/payments/receipts.js';
 import { signVoucher, verifyReceipt } from '../../contracts/eip712.js';
 import type { Manifest } from '../../fragments/manifest.js';

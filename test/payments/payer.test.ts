@@ -8,7 +8,7 @@ import path from 'node:path';
 import { hexlify } from 'ethers';
 import { VoucherPayer, PayerError } from '../../gateway/payer/index.js';
 import { verifyVoucher } from '../../contracts/eip712.js';
-import type { WireVoucher } from '../../node/exec/codec.js';
+import type { WireVoucher } from '../../net/exec/codec.js';
 import { tempDir } from '../helpers/tmp.js';
 import { startPaymentChain, type PaymentChain } from './helpers.js';
 

@@ -1,7 +1,7 @@
 /** Step pricing: exact bigints, rounded up, per position for KV models and per run without KV; the voucher travels on the wire. */
 import { describe, expect, it } from 'vitest';
-import { stepCharge, spanFlops, tokensAtCostDims, parseBaseUnits } from '../../node/payments/pricing.js';
-import { encodeStepRequestFrame, ExecRequestType, fromDecodedVoucher, type DecodedRequest } from '../../node/exec/codec.js';
+import { stepCharge, spanFlops, tokensAtCostDims, parseBaseUnits } from '../../policy/pricing.js';
+import { encodeStepRequestFrame, ExecRequestType, fromDecodedVoucher, type DecodedRequest } from '../../net/exec/codec.js';
 
 const kvModel = {
   costDims: { batch_size: 1, sequence_length: 16, past_sequence_length: 8 },

@@ -4,7 +4,7 @@
  * loses its traffic to its replica; SIGKILL of a supplier mid-generation changes nothing in the tokens;
  * with every host of a fragment gone the error names the fragment.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { buildModel } from '../../fragments/builder/index.js';

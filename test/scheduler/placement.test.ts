@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chooseSpan, coverage, shouldMove, spanLengthAt, type PlacedServer } from '../../scheduler/placement.js';
+import { chooseSpan, coverage, shouldMove, spanLengthAt, type PlacedServer } from '../../policy/placement.js';
 
 const model = { fragmentBytes: [4, 4, 4, 4, 4, 4, 4, 4] }; // 8 fragments of 4 units
 type Server = PlacedServer & { memoryBytes: number };

@@ -3,8 +3,8 @@
  * the most a request may cost at the admitted prices.
  */
 import { describe, expect, it } from 'vitest';
-import { admissibleSpans, costCeiling, dearestPrices, medianPrice, type PricedSpan } from '../../scheduler/price-policy.js';
-import { stepCharge } from '../../node/payments/pricing.js';
+import { admissibleSpans, costCeiling, dearestPrices, medianPrice, type PricedSpan } from '../../policy/price-limits.js';
+import { stepCharge } from '../../policy/pricing.js';
 
 const span = (peerId: string, start: number, end: number, price: string): PricedSpan => ({ peerId, start, end, pricePerGflop: price });
 const limits = { maxPricePerGflop: 10n ** 15n, maxOverMedian: 4 };

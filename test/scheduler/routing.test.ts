@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { findRoute, NoRouteError, priceWeight, type FragmentCost, type RouteRequest, type ServerEstimate } from '../../scheduler/routing.js';
-import { seededRandom } from '../../fragments/sample-inputs.js';
+import { findRoute, NoRouteError, priceWeight, type FragmentCost, type RouteRequest, type ServerEstimate } from '../../policy/routing.js';
+import { seededRandom } from '../../fragments/seeded-random.js';
 
 function randomSwarm(seed: number, fragments: number, servers: number): { frags: FragmentCost[]; servers: ServerEstimate[] } {
   const r = seededRandom(seed);

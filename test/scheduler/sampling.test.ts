@@ -5,8 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import ort from 'onnxruntime-node';
-import { entriesNeeded, sampleFromRanked, sampleToken, uniformAt, type SamplingOptions } from '../../scheduler/sampling.js';
-import { lastRow, topEntries } from '../../node/exec/tensors.js';
+import { entriesNeeded, sampleFromRanked, sampleToken, uniformAt, type SamplingOptions } from '../../policy/sampling.js';
+import { lastRow, topEntries } from '../../node/exec/reply.js';
 
 /** Logits with many ties: small integers scaled, so equal values are common. */
 const logitsArb = fc.array(fc.integer({ min: -20, max: 20 }), { minLength: 2, maxLength: 300 }).map((v) => Float32Array.from(v, (x) => x / 4));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { EventQueue, llama70bClass, randomRoute, simulate, Simulation, type SimOptions, type SimResult } from '../../scheduler/simulator/index.js';
-import { seededRandom } from '../../fragments/sample-inputs.js';
+import { EventQueue, llama70bClass, randomRoute, simulate, Simulation, type SimOptions, type SimResult } from '../../policy/simulator/index.js';
+import { seededRandom } from '../../fragments/seeded-random.js';
 
 /** Everything but the wall-clock figures. */
 function deterministicPart(r: SimResult): Omit<SimResult, 'timing'> {

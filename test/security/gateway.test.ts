@@ -6,7 +6,7 @@
  * tokens typed in a message stay plain text; /metrics and /v1/feed carry no key name. Then the lows without
  * processes: devnet.json's mode, the keys file's mode check, the duplicate-file manifest.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -17,7 +17,7 @@ import { buildModel } from '../../fragments/builder/index.js';
 import { writeModel } from '../../fragments/onnx/write.js';
 import { fragmentModel } from '../../fragments/fragment.js';
 import { checkManifest, type Manifest } from '../../fragments/manifest.js';
-import { FragmentStore } from '../../node/store/fragment-store.js';
+import { FragmentStore } from '../../net/store/fragment-store.js';
 import { keysFileModeProblem } from '../../gateway/keys.js';
 import { writePrivateFile } from '../../cli/devnet/private-file.js';
 import { ensureDataDir } from '../../cli/devnet/preflight.js';

@@ -5,7 +5,7 @@
  * ceiling passes the key's budget, so 402 before any voucher); and 8 concurrent requests on a key with room for
  * about 3 never sign or spend more than the key's budget. The ledgers are read back from disk at the end.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -14,7 +14,7 @@ import type { Wallet } from 'ethers';
 import { killAll, startGridpipe, type RunningProcess } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
 import { admin, keystoreOf, PASSPHRASE, smallGpt, startPaymentChain, startSupplier, TOKEN, type PaymentChain, type StartedSupplier } from '../payments/helpers.js';
-import { costCeiling } from '../../scheduler/price-policy.js';
+import { costCeiling } from '../../policy/price-limits.js';
 import { PayerLedger } from '../../gateway/payer/ledger.js';
 import { payerLedgerDir } from '../../gateway/payer/voucher-payer.js';
 import { SpendingLedger } from '../../gateway/spending.js';

@@ -22,11 +22,11 @@ import { cachedStakeCheck, isStakedRecord, ModelDiscovery } from '../../schedule
 import { isPaidSpan } from '../../scheduler/payment.js';
 import { generate } from '../../scheduler/generate.js';
 import { attachStakeRegistry } from '../../contracts/index.js';
-import { buildRecord, openRecord, signRecord } from '../../node/capacity/record.js';
-import { findRecord, provideSupplier, publishRecord } from '../../node/capacity/dht.js';
-import { makeStakeBinding, readStakeBindingFile, recordBinding, StakeBinder } from '../../node/capacity/binding.js';
-import { createGridHost, type GridHost } from '../../node/host.js';
-import { loadOrCreateIdentity } from '../../node/identity.js';
+import { buildRecord, openRecord, signRecord } from '../../net/capacity/record.js';
+import { findRecord, provideSupplier, publishRecord } from '../../net/capacity/dht.js';
+import { makeStakeBinding, readStakeBindingFile, recordBinding, StakeBinder } from '../../net/capacity/binding.js';
+import { createGridHost, type GridHost } from '../../net/host.js';
+import { loadOrCreateIdentity } from '../../net/identity.js';
 import { cidOfFile } from '../../fragments/cid.js';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';

@@ -11,18 +11,18 @@
  * - the payment database and the admin token are the owner's only (0700/0600);
  * - `gridpipe supply --staking-address 0x…` takes one address (it was parsed as a variadic list).
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readdirSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import path from 'node:path';
 import { formatUnits, getBytes, Wallet } from 'ethers';
 import { multiaddr } from '@multiformats/multiaddr';
-import { createGridHost, type GridHost } from '../../node/host.js';
-import { ExecClient, type RemoteSession } from '../../node/exec/client.js';
-import { ExecError } from '../../node/exec/errors.js';
-import type { WireVoucher } from '../../node/exec/codec.js';
-import { stepCharge } from '../../node/payments/pricing.js';
+import { createGridHost, type GridHost } from '../../net/host.js';
+import { ExecClient, type RemoteSession } from '../../net/exec/client.js';
+import { ExecError } from '../../net/exec/errors.js';
+import type { WireVoucher } from '../../net/exec/codec.js';
+import { stepCharge } from '../../policy/pricing.js';
 import { voucherBookDir } from '../../node/payments/voucher-book.js';
 import { adminTokenPath, readAdminToken } from '../../node/admin-guard.js';
 import { signVoucher } from '../../contracts/eip712.js';

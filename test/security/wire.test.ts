@@ -5,7 +5,7 @@
  * empty replay outputs; a peer announces big frames on many streams and never sends them. Each must fail
  * safely: an error reply or a failed session, memory growth well under 64 MB, the node still serving.
  */
-import '../../node/polyfill.js';
+import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { Registry } from 'prom-client';
@@ -16,13 +16,14 @@ import { writeModel } from '../../fragments/onnx/write.js';
 import { fragmentModel } from '../../fragments/fragment.js';
 import { writeVarint, varintLength } from '../../fragments/onnx/wire.js';
 import { PROTOCOLS } from '../../proto/grid.js';
-import { createGridHost, type GridHost } from '../../node/host.js';
+import { createGridHost, type GridHost } from '../../net/host.js';
 import { ShareLimits } from '../../node/limits.js';
-import { ErrorCode, ExecClient, ExecError, ExecServer, FrameReader, writeFrame, type ExecServerInit } from '../../node/exec/index.js';
+import { ExecServer, type ExecServerInit } from '../../node/exec/index.js';
+import { ErrorCode, ExecClient, ExecError, FrameReader, writeFrame } from '../../net/exec/index.js';
 import {
   ExecRequestType, ExecResponseType, encodeFrame, encodeStepReplyFrame, encodeStepRequestFrame, type DecodedRequest, type DecodedResponse,
-} from '../../node/exec/codec.js';
-import { DEFAULT_SCAN_LIMITS, scanRequest, scanRequestPrefix, scanResponse } from '../../node/exec/scan.js';
+} from '../../net/exec/codec.js';
+import { DEFAULT_SCAN_LIMITS, scanRequest, scanRequestPrefix, scanResponse } from '../../net/exec/scan.js';
 import type { WireTensor } from '../../proto/grid.js';
 import { rssBytes, startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { gptInputs } from '../helpers/decoder-inputs.js';
@@ -127,7 +128,7 @@ function floats(name: string, dims: number[]): WireTensor {
   return { name, dtype: 1, dims, data: new Uint8Array(Float32Array.from({ length: n }, (_, i) => i).buffer) };
 }
 
-describe('decoding limits (node/exec/scan.ts)', () => {
+describe('decoding limits (net/exec/scan.ts)', () => {
   it('passes real step and reply frames whole and at every prefix, and names the limit a bad one breaks', () => {
     const hidden = floats('hidden_states', [1, 96, 4096]); // 1.5 MiB
     const request = payload(encodeStepRequestFrame({

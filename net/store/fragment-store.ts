@@ -16,7 +16,8 @@ import { sha256 } from 'multiformats/hashes/sha2';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { cidFromSha256 } from '../../fragments/cid.js';
-import { checkManifest, fileClash, MANIFEST_FILE, readManifest, type Manifest } from '../../fragments/manifest.js';
+import { checkManifest, fileClash, MANIFEST_FILE, type Manifest } from '../../fragments/manifest.js';
+import { readManifest } from '../../fragments/manifest-file.js';
 import { CidMismatchError, InvalidCidError } from './errors.js';
 import { createStoreMetrics, type StoreMetrics } from './metrics.js';
 

@@ -3,9 +3,9 @@
  * set aside to host it (weights plus a KV-cache budget, as Petals budgets 4096 tokens per block) and
  * its compute cost (FLOPs per step, so a supplier's FLOP/s turns into steps/s per fragment).
  */
-import type { Manifest, ManifestFragment } from '../../fragments/manifest.js';
-import { bitsPerElement, dataTypeFromName } from '../../fragments/onnx/dtype.js';
-import type { PlacementModel } from '../../scheduler/placement.js';
+import type { Manifest, ManifestFragment } from '../fragments/manifest.js';
+import { bitsPerElement, dataTypeFromName } from '../fragments/onnx/dtype.js';
+import type { PlacementModel } from './placement.js';
 
 /** KV positions budgeted per hosted fragment when no other number is given (Petals' default). */
 export const DEFAULT_KV_TOKENS = 4096;

@@ -6,9 +6,9 @@
  * count it at once. The record format has no state per fragment yet, so a joining fragment is written
  * as `load = 1` with no active session (a busy fragment always has sessions). See `joiningFragment`.
  */
-import type { CapacityRecord, HostedFragment } from '../capacity/record.js';
-import type { PlacedServer } from '../../scheduler/placement.js';
-import type { ModelPlacementInfo } from './model.js';
+import type { CapacityRecord, HostedFragment } from './record.js';
+import type { PlacedServer } from '../../policy/placement.js';
+import type { ModelPlacementInfo } from '../../policy/placement-model.js';
 
 /** A contiguous run of fragments. */
 export interface Span { start: number; end: number }

@@ -99,7 +99,7 @@ export type CapacityRecordRejection =
   | 'EXPIRED'
   | 'NOT_YET_VALID'
   | 'BAD_LIFETIME'
-  /** Refused by a node's storage quota (node/capacity/quota.ts), not by what it says. */
+  /** Refused by a node's storage quota (net/capacity/quota.ts), not by what it says. */
   | 'QUOTA';
 
 /** A record that failed `openRecord`; `reason` is a stable code (also the metrics label). */

@@ -46,7 +46,7 @@ export const SUPPLIERS_DISCOVERY_TEXT = 'gridpipe-suppliers-v1';
 /** The well-known CID every supplier provides (raw codec, SHA-256 of SUPPLIERS_DISCOVERY_TEXT). */
 export const SUPPLIERS_CID: CID = CID.parse(cidOfBytes(new TextEncoder().encode(SUPPLIERS_DISCOVERY_TEXT)));
 
-/** What the functions here need of a node; a `GridHost` (node/host.ts) is one. */
+/** What the functions here need of a node; a `GridHost` (net/host.ts) is one. */
 export interface CapacityNode {
   node: {
     peerId: PeerId;

@@ -3,7 +3,7 @@
  * network jitter, ...), so that changing how requests are routed does not change the swarm's churn or
  * the arrival sequence: two policies compared on one seed see the same peers come and go.
  */
-import { seededRandom } from '../../fragments/sample-inputs.js';
+import { seededRandom } from '../../fragments/seeded-random.js';
 
 export type Rng = () => number;
 

@@ -8,7 +8,7 @@
  * data: no I/O, no chain.
  */
 import type { Manifest } from '../fragments/manifest.js';
-import { parseBaseUnits, stepCharge } from '../node/payments/pricing.js';
+import { parseBaseUnits, stepCharge } from './pricing.js';
 
 /** What a client accepts (base units of the payment token per GFLOP). */
 export interface PriceLimits {

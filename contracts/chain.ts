@@ -4,8 +4,8 @@
  * (passphrase from $GRIDPIPE_PASSPHRASE).
  */
 import { getAddress, type JsonRpcProvider, type Wallet } from 'ethers';
-import { connectGrid, createProvider, readChainConfig, type ChainConfig, type GridContracts } from '../../contracts/bindings.js';
-import { loadKeystore } from '../../contracts/wallet.js';
+import { connectGrid, createProvider, readChainConfig, type ChainConfig, type GridContracts } from './bindings.js';
+import { loadKeystore } from './wallet.js';
 
 export interface ChainAccessOptions {
   /** Chain config JSON (addresses, chain id, RPC URL). */

@@ -9,12 +9,12 @@ import os from 'node:os';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { Logger } from 'pino';
-import { GraphBuilder, makeModel } from '../../fragments/builder/graph-builder.js';
-import { DataType } from '../../fragments/onnx/dtype.js';
-import { writeModel } from '../../fragments/onnx/write.js';
-import { VERSION } from '../../fragments/version.js';
-import { cudaProviderInstalled } from '../exec/executor.js';
-import type { Gpu, ProbeLike } from './record.js';
+import { GraphBuilder, makeModel } from '../fragments/builder/graph-builder.js';
+import { DataType } from '../fragments/onnx/dtype.js';
+import { writeModel } from '../fragments/onnx/write.js';
+import { VERSION } from '../fragments/version.js';
+import { cudaProviderInstalled } from './exec/executor.js';
+import type { Gpu, ProbeLike } from '../net/capacity/record.js';
 
 /** A GPU as nvidia-smi reports it (the record's Gpu). */
 export type GpuInfo = Gpu;

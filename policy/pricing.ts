@@ -11,7 +11,7 @@
  * costDim (so spanFlops / divisor is the per-token cost, as scheduler/session.ts fragmentCosts has it). For a
  * model without a KV cache every chunk is one run at costDims: `units` = runs, `divisor` = 1.
  */
-import { positionsAtCostDims, type Manifest } from '../../fragments/manifest.js';
+import { positionsAtCostDims, type Manifest } from '../fragments/manifest.js';
 
 /** What a step on a span is priced from. */
 export interface StepWork {

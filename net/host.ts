@@ -76,7 +76,7 @@ export interface DhtOptions {
    */
   providerValidityMs?: number;
   reprovideIntervalMs?: number;
-  /** Most capacity records stored for others (node/capacity/quota.ts; default 4096). */
+  /** Most capacity records stored for others (net/capacity/quota.ts; default 4096). */
   maxCapacityRecords?: number;
 }
 
