@@ -15,7 +15,7 @@ import { ModelCatalog } from '../../gateway/catalog.js';
 import { generate, type GenerateOptions } from '../../scheduler/generate.js';
 import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import { buildRecord, signRecord } from '../../net/capacity/record.js';
-import { findRecord, provideSupplier, publishRecord } from '../../net/capacity/dht.js';
+import { findRecord, findSupplierPeers, provideSupplier, publishRecord } from '../../net/capacity/dht.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import { tempDir } from '../helpers/tmp.js';
 import { startSwarm, stopSwarm, testLogger, waitFor, type Swarm } from '../helpers/swarm.js';
@@ -82,7 +82,9 @@ beforeAll(async () => {
     // No background sweep and bans that outlast the test: every sweep counted below is one somebody asked for.
     discovery: { lookupTimeoutMs: 5000, refreshMs: 10 * 60_000 }, estimates: { banBaseMs: 10 * 60_000 },
   });
-  await waitFor(async () => (await findRecord(client.host, supplier.peerId, { timeoutMs: 2000 })) !== undefined, 'the supplier\'s record', 60_000, 200);
+  // What a sweep reads: the supplier among the providers of the suppliers key, and its record (not counted as sweeps).
+  await waitFor(async () => (await findSupplierPeers(client.host, { timeoutMs: 2000 })).includes(supplier.peerId)
+    && (await findRecord(client.host, supplier.peerId, { timeoutMs: 2000 })) !== undefined, 'the supplier\'s record', 60_000, 200);
   catalog = new ModelCatalog(client, { refreshEveryMs: 0, logger });
 }, 180_000);
 
