@@ -3,14 +3,17 @@
  * fetched by CID) plus those given with `--model`, each with its tokenizer and whether every fragment has a
  * live host right now. A model's id is its manifest name; its manifest CID is accepted too.
  *
+ * The catalog reads the records from the grid client's swarm view (scheduler/swarm-view.ts): its sweep is
+ * the same DHT sweep that updates every open model's hosts, and what it fetches (manifests, tokenizer files)
+ * goes into the client's one store.
+ *
  * What a record can make the gateway fetch: with a stake check (a chain), only records bound to a staked
  * address (scheduler/discovery.ts isStakedRecord) count, so a fresh key's record makes no manifest fetch;
  * on an open grid (no chain) at most `maxDiscovered` discovered manifests are opened or tried (default 64);
  * `--model` ones are always opened.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type { PeerId } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -18,9 +21,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { GridClient, OpenModel } from '../scheduler/client.js';
 import { isStakedRecord, spansOf, type HostedSpan, type StakeCheck } from '../scheduler/discovery.js';
-import { findAllRecords } from '../net/capacity/dht.js';
-import { FragmentStore, MAX_TOKENIZER_BYTES } from '../net/store/fragment-store.js';
-import { fetchByCid } from '../net/store/fetcher.js';
+import { MAX_TOKENIZER_BYTES } from '../net/store/fragment-store.js';
 import { cidOfBytes } from '../fragments/cid.js';
 import { loadTokenizer, type TextTokenizer } from './tokenizers/index.js';
 import { notFound } from './errors.js';
@@ -52,10 +53,8 @@ export interface CatalogOptions {
   waitForHostsMs?: number;
   /** Shortest time between two DHT sweeps triggered by requests (default 2 s). */
   minRefreshMs?: number;
-  /** Background sweep period (default 15 s; 0 = none). */
+  /** Background sweep period (default 15 s; 0 = none); each sweep also updates every open model's hosts. */
   refreshEveryMs?: number;
-  /** Per-sweep DHT timeout (default 5 s). */
-  lookupTimeoutMs?: number;
   /** Count only bound, staked suppliers as hosts (as routing does when the client has the same check). */
   stakeCheck?: StakeCheck;
   /** Most discovered (not --model) manifests opened or tried, so records cannot make the gateway fetch without end (default 64). */
@@ -79,8 +78,6 @@ export class ModelCatalog {
   private lastSweep = 0;
   private sweeping?: Promise<void>;
   private timer?: ReturnType<typeof setInterval>;
-  private store?: FragmentStore;
-  private storeDir?: string;
 
   constructor(private readonly client: GridClient, private readonly options: CatalogOptions = {}) {}
 
@@ -104,7 +101,10 @@ export class ModelCatalog {
   /** The models whose every fragment has a live host. */
   servable(): CatalogModel[] { return this.all().filter((m) => m.missing.length === 0); }
 
-  /** Sweeps the DHT for capacity records (at most every minRefreshMs unless forced); adds new models, updates coverage. */
+  /**
+   * Sweeps the DHT for capacity records through the swarm view (at most every minRefreshMs unless forced); adds
+   * new models, updates coverage.
+   */
   refresh(force = false): Promise<void> {
     if (!force && Date.now() - this.lastSweep < (this.options.minRefreshMs ?? 2000)) return this.sweeping ?? Promise.resolve();
     this.sweeping ??= this.sweep().finally(() => { this.sweeping = undefined; this.lastSweep = Date.now(); });
@@ -125,9 +125,8 @@ export class ModelCatalog {
     if (this.timer) clearInterval(this.timer);
     await this.sweeping?.catch(() => undefined);
     for (const m of this.byCid.values()) m.open.discovery.stop();
-    // A tokenizer fetch still running writes into the store folder: let it end before removing the folder.
+    // A tokenizer fetch still running writes into the client's store: let it end before the client closes.
     await Promise.all([...this.tokenizerRetry.values()].map((r) => r.running));
-    if (this.storeDir) await rm(this.storeDir, { recursive: true, force: true });
   }
 
   private find(id: string): CatalogModel | undefined {
@@ -135,10 +134,10 @@ export class ModelCatalog {
   }
 
   private async sweep(): Promise<void> {
-    const records = await findAllRecords(this.client.host, { timeoutMs: this.options.lookupTimeoutMs ?? 5000 });
+    // Withdrawn records are left out by the view.
+    const { records } = await this.client.swarm.refresh();
     const spansByCid = new Map<string, HostedSpan[]>();
     for (const r of records) {
-      if (r.withdrawn) continue;
       if (this.options.stakeCheck && !(await isStakedRecord(this.options.stakeCheck, r))) continue;
       for (const cid of new Set(r.fragments.map((f) => f.manifestCid))) {
         const spans = spansOf(r, cid).filter((s) => !s.paused);
@@ -250,13 +249,9 @@ export class ModelCatalog {
         local = `${f.file} in ${sourceDir}: ${(err as Error).message}`;
       }
     }
-    if (!this.store) {
-      this.storeDir = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-gateway-'));
-      this.store = await FragmentStore.open({ dataDir: this.storeDir });
-    }
     try {
-      const fetched = await fetchByCid(this.client.host.node, this.store, f.cid, {
-        provide: false, signal: AbortSignal.timeout(15_000), maxBytes: MAX_TOKENIZER_BYTES,
+      const fetched = await this.client.fetchBlob(f.cid, {
+        signal: AbortSignal.timeout(15_000), maxBytes: MAX_TOKENIZER_BYTES,
         expectedSize: Number.isSafeInteger(f.bytes) ? f.bytes : undefined, peers: await this.hostsOf(model),
       });
       return await readFile(fetched.path);

@@ -1,6 +1,8 @@
 /**
  * The grid client: joins the DHT as a client, opens a model by its fragment folder or manifest CID,
- * discovers the suppliers hosting it, and opens fault-tolerant pipeline sessions on them.
+ * discovers the suppliers hosting it, and opens fault-tolerant pipeline sessions on them. It owns the
+ * process's one swarm view (DHT sweeps, estimates, bans, route making: scheduler/swarm-view.ts) and one
+ * fragment store for what it fetches (manifests, and the gateway's tokenizer files).
  */
 import '../net/polyfill.js';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -11,14 +13,15 @@ import type { Logger } from 'pino';
 import { createGridHost, type GridHost, type NetworkKind } from '../net/host.js';
 import { createLogger } from '../net/logger.js';
 import { FragmentStore, parseBlobCid } from '../net/store/fragment-store.js';
-import { fetchByCid } from '../net/store/fetcher.js';
+import { fetchByCid, type FetchOptions, type FetchResult } from '../net/store/fetcher.js';
 import { MANIFEST_FILE, type Manifest } from '../fragments/manifest.js';
 import { readManifest } from '../fragments/manifest-file.js';
 import { cidOfFile } from '../fragments/cid.js';
 import { ModelDiscovery, cachedStakeCheck, type DiscoveryOptions, type StakeCheck } from './discovery.js';
 import type { StepPayer } from './payment.js';
 import { attachStakeRegistry, createProvider } from '../contracts/bindings.js';
-import { Estimates } from '../policy/estimates.js';
+import type { EstimatesOptions } from '../policy/estimates.js';
+import { SwarmView } from './swarm-view.js';
 import { PipelineSession } from './session.js';
 import type { PriceLimits } from '../policy/price-limits.js';
 import { ExecClient } from '../net/exec/client.js';
@@ -28,6 +31,8 @@ export interface GridClientOptions {
   network?: NetworkKind;
   logger?: Logger;
   discovery?: DiscoveryOptions;
+  /** Moving averages and ban lengths of the swarm view's per-peer estimates (policy/estimates.ts defaults). */
+  estimates?: EstimatesOptions;
   /** Smallest step deadline for sessions (default 5 s). */
   minStepTimeoutMs?: number;
   /** Route only to staked suppliers: a check of your own, or the chain's StakeRegistry (isListed, cached). */
@@ -50,15 +55,22 @@ export interface OpenModel {
 }
 
 export class GridClient {
-  /** Shared by every session of this client, so what one learns (slow or dead peers) helps the others. */
-  readonly estimates = new Estimates();
+  /**
+   * The process's one view of the swarm, shared by every model and session of this client (and the gateway's
+   * catalog): one DHT sweep serves them all, and what one session learns (slow or dead peers) helps the others.
+   */
+  readonly swarm: SwarmView;
   private readonly exec = new ExecClient();
-  private tmpDirs: string[] = [];
+  /** The one store of what this client fetches (a temp folder, removed at close). */
+  private store?: Promise<{ store: FragmentStore; dir: string }>;
 
   private readonly stakeCheck?: StakeCheck;
   private readonly closeChain?: () => void;
 
   private constructor(readonly host: GridHost, private readonly options: GridClientOptions, readonly logger: Logger) {
+    this.swarm = SwarmView.of(host, {
+      refreshMs: options.discovery?.refreshMs, lookupTimeoutMs: options.discovery?.lookupTimeoutMs, estimates: options.estimates, logger,
+    });
     const s = options.stakeCheck;
     if (s && 'isListed' in s) this.stakeCheck = s;
     else if (s) {
@@ -87,32 +99,51 @@ export class GridClient {
       manifestCid = await cidOfFile(path.join(source, MANIFEST_FILE));
     } else {
       manifestCid = parseBlobCid(source);
-      const dir = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-client-'));
-      this.tmpDirs.push(dir);
-      const store = await FragmentStore.open({ dataDir: dir });
+      const { store } = await this.openStore();
       await fetchByCid(this.host.node, store, manifestCid, { provide: false });
       const read = await store.readManifest(manifestCid);
       if (!read) throw new Error(`manifest ${manifestCid} could not be read after fetching it`);
       manifest = read;
     }
-    const discovery = new ModelDiscovery(this.host, manifestCid, { ...this.options.discovery, ...(this.stakeCheck ? { stakeCheck: this.stakeCheck } : {}) });
+    const { accept } = this.options.discovery ?? {};
+    const discovery = new ModelDiscovery(this.swarm, manifestCid, { ...(accept ? { accept } : {}), ...(this.stakeCheck ? { stakeCheck: this.stakeCheck } : {}) });
     await discovery.waitForCoverage(manifest.fragments.length, waitForHostsMs);
     discovery.start();
     return { manifest, manifestCid, discovery };
+  }
+
+  /**
+   * Fetches a blob by CID from the grid into the client's store (provided to nobody); `options.peers` are
+   * asked first. The file stays until the client closes.
+   */
+  async fetchBlob(cid: string, options: Omit<FetchOptions, 'provide'> = {}): Promise<FetchResult> {
+    const { store } = await this.openStore();
+    return fetchByCid(this.host.node, store, cid, { ...options, provide: false });
   }
 
   /** A new pipeline session on an open model. */
   session(model: OpenModel, maxLength: number, options: SessionOptions = {}): PipelineSession {
     return new PipelineSession({
       host: this.host, manifest: model.manifest, manifestCid: model.manifestCid, discovery: model.discovery,
-      estimates: this.estimates, client: this.exec, maxLength, logger: this.logger, minStepTimeoutMs: this.options.minStepTimeoutMs,
+      swarm: this.swarm, client: this.exec, maxLength, logger: this.logger, minStepTimeoutMs: this.options.minStepTimeoutMs,
       payer: options.payer, priceLimits: options.priceLimits,
     });
   }
 
   async close(): Promise<void> {
+    this.swarm.close();
     this.closeChain?.();
     await this.host.stop();
-    for (const d of this.tmpDirs) await rm(d, { recursive: true, force: true });
+    const opened = await this.store?.catch(() => undefined);
+    if (opened) await rm(opened.dir, { recursive: true, force: true });
+  }
+
+  private openStore(): Promise<{ store: FragmentStore; dir: string }> {
+    this.store ??= (async () => {
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-client-'));
+      return { store: await FragmentStore.open({ dataDir: dir }), dir };
+    })();
+    this.store.catch(() => { this.store = undefined; });
+    return this.store;
   }
 }

@@ -1,14 +1,13 @@
 /**
  * Discovery: for one model (its manifest CID), the suppliers that host its fragments, from their
- * signed capacity records in the DHT, refreshed in the background and on demand (after a failure).
+ * signed capacity records as the process's swarm view (scheduler/swarm-view.ts) read them from the DHT:
+ * every sweep of the view, in the background or on demand (after a failure), updates every model at once.
  *
  * Stake: a record's staking address is only what its stake binding proves (net/capacity/record.ts
  * blanks an unbound one), so routing, payment (the payee) and disputes never use an address a peer
  * merely named. With a stake check, a supplier counts only when its binding is for the check's
  * StakeRegistry and chain and that address is listed there (`isStakedRecord`).
  */
-import type { GridHost } from '../net/host.js';
-import { findAllRecords } from '../net/capacity/dht.js';
 import type { CapacityRecord } from '../net/capacity/record.js';
 import { isJoining } from '../net/capacity/swarm.js';
 import { isEvmAddress } from '../contracts/address.js';
@@ -43,15 +42,20 @@ export function spansOf(record: CapacityRecord, manifestCid: string): HostedSpan
   return spans;
 }
 
-export interface DiscoveryOptions {
-  /** Background refresh period (default 30 s). */
-  refreshMs?: number;
-  /** Timeout of one DHT sweep (default 10 s). */
-  lookupTimeoutMs?: number;
+/** Which of the swarm view's records count as hosts of a model. */
+export interface DiscoveryFilter {
   /** Keep only suppliers this returns true for. */
   accept?: (record: CapacityRecord) => boolean | Promise<boolean>;
   /** When a chain is configured: keep only suppliers whose staking address is listed (staked) there. */
   stakeCheck?: StakeCheck;
+}
+
+/** Discovery settings of a GridClient: the swarm view's sweeps and the filter of every model's hosts. */
+export interface DiscoveryOptions extends DiscoveryFilter {
+  /** Background sweep when no sweep ran for this long (default 30 s). */
+  refreshMs?: number;
+  /** Timeout of one DHT sweep (default 10 s). */
+  lookupTimeoutMs?: number;
 }
 
 /** Whether an address is staked enough to be routed to. */
@@ -101,56 +105,78 @@ export function cachedStakeCheck(
   };
 }
 
+/** One DHT sweep of the swarm view: every live (not withdrawn) capacity record, numbered in order. */
+export interface Sweep {
+  number: number;
+  records: readonly CapacityRecord[];
+  /** When it completed (ms since the epoch). */
+  at: number;
+}
+
+/** Where a discovery reads records: the process's swarm view (scheduler/swarm-view.ts). */
+export interface RecordFeed {
+  refresh(options?: { acceptRecent?: boolean }): Promise<Sweep>;
+  subscribe(listener: (sweep: Sweep) => unknown): () => void;
+}
+
+/**
+ * The hosts of one model: the spans of its fragments in the records of the swarm view's sweeps (its own
+ * filters applied), updated by every sweep of the view once started.
+ */
 export class ModelDiscovery {
   private spans: HostedSpan[] = [];
-  private timer?: ReturnType<typeof setInterval>;
-  private inflight?: Promise<HostedSpan[]>;
+  /** The sweep the spans come from (a late answer from an older sweep never overwrites a newer one). */
+  private applied = 0;
+  private unsubscribe?: () => void;
 
-  constructor(private readonly host: GridHost, readonly manifestCid: string, private readonly options: DiscoveryOptions = {}) {}
+  constructor(private readonly feed: RecordFeed, readonly manifestCid: string, private readonly options: DiscoveryFilter = {}) {}
 
   /** The spans known now. */
   get current(): HostedSpan[] { return this.spans; }
 
-  /** Looks the hosts up now (concurrent calls share one lookup). */
-  refresh(): Promise<HostedSpan[]> {
-    this.inflight ??= (async () => {
-      try {
-        const records = await findAllRecords(this.host, { timeoutMs: this.options.lookupTimeoutMs ?? 10_000 });
-        const kept: HostedSpan[] = [];
-        for (const r of records) {
-          if (r.withdrawn) continue;
-          if (this.options.accept && !(await this.options.accept(r))) continue;
-          if (this.options.stakeCheck && !(await isStakedRecord(this.options.stakeCheck, r))) continue;
-          kept.push(...spansOf(r, this.manifestCid).filter((s) => !s.paused));
-        }
-        this.spans = kept;
-        return kept;
-      } finally {
-        this.inflight = undefined;
-      }
-    })();
-    return this.inflight;
+  /** Looks the hosts up now: a fresh sweep of the swarm view (concurrent calls share one). */
+  async refresh(): Promise<HostedSpan[]> {
+    return this.apply(await this.feed.refresh());
   }
 
-  /** Waits until every fragment in [0, fragments) has a host or the deadline passes; returns the spans. */
+  /**
+   * Waits until every fragment in [0, fragments) has a host or the deadline passes; returns the spans. A
+   * recent sweep of the view counts as the first look (the catalog's sweep that found the model).
+   */
   async waitForCoverage(fragments: number, timeoutMs = 30_000): Promise<HostedSpan[]> {
     const deadline = Date.now() + timeoutMs;
+    let spans = await this.apply(await this.feed.refresh({ acceptRecent: true }));
     for (;;) {
-      const spans = await this.refresh();
       const covered = new Set(spans.flatMap((s) => Array.from({ length: s.end - s.start }, (_, i) => s.start + i)));
       if (covered.size >= fragments || Date.now() >= deadline) return spans;
       await new Promise((r) => setTimeout(r, 250));
+      spans = await this.refresh();
     }
   }
 
-  /** Refreshes in the background every `refreshMs`. */
+  /** Follows every sweep of the view from now on (the view sweeps in the background while any discovery follows it). */
   start(): void {
-    this.timer ??= setInterval(() => { void this.refresh().catch(() => undefined); }, this.options.refreshMs ?? 30_000);
-    this.timer.unref?.();
+    this.unsubscribe ??= this.feed.subscribe((sweep) => this.apply(sweep));
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+  }
+
+  /** The model's spans in a sweep, filtered; kept as current unless a newer sweep was applied already. */
+  private async apply(sweep: Sweep): Promise<HostedSpan[]> {
+    if (sweep.number === this.applied) return this.spans;
+    const kept: HostedSpan[] = [];
+    for (const r of sweep.records) {
+      if (this.options.accept && !(await this.options.accept(r))) continue;
+      if (this.options.stakeCheck && !(await isStakedRecord(this.options.stakeCheck, r))) continue;
+      kept.push(...spansOf(r, this.manifestCid).filter((s) => !s.paused));
+    }
+    if (sweep.number > this.applied) {
+      this.spans = kept;
+      this.applied = sweep.number;
+    }
+    return kept;
   }
 }

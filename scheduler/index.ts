@@ -1,4 +1,5 @@
-/** The grid client: the swarm view (discovery), fault-tolerant pipeline sessions, generation, payment hooks. */
+/** The grid client: the swarm view, discovery, fault-tolerant pipeline sessions, generation, payment hooks. */
+export * from './swarm-view.js';
 export * from './discovery.js';
 export * from './session.js';
 export * from './generate.js';

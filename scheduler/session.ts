@@ -5,6 +5,10 @@
  * stalls past its deadline or returns an error, the client bans it, routes a replacement for that span
  * only (possibly split differently), replays the history into it in one call (chunk by chunk, as first
  * sent, so results stay identical) and goes on. A step fails only when a fragment has no live server.
+ *
+ * Routes, estimates and bans belong to the process's swarm view (scheduler/swarm-view.ts): the session asks
+ * it for a route and reports every reply and failure to it; it keeps only its own state (the route's open
+ * sessions, every step's tensors and positions) and the replay.
  */
 import type { Logger } from 'pino';
 import type ort from 'onnxruntime-node';
@@ -15,10 +19,10 @@ import type { GridHost } from '../net/host.js';
 import { ExecClient, type RemoteSession } from '../net/exec/client.js';
 import type { WireSampling, WireVoucher } from '../net/exec/codec.js';
 import { ExecError } from '../net/exec/errors.js';
-import { findRoute, NoRouteError, priceWeight, type FragmentCost, type RouteCall, type ServerEstimate } from '../policy/routing.js';
-import { admissibleSpans, DEFAULT_PRICE_LIMITS, type PriceLimits } from '../policy/price-limits.js';
+import type { FragmentCost, RouteCall } from '../policy/routing.js';
+import type { PriceLimits } from '../policy/price-limits.js';
 import type { ModelDiscovery, HostedSpan } from './discovery.js';
-import { Estimates } from '../policy/estimates.js';
+import type { RoutePlan, SwarmView } from './swarm-view.js';
 import { isPaidSpan, type StepPayer } from './payment.js';
 import { parseBaseUnits, stepCharge } from '../policy/pricing.js';
 
@@ -39,7 +43,8 @@ export interface PipelineSessionOptions {
   manifest: Manifest;
   manifestCid: string;
   discovery: ModelDiscovery;
-  estimates?: Estimates;
+  /** The process's swarm view: routes, estimates and bans, shared with every other session. */
+  swarm: SwarmView;
   client?: ExecClient;
   /** Positions the servers' KV caches must hold. */
   maxLength: number;
@@ -106,7 +111,7 @@ export class PaymentNeededError extends Error {
 export class PipelineSession {
   private chain: Link[] = [];
   private readonly history: { position: number; known: TensorMap; tokens: number }[] = [];
-  private readonly estimates: Estimates;
+  private readonly swarm: SwarmView;
   private readonly client: ExecClient;
   private readonly costs: FragmentCost[];
   private readonly k: number;
@@ -115,7 +120,7 @@ export class PipelineSession {
   failovers = 0;
 
   constructor(private readonly options: PipelineSessionOptions) {
-    this.estimates = options.estimates ?? new Estimates();
+    this.swarm = options.swarm;
     this.client = options.client ?? new ExecClient();
     this.k = options.manifest.fragments.length;
     this.costs = fragmentCosts(options.manifest);
@@ -152,12 +157,12 @@ export class PipelineSession {
       const chunkTokens = [...this.history.slice(0, replay.length).map((h) => h.tokens), tokens];
       const payment = await this.payment(link, chunkTokens);
       const started = performance.now();
-      const estimate = this.estimates.get(link.peerId);
+      const estimate = this.swarm.estimateOf(link.peerId);
       estimate.inflight++;
       try {
         const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), ...this.reductionFrom(link.end, hints), timeoutMs, ...payment?.options }).finally(() => { estimate.inflight--; });
         const wallMs = performance.now() - started;
-        this.estimates.recordReply(link.peerId, wallMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens * (1 + replay.length)));
+        this.swarm.reportReply(link.peerId, wallMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens * (1 + replay.length)));
         // Replayed outputs rebuild what later fresh spans of a different split need for their own replay.
         res.replayOutputs.forEach((r, t) => Object.assign(this.history[t].known, r.outputs));
         Object.assign(known, res.outputs);
@@ -178,7 +183,7 @@ export class PipelineSession {
         if (err instanceof ExecError && err.code === 'BAD_REQUEST') throw new PipelineRequestError(err.message, err);
         this.failovers++;
         this.options.logger?.warn({ peer: link.peerId, span: [link.start, link.end], err: (err as Error).message }, 'server failed; routing around it');
-        this.estimates.recordFailure(link.peerId);
+        this.swarm.reportFailure(link.peerId);
         link.session.abort();
         if (++repairs > (this.options.maxRepairs ?? 8)) throw err;
         await this.repair(i, tokens);
@@ -253,56 +258,33 @@ export class PipelineSession {
 
   private async openRoute(from: number, to: number, tokens: number): Promise<Link[]> {
     for (let attempt = 0; ; attempt++) {
-      const live = attempt === 0 && this.options.discovery.current.length ? this.options.discovery.current : await this.options.discovery.refresh();
-      // Hosts whose price the limits refuse are not candidates at all (issue 13: a price is the host's own claim).
-      const { spans, refused } = admissibleSpans(live, this.options.priceLimits ?? DEFAULT_PRICE_LIMITS, this.k);
-      const servers = spans.map((s) => this.serverEstimate(s));
-      let calls: RouteCall[];
-      let estimatedMs: number;
-      try {
-        // Throughput mode even for decode: it weighs each server's queue and the calls already in flight from
-        // this client's other sessions, so concurrent sessions spread over replicas instead of herding onto
-        // the one fastest chain (what the swarm simulator showed latency mode doing under load).
-        const route = findRoute(this.costs, servers, { from, to, tokens, mode: 'throughput', exclude: this.estimates.banned(), msPerPriceUnit: priceWeight(servers) });
-        calls = route.stages.map((s) => s.calls[0]);
-        estimatedMs = route.estimatedMs;
-      } catch (err) {
-        if (err instanceof NoRouteError) {
-          if (attempt < 2) { await new Promise((r) => setTimeout(r, 200)); continue; }
-          throw new PipelineUnavailableError(err.fragment, err, refused.get(err.fragment));
-        }
-        throw err;
+      const plan: RoutePlan = await this.swarm.planRoute(this.options.discovery, { costs: this.costs, from, to, tokens, priceLimits: this.options.priceLimits, lookAgain: attempt > 0 });
+      if (plan.unroutable) {
+        if (attempt < 2) { await new Promise((r) => setTimeout(r, 200)); continue; }
+        throw new PipelineUnavailableError(plan.unroutable.fragment, plan.unroutable, plan.refused);
       }
+      const { calls, estimatedMs } = plan;
       const links: Link[] = [];
       try {
-        for (const call of calls) {
-          const span = spans.find((s) => s.peerId === call.peerId && s.start <= call.start && call.end <= s.end)!;
-          const session = await this.client.openSession(this.options.host.node, dialTarget(span), {
+        for (const { hosted, ...call } of calls) {
+          const session = await this.client.openSession(this.options.host.node, dialTarget(hosted), {
             fragments: Array.from({ length: call.end - call.start }, (_, n) => ({ cid: this.options.manifest.fragments[call.start + n].cid, manifestCid: this.options.manifestCid, index: call.start + n })),
             maxLength: this.options.maxLength,
-            voucher: await this.openVoucher(span),
+            voucher: await this.openVoucher(hosted),
           });
-          links.push({ ...call, session, hosted: span, fresh: true, predictedMs: estimatedMs / calls.length });
+          links.push({ ...call, session, hosted, fresh: true, predictedMs: estimatedMs / calls.length });
         }
         return links;
       } catch (err) {
-        // A server that will not even open a session: ban it and route again.
+        // A server that will not even open a session: ban it (for every session of this process) and route again.
         for (const l of links) l.session.abort();
         const bad = calls[links.length];
-        if (bad) this.estimates.recordFailure(bad.peerId);
+        if (bad) this.swarm.reportFailure(bad.peerId);
         this.failovers++;
         this.options.logger?.warn({ peer: bad?.peerId, err: (err as Error).message }, 'could not open a session; routing around it');
         if (attempt >= 8) throw err;
       }
     }
-  }
-
-  private serverEstimate(span: HostedSpan): ServerEstimate {
-    const e = this.estimates.get(span.peerId, span.gflops);
-    return {
-      peerId: span.peerId, start: span.start, end: span.end, secondsPerFlop: e.secondsPerFlop, rttMs: e.rttMs,
-      bandwidthBytesPerS: 1e9, queueMs: e.queueMs, inflight: e.inflight, capacity: 4, pricePerGflop: Number(span.pricePerGflop) || 0,
-    };
   }
 
   /** Tensors the span [start, end) reads from outside itself, KV-cache inputs excluded (they stay on the server). */

@@ -95,7 +95,7 @@ describe('paid pipelines (anvil + 3 paid supplier processes)', () => {
   it('discovery skips the unstaked supplier, which is found without the stake check', async () => {
     const peers = new Set(model.discovery.current.map((s) => s.peerId));
     expect(peers).toEqual(new Set([a.peerId, b.peerId]));
-    const unfiltered = new ModelDiscovery(client.host, model.manifestCid, { lookupTimeoutMs: 5000 });
+    const unfiltered = new ModelDiscovery(client.swarm, model.manifestCid);
     const all = await unfiltered.refresh();
     expect(all.map((s) => s.peerId)).toContain(unstaked.peerId);
   });

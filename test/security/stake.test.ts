@@ -129,7 +129,7 @@ describe('stake bound to identity (issue 13, attack 5)', () => {
     }
 
     // Without a chain (an open grid) the others are routable but never paid as the staker.
-    const free = new ModelDiscovery(client.host, modelA.manifestCid);
+    const free = new ModelDiscovery(client.swarm, modelA.manifestCid);
     const spans = await free.refresh();
     expect(new Set(spans.map((s) => s.peerId))).toEqual(new Set([honest.peerId, borrower.peerId, copier.peerId.toString()]));
     for (const s of spans) expect(s.stakingAddress === staker.address).toBe(s.peerId === honest.peerId);
