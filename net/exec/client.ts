@@ -152,7 +152,7 @@ export class RemoteSession {
         }
         let r: DecodedResponse;
         try {
-          r = ExecResponseType.decode(event.bytes) as unknown as DecodedResponse;
+          r = ExecResponseType.decode(event.bytes);
         } catch (err) {
           this.pending.shift()?.reject(new ExecError('INTERNAL', `malformed reply: ${(err as Error).message}`));
           continue;

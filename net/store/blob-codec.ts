@@ -4,7 +4,7 @@
  */
 import { Uint8ArrayList } from 'uint8arraylist';
 import { encodeVarint, lengthDelimitedPrefix } from '../../fragments/onnx/wire.js';
-import { gridRoot, PROTOCOLS } from '../../proto/grid.js';
+import { PROTOCOLS, wire } from '../../proto/wire.js';
 import { lengthPrefixed } from '../wire/frame-reader.js';
 
 export const BLOB_PROTOCOL = PROTOCOLS.blob;
@@ -17,10 +17,9 @@ export const MAX_REQUEST_BYTES = 4096;
 /** Largest BlobResponse frame: one full chunk plus its header. */
 export const MAX_RESPONSE_BYTES = MAX_CHUNK_BYTES + 4096;
 
-const RequestType = gridRoot.lookupType('gridpipe.v1.BlobRequest');
-const ChunkType = gridRoot.lookupType('gridpipe.v1.BlobChunk');
-const ResponseType = gridRoot.lookupType('gridpipe.v1.BlobResponse');
-const ErrorCodeEnum = gridRoot.lookupEnum('gridpipe.v1.ErrorCode');
+const RequestType = wire.BlobRequest;
+const ChunkType = wire.BlobChunk;
+const ResponseType = wire.BlobResponse;
 
 export type ErrorCodeName = 'BAD_REQUEST' | 'TOO_LARGE' | 'NOT_FOUND' | 'BUSY' | 'INTERNAL';
 
@@ -56,7 +55,7 @@ export function decodeBlobRequest(bytes: Uint8Array): BlobRequest {
 }
 
 export function encodeErrorResponse(code: ErrorCodeName, message: string): Uint8Array {
-  return ResponseType.encode(ResponseType.create({ error: { code: ErrorCodeEnum.values[code], message } })).finish();
+  return ResponseType.encode(ResponseType.create({ error: { code: wire.ErrorCode[code], message } })).finish();
 }
 
 /**

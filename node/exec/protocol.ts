@@ -229,7 +229,7 @@ export class ExecServer {
         let req: DecodedRequest;
         try {
           scanRequest(event.bytes, this.scanLimits); // bounded decoding: counts and sizes before protobufjs allocates
-          req = ExecRequestType.decode(event.bytes) as unknown as DecodedRequest;
+          req = ExecRequestType.decode(event.bytes);
         } catch (err) {
           await this.sendError(stream, err instanceof ExecError ? err : new ExecError('BAD_REQUEST', `malformed frame: ${(err as Error).message}`));
           continue;

@@ -79,10 +79,7 @@ export class ReceiptSigner {
 
 /** Decodes StepReply.receipt back into the Receipt and its signature (0x hex). */
 export function decodeSignedReceipt(bytes: Uint8Array): { receipt: Receipt; signature: string } {
-  const m = SignedReceiptType.decode(bytes) as unknown as {
-    supplier: string; fragmentCid: Uint8Array; inputHash: Uint8Array; outputHash: Uint8Array; sessionId: Uint8Array;
-    step: number | { toString(): string }; issuedAt: number | { toString(): string }; signature: Uint8Array;
-  };
+  const m = SignedReceiptType.decode(bytes);
   const hex = (b: Uint8Array): string => `0x${Buffer.from(b).toString('hex')}`;
   return {
     receipt: {
