@@ -8,7 +8,7 @@
 import type { Connection, Libp2p, Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { PROTOCOLS, type WireTensor } from '../../proto/grid.js';
+import { PROTOCOLS, type WireTensor } from '../../proto/wire.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import type { ShareLimits } from '../limits.js';
 import {

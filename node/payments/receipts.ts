@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { concat, getBytes, keccak256, toUtf8Bytes, type Wallet } from 'ethers';
 import { cidToBytes32, signReceipt, type Receipt } from '../../contracts/eip712.js';
-import type { WireTensor } from '../../proto/grid.js';
+import type { WireTensor } from '../../proto/wire.js';
 import { SignedReceiptType } from '../../net/exec/codec.js';
 
 /** sha256 over tensors as described in the module doc, 0x hex. */
