@@ -5,7 +5,8 @@
  * models and runs a model through it over 127.0.0.1 with the same results as a local onnxruntime run.
  *
  * Real Chromium is not used: this machine has neither /usr/bin/chromium nor playwright-core; a `vm` context
- * with only the web platform globals the SDK needs (fetch, text streams, URL) stands in for the page.
+ * with only the web platform globals the SDK needs (fetch, text streams, URL) stands in for the page, its fetch
+ * refusing to be called as a method of another object as a browser's does.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
@@ -112,8 +113,14 @@ describe('gridpipe/client without Node', () => {
     // A page's globals, nothing of Node's: no require, process, Buffer, module or import of node: modules.
     const { code } = await bundleSdk();
     context = vm.createContext({
-      fetch, URL, TextEncoder, TextDecoder, TextDecoderStream, AbortController, AbortSignal, Headers, Request, Response, console,
+      URL, TextEncoder, TextDecoder, TextDecoderStream, AbortController, AbortSignal, Headers, Request, Response, console,
     });
+    // Node's fetch, with a browser's rule on top: window.fetch called on any other object is an "Illegal invocation".
+    const pageGlobal: unknown = vm.runInContext('globalThis', context);
+    context.fetch = function pageFetch(this: unknown, ...args: Parameters<typeof fetch>): ReturnType<typeof fetch> {
+      if (this !== undefined && this !== pageGlobal) throw new TypeError("Failed to execute 'fetch' on 'Window': Illegal invocation");
+      return fetch(...args);
+    };
     vm.runInContext(code, context, { filename: 'gridpipe-client.bundle.js' });
     sdk = context.gridpipeSdk as typeof sdk;
   }, 120_000);
