@@ -5,8 +5,9 @@
  * this protocol: oversized frames skipped and reported, unread bytes capped, failures as ExecErrors.
  * Step requests and step replies, the messages that carry tensors, are encoded by hand: sizes first, then
  * one buffer per frame with tensors below REFERENCE_BYTES copied in once (the stream stack turns every chunk
- * into a socket write) and larger tensors handed over by reference. The other messages go through
- * protobufjs. Decoding uses protobufjs, whose `bytes` fields are views into the frame (no copy).
+ * into a socket write) and larger tensors handed over by reference. The other messages, and all decoding, go
+ * through the classes generated from proto/exec.proto (proto/wire.ts, protobufjs runtime), whose `bytes`
+ * fields decode as views into the frame (no copy).
  */
 import type { Stream } from '@libp2p/interface';
 import { varintLength, writeVarint } from '../../fragments/onnx/wire.js';
