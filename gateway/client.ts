@@ -1,8 +1,12 @@
 /**
  * `gridpipe/client`: a small typed client for a gridpipe gateway (any OpenAI client works too; this one also
- * reads the route metadata and speaks /v1/infer). Uses the global fetch; no dependencies.
+ * reads the route metadata and speaks /v1/infer). Uses the global fetch, in a browser as in Node.
+ *
+ * Runs in a browser: it imports only proto/wire.ts (generated message code on the protobufjs minimal
+ * runtime), no node: module, no fs and no Buffer. test/gateway/client-sdk.test.ts walks its imports and runs
+ * it with none of Node's modules in reach.
  */
-import { decodeTensor, encodeTensor } from '../proto/grid.js';
+import { decodeTensor, encodeTensor } from '../proto/wire.js';
 
 export interface GridpipeClientOptions {
   /** The gateway, e.g. http://127.0.0.1:8080 (with or without /v1). */
@@ -74,13 +78,24 @@ function tensorBytes(t: Tensor, code: number): Uint8Array {
   return new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength);
 }
 
+/** The chunks as one buffer (Buffer.concat without Buffer, which a browser lacks). */
+function concatBytes(chunks: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const c of chunks) length += c.byteLength;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const c of chunks) { out.set(c, at); at += c.byteLength; }
+  return out;
+}
+
 export class GridpipeClient {
   private readonly base: string;
   private readonly doFetch: typeof fetch;
 
   constructor(private readonly options: GridpipeClientOptions) {
     this.base = options.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '');
-    this.doFetch = options.fetch ?? fetch;
+    // A browser's fetch must be called with the global as `this`, never as a method of this client.
+    this.doFetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
   }
 
   /** The models the gateway can serve now. */
@@ -142,7 +157,7 @@ export class GridpipeClient {
       new DataView(length.buffer).setUint32(0, bytes.byteLength);
       frames.push(length, bytes);
     }
-    const res = await this.request('POST', `/v1/infer?model=${encodeURIComponent(model)}`, Buffer.concat(frames), { contentType: TENSORS_MEDIA_TYPE, accept: TENSORS_MEDIA_TYPE });
+    const res = await this.request('POST', `/v1/infer?model=${encodeURIComponent(model)}`, concatBytes(frames), { contentType: TENSORS_MEDIA_TYPE, accept: TENSORS_MEDIA_TYPE });
     const body = new Uint8Array(await res.arrayBuffer());
     const outputs: Record<string, Tensor> = {};
     const view = new DataView(body.buffer, body.byteOffset, body.byteLength);

@@ -9,7 +9,7 @@
  *   code, dims, raw little-endian bytes) — the grid's own wire encoding, no base64, no copies of the data.
  */
 import ort from 'onnxruntime-node';
-import { decodeTensor, encodeTensor, type WireTensor } from '../proto/grid.js';
+import { decodeTensor, encodeTensor, type WireTensor } from '../proto/wire.js';
 import { wireToOrt, ortToWire } from '../net/exec/tensors.js';
 import { dataTypeFromName, dataTypeFromOrt, ortTypeName } from '../fragments/onnx/dtype.js';
 import { badRequest } from './errors.js';

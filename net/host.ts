@@ -30,7 +30,7 @@ import { mkdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { Gauge, Registry } from 'prom-client';
 import { VERSION } from '../fragments/version.js';
-import { PROTOCOLS } from '../proto/grid.js';
+import { PROTOCOLS } from '../proto/wire.js';
 import { capacityDhtRecords } from './capacity/dht.js';
 import { CapacityQuota } from './capacity/quota.js';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';

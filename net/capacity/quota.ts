@@ -16,7 +16,7 @@
  * check of the record (about 0.3 ms) and, for a record carrying a binding never seen before, one
  * secp256k1 recovery (about 5 ms; cached by what was signed); no work on reads.
  */
-import protobuf from 'protobufjs';
+import { Record as Libp2pRecord } from '@libp2p/kad-dht';
 import { Key, type Datastore } from 'interface-datastore';
 import { base32 } from 'multiformats/bases/base32';
 import type { Logger } from 'pino';
@@ -41,11 +41,6 @@ export interface CapacityQuotaOptions {
 }
 
 interface Held { expiresAtMs: number; rank: number }
-
-/** The libp2p DHT record envelope (@libp2p/record's Record: key = 1, value = 2). */
-const Libp2pRecord = protobuf.Type.fromJSON('Record', {
-  fields: { key: { type: 'bytes', id: 1 }, value: { type: 'bytes', id: 2 }, timeReceived: { type: 'string', id: 5 } },
-});
 
 const NAMESPACE_PREFIX = new TextEncoder().encode(`/${CAPACITY_NAMESPACE}/`);
 
@@ -112,7 +107,8 @@ export class CapacityQuota {
   /** Rank of stored bytes: 0 unbound (or unreadable), 1 bound, 2 bound and staked. */
   private async rankOf(value: Uint8Array): Promise<Held> {
     try {
-      const envelope = Libp2pRecord.decode(value) as unknown as { value: Uint8Array };
+      // The stored bytes are kad-dht's record envelope (@libp2p/record: key = 1, value = 2), decoded by its own codec.
+      const envelope = Libp2pRecord.deserialize(value);
       // The validator checked the signature; the binding's recovery runs only for records that carry one.
       const { record, stake } = await openRecord(envelope.value, { allowExpired: true, now: this.now(), checkStake: peekRecord(envelope.value)?.stakeBinding !== undefined });
       let rank = stake.bound ? 1 : 0;

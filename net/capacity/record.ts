@@ -17,7 +17,7 @@
 import { publicKeyFromProtobuf, publicKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPublicKey } from '@libp2p/peer-id';
-import { gridRoot } from '../../proto/grid.js';
+import { wire, type gridpipe } from '../../proto/wire.js';
 import { checkStakeBinding, type RecordStakeBinding } from './binding.js';
 
 export type { RecordStakeBinding } from './binding.js';
@@ -120,8 +120,8 @@ export interface OpenedRecord {
   signed: Uint8Array;
 }
 
-const RecordType = gridRoot.lookupType('gridpipe.v1.CapacityRecord');
-const SignedType = gridRoot.lookupType('gridpipe.v1.SignedCapacityRecord');
+const RecordType = wire.CapacityRecord;
+const SignedType = wire.SignedCapacityRecord;
 const DOMAIN_BYTES = new TextEncoder().encode(CAPACITY_SIGNATURE_DOMAIN);
 
 // ---------------------------------------------------------------- keys
@@ -148,11 +148,10 @@ export function peerIdFromCapacityKey(key: Uint8Array | string): string {
 
 // ---------------------------------------------------------------- encode / decode
 
-function toNumber(v: unknown): number {
+/** A decoded number field as a number (uint64 fields decode as a Long past 2^53; exact to 2^53). */
+function toNumber(v: number | { toNumber(): number } | null | undefined): number {
   if (typeof v === 'number') return v;
-  if (typeof v === 'string') return Number(v);
-  if (v && typeof (v as { toNumber?: unknown }).toNumber === 'function') return (v as { toNumber(): number }).toNumber();
-  return 0;
+  return v ? v.toNumber() : 0;
 }
 
 /** Encodes a record (no signature). */
@@ -164,73 +163,70 @@ export function encodeRecord(record: CapacityRecord): Uint8Array {
 
 /** Decodes record bytes into plain data; throws MALFORMED. */
 export function decodeRecord(bytes: Uint8Array): CapacityRecord {
-  let o: Record<string, unknown>;
+  let o: gridpipe.v1.CapacityRecord;
   try {
-    o = RecordType.toObject(RecordType.decode(bytes), { longs: Number, defaults: true, arrays: true }) as Record<string, unknown>;
+    o = RecordType.decode(bytes);
   } catch (err) {
     throw new CapacityRecordError('MALFORMED', `capacity record does not decode: ${(err as Error).message}`, { cause: err });
   }
-  const hw = o.hardware as Record<string, unknown> | null;
-  const bench = o.benchmark as Record<string, unknown> | null;
-  const limits = o.limits as Record<string, unknown> | null;
-  const binding = o.stakeBinding as Record<string, unknown> | null;
+  const { hardware: hw, benchmark: bench, limits, stakeBinding: binding } = o;
   return {
-    peerId: o.peerId as string,
-    addrs: o.addrs as string[],
+    peerId: o.peerId,
+    addrs: [...o.addrs],
     ...(hw ? {
       hardware: {
-        gpus: ((hw.gpus ?? []) as Record<string, unknown>[]).map((g) => ({
-          name: (g.name as string) ?? '',
+        gpus: hw.gpus.map((g) => ({
+          name: g.name,
           memoryTotalBytes: toNumber(g.memoryTotalBytes),
           memoryFreeBytes: toNumber(g.memoryFreeBytes),
-          utilizationPercent: toNumber(g.utilizationPercent),
+          utilizationPercent: g.utilizationPercent,
         })),
-        cpuCores: toNumber(hw.cpuCores),
-        cpuModel: (hw.cpuModel as string) ?? '',
+        cpuCores: hw.cpuCores,
+        cpuModel: hw.cpuModel,
         memoryTotalBytes: toNumber(hw.memoryTotalBytes),
         memoryFreeBytes: toNumber(hw.memoryFreeBytes),
-        executionProviders: (hw.executionProviders as string[]) ?? [],
-        platform: (hw.platform as string) ?? '',
+        executionProviders: [...hw.executionProviders],
+        platform: hw.platform,
       },
     } : {}),
     ...(bench ? {
       benchmark: {
-        matmulGflops: toNumber(bench.matmulGflops),
-        executionProvider: (bench.executionProvider as string) ?? '',
+        matmulGflops: bench.matmulGflops,
+        executionProvider: bench.executionProvider,
         measuredAtMs: toNumber(bench.measuredAtMs),
       },
     } : {}),
-    pricePerGflop: o.pricePerGflop as string,
-    stakingAddress: o.stakingAddress as string,
-    fragments: ((o.fragments ?? []) as Record<string, unknown>[]).map((f) => ({
-      cid: (f.cid as string) ?? '',
-      manifestCid: (f.manifestCid as string) ?? '',
-      index: toNumber(f.index),
-      stepsPerSecond: toNumber(f.stepsPerSecond),
-      load: toNumber(f.load),
-      activeSessions: toNumber(f.activeSessions),
+    pricePerGflop: o.pricePerGflop,
+    stakingAddress: o.stakingAddress,
+    fragments: o.fragments.map((f) => ({
+      cid: f.cid,
+      manifestCid: f.manifestCid,
+      index: f.index,
+      stepsPerSecond: f.stepsPerSecond,
+      load: f.load,
+      activeSessions: f.activeSessions,
     })),
-    softwareVersion: o.softwareVersion as string,
+    softwareVersion: o.softwareVersion,
     issuedAtMs: toNumber(o.issuedAtMs),
     expiresAtMs: toNumber(o.expiresAtMs),
     sequence: toNumber(o.sequence),
     ...(limits ? {
       limits: {
         maxMemoryBytes: toNumber(limits.maxMemoryBytes),
-        maxSessions: toNumber(limits.maxSessions),
-        threads: toNumber(limits.threads),
-        gpuShare: toNumber(limits.gpuShare),
-        hours: (limits.hours as string) ?? '',
-        paused: Boolean(limits.paused),
+        maxSessions: limits.maxSessions,
+        threads: limits.threads,
+        gpuShare: limits.gpuShare,
+        hours: limits.hours,
+        paused: limits.paused,
       },
     } : {}),
-    withdrawn: Boolean(o.withdrawn),
+    withdrawn: o.withdrawn,
     ...(binding ? {
       stakeBinding: {
         chainId: toNumber(binding.chainId),
-        stakeRegistry: (binding.stakeRegistry as string) ?? '',
+        stakeRegistry: binding.stakeRegistry,
         until: toNumber(binding.until),
-        signature: Uint8Array.from((binding.signature as Uint8Array | null) ?? []),
+        signature: Uint8Array.from(binding.signature),
       },
     } : {}),
   };
@@ -321,9 +317,9 @@ export async function openRecord(signed: Uint8Array, options: OpenOptions = {}):
   if (signed.byteLength > MAX_SIGNED_RECORD_BYTES) {
     throw new CapacityRecordError('OVERSIZED', `signed capacity record is ${signed.byteLength} bytes; the limit is ${MAX_SIGNED_RECORD_BYTES}`);
   }
-  let outer: { record: Uint8Array; publicKey: Uint8Array; signature: Uint8Array };
+  let outer: gridpipe.v1.SignedCapacityRecord;
   try {
-    outer = SignedType.toObject(SignedType.decode(signed), { defaults: true }) as typeof outer;
+    outer = SignedType.decode(signed);
   } catch (err) {
     throw new CapacityRecordError('MALFORMED', `signed capacity record does not decode: ${(err as Error).message}`, { cause: err });
   }
@@ -383,7 +379,7 @@ export function compareRecords(a: Pick<CapacityRecord, 'issuedAtMs' | 'sequence'
  */
 export function peekRecord(signed: Uint8Array): CapacityRecord | undefined {
   try {
-    const outer = SignedType.decode(signed) as unknown as { record: Uint8Array };
+    const outer = SignedType.decode(signed);
     return decodeRecord(outer.record);
   } catch {
     return undefined;

@@ -7,7 +7,7 @@ import type { Libp2p, PeerId, Stream } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import type ort from 'onnxruntime-node';
 import { randomUUID } from 'node:crypto';
-import { PROTOCOLS, type WireTensor } from '../../proto/grid.js';
+import { PROTOCOLS, type WireTensor } from '../../proto/wire.js';
 import {
   encodeFrame, encodeStepRequestFrame, ExecRequestType, ExecResponseType, FrameReader, longToBigInt, toWireTensor, writeFrame,
   type DecodedChunk, type DecodedResponse, type WireSampling, type WireVoucher,
@@ -152,7 +152,7 @@ export class RemoteSession {
         }
         let r: DecodedResponse;
         try {
-          r = ExecResponseType.decode(event.bytes) as unknown as DecodedResponse;
+          r = ExecResponseType.decode(event.bytes);
         } catch (err) {
           this.pending.shift()?.reject(new ExecError('INTERNAL', `malformed reply: ${(err as Error).message}`));
           continue;

@@ -5,12 +5,13 @@
  * this protocol: oversized frames skipped and reported, unread bytes capped, failures as ExecErrors.
  * Step requests and step replies, the messages that carry tensors, are encoded by hand: sizes first, then
  * one buffer per frame with tensors below REFERENCE_BYTES copied in once (the stream stack turns every chunk
- * into a socket write) and larger tensors handed over by reference. The other messages go through
- * protobufjs. Decoding uses protobufjs, whose `bytes` fields are views into the frame (no copy).
+ * into a socket write) and larger tensors handed over by reference. The other messages, and all decoding, go
+ * through the classes generated from proto/exec.proto (proto/wire.ts, protobufjs runtime), whose `bytes`
+ * fields decode as views into the frame (no copy).
  */
 import type { Stream } from '@libp2p/interface';
 import { varintLength, writeVarint } from '../../fragments/onnx/wire.js';
-import { gridRoot, type WireTensor } from '../../proto/grid.js';
+import { wire, type gridpipe, type WireTensor } from '../../proto/wire.js';
 import {
   FrameReader as WireFrameReader, lengthPrefixed, writeFrame as writeWireFrame,
   type FrameError, type FrameEvent, type FrameReaderOptions,
@@ -19,45 +20,29 @@ import { ExecError } from './errors.js';
 
 export type { FrameEvent, FrameReaderOptions };
 
-export const ExecRequestType = gridRoot.lookupType('gridpipe.v1.ExecRequest');
-export const ExecResponseType = gridRoot.lookupType('gridpipe.v1.ExecResponse');
-export const VoucherType = gridRoot.lookupType('gridpipe.v1.Voucher');
-export const SamplingType = gridRoot.lookupType('gridpipe.v1.Sampling');
-export const SignedReceiptType = gridRoot.lookupType('gridpipe.v1.SignedReceipt');
+/** The exec protocol's envelopes and payment messages: classes generated from proto/exec.proto. */
+export const ExecRequestType = wire.ExecRequest;
+export const ExecResponseType = wire.ExecResponse;
+export const VoucherType = wire.Voucher;
+export const SamplingType = wire.Sampling;
+export const SignedReceiptType = wire.SignedReceipt;
 
 /** A voucher as it travels (Step.voucher): amounts as decimal strings, the signature as bytes. */
 export interface WireVoucher { payer: string; payee: string; cumulativeAmount: string; deadline: bigint; signature: Uint8Array }
 
-/** A 64-bit integer as protobufjs decodes it. */
-export type LongLike = number | { low: number; high: number; unsigned?: boolean; toNumber(): number };
+/** A 64-bit integer as protobufjs decodes it: a number, or a Long when it does not fit 53 bits. */
+export type LongLike = gridpipe.v1.Step['stepId'];
 
-/** Wire tensor as protobufjs decodes it (dims may be Longs). */
-export interface DecodedTensor { name?: string; dtype?: number; dims?: LongLike[]; data?: Uint8Array }
-export interface DecodedChunk { position?: number; inputs?: DecodedTensor[] }
-export interface DecodedHop { peerId?: string; addrs?: string[]; sessionId?: string }
-export interface DecodedFragmentRef { cid?: string; dataCid?: string; manifestCid?: string; index?: number }
-export interface DecodedError { code?: number; message?: string }
-export interface DecodedStep {
-  sessionId?: string; stepId?: LongLike; position?: number; inputs?: DecodedTensor[]; replay?: DecodedChunk[];
-  draftTokens?: number; forward?: DecodedHop[]; want?: string[];
-  voucher?: DecodedVoucher | null; chunkTokens?: number[]; lastRowOnly?: string[]; topK?: number; sample?: DecodedSampling | null;
-}
-export interface DecodedSampling { temperature?: number; topK?: number; topP?: number; seed?: LongLike; position?: LongLike }
-export interface DecodedVoucher { payer?: string; payee?: string; cumulativeAmount?: string; deadline?: LongLike; signature?: Uint8Array }
-export interface DecodedRequest {
-  open?: { sessionId?: string; fragments?: DecodedFragmentRef[]; maxLength?: number; batch?: number; voucher?: DecodedVoucher | null } | null;
-  step?: DecodedStep | null;
-  close?: { sessionId?: string } | null;
-}
-export interface DecodedStepReply {
-  sessionId?: string; stepId?: LongLike; outputs?: DecodedTensor[]; queueMs?: number; computeMs?: number;
-  error?: DecodedError | null; receipt?: Uint8Array; replayOutputs?: DecodedChunk[]; charge?: string;
-}
-export interface DecodedResponse {
-  error?: DecodedError | null;
-  step?: DecodedStepReply | null;
-  opened?: { sessionId?: string; maxLength?: number } | null;
-}
+// Messages as the generated decoders return them: instances whose scalar fields hold the proto3 default
+// when absent, sub-messages undefined or null when absent, 64-bit integers as LongLike.
+export type DecodedTensor = gridpipe.v1.Tensor;
+export type DecodedChunk = gridpipe.v1.StepChunk;
+export type DecodedStep = gridpipe.v1.Step;
+export type DecodedSampling = gridpipe.v1.Sampling;
+export type DecodedVoucher = gridpipe.v1.Voucher;
+export type DecodedRequest = gridpipe.v1.ExecRequest;
+export type DecodedStepReply = gridpipe.v1.StepReply;
+export type DecodedResponse = gridpipe.v1.ExecResponse;
 
 /** A long as an unsigned bigint. */
 export function longToBigInt(v: LongLike | undefined | null): bigint {
@@ -373,8 +358,17 @@ export function encodeStepReplyFrame(reply: StepReplyOut): Uint8Array[] {
   return w.finish();
 }
 
-/** Any message through protobufjs, as one length-prefixed frame (one buffer). */
-export function encodeFrame(type: typeof ExecRequestType, message: Record<string, unknown>): Uint8Array[] {
+/** A generated message class, as encodeFrame uses it. */
+export interface MessageType<M> {
+  fromObject(object: { [k: string]: unknown }): M;
+  encode(message: M): { finish(): Uint8Array };
+}
+
+/**
+ * Any message through protobufjs, as one length-prefixed frame (one buffer). The message is a plain object
+ * that `fromObject` converts (64-bit integers may be decimal strings).
+ */
+export function encodeFrame<M>(type: MessageType<M>, message: Record<string, unknown>): Uint8Array[] {
   return [lengthPrefixed(type.encode(type.fromObject(message)).finish())];
 }
 

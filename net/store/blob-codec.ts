@@ -4,7 +4,7 @@
  */
 import { Uint8ArrayList } from 'uint8arraylist';
 import { encodeVarint, lengthDelimitedPrefix } from '../../fragments/onnx/wire.js';
-import { gridRoot, PROTOCOLS } from '../../proto/grid.js';
+import { PROTOCOLS, wire, type gridpipe } from '../../proto/wire.js';
 import { lengthPrefixed } from '../wire/frame-reader.js';
 
 export const BLOB_PROTOCOL = PROTOCOLS.blob;
@@ -17,10 +17,9 @@ export const MAX_REQUEST_BYTES = 4096;
 /** Largest BlobResponse frame: one full chunk plus its header. */
 export const MAX_RESPONSE_BYTES = MAX_CHUNK_BYTES + 4096;
 
-const RequestType = gridRoot.lookupType('gridpipe.v1.BlobRequest');
-const ChunkType = gridRoot.lookupType('gridpipe.v1.BlobChunk');
-const ResponseType = gridRoot.lookupType('gridpipe.v1.BlobResponse');
-const ErrorCodeEnum = gridRoot.lookupEnum('gridpipe.v1.ErrorCode');
+const RequestType = wire.BlobRequest;
+const ChunkType = wire.BlobChunk;
+const ResponseType = wire.BlobResponse;
 
 export type ErrorCodeName = 'BAD_REQUEST' | 'TOO_LARGE' | 'NOT_FOUND' | 'BUSY' | 'INTERNAL';
 
@@ -33,10 +32,9 @@ export class MalformedMessageError extends Error {
   override name = 'MalformedMessageError';
 }
 
-const CONVERT = { longs: Number, enums: String, defaults: true } as const;
-
-function safeUint(value: unknown, field: string): number {
-  const n = Number(value ?? 0);
+/** A decoded uint64 as a size: a safe non-negative integer, or MalformedMessageError. */
+function safeUint(value: number | { toNumber(): number } | null | undefined, field: string): number {
+  const n = typeof value === 'number' ? value : value ? value.toNumber() : 0;
   if (!Number.isSafeInteger(n) || n < 0) throw new MalformedMessageError(`${field} is not a usable size (${String(value)})`);
   return n;
 }
@@ -46,17 +44,17 @@ export function encodeBlobRequest(req: BlobRequest): Uint8Array {
 }
 
 export function decodeBlobRequest(bytes: Uint8Array): BlobRequest {
-  let obj: { cid?: string; offset?: unknown; maxChunk?: unknown };
+  let m: gridpipe.v1.BlobRequest;
   try {
-    obj = RequestType.toObject(RequestType.decode(bytes), CONVERT) as typeof obj;
+    m = RequestType.decode(bytes);
   } catch (err) {
     throw new MalformedMessageError(`not a BlobRequest: ${(err as Error).message}`);
   }
-  return { cid: obj.cid ?? '', offset: safeUint(obj.offset, 'offset'), maxChunk: safeUint(obj.maxChunk, 'max_chunk') };
+  return { cid: m.cid, offset: safeUint(m.offset, 'offset'), maxChunk: m.maxChunk };
 }
 
 export function encodeErrorResponse(code: ErrorCodeName, message: string): Uint8Array {
-  return ResponseType.encode(ResponseType.create({ error: { code: ErrorCodeEnum.values[code], message } })).finish();
+  return ResponseType.encode(ResponseType.create({ error: { code: wire.ErrorCode[code], message } })).finish();
 }
 
 /**
@@ -79,25 +77,20 @@ export function frame(message: Uint8Array): Uint8ArrayList {
 }
 
 export function decodeBlobResponse(bytes: Uint8Array): BlobResponse {
-  let obj: { chunk?: { cid?: string; offset?: unknown; data?: Uint8Array; totalSize?: unknown; last?: boolean }; error?: { code?: string | number; message?: string } };
+  let m: gridpipe.v1.BlobResponse;
   try {
-    obj = ResponseType.toObject(ResponseType.decode(bytes), { ...CONVERT, defaults: false, oneofs: true }) as typeof obj;
+    m = ResponseType.decode(bytes);
   } catch (err) {
     throw new MalformedMessageError(`not a BlobResponse: ${(err as Error).message}`);
   }
-  if (obj.error) {
-    return { error: { code: String(obj.error.code ?? 'ERROR_UNSPECIFIED'), message: obj.error.message ?? '' } };
+  if (m.error) {
+    // the code's name; a number this schema does not know stays a number
+    return { error: { code: String(wire.ErrorCode[m.error.code] ?? m.error.code), message: m.error.message } };
   }
-  if (obj.chunk) {
-    const c = obj.chunk;
+  if (m.chunk) {
+    const c = m.chunk;
     return {
-      chunk: {
-        cid: c.cid ?? '',
-        offset: safeUint(c.offset, 'offset'),
-        data: c.data ?? new Uint8Array(0),
-        totalSize: safeUint(c.totalSize, 'total_size'),
-        last: c.last ?? false,
-      },
+      chunk: { cid: c.cid, offset: safeUint(c.offset, 'offset'), data: c.data, totalSize: safeUint(c.totalSize, 'total_size'), last: c.last },
     };
   }
   throw new MalformedMessageError('BlobResponse carries neither a chunk nor an error');

@@ -8,7 +8,7 @@
 import type { Connection, Libp2p, Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { PROTOCOLS, type WireTensor } from '../../proto/grid.js';
+import { PROTOCOLS, type WireTensor } from '../../proto/wire.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import type { ShareLimits } from '../limits.js';
 import {
@@ -229,7 +229,7 @@ export class ExecServer {
         let req: DecodedRequest;
         try {
           scanRequest(event.bytes, this.scanLimits); // bounded decoding: counts and sizes before protobufjs allocates
-          req = ExecRequestType.decode(event.bytes) as unknown as DecodedRequest;
+          req = ExecRequestType.decode(event.bytes);
         } catch (err) {
           await this.sendError(stream, err instanceof ExecError ? err : new ExecError('BAD_REQUEST', `malformed frame: ${(err as Error).message}`));
           continue;

@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { concat, getBytes, keccak256, toUtf8Bytes, type Wallet } from 'ethers';
 import { cidToBytes32, signReceipt, type Receipt } from '../../contracts/eip712.js';
-import type { WireTensor } from '../../proto/grid.js';
+import type { WireTensor } from '../../proto/wire.js';
 import { SignedReceiptType } from '../../net/exec/codec.js';
 
 /** sha256 over tensors as described in the module doc, 0x hex. */
@@ -79,10 +79,7 @@ export class ReceiptSigner {
 
 /** Decodes StepReply.receipt back into the Receipt and its signature (0x hex). */
 export function decodeSignedReceipt(bytes: Uint8Array): { receipt: Receipt; signature: string } {
-  const m = SignedReceiptType.decode(bytes) as unknown as {
-    supplier: string; fragmentCid: Uint8Array; inputHash: Uint8Array; outputHash: Uint8Array; sessionId: Uint8Array;
-    step: number | { toString(): string }; issuedAt: number | { toString(): string }; signature: Uint8Array;
-  };
+  const m = SignedReceiptType.decode(bytes);
   const hex = (b: Uint8Array): string => `0x${Buffer.from(b).toString('hex')}`;
   return {
     receipt: {
