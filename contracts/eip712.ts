@@ -20,6 +20,15 @@ export interface Voucher {
   deadline: bigint;
 }
 
+/**
+ * A voucher with its payer's signature (0x hex, 65 bytes): what the gateway's ledger records, the supplier's
+ * voucher book keeps and the escrow redeems. On the exec wire it travels as net/exec's WireVoucher (amount as
+ * decimal text, signature as bytes), converted by net/exec/voucher-wire.ts and nowhere else.
+ */
+export interface SignedVoucher extends Voucher {
+  signature: string;
+}
+
 /** A supplier's signed statement of what it computed for one step of a pipeline session. */
 export interface Receipt {
   supplier: string;

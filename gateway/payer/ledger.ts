@@ -5,16 +5,8 @@
  * would ignore as superseded, leaving the work unpaid).
  */
 import type { ClassicLevel } from 'classic-level';
+import type { SignedVoucher } from '../../contracts/eip712.js';
 import { openDurableDb } from '../../net/durable-db.js';
-
-export interface SignedVoucher {
-  payer: string;
-  payee: string;
-  cumulativeAmount: bigint;
-  deadline: bigint;
-  /** 0x hex, 65 bytes. */
-  signature: string;
-}
 
 export class PayerLedgerError extends Error {
   override name = 'PayerLedgerError';

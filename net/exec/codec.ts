@@ -16,6 +16,7 @@ import {
   type FrameError, type FrameEvent, type FrameReaderOptions,
 } from '../wire/frame-reader.js';
 import { ExecError } from './errors.js';
+import type { SignedVoucher } from '../../contracts/eip712.js';
 
 export type { FrameEvent, FrameReaderOptions };
 
@@ -25,8 +26,11 @@ export const VoucherType = gridRoot.lookupType('gridpipe.v1.Voucher');
 export const SamplingType = gridRoot.lookupType('gridpipe.v1.Sampling');
 export const SignedReceiptType = gridRoot.lookupType('gridpipe.v1.SignedReceipt');
 
-/** A voucher as it travels (Step.voucher): amounts as decimal strings, the signature as bytes. */
-export interface WireVoucher { payer: string; payee: string; cumulativeAmount: string; deadline: bigint; signature: Uint8Array }
+/**
+ * A signed voucher (contracts/eip712.ts SignedVoucher) as it travels in Open/Step: the amount as decimal text,
+ * the signature as bytes. Convert only with net/exec/voucher-wire.ts.
+ */
+export type WireVoucher = Omit<SignedVoucher, 'cumulativeAmount' | 'signature'> & { cumulativeAmount: string; signature: Uint8Array };
 
 /** A 64-bit integer as protobufjs decodes it. */
 export type LongLike = number | { low: number; high: number; unsigned?: boolean; toNumber(): number };

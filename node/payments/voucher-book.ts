@@ -8,15 +8,8 @@ import type { ClassicLevel } from 'classic-level';
 import path from 'node:path';
 import { openDurableDb } from '../../net/durable-db.js';
 import { KeyedMutex } from './balances.js';
+import type { SignedVoucher } from '../../contracts/eip712.js';
 
-/** A voucher as stored: amounts as bigints, the signature as 0x hex. */
-export interface StoredVoucher {
-  payer: string;
-  payee: string;
-  cumulativeAmount: bigint;
-  deadline: bigint;
-  signature: string;
-}
 
 /** What the book holds for one payer. */
 export interface PayerAccount {
@@ -24,7 +17,7 @@ export interface PayerAccount {
   /** Work delivered to this payer (sum of step charges), base units. */
   charged: bigint;
   /** The highest voucher received; undefined before the first. */
-  best?: StoredVoucher;
+  best?: SignedVoucher;
   /** Cumulative amount redeemed on chain for this payer (as far as this supplier knows). */
   redeemed: bigint;
 }
@@ -33,7 +26,8 @@ interface AccountJson {
   payer: string;
   charged: string;
   redeemed: string;
-  best?: { payer: string; payee: string; cumulativeAmount: string; deadline: string; signature: string };
+  /** The best voucher with its bigints as decimal text. */
+  best?: Omit<SignedVoucher, 'cumulativeAmount' | 'deadline'> & { cumulativeAmount: string; deadline: string };
 }
 
 export class VoucherBookError extends Error {
