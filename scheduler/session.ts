@@ -7,12 +7,11 @@
  * sent, so results stay identical) and goes on. A step fails only when a fragment has no live server.
  */
 import type { Logger } from 'pino';
-import type ort from 'onnxruntime-node';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { positionsAtCostDims, type Manifest } from '../fragments/manifest.js';
 import type { GridHost } from '../net/host.js';
-import { ExecClient, type RemoteSession } from '../net/exec/client.js';
+import { ExecClient, type RemoteSession, type TensorMap } from '../net/exec/client.js';
 import type { WireSampling, WireVoucher } from '../net/exec/codec.js';
 import { ExecError } from '../net/exec/errors.js';
 import { findRoute, NoRouteError, priceWeight, type FragmentCost, type RouteCall, type ServerEstimate } from '../policy/routing.js';
@@ -21,8 +20,6 @@ import type { ModelDiscovery, HostedSpan } from './discovery.js';
 import { Estimates } from '../policy/estimates.js';
 import { isPaidSpan, type StepPayer } from './payment.js';
 import { parseBaseUnits, stepCharge } from '../policy/pricing.js';
-
-export type TensorMap = Record<string, ort.Tensor>;
 
 /** A span of the route with its open session. */
 interface Link extends RouteCall {
