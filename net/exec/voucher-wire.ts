@@ -4,7 +4,7 @@
  * integer, and the signature as raw bytes). The gateway's payer converts to the wire here; the supplier's
  * payment gate converts back here, refusing a malformed voucher.
  */
-import { getAddress, getBytes, hexlify } from 'ethers';
+import { getAddress, getBytes } from 'ethers';
 import type { SignedVoucher } from '../../contracts/eip712.js';
 import type { WireVoucher } from './codec.js';
 import { ExecError } from './errors.js';
@@ -29,5 +29,5 @@ export function voucherFromWire(w: WireVoucher): SignedVoucher {
     throw new ExecError('BAD_REQUEST', 'the voucher names a malformed payer or payee address', { cause: err });
   }
   if (!/^\d{1,78}$/.test(w.cumulativeAmount)) throw new ExecError('BAD_REQUEST', 'the voucher\'s cumulative amount is not a whole number');
-  return { payer, payee, cumulativeAmount: BigInt(w.cumulativeAmount), deadline: w.deadline, signature: hexlify(w.signature) };
+  return { payer, payee, cumulativeAmount: BigInt(w.cumulativeAmount), deadline: w.deadline, signature: `0x${Buffer.from(w.signature).toString('hex')}` };
 }
