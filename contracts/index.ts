@@ -7,6 +7,9 @@
 export {
   type Voucher,
   type SignedVoucher,
+  type SignedVoucherJson,
+  signedVoucherToJson,
+  signedVoucherFromJson,
   type Receipt,
   type TypedDataSigner,
   ESCROW_DOMAIN_NAME,

@@ -8,7 +8,7 @@ import type { ClassicLevel } from 'classic-level';
 import path from 'node:path';
 import { openDurableDb } from '../../net/durable-db.js';
 import { KeyedMutex } from './balances.js';
-import type { SignedVoucher } from '../../contracts/eip712.js';
+import { signedVoucherFromJson, signedVoucherToJson, type SignedVoucher, type SignedVoucherJson } from '../../contracts/eip712.js';
 
 
 /** What the book holds for one payer. */
@@ -26,8 +26,7 @@ interface AccountJson {
   payer: string;
   charged: string;
   redeemed: string;
-  /** The best voucher with its bigints as decimal text. */
-  best?: Omit<SignedVoucher, 'cumulativeAmount' | 'deadline'> & { cumulativeAmount: string; deadline: string };
+  best?: SignedVoucherJson;
 }
 
 export class VoucherBookError extends Error {
@@ -46,7 +45,7 @@ const KEY_PREFIX = 'payer/';
 
 function toJson(a: PayerAccount): string {
   const j: AccountJson = { payer: a.payer, charged: a.charged.toString(), redeemed: a.redeemed.toString() };
-  if (a.best) j.best = { ...a.best, cumulativeAmount: a.best.cumulativeAmount.toString(), deadline: a.best.deadline.toString() };
+  if (a.best) j.best = signedVoucherToJson(a.best);
   return JSON.stringify(j);
 }
 
@@ -56,7 +55,7 @@ function fromJson(text: string): PayerAccount {
     payer: j.payer,
     charged: BigInt(j.charged),
     redeemed: BigInt(j.redeemed),
-    best: j.best ? { ...j.best, cumulativeAmount: BigInt(j.best.cumulativeAmount), deadline: BigInt(j.best.deadline) } : undefined,
+    best: j.best ? signedVoucherFromJson(j.best) : undefined,
   };
 }
 
