@@ -17,6 +17,7 @@ import { fetchTokenizerFile, tokenizerFileReader } from '../gateway/tokenizers/f
 import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { UsageError } from './errors.js';
+import { GridpipeError } from '../errors/base.js';
 
 /** The generate command. */
 export function generateCommand(): Command {
@@ -111,7 +112,8 @@ async function modelTokenizer(client: GridClient, model: OpenModel, source: stri
   try {
     return await loadTokenizer(model.manifest, read);
   } catch (err) {
-    if (required) throw err;
+    // An expected failure (files missing or corrupt everywhere): one line, exit 1.
+    if (required) throw new GridpipeError('TOKENIZER_UNAVAILABLE', `cannot encode --prompt: ${(err as Error).message}`, { cause: err });
     process.stderr.write(`gridpipe: note: the model's tokenizer could not be loaded (${(err as Error).message}); printing token ids\n`);
     return undefined;
   } finally {

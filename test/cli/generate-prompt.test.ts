@@ -2,10 +2,11 @@
  * `gridpipe generate --prompt` on a model that ships a Hugging Face tokenizer: the prompt is encoded and the
  * reply decoded by that tokenizer (the same TextTokenizer the gateway serves it with), whether the model is
  * given as its fragment folder (files read there) or by manifest CID (files fetched from its hosts by CID).
+ * With no valid copy anywhere, --prompt fails on one line (exit 1) and --prompt-ids still prints the ids.
  */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { buildModel } from '../../fragments/builder/index.js';
@@ -98,5 +99,30 @@ describe('gridpipe generate --prompt with a Hugging Face tokenizer', () => {
     expect(done.tokens).toEqual(ids);
     expect(lines.map((l) => l.text)).toEqual(ids.map((id) => tokenizer.decode([id], { skip_special_tokens: true })));
     expect(tokenizer.decode(done.tokens!, { skip_special_tokens: true })).toBe(text);
+  });
+
+  it('with no valid copy of tokenizer.json anywhere: --prompt fails on one line, --prompt-ids prints ids with a note', async () => {
+    const tokCid = manifest.tokenizer.cid!;
+    const good = readFileSync(path.join(fragDir, 'tokenizer.json'));
+    const bad = Buffer.from(good);
+    bad[0] ^= 0x01;
+    const badDir = path.join(tmp.dir, 'frag-bad');
+    cpSync(fragDir, badDir, { recursive: true });
+    writeFileSync(path.join(badDir, 'tokenizer.json'), bad);
+    const blobs = ['a', 'b'].map((name) => path.join(tmp.dir, name, 'blobs', tokCid));
+    for (const blob of blobs) writeFileSync(blob, bad);
+    try {
+      const text = await runCli(['generate', '--manifest', badDir, '--prompt', PROMPT, '--max-tokens', '2', '--bootstrap', bootstrap], { env: { GRIDPIPE_LOG_LEVEL: 'error' } });
+      expect(text.code, text.stderr).toBe(1);
+      expect(text.stderr).toMatch(/^gridpipe: error: cannot encode --prompt: tokenizer\.json in .* does not match its CID in the manifest; tokenizer\.json \(\S+\) could not be fetched from the grid: .*\n$/);
+      expect(text.stderr).not.toMatch(/\n\s+at /);
+
+      const ids = await runCli(['generate', '--manifest', badDir, '--prompt-ids', '1,2,3', '--max-tokens', '3', '--bootstrap', bootstrap], { env: { GRIDPIPE_LOG_LEVEL: 'error' } });
+      expect(ids.code, ids.stderr).toBe(0);
+      expect(ids.stdout).toMatch(/^(\d+ ){3}\n$/);
+      expect(ids.stderr).toContain('gridpipe: note: the model\'s tokenizer could not be loaded');
+    } finally {
+      for (const blob of blobs) writeFileSync(blob, good);
+    }
   });
 });
