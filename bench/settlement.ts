@@ -7,7 +7,10 @@
  * Goal: ratio = gas_per_request_batched / gas_per_request_naive ≤ 0.01.
  */
 import { MaxUint256, Wallet, parseUnits, type ContractTransactionResponse, type TransactionReceipt } from 'ethers';
-import { createProvider, deployGrid, signVoucher, startAnvil, verifyVoucher, type Voucher } from '../contracts/index.js';
+import {
+  actingAs, approveIfShort, createProvider, deployGrid, deposit, redeem, redeemBatch, signVoucher, stake, startAnvil, verifyVoucher,
+  type SignedVoucher, type Voucher,
+} from '../contracts/index.js';
 import { reportResult } from './report.js';
 
 function flagValue(flags: string[], name: string, fallback: number): number {
@@ -34,38 +37,41 @@ export async function settlementBench(flags: string[]): Promise<void> {
     const [deployer, payer, supplier, payee, naivePayee, batchPayee] = wallets;
     const batchPayers = wallets.slice(6, 16);
     const { config, contracts } = await deployGrid({ rpcUrl: node.rpcUrl, signer: deployer });
-    const { token, stakeRegistry, paymentEscrow } = contracts;
+    const { token } = contracts;
+    const as = (w: Wallet): ReturnType<typeof actingAs> => actingAs(config, w);
     const price = parseUnits('0.001', 18); // per request
     for (const w of [payer, supplier, ...batchPayers]) await gasOf(token.mint(w.address, parseUnits('1000000', 18)));
-    for (const w of [payer, ...batchPayers]) await gasOf(token.connect(w).approve(config.paymentEscrow, MaxUint256));
-    await gasOf(token.connect(supplier).approve(config.stakeRegistry, MaxUint256));
+    // Approved once for all up front, so the measured stake and deposits below send no approval of their own.
+    for (const w of [payer, ...batchPayers]) await approveIfShort(await as(w), config.paymentEscrow, MaxUint256);
+    await approveIfShort(await as(supplier), config.stakeRegistry, MaxUint256);
 
-    const gasStake = await gasOf(stakeRegistry.connect(supplier).stake(parseUnits('100', 18)));
-    const gasDeposit = await gasOf(paymentEscrow.connect(payer).deposit(price * BigInt(requests) * 2n));
+    const gasStake = (await stake(await as(supplier), { amount: parseUnits('100', 18) })).receipt.gasUsed;
+    const gasDeposit = (await deposit(await as(payer), { amount: price * BigInt(requests) * 2n })).receipt.gasUsed;
 
     // The gateway signs a cumulative voucher after every request; the supplier keeps the latest. The payee
     // is an address with no tokens yet (a supplier's fresh payout address): the costlier first transfer.
     const deadline = BigInt((await provider.getBlock('latest'))!.timestamp) + 86_400n;
-    let latest: { v: Voucher; sig: string } | undefined;
+    let latest: SignedVoucher | undefined;
     const signStart = performance.now();
     for (let i = 1; i <= requests; i++) {
       const v: Voucher = { payer: payer.address, payee: payee.address, cumulativeAmount: price * BigInt(i), deadline };
-      latest = { v, sig: await signVoucher(payer, config.paymentEscrow, config.chainId, v) };
+      latest = { ...v, signature: await signVoucher(payer, config.paymentEscrow, config.chainId, v) };
     }
     const signMicros = ((performance.now() - signStart) * 1000) / requests;
     const verifyStart = performance.now();
     for (let i = 0; i < 100; i++) {
-      if (!verifyVoucher(config.paymentEscrow, config.chainId, latest!.v, latest!.sig)) throw new Error('voucher does not verify');
+      if (!verifyVoucher(config.paymentEscrow, config.chainId, latest!, latest!.signature)) throw new Error('voucher does not verify');
     }
     const verifyMicros = ((performance.now() - verifyStart) * 1000) / 100;
 
-    const gasRedeem = await gasOf(paymentEscrow.connect(payee).redeem(latest!.v, latest!.sig));
+    const payeeAccount = await as(payee);
+    const gasRedeem = (await redeem(payeeAccount, { voucher: latest! })).gasUsed;
     if ((await token.balanceOf(payee.address)) !== price * BigInt(requests)) {
       throw new Error('the redemption did not pay the payee exactly');
     }
     // The next redemption of the same pair (its storage already warm in the state sense: non-zero slots).
-    const next: Voucher = { ...latest!.v, cumulativeAmount: latest!.v.cumulativeAmount + price };
-    const gasRedeemRepeat = await gasOf(paymentEscrow.connect(payee).redeem(next, await signVoucher(payer, config.paymentEscrow, config.chainId, next)));
+    const next: Voucher = { payer: latest!.payer, payee: latest!.payee, cumulativeAmount: latest!.cumulativeAmount + price, deadline };
+    const gasRedeemRepeat = (await redeem(payeeAccount, { voucher: { ...next, signature: await signVoucher(payer, config.paymentEscrow, config.chainId, next) } })).gasUsed;
 
     // Naive baseline: the payer transfers the price to a fresh payee once per request.
     let naiveTotal = 0n;
@@ -73,15 +79,13 @@ export async function settlementBench(flags: string[]): Promise<void> {
     const naivePerRequest = Number(naiveTotal) / sample;
 
     // Ten payers' vouchers to one (fresh) payee in one redeemBatch.
-    const vouchers: Voucher[] = [];
-    const sigs: string[] = [];
+    const vouchers: SignedVoucher[] = [];
     for (const p of batchPayers) {
-      await gasOf(paymentEscrow.connect(p).deposit(price * 100n));
+      await deposit(await as(p), { amount: price * 100n });
       const v: Voucher = { payer: p.address, payee: batchPayee.address, cumulativeAmount: price * 50n, deadline };
-      vouchers.push(v);
-      sigs.push(await signVoucher(p, config.paymentEscrow, config.chainId, v));
+      vouchers.push({ ...v, signature: await signVoucher(p, config.paymentEscrow, config.chainId, v) });
     }
-    const gasBatch = await gasOf(paymentEscrow.connect(batchPayee).redeemBatch(vouchers, sigs));
+    const gasBatch = (await redeemBatch(await as(batchPayee), { vouchers })).gasUsed;
 
     const batchedPerRequest = Number(gasRedeem) / requests;
     reportResult('settlement', {

@@ -1,14 +1,14 @@
 /**
  * What the chain commands (stake, unstake, withdraw, deposit, earnings, redeem) share: the --rpc,
- * --chain-config, --wallet and --json options, token amounts in decimal token units, one-line errors for
- * reverts, and printing a result as text or JSON.
+ * --chain-config, --wallet and --json options, token amounts in decimal token units, the wallet as the
+ * account the chain actions (contracts/actions.ts) act for, and printing a result as text or JSON.
  */
 import { Command, Option } from 'commander';
 import { formatUnits, parseUnits } from 'ethers';
 import os from 'node:os';
 import path from 'node:path';
-import { decodeRevert } from '../contracts/bindings.js';
-import { openChain, type ChainAccess } from '../contracts/chain.js';
+import type { ActingAccount } from '../contracts/actions.js';
+import { openChain, requireWallet, type ChainAccess } from '../contracts/chain.js';
 import { UsageError } from './errors.js';
 
 /** Help for a token amount argument (stake, unstake, deposit). */
@@ -67,25 +67,17 @@ export function formatTokens(amount: bigint, decimals: number): string {
   return formatUnits(amount, decimals);
 }
 
-/** Checks the wallet holds `amount` and lets `spender` take it (approving only when the allowance is short). */
-export async function approveSpend(chain: ChainAccess, spender: string, amount: bigint, amountText: string, decimals: number): Promise<void> {
-  const { token } = chain.contracts;
-  const me = chain.address!;
-  const held = await token.balanceOf(me);
-  if (held < amount) throw new UsageError(`${me} holds ${formatTokens(held, decimals)} tokens, less than ${amountText}`);
-  if ((await token.allowance(me, spender)) < amount) await send('approve', () => token.approve(spender, amount));
+/** The wallet's side of the chain actions (contracts/actions.ts): the access's contracts and address. */
+export function actingAccount(chain: ChainAccess): ActingAccount {
+  requireWallet(chain, 'this command');
+  return { contracts: chain.contracts, address: chain.address! };
 }
 
-/** Sends a transaction and waits for it; a revert becomes a one-line ChainCommandError. */
-export async function send(what: string, tx: () => Promise<{ wait(): Promise<unknown> }>): Promise<void> {
-  try {
-    await (await tx()).wait();
-  } catch (err) {
-    const revert = decodeRevert(err);
-    if (revert) throw new ChainCommandError('REVERTED', `${what} reverted: ${revert.name}(${revert.args.map(String).join(', ')})`);
-    const e = err as { shortMessage?: string; message?: string; code?: string };
-    throw new ChainCommandError(e.code ?? 'CHAIN_ERROR', `${what} failed: ${e.shortMessage ?? e.message ?? String(err)}`);
-  }
+/** UsageError unless the wallet holds `amount` (`amountText` as the user wrote it). */
+export async function checkBalance(chain: ChainAccess, amount: bigint, amountText: string, decimals: number): Promise<void> {
+  const me = chain.address!;
+  const held = await chain.contracts.token.balanceOf(me);
+  if (held < amount) throw new UsageError(`${me} holds ${formatTokens(held, decimals)} tokens, less than ${amountText}`);
 }
 
 /** Prints `result` as JSON (bigints as decimal strings) or as `text`. */

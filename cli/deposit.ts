@@ -1,6 +1,7 @@
-/** `gridpipe deposit AMOUNT`: fund the payer's escrow (approve + PaymentEscrow.deposit). AMOUNT in decimal token units. */
+/** `gridpipe deposit AMOUNT`: fund the payer's escrow (contracts/actions.ts deposit: approve when short, then deposit). AMOUNT in decimal token units. */
 import { Command } from 'commander';
-import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
+import { deposit } from '../contracts/actions.js';
+import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, printResult, checkBalance, actingAccount, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
 
 export function depositCommand(): Command {
   return withChainOptions(new Command('deposit')
@@ -12,8 +13,8 @@ export function depositCommand(): Command {
         const amount = parseTokenAmount(amountText, decimals);
         const { paymentEscrow } = chain.contracts;
         const me = chain.address!;
-        await approveSpend(chain, await paymentEscrow.getAddress(), amount, amountText, decimals);
-        await send('deposit', () => paymentEscrow.deposit(amount));
+        await checkBalance(chain, amount, amountText, decimals);
+        await deposit(actingAccount(chain), { amount });
         const balance = await paymentEscrow.balanceOf(me);
         printResult(o.json, { address: me, deposited: amount, escrowBalance: balance }, `deposited ${amountText} tokens; ${me} has ${formatTokens(balance, decimals)} in escrow`);
       });

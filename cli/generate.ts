@@ -1,12 +1,23 @@
-/** `gridpipe generate`: run a model across the grid and print tokens as they come, with the route taken. */
+/**
+ * `gridpipe generate`: run a model across the grid and print tokens as they come, with the route taken. Text in
+ * and out goes through the model's own tokenizer, loaded as the gateway loads it (gateway/tokenizers: byte, or
+ * the Hugging Face tokenizer.json the manifest names, from the model's folder or fetched from its hosts by CID).
+ */
+import { existsSync, statSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { vocabSize } from '../fragments/manifest.js';
 import { Command, Option } from 'commander';
-import { GridClient } from '../scheduler/client.js';
+import { GridClient, type OpenModel } from '../scheduler/client.js';
 import { generate } from '../scheduler/generate.js';
-import { tokenizerFor } from '../gateway/tokenizers/byte.js';
+import { FragmentStore } from '../net/store/fragment-store.js';
+import { IncrementalDecoder, loadTokenizer, type TextTokenizer } from '../gateway/tokenizers/index.js';
+import { fetchTokenizerFile, tokenizerFileReader } from '../gateway/tokenizers/files.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { UsageError } from './errors.js';
+import { GridpipeError } from '../errors/base.js';
 
 /** The generate command. */
 export function generateCommand(): Command {
@@ -14,7 +25,7 @@ export function generateCommand(): Command {
     .description('Generate tokens with a model served by the grid; prints tokens as they come and the route')
     .requiredOption('--manifest <dir-or-cid>', 'fragment folder or manifest CID of the model')
     .option('--prompt-ids <ids>', 'prompt as token ids, e.g. 1,2,3')
-    .option('--prompt <text>', 'prompt as text (models with a tokenizer the client knows)')
+    .option('--prompt <text>', 'prompt as text, through the model\'s tokenizer (byte or Hugging Face)')
     .option('--max-tokens <n>', 'tokens to generate', positiveInt, 16)
     .option('--temperature <t>', '0 = greedy', (v: string) => Number(v), 0)
     .option('--top-p <p>', 'nucleus sampling', positiveNumber)
@@ -34,7 +45,7 @@ export function generateCommand(): Command {
       const client = await GridClient.connect({ bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap) });
       try {
         const model = await client.openModel(o.manifest);
-        const tokenizer = tokenizerFor(model.manifest.tokenizer.kind);
+        const tokenizer = await modelTokenizer(client, model, o.manifest, o.prompt !== undefined);
         let promptIds: number[];
         if (o.promptIds !== undefined) {
           promptIds = o.promptIds.split(',').map((x) => {
@@ -49,15 +60,19 @@ export function generateCommand(): Command {
         const kvCache = model.manifest.statefulPairs.length > 0;
         const session = client.session(model, promptIds.length + o.maxTokens);
         const ids: number[] = [];
+        // Text as the gateway streams it: a character split over tokens is held back until it is whole.
+        const decoder = tokenizer && new IncrementalDecoder(tokenizer);
         try {
           for await (const token of generate(session, {
             promptIds, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed, kvCache, vocabSize: vocabSize(model.manifest),
             inputNames: model.manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')),
+            stopTokens: tokenizer?.stopIds,
           })) {
             ids.push(token.id);
             if (o.json) process.stdout.write(`${JSON.stringify({ token: token.id, position: token.position, text: tokenizer?.decode([token.id]) })}\n`);
-            else process.stdout.write(tokenizer ? tokenizer.decode([token.id]) : `${token.id} `);
+            else process.stdout.write(decoder ? decoder.push(token.id) : `${token.id} `);
           }
+          if (decoder && !o.json) process.stdout.write(decoder.flush());
         } finally {
           await session.close();
         }
@@ -72,4 +87,36 @@ export function generateCommand(): Command {
         await client.close();
       }
     });
+}
+
+/**
+ * The model's tokenizer (undefined when its manifest names none). With `required` (a text prompt) a tokenizer
+ * that cannot be loaded is an error; otherwise the tokens are printed as ids, with a note on stderr.
+ */
+async function modelTokenizer(client: GridClient, model: OpenModel, source: string, required: boolean): Promise<TextTokenizer | undefined> {
+  const { kind } = model.manifest.tokenizer;
+  if (kind !== 'byte' && kind !== 'hf') {
+    if (required) throw new UsageError(`this model's tokenizer (${kind}) is not available here; use --prompt-ids`);
+    return undefined;
+  }
+  let storeDir: string | undefined;
+  let store: FragmentStore | undefined;
+  const read = tokenizerFileReader({
+    sourceDir: existsSync(source) && statSync(source).isDirectory() ? source : undefined,
+    fetch: async (f) => {
+      storeDir ??= await mkdtemp(path.join(os.tmpdir(), 'gridpipe-tokenizer-'));
+      store ??= await FragmentStore.open({ dataDir: storeDir });
+      return fetchTokenizerFile(client.host.node, store, f, model.discovery.current);
+    },
+  });
+  try {
+    return await loadTokenizer(model.manifest, read);
+  } catch (err) {
+    // An expected failure (files missing or corrupt everywhere): one line, exit 1.
+    if (required) throw new GridpipeError('TOKENIZER_UNAVAILABLE', `cannot encode --prompt: ${(err as Error).message}`, { cause: err });
+    process.stderr.write(`gridpipe: note: the model's tokenizer could not be loaded (${(err as Error).message}); printing token ids\n`);
+    return undefined;
+  } finally {
+    if (storeDir) await rm(storeDir, { recursive: true, force: true });
+  }
 }

@@ -4,7 +4,8 @@
  * staking key signs the peer id it stands behind). Amounts are decimal token units ("12.5").
  */
 import { Command } from 'commander';
-import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
+import { stake, unstake, withdrawStake } from '../contracts/actions.js';
+import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, printResult, checkBalance, actingAccount, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
 import { UsageError } from './errors.js';
 import { stakeBindCommand } from './stake-bind.js';
 
@@ -19,8 +20,8 @@ export function stakeCommand(): Command {
         const amount = parseTokenAmount(amountText, decimals);
         const { stakeRegistry } = chain.contracts;
         const me = chain.address!;
-        await approveSpend(chain, await stakeRegistry.getAddress(), amount, amountText, decimals);
-        await send('stake', () => stakeRegistry.stake(amount));
+        await checkBalance(chain, amount, amountText, decimals);
+        await stake(actingAccount(chain), { amount });
         const s = await stakeRegistry.stakeOf(me);
         const listed = await stakeRegistry.isListed(me);
         const minimum = await stakeRegistry.minimumStake();
@@ -43,7 +44,7 @@ export function unstakeCommand(): Command {
         const amount = amountText === undefined ? before.staked : parseTokenAmount(amountText, decimals);
         if (amount === 0n) throw new UsageError(`${me} has nothing staked to unstake`);
         if (amount > before.staked) throw new UsageError(`${me} stakes ${formatTokens(before.staked, decimals)} tokens, less than ${formatTokens(amount, decimals)}`);
-        await send('requestUnstake', () => stakeRegistry.requestUnstake(amount));
+        await unstake(actingAccount(chain), { amount });
         const s = await stakeRegistry.stakeOf(me);
         const readyAt = new Date(Number(s.unbondingReadyAt) * 1000).toISOString();
         printResult(o.json, { address: me, staked: s.staked, unbonding: s.unbonding, unbondingReadyAt: s.unbondingReadyAt },
@@ -63,7 +64,7 @@ export function withdrawCommand(): Command {
         const s = await stakeRegistry.stakeOf(me);
         if (s.unbonding === 0n) throw new UsageError(`${me} has nothing unbonding: run \`gridpipe unstake\` first`);
         const before = await token.balanceOf(me);
-        await send('withdraw', () => stakeRegistry.withdraw());
+        await withdrawStake(actingAccount(chain));
         const got = (await token.balanceOf(me)) - before;
         printResult(o.json, { address: me, withdrawn: got }, `withdrew ${formatTokens(got, decimals)} tokens to ${me}`);
       });

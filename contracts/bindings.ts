@@ -27,8 +27,8 @@ import type { Receipt, Voucher } from './eip712.js';
 type View<A extends unknown[], R> = BaseContractMethod<A, R, R>;
 type Send<A extends unknown[], R = void> = BaseContractMethod<A, R, ContractTransactionResponse>;
 
-/** A voucher as a contract argument (a `Voucher` fits). */
-export interface VoucherStruct { payer: AddressLike; payee: AddressLike; cumulativeAmount: BigNumberish; deadline: BigNumberish }
+/** A voucher as a contract argument, derived from `Voucher` (so a `Voucher` or a `SignedVoucher` fits): addresses and numbers in any form ethers takes. */
+export type VoucherStruct = { [K in keyof Voucher]: Voucher[K] extends bigint ? BigNumberish : AddressLike };
 /** A receipt as a contract argument (a `Receipt` fits). */
 export interface ReceiptStruct {
   supplier: AddressLike;
@@ -98,13 +98,13 @@ export interface PaymentEscrowContract extends Omit<BaseContract, 'connect'>, Ty
   balanceOf: View<[payer: AddressLike], bigint>;
   redeemed: View<[payer: AddressLike, payee: AddressLike], bigint>;
   withdrawalRequest: View<[payer: AddressLike], WithdrawalRequest>;
-  hashVoucher: View<[voucher: VoucherStruct | Voucher], string>;
+  hashVoucher: View<[voucher: VoucherStruct], string>;
   domainSeparator: View<[], string>;
   eip712Domain: View<[], unknown>;
   deposit: Send<[amount: BigNumberish]>;
   depositFor: Send<[payer: AddressLike, amount: BigNumberish]>;
-  redeem: Send<[voucher: VoucherStruct | Voucher, signature: string], bigint>;
-  redeemBatch: Send<[vouchers: (VoucherStruct | Voucher)[], signatures: string[]], bigint>;
+  redeem: Send<[voucher: VoucherStruct, signature: string], bigint>;
+  redeemBatch: Send<[vouchers: readonly VoucherStruct[], signatures: readonly string[]], bigint>;
   requestWithdrawal: Send<[amount: BigNumberish]>;
   withdraw: Send<[], bigint>;
 }

@@ -20,6 +20,28 @@ export interface Voucher {
   deadline: bigint;
 }
 
+/**
+ * A voucher with its payer's signature (0x hex, 65 bytes): what the gateway's ledger records, the supplier's
+ * voucher book keeps and the escrow redeems. On the exec wire it travels as net/exec's WireVoucher (amount as
+ * decimal text, signature as bytes), converted by net/exec/voucher-wire.ts and nowhere else.
+ */
+export interface SignedVoucher extends Voucher {
+  signature: string;
+}
+
+/** A signed voucher as stored in JSON (the payer's ledger, the supplier's voucher book): its bigints as decimal text. */
+export type SignedVoucherJson = Omit<SignedVoucher, 'cumulativeAmount' | 'deadline'> & { cumulativeAmount: string; deadline: string };
+
+/** A signed voucher in its JSON form (the one converter; see signedVoucherFromJson). */
+export function signedVoucherToJson(v: SignedVoucher): SignedVoucherJson {
+  return { payer: v.payer, payee: v.payee, cumulativeAmount: v.cumulativeAmount.toString(), deadline: v.deadline.toString(), signature: v.signature };
+}
+
+/** A signed voucher back from its JSON form (throws on amounts that are not integers). */
+export function signedVoucherFromJson(j: SignedVoucherJson): SignedVoucher {
+  return { payer: j.payer, payee: j.payee, cumulativeAmount: BigInt(j.cumulativeAmount), deadline: BigInt(j.deadline), signature: j.signature };
+}
+
 /** A supplier's signed statement of what it computed for one step of a pipeline session. */
 export interface Receipt {
   supplier: string;

@@ -6,6 +6,10 @@
  */
 export {
   type Voucher,
+  type SignedVoucher,
+  type SignedVoucherJson,
+  signedVoucherToJson,
+  signedVoucherFromJson,
   type Receipt,
   type TypedDataSigner,
   ESCROW_DOMAIN_NAME,
@@ -55,6 +59,21 @@ export {
   decodeRevert,
   TYPED_METHODS,
 } from './bindings.js';
+export {
+  type ActingAccount,
+  type SpendResult,
+  ChainActionError,
+  actingAs,
+  sendAction,
+  approveIfShort,
+  approveThenAct,
+  stake,
+  unstake,
+  withdrawStake,
+  deposit,
+  redeem,
+  redeemBatch,
+} from './actions.js';
 export { CONTRACT_NAMES, type ContractName, type ContractArtifact, loadArtifact, artifactsDir } from './artifacts.js';
 export { deployGrid, DEFAULT_DEPLOY_PARAMS, DeployError, type DeployParams, type DisputeParams, type DeployOptions, type Deployment } from './deploy.js';
 export {

@@ -11,12 +11,14 @@
 import ort from 'onnxruntime-node';
 import { decodeTensor, encodeTensor, type WireTensor } from '../proto/wire.js';
 import { wireToOrt, ortToWire } from '../net/exec/tensors.js';
+import type { TensorMap } from '../net/exec/client.js';
 import { dataTypeFromName, dataTypeFromOrt, ortTypeName } from '../fragments/onnx/dtype.js';
 import { badRequest } from './errors.js';
 
 export const TENSORS_MEDIA_TYPE = 'application/x-gridpipe-tensors';
 
-export type TensorMap = Record<string, ort.Tensor>;
+/** Tensors by name: the one declaration is net/exec's. */
+export type { TensorMap };
 
 export interface JsonTensor { dtype: string; dims: number[]; data: (number | string | boolean)[] }
 

@@ -5,7 +5,8 @@
  */
 import ort from 'onnxruntime-node';
 import { entriesNeeded, sampleFromRanked, sampleToken, type SamplingOptions } from '../policy/sampling.js';
-import type { StepHints, TensorMap } from './session.js';
+import type { StepHints } from './session.js';
+import type { TensorMap } from '../net/exec/client.js';
 
 /** Runs one step of a model: graph inputs in, graph outputs (logits...) out. */
 export interface StepRunner {

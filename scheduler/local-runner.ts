@@ -4,7 +4,7 @@
  */
 import ort from 'onnxruntime-node';
 import type { StepRunner } from './generate.js';
-import type { TensorMap } from './session.js';
+import type { TensorMap } from '../net/exec/client.js';
 
 export class LocalModelRunner implements StepRunner {
   private past: TensorMap = {};

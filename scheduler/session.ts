@@ -11,12 +11,11 @@
  * sessions, every step's tensors and positions) and the replay.
  */
 import type { Logger } from 'pino';
-import type ort from 'onnxruntime-node';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { positionsAtCostDims, type Manifest } from '../fragments/manifest.js';
 import type { GridHost } from '../net/host.js';
-import { ExecClient, type RemoteSession } from '../net/exec/client.js';
+import { ExecClient, type RemoteSession, type TensorMap } from '../net/exec/client.js';
 import type { WireSampling, WireVoucher } from '../net/exec/codec.js';
 import { ExecError } from '../net/exec/errors.js';
 import type { FragmentCost, RouteCall } from '../policy/routing.js';
@@ -25,8 +24,6 @@ import type { ModelDiscovery, HostedSpan } from './discovery.js';
 import type { RoutePlan, SwarmView } from './swarm-view.js';
 import { isPaidSpan, type StepPayer } from './payment.js';
 import { parseBaseUnits, stepCharge } from '../policy/pricing.js';
-
-export type TensorMap = Record<string, ort.Tensor>;
 
 /** A span of the route with its open session. */
 interface Link extends RouteCall {

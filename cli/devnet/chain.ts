@@ -8,10 +8,11 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { NonceManager, parseUnits, Wallet, type Signer } from 'ethers';
+import { NonceManager, parseUnits, Wallet } from 'ethers';
 import { startAnvil, type AnvilNode } from '../../contracts/anvil.js';
 import { deployGrid } from '../../contracts/deploy.js';
-import { connectGrid, createProvider, type ChainConfig } from '../../contracts/bindings.js';
+import { createProvider, type ChainConfig } from '../../contracts/bindings.js';
+import { actingAs, deposit, stake, type ActingAccount } from '../../contracts/actions.js';
 import { saveKeystore } from '../../contracts/wallet.js';
 
 /** The passphrase of the devnet's keystores (they hold anvil's public dev keys, nothing of value). */
@@ -76,23 +77,16 @@ export async function startDevnetChain(options: DevnetChainOptions): Promise<Dev
     const developer = await keystoreOf(anvil.accounts[1].privateKey, 'developer');
     const suppliers = await Promise.all(anvil.accounts.slice(2, 2 + options.suppliers).map((a, i) => keystoreOf(a.privateKey, `supplier-${i}`)));
 
-    const grid = (signer: Signer): ReturnType<typeof connectGrid> => connectGrid(config, signer);
+    const account = (privateKey: string): Promise<ActingAccount> => actingAs(config, new NonceManager(new Wallet(privateKey, provider)));
     // Mint from the owner in sequence (one nonce stream), then each account approves and stakes/deposits on its own.
     await (await contracts.token.mint(developer.address, parseUnits(DEVNET_FUNDS.developerGrid, 18))).wait();
     for (const s of suppliers) await (await contracts.token.mint(s.address, parseUnits(DEVNET_FUNDS.supplierGrid, 18))).wait();
-    const stake = parseUnits(DEVNET_FUNDS.supplierStake, 18);
+    const stakeAmount = parseUnits(DEVNET_FUNDS.supplierStake, 18);
     await Promise.all(anvil.accounts.slice(2, 2 + options.suppliers).map(async (a) => {
-      const signer = new NonceManager(new Wallet(a.privateKey, provider));
-      const c = grid(signer);
-      await (await c.token.approve(config.stakeRegistry, stake)).wait();
-      await (await c.stakeRegistry.stake(stake)).wait();
+      await stake(await account(a.privateKey), { amount: stakeAmount });
     }));
     step(`${suppliers.length} suppliers funded with ${DEVNET_FUNDS.supplierGrid} GRID, ${DEVNET_FUNDS.supplierStake} staked each`);
-    const developerSigner = new NonceManager(new Wallet(anvil.accounts[1].privateKey, provider));
-    const escrow = parseUnits(DEVNET_FUNDS.developerEscrow, 18);
-    const dev = grid(developerSigner);
-    await (await dev.token.approve(config.paymentEscrow, escrow)).wait();
-    await (await dev.paymentEscrow.deposit(escrow)).wait();
+    await deposit(await account(anvil.accounts[1].privateKey), { amount: parseUnits(DEVNET_FUNDS.developerEscrow, 18) });
     step(`developer ${developer.address} funded, ${DEVNET_FUNDS.developerEscrow} GRID in escrow`);
     provider.destroy();
     return { anvil, config, configPath, developer, suppliers, stop: () => anvil.stop() };

@@ -5,16 +5,8 @@
  * would ignore as superseded, leaving the work unpaid).
  */
 import type { ClassicLevel } from 'classic-level';
+import { signedVoucherFromJson, signedVoucherToJson, type SignedVoucher, type SignedVoucherJson } from '../../contracts/eip712.js';
 import { openDurableDb } from '../../net/durable-db.js';
-
-export interface SignedVoucher {
-  payer: string;
-  payee: string;
-  cumulativeAmount: bigint;
-  deadline: bigint;
-  /** 0x hex, 65 bytes. */
-  signature: string;
-}
 
 export class PayerLedgerError extends Error {
   override name = 'PayerLedgerError';
@@ -36,8 +28,8 @@ export class PayerLedger {
     const db = await openDurableDb(dir, (cause) => new PayerLedgerError('LOCKED', `the payer ledger at ${dir} is in use by another process (a running gateway?)`, { cause }));
     const ledger = new PayerLedger(db);
     for await (const [, value] of db.iterator({ gte: PREFIX, lt: `${PREFIX}\xff` })) {
-      const j = JSON.parse(value) as Omit<SignedVoucher, 'cumulativeAmount' | 'deadline'> & { cumulativeAmount: string; deadline: string };
-      ledger.latest.set(keyOf(j.payer, j.payee), { ...j, cumulativeAmount: BigInt(j.cumulativeAmount), deadline: BigInt(j.deadline) });
+      const v = signedVoucherFromJson(JSON.parse(value) as SignedVoucherJson);
+      ledger.latest.set(keyOf(v.payer, v.payee), v);
     }
     return ledger;
   }
@@ -54,7 +46,7 @@ export class PayerLedger {
 
   /** Stores a new latest voucher, fsync'd, before anyone sees it. */
   async record(v: SignedVoucher): Promise<void> {
-    await this.db.put(`${PREFIX}${keyOf(v.payer, v.payee)}`, JSON.stringify({ ...v, cumulativeAmount: v.cumulativeAmount.toString(), deadline: v.deadline.toString() }), { sync: true });
+    await this.db.put(`${PREFIX}${keyOf(v.payer, v.payee)}`, JSON.stringify(signedVoucherToJson(v)), { sync: true });
     this.latest.set(keyOf(v.payer, v.payee), v);
   }
 

@@ -4,14 +4,15 @@
  * not yet redeemed, over all payees, plus the new charge must fit in the escrow balance (less a requested
  * withdrawal; while one is pending nothing is signed, as contracts/README.md asks of payers).
  */
-import { getAddress, getBytes } from 'ethers';
+import { getAddress } from 'ethers';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { signVoucher } from '../../contracts/eip712.js';
+import { signVoucher, type SignedVoucher } from '../../contracts/eip712.js';
 import { openChain, requireWallet, type ChainAccess, type ChainAccessOptions } from '../../contracts/chain.js';
 import type { Payee, StepPayer, WireVoucher } from '../../scheduler/payment.js';
 import { EscrowView } from './escrow-view.js';
-import { PayerLedger, type SignedVoucher } from './ledger.js';
+import { voucherToWire } from '../../net/exec/voucher-wire.js';
+import { PayerLedger } from './ledger.js';
 
 export interface VoucherPayerOptions {
   /** Chain config, RPC URL and the payer's wallet (keystore or decrypted), or an open access with a wallet. */
@@ -91,14 +92,14 @@ export class VoucherPayer implements StepPayer {
     const now = BigInt(Math.floor(Date.now() / 1000));
     const last = this.ledger.get(this.payer, payee);
     // Nothing new to pay and the last voucher has long to live: hand it out again (no signature, no write).
-    if (charge === 0n && last && last.deadline - now >= ttl / 2n) return toWire(last);
+    if (charge === 0n && last && last.deadline - now >= ttl / 2n) return voucherToWire(last);
     const cumulative = (last?.cumulativeAmount ?? 0n) + charge;
     if (charge > 0n) await this.checkEscrow(payee, charge);
     const voucher = { payer: this.payer, payee, cumulativeAmount: cumulative, deadline: now + ttl };
     const signature = await signVoucher(this.chain.wallet!, this.chain.config.paymentEscrow, this.chain.config.chainId, voucher);
     const signed: SignedVoucher = { ...voucher, signature };
     await this.ledger.record(signed); // durable before it leaves: a restart continues from here
-    return toWire(signed);
+    return voucherToWire(signed);
   }
 
   /** Throws ESCROW_EXHAUSTED / WITHDRAWING unless the escrow covers everything outstanding plus `charge`. */
@@ -144,8 +145,4 @@ export class VoucherPayer implements StepPayer {
     await this.ledger.close();
     if (this.ownsChain) this.chain.close();
   }
-}
-
-function toWire(v: SignedVoucher): WireVoucher {
-  return { payer: v.payer, payee: v.payee, cumulativeAmount: v.cumulativeAmount.toString(), deadline: v.deadline, signature: getBytes(v.signature) };
 }

@@ -1,44 +1,21 @@
 /**
- * Tokenizers the gateway serves text models with: the byte tokenizer of the synthetic models, or a Hugging Face
- * tokenizer.json (read by @huggingface/tokenizers) shipped with the model; plus the model's chat template.
+ * Tokenizers text models are served with (by the gateway and by `gridpipe generate --prompt`): the byte
+ * tokenizer of the synthetic models, or a Hugging Face tokenizer.json (read by @huggingface/tokenizers) shipped
+ * with the model; plus the model's chat template. All are a TextTokenizer (text-tokenizer.ts).
  */
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import type { Manifest } from '../../fragments/manifest.js';
-import { byteTokenizer } from './byte.js';
+import { byteTextTokenizer } from './byte.js';
 import { ChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatMessage } from './chat.js';
+import type { TextTokenizer, TokenizerFileReader } from './text-tokenizer.js';
 import { ChatEscaper, type SpecialToken } from './escape.js';
 import { sharedTemplateSandbox, type TemplateSandbox } from './sandbox.js';
 
+export type { TextTokenizer, TokenizerFile, TokenizerFileReader } from './text-tokenizer.js';
+export { byteTextTokenizer, byteTokenizer } from './byte.js';
 export { ChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatMessage } from './chat.js';
 export { SpecialTokenInContentError } from './escape.js';
 export { TemplateBudgetError, TemplateRenderError, TemplateSandbox, DEFAULT_TEMPLATE_BUDGET, type TemplateBudget } from './sandbox.js';
-
-/** What the gateway needs of a tokenizer. */
-export interface TextTokenizer {
-  kind: 'byte' | 'hf';
-  /** Text to ids; `special` adds the tokenizer's special tokens (BOS...) for raw prompts. */
-  encode(text: string, special?: boolean): number[];
-  /** Ids to text (special tokens left out). */
-  decode(ids: number[]): string;
-  /** Ids that end a generation (EOS and the like; not shown). */
-  stopIds: number[];
-  /** The chat prompt for these messages (a model's own template runs in the sandbox, within its budget). */
-  chat(messages: ChatMessage[]): Promise<string>;
-  /** The chat prompt's ids: special tokens come only from the template, never from message content. */
-  encodeChat(messages: ChatMessage[]): Promise<number[]>;
-}
-
-/** The byte tokenizer: token = UTF-8 byte; no end-of-sequence token. */
-export function byteTextTokenizer(): TextTokenizer {
-  const template = new ChatTemplate(PLAIN_CHAT_TEMPLATE);
-  return {
-    kind: 'byte', stopIds: [],
-    encode: (text) => byteTokenizer.encode(text),
-    decode: (ids) => byteTokenizer.decode(ids),
-    chat: (messages) => template.render(messages),
-    encodeChat: async (messages) => byteTokenizer.encode(await template.render(messages)),
-  };
-}
 
 /** A special token as tokenizer_config.json writes it: a string or {content}. */
 function tokenText(value: unknown): string | undefined {
@@ -83,9 +60,6 @@ export function hfTextTokenizer(tokenizerJson: object, config: Record<string, un
     encodeChat: (messages) => escaper.encode(messages, render),
   };
 }
-
-/** Reads one of the model's tokenizer files (from its folder, or fetched by CID): the bytes, verified. */
-export type TokenizerFileReader = (file: { file: string; cid: string; bytes?: number }) => Promise<Uint8Array>;
 
 /** Raised when a model's tokenizer cannot be loaded (its text endpoints answer 503 with this message). */
 export class TokenizerUnavailableError extends Error {

@@ -17,6 +17,7 @@ import {
   type FrameError, type FrameEvent, type FrameReaderOptions,
 } from '../wire/frame-reader.js';
 import { ExecError } from './errors.js';
+import type { SignedVoucher } from '../../contracts/eip712.js';
 
 export type { FrameEvent, FrameReaderOptions };
 
@@ -27,8 +28,11 @@ export const VoucherType = wire.Voucher;
 export const SamplingType = wire.Sampling;
 export const SignedReceiptType = wire.SignedReceipt;
 
-/** A voucher as it travels (Step.voucher): amounts as decimal strings, the signature as bytes. */
-export interface WireVoucher { payer: string; payee: string; cumulativeAmount: string; deadline: bigint; signature: Uint8Array }
+/**
+ * A signed voucher (contracts/eip712.ts SignedVoucher) as it travels in Open/Step: the amount as decimal text,
+ * the signature as bytes. Convert only with net/exec/voucher-wire.ts.
+ */
+export type WireVoucher = Omit<SignedVoucher, 'cumulativeAmount' | 'signature'> & { cumulativeAmount: string; signature: Uint8Array };
 
 /** A 64-bit integer as protobufjs decodes it: a number, or a Long when it does not fit 53 bits. */
 export type LongLike = gridpipe.v1.Step['stepId'];

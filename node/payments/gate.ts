@@ -14,16 +14,16 @@
  *   paid once its voucher is on disk;
  * - opening a session needs a valid voucher of a payer whose escrow is not empty (amount 0 will do).
  */
-import { getAddress } from 'ethers';
 import type { Logger } from 'pino';
-import { verifyVoucher } from '../../contracts/eip712.js';
+import { verifyVoucher, type SignedVoucher } from '../../contracts/eip712.js';
 import type { WireVoucher } from '../../net/exec/codec.js';
+import { voucherFromWire } from '../../net/exec/voucher-wire.js';
 import { ExecError } from '../../net/exec/errors.js';
 import type { CachedBalances } from './balances.js';
 import { CreditLimits } from './credit.js';
 import type { PaymentMetrics } from './metrics.js';
 import { sameVoucher, VerifiedVouchers } from './verified-vouchers.js';
-import type { StoredVoucher, VoucherBook } from './voucher-book.js';
+import type { VoucherBook } from './voucher-book.js';
 
 export interface PaymentGateInit {
   book: VoucherBook;
@@ -148,17 +148,11 @@ export class PaymentGate {
   }
 
   /** The voucher in its stored form, with payee and deadline checked (PAYMENT_REQUIRED otherwise). */
-  private parse(wire: WireVoucher): StoredVoucher {
+  private parse(wire: WireVoucher): SignedVoucher {
     const { metrics } = this.init;
-    let voucher: StoredVoucher;
+    let voucher: SignedVoucher;
     try {
-      voucher = {
-        payer: getAddress(wire.payer),
-        payee: getAddress(wire.payee),
-        cumulativeAmount: BigInt(/^\d{1,78}$/.test(wire.cumulativeAmount) ? wire.cumulativeAmount : 'x'),
-        deadline: wire.deadline,
-        signature: `0x${Buffer.from(wire.signature).toString('hex')}`,
-      };
+      voucher = voucherFromWire(wire);
     } catch {
       refuse('invalid', metrics, 'the voucher is malformed (addresses, amount)');
     }
@@ -169,7 +163,7 @@ export class PaymentGate {
   }
 
   /** Checks the payer's signature unless this exact voucher was checked before (the stored best, or recently). */
-  private authenticate(voucher: StoredVoucher, best: StoredVoucher | undefined): void {
+  private authenticate(voucher: SignedVoucher, best: SignedVoucher | undefined): void {
     if (sameVoucher(voucher, best) || this.verified.has(voucher)) return;
     if (!verifyVoucher(this.init.escrowAddress, this.init.chainId, voucher, voucher.signature)) {
       refuse('invalid', this.init.metrics, 'the voucher\'s signature is not the payer\'s for this chain and escrow');

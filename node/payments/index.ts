@@ -4,7 +4,7 @@
  */
 export { SupplierPayments, PAYMENT_DEFAULTS, summarize, type SupplierPaymentsOptions, type EarningsSummary } from './supplier-payments.js';
 export { PaymentGate, type PaymentGateInit, type AdmittedStep } from './gate.js';
-export { VoucherBook, VoucherBookError, voucherBookDir, type PayerAccount, type StoredVoucher } from './voucher-book.js';
+export { VoucherBook, VoucherBookError, voucherBookDir, type PayerAccount } from './voucher-book.js';
 export { Redeemer, type RedeemerInit, type RedeemResult } from './redeemer.js';
 export { ReceiptSigner, decodeSignedReceipt, tensorsDigest, spanDigest, type ReceiptInput } from './receipts.js';
 export { CachedBalances, KeyedMutex, type BalanceSource } from './balances.js';

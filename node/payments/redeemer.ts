@@ -9,7 +9,8 @@ import type { Logger } from 'pino';
 import type { PaymentEscrowContract } from '../../contracts/bindings.js';
 import { revertName } from '../../contracts/bindings.js';
 import type { PaymentMetrics } from './metrics.js';
-import type { PayerAccount, StoredVoucher, VoucherBook } from './voucher-book.js';
+import type { PayerAccount, VoucherBook } from './voucher-book.js';
+import type { SignedVoucher } from '../../contracts/eip712.js';
 
 export interface RedeemerInit {
   book: VoucherBook;
@@ -119,7 +120,7 @@ export class Redeemer {
     const { book, escrow, payee, logger, metrics } = this.init;
     const result: RedeemResult = { redeemed: 0n, vouchers: 0, transactions: 0, failed: 0, skipped: [] };
     const now = await this.init.chainTime();
-    const ready: { account: PayerAccount; voucher: StoredVoucher; onChain: bigint }[] = [];
+    const ready: { account: PayerAccount; voucher: SignedVoucher; onChain: bigint }[] = [];
     for (const account of book.all()) {
       if (payers && !payers.has(account.payer)) continue;
       const v = account.best;
@@ -153,7 +154,7 @@ export class Redeemer {
         metrics?.redeemed.inc(Number(voucher.cumulativeAmount - onChain));
       }
     };
-    const structs = (items: typeof ready): StoredVoucher[] => items.map((r) => r.voucher);
+    const structs = (items: typeof ready): SignedVoucher[] => items.map((r) => r.voucher);
     try {
       const tx = ready.length === 1
         ? await escrow.redeem(ready[0].voucher, ready[0].voucher.signature)

@@ -4,15 +4,15 @@
  * the payment check. Bounded (least recently used out); a voucher is identified by every signed field
  * and the signature itself, so no other voucher can pass for one remembered.
  */
-import type { StoredVoucher } from './voucher-book.js';
+import type { SignedVoucher } from '../../contracts/eip712.js';
 
 /** The identity of a voucher: all it says, and its signature. */
-export function voucherKey(v: StoredVoucher): string {
+export function voucherKey(v: SignedVoucher): string {
   return `${v.payer}|${v.payee}|${v.cumulativeAmount}|${v.deadline}|${v.signature.toLowerCase()}`;
 }
 
 /** Whether two vouchers are the same one, field for field (e.g. a voucher and the stored best). */
-export function sameVoucher(a: StoredVoucher, b: StoredVoucher | undefined): boolean {
+export function sameVoucher(a: SignedVoucher, b: SignedVoucher | undefined): boolean {
   return b !== undefined && a.payer === b.payer && a.payee === b.payee && a.cumulativeAmount === b.cumulativeAmount
     && a.deadline === b.deadline && a.signature.toLowerCase() === b.signature.toLowerCase();
 }
@@ -22,7 +22,7 @@ export class VerifiedVouchers {
 
   constructor(private readonly capacity = 4096) {}
 
-  has(v: StoredVoucher): boolean {
+  has(v: SignedVoucher): boolean {
     const key = voucherKey(v);
     if (!this.keys.has(key)) return false;
     this.keys.delete(key); // refresh: most recently used last
@@ -30,7 +30,7 @@ export class VerifiedVouchers {
     return true;
   }
 
-  add(v: StoredVoucher): void {
+  add(v: SignedVoucher): void {
     const key = voucherKey(v);
     this.keys.delete(key);
     this.keys.add(key);

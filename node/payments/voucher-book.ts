@@ -8,15 +8,8 @@ import type { ClassicLevel } from 'classic-level';
 import path from 'node:path';
 import { openDurableDb } from '../../net/durable-db.js';
 import { KeyedMutex } from './balances.js';
+import { signedVoucherFromJson, signedVoucherToJson, type SignedVoucher, type SignedVoucherJson } from '../../contracts/eip712.js';
 
-/** A voucher as stored: amounts as bigints, the signature as 0x hex. */
-export interface StoredVoucher {
-  payer: string;
-  payee: string;
-  cumulativeAmount: bigint;
-  deadline: bigint;
-  signature: string;
-}
 
 /** What the book holds for one payer. */
 export interface PayerAccount {
@@ -24,7 +17,7 @@ export interface PayerAccount {
   /** Work delivered to this payer (sum of step charges), base units. */
   charged: bigint;
   /** The highest voucher received; undefined before the first. */
-  best?: StoredVoucher;
+  best?: SignedVoucher;
   /** Cumulative amount redeemed on chain for this payer (as far as this supplier knows). */
   redeemed: bigint;
 }
@@ -33,7 +26,7 @@ interface AccountJson {
   payer: string;
   charged: string;
   redeemed: string;
-  best?: { payer: string; payee: string; cumulativeAmount: string; deadline: string; signature: string };
+  best?: SignedVoucherJson;
 }
 
 export class VoucherBookError extends Error {
@@ -52,7 +45,7 @@ const KEY_PREFIX = 'payer/';
 
 function toJson(a: PayerAccount): string {
   const j: AccountJson = { payer: a.payer, charged: a.charged.toString(), redeemed: a.redeemed.toString() };
-  if (a.best) j.best = { ...a.best, cumulativeAmount: a.best.cumulativeAmount.toString(), deadline: a.best.deadline.toString() };
+  if (a.best) j.best = signedVoucherToJson(a.best);
   return JSON.stringify(j);
 }
 
@@ -62,7 +55,7 @@ function fromJson(text: string): PayerAccount {
     payer: j.payer,
     charged: BigInt(j.charged),
     redeemed: BigInt(j.redeemed),
-    best: j.best ? { ...j.best, cumulativeAmount: BigInt(j.best.cumulativeAmount), deadline: BigInt(j.best.deadline) } : undefined,
+    best: j.best ? signedVoucherFromJson(j.best) : undefined,
   };
 }
 

@@ -2,6 +2,8 @@
 import { hexlify, MaxUint256, randomBytes, Wallet, type ContractTransactionResponse, type JsonRpcProvider, type TransactionReceipt } from 'ethers';
 import { expect } from 'vitest';
 import {
+  actingAs,
+  approveIfShort,
   createProvider,
   deployGrid,
   increaseTime,
@@ -70,9 +72,9 @@ export async function setupChain(params: Partial<DeployParams> = {}): Promise<Ch
     const c = contracts as Chain['c'];
     for (const w of wallets) await mined(c.token.mint(w.address, FUND));
     await Promise.all(wallets.map(async (w) => {
-      const token = c.token.connect(w);
+      const account = await actingAs(config, w);
       for (const spender of [config.stakeRegistry, config.paymentEscrow, config.disputeManager]) {
-        if (spender) await mined(token.approve(spender, MaxUint256));
+        if (spender) await approveIfShort(account, spender, MaxUint256);
       }
     }));
     let baseline = await snapshot(node.rpcUrl);

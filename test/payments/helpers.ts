@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { parseUnits, Wallet, type JsonRpcProvider } from 'ethers';
-import { createProvider, deployGrid, startAnvil, type AnvilNode, type ChainConfig, type GridContracts } from '../../contracts/index.js';
+import { actingAs, createProvider, deployGrid, deposit, stake, startAnvil, type AnvilNode, type ChainConfig, type GridContracts } from '../../contracts/index.js';
 import { saveKeystore } from '../../contracts/wallet.js';
 import { buildModel } from '../../fragments/builder/index.js';
 import { writeModel } from '../../fragments/onnx/write.js';
@@ -47,12 +47,10 @@ export async function startPaymentChain(dir: string): Promise<PaymentChain> {
     node, provider, config, configPath, contracts, wallets,
     mint: (to, tokens) => wait(contracts.token.mint(to, tokens * TOKEN)),
     stake: async (w, amount) => {
-      await wait(contracts.token.connect(w).approve(config.stakeRegistry, amount));
-      await wait(contracts.stakeRegistry.connect(w).stake(amount));
+      await stake(await actingAs(config, w), { amount });
     },
     deposit: async (w, amount) => {
-      await wait(contracts.token.connect(w).approve(config.paymentEscrow, amount));
-      await wait(contracts.paymentEscrow.connect(w).deposit(amount));
+      await deposit(await actingAs(config, w), { amount });
     },
     close: async () => {
       provider.destroy();
