@@ -10,6 +10,7 @@ import path from 'node:path';
 import { decodeRevert } from '../contracts/bindings.js';
 import { openChain, type ChainAccess } from '../contracts/chain.js';
 import { UsageError } from './errors.js';
+import { GridpipeError } from '../errors/base.js';
 
 /** Help for a token amount argument (stake, unstake, deposit). */
 export const AMOUNT_HELP = 'amount in tokens, decimals allowed (e.g. 12.5; not base units)';
@@ -31,10 +32,10 @@ export function withChainOptions(cmd: Command, walletHelp = 'encrypted keystore 
 }
 
 /** A failed chain call, reported on one line with the contract's error name. */
-export class ChainCommandError extends Error {
+export class ChainCommandError extends GridpipeError {
   override name = 'ChainCommandError';
-  constructor(readonly code: string, message: string) {
-    super(message);
+  constructor(code: string, message: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
   }
 }
 
@@ -82,9 +83,9 @@ export async function send(what: string, tx: () => Promise<{ wait(): Promise<unk
     await (await tx()).wait();
   } catch (err) {
     const revert = decodeRevert(err);
-    if (revert) throw new ChainCommandError('REVERTED', `${what} reverted: ${revert.name}(${revert.args.map(String).join(', ')})`);
+    if (revert) throw new ChainCommandError('REVERTED', `${what} reverted: ${revert.name}(${revert.args.map(String).join(', ')})`, { cause: err });
     const e = err as { shortMessage?: string; message?: string; code?: string };
-    throw new ChainCommandError(e.code ?? 'CHAIN_ERROR', `${what} failed: ${e.shortMessage ?? e.message ?? String(err)}`);
+    throw new ChainCommandError(e.code ?? 'CHAIN_ERROR', `${what} failed: ${e.shortMessage ?? e.message ?? String(err)}`, { cause: err });
   }
 }
 

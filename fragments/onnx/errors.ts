@@ -1,4 +1,8 @@
-/** Errors of the fragments toolkit: each names what was wrong, and the CLI turns them into exit code 2. */
+/**
+ * Errors of the fragments toolkit: each names what was wrong with a model, a manifest or an argument. They
+ * are the caller's bad input (the CLI exits 2), so they extend GridpipeError with `badInput` set.
+ */
+import { GridpipeError } from '../../errors/base.js';
 
 export type FragmentErrorCode =
   | 'NOT_ONNX'
@@ -10,11 +14,9 @@ export type FragmentErrorCode =
   | 'BAD_MANIFEST'
   | 'VERIFY_FAILED';
 
-export class FragmentError extends Error {
-  readonly code: FragmentErrorCode;
-  constructor(code: FragmentErrorCode, message: string) {
-    super(message);
+export class FragmentError extends GridpipeError<FragmentErrorCode> {
+  constructor(code: FragmentErrorCode, message: string, options: { cause?: unknown } = {}) {
+    super(code, message, { cause: options.cause, badInput: true });
     this.name = 'FragmentError';
-    this.code = code;
   }
 }

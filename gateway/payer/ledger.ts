@@ -6,6 +6,7 @@
  */
 import type { ClassicLevel } from 'classic-level';
 import { openDurableDb } from '../../net/durable-db.js';
+import { GridpipeError } from '../../errors/base.js';
 
 export interface SignedVoucher {
   payer: string;
@@ -16,10 +17,10 @@ export interface SignedVoucher {
   signature: string;
 }
 
-export class PayerLedgerError extends Error {
+export class PayerLedgerError extends GridpipeError<'LOCKED'> {
   override name = 'PayerLedgerError';
-  constructor(readonly code: 'LOCKED', message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: 'LOCKED', message: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
   }
 }
 

@@ -12,6 +12,7 @@ import { openChain, requireWallet, type ChainAccess, type ChainAccessOptions } f
 import type { Payee, StepPayer, WireVoucher } from '../../scheduler/payment.js';
 import { EscrowView } from './escrow-view.js';
 import { PayerLedger, type SignedVoucher } from './ledger.js';
+import { GridpipeError } from '../../errors/base.js';
 
 export interface VoucherPayerOptions {
   /** Chain config, RPC URL and the payer's wallet (keystore or decrypted), or an open access with a wallet. */
@@ -27,10 +28,10 @@ export interface VoucherPayerOptions {
 
 export type PayerErrorCode = 'ESCROW_EXHAUSTED' | 'WITHDRAWING' | 'BAD_PAYEE' | 'BAD_CHARGE';
 
-export class PayerError extends Error {
+export class PayerError extends GridpipeError<PayerErrorCode> {
   override name = 'PayerError';
-  constructor(readonly code: PayerErrorCode, message: string) {
-    super(message);
+  constructor(code: PayerErrorCode, message: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
   }
 }
 

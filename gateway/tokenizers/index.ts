@@ -8,6 +8,7 @@ import { byteTokenizer } from './byte.js';
 import { ChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatMessage } from './chat.js';
 import { ChatEscaper, type SpecialToken } from './escape.js';
 import { sharedTemplateSandbox, type TemplateSandbox } from './sandbox.js';
+import { GridpipeError } from '../../errors/base.js';
 
 export { ChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatMessage } from './chat.js';
 export { SpecialTokenInContentError } from './escape.js';
@@ -88,8 +89,11 @@ export function hfTextTokenizer(tokenizerJson: object, config: Record<string, un
 export type TokenizerFileReader = (file: { file: string; cid: string; bytes?: number }) => Promise<Uint8Array>;
 
 /** Raised when a model's tokenizer cannot be loaded (its text endpoints answer 503 with this message). */
-export class TokenizerUnavailableError extends Error {
+export class TokenizerUnavailableError extends GridpipeError<'TOKENIZER_UNAVAILABLE'> {
   override name = 'TokenizerUnavailableError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('TOKENIZER_UNAVAILABLE', message, options);
+  }
 }
 
 /** The tokenizer a manifest names; undefined for models without one (tensor models: /v1/infer only). */

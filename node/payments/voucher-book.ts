@@ -8,6 +8,7 @@ import type { ClassicLevel } from 'classic-level';
 import path from 'node:path';
 import { openDurableDb } from '../../net/durable-db.js';
 import { KeyedMutex } from './balances.js';
+import { GridpipeError } from '../../errors/base.js';
 
 /** A voucher as stored: amounts as bigints, the signature as 0x hex. */
 export interface StoredVoucher {
@@ -36,10 +37,10 @@ interface AccountJson {
   best?: { payer: string; payee: string; cumulativeAmount: string; deadline: string; signature: string };
 }
 
-export class VoucherBookError extends Error {
+export class VoucherBookError extends GridpipeError<'LOCKED' | 'CORRUPT'> {
   override name = 'VoucherBookError';
-  constructor(readonly code: 'LOCKED' | 'CORRUPT', message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: 'LOCKED' | 'CORRUPT', message: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
   }
 }
 
