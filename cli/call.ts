@@ -44,7 +44,12 @@ export function callCommand(): Command {
           process.exitCode = err.status >= 500 ? 1 : 2;
           return;
         }
-        if ((err as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED') throw new UsageError(`no gateway answers at ${o.url} (start one with "gridpipe gateway")`);
+        // fetch's own failure (connection refused, a bad port or host name): the URL the user gave reaches no gateway.
+        if (err instanceof TypeError && err.message === 'fetch failed') {
+          const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+          const why = cause?.code === 'ECONNREFUSED' ? '' : cause?.message ? ` (${cause.message})` : '';
+          throw new UsageError(`no gateway answers at ${o.url}${why} (start one with "gridpipe gateway")`, { cause: err });
+        }
         throw err;
       }
     });

@@ -42,13 +42,13 @@ function oneLine(text: string): string {
 }
 
 /**
- * The cause worth appending to `err`'s message: one of our own errors or a Node system error (both short and
- * readable alone), when the message does not already say it. Library errors (ethers, libp2p) are left to
+ * The cause worth appending to `err`'s message: one of our own errors or a Node system error other than a
+ * missing path (both short and readable alone), when the message does not already say it. Library errors (ethers, libp2p) are left to
  * GRIDPIPE_DEBUG: their messages are long and the wrapping message says what failed.
  */
 function causeSuffix(err: GridpipeError): string {
   const cause = err.cause;
-  if (!(cause instanceof Error) || !(isGridpipeError(cause) || isSystemError(cause))) return '';
+  if (!(cause instanceof Error) || !(isGridpipeError(cause) || (isSystemError(cause) && !PATH_ERRORS.has(cause.code)))) return '';
   const text = brief(cause.message);
   return text && !err.message.includes(text) ? ` (${text})` : '';
 }

@@ -7,6 +7,7 @@ import { tokenizerFor } from '../gateway/tokenizers/byte.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { UsageError } from './errors.js';
+import { GridpipeError } from '../errors/base.js';
 
 /** The generate command. */
 export function generateCommand(): Command {
@@ -22,18 +23,21 @@ export function generateCommand(): Command {
     .option('--seed <n>', 'sampling seed', nonNegativeInt, 0)
     .option('--bootstrap <multiaddr>', 'peer to join through (repeatable)', collect, [])
     .addOption(new Option('--network <kind>', 'DHT flavour').choices(['auto', 'local', 'public']).default('auto'))
+    .option('--wait <seconds>', 'how long to wait to join the grid, and for hosts of every fragment', positiveNumber, 30)
     .option('--json', 'one JSON line per token, then a summary', false)
     .action(async (o: {
       manifest: string; promptIds?: string; prompt?: string; maxTokens: number; temperature: number; topP?: number; topK?: number;
-      seed: number; bootstrap: string[]; network: string; json: boolean;
+      seed: number; bootstrap: string[]; network: string; wait: number; json: boolean;
     }) => {
       if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
       if ((o.promptIds === undefined) === (o.prompt === undefined)) throw new UsageError('give exactly one of --prompt-ids or --prompt');
       if (!(o.temperature >= 0)) throw new UsageError(`--temperature must be >= 0, got ${o.temperature}`);
-      const client = await GridClient.connect({ bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap) });
+      const waitMs = o.wait * 1000;
+      const client = await GridClient.connect({ bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), joinTimeoutMs: waitMs });
       try {
-        const model = await client.openModel(o.manifest);
+        if (client.host.routingTableSize() === 0) throw new GridpipeError('NO_PEERS', `no peer answered at ${o.bootstrap.join(', ')} within ${o.wait} s`);
+        const model = await client.openModel(o.manifest, waitMs);
         const tokenizer = tokenizerFor(model.manifest.tokenizer.kind);
         let promptIds: number[];
         if (o.promptIds !== undefined) {

@@ -12,7 +12,9 @@ export type FragmentErrorCode =
   | 'TOO_MANY_PARTS'
   | 'BAD_ARGUMENT'
   | 'BAD_MANIFEST'
-  | 'VERIFY_FAILED';
+  | 'VERIFY_FAILED'
+  /** The model does not run on the sample inputs made for it (their default dims do not fit its graph). */
+  | 'SAMPLE_INPUTS_DO_NOT_FIT';
 
 export class FragmentError extends GridpipeError<FragmentErrorCode> {
   constructor(code: FragmentErrorCode, message: string, options: { cause?: unknown } = {}) {
