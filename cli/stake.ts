@@ -4,7 +4,7 @@
  * staking key signs the peer id it stands behind). Amounts are decimal token units ("12.5").
  */
 import { Command } from 'commander';
-import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
+import { checkTokenAmountText, withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
 import { UsageError } from './errors.js';
 import { stakeBindCommand } from './stake-bind.js';
 
@@ -14,6 +14,7 @@ export function stakeCommand(): Command {
     .argument('<amount>', AMOUNT_HELP), 'keystore of the supplier\'s staking account (passphrase in GRIDPIPE_PASSPHRASE)')
     .addCommand(stakeBindCommand())
     .action(async (amountText: string, o: ChainCliOptions) => {
+      checkTokenAmountText(amountText);
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const amount = parseTokenAmount(amountText, decimals);
@@ -35,6 +36,7 @@ export function unstakeCommand(): Command {
     .description('Request to unstake (all when AMOUNT is omitted); withdraw it with `gridpipe withdraw` after the unbonding delay')
     .argument('[amount]', AMOUNT_HELP), 'keystore of the supplier\'s staking account (passphrase in GRIDPIPE_PASSPHRASE)')
     .action(async (amountText: string | undefined, o: ChainCliOptions) => {
+      if (amountText !== undefined) checkTokenAmountText(amountText);
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const { stakeRegistry } = chain.contracts;

@@ -4,6 +4,7 @@
  * --max-fragments) and move it when the swarm is badly balanced; `--fragments` fixes it.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Supplier } from '../node/supplier.js';
@@ -24,6 +25,19 @@ function seconds(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n < 0 || value.trim() === '') throw new InvalidArgumentError(`expected a number of seconds, got "${value}"`);
   return Math.round(n * 1000);
+}
+
+/** Each --host is a fragment folder or a manifest CID: said before anything starts (the probe takes seconds). */
+async function checkHostSources(sources: string[]): Promise<void> {
+  const { parseBlobCid } = await import('../net/store/fragment-store.js');
+  for (const source of sources) {
+    if (existsSync(source) && statSync(source).isDirectory()) continue;
+    try {
+      parseBlobCid(source);
+    } catch {
+      throw new UsageError(`--host ${source}: neither a fragment folder nor a manifest CID`);
+    }
+  }
 }
 
 /** The supply command. */
@@ -113,6 +127,7 @@ export function supplyCommand(): Command {
       } catch (err) {
         throw new UsageError((err as Error).message);
       }
+      await checkHostSources(o.host);
       checkMultiaddrs('--listen', o.listen);
       checkMultiaddrs('--announce', o.announce);
       checkMultiaddrs('--bootstrap', o.bootstrap, true);

@@ -87,9 +87,10 @@ export async function verifyFragments(dir: string, options: VerifyOptions = {}):
   };
 }
 
-/** The first line of an error's message. */
+/** The first line of an error's message, without onnxruntime's source location and C++ signature. */
 function firstLine(err: unknown): string {
-  return ((err as Error)?.message ?? String(err)).split('\n', 1)[0].trim();
+  const line = ((err as Error)?.message ?? String(err)).split('\n', 1)[0].trim();
+  return line.replace(/\/\S+\.(?:h|cc|cpp):\d+ \S+\([^)]*\) /, '');
 }
 
 /**
@@ -106,7 +107,8 @@ function sampleInputsDoNotFit(what: string, feeds: Record<string, ort.Tensor>, d
 
 /** Runs `file` on `feeds`; a failure of the run itself (not of loading the model) becomes `onRunError`'s error. */
 async function runModel(file: string, feeds: Record<string, ort.Tensor>, onRunError: (err: unknown) => Error): Promise<Record<string, ort.Tensor>> {
-  const session = await ort.InferenceSession.create(file);
+  // Fatal only: a failed run is reported once, by the error it throws, not also by onnxruntime's own log line.
+  const session = await ort.InferenceSession.create(file, { logSeverityLevel: 4 });
   try {
     try {
       return await session.run(feeds);
