@@ -18,7 +18,7 @@ import { openChain } from '../contracts/chain.js';
 import { PAYMENT_DEFAULTS } from '../node/payments/supplier-payments.js';
 import { parseTokenAmount, formatTokens, tokenDecimals } from './chain-args.js';
 import { isEvmAddress } from '../contracts/address.js';
-import { readStakeBindingFile, StakeBindingError } from '../net/capacity/binding.js';
+import { readStakeBindingFile } from '../net/capacity/binding.js';
 
 /** Seconds (decimals allowed, 0 included) as milliseconds. */
 function seconds(value: string): number {
@@ -115,11 +115,7 @@ export function supplyCommand(): Command {
       let stakeBinding;
       if (o.stakeBinding) {
         if (o.wallet) throw new UsageError('--stake-binding is for a supplier without its staking key; with --wallet the supplier signs its own binding');
-        try {
-          stakeBinding = await readStakeBindingFile(o.stakeBinding);
-        } catch (err) {
-          throw err instanceof StakeBindingError ? new UsageError(err.message) : err;
-        }
+        stakeBinding = await readStakeBindingFile(o.stakeBinding);
       }
       const limits = { maxMemoryBytes: o.maxMemory, maxSessions: o.maxSessions, maxSessionsPerPeer: o.maxSessionsPerPeer, threads: o.threads, gpuShare: o.gpuShare, hours: o.hours, paused: o.paused };
       try {
