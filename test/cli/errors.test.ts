@@ -13,6 +13,8 @@ import path from 'node:path';
 import { Wallet } from 'ethers';
 import type { Command } from 'commander';
 import { createProgram } from '../../cli/main.js';
+import { reportFailure } from '../../cli/errors.js';
+import { GridpipeError } from '../../errors/base.js';
 import { buildModel } from '../../fragments/builder/index.js';
 import { GraphBuilder, makeModel } from '../../fragments/builder/graph-builder.js';
 import { DataType } from '../../fragments/onnx/dtype.js';
@@ -281,6 +283,33 @@ describe('every gridpipe command fails on one line', () => {
       }
     });
   }
+});
+
+describe('reportFailure (cli/errors.ts): the one mapping from an error to a line and an exit code', () => {
+  const report = (err: unknown, debug = false): { code: number; text: string } => {
+    let text = '';
+    const code = reportFailure(err, (t) => { text += t; }, debug);
+    return { code, text };
+  };
+
+  it('bad input exits 2, a run-time failure 1, each on one line with a short cause of our own', () => {
+    expect(report(new GridpipeError('BAD', 'the flag is wrong', { badInput: true }))).toEqual({ code: 2, text: 'gridpipe: error: the flag is wrong\n' });
+    const cause = new GridpipeError('INNER', 'the peer hung up');
+    expect(report(new GridpipeError('OUTER', 'the step failed', { cause }))).toEqual({ code: 1, text: 'gridpipe: error: the step failed (the peer hung up)\n' });
+    expect(report(new GridpipeError('OUTER', 'the step failed: the peer hung up', { cause })).text).toBe('gridpipe: error: the step failed: the peer hung up\n');
+    expect(report(new GridpipeError('MULTI', 'two\n  lines')).text).toBe('gridpipe: error: two lines\n');
+  });
+
+  it('a missing path exits 2; an unexpected error prints "internal error" with its stack; debug adds the stack to any error', () => {
+    const missing = Object.assign(new Error("ENOENT: no such file or directory, open 'x'"), { code: 'ENOENT', syscall: 'open', path: 'x' });
+    expect(report(missing)).toEqual({ code: 2, text: "gridpipe: error: ENOENT: no such file or directory, open 'x'\n" });
+    const bug = report(new TypeError('undefined is not a function'));
+    expect(bug.code).toBe(1);
+    expect(bug.text).toMatch(/^gridpipe: internal error: TypeError: undefined is not a function\n\s+at /);
+    const debug = report(new GridpipeError('BAD', 'the flag is wrong', { badInput: true, cause: new Error('deep') }), true);
+    expect(debug.code).toBe(2);
+    expect(debug.text).toMatch(/^gridpipe: error: the flag is wrong\nGridpipeError: the flag is wrong\n\s+at [\s\S]*caused by: Error: deep/);
+  });
 });
 
 describe('the failures the issue names', () => {
