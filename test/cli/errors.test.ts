@@ -21,7 +21,7 @@ import { DataType } from '../../fragments/onnx/dtype.js';
 import { writeModel } from '../../fragments/onnx/write.js';
 import { fragmentModel } from '../../fragments/fragment.js';
 import { saveKeystore } from '../../contracts/wallet.js';
-import { runCli, type CliResult } from '../helpers/cli.js';
+import { REPO_ROOT, runCli, type CliResult } from '../helpers/cli.js';
 import { killAll } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
 import { testLogger } from '../helpers/swarm.js';
@@ -317,6 +317,15 @@ describe('the failures the issue names', () => {
     const r = await runCli(['model', 'verify', at('reshape-frags'), '--json'], { env: ENV });
     expectFailure(r, 'bad-input', /^gridpipe: error: the whole model failed on the sample inputs x\[1×8\] float32 \(dims batch=1, n=8\): .*--shape NAME=D1,D2/);
     const fixed = await runCli(['model', 'verify', at('reshape-frags'), '--shape', 'x=1,10', '--json'], { env: ENV });
+    expect(fixed.code, fixed.stderr).toBe(0);
+    expect(JSON.parse(fixed.stdout).ok).toBe(true);
+  }, 60_000);
+
+  it('model verify on Silero VAD (the issue\'s case: a reflect Pad wider than the default input): one line, then --shape fixes it', async () => {
+    await fragmentModel(path.join(REPO_ROOT, 'test', 'fixtures', 'real', 'silero_vad_legacy.onnx'), at('silero'), { parts: 2 });
+    const r = await runCli(['model', 'verify', at('silero'), '--json'], { env: ENV });
+    expectFailure(r, 'bad-input', /^gridpipe: error: the whole model failed on the sample inputs input\[1×8\] float32, sr\[\] int64, h\[2×1×64\] float32, c\[2×1×64\] float32 .*Pad.*--shape NAME=D1,D2/);
+    const fixed = await runCli(['model', 'verify', at('silero'), '--shape', 'input=1,512', '--json'], { env: ENV });
     expect(fixed.code, fixed.stderr).toBe(0);
     expect(JSON.parse(fixed.stdout).ok).toBe(true);
   }, 60_000);
