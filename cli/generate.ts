@@ -1,6 +1,7 @@
 /** `gridpipe generate`: run a model across the grid and print tokens as they come, with the route taken. */
 import { vocabSize } from '../fragments/manifest.js';
 import { Command, Option } from 'commander';
+import { existsSync, statSync } from 'node:fs';
 import { GridClient } from '../scheduler/client.js';
 import { generate } from '../scheduler/generate.js';
 import { tokenizerFor } from '../gateway/tokenizers/byte.js';
@@ -8,6 +9,17 @@ import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { UsageError } from './errors.js';
 import { GridpipeError } from '../errors/base.js';
+
+/** --manifest is a folder or a manifest CID: said before joining the grid (which can take --wait seconds). */
+async function checkModelSource(source: string): Promise<void> {
+  if (existsSync(source) && statSync(source).isDirectory()) return;
+  const { parseBlobCid } = await import('../net/store/fragment-store.js');
+  try {
+    parseBlobCid(source);
+  } catch {
+    throw new UsageError(`--manifest ${source}: neither a fragment folder nor a manifest CID`);
+  }
+}
 
 /** The generate command. */
 export function generateCommand(): Command {
@@ -33,6 +45,7 @@ export function generateCommand(): Command {
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
       if ((o.promptIds === undefined) === (o.prompt === undefined)) throw new UsageError('give exactly one of --prompt-ids or --prompt');
       if (!(o.temperature >= 0)) throw new UsageError(`--temperature must be >= 0, got ${o.temperature}`);
+      await checkModelSource(o.manifest);
       const waitMs = o.wait * 1000;
       const client = await GridClient.connect({ bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), joinTimeoutMs: waitMs });
       try {

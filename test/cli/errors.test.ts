@@ -116,6 +116,8 @@ const CASES: Record<string, Case[]> = {
     usage('invalid --wait', () => ['generate', '--manifest', at('frags'), '--wait', '-1']),
     { what: 'no --bootstrap', args: () => ['generate', '--manifest', at('frags'), '--prompt-ids', '1'], kind: 'bad-input', says: /--bootstrap/ },
     { what: 'both prompts', args: () => ['generate', '--manifest', at('frags'), '--bootstrap', peer(), '--prompt-ids', '1', '--prompt', 'hi'], kind: 'bad-input', says: /exactly one/ },
+    { what: '--manifest that is neither a folder nor a CID', args: () => ['generate', '--manifest', at('text.txt'), '--bootstrap', peer(), '--prompt-ids', '1'], kind: 'bad-input', says: /--manifest/ },
+    { what: '--manifest folder without a manifest', args: () => ['generate', '--manifest', at('empty-data'), '--bootstrap', livePeer(), '--network', 'local', '--prompt-ids', '1', '--wait', '1'], kind: 'bad-input', says: /no manifest/ },
     { what: 'unreachable peer', args: () => ['generate', '--manifest', at('frags'), '--bootstrap', peer(), '--prompt-ids', '1', '--wait', '1'], kind: 'runtime', says: /no peer answered/ },
   ],
   gateway: [
@@ -129,7 +131,7 @@ const CASES: Record<string, Case[]> = {
     usage('missing --model', () => ['call', 'hi']),
     usage('invalid --max-tokens', () => ['call', 'hi', '--model', 'm', '--max-tokens', 'lots']),
     { what: '--temperature out of range', args: () => ['call', 'hi', '--model', 'm', '--temperature', '5'], kind: 'bad-input', says: /--temperature/ },
-    { what: 'unreachable gateway', args: () => ['call', 'hi', '--model', 'm', '--url', rpc()], kind: 'bad-input', says: /no gateway answers/ },
+    { what: 'unreachable gateway', args: () => ['call', 'hi', '--model', 'm', '--url', rpc()], kind: 'runtime', says: /no gateway answers/ },
   ],
   devnet: [
     usage('unknown flag', () => ['devnet', '--bogus']),
