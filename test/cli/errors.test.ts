@@ -125,6 +125,7 @@ const CASES: Record<string, Case[]> = {
     { what: 'no --bootstrap', args: () => ['gateway', '--port', '0'], kind: 'bad-input', says: /--bootstrap/ },
     { what: '--keys that does not exist', args: () => ['gateway', '--bootstrap', peer(), '--port', '0', '--keys', at('missing.json')], kind: 'bad-input', says: /missing\.json/ },
     { what: '--keys that is not JSON', args: () => ['gateway', '--bootstrap', peer(), '--port', '0', '--keys', at('text.txt')], kind: 'bad-input', says: /not valid JSON/ },
+    { what: '--chain-config that does not exist', args: () => ['gateway', '--bootstrap', peer(), '--port', '0', '--chain-config', at('missing.json')], kind: 'bad-input', says: /payments: .*missing\.json/ },
     { what: '--port in use', args: () => ['gateway', '--bootstrap', livePeer(), '--network', 'local', '--host', '127.0.0.1', '--port', String(takenPort)], kind: 'runtime', says: /EADDRINUSE/ },
   ],
   call: [
