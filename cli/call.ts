@@ -4,6 +4,7 @@ import { GridpipeClient, GridpipeApiError } from '../gateway/client.js';
 import { nonNegativeInt, positiveInt } from './args.js';
 import { UsageError } from './errors.js';
 import { collect } from './network.js';
+import { GridpipeError } from '../errors/base.js';
 
 /** The call command. */
 export function callCommand(): Command {
@@ -44,7 +45,13 @@ export function callCommand(): Command {
           process.exitCode = err.status >= 500 ? 1 : 2;
           return;
         }
-        if ((err as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED') throw new UsageError(`no gateway answers at ${o.url} (start one with "gridpipe gateway")`);
+        // fetch's own failure (connection refused, a bad port or host name): no gateway answers at the URL, a
+        // run-time failure like an unreachable peer or RPC (exit 1).
+        if (err instanceof TypeError && err.message === 'fetch failed') {
+          const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+          const why = cause?.code === 'ECONNREFUSED' ? '' : cause?.message ? ` (${cause.message})` : '';
+          throw new GridpipeError('GATEWAY_UNREACHABLE', `no gateway answers at ${o.url}${why} (start one with "gridpipe gateway")`, { cause: err });
+        }
         throw err;
       }
     });

@@ -10,6 +10,7 @@ import path from 'node:path';
 import type { ActingAccount } from '../contracts/actions.js';
 import { openChain, requireWallet, type ChainAccess } from '../contracts/chain.js';
 import { UsageError } from './errors.js';
+import { GridpipeError } from '../errors/base.js';
 
 /** Help for a token amount argument (stake, unstake, deposit). */
 export const AMOUNT_HELP = 'amount in tokens, decimals allowed (e.g. 12.5; not base units)';
@@ -31,10 +32,10 @@ export function withChainOptions(cmd: Command, walletHelp = 'encrypted keystore 
 }
 
 /** A failed chain call, reported on one line with the contract's error name. */
-export class ChainCommandError extends Error {
+export class ChainCommandError extends GridpipeError {
   override name = 'ChainCommandError';
-  constructor(readonly code: string, message: string) {
-    super(message);
+  constructor(code: string, message: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
   }
 }
 
@@ -49,9 +50,14 @@ export async function tokenDecimals(chain: ChainAccess): Promise<number> {
   return Number(await chain.contracts.token.decimals());
 }
 
+/** Checks that `value` reads as a decimal token amount, before anything reaches the chain; UsageError naming `what`. */
+export function checkTokenAmountText(value: string, what = 'AMOUNT'): void {
+  if (!/^\d+(\.\d+)?$/.test(value.trim())) throw new UsageError(`${what} must be a decimal number of tokens like 12.5, got "${value}"`);
+}
+
 /** A decimal amount of whole tokens ("12.5") in base units; UsageError naming `what` when malformed. */
 export function parseTokenAmount(value: string, decimals: number, what = 'AMOUNT'): bigint {
-  if (!/^\d+(\.\d+)?$/.test(value.trim())) throw new UsageError(`${what} must be a decimal number of tokens like 12.5, got "${value}"`);
+  checkTokenAmountText(value, what);
   let amount: bigint;
   try {
     amount = parseUnits(value.trim(), decimals);
@@ -86,11 +92,18 @@ export function printResult(json: boolean, result: Record<string, unknown>, text
   else process.stdout.write(`${text}\n`);
 }
 
-/** Runs `body` with an open chain and closes it afterwards. */
+/** Node's codes for an RPC endpoint that cannot be reached at all. */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'ETIMEDOUT']);
+
+/** Runs `body` with an open chain and closes it afterwards; an RPC that cannot be reached is one line, exit 1. */
 export async function withChain<T>(o: ChainCliOptions, needsWallet: boolean, body: (chain: ChainAccess) => Promise<T>): Promise<T> {
   const chain = await openChainFor(o, needsWallet);
   try {
     return await body(chain);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && UNREACHABLE.has(code)) throw new ChainCommandError('RPC_UNREACHABLE', `no chain RPC answers at ${chain.config.rpcUrl} (${code})`, { cause: err });
+    throw err;
   } finally {
     chain.close();
   }

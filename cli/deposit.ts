@@ -1,13 +1,14 @@
 /** `gridpipe deposit AMOUNT`: fund the payer's escrow (contracts/actions.ts deposit: approve when short, then deposit). AMOUNT in decimal token units. */
 import { Command } from 'commander';
 import { deposit } from '../contracts/actions.js';
-import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, printResult, checkBalance, actingAccount, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
+import { checkTokenAmountText, withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, printResult, checkBalance, actingAccount, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
 
 export function depositCommand(): Command {
   return withChainOptions(new Command('deposit')
     .description('Deposit tokens into the payment escrow that the gateway\'s vouchers draw on (approves the escrow first)')
     .argument('<amount>', AMOUNT_HELP), 'keystore of the paying account (the gateway\'s; passphrase in GRIDPIPE_PASSPHRASE)')
     .action(async (amountText: string, o: ChainCliOptions) => {
+      checkTokenAmountText(amountText);
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const amount = parseTokenAmount(amountText, decimals);

@@ -17,6 +17,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
 import { portNumber, positiveInt } from './args.js';
+import { reportFailure } from './errors.js';
 import { checkModelChoice, prepareDemoModel } from './devnet/demo-model.js';
 import { ensureDataDir, ensurePortFree } from './devnet/preflight.js';
 import { writePrivateFile } from './devnet/private-file.js';
@@ -152,8 +153,7 @@ export function devnetCommand(): Command {
         printUsage(info, path.join(dir, 'devnet.json'), say);
         say(`devnet ready in ${elapsed()} — Ctrl-C stops every process it started`);
       } catch (err) {
-        process.stderr.write(`gridpipe: error: ${(err as Error).message}\n`);
-        await shutdown(1);
+        await shutdown(reportFailure(err));
       }
       await new Promise(() => undefined); // run until a signal stops it
     });

@@ -45,7 +45,7 @@ async function adminCall(url: string, dataDir: string, method: 'GET' | 'POST', r
   try {
     res = await fetch(new URL(route, url), { method, headers: { authorization: `Bearer ${token}` } });
   } catch (err) {
-    throw new ChainCommandError('ADMIN_UNREACHABLE', `cannot reach the supplier's admin endpoint ${url}: ${(err as Error).message}`);
+    throw new ChainCommandError('ADMIN_UNREACHABLE', `cannot reach the supplier's admin endpoint ${url}: ${(err as Error).message}`, { cause: err });
   }
   const body = await res.json() as Record<string, unknown>;
   if (!res.ok) throw new ChainCommandError('ADMIN_ERROR', `${method} ${route}: ${String(body.error ?? res.status)}`);

@@ -7,7 +7,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import os from 'node:os';
 import path from 'node:path';
 import { startGateway } from '../gateway/server.js';
-import { readKeysFile, KeysFileError, keysFileModeProblem } from '../gateway/keys.js';
+import { readKeysFile, keysFileModeProblem } from '../gateway/keys.js';
 import { openPayers, type Payers } from '../gateway/payments.js';
 import { createLogger } from '../net/logger.js';
 import { readChainConfig } from '../contracts/bindings.js';
@@ -49,13 +49,7 @@ export function gatewayCommand(): Command {
       if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
       if ((o.rpc || o.wallet) && !o.chainConfig) throw new UsageError('--rpc and --wallet go with --chain-config');
-      let keys;
-      try {
-        keys = o.keys ? await readKeysFile(o.keys) : undefined;
-      } catch (err) {
-        if (err instanceof KeysFileError) throw new UsageError(err.message);
-        throw err;
-      }
+      const keys = o.keys ? await readKeysFile(o.keys) : undefined;
       const logger = createLogger('gridpipe-gateway');
       const modeProblem = o.keys ? await keysFileModeProblem(o.keys) : undefined;
       if (modeProblem) logger.warn(`INSECURE KEYS FILE: ${modeProblem}`);

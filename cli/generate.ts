@@ -19,6 +19,17 @@ import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { UsageError } from './errors.js';
 import { GridpipeError } from '../errors/base.js';
 
+/** --manifest is a folder or a manifest CID: said before joining the grid (which can take --wait seconds). */
+async function checkModelSource(source: string): Promise<void> {
+  if (existsSync(source) && statSync(source).isDirectory()) return;
+  const { parseBlobCid } = await import('../net/store/fragment-store.js');
+  try {
+    parseBlobCid(source);
+  } catch {
+    throw new UsageError(`--manifest ${source}: neither a fragment folder nor a manifest CID`);
+  }
+}
+
 /** The generate command. */
 export function generateCommand(): Command {
   return new Command('generate')
@@ -33,18 +44,22 @@ export function generateCommand(): Command {
     .option('--seed <n>', 'sampling seed', nonNegativeInt, 0)
     .option('--bootstrap <multiaddr>', 'peer to join through (repeatable)', collect, [])
     .addOption(new Option('--network <kind>', 'DHT flavour').choices(['auto', 'local', 'public']).default('auto'))
+    .option('--wait <seconds>', 'how long to wait to join the grid, and for hosts of every fragment', positiveNumber, 30)
     .option('--json', 'one JSON line per token, then a summary', false)
     .action(async (o: {
       manifest: string; promptIds?: string; prompt?: string; maxTokens: number; temperature: number; topP?: number; topK?: number;
-      seed: number; bootstrap: string[]; network: string; json: boolean;
+      seed: number; bootstrap: string[]; network: string; wait: number; json: boolean;
     }) => {
       if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
       if ((o.promptIds === undefined) === (o.prompt === undefined)) throw new UsageError('give exactly one of --prompt-ids or --prompt');
       if (!(o.temperature >= 0)) throw new UsageError(`--temperature must be >= 0, got ${o.temperature}`);
-      const client = await GridClient.connect({ bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap) });
+      await checkModelSource(o.manifest);
+      const waitMs = o.wait * 1000;
+      const client = await GridClient.connect({ bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), joinTimeoutMs: waitMs });
       try {
-        const model = await client.openModel(o.manifest);
+        if (client.host.routingTableSize() === 0) throw new GridpipeError('NO_PEERS', `no peer answered at ${o.bootstrap.join(', ')} within ${o.wait} s`);
+        const model = await client.openModel(o.manifest, waitMs);
         const tokenizer = await modelTokenizer(client, model, o.manifest, o.prompt !== undefined);
         let promptIds: number[];
         if (o.promptIds !== undefined) {

@@ -2,10 +2,8 @@
 /** The `gridpipe` command. */
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Command, CommanderError } from 'commander';
-import { FragmentError } from '../fragments/onnx/errors.js';
-import { IdentityError } from '../net/identity.js';
-import { UsageError } from './errors.js';
+import { Command } from 'commander';
+import { reportFailure } from './errors.js';
 import { VERSION } from '../fragments/version.js';
 import { modelCommand } from './model.js';
 import { devnetCommand } from './devnet.js';
@@ -47,32 +45,13 @@ export function createProgram(): Command {
   return program;
 }
 
-/** Runs the CLI; bad input exits 2 with a one-line message. */
+/** Runs the CLI; an expected failure is one line and exit code 2 (bad input) or 1 (cli/errors.ts). */
 export async function main(argv: string[]): Promise<number> {
   try {
     await createProgram().parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
-    if (err instanceof CommanderError) {
-      // Help and version are not errors; commander already printed usage errors.
-      return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help' ? 0 : 2;
-    }
-    if (err instanceof FragmentError || err instanceof UsageError || err instanceof IdentityError) {
-      process.stderr.write(`gridpipe: error: ${err.message}\n`);
-      return 2;
-    }
-    const e = err as NodeJS.ErrnoException;
-    if (e?.code === 'ENOENT' || e?.code === 'EACCES' || e?.code === 'ENOSPC' || e?.code === 'EISDIR') {
-      process.stderr.write(`gridpipe: error: ${e.message}\n`);
-      return 2;
-    }
-    // Our typed runtime errors (no provider found, a peer refused...) carry a code and read well alone.
-    if (err instanceof Error && typeof (err as { code?: unknown }).code === 'string' && !process.env.GRIDPIPE_DEBUG) {
-      process.stderr.write(`gridpipe: error: ${err.message}\n`);
-      return 1;
-    }
-    process.stderr.write(`gridpipe: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
-    return 1;
+    return reportFailure(err);
   }
 }
 

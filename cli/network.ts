@@ -8,7 +8,7 @@ const PRIVATE = [/^\/ip4\/127\./, /^\/ip4\/10\./, /^\/ip4\/192\.168\./, /^\/ip4\
 /** 'local' when every address given is loopback or private (a devnet, a LAN), else 'public'. */
 export function chooseNetwork(choice: string | undefined, addresses: string[]): NetworkKind {
   if (choice === 'local' || choice === 'public') return choice;
-  if (choice && choice !== 'auto') throw new Error(`--network must be auto, local or public, got "${choice}"`);
+  if (choice && choice !== 'auto') throw new UsageError(`--network must be auto, local or public, got "${choice}"`);
   const given = addresses.filter(Boolean);
   if (given.length === 0) return 'public';
   return given.every((a) => PRIVATE.some((re) => re.test(a))) ? 'local' : 'public';

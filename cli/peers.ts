@@ -8,6 +8,7 @@ import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { positiveNumber } from './args.js';
 import { formatBytes } from './progress.js';
 import { UsageError } from './errors.js';
+import { GridpipeError } from '../errors/base.js';
 
 /** The peers command. */
 export function peersCommand(): Command {
@@ -25,6 +26,7 @@ export function peersCommand(): Command {
       try {
         const deadline = Date.now() + o.timeout * 1000;
         while (host.routingTableSize() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        if (host.routingTableSize() === 0) throw new GridpipeError('NO_PEERS', `no peer answered at ${o.bootstrap.join(', ')} within ${o.timeout} s`);
         const records = await findAllRecords(host, { timeoutMs: Math.max(1000, deadline - Date.now()) });
         const live = records.filter((r) => !r.withdrawn);
         if (o.json) {

@@ -5,7 +5,7 @@
  */
 import { Command } from 'commander';
 import { stake, unstake, withdrawStake } from '../contracts/actions.js';
-import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, printResult, checkBalance, actingAccount, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
+import { checkTokenAmountText, withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, printResult, checkBalance, actingAccount, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
 import { UsageError } from './errors.js';
 import { stakeBindCommand } from './stake-bind.js';
 
@@ -15,6 +15,7 @@ export function stakeCommand(): Command {
     .argument('<amount>', AMOUNT_HELP), 'keystore of the supplier\'s staking account (passphrase in GRIDPIPE_PASSPHRASE)')
     .addCommand(stakeBindCommand())
     .action(async (amountText: string, o: ChainCliOptions) => {
+      checkTokenAmountText(amountText);
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const amount = parseTokenAmount(amountText, decimals);
@@ -36,6 +37,7 @@ export function unstakeCommand(): Command {
     .description('Request to unstake (all when AMOUNT is omitted); withdraw it with `gridpipe withdraw` after the unbonding delay')
     .argument('[amount]', AMOUNT_HELP), 'keystore of the supplier\'s staking account (passphrase in GRIDPIPE_PASSPHRASE)')
     .action(async (amountText: string | undefined, o: ChainCliOptions) => {
+      if (amountText !== undefined) checkTokenAmountText(amountText);
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const { stakeRegistry } = chain.contracts;

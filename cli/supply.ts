@@ -4,6 +4,7 @@
  * --max-fragments) and move it when the swarm is badly balanced; `--fragments` fixes it.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Supplier } from '../node/supplier.js';
@@ -17,13 +18,26 @@ import { openChain } from '../contracts/chain.js';
 import { PAYMENT_DEFAULTS } from '../node/payments/supplier-payments.js';
 import { parseTokenAmount, formatTokens, tokenDecimals } from './chain-args.js';
 import { isEvmAddress } from '../contracts/address.js';
-import { readStakeBindingFile, StakeBindingError } from '../net/capacity/binding.js';
+import { readStakeBindingFile } from '../net/capacity/binding.js';
 
 /** Seconds (decimals allowed, 0 included) as milliseconds. */
 function seconds(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n < 0 || value.trim() === '') throw new InvalidArgumentError(`expected a number of seconds, got "${value}"`);
   return Math.round(n * 1000);
+}
+
+/** Each --host is a fragment folder or a manifest CID: said before anything starts (the probe takes seconds). */
+async function checkHostSources(sources: string[]): Promise<void> {
+  const { parseBlobCid } = await import('../net/store/fragment-store.js');
+  for (const source of sources) {
+    if (existsSync(source) && statSync(source).isDirectory()) continue;
+    try {
+      parseBlobCid(source);
+    } catch {
+      throw new UsageError(`--host ${source}: neither a fragment folder nor a manifest CID`);
+    }
+  }
 }
 
 /** The supply command. */
@@ -101,11 +115,7 @@ export function supplyCommand(): Command {
       let stakeBinding;
       if (o.stakeBinding) {
         if (o.wallet) throw new UsageError('--stake-binding is for a supplier without its staking key; with --wallet the supplier signs its own binding');
-        try {
-          stakeBinding = await readStakeBindingFile(o.stakeBinding);
-        } catch (err) {
-          throw err instanceof StakeBindingError ? new UsageError(err.message) : err;
-        }
+        stakeBinding = await readStakeBindingFile(o.stakeBinding);
       }
       const limits = { maxMemoryBytes: o.maxMemory, maxSessions: o.maxSessions, maxSessionsPerPeer: o.maxSessionsPerPeer, threads: o.threads, gpuShare: o.gpuShare, hours: o.hours, paused: o.paused };
       try {
@@ -113,6 +123,7 @@ export function supplyCommand(): Command {
       } catch (err) {
         throw new UsageError((err as Error).message);
       }
+      await checkHostSources(o.host);
       checkMultiaddrs('--listen', o.listen);
       checkMultiaddrs('--announce', o.announce);
       checkMultiaddrs('--bootstrap', o.bootstrap, true);

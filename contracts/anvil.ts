@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { GridpipeError } from '../errors/base.js';
 
 export interface AnvilOptions {
   /** Chain id (default 31337). */
@@ -45,8 +46,11 @@ export interface AnvilNode {
   stop(): Promise<void>;
 }
 
-export class AnvilError extends Error {
+export class AnvilError extends GridpipeError<'ANVIL'> {
   override name = 'AnvilError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('ANVIL', message, options);
+  }
 }
 
 const PLATFORM_PACKAGES: Record<string, string> = {

@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { GridpipeError } from '../errors/base.js';
 
 /** The repository root (also when this file runs from dist/contracts). */
 export const REPO_ROOT = findRepoRoot();
@@ -53,8 +54,11 @@ interface SolcOutput {
   contracts?: Record<string, Record<string, { abi: unknown[]; evm: { bytecode: { object: string }; deployedBytecode: { object: string } } }>>;
 }
 
-export class ContractBuildError extends Error {
+export class ContractBuildError extends GridpipeError<'CONTRACT_BUILD'> {
   override name = 'ContractBuildError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('CONTRACT_BUILD', message, options);
+  }
 }
 
 /** Compiles every `contracts/src/*.sol` and returns the artifacts (writes nothing). */

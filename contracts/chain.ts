@@ -6,6 +6,7 @@
 import { getAddress, type JsonRpcProvider, type Wallet } from 'ethers';
 import { connectGrid, createProvider, readChainConfig, type ChainConfig, type GridContracts } from './bindings.js';
 import { loadKeystore } from './wallet.js';
+import { GridpipeError } from '../errors/base.js';
 
 export interface ChainAccessOptions {
   /** Chain config JSON (addresses, chain id, RPC URL). */
@@ -28,10 +29,10 @@ export interface ChainAccess {
   close(): void;
 }
 
-export class ChainAccessError extends Error {
+export class ChainAccessError extends GridpipeError<'BAD_CHAIN_CONFIG' | 'NO_WALLET'> {
   override name = 'ChainAccessError';
-  constructor(readonly code: 'BAD_CHAIN_CONFIG' | 'NO_WALLET', message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: 'BAD_CHAIN_CONFIG' | 'NO_WALLET', message: string, options: { cause?: unknown } = {}) {
+    super(code, message, { ...options, badInput: true });
   }
 }
 

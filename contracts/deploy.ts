@@ -26,6 +26,7 @@ import {
   type GridContracts,
 } from './bindings.js';
 import { loadKeystore } from './wallet.js';
+import { GridpipeError } from '../errors/base.js';
 
 export interface DisputeParams {
   /** Who resolves disputes (default: the owner). */
@@ -87,8 +88,11 @@ export interface Deployment {
   contracts: GridContracts;
 }
 
-export class DeployError extends Error {
+export class DeployError extends GridpipeError<'DEPLOY_FAILED'> {
   override name = 'DeployError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('DEPLOY_FAILED', message, options);
+  }
 }
 
 /** Deploys the contracts; returns the chain config (also written to `configPath`) and typed contracts. */

@@ -7,15 +7,16 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { encryptKeystoreJson, getAddress, isKeystoreJson, Wallet, type BaseWallet, type Provider } from 'ethers';
+import { GridpipeError } from '../errors/base.js';
 
 export const PASSPHRASE_ENV = 'GRIDPIPE_PASSPHRASE';
 
 export type WalletErrorCode = 'NO_PASSPHRASE' | 'WRONG_PASSPHRASE' | 'NOT_A_KEYSTORE' | 'EXISTS' | 'NOT_FOUND';
 
-export class WalletError extends Error {
+export class WalletError extends GridpipeError<WalletErrorCode> {
   override name = 'WalletError';
-  constructor(readonly code: WalletErrorCode, message: string) {
-    super(message);
+  constructor(code: WalletErrorCode, message: string, options: { cause?: unknown } = {}) {
+    super(code, message, { ...options, badInput: true });
   }
 }
 

@@ -72,6 +72,11 @@ export function sampleInputs(inputs: BoundaryTensor[], options: SampleOptions = 
   return { feeds, dims };
 }
 
+/** The sample inputs in a line: `name[1×8] int64, ...`, to say which inputs a model was run on. */
+export function describeSampleInputs(feeds: Record<string, ort.Tensor>): string {
+  return Object.entries(feeds).map(([name, t]) => `${name}[${t.dims.join('×')}] ${t.type}`).join(', ');
+}
+
 function makeArray(type: string, count: number, value: (i: number) => number): ort.Tensor.DataType {
   switch (type) {
     case 'float32': return Float32Array.from({ length: count }, (_, i) => value(i));
@@ -85,7 +90,7 @@ function makeArray(type: string, count: number, value: (i: number) => number): o
     case 'uint16': return Uint16Array.from({ length: count }, (_, i) => value(i));
     case 'int8': return Int8Array.from({ length: count }, (_, i) => value(i));
     case 'uint8': case 'bool': return Uint8Array.from({ length: count }, (_, i) => value(i));
-    default: throw new Error(`no sample data for ${type}`);
+    default: throw new FragmentError('UNSUPPORTED', `no sample data for ${type}`);
   }
 }
 

@@ -13,7 +13,7 @@ import { FragmentError } from './onnx/errors.js';
 import { readModel } from './onnx/read.js';
 import { indexGraph } from './analysis/graph.js';
 import { inferTensorInfo } from './analysis/infer.js';
-import { integerInputBounds, sampleInputs } from './sample-inputs.js';
+import { describeSampleInputs, integerInputBounds, sampleInputs } from './sample-inputs.js';
 
 export interface VerifyOptions {
   dims?: Record<string, number>;
@@ -62,7 +62,7 @@ export async function verifyFragments(dir: string, options: VerifyOptions = {}):
   const { feeds, dims } = sampleInputs(manifest.model.inputs, { dims: options.dims, shapes: options.shapes, seed: options.seed, bounds });
 
   options.onProgress?.('running the whole model');
-  const whole = await runModel(modelPath, feeds);
+  const whole = await runModel(modelPath, feeds, (err) => sampleInputsDoNotFit('the whole model', feeds, dims, err));
 
   const env: Record<string, ort.Tensor> = { ...feeds };
   for (const f of manifest.fragments) {
@@ -73,7 +73,8 @@ export async function verifyFragments(dir: string, options: VerifyOptions = {}):
       if (!t) throw new FragmentError('VERIFY_FAILED', `fragment ${f.index} needs "${input.name}", which nothing before it produced`);
       fragmentFeeds[input.name] = t;
     }
-    Object.assign(env, await runModel(path.join(base, f.file), fragmentFeeds));
+    Object.assign(env, await runModel(path.join(base, f.file), fragmentFeeds, (err) => new FragmentError('VERIFY_FAILED',
+      `fragment ${f.index} failed where the whole model ran: ${firstLine(err)}`, { cause: err })));
   }
 
   const outputs = manifest.model.outputs.map((o) => compare(o.name, whole[o.name], env[o.name], tolerance));
@@ -86,10 +87,34 @@ export async function verifyFragments(dir: string, options: VerifyOptions = {}):
   };
 }
 
-async function runModel(file: string, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
-  const session = await ort.InferenceSession.create(file);
+/** The first line of an error's message, without onnxruntime's source location and C++ signature. */
+function firstLine(err: unknown): string {
+  const line = ((err as Error)?.message ?? String(err)).split('\n', 1)[0].trim();
+  return line.replace(/\/\S+\.(?:h|cc|cpp):\d+ \S+\([^)]*\) /, '');
+}
+
+/**
+ * onnxruntime refused to run on the sample inputs (a Reshape to a fixed size, a Pad whose pads come from an
+ * input...): the default dims do not fit the graph. Says which inputs were used and how to give others.
+ */
+function sampleInputsDoNotFit(what: string, feeds: Record<string, ort.Tensor>, dims: Record<string, number>, err: unknown): FragmentError {
+  const reason = firstLine(err);
+  const symbols = Object.entries(dims).map(([k, v]) => `${k}=${v}`).join(', ');
+  return new FragmentError('SAMPLE_INPUTS_DO_NOT_FIT',
+    `${what} failed on the sample inputs ${describeSampleInputs(feeds)}${symbols ? ` (dims ${symbols})` : ''}: ${reason}; `
+    + 'give the inputs shapes that fit with --shape NAME=D1,D2,... (or symbolic dims with --dim SYMBOL=N)', { cause: err });
+}
+
+/** Runs `file` on `feeds`; a failure of the run itself (not of loading the model) becomes `onRunError`'s error. */
+async function runModel(file: string, feeds: Record<string, ort.Tensor>, onRunError: (err: unknown) => Error): Promise<Record<string, ort.Tensor>> {
+  // Fatal only: a failed run is reported once, by the error it throws, not also by onnxruntime's own log line.
+  const session = await ort.InferenceSession.create(file, { logSeverityLevel: 4 });
   try {
-    return await session.run(feeds);
+    try {
+      return await session.run(feeds);
+    } catch (err) {
+      throw onRunError(err);
+    }
   } finally {
     await session.release();
   }

@@ -12,12 +12,13 @@ import type { Payee, StepPayer, WireVoucher } from '../scheduler/payment.js';
 import { admissibleSpans, costCeiling, dearestPrices, type PriceLimits, type RequestWork } from '../policy/price-limits.js';
 import { overBudget, type ApiError } from './errors.js';
 import type { ApiKey, KeyRing } from './keys.js';
+import { GridpipeError } from '../errors/base.js';
 
 /** A step's voucher would pass the key's budget or the request's ceiling: it is not signed. */
-export class BudgetError extends Error {
+export class BudgetError extends GridpipeError<'KEY_BUDGET' | 'REQUEST_CEILING'> {
   override name = 'BudgetError';
-  constructor(readonly code: 'KEY_BUDGET' | 'REQUEST_CEILING', message: string) {
-    super(message);
+  constructor(code: 'KEY_BUDGET' | 'REQUEST_CEILING', message: string) {
+    super(code, message);
   }
 }
 

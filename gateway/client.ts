@@ -7,6 +7,7 @@
  * it with none of Node's modules in reach.
  */
 import { decodeTensor, encodeTensor } from '../proto/wire.js';
+import { GridpipeError } from '../errors/base.js';
 
 export interface GridpipeClientOptions {
   /** The gateway, e.g. http://127.0.0.1:8080 (with or without /v1). */
@@ -51,10 +52,13 @@ export interface ModelInfo { id: string; object: 'model'; created: number; owned
 /** A tensor for /v1/infer: an ONNX/onnxruntime dtype name, dims and the flat data. */
 export interface Tensor { dtype: string; dims: number[]; data: ArrayLike<number> | ArrayLike<bigint> | number[] }
 
-/** An error answer of the gateway (OpenAI's shape). */
-export class GridpipeApiError extends Error {
-  constructor(readonly status: number, message: string, readonly type?: string, readonly code?: string | null, readonly param?: string | null) {
-    super(message);
+/**
+ * An error answer of the gateway (OpenAI's shape). `code` is the answer's code, or `api_error` when it has
+ * none; a 4xx answer is the caller's bad input.
+ */
+export class GridpipeApiError extends GridpipeError {
+  constructor(readonly status: number, message: string, readonly type?: string, code?: string | null, readonly param?: string | null) {
+    super(code ?? 'api_error', message, { badInput: status >= 400 && status < 500 });
     this.name = 'GridpipeApiError';
   }
 }

@@ -2,6 +2,7 @@
  * Errors in OpenAI's shape: `{error: {message, type, param, code}}` with the HTTP status OpenAI uses for
  * the same situation, so OpenAI clients raise their usual typed errors (BadRequestError, RateLimitError...).
  */
+import { GridpipeError } from '../errors/base.js';
 
 export type ErrorType =
   | 'invalid_request_error' | 'authentication_error' | 'insufficient_quota' | 'not_found_error'
@@ -10,16 +11,16 @@ export type ErrorType =
 export interface OpenAIErrorBody { error: { message: string; type: ErrorType; param: string | null; code: string | null } }
 
 /** An error the gateway answers with: status, OpenAI type and code, the offending parameter, extra headers. */
-export class ApiError extends Error {
+export class ApiError extends GridpipeError {
   constructor(
     readonly status: number,
     message: string,
     readonly type: ErrorType,
-    readonly code: string | null = null,
+    code: string,
     readonly param: string | null = null,
     readonly headers: Record<string, string> = {},
   ) {
-    super(message);
+    super(code, message, { badInput: status >= 400 && status < 500 });
     this.name = 'ApiError';
   }
 

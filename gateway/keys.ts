@@ -16,6 +16,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { overBudget, rateLimited, unauthorized } from './errors.js';
 import type { SpendingLedger } from './spending.js';
+import { GridpipeError } from '../errors/base.js';
 
 export interface ApiKeyConfig {
   name: string;
@@ -38,9 +39,11 @@ export interface ApiKey extends ApiKeyConfig {
 export const OPEN_ACCESS: ApiKey = { id: 'open', name: 'open', spent: 0n, held: 0n };
 
 /** Raised for a keys file that cannot be used; names the entry and the problem. */
-export class KeysFileError extends Error {
+export class KeysFileError extends GridpipeError<'BAD_KEYS_FILE'> {
   override name = 'KeysFileError';
-  readonly code = 'BAD_KEYS_FILE';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('BAD_KEYS_FILE', message, { ...options, badInput: true });
+  }
 }
 
 /** Parses and checks the keys file's JSON. */

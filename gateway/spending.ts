@@ -4,13 +4,16 @@
  */
 import type { ClassicLevel } from 'classic-level';
 import { openDurableDb } from '../net/durable-db.js';
+import { GridpipeError } from '../errors/base.js';
 
 const PREFIX = 'spent/';
 
 /** Raised when another gateway process holds the same data folder. */
-export class SpendingLedgerError extends Error {
+export class SpendingLedgerError extends GridpipeError<'LOCKED'> {
   override name = 'SpendingLedgerError';
-  readonly code = 'LOCKED';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('LOCKED', message, options);
+  }
 }
 
 export class SpendingLedger {

@@ -38,6 +38,7 @@ import { MemoryDatastore } from 'datastore-core';
 import { CapacityMetrics } from './capacity/metrics.js';
 import { loadOrCreateIdentity } from './identity.js';
 import { createLogger } from './logger.js';
+import { GridpipeError } from '../errors/base.js';
 
 /** The DHT protocol id: the private prefix, never /ipfs/kad/1.0.0. */
 export const DHT_PROTOCOL = `${PROTOCOLS.dhtPrefix}/kad/1.0.0`;
@@ -206,6 +207,17 @@ function defaultLogger(): Logger {
 
 // ---------------------------------------------------------------- the host
 
+/**
+ * libp2p's refusal to listen (a port already in use, an address not on this machine) as a one-line error:
+ * a supplier or gateway that cannot start for an expected reason says why and prints no stack.
+ */
+function listenFailure(err: unknown): GridpipeError | undefined {
+  if (!(err instanceof Error) || err.name !== 'UnsupportedListenAddressesError') return undefined;
+  const detail = /^\s*(\S+): Error: (.+)$/m.exec(err.message);
+  const why = detail ? `${detail[1]}: ${detail[2]}` : err.message.split('\n', 1)[0];
+  return new GridpipeError('LISTEN_FAILED', `cannot listen on ${why} (choose another --listen address or port)`, { cause: err });
+}
+
 /** Creates and starts a node. */
 export async function createGridHost(options: GridHostOptions = {}): Promise<GridHost> {
   const network = options.network ?? 'public';
@@ -308,7 +320,7 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
     node = await createLibp2p<GridServices>(init);
   } catch (err) {
     await datastore?.close().catch(() => undefined);
-    throw err;
+    throw listenFailure(err) ?? err;
   }
 
   const logger = rootLogger.child({ peerId: node.peerId.toString() });

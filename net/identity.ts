@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, link, mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { GridpipeError } from '../errors/base.js';
 
 export const IDENTITY_FILE = 'identity.key';
 const KEY_MODE = 0o600;
@@ -21,10 +22,10 @@ const KEY_MODE = 0o600;
 export type IdentityErrorCode = 'CORRUPT_KEY' | 'LOOSE_PERMISSIONS' | 'NOT_A_FILE';
 
 /** Why the identity could not be loaded; `code` says which case. */
-export class IdentityError extends Error {
+export class IdentityError extends GridpipeError<IdentityErrorCode> {
   override readonly name = 'IdentityError';
-  constructor(readonly code: IdentityErrorCode, message: string, readonly keyPath: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: IdentityErrorCode, message: string, readonly keyPath: string, options: { cause?: unknown } = {}) {
+    super(code, message, { ...options, badInput: true });
   }
 }
 

@@ -40,6 +40,7 @@ import { parseBaseUnits } from '../policy/pricing.js';
 import { PlacementAgent, type PlacementStatus, type SpanHost } from './placement/index.js';
 import { placementModelOf } from '../policy/placement-model.js';
 import { joiningFragment, spansOfIndices, type Span } from '../net/capacity/swarm.js';
+import { GridpipeError } from '../errors/base.js';
 
 export interface SupplierOptions {
   dataDir: string;
@@ -217,7 +218,7 @@ export class Supplier {
         const access = chain;
         if (ownsChain) cleanups.push(async () => access.close());
         if (options.stakingAddress && access.address && options.stakingAddress.toLowerCase() !== access.address.toLowerCase()) {
-          throw new Error(`the staking address ${options.stakingAddress} is not the wallet's (${access.address}); a paid supplier stakes and is paid with its wallet`);
+          throw new GridpipeError('WRONG_STAKING_ADDRESS', `the staking address ${options.stakingAddress} is not the wallet's (${access.address}); a paid supplier stakes and is paid with its wallet`, { badInput: true });
         }
         payments = await SupplierPayments.start({
           chain: access, dataDir, pricePerGflop: parseBaseUnits(options.pricePerGflop, 'the price per GFLOP'),
@@ -420,7 +421,7 @@ export class Supplier {
       try {
         cid = parseBlobCid(source);
       } catch {
-        throw new Error(`--host ${source}: neither a fragment folder nor a manifest CID`);
+        throw new GridpipeError('BAD_HOST', `--host ${source}: neither a fragment folder nor a manifest CID`, { badInput: true });
       }
       const place = options.fragments === undefined && options.placement !== false;
       logger.info({ manifestCid: cid }, place ? 'fetching the manifest to choose a span' : 'fetching the manifest and fragments');
@@ -456,7 +457,7 @@ export class Supplier {
     const dir = path.join(this.dataDir, 'hosted', manifestCid);
     const added: HostedModelFragment[] = [];
     for (const index of indices) {
-      if (!manifest.fragments[index]) throw new Error(`--fragments ${index}: ${manifest.name} has ${manifest.fragments.length} fragments`);
+      if (!manifest.fragments[index]) throw new GridpipeError('NO_SUCH_FRAGMENT', `--fragments ${index}: ${manifest.name} has ${manifest.fragments.length} fragments`, { badInput: true });
       if (this.served.some((h) => h.manifestCid === manifestCid && h.index === index)) continue;
       const linked = await this.store.linkFragment(manifest, index, dir);
       const f = manifest.fragments[index];

@@ -15,6 +15,7 @@
  * cheaper wins and an absurd price (whatever speed it claims) loses to any honest host. `priceWeight` gives the
  * weight that makes the median priced server's price count as much as its compute time.
  */
+import { GridpipeError } from '../errors/base.js';
 
 export interface FragmentCost {
   /** FLOPs of the fragment per token. */
@@ -66,9 +67,9 @@ export interface RouteStage { calls: RouteCall[] }
 export interface Route { stages: RouteStage[]; estimatedMs: number }
 
 /** No live server hosts some fragment: the request cannot be served. */
-export class NoRouteError extends Error {
+export class NoRouteError extends GridpipeError<'NO_ROUTE'> {
   constructor(readonly fragment: number, message = `no live server hosts fragment ${fragment}`) {
-    super(message);
+    super('NO_ROUTE', message);
     this.name = 'NoRouteError';
   }
 }

@@ -33,6 +33,8 @@ export interface GridClientOptions {
   discovery?: DiscoveryOptions;
   /** Moving averages and ban lengths of the swarm view's per-peer estimates (policy/estimates.ts defaults). */
   estimates?: EstimatesOptions;
+  /** How long `connect` waits for the bootstrap peers to fill the routing table (default 30 s). */
+  joinTimeoutMs?: number;
   /** Smallest step deadline for sessions (default 5 s). */
   minStepTimeoutMs?: number;
   /** Route only to staked suppliers: a check of your own, or the chain's StakeRegistry (isListed, cached). */
@@ -81,11 +83,11 @@ export class GridClient {
     }
   }
 
-  /** Joins the grid as a DHT client and waits (up to 30 s) for a routing table. */
+  /** Joins the grid as a DHT client and waits (up to `joinTimeoutMs`, default 30 s) for a routing table. */
   static async connect(options: GridClientOptions): Promise<GridClient> {
     const logger = options.logger ?? createLogger('gridpipe', 'warn');
     const host = await createGridHost({ network: options.network, bootstrap: options.bootstrap, clientMode: true, logger });
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + (options.joinTimeoutMs ?? 30_000);
     while (host.routingTableSize() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     return new GridClient(host, options, logger);
   }

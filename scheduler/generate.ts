@@ -7,6 +7,7 @@ import ort from 'onnxruntime-node';
 import { entriesNeeded, sampleFromRanked, sampleToken, type SamplingOptions } from '../policy/sampling.js';
 import type { StepHints } from './session.js';
 import type { TensorMap } from '../net/exec/client.js';
+import { GridpipeError } from '../errors/base.js';
 
 /** Runs one step of a model: graph inputs in, graph outputs (logits...) out. */
 export interface StepRunner {
@@ -39,7 +40,7 @@ export function stepInputs(inputNames: string[], tokens: number[], past: number)
     if (name === 'input_ids') feeds[name] = ids(tokens);
     else if (name === 'attention_mask') feeds[name] = ids(Array(past + tokens.length).fill(1));
     else if (name === 'position_ids') feeds[name] = ids(tokens.map((_, i) => past + i));
-    else if (!name.startsWith('past_key_values')) throw new Error(`generation does not know how to fill the model input "${name}"`);
+    else if (!name.startsWith('past_key_values')) throw new GridpipeError('UNSUPPORTED_MODEL', `generation does not know how to fill the model input "${name}"`, { badInput: true });
   }
   return feeds;
 }
@@ -57,7 +58,7 @@ function chooseToken(outputs: TensorMap, position: number, options: SamplingOpti
     return sampleFromRanked(values, ids, position, options);
   }
   const logits = outputs.logits;
-  if (!logits) throw new Error('the model returned no "logits" output');
+  if (!logits) throw new GridpipeError('UNSUPPORTED_MODEL', 'the model returned no "logits" output', { badInput: true });
   const vocab = logits.dims[logits.dims.length - 1];
   const rows = logits.dims[logits.dims.length - 2];
   const last = (logits.data as Float32Array).subarray((rows - 1) * vocab, rows * vocab);
@@ -66,15 +67,15 @@ function chooseToken(outputs: TensorMap, position: number, options: SamplingOpti
 
 /** Streams generated tokens. */
 export async function* generate(runner: StepRunner, options: GenerateOptions): AsyncGenerator<GeneratedToken> {
-  if (options.promptIds.length === 0) throw new Error('the prompt is empty');
+  if (options.promptIds.length === 0) throw new GridpipeError('BAD_PROMPT', 'the prompt is empty', { badInput: true });
   const limit = options.maxLength ?? Number.POSITIVE_INFINITY;
   if (options.promptIds.length + options.maxTokens > limit) {
-    throw new RangeError(`prompt (${options.promptIds.length}) + max tokens (${options.maxTokens}) exceeds the model's context of ${limit}`);
+    throw new GridpipeError('BAD_PROMPT', `prompt (${options.promptIds.length}) + max tokens (${options.maxTokens}) exceeds the model's context of ${limit}`, { badInput: true });
   }
   // An id outside the embedding table fails inside onnxruntime on the first server, which would look like a
   // broken server (and get it banned for everyone): refuse it here, naming it.
   const badId = options.promptIds.find((id) => !Number.isSafeInteger(id) || id < 0 || (options.vocabSize !== undefined && id >= options.vocabSize));
-  if (badId !== undefined) throw new RangeError(`prompt token id ${badId} is not a token of this model${options.vocabSize !== undefined ? ` (ids are 0 to ${options.vocabSize - 1})` : ''}`);
+  if (badId !== undefined) throw new GridpipeError('BAD_PROMPT', `prompt token id ${badId} is not a token of this model${options.vocabSize !== undefined ? ` (ids are 0 to ${options.vocabSize - 1})` : ''}`, { badInput: true });
   const needed = entriesNeeded(options);
   const sequence = [...options.promptIds];
   let past = 0;

@@ -24,6 +24,7 @@ import type { ModelDiscovery, HostedSpan } from './discovery.js';
 import type { RoutePlan, SwarmView } from './swarm-view.js';
 import { isPaidSpan, type StepPayer } from './payment.js';
 import { parseBaseUnits, stepCharge } from '../policy/pricing.js';
+import { GridpipeError } from '../errors/base.js';
 
 /** A span of the route with its open session. */
 interface Link extends RouteCall {
@@ -78,29 +79,26 @@ export interface HopTiming { peerId: string; start: number; end: number; wallMs:
 export interface StepOutcome { outputs: TensorMap; hops: HopTiming[]; failovers: number }
 
 /** Raised when a server refuses a step's inputs as malformed: the request is at fault, not the server. */
-export class PipelineRequestError extends Error {
+export class PipelineRequestError extends GridpipeError<'REQUEST_REFUSED'> {
   constructor(message: string, cause?: unknown) {
-    super(`the servers refused the request: ${message}`);
+    super('REQUEST_REFUSED', `the servers refused the request: ${message}`, { cause: cause || undefined, badInput: true });
     this.name = 'PipelineRequestError';
-    if (cause) (this as { cause?: unknown }).cause = cause;
   }
 }
 
 /** Raised when some fragment has no live server left. */
-export class PipelineUnavailableError extends Error {
+export class PipelineUnavailableError extends GridpipeError<'NO_LIVE_HOST'> {
   /** `refused`: set when live servers host the fragment but every one was refused for its price. */
   constructor(readonly fragment: number, cause?: unknown, readonly refused?: string) {
-    super(refused ? `no acceptable server hosts fragment ${fragment} of the model: ${refused}` : `no live server hosts fragment ${fragment} of the model`);
+    super('NO_LIVE_HOST', refused ? `no acceptable server hosts fragment ${fragment} of the model: ${refused}` : `no live server hosts fragment ${fragment} of the model`, { cause: cause || undefined });
     this.name = 'PipelineUnavailableError';
-    if (cause) (this as { cause?: unknown }).cause = cause;
   }
 }
 
 /** Raised when the route reaches a supplier that charges and the session has no payer. */
-export class PaymentNeededError extends Error {
-  readonly code = 'PAYMENT_NEEDED';
+export class PaymentNeededError extends GridpipeError<'PAYMENT_NEEDED'> {
   constructor(readonly peerId: string) {
-    super(`supplier ${peerId} charges for its work and this session has no payer (give GridClient.session a payer)`);
+    super('PAYMENT_NEEDED', `supplier ${peerId} charges for its work and this session has no payer (give GridClient.session a payer)`);
     this.name = 'PaymentNeededError';
   }
 }

@@ -13,6 +13,7 @@ import { readManifest } from '../../fragments/manifest-file.js';
 import { cidOfFile } from '../../fragments/cid.js';
 import { createProgress } from '../progress.js';
 import { UsageError } from '../errors.js';
+import { GridpipeError } from '../../errors/base.js';
 
 export const DEMO_MODELS: Record<string, BuildOptions> = {
   tiny: { arch: 'gpt', layers: 2, dModel: 64, heads: 4, kvCache: true, seed: 7, name: 'demo-tiny' },
@@ -56,7 +57,7 @@ export async function prepareDemoModel(choice: string, parts: number, dir: strin
     progress.stop();
     // Verify once, when the fragments are made: a cached folder was verified when it was written.
     const report = await verifyFragments(fragmentDir, { tolerance: 1e-4 });
-    if (!report.ok) throw new Error(`the fragments in ${fragmentDir} do not match the whole model; delete the folder and start again`);
+    if (!report.ok) throw new GridpipeError('VERIFY_FAILED', `the fragments in ${fragmentDir} do not match the whole model; delete the folder and start again`);
   }
   const { manifest } = await readManifest(fragmentDir);
   const manifestCid = await cidOfFile(path.join(fragmentDir, MANIFEST_FILE));

@@ -1,6 +1,7 @@
 /** The devnet's child processes: suppliers and the gateway, started with `gridpipe` and stopped in order. */
 import type { ChildProcess } from 'node:child_process';
 import { spawnGridpipe } from '../spawn.js';
+import { GridpipeError } from '../../errors/base.js';
 
 export const READY_TIMEOUT_MS = 90_000;
 
@@ -21,7 +22,7 @@ async function startReady<T>(label: string, command: string, args: string[], env
   try {
     return { child: proc.child, ready: (await proc.ready) as T };
   } catch (err) {
-    throw new Error(`${label}: ${(err as Error).message}`, { cause: err });
+    throw new GridpipeError('DEVNET_START', `${label}: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -1,4 +1,5 @@
 /** What the devnet tells its user once it is up: a check request through the gateway, then how to call it (also in devnet.json). */
+import { GridpipeError } from '../../errors/base.js';
 
 export interface DevnetInfo {
   /** The OpenAI-compatible base URL (ends in /v1). */
@@ -40,7 +41,7 @@ export async function checkRequest(gatewayUrl: string, apiKey: string, model: st
     }
     const last = `${res.status} ${body.error?.message ?? ''}`;
     // 404/503: the gateway has not seen every fragment's host yet; anything else is a real failure.
-    if ((res.status !== 404 && res.status !== 503) || Date.now() > deadline) throw new Error(`the check request through the gateway failed: ${last}`);
+    if ((res.status !== 404 && res.status !== 503) || Date.now() > deadline) throw new GridpipeError('DEVNET_CHECK_FAILED', `the check request through the gateway failed: ${last}`);
     await new Promise((r) => setTimeout(r, 500));
   }
 }

@@ -1,4 +1,5 @@
 /** ONNX tensor element types: codes, names, sizes and their onnxruntime-node names. */
+import { FragmentError } from './errors.js';
 
 export const DataType = {
   UNDEFINED: 0, FLOAT: 1, UINT8: 2, INT8: 3, UINT16: 4, INT16: 5, INT32: 6, INT64: 7, STRING: 8, BOOL: 9,
@@ -30,7 +31,7 @@ export function dataTypeName(code: DataTypeCode): string {
 /** Parses a name as written in manifests and CLI flags back to its code. */
 export function dataTypeFromName(name: string): DataTypeCode {
   const found = Object.entries(NAMES).find(([, n]) => n === name.toLowerCase());
-  if (!found) throw new Error(`unknown ONNX data type "${name}"`);
+  if (!found) throw new FragmentError('UNSUPPORTED', `unknown ONNX data type "${name}"`);
   return Number(found[0]);
 }
 
@@ -54,6 +55,6 @@ export function ortTypeName(code: DataTypeCode): string | undefined {
 /** Inverse of ortTypeName. */
 export function dataTypeFromOrt(name: string): DataTypeCode {
   const found = Object.entries(ORT_NAMES).find(([, n]) => n === name);
-  if (!found) throw new Error(`onnxruntime type "${name}" has no ONNX equivalent here`);
+  if (!found) throw new FragmentError('UNSUPPORTED', `onnxruntime type "${name}" has no ONNX equivalent here`);
   return Number(found[0]);
 }

@@ -7,11 +7,12 @@
 import type { ClassicLevel } from 'classic-level';
 import { signedVoucherFromJson, signedVoucherToJson, type SignedVoucher, type SignedVoucherJson } from '../../contracts/eip712.js';
 import { openDurableDb } from '../../net/durable-db.js';
+import { GridpipeError } from '../../errors/base.js';
 
-export class PayerLedgerError extends Error {
+export class PayerLedgerError extends GridpipeError<'LOCKED'> {
   override name = 'PayerLedgerError';
-  constructor(readonly code: 'LOCKED', message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: 'LOCKED', message: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
   }
 }
 

@@ -13,6 +13,7 @@ import type { Payee, StepPayer, WireVoucher } from '../../scheduler/payment.js';
 import { EscrowView } from './escrow-view.js';
 import { voucherToWire } from '../../net/exec/voucher-wire.js';
 import { PayerLedger } from './ledger.js';
+import { GridpipeError } from '../../errors/base.js';
 
 export interface VoucherPayerOptions {
   /** Chain config, RPC URL and the payer's wallet (keystore or decrypted), or an open access with a wallet. */
@@ -28,10 +29,10 @@ export interface VoucherPayerOptions {
 
 export type PayerErrorCode = 'ESCROW_EXHAUSTED' | 'WITHDRAWING' | 'BAD_PAYEE' | 'BAD_CHARGE';
 
-export class PayerError extends Error {
+export class PayerError extends GridpipeError<PayerErrorCode> {
   override name = 'PayerError';
-  constructor(readonly code: PayerErrorCode, message: string) {
-    super(message);
+  constructor(code: PayerErrorCode, message: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
   }
 }
 

@@ -10,14 +10,17 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { ChatMessage } from './chat.js';
+import { GridpipeError } from '../../errors/base.js';
 
 /** A special token the tokenizer knows (tokenizer.json `added_tokens` with `special: true`). */
 export interface SpecialToken { id: number; content: string; lstrip?: boolean; rstrip?: boolean }
 
 /** Raised when content holds a special token's text and the template cannot keep it apart (a 400). */
-export class SpecialTokenInContentError extends Error {
+export class SpecialTokenInContentError extends GridpipeError<'SPECIAL_TOKEN_IN_CONTENT'> {
   override name = 'SpecialTokenInContentError';
-  readonly code = 'SPECIAL_TOKEN_IN_CONTENT';
+  constructor(message: string) {
+    super('SPECIAL_TOKEN_IN_CONTENT', message, { badInput: true });
+  }
 }
 
 type Part = { text: string } | { special: SpecialToken };

@@ -10,6 +10,7 @@ import { ChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatMessage } from './chat.js';
 import type { TextTokenizer, TokenizerFileReader } from './text-tokenizer.js';
 import { ChatEscaper, type SpecialToken } from './escape.js';
 import { sharedTemplateSandbox, type TemplateSandbox } from './sandbox.js';
+import { GridpipeError } from '../../errors/base.js';
 
 export type { TextTokenizer, TokenizerFile, TokenizerFileReader } from './text-tokenizer.js';
 export { byteTextTokenizer, byteTokenizer } from './byte.js';
@@ -62,8 +63,11 @@ export function hfTextTokenizer(tokenizerJson: object, config: Record<string, un
 }
 
 /** Raised when a model's tokenizer cannot be loaded (its text endpoints answer 503 with this message). */
-export class TokenizerUnavailableError extends Error {
+export class TokenizerUnavailableError extends GridpipeError<'TOKENIZER_UNAVAILABLE'> {
   override name = 'TokenizerUnavailableError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('TOKENIZER_UNAVAILABLE', message, options);
+  }
 }
 
 /** The tokenizer a manifest names; undefined for models without one (tensor models: /v1/infer only). */

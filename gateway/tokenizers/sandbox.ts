@@ -9,6 +9,7 @@
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
+import { GridpipeError } from '../../errors/base.js';
 
 export interface TemplateBudget {
   /** Wall-clock time one render may take (default 1000 ms). */
@@ -24,16 +25,17 @@ export interface TemplateBudget {
 export const DEFAULT_TEMPLATE_BUDGET: TemplateBudget = { timeoutMs: 1000, maxHeapMb: 64, maxOutputChars: 4 << 20, maxQueued: 256 };
 
 /** A template stopped for going over its budget (time, memory, output size) or refused because the queue is full. */
-export class TemplateBudgetError extends Error {
+export class TemplateBudgetError extends GridpipeError<'CHAT_TEMPLATE_BUDGET'> {
   override name = 'TemplateBudgetError';
-  readonly code = 'CHAT_TEMPLATE_BUDGET';
-  constructor(message: string, readonly limit: 'time' | 'memory' | 'output' | 'busy') { super(message); }
+  constructor(message: string, readonly limit: 'time' | 'memory' | 'output' | 'busy') { super('CHAT_TEMPLATE_BUDGET', message); }
 }
 
 /** The template itself failed (syntax error, raise_exception, a bad filter): its own message. */
-export class TemplateRenderError extends Error {
+export class TemplateRenderError extends GridpipeError<'CHAT_TEMPLATE_ERROR'> {
   override name = 'TemplateRenderError';
-  readonly code = 'CHAT_TEMPLATE_ERROR';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('CHAT_TEMPLATE_ERROR', message, options);
+  }
 }
 
 // The worker's code: CommonJS (eval), so it runs the same from the TypeScript sources (tests) and from dist/.

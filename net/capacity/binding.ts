@@ -13,6 +13,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { getAddress, hexlify, isAddress, getBytes } from 'ethers';
 import { recoverStakeBindingSigner, signStakeBinding, type TypedDataSigner } from '../../contracts/eip712.js';
+import { GridpipeError } from '../../errors/base.js';
 
 /** A stake binding as carried in a record (proto StakeBinding); the operator is the record's staking address. */
 export interface RecordStakeBinding {
@@ -34,10 +35,10 @@ export interface StakeBindingStatement extends RecordStakeBinding {
 /** Why a binding is not accepted (metrics label and log text). */
 export type UnboundReason = 'NO_ADDRESS' | 'MISSING' | 'MALFORMED' | 'WRONG_SIGNER' | 'EXPIRED' | 'UNCHECKED';
 
-export class StakeBindingError extends Error {
+export class StakeBindingError extends GridpipeError<UnboundReason | 'BAD_FILE' | 'WRONG_PEER'> {
   override readonly name = 'StakeBindingError';
-  constructor(readonly code: UnboundReason | 'BAD_FILE' | 'WRONG_PEER', message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: UnboundReason | 'BAD_FILE' | 'WRONG_PEER', message: string, options: { cause?: unknown } = {}) {
+    super(code, message, { ...options, badInput: code === 'BAD_FILE' || code === 'WRONG_PEER' });
   }
 }
 

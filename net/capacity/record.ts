@@ -19,6 +19,7 @@ import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPublicKey } from '@libp2p/peer-id';
 import { wire, type gridpipe } from '../../proto/wire.js';
 import { checkStakeBinding, type RecordStakeBinding } from './binding.js';
+import { GridpipeError } from '../../errors/base.js';
 
 export type { RecordStakeBinding } from './binding.js';
 
@@ -103,10 +104,10 @@ export type CapacityRecordRejection =
   | 'QUOTA';
 
 /** A record that failed `openRecord`; `reason` is a stable code (also the metrics label). */
-export class CapacityRecordError extends Error {
+export class CapacityRecordError extends GridpipeError<CapacityRecordRejection> {
   override readonly name = 'CapacityRecordError';
-  constructor(readonly reason: CapacityRecordRejection, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(readonly reason: CapacityRecordRejection, message: string, options: { cause?: unknown } = {}) {
+    super(reason, message, options);
   }
 }
 

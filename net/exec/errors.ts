@@ -2,6 +2,7 @@
  * Typed errors of the exec protocol. Wire codes mirror `ErrorCode` in proto/grid.proto (checked by a test);
  * `TIMEOUT` and `CLOSED` exist only on the client side (a step deadline passed, the stream ended).
  */
+import { GridpipeError } from '../../errors/base.js';
 export const ErrorCode = {
   ERROR_UNSPECIFIED: 0,
   BAD_REQUEST: 1,
@@ -26,13 +27,11 @@ export function errorCodeName(code: number): WireErrorCode {
 }
 
 /** An exec failure with its code: thrown by the server's internals and by the client. */
-export class ExecError extends Error {
+export class ExecError extends GridpipeError<ExecErrorCode> {
   override readonly name = 'ExecError';
-  readonly code: ExecErrorCode;
 
-  constructor(code: ExecErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
+  constructor(code: ExecErrorCode, message: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
   }
 
   /** The numeric wire code (client-only codes travel as INTERNAL). */

@@ -6,6 +6,7 @@ import { Uint8ArrayList } from 'uint8arraylist';
 import { encodeVarint, lengthDelimitedPrefix } from '../../fragments/onnx/wire.js';
 import { PROTOCOLS, wire, type gridpipe } from '../../proto/wire.js';
 import { lengthPrefixed } from '../wire/frame-reader.js';
+import { GridpipeError } from '../../errors/base.js';
 
 export const BLOB_PROTOCOL = PROTOCOLS.blob;
 /** Largest chunk payload a server sends (and the default when a request's max_chunk is 0). */
@@ -28,8 +29,11 @@ export interface BlobChunk { cid: string; offset: number; data: Uint8Array; tota
 export type BlobResponse = { chunk: BlobChunk; error?: undefined } | { error: { code: string; message: string }; chunk?: undefined };
 
 /** Thrown by the decoders on bytes that are not the expected message. */
-export class MalformedMessageError extends Error {
+export class MalformedMessageError extends GridpipeError<'MALFORMED_MESSAGE'> {
   override name = 'MalformedMessageError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('MALFORMED_MESSAGE', message, options);
+  }
 }
 
 /** A decoded uint64 as a size: a safe non-negative integer, or MalformedMessageError. */

@@ -17,6 +17,7 @@ import {
 import { BlobProtocolError, BlobRemoteError, BlobTransferError, InvalidCidError, toError } from './errors.js';
 import { parseBlobCid, type FragmentStore } from './fragment-store.js';
 import type { StoreMetrics } from './metrics.js';
+import { GridpipeError } from '../../errors/base.js';
 
 export interface BlobServerOptions {
   logger?: Logger;
@@ -189,11 +190,10 @@ export interface FetchBlobResult {
 }
 
 /** The provider announced a size that cannot be the blob's (other than the manifest's, or over the limit). */
-export class BlobSizeError extends Error {
+export class BlobSizeError extends GridpipeError<'SIZE_REFUSED'> {
   override name = 'BlobSizeError';
-  readonly code = 'SIZE_REFUSED';
   constructor(message: string, readonly peer: string) {
-    super(`${peer}: ${message}`);
+    super('SIZE_REFUSED', `${peer}: ${message}`);
   }
 }
 

@@ -1,26 +1,27 @@
 /** Typed errors of the fragment store, the blob protocol and the fetcher (each with a stable `code`). */
+import { GridpipeError } from '../../errors/base.js';
 
 /** A string is not a blob CID (CIDv1, raw codec, SHA-256). */
-export class InvalidCidError extends Error {
+export class InvalidCidError extends GridpipeError<'INVALID_CID'> {
   override name = 'InvalidCidError';
-  readonly code = 'INVALID_CID';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('INVALID_CID', message, { ...options, badInput: true });
+  }
 }
 
 /** Bytes do not hash to the CID they were stored or fetched under. */
-export class CidMismatchError extends Error {
+export class CidMismatchError extends GridpipeError<'CID_MISMATCH'> {
   override name = 'CidMismatchError';
-  readonly code = 'CID_MISMATCH';
   constructor(readonly expected: string, readonly actual: string, what: string) {
-    super(`${what} hashes to ${actual}, not ${expected}`);
+    super('CID_MISMATCH', `${what} hashes to ${actual}, not ${expected}`);
   }
 }
 
 /** The remote peer answered a blob request with an Error message (NOT_FOUND, BAD_REQUEST, BUSY...). */
-export class BlobRemoteError extends Error {
+export class BlobRemoteError extends GridpipeError<'REMOTE_ERROR'> {
   override name = 'BlobRemoteError';
-  readonly code = 'REMOTE_ERROR';
   constructor(readonly remoteCode: string, readonly remoteMessage: string, readonly peer: string) {
-    super(`${peer} answered ${remoteCode}: ${remoteMessage}`);
+    super('REMOTE_ERROR', `${peer} answered ${remoteCode}: ${remoteMessage}`);
   }
 }
 
@@ -28,20 +29,18 @@ export class BlobRemoteError extends Error {
  * The remote peer broke the blob protocol (a frame that does not decode, a chunk at the wrong offset, a
  * size that changes, more bytes than announced). The fetcher treats the peer as bad.
  */
-export class BlobProtocolError extends Error {
+export class BlobProtocolError extends GridpipeError<'PROTOCOL_VIOLATION'> {
   override name = 'BlobProtocolError';
-  readonly code = 'PROTOCOL_VIOLATION';
   constructor(message: string, readonly peer: string) {
-    super(`${peer} broke the blob protocol: ${message}`);
+    super('PROTOCOL_VIOLATION', `${peer} broke the blob protocol: ${message}`);
   }
 }
 
 /** The stream ended (or broke) before the last chunk arrived. */
-export class BlobTransferError extends Error {
+export class BlobTransferError extends GridpipeError<'TRANSFER_FAILED'> {
   override name = 'BlobTransferError';
-  readonly code = 'TRANSFER_FAILED';
-  constructor(message: string, readonly peer: string, options?: { cause?: unknown }) {
-    super(`transfer from ${peer} failed: ${message}`, options);
+  constructor(message: string, readonly peer: string, options: { cause?: unknown } = {}) {
+    super('TRANSFER_FAILED', `transfer from ${peer} failed: ${message}`, options);
   }
 }
 
@@ -57,10 +56,10 @@ export interface FetchAttempt {
 }
 
 /** A fetch by CID failed: no provider found, or every provider failed. Lists what was tried. */
-export class FetchError extends Error {
+export class FetchError extends GridpipeError<'NO_PROVIDERS' | 'ALL_PROVIDERS_FAILED' | 'TOO_LARGE'> {
   override name = 'FetchError';
-  constructor(readonly code: 'NO_PROVIDERS' | 'ALL_PROVIDERS_FAILED' | 'TOO_LARGE', message: string, readonly cid: string, readonly attempts: FetchAttempt[] = []) {
-    super(message);
+  constructor(code: 'NO_PROVIDERS' | 'ALL_PROVIDERS_FAILED' | 'TOO_LARGE', message: string, readonly cid: string, readonly attempts: FetchAttempt[] = []) {
+    super(code, message);
   }
 }
 

@@ -26,14 +26,15 @@ import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/inter
 import { Uint8ArrayList } from 'uint8arraylist';
 import { varintLength, writeVarint } from '../../fragments/onnx/wire.js';
 import type { ByteBudget } from './budget.js';
+import { GridpipeError } from '../../errors/base.js';
 
 export type FrameErrorCode = 'FRAME_TOO_LARGE' | 'BAD_LENGTH_PREFIX' | 'BUFFER_FULL' | 'TRUNCATED_FRAME' | 'SEND_FAILED';
 
 /** A framing failure, `code` says which; protocols turn it into their own errors with `mapError`. */
-export class FrameError extends Error {
+export class FrameError extends GridpipeError<FrameErrorCode> {
   override name = 'FrameError';
-  constructor(readonly code: FrameErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: FrameErrorCode, message: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
   }
 }
 

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { openDurableDb } from '../../net/durable-db.js';
 import { KeyedMutex } from './balances.js';
 import { signedVoucherFromJson, signedVoucherToJson, type SignedVoucher, type SignedVoucherJson } from '../../contracts/eip712.js';
+import { GridpipeError } from '../../errors/base.js';
 
 
 /** What the book holds for one payer. */
@@ -29,10 +30,10 @@ interface AccountJson {
   best?: SignedVoucherJson;
 }
 
-export class VoucherBookError extends Error {
+export class VoucherBookError extends GridpipeError<'LOCKED' | 'CORRUPT'> {
   override name = 'VoucherBookError';
-  constructor(readonly code: 'LOCKED' | 'CORRUPT', message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: 'LOCKED' | 'CORRUPT', message: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
   }
 }
 

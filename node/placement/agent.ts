@@ -23,6 +23,7 @@ import { chooseSpan, coverage, shouldMove, type MoveCheck, type PlacedServer } f
 import type { CapacityRecord } from '../../net/capacity/record.js';
 import type { ModelPlacementInfo } from '../../policy/placement-model.js';
 import { placedServers, settledHolders, swarmFromRecords, type Span, type SwarmMember } from '../../net/capacity/swarm.js';
+import { GridpipeError } from '../../errors/base.js';
 
 /** What the agent asks of the supplier. */
 export interface SpanHost {
@@ -100,8 +101,11 @@ export type CheckOutcome =
   | { kind: 'failed'; target: Span; error: string };
 
 /** A placement that cannot be made (nothing fits in the memory given). */
-export class PlacementError extends Error {
+export class PlacementError extends GridpipeError<'NO_FRAGMENT_FITS'> {
   override readonly name = 'PlacementError';
+  constructor(message: string) {
+    super('NO_FRAGMENT_FITS', message);
+  }
 }
 
 const sameSpan = (a: Span | undefined, b: Span | undefined): boolean => !!a && !!b && a.start === b.start && a.end === b.end;
