@@ -1,12 +1,13 @@
 /** `gridpipe deposit AMOUNT`: fund the payer's escrow (approve + PaymentEscrow.deposit). AMOUNT in decimal token units. */
 import { Command } from 'commander';
-import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
+import { withChainOptions, AMOUNT_HELP, type ChainCliOptions } from './chain-options.js';
 
 export function depositCommand(): Command {
   return withChainOptions(new Command('deposit')
     .description('Deposit tokens into the payment escrow that the gateway\'s vouchers draw on (approves the escrow first)')
     .argument('<amount>', AMOUNT_HELP), 'keystore of the paying account (the gateway\'s; passphrase in GRIDPIPE_PASSPHRASE)')
     .action(async (amountText: string, o: ChainCliOptions) => {
+      const { withChain, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend } = await import('./chain-args.js'); // ethers loads here
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const amount = parseTokenAmount(amountText, decimals);

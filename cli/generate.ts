@@ -1,11 +1,6 @@
 /** `gridpipe generate`: run a model across the grid and print tokens as they come, with the route taken. */
-import { vocabSize } from '../fragments/manifest.js';
 import { Command, Option } from 'commander';
-import { GridClient } from '../scheduler/client.js';
-import { generate } from '../scheduler/generate.js';
-import { tokenizerFor } from '../gateway/tokenizers/byte.js';
-import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
-import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
+import { collect, nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { UsageError } from './errors.js';
 
 /** The generate command. */
@@ -27,6 +22,12 @@ export function generateCommand(): Command {
       manifest: string; promptIds?: string; prompt?: string; maxTokens: number; temperature: number; topP?: number; topK?: number;
       seed: number; bootstrap: string[]; network: string; json: boolean;
     }) => {
+      // The grid client (libp2p, onnxruntime) loads here, not with the command tree.
+      const { vocabSize } = await import('../fragments/manifest.js');
+      const { GridClient } = await import('../scheduler/client.js');
+      const { generate } = await import('../scheduler/generate.js');
+      const { tokenizerFor } = await import('../gateway/tokenizers/byte.js');
+      const { checkMultiaddrs, chooseNetwork } = await import('./network.js');
       if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
       if ((o.promptIds === undefined) === (o.prompt === undefined)) throw new UsageError('give exactly one of --prompt-ids or --prompt');

@@ -4,7 +4,7 @@
  * staking key signs the peer id it stands behind). Amounts are decimal token units ("12.5").
  */
 import { Command } from 'commander';
-import { withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
+import { withChainOptions, AMOUNT_HELP, type ChainCliOptions } from './chain-options.js';
 import { UsageError } from './errors.js';
 import { stakeBindCommand } from './stake-bind.js';
 
@@ -14,6 +14,7 @@ export function stakeCommand(): Command {
     .argument('<amount>', AMOUNT_HELP), 'keystore of the supplier\'s staking account (passphrase in GRIDPIPE_PASSPHRASE)')
     .addCommand(stakeBindCommand())
     .action(async (amountText: string, o: ChainCliOptions) => {
+      const { withChain, parseTokenAmount, tokenDecimals, formatTokens, send, printResult, approveSpend } = await import('./chain-args.js'); // ethers loads here
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const amount = parseTokenAmount(amountText, decimals);
@@ -35,6 +36,7 @@ export function unstakeCommand(): Command {
     .description('Request to unstake (all when AMOUNT is omitted); withdraw it with `gridpipe withdraw` after the unbonding delay')
     .argument('[amount]', AMOUNT_HELP), 'keystore of the supplier\'s staking account (passphrase in GRIDPIPE_PASSPHRASE)')
     .action(async (amountText: string | undefined, o: ChainCliOptions) => {
+      const { withChain, parseTokenAmount, tokenDecimals, formatTokens, send, printResult } = await import('./chain-args.js'); // ethers loads here
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const { stakeRegistry } = chain.contracts;
@@ -56,6 +58,7 @@ export function withdrawCommand(): Command {
   return withChainOptions(new Command('withdraw')
     .description('Withdraw unbonded stake (after `gridpipe unstake` and the unbonding delay)'), 'keystore of the supplier\'s staking account (passphrase in GRIDPIPE_PASSPHRASE)')
     .action(async (o: ChainCliOptions) => {
+      const { withChain, tokenDecimals, formatTokens, send, printResult } = await import('./chain-args.js'); // ethers loads here
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const { stakeRegistry, token } = chain.contracts;
