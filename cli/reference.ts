@@ -33,7 +33,9 @@ function pristineProgram(): Command {
 
 /** Text for a table cell: the home folder as `~`, pipes escaped, on one line. */
 function cell(text: string): string {
-  return text.split(os.homedir()).join('~').replace(/\|/g, '\\|').replace(/\n/g, ' ');
+  const home = os.homedir();
+  const portable = home.length > 1 ? text.split(home).join('~') : text;
+  return portable.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 }
 
 /** The commands under `cmd`, depth first, with their full names. */
