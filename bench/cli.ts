@@ -2,7 +2,9 @@
  * `npm run bench -- cli`: how long the `gridpipe` command takes to start. Runs `node -e 0` (the baseline:
  * Node's own start), `gridpipe --help`, `gridpipe --version` and `gridpipe model inspect FILE` on a tiny
  * synthetic GPT, alternately, so that a busy moment of the machine falls on all of them alike; one warm-up
- * round is not counted. `--rounds=N` (default 15). Goal: --help and model inspect each under 400 ms wall.
+ * round is not counted. `--rounds=N` (default 15); `--compare=PATH/main.js` also times another build of the
+ * CLI (e.g. an older commit's dist/cli/main.js) in the same rounds. Goal: --help and model inspect each
+ * under 400 ms wall.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -49,6 +51,8 @@ export async function cliBench(flags: string[]): Promise<void> {
       ['version', [CLI_ENTRY, '--version']],
       ['inspect', [CLI_ENTRY, 'model', 'inspect', model]],
     ];
+    const compare = flags.find((f) => f.startsWith('--compare='))?.slice('--compare='.length);
+    if (compare) cases.push(['compared_help', [compare, '--help']], ['compared_inspect', [compare, 'model', 'inspect', model]]);
     // The machine's load at the start: these are wall times, so a busy machine shows in every one of them.
     const loadAvgStart = os.loadavg()[0];
     const times = new Map<string, number[]>(cases.map(([name]) => [name, []]));
@@ -63,7 +67,7 @@ export async function cliBench(flags: string[]): Promise<void> {
       metrics[`${name}_ms_p50`] = median(times.get(name)!);
       metrics[`${name}_ms_p90`] = quantile(times.get(name)!, 0.9);
     }
-    reportResult('cli', metrics, `wall time of a whole process (spawn to exit) of node -e 0 (baseline), gridpipe --help, gridpipe --version and gridpipe model inspect on a tiny synthetic GPT (2 layers, d32, 140 KiB), ${rounds} alternating rounds after one warm-up. Goal: help and inspect p50 < ${GOAL_MS} ms.`);
+    reportResult('cli', metrics, `wall time of a whole process (spawn to exit) of node -e 0 (baseline), gridpipe --help, gridpipe --version and gridpipe model inspect on a tiny synthetic GPT (2 layers, d32, 140 KiB), ${rounds} alternating rounds after one warm-up${compare ? `; compared_*: the same commands with ${compare}` : ''}. Goal: help and inspect p50 < ${GOAL_MS} ms.`);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
