@@ -6,6 +6,7 @@ import { settlementBench } from './settlement.js';
 import { pipelineBench } from './pipeline.js';
 import { swarmBench } from './swarm.js';
 import { devnetBench } from './devnet.js';
+import { cliBench } from './cli.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
@@ -15,6 +16,7 @@ const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   pipeline: pipelineBench,
   swarm: swarmBench,
   devnet: devnetBench,
+  cli: cliBench,
 };
 
 async function run(): Promise<void> {

@@ -41,6 +41,11 @@ export function byteSize(value: string): number {
   return n;
 }
 
+/** Collects a repeatable option into an array. */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
 /** Collects repeated `SYMBOL=VALUE` options into a record of positive integers. */
 export function dimAssignment(value: string, previous: Record<string, number> = {}): Record<string, number> {
   const m = /^([^=]+)=(\d+)$/.exec(value);

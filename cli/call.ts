@@ -1,9 +1,7 @@
 /** `gridpipe call`: send a prompt to a gateway and stream the completion to stdout (route and cost on stderr). */
 import { Command } from 'commander';
-import { GridpipeClient, GridpipeApiError } from '../gateway/client.js';
-import { nonNegativeInt, positiveInt } from './args.js';
+import { collect, nonNegativeInt, positiveInt } from './args.js';
 import { UsageError } from './errors.js';
-import { collect } from './network.js';
 import { GridpipeError } from '../errors/base.js';
 
 /** The call command. */
@@ -21,6 +19,8 @@ export function callCommand(): Command {
     .option('--stop <text>', 'stop at this text (repeatable)', collect, [])
     .option('--json', 'print one JSON object with the text, usage and route instead of streaming', false)
     .action(async (prompt: string, o: { model: string; url: string; key?: string; maxTokens: number; temperature: number; topP?: number; seed?: number; stop: string[]; json: boolean }) => {
+      // The SDK (and the protobuf schemas it reads) loads here, not with the command tree.
+      const { GridpipeClient, GridpipeApiError } = await import('../gateway/client.js');
       if (!(o.temperature >= 0 && o.temperature <= 2)) throw new UsageError(`--temperature must be in [0, 2], got ${o.temperature}`);
       const client = new GridpipeClient({ baseUrl: o.url, apiKey: o.key });
       const request = { model: o.model, prompt, max_tokens: o.maxTokens, temperature: o.temperature, top_p: o.topP, seed: o.seed, stop: o.stop.length ? o.stop : undefined };

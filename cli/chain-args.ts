@@ -1,35 +1,17 @@
 /**
  * What the chain commands (stake, unstake, withdraw, deposit, earnings, redeem) share: the --rpc,
  * --chain-config, --wallet and --json options, token amounts in decimal token units, the wallet as the
- * account the chain actions (contracts/actions.ts) act for, and printing a result as text or JSON.
+ * account the chain actions (contracts/actions.ts) act for, and printing a result as text or JSON. The
+ * options themselves are declared in cli/chain-options.ts, which the command tree loads without ethers.
  */
-import { Command, Option } from 'commander';
 import { formatUnits, parseUnits } from 'ethers';
-import os from 'node:os';
-import path from 'node:path';
 import type { ActingAccount } from '../contracts/actions.js';
 import { openChain, requireWallet, type ChainAccess } from '../contracts/chain.js';
 import { UsageError } from './errors.js';
 import { GridpipeError } from '../errors/base.js';
+import { checkTokenAmountText, type ChainCliOptions } from './chain-options.js';
 
-/** Help for a token amount argument (stake, unstake, deposit). */
-export const AMOUNT_HELP = 'amount in tokens, decimals allowed (e.g. 12.5; not base units)';
-
-export interface ChainCliOptions { rpc?: string; chainConfig: string; wallet?: string; json: boolean }
-
-/** Default chain config: $GRIDPIPE_CHAIN_CONFIG, else ~/.gridpipe/chain.json. */
-export function defaultChainConfig(): string {
-  return process.env.GRIDPIPE_CHAIN_CONFIG ?? path.join(os.homedir(), '.gridpipe', 'chain.json');
-}
-
-/** Adds the shared options to a chain command. */
-export function withChainOptions(cmd: Command, walletHelp = 'encrypted keystore of the account (passphrase in GRIDPIPE_PASSPHRASE)'): Command {
-  return cmd
-    .addOption(new Option('--chain-config <file>', 'chain config JSON written by the deploy script').default(defaultChainConfig(), '$GRIDPIPE_CHAIN_CONFIG or ~/.gridpipe/chain.json'))
-    .option('--rpc <url>', 'EVM JSON-RPC URL (default: the chain config\'s)')
-    .option('--wallet <keystore>', walletHelp)
-    .option('--json', 'print the result as one JSON line', false);
-}
+export { AMOUNT_HELP, checkTokenAmountText, defaultChainConfig, withChainOptions, type ChainCliOptions } from './chain-options.js';
 
 /** A failed chain call, reported on one line with the contract's error name. */
 export class ChainCommandError extends GridpipeError {
@@ -48,11 +30,6 @@ export async function openChainFor(o: ChainCliOptions, needsWallet: boolean): Pr
 /** The token's decimals (cached per access). */
 export async function tokenDecimals(chain: ChainAccess): Promise<number> {
   return Number(await chain.contracts.token.decimals());
-}
-
-/** Checks that `value` reads as a decimal token amount, before anything reaches the chain; UsageError naming `what`. */
-export function checkTokenAmountText(value: string, what = 'AMOUNT'): void {
-  if (!/^\d+(\.\d+)?$/.test(value.trim())) throw new UsageError(`${what} must be a decimal number of tokens like 12.5, got "${value}"`);
 }
 
 /** A decimal amount of whole tokens ("12.5") in base units; UsageError naming `what` when malformed. */

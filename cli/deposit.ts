@@ -1,7 +1,6 @@
 /** `gridpipe deposit AMOUNT`: fund the payer's escrow (contracts/actions.ts deposit: approve when short, then deposit). AMOUNT in decimal token units. */
 import { Command } from 'commander';
-import { deposit } from '../contracts/actions.js';
-import { checkTokenAmountText, withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, printResult, checkBalance, actingAccount, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
+import { checkTokenAmountText, withChainOptions, AMOUNT_HELP, type ChainCliOptions } from './chain-options.js';
 
 export function depositCommand(): Command {
   return withChainOptions(new Command('deposit')
@@ -9,6 +8,8 @@ export function depositCommand(): Command {
     .argument('<amount>', AMOUNT_HELP), 'keystore of the paying account (the gateway\'s; passphrase in GRIDPIPE_PASSPHRASE)')
     .action(async (amountText: string, o: ChainCliOptions) => {
       checkTokenAmountText(amountText);
+      const { withChain, parseTokenAmount, tokenDecimals, formatTokens, printResult, checkBalance, actingAccount } = await import('./chain-args.js'); // ethers loads here
+      const { deposit } = await import('../contracts/actions.js');
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const amount = parseTokenAmount(amountText, decimals);

@@ -18,10 +18,9 @@ import path from 'node:path';
 import os from 'node:os';
 import { portNumber, positiveInt } from './args.js';
 import { reportFailure } from './errors.js';
-import { checkModelChoice, prepareDemoModel } from './devnet/demo-model.js';
 import { ensureDataDir, ensurePortFree } from './devnet/preflight.js';
 import { writePrivateFile } from './devnet/private-file.js';
-import { DEVNET_PASSPHRASE, startDevnetChain, type DevnetChain } from './devnet/chain.js';
+import type { DevnetChain } from './devnet/chain.js';
 import { startGatewayProcess, startSupplier, stopProcesses, type RunningSupplier } from './devnet/processes.js';
 import { checkRequest, printUsage, type DevnetInfo } from './devnet/usage.js';
 
@@ -57,6 +56,9 @@ export function devnetCommand(): Command {
     .option('--port <port>', 'gateway port on 127.0.0.1 (0 = any free port)', portNumber, DEFAULT_PORT)
     .option('--data <dir>', 'data folder (model cache, wallets, supplier folders, devnet.json)', path.join(os.homedir(), '.gridpipe', 'devnet'))
     .action(async (o: DevnetOptions) => {
+      // The fragments toolkit and the chain tools (ethers, anvil) load here, not with the command tree.
+      const { checkModelChoice, prepareDemoModel } = await import('./devnet/demo-model.js');
+      const { DEVNET_PASSPHRASE, startDevnetChain } = await import('./devnet/chain.js');
       checkModelChoice(o.model);
       const dir = path.resolve(o.data);
       ensureDataDir(dir);

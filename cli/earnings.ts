@@ -7,13 +7,12 @@
 import { Command } from 'commander';
 import os from 'node:os';
 import path from 'node:path';
-import { keystoreAddress } from '../contracts/wallet.js';
-import { adminTokenPath, readAdminToken } from '../node/admin-guard.js';
-import { summarize, type EarningsSummary } from '../node/payments/supplier-payments.js';
-import { Redeemer } from '../node/payments/redeemer.js';
-import { VoucherBook, voucherBookDir, VoucherBookError } from '../node/payments/voucher-book.js';
-import { withChain, withChainOptions, tokenDecimals, formatTokens, printResult, ChainCommandError, type ChainCliOptions } from './chain-args.js';
+import type { EarningsSummary } from '../node/payments/supplier-payments.js';
+import type { VoucherBook } from '../node/payments/voucher-book.js';
+import { withChainOptions, type ChainCliOptions } from './chain-options.js';
 import { UsageError } from './errors.js';
+
+// The voucher book (LevelDB) and the chain (ethers) load in the actions and the helpers they call, not with the command tree.
 
 interface MoneyOptions extends ChainCliOptions { data: string; admin?: string }
 
@@ -27,6 +26,8 @@ function withMoneyOptions(cmd: Command, walletHelp: string): Command {
 
 /** Opens the voucher book, or explains that the supplier is running. */
 async function openBook(dir: string): Promise<VoucherBook> {
+  const { VoucherBook, voucherBookDir, VoucherBookError } = await import('../node/payments/voucher-book.js');
+  const { ChainCommandError } = await import('./chain-args.js');
   try {
     return await VoucherBook.open(voucherBookDir(dir));
   } catch (err) {
@@ -39,6 +40,8 @@ async function openBook(dir: string): Promise<VoucherBook> {
 
 /** A call on the running supplier's admin endpoint, with the token it wrote to `<data>/admin-token`. */
 async function adminCall(url: string, dataDir: string, method: 'GET' | 'POST', route: string): Promise<Record<string, unknown>> {
+  const { adminTokenPath, readAdminToken } = await import('../node/admin-guard.js');
+  const { ChainCommandError } = await import('./chain-args.js');
   const token = readAdminToken(dataDir);
   if (!token) throw new ChainCommandError('ADMIN_ERROR', `no admin token at ${adminTokenPath(dataDir)}: pass --data, the running supplier's data folder`);
   let res: Response;
@@ -57,6 +60,9 @@ export function earningsCommand(): Command {
     .description('What this supplier has earned: work accrued, vouchers held, redeemed on chain, pending (amounts in tokens)'),
   'keystore of the supplier (only its address is read; no passphrase needed)')
     .action(async (o: MoneyOptions) => {
+      const { keystoreAddress } = await import('../contracts/wallet.js');
+      const { summarize } = await import('../node/payments/supplier-payments.js');
+      const { withChain, tokenDecimals, formatTokens, printResult } = await import('./chain-args.js');
       let local: EarningsSummary;
       if (o.admin) {
         const body = await adminCall(o.admin, o.data, 'GET', '/payments');
@@ -108,6 +114,8 @@ export function redeemCommand(): Command {
     .description('Redeem the supplier\'s stored vouchers on chain now (one batch transaction)'),
   'keystore of the account that sends the transaction (pays gas; the money goes to the vouchers\' payee)')
     .action(async (o: MoneyOptions) => {
+      const { Redeemer } = await import('../node/payments/redeemer.js');
+      const { withChain, tokenDecimals, formatTokens, printResult } = await import('./chain-args.js');
       if (o.admin) {
         const r = await adminCall(o.admin, o.data, 'POST', '/redeem');
         printResult(o.json, r, `redeemed ${String(r.redeemed)} base units in ${String(r.transactions)} transaction(s)`);

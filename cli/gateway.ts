@@ -6,14 +6,9 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import os from 'node:os';
 import path from 'node:path';
-import { startGateway } from '../gateway/server.js';
-import { readKeysFile, keysFileModeProblem } from '../gateway/keys.js';
-import { openPayers, type Payers } from '../gateway/payments.js';
-import { createLogger } from '../net/logger.js';
-import { readChainConfig } from '../contracts/bindings.js';
-import { byteSize, portNumber, positiveNumber } from './args.js';
+import type { Payers } from '../gateway/payments.js';
+import { byteSize, collect, portNumber, positiveNumber } from './args.js';
 import { DEFAULT_MAX_OVER_MEDIAN, DEFAULT_MAX_PRICE_PER_GFLOP } from '../policy/price-limits.js';
-import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
 import { UsageError } from './errors.js';
 
 /** A whole number of token base units (a price). */
@@ -46,6 +41,13 @@ export function gatewayCommand(): Command {
       chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; metricsToken?: string; json: boolean;
       maxPricePerGflop: bigint; maxOverMedian: number;
     }) => {
+      // The gateway (fastify, libp2p, ethers, pino) loads here, not with the command tree.
+      const { startGateway } = await import('../gateway/server.js');
+      const { readKeysFile, keysFileModeProblem } = await import('../gateway/keys.js');
+      const { openPayers } = await import('../gateway/payments.js');
+      const { createLogger } = await import('../net/logger.js');
+      const { readChainConfig } = await import('../contracts/bindings.js');
+      const { checkMultiaddrs, chooseNetwork } = await import('./network.js');
       if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
       if ((o.rpc || o.wallet) && !o.chainConfig) throw new UsageError('--rpc and --wallet go with --chain-config');

@@ -4,18 +4,10 @@
  * the Hugging Face tokenizer.json the manifest names, from the model's folder or fetched from its hosts by CID).
  */
 import { existsSync, statSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { vocabSize } from '../fragments/manifest.js';
 import { Command, Option } from 'commander';
-import { GridClient, type OpenModel } from '../scheduler/client.js';
-import { generate } from '../scheduler/generate.js';
-import { FragmentStore } from '../net/store/fragment-store.js';
-import { IncrementalDecoder, loadTokenizer, type TextTokenizer } from '../gateway/tokenizers/index.js';
-import { fetchTokenizerFile, tokenizerFileReader } from '../gateway/tokenizers/files.js';
-import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
-import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
+import type { GridClient, OpenModel } from '../scheduler/client.js';
+import type { TextTokenizer } from '../gateway/tokenizers/index.js';
+import { collect, nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { UsageError } from './errors.js';
 import { GridpipeError } from '../errors/base.js';
 
@@ -50,6 +42,12 @@ export function generateCommand(): Command {
       manifest: string; promptIds?: string; prompt?: string; maxTokens: number; temperature: number; topP?: number; topK?: number;
       seed: number; bootstrap: string[]; network: string; wait: number; json: boolean;
     }) => {
+      // The grid client (libp2p, onnxruntime) loads here, not with the command tree.
+      const { vocabSize } = await import('../fragments/manifest.js');
+      const { GridClient } = await import('../scheduler/client.js');
+      const { generate } = await import('../scheduler/generate.js');
+      const { IncrementalDecoder } = await import('../gateway/tokenizers/index.js');
+      const { checkMultiaddrs, chooseNetwork } = await import('./network.js');
       if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
       if ((o.promptIds === undefined) === (o.prompt === undefined)) throw new UsageError('give exactly one of --prompt-ids or --prompt');
@@ -114,15 +112,11 @@ async function modelTokenizer(client: GridClient, model: OpenModel, source: stri
     if (required) throw new UsageError(`this model's tokenizer (${kind}) is not available here; use --prompt-ids`);
     return undefined;
   }
-  let storeDir: string | undefined;
-  let store: FragmentStore | undefined;
+  const { loadTokenizer } = await import('../gateway/tokenizers/index.js');
+  const { tokenizerFileReader } = await import('../gateway/tokenizers/files.js');
   const read = tokenizerFileReader({
     sourceDir: existsSync(source) && statSync(source).isDirectory() ? source : undefined,
-    fetch: async (f) => {
-      storeDir ??= await mkdtemp(path.join(os.tmpdir(), 'gridpipe-tokenizer-'));
-      store ??= await FragmentStore.open({ dataDir: storeDir });
-      return fetchTokenizerFile(client.host.node, store, f, model.discovery.current);
-    },
+    fetch: (f) => client.fetchTokenizerFile(f, model.discovery.current),
   });
   try {
     return await loadTokenizer(model.manifest, read);
@@ -131,7 +125,5 @@ async function modelTokenizer(client: GridClient, model: OpenModel, source: stri
     if (required) throw new GridpipeError('TOKENIZER_UNAVAILABLE', `cannot encode --prompt: ${(err as Error).message}`, { cause: err });
     process.stderr.write(`gridpipe: note: the model's tokenizer could not be loaded (${(err as Error).message}); printing token ids\n`);
     return undefined;
-  } finally {
-    if (storeDir) await rm(storeDir, { recursive: true, force: true });
   }
 }

@@ -2,14 +2,11 @@
 import { Command, Option } from 'commander';
 import path from 'node:path';
 import { existsSync, statSync } from 'node:fs';
-import { buildModel, parameterCount, ARCHS, type Arch } from '../fragments/builder/index.js';
-import { writeModel } from '../fragments/onnx/write.js';
-import { fragmentModel } from '../fragments/fragment.js';
-import { verifyFragments } from '../fragments/verify.js';
-import { inspectModel } from '../fragments/inspect.js';
-import { readManifest } from '../fragments/manifest-file.js';
+import { ARCHS, type Arch } from '../fragments/builder/options.js';
 import { byteSize, dimAssignment, nonNegativeInt, positiveInt, positiveNumber, shapeAssignment } from './args.js';
 import { createProgress, formatBytes } from './progress.js';
+
+// The fragments toolkit (protobufjs, the ONNX schema, onnxruntime for verify) loads in each action, not with the command tree.
 
 const print = (line = ''): void => { process.stdout.write(`${line}\n`); };
 const printJson = (value: unknown): void => print(JSON.stringify(value, null, 2));
@@ -36,6 +33,8 @@ export function modelCommand(): Command {
     .requiredOption('--out <file>', 'output .onnx file')
     .option('--json', 'machine-readable output', false)
     .action(async (o: Record<string, unknown>) => {
+      const { buildModel, parameterCount } = await import('../fragments/builder/index.js');
+      const { writeModel } = await import('../fragments/onnx/write.js');
       const options = {
         arch: o.arch as Arch, layers: o.layers as number | undefined, dModel: o.dModel as number | undefined,
         heads: o.heads as number | undefined, kvHeads: o.kvHeads as number | undefined, vocab: o.vocab as number | undefined,
@@ -68,6 +67,7 @@ export function modelCommand(): Command {
     .option('--json', 'machine-readable output', false)
     .action(async (target: string, o: { dim: Record<string, number>; top: number; json: boolean }) => {
       if (existsSync(target) && statSync(target).isDirectory()) {
+        const { readManifest } = await import('../fragments/manifest-file.js');
         const { manifest } = await readManifest(target);
         if (o.json) return printJson(manifest);
         print(`${manifest.name}: ${manifest.fragments.length} fragments of ${manifest.source.file}`);
@@ -77,6 +77,7 @@ export function modelCommand(): Command {
         }
         return undefined;
       }
+      const { inspectModel } = await import('../fragments/inspect.js');
       const r = inspectModel(target, { dims: o.dim, top: o.top });
       if (o.json) return printJson(r);
       print(`${r.name || path.basename(target)}  (IR ${r.irVersion}, opsets ${Object.entries(r.opsets).map(([d, v]) => `${d} ${v}`).join(', ')}${r.producer ? `, from ${r.producer}` : ''})`);
@@ -101,6 +102,7 @@ export function modelCommand(): Command {
     .option('--tokenizer <file>', 'Hugging Face tokenizer.json to ship with the fragments (a tokenizer_config.json beside it goes too)')
     .option('--json', 'machine-readable output', false)
     .action(async (file: string, o: { parts?: number; maxBytes?: number; out: string; dim: Record<string, number>; tokenizer?: string; json: boolean }) => {
+      const { fragmentModel } = await import('../fragments/fragment.js');
       const progress = createProgress('fragmenting', o.json);
       const result = await fragmentModel(file, o.out, { parts: o.parts, maxBytes: o.maxBytes, dims: o.dim, tokenizer: o.tokenizer, onProgress: (d, t) => progress.update(d, t) });
       progress.stop();
@@ -125,6 +127,7 @@ export function modelCommand(): Command {
     .option('--model <file>', 'the whole model, if not where the manifest says')
     .option('--json', 'machine-readable output', false)
     .action(async (dir: string, o: { dim: Record<string, number>; shape: Record<string, number[]>; tolerance: number; seed: number; model?: string; json: boolean }) => {
+      const { verifyFragments } = await import('../fragments/verify.js');
       const report = await verifyFragments(dir, {
         dims: o.dim, shapes: o.shape, tolerance: o.tolerance, seed: o.seed, modelPath: o.model,
         onProgress: o.json ? undefined : (step) => process.stderr.write(`${step}…\n`),

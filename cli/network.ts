@@ -14,10 +14,8 @@ export function chooseNetwork(choice: string | undefined, addresses: string[]): 
   return given.every((a) => PRIVATE.some((re) => re.test(a))) ? 'local' : 'public';
 }
 
-/** Collects a repeatable option into an array. */
-export function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
+/** Collects a repeatable option into an array (an option parser: it lives in cli/args.ts). */
+export { collect } from './args.js';
 
 /** Checks each multiaddr of a repeatable flag; throws a UsageError naming the bad one. */
 export function checkMultiaddrs(flag: string, values: string[], needPeerId = false): string[] {

@@ -1,11 +1,6 @@
 /** `gridpipe peers`: the capacity records a client can find in the DHT. */
-import '../net/polyfill.js';
 import { Command, Option } from 'commander';
-import { createLogger } from '../net/logger.js';
-import { createGridHost } from '../net/host.js';
-import { findAllRecords } from '../net/capacity/dht.js';
-import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
-import { positiveNumber } from './args.js';
+import { collect, positiveNumber } from './args.js';
 import { formatBytes } from './progress.js';
 import { UsageError } from './errors.js';
 import { GridpipeError } from '../errors/base.js';
@@ -19,6 +14,12 @@ export function peersCommand(): Command {
     .option('--timeout <seconds>', 'how long to search', positiveNumber, 15)
     .option('--json', 'machine-readable output', false)
     .action(async (o: { bootstrap: string[]; network: string; timeout: number; json: boolean }) => {
+      // libp2p loads here (after its polyfill), not with the command tree.
+      await import('../net/polyfill.js');
+      const { createLogger } = await import('../net/logger.js');
+      const { createGridHost } = await import('../net/host.js');
+      const { findAllRecords } = await import('../net/capacity/dht.js');
+      const { checkMultiaddrs, chooseNetwork } = await import('./network.js');
       if (o.bootstrap.length === 0) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
       const logger = createLogger('gridpipe', 'warn');

@@ -6,10 +6,7 @@
  * Signing needs no transaction; it reads the chain only to warn when the address is not staked.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { peerIdFromString } from '@libp2p/peer-id';
-import { makeStakeBinding, writeStakeBindingFile } from '../net/capacity/binding.js';
-import { requireWallet } from '../contracts/chain.js';
-import { withChain, withChainOptions, printResult, type ChainCliOptions } from './chain-args.js';
+import { withChainOptions, type ChainCliOptions } from './chain-options.js';
 import { UsageError } from './errors.js';
 
 function days(value: string): number {
@@ -25,6 +22,11 @@ export function stakeBindCommand(): Command {
     .option('--days <n>', 'how long the binding holds', days, 30)
     .requiredOption('--out <file>', 'where to write the binding (JSON; a signature, no secret)'), 'keystore of the staking account (passphrase in GRIDPIPE_PASSPHRASE)')
     .action(async (_o: unknown, cmd: Command) => {
+      // libp2p's peer ids and ethers load here, not with the command tree.
+      const { peerIdFromString } = await import('@libp2p/peer-id');
+      const { makeStakeBinding, writeStakeBindingFile } = await import('../net/capacity/binding.js');
+      const { requireWallet } = await import('../contracts/chain.js');
+      const { withChain, printResult } = await import('./chain-args.js');
       // `stake` has the same chain options and commander gives them to it: read both levels.
       const o = cmd.optsWithGlobals<ChainCliOptions & { peer: string; days: number; out: string }>();
       try {

@@ -4,8 +4,7 @@
  * staking key signs the peer id it stands behind). Amounts are decimal token units ("12.5").
  */
 import { Command } from 'commander';
-import { stake, unstake, withdrawStake } from '../contracts/actions.js';
-import { checkTokenAmountText, withChain, withChainOptions, parseTokenAmount, tokenDecimals, formatTokens, printResult, checkBalance, actingAccount, AMOUNT_HELP, type ChainCliOptions } from './chain-args.js';
+import { checkTokenAmountText, withChainOptions, AMOUNT_HELP, type ChainCliOptions } from './chain-options.js';
 import { UsageError } from './errors.js';
 import { stakeBindCommand } from './stake-bind.js';
 
@@ -16,6 +15,8 @@ export function stakeCommand(): Command {
     .addCommand(stakeBindCommand())
     .action(async (amountText: string, o: ChainCliOptions) => {
       checkTokenAmountText(amountText);
+      const { withChain, parseTokenAmount, tokenDecimals, formatTokens, printResult, checkBalance, actingAccount } = await import('./chain-args.js'); // ethers loads here
+      const { stake } = await import('../contracts/actions.js');
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const amount = parseTokenAmount(amountText, decimals);
@@ -38,6 +39,8 @@ export function unstakeCommand(): Command {
     .argument('[amount]', AMOUNT_HELP), 'keystore of the supplier\'s staking account (passphrase in GRIDPIPE_PASSPHRASE)')
     .action(async (amountText: string | undefined, o: ChainCliOptions) => {
       if (amountText !== undefined) checkTokenAmountText(amountText);
+      const { withChain, parseTokenAmount, tokenDecimals, formatTokens, printResult, actingAccount } = await import('./chain-args.js'); // ethers loads here
+      const { unstake } = await import('../contracts/actions.js');
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const { stakeRegistry } = chain.contracts;
@@ -59,6 +62,8 @@ export function withdrawCommand(): Command {
   return withChainOptions(new Command('withdraw')
     .description('Withdraw unbonded stake (after `gridpipe unstake` and the unbonding delay)'), 'keystore of the supplier\'s staking account (passphrase in GRIDPIPE_PASSPHRASE)')
     .action(async (o: ChainCliOptions) => {
+      const { withChain, tokenDecimals, formatTokens, printResult, actingAccount } = await import('./chain-args.js'); // ethers loads here
+      const { withdrawStake } = await import('../contracts/actions.js');
       await withChain(o, true, async (chain) => {
         const decimals = await tokenDecimals(chain);
         const { stakeRegistry, token } = chain.contracts;

@@ -7,18 +7,11 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Supplier } from '../node/supplier.js';
-import { byteSize, positiveInt, positiveNumber } from './args.js';
-import { checkMultiaddrs, chooseNetwork, collect } from './network.js';
+import { byteSize, collect, positiveInt, positiveNumber } from './args.js';
 import { createProgress } from './progress.js';
 import type { ProviderChoice } from '../node/exec/executor.js';
-import { ShareLimits } from '../node/limits.js';
 import { UsageError } from './errors.js';
-import { openChain } from '../contracts/chain.js';
-import { PAYMENT_DEFAULTS } from '../node/payments/supplier-payments.js';
-import { parseTokenAmount, formatTokens, tokenDecimals } from './chain-args.js';
 import { isEvmAddress } from '../contracts/address.js';
-import { readStakeBindingFile } from '../net/capacity/binding.js';
 
 /** Seconds (decimals allowed, 0 included) as milliseconds. */
 function seconds(value: string): number {
@@ -104,6 +97,14 @@ export function supplyCommand(): Command {
       chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; creditPerPeer?: string; creditTotal?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; adminPort?: number;
       provider?: ProviderChoice; reprobe: boolean; spin: boolean; inlineRuns: boolean; json: boolean;
     }) => {
+      // The supplier (libp2p, onnxruntime, LevelDB, ethers) loads here, not with the command tree.
+      const { Supplier } = await import('../node/supplier.js');
+      const { ShareLimits } = await import('../node/limits.js');
+      const { openChain } = await import('../contracts/chain.js');
+      const { PAYMENT_DEFAULTS } = await import('../node/payments/supplier-payments.js');
+      const { parseTokenAmount, formatTokens, tokenDecimals } = await import('./chain-args.js');
+      const { readStakeBindingFile } = await import('../net/capacity/binding.js');
+      const { checkMultiaddrs, chooseNetwork } = await import('./network.js');
       if (o.rebalanceEvery <= 0) throw new UsageError('--rebalance-every must be more than 0 seconds (use --no-rebalance to turn moves off)');
       if (o.place && o.fragments !== undefined) throw new UsageError('--place lets placement choose the span; drop it or --fragments');
       if (o.fragments !== undefined && o.maxFragments !== undefined) throw new UsageError('--max-fragments applies when the supplier chooses its span; drop it or --fragments');

@@ -1,8 +1,6 @@
 /** `gridpipe wallet new --out FILE`: a new account as an encrypted JSON keystore (passphrase from GRIDPIPE_PASSPHRASE). */
 import { Command } from 'commander';
 import path from 'node:path';
-import { createKeystore, keystoreAddress } from '../contracts/wallet.js';
-import { printResult } from './chain-args.js';
 
 export function walletCommand(): Command {
   const wallet = new Command('wallet').description('Encrypted keystore wallets (the passphrase comes from GRIDPIPE_PASSPHRASE)');
@@ -11,6 +9,8 @@ export function walletCommand(): Command {
     .requiredOption('--out <file>', 'where to write the keystore')
     .option('--json', 'print the result as one JSON line', false)
     .action(async (o: { out: string; json: boolean }) => {
+      const { createKeystore } = await import('../contracts/wallet.js'); // ethers loads here, not with the command tree
+      const { printResult } = await import('./chain-args.js');
       const { address, file } = await createKeystore(o.out);
       printResult(o.json, { address, file: path.resolve(file) }, `created ${address}\n  keystore: ${path.resolve(file)}`);
     });
@@ -18,7 +18,9 @@ export function walletCommand(): Command {
     .description('Print the address a keystore holds (no passphrase needed)')
     .requiredOption('--wallet <keystore>', 'the keystore')
     .option('--json', 'print the result as one JSON line', false)
-    .action((o: { wallet: string; json: boolean }) => {
+    .action(async (o: { wallet: string; json: boolean }) => {
+      const { keystoreAddress } = await import('../contracts/wallet.js');
+      const { printResult } = await import('./chain-args.js');
       const address = keystoreAddress(o.wallet);
       printResult(o.json, { address }, address);
     });

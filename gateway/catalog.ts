@@ -12,18 +12,12 @@
  * on an open grid (no chain) at most `maxDiscovered` discovered manifests are opened or tried (default 64);
  * `--model` ones are always opened.
  */
-import { readFile } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
-import path from 'node:path';
-import type { PeerId } from '@libp2p/interface';
-import { peerIdFromString } from '@libp2p/peer-id';
-import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { GridClient, OpenModel } from '../scheduler/client.js';
 import { isStakedRecord, spansOf, type HostedSpan, type StakeCheck } from '../scheduler/discovery.js';
-import { MAX_TOKENIZER_BYTES } from '../net/store/fragment-store.js';
-import { cidOfBytes } from '../fragments/cid.js';
 import { loadTokenizer, type TextTokenizer } from './tokenizers/index.js';
+import { tokenizerFileReader } from './tokenizers/files.js';
 import { notFound } from './errors.js';
 
 /** A model the catalog knows. */
@@ -177,7 +171,7 @@ export class ModelCatalog {
   private async loadTokenizerOf(model: CatalogModel, sourceDir?: string): Promise<void> {
     const { manifest, manifestCid } = model.open;
     try {
-      model.tokenizer = await loadTokenizer(manifest, (f) => this.readTokenizerFile(model, f, sourceDir));
+      model.tokenizer = await loadTokenizer(manifest, tokenizerFileReader({ sourceDir, fetch: (f) => this.client.fetchTokenizerFile(f, this.hostsOf(model)) }));
       if (!model.tokenizer) model.tokenizerError = `${manifest.name} names no tokenizer: send token ids, or use /v1/infer`;
       else model.tokenizerError = undefined;
       this.tokenizerRetry.delete(manifestCid);
@@ -233,48 +227,8 @@ export class ModelCatalog {
     model.hosts = new Set(spans.map((s) => s.peerId)).size;
   }
 
-  /**
-   * A tokenizer file, verified against its CID: from the model's folder when it was given as one, else (or
-   * when the folder's copy is missing or does not match) fetched from the grid: first from the model's hosts
-   * (they keep its tokenizer files with its fragments), then from whoever the DHT says provides it.
-   */
-  private async readTokenizerFile(model: CatalogModel, f: { file: string; cid: string; bytes?: number }, sourceDir?: string): Promise<Uint8Array> {
-    let local: string | undefined;
-    if (sourceDir) {
-      try {
-        const bytes = await readFile(path.join(sourceDir, path.basename(f.file)));
-        if (cidOfBytes(bytes) === f.cid) return bytes;
-        local = `${f.file} in ${sourceDir} does not match its CID in the manifest`;
-      } catch (err) {
-        local = `${f.file} in ${sourceDir}: ${(err as Error).message}`;
-      }
-    }
-    try {
-      const fetched = await this.client.fetchBlob(f.cid, {
-        signal: AbortSignal.timeout(15_000), maxBytes: MAX_TOKENIZER_BYTES,
-        expectedSize: Number.isSafeInteger(f.bytes) ? f.bytes : undefined, peers: await this.hostsOf(model),
-      });
-      return await readFile(fetched.path);
-    } catch (err) {
-      throw new Error(`${local ? `${local}; ` : ''}${f.file} (${f.cid}) could not be fetched from the grid: ${(err as Error).message}`, { cause: err });
-    }
-  }
-
-  /** The model's hosts (known now or at the last sweep), their addresses added to the peer store so they can be dialled. */
-  private async hostsOf(model: CatalogModel): Promise<PeerId[]> {
-    const spans = [...model.open.discovery.current, ...(this.lastSpans.get(model.open.manifestCid) ?? [])];
-    const node = this.client.host.node;
-    const peers = new Map<string, PeerId>();
-    for (const span of spans) {
-      if (peers.has(span.peerId) || span.peerId === node.peerId.toString()) continue;
-      try {
-        const id = peerIdFromString(span.peerId);
-        if (span.addrs.length) await node.peerStore.merge(id, { multiaddrs: span.addrs.map((a) => multiaddr(a)) }).catch(() => undefined);
-        peers.set(span.peerId, id);
-      } catch {
-        // not a peer id: the DHT lookup will do
-      }
-    }
-    return [...peers.values()];
+  /** The model's hosts now and at the last sweep: likely holders of its tokenizer files. */
+  private hostsOf(model: CatalogModel): HostedSpan[] {
+    return [...model.open.discovery.current, ...(this.lastSpans.get(model.open.manifestCid) ?? [])];
   }
 }

@@ -47,7 +47,7 @@ export const DATASTORE_DIR = 'datastore';
 
 export type NetworkKind = 'local' | 'public';
 
-/** Stream and connection limits (defaults sized for multi-MB activations; see notes/libp2p-v3.md). */
+/** Stream and connection limits (defaults sized for multi-MB activations). */
 export interface StreamLimits {
   /** Unread bytes a stream may buffer before it is reset (default 64 MiB; libp2p: 4 MiB). */
   maxReadBufferLength?: number;

@@ -1,13 +1,12 @@
 /**
- * The ONNX schema, loaded into protobufjs from the descriptor that the `onnx-buf` package ships
- * (ONNX 1.20, IR version 13). Taking the descriptor from a package keeps the schema current without
- * hand-copying onnx.proto, and protobufjs stays the one protobuf library of the project.
+ * The ONNX schema in protobufjs, from the descriptor that the `onnx-buf` package ships (ONNX 1.20, IR
+ * version 13). Taking the descriptor from a package keeps the schema current without hand-copying
+ * onnx.proto, and protobufjs stays the one protobuf library of the project. The descriptor is converted
+ * ahead of time into protobufjs JSON (proto/onnx-schema.ts, written by proto/onnx-schema-gen.ts), so that
+ * loading the schema costs protobufjs alone, not @bufbuild's runtime: it is on every `gridpipe model` start.
  */
 import protobuf from 'protobufjs';
-import descriptorExt from 'protobufjs/ext/descriptor/index.js';
-import { toBinary } from '@bufbuild/protobuf';
-import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
-import { file_onnx } from 'onnx-buf';
+import { ONNX_SCHEMA } from './onnx-schema.js';
 
 /** An int64 as protobufjs decodes it: a number, or a Long when it does not fit 53 bits. */
 export type Int64 = number | { low: number; high: number; unsigned: boolean; toNumber(): number };
@@ -107,10 +106,7 @@ export const AttributeType = {
 } as const;
 
 function loadOnnxRoot(): protobuf.Root {
-  const descriptorBytes = toBinary(FileDescriptorProtoSchema, file_onnx.proto);
-  const ext = descriptorExt as unknown as { FileDescriptorProto: protobuf.Type };
-  const fileDescriptor = ext.FileDescriptorProto.decode(descriptorBytes);
-  return (protobuf.Root as unknown as { fromDescriptor(d: unknown): protobuf.Root }).fromDescriptor({ file: [fileDescriptor] });
+  return protobuf.Root.fromJSON(ONNX_SCHEMA);
 }
 
 /** The protobufjs root holding package `onnx`. */

@@ -12,8 +12,8 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { createGridHost, type GridHost, type NetworkKind } from '../net/host.js';
 import { createLogger } from '../net/logger.js';
-import { FragmentStore, parseBlobCid } from '../net/store/fragment-store.js';
-import { fetchByCid, type FetchOptions, type FetchResult } from '../net/store/fetcher.js';
+import { FragmentStore, MAX_TOKENIZER_BYTES, parseBlobCid } from '../net/store/fragment-store.js';
+import { fetchByCid, fetchSmallFile, type KnownHost } from '../net/store/fetcher.js';
 import { MANIFEST_FILE, type Manifest } from '../fragments/manifest.js';
 import { readManifest } from '../fragments/manifest-file.js';
 import { cidOfFile } from '../fragments/cid.js';
@@ -115,12 +115,12 @@ export class GridClient {
   }
 
   /**
-   * Fetches a blob by CID from the grid into the client's store (provided to nobody); `options.peers` are
-   * asked first. The file stays until the client closes.
+   * A model's tokenizer file fetched by CID into the client's store (verified, at most MAX_TOKENIZER_BYTES),
+   * asking `hosts` (the model's suppliers) before the DHT's providers. The file stays until the client closes.
    */
-  async fetchBlob(cid: string, options: Omit<FetchOptions, 'provide'> = {}): Promise<FetchResult> {
+  async fetchTokenizerFile(file: { cid: string; bytes?: number }, hosts: readonly KnownHost[]): Promise<Uint8Array> {
     const { store } = await this.openStore();
-    return fetchByCid(this.host.node, store, cid, { ...options, provide: false });
+    return fetchSmallFile(this.host.node, store, file, hosts, MAX_TOKENIZER_BYTES);
   }
 
   /** A new pipeline session on an open model. */

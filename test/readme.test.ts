@@ -1,19 +1,24 @@
 /**
- * The README's commands stay true: every `gridpipe` command in its shell blocks names a real
- * subcommand and only options that subcommand has, every `npm run` names a script, every benchmark
- * named exists. (What the commands do is exercised by the suites of their parts and by the devnet
- * end-to-end test, which runs the commands the devnet prints.)
+ * The README's and the guides' (docs/*.md) commands stay true: every `gridpipe` command in their shell
+ * blocks names a real subcommand and only options that subcommand has, every `npm run` names a script,
+ * every benchmark named exists, every link to a file in the repository (and to a heading in it) resolves,
+ * and docs/cli.md is exactly what cli/reference.ts writes from the CLI's own definitions. (What the
+ * commands do is exercised by the suites of their parts and by the devnet end-to-end test, which runs the
+ * commands the devnet prints.)
  */
 import { describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { createProgram } from '../cli/main.js';
+import { commandReference } from '../cli/reference.js';
 import { REPO_ROOT } from './helpers/cli.js';
 
-const readme = readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
+/** README.md and every page of docs/, as paths from the repository root. */
+const PAGES = ['README.md', ...readdirSync(path.join(REPO_ROOT, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)];
+const read = (page: string): string => readFileSync(path.join(REPO_ROOT, page), 'utf8');
 
-/** Shell lines of the README's ```sh blocks, continuation lines joined and comments dropped. */
+/** Shell lines of a page's ```sh blocks, continuation lines joined and comments dropped. */
 function shellLines(markdown: string): string[] {
   const lines: string[] = [];
   for (const block of markdown.matchAll(/```(?:sh|bash)\n([\s\S]*?)```/g)) {
@@ -32,8 +37,11 @@ const commandsOf = (line: string): string[] => line.split(/\s*(?:&&|\|\|?|;)\s*/
 /** Splits a command into words, keeping quoted strings whole. */
 const words = (command: string): string[] => [...command.matchAll(/'[^']*'|"[^"]*"|\S+/g)].map((m) => m[0]);
 
-const commands = shellLines(readme).flatMap(commandsOf);
-const gridpipeCommands = commands.map(words).filter((w) => w[0] === 'gridpipe' || (w[0] === 'npx' && w[1] === 'gridpipe')).map((w) => (w[0] === 'npx' ? w.slice(1) : w));
+const commandsIn = (page: string): string[] => shellLines(read(page)).flatMap(commandsOf);
+const gridpipeCommandsIn = (page: string): string[][] => commandsIn(page).map(words)
+  .filter((w) => w[0] === 'gridpipe' || (w[0] === 'npx' && w[1] === 'gridpipe')).map((w) => (w[0] === 'npx' ? w.slice(1) : w));
+
+const ALL_GRIDPIPE = PAGES.flatMap((page) => gridpipeCommandsIn(page).map((w) => [page, w.join(' '), w] as const));
 
 function findCommand(program: Command, args: string[]): { command: Command; rest: string[] } {
   let command = program;
@@ -46,12 +54,29 @@ function findCommand(program: Command, args: string[]): { command: Command; rest
   }
 }
 
-describe('README commands', () => {
-  it('has gridpipe commands to check', () => {
-    expect(gridpipeCommands.length).toBeGreaterThan(10);
+/** A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces as dashes. */
+const slug = (heading: string): string => heading.trim().toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/\s/g, '-');
+
+/** The anchors of a page's headings (outside code blocks). */
+function anchorsOf(markdown: string): Set<string> {
+  const text = markdown.replace(/```[\s\S]*?```/g, '');
+  return new Set([...text.matchAll(/^#{1,6}\s+(.+)$/gm)].map((m) => slug(m[1])));
+}
+
+/** Links of a page to places in the repository: [text](target), not web addresses, outside code blocks. */
+function localLinks(markdown: string): string[] {
+  const text = markdown.replace(/```[\s\S]*?```/g, '');
+  return [...text.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]).filter((t) => !/^[a-z]+:/i.test(t));
+}
+
+describe('README and docs commands', () => {
+  it('has gridpipe commands to check, in the README and in the guides', () => {
+    expect(ALL_GRIDPIPE.length).toBeGreaterThan(40);
+    expect(gridpipeCommandsIn('README.md').length).toBeGreaterThan(0);
+    expect(PAGES).toEqual(expect.arrayContaining(['docs/devnet.md', 'docs/supplier.md', 'docs/api.md', 'docs/models.md', 'docs/payments.md', 'docs/cli.md', 'docs/configuration.md', 'docs/architecture.md', 'docs/benchmarks.md']));
   });
 
-  it.each(gridpipeCommands.map((w) => [w.join(' '), w] as const))('%s: subcommand and options exist', (_line, w) => {
+  it.each(ALL_GRIDPIPE)('%s: %s: subcommand and options exist', (_page, _line, w) => {
     const program = createProgram();
     const { command, rest } = findCommand(program, w.slice(1));
     expect(command, `no subcommand for "${w.slice(1, 3).join(' ')}"`).not.toBe(program);
@@ -66,14 +91,34 @@ describe('README commands', () => {
     }
   });
 
-  it('names only npm scripts that exist and benchmarks that exist', async () => {
-    const pkg = JSON.parse(readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
-    const benchSource = readFileSync(path.join(REPO_ROOT, 'bench', 'run.ts'), 'utf8');
-    for (const w of commands.map(words).filter((x) => x[0] === 'npm' && x[1] === 'run')) {
+  it.each(PAGES)('%s names only npm scripts that exist and benchmarks that exist', (page) => {
+    const pkg = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
+    const benchSource = read('bench/run.ts');
+    for (const w of commandsIn(page).map(words).filter((x) => x[0] === 'npm' && x[1] === 'run')) {
       expect(pkg.scripts[w[2]], `npm script "${w[2]}"`).toBeDefined();
       if (w[2] === 'bench' && w[3] === '--') {
         for (const name of w.slice(4).filter((x) => !x.startsWith('-'))) expect(benchSource, `benchmark "${name}"`).toMatch(new RegExp(`\\b${name}: \\w+Bench`));
       }
     }
+  });
+
+  it.each(PAGES)('%s links only to files and headings that exist', (page) => {
+    const markdown = read(page);
+    for (const link of localLinks(markdown)) {
+      const [target, anchor] = link.split('#');
+      const file = target ? path.resolve(path.dirname(path.join(REPO_ROOT, page)), decodeURIComponent(target)) : path.join(REPO_ROOT, page);
+      expect(existsSync(file), `${page} links to ${link}: no such file`).toBe(true);
+      if (anchor && file.endsWith('.md') && statSync(file).isFile()) {
+        expect(anchorsOf(readFileSync(file, 'utf8')).has(anchor), `${page} links to ${link}: no such heading`).toBe(true);
+      }
+    }
+  });
+
+  it('README stays a short page (under 200 lines)', () => {
+    expect(read('README.md').split('\n').length).toBeLessThan(200);
+  });
+
+  it('docs/cli.md is what the CLI\'s definitions generate (run npm run docs:cli after changing a command)', () => {
+    expect(read('docs/cli.md')).toBe(commandReference());
   });
 });

@@ -389,7 +389,7 @@ export function peekRecord(signed: Uint8Array): CapacityRecord | undefined {
 
 // ---------------------------------------------------------------- from the probe
 
-/** What a capacity probe measures: node/capacity/probe.ts's ProbeResult is this plus its notes. */
+/** What a capacity probe measures: node/probe.ts's ProbeResult is this plus its notes. */
 export interface ProbeLike extends Hardware {
   benchmark: Benchmark;
   softwareVersion: string;

@@ -1,5 +1,5 @@
 /**
- * Client of the exec protocol (tests, the bench, later the scheduler): one persistent stream per session,
+ * Client of the exec protocol (the grid client's sessions in scheduler/, tests, the bench): one persistent stream per session,
  * steps answered in order, typed errors carrying the wire ErrorCode. A step that misses its deadline ends the
  * session's stream (a late reply would otherwise answer the next step); the caller re-opens and replays.
  */

@@ -1,7 +1,7 @@
 /**
  * Frames of the exec protocol: a varint length prefix, then one protobuf `ExecRequest` or `ExecResponse`.
  *
- * Frames are read and written with node/wire (see its FrameReader for why not `lpStream`), set up here for
+ * Frames are read and written with net/wire (see its FrameReader for why not `lpStream`), set up here for
  * this protocol: oversized frames skipped and reported, unread bytes capped, failures as ExecErrors.
  * Step requests and step replies, the messages that carry tensors, are encoded by hand: sizes first, then
  * one buffer per frame with tensors below REFERENCE_BYTES copied in once (the stream stack turns every chunk
@@ -400,7 +400,7 @@ function execFrameError(err: FrameError): ExecError {
 }
 
 /**
- * node/wire's FrameReader as this protocol uses it: a frame over `maxFrameBytes` is skipped as it arrives
+ * net/wire's FrameReader as this protocol uses it: a frame over `maxFrameBytes` is skipped as it arrives
  * and reported as `oversized`, so the server answers TOO_LARGE and the session goes on; unread bytes are
  * bounded by `maxBufferBytes` (default maxFrameBytes + 1 MiB), beyond which the stream is aborted (as is
  * a broken length prefix); the stream is never paused; failures are ExecErrors (TOO_LARGE, BAD_REQUEST,
@@ -421,7 +421,7 @@ export class FrameReader extends WireFrameReader {
 
 const WRITE_OPTIONS = { mapError: execFrameError };
 
-/** node/wire's writeFrame: rejects with ExecError CLOSED when the stream closes before taking the frame. */
+/** net/wire's writeFrame: rejects with ExecError CLOSED when the stream closes before taking the frame. */
 export function writeFrame(stream: Stream, chunks: Uint8Array[]): Promise<void> {
   return writeWireFrame(stream, chunks, WRITE_OPTIONS);
 }

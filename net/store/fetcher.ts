@@ -6,7 +6,10 @@
  * its bytes discarded; when a mismatching file came from several providers, nobody is blamed and the
  * download restarts from zero with one provider. After the import the node provides the CID.
  */
+import { readFile } from 'node:fs/promises';
 import type { Libp2p, PeerId } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { multiaddr } from '@multiformats/multiaddr';
 import { CID } from 'multiformats/cid';
 import type { Logger } from 'pino';
 import { fetchBlob, BlobSizeError } from './blob-protocol.js';
@@ -354,4 +357,37 @@ export async function fetchManifestAndFragments(node: FetchNode, store: Fragment
       return out;
     }),
   };
+}
+
+/** A peer named by a capacity record: its id and the addresses it announced. */
+export interface KnownHost { peerId: string; addrs: readonly string[] }
+
+/**
+ * One small file (a tokenizer file) fetched by CID into `store` and returned, verified and at most `maxBytes`,
+ * asking `hosts` (the model's suppliers, which keep its files; their addresses are added to the peer store so
+ * they can be dialled) before the DHT's providers. Provided to nobody.
+ */
+export async function fetchSmallFile(node: FetchNode, store: FragmentStore, file: { cid: string; bytes?: number }, hosts: readonly KnownHost[], maxBytes: number, timeoutMs = 15_000): Promise<Uint8Array> {
+  const fetched = await fetchByCid(node, store, file.cid, {
+    provide: false, signal: AbortSignal.timeout(timeoutMs), maxBytes,
+    expectedSize: Number.isSafeInteger(file.bytes) ? file.bytes : undefined, peers: await dialableHosts(node, hosts),
+  });
+  return readFile(fetched.path);
+}
+
+/** The hosts as peer ids (self and malformed ids left out), their announced addresses merged into the peer store. */
+async function dialableHosts(node: FetchNode, hosts: readonly KnownHost[]): Promise<PeerId[]> {
+  const self = node.peerId.toString();
+  const peers = new Map<string, PeerId>();
+  for (const host of hosts) {
+    if (peers.has(host.peerId) || host.peerId === self) continue;
+    try {
+      const id = peerIdFromString(host.peerId);
+      if (host.addrs.length) await node.peerStore.merge(id, { multiaddrs: host.addrs.map((a) => multiaddr(a)) }).catch(() => undefined);
+      peers.set(host.peerId, id);
+    } catch {
+      // not a peer id: the DHT lookup will do
+    }
+  }
+  return [...peers.values()];
 }

@@ -320,7 +320,7 @@ export class Clients {
     else this.ctx.queue.fire(back, c, refused === 'full' ? CALL_FULL : CALL_ERROR);
   }
 
-  /** notes/scheduling.md §3.4: rtt from wall time minus server, queue and transfer time; speed per FLOP; queue (EMA). */
+  /** Learns as the grid client does (policy/estimates.ts): rtt from wall time minus server, queue and transfer time; speed per FLOP; queue (EMA). */
   private learn(e: ClientEstimate, serverMs: number, queueMs: number, wallMs: number, flops: number, tokens: number): void {
     const a = this.ctx.cfg.routing.emaAlpha;
     const rtt = Math.max(0, wallMs - serverMs - queueMs);
