@@ -95,14 +95,17 @@ export async function deposit(account: ActingAccount, params: { amount: bigint }
   return approveThenAct(account, await paymentEscrow.getAddress(), params.amount, 'deposit', () => paymentEscrow.deposit(params.amount));
 }
 
+/** What redeeming needs: only the escrow, connected to whoever pays the gas (anyone may; the money goes to the payee). */
+export type RedeemingAccount = { contracts: Pick<GridContracts, 'paymentEscrow'> };
+
 /** Redeems one signed voucher (anyone may send it; the money goes to its payee). */
-export function redeem(account: ActingAccount, params: { voucher: SignedVoucher }): Promise<TransactionReceipt> {
+export function redeem(account: RedeemingAccount, params: { voucher: SignedVoucher }): Promise<TransactionReceipt> {
   const { signature, ...voucher } = params.voucher;
   return sendAction('redeem', () => account.contracts.paymentEscrow.redeem(voucher, signature));
 }
 
 /** Redeems several signed vouchers in one transaction (one token transfer per payee). */
-export function redeemBatch(account: ActingAccount, params: { vouchers: readonly SignedVoucher[] }): Promise<TransactionReceipt> {
+export function redeemBatch(account: RedeemingAccount, params: { vouchers: readonly SignedVoucher[] }): Promise<TransactionReceipt> {
   const structs = params.vouchers.map(({ signature: _signature, ...voucher }) => voucher);
   const signatures = params.vouchers.map((v) => v.signature);
   return sendAction('redeemBatch', () => account.contracts.paymentEscrow.redeemBatch(structs, signatures));

@@ -8,6 +8,7 @@
 import type { Logger } from 'pino';
 import type { PaymentEscrowContract } from '../../contracts/bindings.js';
 import { revertName } from '../../contracts/bindings.js';
+import { redeem, redeemBatch } from '../../contracts/actions.js';
 import type { PaymentMetrics } from './metrics.js';
 import type { PayerAccount, VoucherBook } from './voucher-book.js';
 import type { SignedVoucher } from '../../contracts/eip712.js';
@@ -154,34 +155,32 @@ export class Redeemer {
         metrics?.redeemed.inc(Number(voucher.cumulativeAmount - onChain));
       }
     };
-    const structs = (items: typeof ready): SignedVoucher[] => items.map((r) => r.voucher);
+    const vouchersOf = (items: typeof ready): SignedVoucher[] => items.map((r) => r.voucher);
+    const account = { contracts: { paymentEscrow: escrow } };
     try {
-      const tx = ready.length === 1
-        ? await escrow.redeem(ready[0].voucher, ready[0].voucher.signature)
-        : await escrow.redeemBatch(structs(ready), ready.map((r) => r.voucher.signature));
+      if (ready.length === 1) await redeem(account, { voucher: ready[0].voucher });
+      else await redeemBatch(account, { vouchers: vouchersOf(ready) });
       result.transactions++;
-      await tx.wait();
       metrics?.redemptions.inc({ outcome: 'ok' });
       await record(ready);
     } catch (err) {
       metrics?.redemptions.inc({ outcome: 'failed' });
       result.failed++;
       if (ready.length === 1) {
-        result.skipped.push({ payer: ready[0].voucher.payer, reason: revertName(err) ?? (err as Error).message });
-        logger?.warn({ payer: ready[0].voucher.payer, err: revertName(err) ?? (err as Error).message }, 'redemption failed');
+        result.skipped.push({ payer: ready[0].voucher.payer, reason: failureReason(err) });
+        logger?.warn({ payer: ready[0].voucher.payer, err: failureReason(err) }, 'redemption failed');
       } else {
-        logger?.warn({ err: revertName(err) ?? (err as Error).message }, 'batch redemption failed; redeeming one by one');
+        logger?.warn({ err: failureReason(err) }, 'batch redemption failed; redeeming one by one');
         for (const item of ready) {
           try {
-            const tx = await escrow.redeem(item.voucher, item.voucher.signature);
+            await redeem(account, { voucher: item.voucher });
             result.transactions++;
-            await tx.wait();
             metrics?.redemptions.inc({ outcome: 'ok' });
             await record([item]);
           } catch (e) {
             metrics?.redemptions.inc({ outcome: 'failed' });
             result.failed++;
-            result.skipped.push({ payer: item.voucher.payer, reason: revertName(e) ?? (e as Error).message });
+            result.skipped.push({ payer: item.voucher.payer, reason: failureReason(e) });
           }
         }
       }
@@ -190,4 +189,9 @@ export class Redeemer {
     if (result.vouchers) logger?.info({ redeemed: result.redeemed.toString(), vouchers: result.vouchers, transactions: result.transactions }, 'vouchers redeemed');
     return result;
   }
+}
+
+/** Why a redemption failed, for the log and the result: the contract's error name when it reverted. */
+function failureReason(err: unknown): string {
+  return revertName(err) ?? revertName((err as { cause?: unknown }).cause) ?? (err as Error).message;
 }

@@ -4,11 +4,13 @@
  * do, a pending withdrawal stops it), and a ledger that survives a restart.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import path from 'node:path';
 import { hexlify } from 'ethers';
+import path from 'node:path';
 import { VoucherPayer, PayerError } from '../../gateway/payer/index.js';
 import { verifyVoucher } from '../../contracts/eip712.js';
 import type { WireVoucher } from '../../net/exec/codec.js';
+import { voucherFromWire } from '../../net/exec/voucher-wire.js';
+import { redeem as redeemVoucher } from '../../contracts/actions.js';
 import { tempDir } from '../helpers/tmp.js';
 import { startPaymentChain, type PaymentChain } from './helpers.js';
 
@@ -27,8 +29,7 @@ async function refused(p: Promise<unknown>): Promise<PayerError> {
 }
 
 function redeem(v: WireVoucher): Promise<unknown> {
-  const escrow = chain.contracts.paymentEscrow.connect(chain.wallets[1]);
-  return escrow.redeem({ payer: v.payer, payee: v.payee, cumulativeAmount: BigInt(v.cumulativeAmount), deadline: v.deadline }, hexlify(v.signature)).then((tx) => tx.wait());
+  return redeemVoucher({ contracts: { paymentEscrow: chain.contracts.paymentEscrow.connect(chain.wallets[1]) } }, { voucher: voucherFromWire(v) });
 }
 
 beforeAll(async () => {
