@@ -14,19 +14,11 @@ import { buildModel } from '../fragments/builder/index.js';
 import { writeModel } from '../fragments/onnx/write.js';
 import { CLI_ENTRY } from '../cli/spawn.js';
 import { reportResult } from './report.js';
+import { median, quantile } from './stats.js';
 
 const GOAL_MS = 400;
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
-}
 
 /** Wall time of one run of `node ...args`, in ms; throws when it fails (a timing of a failure means nothing). */
 function timeRun(args: string[]): number {

@@ -20,6 +20,7 @@ import { ShareLimits } from '../node/limits.js';
 import { ExecServer } from '../node/exec/index.js';
 import { ExecClient } from '../net/exec/index.js';
 import { reportResult } from './report.js';
+import { median, quantile } from './stats.js';
 
 interface Size { key: string; floats: number; iterations: number }
 
@@ -29,16 +30,7 @@ const SIZES: Size[] = [
   { key: '1m', floats: 262144, iterations: 150 },
 ];
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
-}
 
 /** An Identity graph: float32 x [1, n] → y. */
 async function writeIdentity(file: string): Promise<void> {
