@@ -13,7 +13,7 @@ import { GraphBuilder, makeModel } from '../fragments/builder/graph-builder.js';
 import { DataType } from '../fragments/onnx/dtype.js';
 import { writeModel } from '../fragments/onnx/write.js';
 import { VERSION } from '../fragments/version.js';
-import { cudaProviderInstalled } from './exec/executor.js';
+import { cudaProviderInstalled, gpuDevicePresent } from './exec/executor.js';
 import type { Gpu, ProbeLike } from '../net/capacity/record.js';
 
 /** A GPU as nvidia-smi reports it (the record's Gpu). */
@@ -68,6 +68,9 @@ export async function probeExecutionProviders(modelPath: string, wanted: readonl
     // A provider that is neither bundled nor installed (cuda without ONNXRUNTIME_NODE_INSTALL=cuda12) cannot
     // load; skip it rather than let onnxruntime print a failed library load.
     if (ep === 'cuda' ? !cudaProviderInstalled() : !bundled.has(ep)) continue;
+    // Nor WebGPU without a GPU device node: Dawn would print a native "Couldn't load Vulkan" warning on stderr
+    // (the executor's providerCandidates makes the same check).
+    if (ep === 'webgpu' && !gpuDevicePresent()) continue;
     try {
       const session = await ort.InferenceSession.create(modelPath, { executionProviders: [ep] });
       await session.release();

@@ -199,7 +199,8 @@ function commandNames(cmd: Command, prefix = ''): string[] {
 
 /**
  * What onnxruntime's WebGPU provider (Dawn) writes straight to fd 2 when the supplier's capacity probe tries
- * it on a machine without Vulkan: native output that no JavaScript handler sees, not gridpipe's.
+ * it on a machine with a GPU device node but without Vulkan: native output that no JavaScript handler sees,
+ * not gridpipe's. (Without a device node the probe does not try WebGPU at all: node/probe.ts.)
  */
 const DAWN_NO_VULKAN = /^Warning: Couldn't load Vulkan:.*\n\s+at operator\(\) \(\S+dawn\S+\)\n\n?/m;
 
