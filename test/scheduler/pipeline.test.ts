@@ -18,6 +18,7 @@ import { PipelineUnavailableError } from '../../scheduler/session.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/swarm.js';
 
 const tmp = tempDir();
 let modelPath: string;
@@ -70,6 +71,9 @@ beforeAll(async () => {
   ]);
   client = await GridClient.connect({ bootstrap: [bootstrap], network: 'local', discovery: { lookupTimeoutMs: 5000 } });
   model = await client.openModel(fragDir);
+  // openModel returns once every fragment has a host; on a loaded machine one DHT sweep can miss a record (a
+  // lookup timing out), and the tests below need all four suppliers in view: a few more sweeps find them.
+  await waitFor(async () => model.discovery.current.length === 4 || (await model.discovery.refresh()).length === 4, 'all four suppliers in the swarm view', 30_000, 250);
   expect(model.discovery.current.length).toBe(4);
 });
 
