@@ -20,7 +20,8 @@ let payer: VoucherPayer;
 const payeeA = (): { peerId: string; stakingAddress: string; pricePerGflop: string } => ({ peerId: 'A', stakingAddress: chain.wallets[1].address, pricePerGflop: '1' });
 const payeeB = (): { peerId: string; stakingAddress: string; pricePerGflop: string } => ({ peerId: 'B', stakingAddress: chain.wallets[2].address, pricePerGflop: '1' });
 const dataDir = (): string => path.join(tmp.dir, 'gateway');
-const open = (): Promise<VoucherPayer> => VoucherPayer.open({ chain: { chainConfig: chain.config, wallet: chain.wallets[4] }, dataDir: dataDir(), escrowTtlMs: 60_000 });
+// Per-step vouchers (windowSteps 0) for the exact amounts below; the credit window has its own tests.
+const open = (): Promise<VoucherPayer> => VoucherPayer.open({ chain: { chainConfig: chain.config, wallet: chain.wallets[4] }, dataDir: dataDir(), escrowTtlMs: 60_000, windowSteps: 0 });
 
 async function refused(p: Promise<unknown>): Promise<PayerError> {
   const err = await p.then(() => undefined, (e: unknown) => e);
