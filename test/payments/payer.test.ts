@@ -98,3 +98,58 @@ describe('VoucherPayer (anvil)', () => {
     expect((await refused(payer.voucherFor({ peerId: 'X', stakingAddress: '', pricePerGflop: '1' }, 1n))).code).toBe('BAD_PAYEE');
   });
 });
+
+describe('VoucherPayer credit window (anvil, issue 15)', () => {
+  const windowDir = (): string => path.join(tmp.dir, 'gateway-window');
+  const openWindowed = (extra: { windowSteps?: number; windowMax?: bigint; dataDir?: string } = {}): Promise<VoucherPayer> => VoucherPayer.open({
+    chain: { chainConfig: chain.config, wallet: chain.wallets[5] }, dataDir: extra.dataDir ?? windowDir(), escrowTtlMs: 60_000, windowSteps: extra.windowSteps ?? 4, windowMax: extra.windowMax,
+  });
+
+  it('pays a window ahead and re-sends that voucher, with no signature and no ledger write, for the steps it covers', async () => {
+    await chain.mint(chain.wallets[5].address, 10n);
+    await chain.deposit(chain.wallets[5], 10_000n);
+    const p = await openWindowed();
+    try {
+      const first = await p.voucherFor(payeeA(), 10n);
+      expect(first.cumulativeAmount).toBe('50'); // this step and 4 more like it
+      expect(p.signedCount).toBe(1);
+      for (let i = 0; i < 4; i++) expect(await p.voucherFor(payeeA(), 10n)).toBe(first);
+      expect(p.signedCount).toBe(1);
+      const next = await p.voucherFor(payeeA(), 10n);
+      expect(next.cumulativeAmount).toBe('100');
+      expect(p.signedCount).toBe(2);
+      // The supplier can redeem the voucher it holds: the escrow pays what was signed.
+      expect(verifyVoucher(chain.config.paymentEscrow, chain.config.chainId, { ...next, cumulativeAmount: 100n }, hexlify(next.signature))).toBe(true);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('a restarted payer counts everything signed as used: its next voucher is above every one it signed', async () => {
+    const p = await openWindowed();
+    try {
+      expect(p.totals().find((t) => t.payee === chain.wallets[1].address)?.signed).toBe(100n);
+      expect((await p.voucherFor(payeeA(), 10n)).cumulativeAmount).toBe('150');
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('never pays ahead more than windowMax, nor more than the escrow has room for', async () => {
+    const capped = await openWindowed({ windowMax: 15n, dataDir: path.join(tmp.dir, 'gateway-capped') });
+    try {
+      expect((await capped.voucherFor(payeeB(), 10n)).cumulativeAmount).toBe('25');
+    } finally {
+      await capped.close();
+    }
+    // Its own ledger counts 150 to A and 25 to B of this escrow (10,000): a window of 4 × 3,000 does not fit, the step alone does.
+    const big = await openWindowed({ dataDir: windowDir() });
+    try {
+      expect((await big.voucherFor(payeeB(), 3_000n)).cumulativeAmount).toBe('3000');
+      expect((await big.voucherFor(payeeB(), 3_000n)).cumulativeAmount).toBe('6000');
+      expect((await refused(big.voucherFor(payeeB(), 4_000n))).code).toBe('ESCROW_EXHAUSTED');
+    } finally {
+      await big.close();
+    }
+  });
+});
