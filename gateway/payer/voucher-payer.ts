@@ -132,23 +132,32 @@ export class VoucherPayer implements StepPayer {
     const last = this.ledger.get(this.payer, payee);
     const signedSoFar = last?.cumulativeAmount ?? 0n;
     // What the steps have used: everything signed, when this process has not seen the payee yet (a restart).
-    const used = this.windows.get(target.stakingAddress)?.used ?? signedSoFar;
+    const window = this.windows.get(target.stakingAddress);
+    const used = window?.used ?? signedSoFar;
     if (charge === 0n && last && last.deadline - now >= ttl / 2n) {
-      this.windows.set(target.stakingAddress, { used, voucher: last, wire: voucherToWire(last) });
+      if (!window) this.windows.set(target.stakingAddress, { used, voucher: last, wire: voucherToWire(last) });
       return voucherToWire(last);
     }
-    const due = used + charge > signedSoFar ? used + charge - signedSoFar : 0n;
-    const ahead = due > 0n ? this.windowAhead(charge) : 0n;
-    let extra = due;
-    if (due > 0n) extra = (await this.escrowRoom(payee, due + ahead)) ? due + ahead : (await this.checkEscrow(payee, due), due);
-    const voucher = { payer: this.payer, payee, cumulativeAmount: signedSoFar + extra, deadline: now + ttl };
-    const signature = await signVoucher(this.chain.wallet!, this.chain.config.paymentEscrow, this.chain.config.chainId, voucher);
-    const signed: SignedVoucher = { ...voucher, signature };
-    await this.ledger.record(signed); // durable before it leaves: a restart continues from here
-    this.signedCount++;
-    const wire = voucherToWire(signed);
-    this.windows.set(target.stakingAddress, { used: used + charge, voucher: signed, wire });
-    return wire;
+    // Counted before any await: steps that the old voucher still covers meanwhile (the fast path) add to it.
+    if (window) window.used = used + charge;
+    try {
+      const due = used + charge > signedSoFar ? used + charge - signedSoFar : 0n;
+      const ahead = due > 0n ? this.windowAhead(charge) : 0n;
+      let extra = due;
+      if (due > 0n) extra = (await this.escrowRoom(payee, due + ahead)) ? due + ahead : (await this.checkEscrow(payee, due), due);
+      const voucher = { payer: this.payer, payee, cumulativeAmount: signedSoFar + extra, deadline: now + ttl };
+      const signature = await signVoucher(this.chain.wallet!, this.chain.config.paymentEscrow, this.chain.config.chainId, voucher);
+      const signed: SignedVoucher = { ...voucher, signature };
+      await this.ledger.record(signed); // durable before it leaves: a restart continues from here
+      this.signedCount++;
+      const wire = voucherToWire(signed);
+      if (window) Object.assign(window, { voucher: signed, wire });
+      else this.windows.set(target.stakingAddress, { used: used + charge, voucher: signed, wire });
+      return wire;
+    } catch (err) {
+      if (window) window.used -= charge; // not paid: not used
+      throw err;
+    }
   }
 
   /** What a new voucher pays beyond what is due: `windowSteps` more steps of `charge`, at most `windowMax`. */

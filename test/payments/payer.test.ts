@@ -125,6 +125,20 @@ describe('VoucherPayer credit window (anvil, issue 15)', () => {
     }
   });
 
+  it('concurrent steps to one payee: every charge is covered by a voucher signed, at most one window ahead', async () => {
+    const p = await openWindowed({ dataDir: path.join(tmp.dir, 'gateway-concurrent') });
+    const payeeC = { peerId: 'C', stakingAddress: chain.wallets[7].address, pricePerGflop: '1' };
+    try {
+      const vouchers = await Promise.all(Array.from({ length: 10 }, () => p.voucherFor(payeeC, 10n)));
+      const highest = vouchers.reduce((m, v) => (BigInt(v.cumulativeAmount) > m ? BigInt(v.cumulativeAmount) : m), 0n);
+      expect(highest).toBeGreaterThanOrEqual(100n);
+      expect(highest).toBeLessThanOrEqual(140n);
+      expect(p.signedCount).toBeLessThan(10);
+    } finally {
+      await p.close();
+    }
+  });
+
   it('a restarted payer counts everything signed as used: its next voucher is above every one it signed', async () => {
     const p = await openWindowed();
     try {
