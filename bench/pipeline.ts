@@ -4,7 +4,7 @@
  * model in the same run. A 4th supplier replicates the middle fragment so a failover can be measured:
  * the middle fragment's current host is SIGKILLed mid-decode.
  * Goals: decode_ratio >= 0.9; failover_extra_ms <= 2 x prefill128_ms + 250; failed_requests 0;
- * concurrent8_ratio >= 1.5.
+ * concurrent8_ratio >= 1.5; paid_ratio >= 0.9 and paid_cpu_ratio <= 1.15 (bench/pipeline-paid.ts).
  */
 import '../net/polyfill.js';
 import type { ChildProcess } from 'node:child_process';
@@ -20,6 +20,7 @@ import type { HopTiming } from '../scheduler/session.js';
 import { LocalModelRunner } from '../scheduler/local-runner.js';
 import { reportResult } from './report.js';
 import { spawnGridpipe } from '../cli/spawn.js';
+import { paidComparison, startPaidGrid } from './pipeline-paid.js';
 
 const PROMPT = 16;
 const DECODE = 48;
@@ -118,6 +119,12 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
     const decodeHops = gridRuns.flatMap((g) => g.hops.slice(1));
     const decodeTokenMs = decodeMs(gridRuns);
 
+    // Payments (issue 15): a paid grid of the same fragments on a local chain, alternating with this one.
+    // --pay-window=N: the payer's credit window in steps (0: a voucher per step, as before issue 15).
+    const payWindow = flags.find((f) => f.startsWith('--pay-window='))?.slice('--pay-window='.length);
+    const paidGrid = await startPaidGrid(work, fragDir, 3, supplierFlags, options, PROMPT, payWindow === undefined ? undefined : Number(payWindow));
+    const paid = await paidComparison(paidGrid, (n) => runSession(n), suppliers.map((s) => s.child.pid!), ROUNDS, DECODE, monoIds).finally(() => paidGrid.close());
+
     // Prefill of 128 tokens through the pipeline.
     const prefillSession = client.session(model, 200);
     const t0 = performance.now();
@@ -171,7 +178,9 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
       concurrent8_tokens_per_s: eightTps,
       concurrent8_ratio: eightTps / singleTps,
       tokens_identical: Number(identical && concurrentIdentical),
-    }, `gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes (+1 replica of fragment 1) on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens x ${ROUNDS} rounds alternating monolithic and pipeline (speeds = totals over the rounds); greedy; suppliers with ${threads ? `${threads} onnxruntime thread(s)` : 'all cores as onnxruntime threads'}, ${spin ? 'spinning during a step (--spin)' : 'no spinning'}, ${inline ? 'onnxruntime on the supplier\'s own thread (--inline-runs)' : 'onnxruntime in a worker thread per fragment'}; monolithic = one onnxruntime session (onnxruntime defaults, spinning) of the whole model in the bench process; failover = SIGKILL of the host of fragment 1 after 16 tokens, extra = that token's time minus the median decode token.`);
+      paid_window_steps: payWindow === undefined ? 16 : Number(payWindow),
+      ...paid,
+    }, `gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes (+1 replica of fragment 1) on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens x ${ROUNDS} rounds alternating monolithic and pipeline (speeds = totals over the rounds); greedy; suppliers with ${threads ? `${threads} onnxruntime thread(s)` : 'all cores as onnxruntime threads'}, ${spin ? 'spinning during a step (--spin)' : 'no spinning'}, ${inline ? 'onnxruntime on the supplier\'s own thread (--inline-runs)' : 'onnxruntime in a worker thread per fragment'}; monolithic = one onnxruntime session (onnxruntime defaults, spinning) of the whole model in the bench process; failover = SIGKILL of the host of fragment 1 after 16 tokens, extra = that token's time minus the median decode token; paid = the same 3 fragments on 3 more supplier processes with the same flags, charging 1e9 base units/GFLOP on an anvil chain, paid by a VoucherPayer in the bench process, ${ROUNDS} generations alternating with as many on the unpaid grid (paid_cpu_ratio: CPU ms per token over the bench process and the serving grid's suppliers, plus anvil for the paid one).`);
   } finally {
     await client?.close().catch(() => undefined);
     for (const s of suppliers) s.child.kill('SIGKILL');

@@ -27,7 +27,7 @@ export interface CompletionRequest {
   stop?: string | string[];
 }
 
-export interface RouteHop { peerId: string; fragments: [number, number]; steps: number; wallMs: number; computeMs: number; queueMs: number; replayed: number; cost: string; paidSteps: number }
+export interface RouteHop { peerId: string; fragments: [number, number]; steps: number; wallMs: number; computeMs: number; queueMs: number; paymentMs?: number; payerMs?: number; replayed: number; cost: string; paidSteps: number }
 /** The `gridpipe` field of a response: route, per-hop timings, failovers and cost. */
 export interface RouteInfo {
   requestId: string; model: string; manifestCid: string; synthetic: boolean;

@@ -17,6 +17,7 @@ export class GatewayMetrics {
   readonly failovers: Counter<'model'>;
   readonly cost: Counter<'model' | 'key'>;
   readonly vouchers: Counter<'peer'>;
+  readonly paymentSeconds: Counter<'side'>;
   readonly inflight: Gauge;
   readonly servableModels: Gauge;
 
@@ -41,6 +42,10 @@ export class GatewayMetrics {
     this.failovers = new Counter({ name: 'gridpipe_gateway_failovers_total', help: 'Failovers (a supplier replaced mid-request), by model.', labelNames: ['model'], registers });
     this.cost = new Counter({ name: 'gridpipe_gateway_cost_base_units_total', help: 'Cost charged to keys, in payment-token base units.', labelNames: ['model', 'key'], registers });
     this.vouchers = new Counter({ name: 'gridpipe_gateway_vouchers_total', help: 'Hops paid with a signed voucher, by peer.', labelNames: ['peer'], registers });
+    this.paymentSeconds = new Counter({
+      name: 'gridpipe_gateway_payment_seconds_total', help: 'Time spent on payments in hops: side="gateway" getting vouchers (signing, ledger), side="supplier" the suppliers\' payment gates.',
+      labelNames: ['side'], registers,
+    });
     this.inflight = new Gauge({ name: 'gridpipe_gateway_requests_inflight', help: 'Requests being served.', registers });
     this.servableModels = new Gauge({ name: 'gridpipe_gateway_servable_models', help: 'Models whose every fragment has a live host.', registers });
   }
@@ -54,6 +59,8 @@ export class GatewayMetrics {
     for (const h of r.hops) {
       this.hops.inc({ peer: h.peerId, model: r.model }, h.steps);
       if (h.paidSteps) this.vouchers.inc({ peer: h.peerId }, h.paidSteps);
+      if (h.payerMs) this.paymentSeconds.inc({ side: 'gateway' }, h.payerMs / 1000);
+      if (h.paymentMs) this.paymentSeconds.inc({ side: 'supplier' }, h.paymentMs / 1000);
     }
     if (r.failovers) this.failovers.inc({ model: r.model }, r.failovers);
     const cost = BigInt(r.cost);

@@ -14,7 +14,12 @@ export interface HopSummary {
   steps: number;
   wallMs: number;
   computeMs: number;
+  /** Time waiting in the supplier's queue (its payment gate excluded: paymentMs). */
   queueMs: number;
+  /** Time the supplier's payment gate took (voucher check, durable write, receipt). */
+  paymentMs: number;
+  /** Time the gateway spent getting this hop's vouchers (signing and ledger write; 0 for a re-sent one); part of wallMs. */
+  payerMs: number;
   /** Steps replayed into it after a failover. */
   replayed: number;
   /** Base units, a decimal string. */
@@ -66,13 +71,15 @@ export class RequestTrace {
       const key = `${hop.peerId}/${hop.start}/${hop.end}`;
       let h = this.hops.get(key);
       if (!h) {
-        h = { peerId: hop.peerId, fragments: [hop.start, hop.end - 1], steps: 0, wallMs: 0, computeMs: 0, queueMs: 0, replayed: 0, cost: '0', paidSteps: 0, costUnits: 0n };
+        h = { peerId: hop.peerId, fragments: [hop.start, hop.end - 1], steps: 0, wallMs: 0, computeMs: 0, queueMs: 0, paymentMs: 0, payerMs: 0, replayed: 0, cost: '0', paidSteps: 0, costUnits: 0n };
         this.hops.set(key, h);
       }
       h.steps++;
       h.wallMs += hop.wallMs;
       h.computeMs += hop.computeMs;
       h.queueMs += hop.queueMs;
+      h.paymentMs += hop.paymentMs;
+      h.payerMs += hop.payerMs;
       h.replayed += hop.replayed;
       h.costUnits += cost;
       if (typeof hop.charge === 'bigint') h.paidSteps++;
@@ -93,7 +100,7 @@ export class RequestTrace {
       requestId: this.requestId, model: this.model.name, manifestCid: this.model.manifestCid, synthetic: this.model.synthetic,
       route: route.map((r) => ({ peerId: r.peerId, fragments: [r.start, r.end - 1] as [number, number] })),
       hops: [...this.hops.values()].map(({ costUnits, ...h }) => ({
-        ...h, cost: costUnits.toString(), wallMs: round(h.wallMs), computeMs: round(h.computeMs), queueMs: round(h.queueMs),
+        ...h, cost: costUnits.toString(), wallMs: round(h.wallMs), computeMs: round(h.computeMs), queueMs: round(h.queueMs), paymentMs: round(h.paymentMs), payerMs: round(h.payerMs),
       })),
       failovers: this.failovers, steps: this.steps, cost: this.cost.toString(),
       latencyMs: round(performance.now() - this.started),

@@ -73,9 +73,15 @@ export interface StepHints {
 /**
  * A hop of a step: who ran which fragments, how long it took, and what it cost in base units: `charge` when it
  * was paid with a voucher; `cost` always (the charge, or the supplier's advertised price for the work, priced
- * with policy/pricing like a charge, so budgets count the same with or without payments).
+ * with policy/pricing like a charge, so budgets count the same with or without payments). Timing: `wallMs`
+ * from asking the payer for the voucher to the reply; `payerMs` the part spent getting the voucher (the
+ * gateway's own signing and ledger write, 0 for a re-sent one); `paymentMs` the supplier's payment gate (not
+ * in its `queueMs`).
  */
-export interface HopTiming { peerId: string; start: number; end: number; wallMs: number; queueMs: number; computeMs: number; replayed: number; cost: bigint; charge?: bigint }
+export interface HopTiming {
+  peerId: string; start: number; end: number; wallMs: number; queueMs: number; computeMs: number; paymentMs: number; payerMs: number;
+  replayed: number; cost: bigint; charge?: bigint;
+}
 export interface StepOutcome { outputs: TensorMap; hops: HopTiming[]; failovers: number }
 
 /** Raised when a server refuses a step's inputs as malformed: the request is at fault, not the server. */
@@ -150,8 +156,10 @@ export class PipelineSession {
       const timeoutMs = Math.max(this.options.minStepTimeoutMs ?? 5000, 3 * link.predictedMs * (1 + replay.length));
       // Outside the try: a payer that refuses to pay is not the server's fault (no failover).
       const chunkTokens = [...this.history.slice(0, replay.length).map((h) => h.tokens), tokens];
+      const payerStarted = performance.now();
       const payment = await this.payment(link, chunkTokens);
       const started = performance.now();
+      const payerMs = started - payerStarted;
       const estimate = this.swarm.estimateOf(link.peerId);
       estimate.inflight++;
       try {
@@ -166,7 +174,8 @@ export class PipelineSession {
           this.options.logger?.warn({ peer: link.peerId, paid: payment.charge.toString(), charged: res.charge.toString() }, 'supplier charged another amount than the voucher paid for');
         }
         hops.push({
-          peerId: link.peerId, start: link.start, end: link.end, wallMs, queueMs: res.queueMs, computeMs: res.computeMs, replayed: replay.length,
+          peerId: link.peerId, start: link.start, end: link.end, wallMs: wallMs + payerMs, queueMs: res.queueMs, computeMs: res.computeMs,
+          paymentMs: res.paymentMs, payerMs, replayed: replay.length,
           cost: payment?.charge ?? this.listPrice(link, chunkTokens), ...(payment ? { charge: payment.charge } : {}),
         });
         link.fresh = false;

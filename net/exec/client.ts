@@ -72,6 +72,8 @@ export interface StepResult {
   outputs: TensorMap;
   queueMs: number;
   computeMs: number;
+  /** Time the server's payment gate took (0 on a free server). */
+  paymentMs: number;
   /** Outputs of the replay chunks, in order. */
   replayOutputs: { position: number; outputs: TensorMap }[];
   /** What the server charged (base units; 0 when free). */
@@ -243,6 +245,7 @@ export class RemoteSession {
       outputs: toTensorMap(reply.outputs),
       queueMs: reply.queueMs ?? 0,
       computeMs: reply.computeMs ?? 0,
+      paymentMs: reply.paymentMs ?? 0,
       replayOutputs: (reply.replayOutputs ?? []).map((c) => ({ position: c.position ?? 0, outputs: toTensorMap(c.inputs) })),
       charge: reply.charge && /^\d+$/.test(reply.charge) ? BigInt(reply.charge) : 0n,
       receipt: reply.receipt?.byteLength ? reply.receipt : undefined,

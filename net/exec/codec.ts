@@ -320,6 +320,8 @@ export interface StepReplyOut {
   receipt?: Uint8Array;
   /** What the server charged, decimal base units. */
   charge?: string;
+  /** Time the payment gate took (StepReply.payment_ms). */
+  paymentMs?: number;
 }
 
 /** A length-prefixed ExecResponse{step} frame: one buffer, plus referenced chunks for tensors ≥ REFERENCE_BYTES. */
@@ -345,6 +347,7 @@ export function encodeStepReplyFrame(reply: StepReplyOut): Uint8Array[] {
   if (reply.receipt?.byteLength) size += lenField(reply.receipt.byteLength);
   const chargeBytes = reply.charge ? Buffer.byteLength(reply.charge, 'utf8') : 0;
   if (chargeBytes) size += lenField(chargeBytes);
+  if (reply.paymentMs) size += 9;
   const w = frameWriter(size, sizer);
   if (sidBytes) w.tag(1, 2).string(reply.sessionId, sidBytes);
   if (reply.stepId) w.tag(2, 0).bigVarint(reply.stepId);
@@ -359,6 +362,7 @@ export function encodeStepReplyFrame(reply: StepReplyOut): Uint8Array[] {
   if (reply.receipt?.byteLength) w.tag(7, 2).bytes(reply.receipt);
   for (const c of replay) writeChunk(w, 8, c);
   if (chargeBytes) w.tag(9, 2).string(reply.charge!, chargeBytes);
+  if (reply.paymentMs) w.tag(10, 1).double(reply.paymentMs);
   return w.finish();
 }
 

@@ -96,6 +96,7 @@ const REPLY = schema([
   [1, { kind: 'string', name: 'session_id' }], [2, { kind: 'varint', name: 'step_id' }], [3, { kind: 'tensor', name: 'outputs' }],
   [4, { kind: 'fixed64', name: 'queue_ms' }], [5, { kind: 'fixed64', name: 'compute_ms' }], [6, { kind: 'message', name: 'error', schema: ERROR }],
   [7, { kind: 'bytes', name: 'receipt' }], [8, { kind: 'chunk', name: 'replay_outputs' }], [9, { kind: 'string', name: 'charge' }],
+  [10, { kind: 'fixed64', name: 'payment_ms' }],
 ]);
 const OPENED = schema([[1, { kind: 'string', name: 'session_id' }], [2, { kind: 'varint', name: 'max_length' }]]);
 const RESPONSE = schema([

@@ -300,7 +300,9 @@ export class ExecServer {
       const inputs = (step.inputs ?? []).map(toWireTensor);
       const replay = (step.replay ?? []).map((c) => ({ position: c.position ?? 0, inputs: (c.inputs ?? []).map(toWireTensor) }));
       const position = step.position ?? 0;
+      const admitStarted = performance.now();
       if (this.payments) ticket = await this.admitPayment(owner, session, stepId, step, replay.length + 1);
+      let paymentMs = performance.now() - admitStarted;
       const outcome = await this.sessions.step(session, {
         stepId,
         position,
@@ -322,18 +324,22 @@ export class ExecServer {
       }
       const outputs = [...outcome.outputs].map(([name, t]) => ortToWire(name, t));
       const replayOutputs = outcome.replayOutputs.map((r) => ({ position: r.position, tensors: [...r.outputs].map(([name, t]) => ortToWire(name, t)) }));
+      const settleStarted = performance.now();
       const receipt = ticket ? await ticket.settle({ inputs: [...replay.flatMap((c) => c.inputs), ...inputs], outputs: [...replayOutputs.flatMap((c) => c.tensors), ...outputs] }) : undefined;
       const charge = ticket?.charge ?? 0n;
+      const admitMs = paymentMs;
+      if (ticket) paymentMs += performance.now() - settleStarted;
       ticket = undefined; // settled: a failure to send the reply below does not give the charge back (the work is done)
       chunks = encodeStepReplyFrame({
         sessionId,
         stepId,
         outputs,
-        queueMs: outcome.queueMs,
+        queueMs: Math.max(0, outcome.queueMs - admitMs), // the payment gate ran before the step was queued: paymentMs
         computeMs: outcome.computeMs,
         replayOutputs,
         receipt,
         charge: charge ? charge.toString() : undefined,
+        paymentMs: this.payments ? paymentMs : undefined,
       });
       const size = frameBytes(chunks);
       if (size > this.maxStepFrameBytes) throw new ExecError('TOO_LARGE', `the reply would be ${size} bytes, over the limit of ${this.maxStepFrameBytes}; ask for fewer outputs or positions`);

@@ -10,8 +10,10 @@
  * - credit (work delivered but not paid: charged − best voucher, this step included) is extended only to a
  *   payer whose escrow covers all it owes, and is bounded per payer (`creditLimit`), per remote peer over
  *   all payers and in total (credit.ts): UNPAID otherwise;
- * - a new best voucher is written durably (fsync) before the step runs, so work is only ever counted as
- *   paid once its voucher is on disk;
+ * - a new best voucher is written durably (fsync, grouped with others arriving together) before the step
+ *   runs, so work is only ever counted as paid once its voucher is on disk; a step re-sending the voucher
+ *   already held (the gateway pays a credit window ahead) costs no recovery and no write: its charge is
+ *   counted in memory against the credit limit;
  * - opening a session needs a valid voucher of a payer whose escrow is not empty (amount 0 will do).
  */
 import type { Logger } from 'pino';
@@ -50,6 +52,8 @@ export interface PaymentGateInit {
 export interface AdmittedStep {
   payer: string;
   charge: bigint;
+  /** The step brought a new best voucher (checked and made durable by this admission). */
+  newVoucher: boolean;
 }
 
 function refuse(outcome: string, metrics: PaymentMetrics | undefined, message: string, code: 'PAYMENT_REQUIRED' | 'UNPAID' = 'PAYMENT_REQUIRED'): never {
@@ -124,10 +128,11 @@ export class PaymentGate {
         refuse(refusal.outcome, metrics, refusal.message, refusal.code);
       }
       metrics?.credit.set(Number(this.credit.total));
-      // Durable before the step runs whenever it brings a new voucher: that is when work becomes paid.
-      await save({ ...account, charged, best: improved ? voucher : account.best }, improved);
+      // Durable before the step runs whenever it brings a new voucher: that is when work becomes paid. A step
+      // re-sending a voucher already held only counts its charge, in memory (no recovery, no write).
+      await save({ ...account, charged, best: improved ? voucher : account.best }, improved ? true : 'memory');
       metrics?.vouchers.inc({ outcome: improved ? 'accepted' : 'superseded' });
-      return { payer: voucher.payer, charge };
+      return { payer: voucher.payer, charge, newVoucher: improved };
     });
   }
 
@@ -141,7 +146,7 @@ export class PaymentGate {
     if (step.charge === 0n) return;
     await this.init.book.update(step.payer, async (account, save) => {
       const charged = account.charged - step.charge;
-      await save({ ...account, charged }, false);
+      await save({ ...account, charged }, 'memory');
       this.credit.shrink(step.payer, charged - (account.best?.cumulativeAmount ?? 0n));
       this.init.metrics?.credit.set(Number(this.credit.total));
     });

@@ -8,6 +8,7 @@ export class PaymentMetrics {
   readonly redemptions: Counter<'outcome'>;
   readonly unredeemed: Gauge;
   readonly credit: Gauge;
+  readonly receipts: Counter;
 
   constructor(registry: Registry = new Registry()) {
     const registers = [registry];
@@ -20,6 +21,7 @@ export class PaymentMetrics {
     this.redeemed = new Counter({ name: 'gridpipe_payment_redeemed_base_units_total', help: 'Value redeemed on chain, token base units (float).', registers });
     this.redemptions = new Counter({ name: 'gridpipe_payment_redemptions_total', help: 'Redemption transactions, by outcome (ok, failed).', labelNames: ['outcome'], registers });
     this.credit = new Gauge({ name: 'gridpipe_payment_credit_base_units', help: 'Work delivered beyond the payers\' vouchers (credit held over all payers), token base units (float).', registers });
+    this.receipts = new Counter({ name: 'gridpipe_payment_receipts_total', help: 'Receipts signed (one per session start and per new voucher, over the session\'s running hashes).', registers });
     this.unredeemed = new Gauge({ name: 'gridpipe_payment_unredeemed_base_units', help: 'Value of vouchers held and not redeemed yet, token base units (float).', registers });
   }
 }

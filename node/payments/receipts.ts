@@ -1,15 +1,19 @@
 /**
- * The supplier's signed receipt of a step (StepReply.receipt): DisputeManager's EIP-712 Receipt
+ * The supplier's signed receipt (StepReply.receipt): DisputeManager's EIP-712 Receipt
  * {supplier, fragmentCid, inputHash, outputHash, sessionId, step, issuedAt}, so a verifier that re-runs the
- * step and gets another output can dispute it on chain.
+ * steps and gets another output can dispute it on chain. Signed once per voucher, not per step (issue 15):
+ * on a session's first step and on each step that brings a new voucher, over the session's running hashes
+ * (RunningDigest): `step` is the last step covered, the hashes cover every step of the session up to it.
+ * DisputeManager only checks the signature and that the claimed output hash differs; the arbitrator re-runs
+ * the session's steps, so a receipt over many steps proves as much as one per step.
  *
- * Hashes (sha256, 32 bytes): over the step's tensors in the order they travelled (inputs: replay chunks
- * then the step's own; outputs: replay outputs then the step's), each tensor as
+ * Hashes (sha256, 32 bytes): over the session's tensors in the order they travelled (per step, inputs:
+ * replay chunks then the step's own; outputs: replay outputs then the step's), each tensor as
  * utf8(name) 0x00 · dtype (u32 LE) · rank (u32 LE) · each dim (u64 LE) · byte length (u64 LE) · raw bytes.
  * fragmentCid: one fragment: its CID's sha256 digest (cidToBytes32); a span of several: keccak256 of their
  * digests concatenated. sessionId: keccak256(utf8(session id)).
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { concat, getBytes, keccak256, toUtf8Bytes, type Wallet } from 'ethers';
 import { cidToBytes32, signReceipt, type Receipt } from '../../contracts/eip712.js';
 import type { WireTensor } from '../../proto/wire.js';
@@ -18,6 +22,12 @@ import { SignedReceiptType } from '../../net/exec/codec.js';
 /** sha256 over tensors as described in the module doc, 0x hex. */
 export function tensorsDigest(tensors: Iterable<WireTensor>): string {
   const h = createHash('sha256');
+  hashTensors(h, tensors);
+  return `0x${h.digest('hex')}`;
+}
+
+/** Feeds tensors into `h` in the encoding of the module doc. */
+function hashTensors(h: Hash, tensors: Iterable<WireTensor>): void {
   const head = Buffer.alloc(8);
   for (const t of tensors) {
     h.update(Buffer.from(t.name, 'utf8'));
@@ -30,7 +40,30 @@ export function tensorsDigest(tensors: Iterable<WireTensor>): string {
     h.update(head);
     h.update(t.data);
   }
-  return `0x${h.digest('hex')}`;
+}
+
+/**
+ * A session's running hashes: every step's inputs and outputs are fed in as they pass (cheap: one sha256
+ * update per step), and a receipt signs the hashes of everything so far. A receipt of step n thus covers
+ * steps 1..n of the session: its inputHash is tensorsDigest over all their inputs in order (for one step,
+ * exactly that step's digest), likewise outputHash.
+ */
+export class RunningDigest {
+  private readonly inputs = createHash('sha256');
+  private readonly outputs = createHash('sha256');
+  /** Steps fed in so far. */
+  steps = 0;
+
+  add(inputs: Iterable<WireTensor>, outputs: Iterable<WireTensor>): void {
+    hashTensors(this.inputs, inputs);
+    hashTensors(this.outputs, outputs);
+    this.steps++;
+  }
+
+  /** The hashes of everything added so far (0x hex); adding goes on after. */
+  current(): { inputHash: string; outputHash: string } {
+    return { inputHash: `0x${this.inputs.copy().digest('hex')}`, outputHash: `0x${this.outputs.copy().digest('hex')}` };
+  }
 }
 
 /** The bytes32 naming a span of fragments. */
@@ -43,8 +76,9 @@ export interface ReceiptInput {
   cids: readonly string[];
   sessionId: string;
   step: bigint;
-  inputs: Iterable<WireTensor>;
-  outputs: Iterable<WireTensor>;
+  /** The step's tensors, or the running hashes of a session's steps so far (RunningDigest). */
+  inputs: Iterable<WireTensor> | { inputHash: string; outputHash: string };
+  outputs?: Iterable<WireTensor>;
 }
 
 /** Signs receipts as the supplier's wallet for one DisputeManager. */
@@ -56,8 +90,7 @@ export class ReceiptSigner {
     const receipt: Receipt = {
       supplier: this.wallet.address,
       fragmentCid: spanDigest(input.cids),
-      inputHash: tensorsDigest(input.inputs),
-      outputHash: tensorsDigest(input.outputs),
+      ...('inputHash' in input.inputs ? input.inputs : { inputHash: tensorsDigest(input.inputs), outputHash: tensorsDigest(input.outputs ?? []) }),
       sessionId: keccak256(toUtf8Bytes(input.sessionId)),
       step: input.step,
       issuedAt: BigInt(this.nowSeconds()),

@@ -1,7 +1,7 @@
 /**
  * A supplier's payments, as the exec server's StepPaymentHook: prices each step (pricing.ts), lets it run
  * only with an acceptable voucher (gate.ts; sessions open only with one too), signs a receipt of what it
- * computed (receipts.ts) and redeems the vouchers on chain (redeemer.ts): above a threshold, at start-up,
+ * computed (receipts.ts: once per session and per new voucher, over running hashes of the steps) and redeems the vouchers on chain (redeemer.ts): above a threshold, at start-up,
  * at stop and as soon as a payer asks to withdraw its escrow (withdrawal-watch.ts).
  */
 import type { Logger } from 'pino';
@@ -13,7 +13,7 @@ import { requireWallet, type ChainAccess } from '../../contracts/chain.js';
 import { PaymentGate } from './gate.js';
 import { PaymentMetrics } from './metrics.js';
 import { stepCharge } from '../../policy/pricing.js';
-import { ReceiptSigner } from './receipts.js';
+import { ReceiptSigner, RunningDigest } from './receipts.js';
 import { Redeemer, type RedeemResult } from './redeemer.js';
 import { voucherBookDir, VoucherBook, type PayerAccount } from './voucher-book.js';
 import { WithdrawalWatch } from './withdrawal-watch.js';
@@ -83,6 +83,8 @@ export class SupplierPayments implements StepPaymentHook {
   private readonly gate: PaymentGate;
   readonly redeemer: Redeemer;
   private readonly receipts?: ReceiptSigner;
+  /** Running hashes per session (remote peer + session id), least recently used dropped past SESSION_DIGESTS. */
+  private readonly digests = new Map<string, RunningDigest>();
   private expiryTimer?: ReturnType<typeof setInterval>;
   private readonly withdrawals: WithdrawalWatch;
 
@@ -170,7 +172,18 @@ export class SupplierPayments implements StepPaymentHook {
         this.gate.settle(admitted);
         this.redeemer.maybeRedeem();
         if (!this.receipts) return undefined;
-        const signed = await this.receipts.sign({ cids: step.cids, sessionId: step.sessionId, step: step.stepId, inputs: io.inputs, outputs: io.outputs });
+        const key = `${step.owner}/${step.sessionId}`;
+        let digest = this.digests.get(key);
+        const first = !digest;
+        if (digest) this.digests.delete(key); // refresh: most recently used last
+        else digest = new RunningDigest();
+        this.digests.set(key, digest);
+        if (this.digests.size > SESSION_DIGESTS) this.digests.delete(this.digests.keys().next().value!);
+        digest.add(io.inputs, io.outputs);
+        // One signature per voucher window: on the session's first step and when this step brought a new voucher.
+        if (!first && !admitted.newVoucher) return undefined;
+        const signed = await this.receipts.sign({ cids: step.cids, sessionId: step.sessionId, step: step.stepId, inputs: digest.current() });
+        this.metrics.receipts.inc();
         return signed.encoded;
       },
       cancel: () => this.gate.cancel(admitted),
@@ -205,6 +218,9 @@ export class SupplierPayments implements StepPaymentHook {
     return result;
   }
 }
+
+/** Sessions whose running receipt hashes are kept (a session dropped and seen again starts a new running hash). */
+const SESSION_DIGESTS = 4096;
 
 /** How long a graceful shutdown waits for its final redemption. */
 const SHUTDOWN_REDEEM_TIMEOUT_MS = 20_000;

@@ -741,6 +741,7 @@ export namespace gridpipe {
             receipt: Uint8Array;
             replayOutputs: gridpipe.v1.StepChunk[];
             charge: string;
+            paymentMs: number;
             static create(properties: gridpipe.v1.StepReply.$Shape): gridpipe.v1.StepReply & gridpipe.v1.StepReply.$Shape;
             static create(properties?: gridpipe.v1.StepReply.$Properties): gridpipe.v1.StepReply;
             static encode(message: gridpipe.v1.StepReply, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -762,6 +763,7 @@ export namespace gridpipe {
                 receipt?: (Uint8Array|null);
                 replayOutputs?: (gridpipe.v1.StepChunk[]|null);
                 charge?: (string|null);
+                paymentMs?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.StepReply.$Properties;

@@ -5446,6 +5446,7 @@ export const gridpipe = $root.gridpipe = (() => {
             StepReply.prototype.receipt = $util.newBuffer([]);
             StepReply.prototype.replayOutputs = $util.emptyArray;
             StepReply.prototype.charge = "";
+            StepReply.prototype.paymentMs = 0;
 
             StepReply.create = function(properties) {
                 return new StepReply(properties);
@@ -5478,6 +5479,8 @@ export const gridpipe = $root.gridpipe = (() => {
                         $root.gridpipe.v1.StepChunk.encode(message.replayOutputs[i], writer.uint32(66).fork(), _depth + 1).ldelim();
                 if (message.charge != null && $Object.hasOwnProperty.call(message, "charge") && message.charge !== "")
                     writer.uint32(74).string(message.charge);
+                if (message.paymentMs != null && $Object.hasOwnProperty.call(message, "paymentMs") && !$Object.is(message.paymentMs, 0))
+                    writer.uint32(81).double(message.paymentMs);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -5587,6 +5590,15 @@ export const gridpipe = $root.gridpipe = (() => {
                                 delete message.charge;
                             continue;
                         }
+                    case 10: {
+                            if (wireType !== 1)
+                                break;
+                            if (!$Object.is(value = reader.double(), 0))
+                                message.paymentMs = value;
+                            else
+                                delete message.paymentMs;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -5652,6 +5664,9 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (message.charge != null && $Object.hasOwnProperty.call(message, "charge"))
                     if (!$util.isString(message.charge))
                         return "charge: string expected";
+                if (message.paymentMs != null && $Object.hasOwnProperty.call(message, "paymentMs"))
+                    if (typeof message.paymentMs !== "number")
+                        return "paymentMs: number expected";
                 return null;
             };
 
@@ -5718,6 +5733,9 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (object.charge != null)
                     if (typeof object.charge !== "string" || object.charge.length)
                         message.charge = $String(object.charge);
+                if (object.paymentMs != null)
+                    if (!$Object.is($Number(object.paymentMs), 0))
+                        message.paymentMs = $Number(object.paymentMs);
                 return message;
             };
 
@@ -5751,6 +5769,7 @@ export const gridpipe = $root.gridpipe = (() => {
                             object.receipt = $util.newBuffer(object.receipt);
                     }
                     object.charge = "";
+                    object.paymentMs = 0;
                 }
                 if (message.sessionId != null && $Object.hasOwnProperty.call(message, "sessionId"))
                     object.sessionId = message.sessionId;
@@ -5781,6 +5800,8 @@ export const gridpipe = $root.gridpipe = (() => {
                 }
                 if (message.charge != null && $Object.hasOwnProperty.call(message, "charge"))
                     object.charge = message.charge;
+                if (message.paymentMs != null && $Object.hasOwnProperty.call(message, "paymentMs"))
+                    object.paymentMs = options.json && !$isFinite(message.paymentMs) ? $String(message.paymentMs) : message.paymentMs;
                 return object;
             };
 

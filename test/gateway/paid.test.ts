@@ -1,7 +1,8 @@
 /**
  * The gateway with payments on, against a real anvil: two staked suppliers that charge, an API key whose payer
  * is a wallet with escrow. Every hop of a request is paid with a voucher; the cost in the response equals the
- * sum of the hops' charges, which is exactly what each supplier's voucher book accrued.
+ * sum of the hops' charges, which is exactly what each supplier's voucher book accrued; the suppliers hold at
+ * most one credit window more in vouchers; a gateway SIGKILLed and restarted continues the cumulative amounts.
  */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -34,14 +35,22 @@ beforeAll(async () => {
   suppliers.push(await startSupplier({ data: path.join(tmp.dir, 'b'), fragDir, fragments: '1', bootstrap: a.addresses[0], wallet: await keystoreOf(wb, path.join(tmp.dir, 'b.json')), chainConfig: chain.configPath, price: PRICE }));
   const keysFile = path.join(tmp.dir, 'keys.json');
   writeFileSync(keysFile, JSON.stringify({ keys: { [KEY]: { name: 'paying', payer: await keystoreOf(wp, path.join(tmp.dir, 'payer.json')) } } }));
-  gateway = startGridpipe(['gateway', '--port', '0', '--bootstrap', a.addresses[0], '--keys', keysFile, '--chain-config', chain.configPath, '--data', path.join(tmp.dir, 'gateway'), '--json'], { GRIDPIPE_PASSPHRASE: PASSPHRASE });
+  gatewayArgs = ['gateway', '--port', '0', '--bootstrap', a.addresses[0], '--keys', keysFile, '--chain-config', chain.configPath, '--data', path.join(tmp.dir, 'gateway'), '--json'];
+  await startGateway();
+});
+
+let gatewayArgs: string[];
+
+/** Starts the gateway (on the same data folder each time) and waits for the model. */
+async function startGateway(): Promise<void> {
+  gateway = startGridpipe(gatewayArgs, { GRIDPIPE_PASSPHRASE: PASSPHRASE });
   const ready = (await gateway.ready) as { url: string; payments: boolean };
   expect(ready.payments).toBe(true);
   url = ready.url;
   openai = new OpenAI({ baseURL: `${url}/v1`, apiKey: KEY, maxRetries: 0 });
   const deadline = Date.now() + 60_000;
   while ((await openai.models.list()).data.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
-});
+}
 
 afterAll(async () => {
   await gateway?.stop('SIGTERM');
@@ -51,7 +60,7 @@ afterAll(async () => {
   tmp.cleanup();
 });
 
-interface Hop { peerId: string; steps: number; cost: string; paidSteps: number }
+interface Hop { peerId: string; steps: number; cost: string; paidSteps: number; wallMs: number; queueMs: number; computeMs: number; paymentMs: number; payerMs: number }
 
 describe('gateway with payments (anvil, two staked suppliers that charge)', () => {
   it('pays every hop with a voucher; the response cost is what the suppliers accrued', async () => {
@@ -68,9 +77,37 @@ describe('gateway with payments (anvil, two staked suppliers that charge)', () =
       const book = await admin(s.admin, '/payments');
       const charged = g.hops.filter((h) => h.peerId === s.peerId).reduce((a, h) => a + BigInt(h.cost), 0n);
       expect(BigInt(String(book.accrued))).toBe(charged);
-      expect(BigInt(String(book.vouchered))).toBe(charged);
+      // One voucher per credit window: the supplier holds at most one window (16 steps, the prefill's the largest) ahead.
+      expect(BigInt(String(book.vouchered))).toBeGreaterThanOrEqual(charged);
+      expect(BigInt(String(book.vouchered)) - charged).toBeLessThanOrEqual(16n * charged);
+    }
+    // Honest timing: each hop reports its supplier's payment gate apart from its queue, and the gateway's own voucher time.
+    for (const h of g.hops) {
+      expect(h.paymentMs).toBeGreaterThan(0);
+      expect(h.payerMs).toBeGreaterThan(0); // the first step signs a voucher
+      expect(h.wallMs).toBeGreaterThanOrEqual(h.payerMs);
+      expect(h.queueMs).toBeGreaterThanOrEqual(0);
     }
     const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toMatch(/gridpipe_gateway_payment_seconds_total\{side="gateway"\} [0-9.e-]*[1-9]/);
+    expect(metrics).toMatch(/gridpipe_gateway_payment_seconds_total\{side="supplier"\} [0-9.e-]*[1-9]/);
     for (const s of suppliers) expect(metrics).toMatch(new RegExp(`gridpipe_gateway_vouchers_total\\{peer="${s.peerId}"\\} [1-9]`));
+  });
+
+  it('a gateway SIGKILLed and restarted continues the cumulative amounts: its new vouchers pay above every one it signed', async () => {
+    const before = await Promise.all(suppliers.map(async (s) => admin(s.admin, '/payments')));
+    expect(await gateway.stop('SIGKILL')).toBe('SIGKILL');
+    await startGateway();
+    const [model] = (await openai.models.list()).data;
+    const done = await openai.completions.create({ model: model.id, prompt: 'Pay the grid again', max_tokens: 4, temperature: 0 });
+    const g = (done as unknown as { gridpipe: { hops: Hop[] } }).gridpipe;
+    for (const [i, s] of suppliers.entries()) {
+      const charged = g.hops.filter((h) => h.peerId === s.peerId).reduce((a, h) => a + BigInt(h.cost), 0n);
+      expect(charged).toBeGreaterThan(0n);
+      const after = await admin(s.admin, '/payments');
+      expect(BigInt(String(after.accrued)) - BigInt(String(before[i].accrued))).toBe(charged);
+      // A gateway that restarted from zero would sign vouchers below the supplier's best: superseded, the work unpaid.
+      expect(BigInt(String(after.vouchered)) - BigInt(String(before[i].vouchered))).toBeGreaterThanOrEqual(charged);
+    }
   });
 });

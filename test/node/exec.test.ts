@@ -197,9 +197,9 @@ describe('wire pieces', () => {
     expect(inputs[1].data).toEqual([...big.data]);
     expect((m.step.replay as { position?: number }[]).map((c) => c.position ?? 0)).toEqual([0, 7]);
 
-    const rep = Buffer.concat(encodeStepReplyFrame({ sessionId: 's', stepId: 9n, outputs: [big], queueMs: 0.25, computeMs: 1.5, error: { code: ErrorCode.BUSY, message: 'x' }, replayOutputs: [{ position: 4, tensors: [t] }] }));
+    const rep = Buffer.concat(encodeStepReplyFrame({ sessionId: 's', stepId: 9n, outputs: [big], queueMs: 0.25, computeMs: 1.5, paymentMs: 0.75, error: { code: ErrorCode.BUSY, message: 'x' }, replayOutputs: [{ position: 4, tensors: [t] }] }));
     const r = ExecResponseType.toObject(ExecResponseType.decode(rep.subarray(readVarint(rep).header)), { longs: String, bytes: Array }) as Record<string, Record<string, unknown>>;
-    expect(r.step).toMatchObject({ sessionId: 's', stepId: '9', queueMs: 0.25, computeMs: 1.5, error: { code: ErrorCode.BUSY, message: 'x' } });
+    expect(r.step).toMatchObject({ sessionId: 's', stepId: '9', queueMs: 0.25, computeMs: 1.5, paymentMs: 0.75, error: { code: ErrorCode.BUSY, message: 'x' } });
     expect((r.step.replayOutputs as { position: number }[])[0].position).toBe(4);
     // a frame is one buffer unless a tensor reaches REFERENCE_BYTES: then its own memory is one of the chunks
     expect(encodeStepReplyFrame({ sessionId: 's', stepId: 1n, outputs: [big], queueMs: 0, computeMs: 0 })).toHaveLength(1);

@@ -1,7 +1,7 @@
 /**
  * The acceptance test of issue 5: a supplier SIGKILLed after acknowledging vouchers, then restarted on the
- * same data folder, redeems their full value: its token balance on chain grows by exactly the sum of the
- * charges its replies acknowledged. Beside it, a supplier with a tiny --redeem-threshold redeems on its own
+ * same data folder, redeems their full value: its token balance on chain grows by exactly the value of the
+ * latest voucher it accepted (a credit window ahead of the charges its replies acknowledged, issue 15). Beside it, a supplier with a tiny --redeem-threshold redeems on its own
  * while serving, and a graceful stop (SIGTERM) pays nothing twice.
  */
 import '../../net/polyfill.js';
@@ -15,7 +15,7 @@ import type { Manifest } from '../../fragments/manifest.js';
 import { killAll } from '../helpers/process.js';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
-import { admin, eventually, keystoreOf, smallGpt, startPaymentChain, startSupplier, TOKEN, type PaymentChain, type StartedSupplier, type SupplyArgs } from './helpers.js';
+import { admin, eventually, expectOneWindowAhead, keystoreOf, smallGpt, startPaymentChain, startSupplier, TOKEN, type PaymentChain, type StartedSupplier, type SupplyArgs } from './helpers.js';
 
 const tmp = tempDir('gridpipe-crash-');
 const PRICE = '1000000000000';
@@ -30,6 +30,10 @@ const args: Record<'a' | 'b', SupplyArgs> = {} as Record<'a' | 'b', SupplyArgs>;
 const running: Partial<Record<'a' | 'b', StartedSupplier>> = {};
 /** Charges acknowledged by the suppliers' replies over the whole file, by peer. */
 const acknowledgedByPeer = new Map<string, bigint>();
+/** The largest step charge seen, by peer (what a credit window is sized on). */
+const maxStepByPeer = new Map<string, bigint>();
+/** What the payer has signed to `payee`: the voucher every later step re-sent, which the supplier accepted. */
+const signedTo = (payee: string): bigint => payer.totals().find((t) => t.payee === payee)!.signed;
 
 beforeAll(async () => {
   chain = await startPaymentChain(tmp.dir);
@@ -77,6 +81,7 @@ async function paidGeneration(maxTokens: number): Promise<Map<string, bigint>> {
   const byPeer = new Map<string, bigint>();
   for (const h of hops) byPeer.set(h.peerId, (byPeer.get(h.peerId) ?? 0n) + (h.charge ?? 0n));
   for (const [peer, charge] of byPeer) acknowledgedByPeer.set(peer, (acknowledgedByPeer.get(peer) ?? 0n) + charge);
+  for (const h of hops) if ((h.charge ?? 0n) > (maxStepByPeer.get(h.peerId) ?? 0n)) maxStepByPeer.set(h.peerId, h.charge!);
   return byPeer;
 }
 
@@ -88,8 +93,8 @@ describe('redemption (anvil + 2 paid supplier processes)', () => {
     const redeemedBefore = await chain.contracts.paymentEscrow.redeemed(payer.payer, b.payee!);
     const heldBefore = await balance(b.payee!);
     const charged = (await paidGeneration(3)).get(b.peerId)!;
-    const signed = payer.totals().find((t) => t.payee === b.payee)!.signed;
-    expect(signed).toBe(redeemedBefore + charged);
+    const signed = signedTo(b.payee!);
+    expectOneWindowAhead(signed, redeemedBefore + charged, maxStepByPeer.get(b.peerId)!);
     await eventually(async () => (await chain.contracts.paymentEscrow.redeemed(payer.payer, b.payee!)) === signed, 'B to redeem on its own');
     expect(await balance(b.payee!)).toBe(heldBefore + signed - redeemedBefore);
 
@@ -99,14 +104,16 @@ describe('redemption (anvil + 2 paid supplier processes)', () => {
     expect(locked.stderr.trim()).toMatch(/^gridpipe: error: the supplier using .* is running .* pass --admin URL/);
     const viaAdmin = await runCli(['earnings', '--admin', b.admin, '--data', args.b.data, '--chain-config', chain.configPath, '--json']);
     expect(viaAdmin.code, viaAdmin.stderr).toBe(0);
-    expect(JSON.parse(viaAdmin.stdout)).toMatchObject({ payee: b.payee, redeemed: signed.toString(), pending: '0', accrued: signed.toString() });
+    expect(JSON.parse(viaAdmin.stdout)).toMatchObject({ payee: b.payee, redeemed: signed.toString(), pending: '0', accrued: acknowledgedByPeer.get(b.peerId)!.toString() });
   });
 
   it('a supplier SIGKILLed after acknowledging vouchers redeems their full value once restarted', async () => {
     const a = running.a!;
     const before = await balance(a.payee!);
     expect((await paidGeneration(6)).get(a.peerId)).toBeGreaterThan(0n);
-    const acknowledged = acknowledgedByPeer.get(a.peerId)!; // this generation's and the one before
+    // The vouchers A accepted: the payer's latest one to A (it paid one credit window ahead of the charges).
+    const acknowledged = signedTo(a.payee!);
+    expectOneWindowAhead(acknowledged, acknowledgedByPeer.get(a.peerId)!, maxStepByPeer.get(a.peerId)!);
     // A's threshold (1 token) is far above what it holds: nothing was redeemed before the crash.
     expect(BigInt(String((await admin(a.admin, '/payments')).pending))).toBe(acknowledged);
     expect(await a.proc.stop('SIGKILL')).toBe('SIGKILL');
@@ -126,8 +133,8 @@ describe('redemption (anvil + 2 paid supplier processes)', () => {
     const a = running.a!;
     const redeemedBefore = await chain.contracts.paymentEscrow.redeemed(payer.payer, a.payee!);
     expect((await paidGeneration(3)).get(a.peerId)).toBeGreaterThan(0n);
-    const signed = payer.totals().find((t) => t.payee === a.payee)!.signed;
-    expect(signed).toBe(acknowledgedByPeer.get(a.peerId));
+    const signed = signedTo(a.payee!);
+    expectOneWindowAhead(signed, acknowledgedByPeer.get(a.peerId)!, maxStepByPeer.get(a.peerId)!);
     const pending = BigInt(String((await admin(a.admin, '/payments')).pending));
     expect(pending).toBe(signed - redeemedBefore);
     const held = await balance(a.payee!);

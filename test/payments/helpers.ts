@@ -3,6 +3,7 @@
  * small GPT fragmented on disk, and `gridpipe supply` processes that charge.
  */
 import path from 'node:path';
+import { expect } from 'vitest';
 import { parseUnits, Wallet, type JsonRpcProvider } from 'ethers';
 import { actingAs, createProvider, deployGrid, deposit, stake, startAnvil, type AnvilNode, type ChainConfig, type GridContracts } from '../../contracts/index.js';
 import { saveKeystore } from '../../contracts/wallet.js';
@@ -123,3 +124,13 @@ export async function eventually(check: () => Promise<boolean>, what: string, ti
 }
 
 export { parseUnits };
+
+/**
+ * What a payer signed to one payee against what its steps were charged, with the credit window
+ * (gateway/payer): never less than charged, and at most one window ahead, i.e. WINDOW_STEPS more of the
+ * largest step charge that could have started a window (`maxStep`).
+ */
+export function expectOneWindowAhead(signed: bigint, charged: bigint, maxStep: bigint, windowSteps = 16n): void {
+  expect(signed).toBeGreaterThanOrEqual(charged);
+  expect(signed - charged).toBeLessThanOrEqual(windowSteps * maxStep);
+}

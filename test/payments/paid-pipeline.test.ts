@@ -30,6 +30,7 @@ import type { Manifest } from '../../fragments/manifest.js';
 import { killAll } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
 import { admin, keystoreOf, smallGpt, startPaymentChain, startSupplier, TOKEN, type PaymentChain, type StartedSupplier } from './helpers.js';
+import { expectOneWindowAhead } from './helpers.js';
 
 const tmp = tempDir('gridpipe-paid-');
 const PRICE = 1_000_000_000_000n; // base units per GFLOP
@@ -124,13 +125,15 @@ describe('paid pipelines (anvil + 3 paid supplier processes)', () => {
     expect([...byPeer.keys()].sort()).toEqual([a.peerId, b.peerId].sort());
     expect(byPeer.get(a.peerId)).toBe(prefillCharge + BigInt(MAX_TOKENS - 1) * stepCharge(manifest, PRICE, { start: 0, end: 1, chunkTokens: [1] }));
 
+    // One voucher per credit window, not per step: the payer signed at most one window ahead of the charges,
+    // and the supplier holds exactly what was signed.
     const totals = new Map(payer.totals().map((t) => [t.payee, t.signed]));
     for (const s of [a, b]) {
       const charged = byPeer.get(s.peerId)!;
-      expect(totals.get(s.payee!)).toBe(charged);
+      expectOneWindowAhead(totals.get(s.payee!)!, charged, hops.filter((h) => h.peerId === s.peerId).reduce((m, h) => (h.charge! > m ? h.charge! : m), 0n));
       const book = await admin(s.admin, '/payments');
       expect(BigInt(String(book.accrued))).toBe(charged);
-      expect(BigInt(String(book.vouchered))).toBe(charged);
+      expect(BigInt(String(book.vouchered))).toBe(totals.get(s.payee!));
       const payers = book.payers as { payer: string; best: { cumulativeAmount: string; signature: string } }[];
       expect(payers.map((p) => p.payer)).toEqual([payer.payer]);
       expect(payers[0].best.signature).toMatch(/^0x[0-9a-f]{130}$/);
@@ -275,11 +278,15 @@ describe('paid pipelines (anvil + 3 paid supplier processes)', () => {
     expect(replayHop.replayed).toBe(3);
     // replay of the prefill and two decode steps, then this step's new token
     expect(replayHop.charge).toBe(stepCharge(manifest, PRICE, { start: 1, end: 2, chunkTokens: [PROMPT.length, 1, 1, 1] }));
-    const paidToSurvivor = hops.filter((h) => h.peerId === survivor!.peerId).reduce((sum, h) => sum + h.charge!, 0n);
+    const survivorHops = hops.filter((h) => h.peerId === survivor!.peerId);
+    const paidToSurvivor = survivorHops.reduce((sum, h) => sum + h.charge!, 0n);
     const signedAfter = payer.totals().find((t) => t.payee === survivor!.payee)!.signed;
-    expect(signedAfter - (signedBefore.get(survivor!.payee!) ?? 0n)).toBe(paidToSurvivor);
     const book = await admin(survivor!.admin, '/payments');
+    // What the survivor accrued before this generation (b served test (a)) plus its charges here, paid within one window.
+    const accruedBefore = BigInt(String(book.accrued)) - paidToSurvivor;
+    expect(accruedBefore).toBeGreaterThanOrEqual(0n);
+    expect(signedAfter).toBeGreaterThanOrEqual(signedBefore.get(survivor!.payee!) ?? 0n);
     expect(BigInt(String(book.vouchered))).toBe(signedAfter);
-    expect(BigInt(String(book.accrued))).toBe(signedAfter);
+    expectOneWindowAhead(signedAfter, BigInt(String(book.accrued)), [...survivorHops.map((h) => h.charge!), replayHop.charge!, stepCharge(manifest, PRICE, { start: 1, end: 2, chunkTokens: [PROMPT.length] })].reduce((m, c) => (c > m ? c : m), 0n));
   });
 });

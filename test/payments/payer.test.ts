@@ -20,7 +20,8 @@ let payer: VoucherPayer;
 const payeeA = (): { peerId: string; stakingAddress: string; pricePerGflop: string } => ({ peerId: 'A', stakingAddress: chain.wallets[1].address, pricePerGflop: '1' });
 const payeeB = (): { peerId: string; stakingAddress: string; pricePerGflop: string } => ({ peerId: 'B', stakingAddress: chain.wallets[2].address, pricePerGflop: '1' });
 const dataDir = (): string => path.join(tmp.dir, 'gateway');
-const open = (): Promise<VoucherPayer> => VoucherPayer.open({ chain: { chainConfig: chain.config, wallet: chain.wallets[4] }, dataDir: dataDir(), escrowTtlMs: 60_000 });
+// Per-step vouchers (windowSteps 0) for the exact amounts below; the credit window has its own tests.
+const open = (): Promise<VoucherPayer> => VoucherPayer.open({ chain: { chainConfig: chain.config, wallet: chain.wallets[4] }, dataDir: dataDir(), escrowTtlMs: 60_000, windowSteps: 0 });
 
 async function refused(p: Promise<unknown>): Promise<PayerError> {
   const err = await p.then(() => undefined, (e: unknown) => e);
@@ -95,5 +96,74 @@ describe('VoucherPayer (anvil)', () => {
 
   it('refuses a payee without a valid staking address', async () => {
     expect((await refused(payer.voucherFor({ peerId: 'X', stakingAddress: '', pricePerGflop: '1' }, 1n))).code).toBe('BAD_PAYEE');
+  });
+});
+
+describe('VoucherPayer credit window (anvil, issue 15)', () => {
+  const windowDir = (): string => path.join(tmp.dir, 'gateway-window');
+  const openWindowed = (extra: { windowSteps?: number; windowMax?: bigint; dataDir?: string } = {}): Promise<VoucherPayer> => VoucherPayer.open({
+    chain: { chainConfig: chain.config, wallet: chain.wallets[5] }, dataDir: extra.dataDir ?? windowDir(), escrowTtlMs: 60_000, windowSteps: extra.windowSteps ?? 4, windowMax: extra.windowMax,
+  });
+
+  it('pays a window ahead and re-sends that voucher, with no signature and no ledger write, for the steps it covers', async () => {
+    await chain.mint(chain.wallets[5].address, 10n);
+    await chain.deposit(chain.wallets[5], 10_000n);
+    const p = await openWindowed();
+    try {
+      const first = await p.voucherFor(payeeA(), 10n);
+      expect(first.cumulativeAmount).toBe('50'); // this step and 4 more like it
+      expect(p.signedCount).toBe(1);
+      for (let i = 0; i < 4; i++) expect(await p.voucherFor(payeeA(), 10n)).toBe(first);
+      expect(p.signedCount).toBe(1);
+      const next = await p.voucherFor(payeeA(), 10n);
+      expect(next.cumulativeAmount).toBe('100');
+      expect(p.signedCount).toBe(2);
+      // The supplier can redeem the voucher it holds: the escrow pays what was signed.
+      expect(verifyVoucher(chain.config.paymentEscrow, chain.config.chainId, { ...next, cumulativeAmount: 100n }, hexlify(next.signature))).toBe(true);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('concurrent steps to one payee: every charge is covered by a voucher signed, at most one window ahead', async () => {
+    const p = await openWindowed({ dataDir: path.join(tmp.dir, 'gateway-concurrent') });
+    const payeeC = { peerId: 'C', stakingAddress: chain.wallets[7].address, pricePerGflop: '1' };
+    try {
+      const vouchers = await Promise.all(Array.from({ length: 10 }, () => p.voucherFor(payeeC, 10n)));
+      const highest = vouchers.reduce((m, v) => (BigInt(v.cumulativeAmount) > m ? BigInt(v.cumulativeAmount) : m), 0n);
+      expect(highest).toBeGreaterThanOrEqual(100n);
+      expect(highest).toBeLessThanOrEqual(140n);
+      expect(p.signedCount).toBeLessThan(10);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('a restarted payer counts everything signed as used: its next voucher is above every one it signed', async () => {
+    const p = await openWindowed();
+    try {
+      expect(p.totals().find((t) => t.payee === chain.wallets[1].address)?.signed).toBe(100n);
+      expect((await p.voucherFor(payeeA(), 10n)).cumulativeAmount).toBe('150');
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('never pays ahead more than windowMax, nor more than the escrow has room for', async () => {
+    const capped = await openWindowed({ windowMax: 15n, dataDir: path.join(tmp.dir, 'gateway-capped') });
+    try {
+      expect((await capped.voucherFor(payeeB(), 10n)).cumulativeAmount).toBe('25');
+    } finally {
+      await capped.close();
+    }
+    // Its own ledger counts 150 to A and 25 to B of this escrow (10,000): a window of 4 × 3,000 does not fit, the step alone does.
+    const big = await openWindowed({ dataDir: windowDir() });
+    try {
+      expect((await big.voucherFor(payeeB(), 3_000n)).cumulativeAmount).toBe('3000');
+      expect((await big.voucherFor(payeeB(), 3_000n)).cumulativeAmount).toBe('6000');
+      expect((await refused(big.voucherFor(payeeB(), 4_000n))).code).toBe('ESCROW_EXHAUSTED');
+    } finally {
+      await big.close();
+    }
   });
 });

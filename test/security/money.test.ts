@@ -208,9 +208,12 @@ describe('no budget race (attack 6)', () => {
     };
     const limitedSigned = await signedBy(limited.data);
     expect(limitedSigned.has(chain.wallets[3].address)).toBe(false);
-    // Everything the payer signed was charged to one of its keys.
+    // Everything the payer signed was charged to one of its keys, but for one credit window per payee paid ahead
+    // (issue 15: at most 16 more steps like the one that opened the window, so at most 16 × what was charged).
     const total = [...limitedSigned.values()].reduce((a, b) => a + b, 0n);
-    expect(total).toBe(race + await spendingOf(limited.data, OPEN_KEY) + await spendingOf(limited.data, SMALL_KEY));
+    const charged = race + await spendingOf(limited.data, OPEN_KEY) + await spendingOf(limited.data, SMALL_KEY);
+    expect(total).toBeGreaterThanOrEqual(charged);
+    expect(total - charged).toBeLessThanOrEqual(16n * charged);
     expect((await signedBy(lifted.data)).size).toBe(0);
   });
 });

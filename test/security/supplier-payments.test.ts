@@ -6,6 +6,8 @@
  * - rotating made-up payer addresses (each signing its own voucher, no escrow) gets no credit, and credit
  *   over several funded payers is bounded per remote peer;
  * - a session opens on a paid supplier only with a valid voucher of a payer with escrow;
+ * - a voucher re-sent step after step (the gateway pays a credit window ahead, issue 15) serves at most its
+ *   value plus the credit limit, and the supplier signs a receipt per session start and per new voucher;
  * - a payer's WithdrawalRequested makes the supplier redeem that payer's voucher at once;
  * - the admin endpoint refuses requests without the token, to a foreign Host or from a foreign Origin;
  * - the payment database and the admin token are the owner's only (0700/0600);
@@ -25,7 +27,8 @@ import type { WireVoucher } from '../../net/exec/codec.js';
 import { stepCharge } from '../../policy/pricing.js';
 import { voucherBookDir } from '../../node/payments/voucher-book.js';
 import { adminTokenPath, readAdminToken } from '../../node/admin-guard.js';
-import { signVoucher } from '../../contracts/eip712.js';
+import { signVoucher, verifyReceipt } from '../../contracts/eip712.js';
+import { decodeSignedReceipt } from '../../node/payments/receipts.js';
 import { stepInputs } from '../../scheduler/generate.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import { testLogger } from '../helpers/swarm.js';
@@ -169,6 +172,37 @@ describe('a paid supplier authenticates every voucher (issue 13, attack 2)', () 
     // Paying what it owes frees the peer's credit.
     expect((await prefill(s, await voucher(a, 2n * charge))).charge).toBe(charge);
     expect((await prefill(s, await voucher(chain.wallets[7], 0n))).charge).toBe(charge);
+  });
+});
+
+describe('a voucher per credit window (issue 15)', () => {
+  it('a payer that pays a window ahead and then stops paying gets that window plus the credit limit, no more; receipts per new voucher', async () => {
+    const payer = chain.wallets[3];
+    await chain.deposit(payer, 100n * TOKEN);
+    const host = await createGridHost({ network: 'local', logger: testLogger() }); // no credit held by earlier tests
+    try {
+      const s = await open(host, await voucher(payer, 0n));
+      const window = await voucher(payer, 2n * charge); // paid ahead for two steps
+      const served = [];
+      // The same voucher re-sent step after step: paid steps, then one on credit (1.5 steps of credit), then UNPAID.
+      for (let i = 0; i < 3; i++) served.push(await prefill(s, window));
+      expect(served.map((r) => r.charge)).toEqual([charge, charge, charge]);
+      expect(await refusal(prefill(s, window))).toMatch(/^UNPAID: .*credit limit/);
+      expect((await charged()).get(payer.address)).toBe(3n * charge); // ≤ the window (2) + the credit limit (1.5)
+      // One receipt for the session's first step; none for the steps that re-sent the voucher held.
+      expect(served.map((r) => r.receipt !== undefined)).toEqual([true, false, false]);
+      // A new voucher: served again, with a receipt over the session's running hashes up to this step.
+      const paid = await prefill(s, await voucher(payer, 4n * charge));
+      expect(paid.receipt).toBeDefined();
+      const first = decodeSignedReceipt(served[0].receipt!);
+      const latest = decodeSignedReceipt(paid.receipt!);
+      expect(verifyReceipt(chain.config.disputeManager!, chain.config.chainId, latest.receipt, latest.signature)).toBe(true);
+      expect(latest.receipt.step).toBe(paid.stepId);
+      expect(latest.receipt.sessionId).toBe(first.receipt.sessionId);
+      expect(latest.receipt.inputHash).not.toBe(first.receipt.inputHash); // it covers four steps, the first one
+    } finally {
+      await host.stop();
+    }
   });
 });
 
