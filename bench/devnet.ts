@@ -2,7 +2,8 @@
  * `npm run bench -- devnet`: how long `gridpipe devnet` (what `npm start` runs) takes to print its
  * "ready" line from an empty data folder (first start: build and fragment the demo model, chain,
  * suppliers fetching their fragments, gateway) and again with the same folder (warm start: cache
- * reused). Each run is stopped with SIGTERM, as Ctrl-C would, and its stop time measured too.
+ * reused). Each run is stopped with SIGTERM, as Ctrl-C would, and its stop time measured too. While the warm
+ * devnet is up, paid decode through its gateway is timed against the same model run whole (devnet-decode.ts).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -10,11 +11,12 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { CLI_ENTRY } from '../cli/spawn.js';
 import { reportResult } from './report.js';
+import { devnetDecode, type DevnetDecode } from './devnet-decode.js';
 
 interface DevnetRun { readyS: number; stopS: number }
 
 /** Starts the devnet, waits for "ready", stops it; times both. */
-async function runDevnet(dataDir: string, model: string): Promise<DevnetRun> {
+async function runDevnet(dataDir: string, model: string, whileReady?: () => Promise<void>): Promise<DevnetRun> {
   const started = performance.now();
   const child = spawn(process.execPath, [CLI_ENTRY, 'devnet', '--data', dataDir, '--model', model, '--port', '0'], {
     env: { ...process.env, GRIDPIPE_LOG_LEVEL: 'error' }, stdio: ['ignore', 'pipe', 'pipe'],
@@ -31,6 +33,13 @@ async function runDevnet(dataDir: string, model: string): Promise<DevnetRun> {
     void exited.then((code) => reject(new Error(`devnet exited (${code}) before ready:\n${out}\n${err}`)));
   });
   const readyS = (performance.now() - started) / 1000;
+  try {
+    await whileReady?.();
+  } catch (err) {
+    child.kill('SIGTERM');
+    await exited;
+    throw err;
+  }
   const stopping = performance.now();
   child.kill('SIGTERM');
   const code = await exited;
@@ -44,14 +53,22 @@ export async function devnetBench(flags: string[]): Promise<void> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-bench-devnet-'));
   try {
     const first = await runDevnet(dataDir, model);
-    const warm = await runDevnet(dataDir, model);
+    let decode: DevnetDecode | undefined;
+    const warm = await runDevnet(dataDir, model, async () => { decode = await devnetDecode(dataDir, model); });
     reportResult('devnet', {
       first_ready_s: first.readyS,
       warm_ready_s: warm.readyS,
       first_stop_s: first.stopS,
       warm_stop_s: warm.stopS,
+      paid_decode_tokens_per_s: decode!.paidTokensPerS,
+      mono_decode_tokens_per_s: decode!.monoTokensPerS,
+      paid_over_mono: decode!.paidTokensPerS / decode!.monoTokensPerS,
     }, `gridpipe devnet --model ${model} (default 4 suppliers) from an empty data folder, then again with the same folder; ` +
-      `goals: first_ready_s <= 120, warm_ready_s <= 20. Excludes npm install and the TypeScript build that npm start runs first.`);
+      `goals: first_ready_s <= 120, warm_ready_s <= 20. Excludes npm install and the TypeScript build that npm start runs first. ` +
+      `Decode (warm devnet): paid = greedy completions through the devnet's gateway with its API key (vouchers to its 4 staked suppliers), ` +
+      `(tokens of a 33-token request − tokens of a 1-token one) ÷ the difference in wall time, same 16-token prompt; mono = the same model ` +
+      `as one onnxruntime session in the bench process, the same 32 decode tokens; median of ${decode!.rounds} alternating rounds; ` +
+      `the devnet's suppliers, gateway, chain and this process share the machine's cores.`);
   } finally {
     await rm(dataDir, { recursive: true, force: true });
   }
