@@ -23,7 +23,7 @@ import type { IoSpec } from './executor.js';
 import type { SpanProgram, SpanRunResult } from './span.js';
 
 export interface BatcherOptions {
-  /** Longest wait for other sessions' steps when the span is idle, in microseconds (default 2000; 0: never wait). */
+  /** Longest wait for other sessions' steps when the span is idle, in microseconds (default 4000; 0: never wait). */
   windowUs?: number;
   /** Most rows in one run (default 16; 1 turns batching off). */
   maxBatch?: number;
@@ -77,8 +77,8 @@ interface Group {
   pending: Row[];
   running: boolean;
   timer?: ReturnType<typeof setTimeout>;
-  /** Sessions that stepped on this span lately, with when. */
-  recent: Map<BatchableSession, number>;
+  /** Sessions that stepped on this span lately: when, and the time between their last two steps. */
+  recent: Map<BatchableSession, { at: number; interval: number }>;
   /** Unbatched compute ms per row, moving average (undefined until measured). */
   singleMs?: number;
   /** Batched compute + copy ms per row, moving average. */
@@ -86,8 +86,12 @@ interface Group {
   flushes: number;
 }
 
-/** A session counts as active on a span for this long after its last step. */
-const ACTIVE_MS = 100;
+/**
+ * A session counts as active on a span (its next step is expected soon) until twice its last interval between
+ * steps has passed, at least ACTIVE_MIN_MS and at most ACTIVE_MAX_MS after its last step.
+ */
+const ACTIVE_MIN_MS = 100;
+const ACTIVE_MAX_MS = 5000;
 /** When batching looks worse than single runs, still try a batch every this many flushes. */
 const PROBE_EVERY = 16;
 
@@ -146,7 +150,6 @@ const isBatchDim = (d: number | string | undefined): boolean => typeof d === 'st
 
 /** How `program` batches, or undefined when its tensors do not all carry a leading batch axis. */
 function planOf(program: SpanProgram): BatchPlan | undefined {
-  if (!program.kv.length) return undefined;
   for (const s of program.kv) if (s.batchAxis !== 0 || s.seqAxis <= 0) return undefined;
   const padded = new Map<string, number>();
   for (const [name, spec] of program.clientInputs) {
@@ -205,7 +208,7 @@ export class StepBatcher {
   private readonly logger?: Logger;
 
   constructor(options: BatcherOptions = {}) {
-    this.windowUs = options.windowUs ?? 2000;
+    this.windowUs = options.windowUs ?? 4000;
     this.maxBatch = options.maxBatch ?? 16;
     this.logger = options.logger;
     if (!Number.isFinite(this.windowUs) || this.windowUs < 0) throw new ExecError('INTERNAL', 'the batch window must be ≥ 0 µs');
@@ -231,8 +234,11 @@ export class StepBatcher {
       this.groups.set(key, group);
     }
     const now = performance.now();
-    group.recent.set(session, now);
-    for (const [s, at] of group.recent) if (now - at > ACTIVE_MS || s.state !== 'open') group.recent.delete(s);
+    const before = group.recent.get(session);
+    group.recent.set(session, { at: now, interval: before ? now - before.at : 0 });
+    for (const [s, seen] of group.recent) {
+      if (s.state !== 'open' || now - seen.at > Math.min(ACTIVE_MAX_MS, Math.max(ACTIVE_MIN_MS, 2 * seen.interval))) group.recent.delete(s);
+    }
     return new Promise<SpanRunResult>((resolve, reject) => {
       group.pending.push({ session, feeds, kv: new Map(session.kv), length: session.length, queuedAt: now, resolve, reject });
       this.schedule(key, group);

@@ -356,7 +356,7 @@ export class SessionManager {
         if (position < s.length) this.truncate(s, position);
       }
       // a single-chunk step may share one run with other sessions' steps on this span (results per row are the same)
-      const batched = chunks.length === 1 && hasKv && this.batcher?.accepts(s, prepared[i]);
+      const batched = chunks.length === 1 && this.batcher?.accepts(s, prepared[i]);
       const r = batched ? await this.batcher!.run(s, prepared[i]) : await s.program.run(prepared[i], s.kv);
       computeMs += r.computeMs;
       if (s.state !== 'open') throw new ExecError('SESSION_EVICTED', `session ${s.id} was evicted during the step: ${s.evictedBecause}`);
