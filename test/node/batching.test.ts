@@ -39,6 +39,7 @@ const servers: ExecServer[] = [];
 let client: GridHost;
 let gpt: Model;
 let llama: Model;
+let plain: Model;
 const execClient = new ExecClient({ stepTimeoutMs: 60_000 });
 
 async function prepareModel(name: string, options: BuildOptions): Promise<Model> {
@@ -121,6 +122,7 @@ async function pipelineStep(chain: RemoteSession[], inputs: TensorMap, position:
 beforeAll(async () => {
   gpt = await prepareModel('gpt', GPT);
   llama = await prepareModel('llama', LLAMA);
+  plain = await prepareModel('gpt-plain', { ...GPT, kvCache: false });
   client = await createGridHost({ network: 'local', logger });
   hosts.push(client);
 });
@@ -234,6 +236,24 @@ describe('batched decode over libp2p', () => {
     }
     expect(server.sessions.batcher!.stats.batches).toBeGreaterThan(0);
     await Promise.all(sessions.map((s) => s.close()));
+  });
+
+  it('a span without KV cache batches rows of equal shape with the same results', async () => {
+    const local = await ort.InferenceSession.create(plain.file, { executionProviders: ['cpu'] });
+    const { host, server } = await startServer();
+    const sessions = await Promise.all(PROMPTS.map(() => execClient.openSession(client.node, host.node.getMultiaddrs(), { fragments: refs(plain, [0, 1]) })));
+    for (let s = 0; s < 3; s++) {
+      // every session sends a whole sequence of the same length (6 + s tokens), each its own tokens
+      const sequences = PROMPTS.map((p, k) => Array.from({ length: 6 + s }, (_, i) => p[i % p.length] + k));
+      const logits = await Promise.all(sessions.map((session, k) => pipelineStep([session], gptInputs(sequences[k], 0), 0)));
+      for (const [k, l] of logits.entries()) {
+        const expected = (await local.run(gptInputs(sequences[k], 0))).logits;
+        expect(maxAbsDiff(l, expected), `session ${k} step ${s}`).toBeLessThan(1e-4);
+      }
+    }
+    expect(server.sessions.batcher!.stats.batches).toBeGreaterThan(0);
+    await Promise.all(sessions.map((c) => c.close()));
+    await local.release();
   });
 
   it('a lone session takes the unbatched path, and batching off runs every step alone', async () => {
