@@ -4,7 +4,10 @@
  * model in the same run. A 4th supplier replicates the middle fragment so a failover can be measured:
  * the middle fragment's current host is SIGKILLed mid-decode.
  * Goals: decode_ratio >= 0.9; failover_extra_ms <= 2 x prefill128_ms + 250; failed_requests 0;
- * concurrent8_ratio >= 1.5; paid_ratio >= 0.9 and paid_cpu_ratio <= 1.15 (bench/pipeline-paid.ts).
+ * paid_ratio >= 0.9 and paid_cpu_ratio <= 1.15 (bench/pipeline-paid.ts).
+ * concurrent8_ratio >= 3.0 with the suppliers batching concurrent decode steps (concurrent8_ratio_unbatched:
+ * a twin grid with --max-batch 1, alternated in the same run). Bench flags --threads=N, --spin, --inline-runs,
+ * --provider=cpu|cuda|webgpu, --max-batch=N, --batch-window-us=N go to every supplier.
  */
 import '../net/polyfill.js';
 import type { ChildProcess } from 'node:child_process';
@@ -60,7 +63,7 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
   const threads = flags.find((f) => f.startsWith('--threads='))?.slice('--threads='.length);
   // --inline-runs: suppliers run onnxruntime on their own thread (no worker thread per fragment).
   const inline = flags.includes('--inline-runs');
-  const supplierFlags = [...(spin ? ['--spin'] : []), ...(inline ? ['--inline-runs'] : []), ...(threads ? ['--threads', threads] : [])];
+  const supplierFlags = [...(spin ? ['--spin'] : []), ...(inline ? ['--inline-runs'] : []), ...(threads ? ['--threads', threads] : []), ...onnxruntimeFlags(flags)];
   const work = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-bench-pipeline-'));
   const suppliers: Supplier[] = [];
   let client: GridClient | undefined;
@@ -132,13 +135,12 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
     const prefill128Ms = performance.now() - t0;
     await prefillSession.close();
 
-    // Concurrency: 8 sessions at once vs 1.
-    const single = await runSession(24);
-    const singleTps = 24 / (sum(single.ms) / 1000);
-    const c0 = performance.now();
-    const eight = await Promise.all(Array.from({ length: 8 }, () => runSession(24)));
-    const eightTps = (8 * 24) / ((performance.now() - c0) / 1000);
-    const concurrentIdentical = eight.every((r) => r.ids.join() === single.ids.join());
+    // Concurrency: 8 sessions at once vs 1, batching on (this grid) alternating with batching off (a twin grid).
+    const unbatched = await startUnbatchedGrid(work, fragDir, supplierFlags, options);
+    suppliers.push(...unbatched.suppliers);
+    const concurrency = await compareConcurrency((n) => runSession(n), (n) => unbatched.runSession(n, options));
+    await unbatched.client.close().catch(() => undefined);
+    const concurrentIdentical = concurrency.identical;
 
     // Failover: kill the middle fragment's current host after 16 tokens.
     let killedAt = -1;
@@ -174,16 +176,89 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
       failovers: failover.failovers,
       failover_tokens_identical: Number(failover.ids.join() === monoIds),
       failed_requests: failed,
-      single_tokens_per_s: singleTps,
-      concurrent8_tokens_per_s: eightTps,
-      concurrent8_ratio: eightTps / singleTps,
+      ...concurrency.figures,
       tokens_identical: Number(identical && concurrentIdentical),
       paid_window_steps: payWindow === undefined ? 16 : Number(payWindow),
       ...paid,
-    }, `gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes (+1 replica of fragment 1) on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens x ${ROUNDS} rounds alternating monolithic and pipeline (speeds = totals over the rounds); greedy; suppliers with ${threads ? `${threads} onnxruntime thread(s)` : 'all cores as onnxruntime threads'}, ${spin ? 'spinning during a step (--spin)' : 'no spinning'}, ${inline ? 'onnxruntime on the supplier\'s own thread (--inline-runs)' : 'onnxruntime in a worker thread per fragment'}; monolithic = one onnxruntime session (onnxruntime defaults, spinning) of the whole model in the bench process; failover = SIGKILL of the host of fragment 1 after 16 tokens, extra = that token's time minus the median decode token; paid = the same 3 fragments on 3 more supplier processes with the same flags, charging 1e9 base units/GFLOP on an anvil chain, paid by a VoucherPayer in the bench process, ${ROUNDS} generations alternating with as many on the unpaid grid (paid_cpu_ratio: CPU ms per token over the bench process and the serving grid's suppliers, plus anvil for the paid one).`);
+    }, `${concurrency.description} gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes (+1 replica of fragment 1) on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens x ${ROUNDS} rounds alternating monolithic and pipeline (speeds = totals over the rounds); greedy; suppliers with ${threads ? `${threads} onnxruntime thread(s)` : 'all cores as onnxruntime threads'}, ${spin ? 'spinning during a step (--spin)' : 'no spinning'}, ${inline ? 'onnxruntime on the supplier\'s own thread (--inline-runs)' : 'onnxruntime in a worker thread per fragment'}; monolithic = one onnxruntime session (onnxruntime defaults, spinning) of the whole model in the bench process; failover = SIGKILL of the host of fragment 1 after 16 tokens, extra = that token's time minus the median decode token; paid = the same 3 fragments on 3 more supplier processes with the same flags, charging 1e9 base units/GFLOP on an anvil chain, paid by a VoucherPayer in the bench process, ${ROUNDS} generations alternating with as many on the unpaid grid (paid_cpu_ratio: CPU ms per token over the bench process and the serving grid's suppliers, plus anvil for the paid one).`);
   } finally {
     await client?.close().catch(() => undefined);
     for (const s of suppliers) s.child.kill('SIGKILL');
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * Supplier flags the bench carries from its own: `--provider=cpu|cuda|webgpu` (so the same bench runs on a GPU
+ * machine), `--max-batch=N` and `--batch-window-us=N` (server-side batching).
+ */
+function onnxruntimeFlags(flags: readonly string[]): string[] {
+  const value = (name: string): string | undefined => flags.find((f) => f.startsWith(`--${name}=`))?.slice(name.length + 3);
+  const out: string[] = [];
+  for (const name of ['provider', 'max-batch', 'batch-window-us']) {
+    const v = value(name);
+    if (v !== undefined) out.push(`--${name}`, v);
+  }
+  return out;
+}
+
+type SessionRun = (maxTokens: number) => Promise<{ ids: number[]; ms: number[] }>;
+
+/** A twin of the bench's grid (3 suppliers + a replica of fragment 1) whose suppliers never batch (--max-batch 1). */
+async function startUnbatchedGrid(work: string, fragDir: string, supplierFlags: string[], options: GenerateOptions): Promise<{ suppliers: Supplier[]; client: GridClient; runSession: (maxTokens: number, options: GenerateOptions) => Promise<{ ids: number[]; ms: number[] }> }> {
+  const flags = [...supplierFlags.filter((f, i, all) => f !== '--max-batch' && all[i - 1] !== '--max-batch'), '--max-batch', '1'];
+  const first = await startSupplier(['--data', path.join(work, 'u0'), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', '0', ...flags]);
+  const rest = await Promise.all([['1', 'u1'], ['2', 'u2'], ['1', 'u3']].map(([f, d]) => startSupplier(['--data', path.join(work, d), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', f, '--bootstrap', first.address, ...flags])));
+  const client = await GridClient.connect({ bootstrap: [first.address], network: 'local' });
+  const model = await client.openModel(fragDir);
+  const runSession = async (maxTokens: number, generateOptions: GenerateOptions): Promise<{ ids: number[]; ms: number[] }> => {
+    const session = client.session(model, PROMPT + maxTokens + 1);
+    try {
+      return await timedGeneration(session, { ...generateOptions, maxTokens });
+    } finally {
+      await session.close();
+    }
+  };
+  await runSession(4, options); // warm-up: sessions load their fragments
+  return { suppliers: [first, ...rest], client, runSession };
+}
+
+/**
+ * One session alone, then 8 at once, on the batching grid and on the unbatched twin, alternating for
+ * CONCURRENCY_ROUNDS rounds (speeds are totals over the rounds). Every session must produce the same tokens.
+ */
+async function compareConcurrency(batched: SessionRun, unbatched: SessionRun): Promise<{ figures: Record<string, number>; identical: boolean; description: string }> {
+  const TOKENS = 24;
+  const CONCURRENCY_ROUNDS = 2;
+  const totals = { batched: { single: 0, eight: 0 }, unbatched: { single: 0, eight: 0 } };
+  const ids = new Set<string>();
+  for (let round = 0; round < CONCURRENCY_ROUNDS; round++) {
+    for (const [name, run] of [['batched', batched], ['unbatched', unbatched]] as const) {
+      const single = await run(TOKENS);
+      totals[name].single += sum(single.ms);
+      ids.add(single.ids.join());
+      const c0 = performance.now();
+      const eight = await Promise.all(Array.from({ length: 8 }, () => run(TOKENS)));
+      totals[name].eight += performance.now() - c0;
+      for (const r of eight) ids.add(r.ids.join());
+    }
+  }
+  const tps = (ms: number, sessions: number): number => (CONCURRENCY_ROUNDS * sessions * TOKENS) / (ms / 1000);
+  const singleTps = tps(totals.batched.single, 1);
+  const eightTps = tps(totals.batched.eight, 8);
+  const singleUnbatchedTps = tps(totals.unbatched.single, 1);
+  const eightUnbatchedTps = tps(totals.unbatched.eight, 8);
+  return {
+    figures: {
+      single_tokens_per_s: singleTps,
+      concurrent8_tokens_per_s: eightTps,
+      concurrent8_ratio: eightTps / singleTps,
+      single_tokens_per_s_unbatched: singleUnbatchedTps,
+      concurrent8_tokens_per_s_unbatched: eightUnbatchedTps,
+      concurrent8_ratio_unbatched: eightUnbatchedTps / singleUnbatchedTps,
+      concurrent8_batching_speedup: eightTps / eightUnbatchedTps,
+    },
+    identical: ids.size === 1,
+    description: `Concurrency: ${TOKENS} tokens, 1 session then 8 at once, ${CONCURRENCY_ROUNDS} rounds alternating the grid whose suppliers batch concurrent decode steps (concurrent8_ratio) and a twin grid of 4 more suppliers with --max-batch 1 (concurrent8_ratio_unbatched); speeds are totals over the rounds.`,
+  };
 }

@@ -7,7 +7,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { byteSize, collect, positiveInt, positiveNumber } from './args.js';
+import { byteSize, collect, nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { createProgress } from './progress.js';
 import type { ProviderChoice } from '../node/exec/executor.js';
 import { UsageError } from './errors.js';
@@ -87,6 +87,8 @@ export function supplyCommand(): Command {
     .option('--reprobe', 're-run the capacity probe instead of using the cached one', false)
     .option('--spin', 'let onnxruntime threads spin between the ops of a step (they park after it): faster steps on cores the supplier has to itself', false)
     .option('--inline-runs', 'run onnxruntime on the node\'s own thread, not a worker thread per fragment: ~0.5 ms faster per step, but a long run blocks the node (for trusted clients only)', false)
+    .option('--max-batch <n>', 'most concurrent sessions\' steps on one span merged into one onnxruntime run (1: no batching)', positiveInt, 16)
+    .option('--batch-window-us <n>', 'longest wait (µs) for other active sessions\' steps to batch with; a lone session never waits', nonNegativeInt, 4000)
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
       data: string; listen: string[]; announce: string[]; bootstrap: string[]; host: string[]; fragments?: number[] | 'all';
@@ -95,7 +97,7 @@ export function supplyCommand(): Command {
       maxMemory?: number; maxSessions?: number; maxSessionsPerPeer?: number; threads?: number; gpuShare?: number; hours?: string; paused: boolean;
       pricePerGflop: string; price?: string; stakingAddress?: string; stakeBinding?: string; network: string;
       chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; creditPerPeer?: string; creditTotal?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; adminPort?: number;
-      provider?: ProviderChoice; reprobe: boolean; spin: boolean; inlineRuns: boolean; json: boolean;
+      provider?: ProviderChoice; reprobe: boolean; spin: boolean; inlineRuns: boolean; maxBatch: number; batchWindowUs: number; json: boolean;
     }) => {
       // The supplier (libp2p, onnxruntime, LevelDB, ethers) loads here, not with the command tree.
       const { Supplier } = await import('../node/supplier.js');
@@ -170,6 +172,7 @@ export function supplyCommand(): Command {
         gflops: o.gflops,
         limits,
         pricePerGflop: price, stakingAddress: o.stakingAddress, stakeBinding, payments, adminPort: o.adminPort, provider: o.provider, rerunProbe: o.reprobe, spin: o.spin, inlineRuns: o.inlineRuns,
+        maxBatch: o.maxBatch, batchWindowUs: o.batchWindowUs,
         onFetchProgress: (done, total) => progress.update(done, total),
       });
       progress.stop();

@@ -92,6 +92,10 @@ export interface SupplierOptions {
    * the admin endpoint) until it ends. For a supplier whose clients are all trusted.
    */
   inlineRuns?: boolean;
+  /** Longest wait, in µs, for other sessions' steps to batch with when the span is idle (node/exec/batcher.ts; default 4000). */
+  batchWindowUs?: number;
+  /** Most sessions' steps in one onnxruntime run (default 16; 1: no batching). */
+  maxBatch?: number;
   logger?: Logger;
   /** Progress of fetching fragments (bytes so far, total, what). */
   onFetchProgress?: (done: number, total: number, what: string) => void;
@@ -245,6 +249,7 @@ export class Supplier {
         provider: providerChoice(options.provider ?? probe.benchmark.executionProvider),
         allowSpinning: options.spin,
         offThread: !options.inlineRuns,
+        batching: options.maxBatch === 1 ? false : { windowUs: options.batchWindowUs, maxBatch: options.maxBatch },
         payments,
       });
       cleanups.push(() => exec.stop());

@@ -22,6 +22,7 @@ import { ByteBudgets } from '../../net/wire/budget.js';
 import { peerSafeMessage } from './redact.js';
 import { DEFAULT_SCAN_LIMITS, scanRequest, scanRequestPrefix, type ScanLimits } from '../../net/exec/scan.js';
 import { SessionManager, type ExecSession } from './sessions.js';
+import { StepBatcher, type BatcherOptions } from './batcher.js';
 import { loadSpan, ManifestCache } from './span.js';
 import { ortToWire } from '../../net/exec/tensors.js';
 
@@ -84,6 +85,8 @@ export interface ExecServerInit {
    * with other busy processes, spinning threads take cores those need.
    */
   allowSpinning?: boolean;
+  /** Batching of concurrent sessions' steps per span (batcher.ts; default on, window 4000 µs, 16 rows); false: off. */
+  batching?: BatcherOptions | false;
   /** Run each fragment's onnxruntime session in a worker thread, off the event loop (default true). */
   offThread?: boolean;
   /** Largest step frame, request or reply (default 64 MiB). */
@@ -155,6 +158,7 @@ export class ExecServer {
       logger: this.log,
       now: init.now,
       sweepIntervalMs: init.sweepIntervalMs,
+      batcher: init.batching === false ? undefined : new StepBatcher({ ...init.batching, logger: this.log }),
     });
     this.maxStepFrameBytes = init.maxStepFrameBytes ?? DEFAULT_MAX_STEP_FRAME_BYTES;
     this.maxControlFrameBytes = init.maxControlFrameBytes ?? DEFAULT_MAX_CONTROL_FRAME_BYTES;

@@ -22,6 +22,7 @@ import type { PreparedShape, SpanProgram } from './span.js';
 import { tensorBytes } from '../../net/exec/tensors.js';
 import { lastRow, sampledRows, topEntries, truncateAxis } from './reply.js';
 import type { WireSampling } from '../../net/exec/codec.js';
+import type { StepBatcher } from './batcher.js';
 
 export interface SessionManagerOptions {
   limits: ShareLimits;
@@ -37,6 +38,8 @@ export interface SessionManagerOptions {
   now?: () => number;
   /** How often idle sessions are swept (default min(ttl/4, 30 s); false: only when touched or `sweep()`). */
   sweepIntervalMs?: number | false;
+  /** Merges concurrent sessions' single-chunk steps on one span into batched runs (absent: every step runs alone). */
+  batcher?: StepBatcher;
 }
 
 export interface StepChunkIn { position: number; inputs: readonly WireTensor[] }
@@ -148,6 +151,8 @@ export class SessionManager {
   private readonly now: () => number;
   private totalBytes = 0;
   private timer?: ReturnType<typeof setInterval>;
+  /** Merges concurrent steps per span (absent: batching off). */
+  readonly batcher?: StepBatcher;
 
   constructor(options: SessionManagerOptions) {
     this.limits = options.limits;
@@ -157,6 +162,7 @@ export class SessionManager {
     this.metrics = options.metrics;
     this.logger = options.logger;
     this.now = options.now ?? Date.now;
+    this.batcher = options.batcher;
     const every = options.sweepIntervalMs ?? Math.min(Math.max(this.ttlMs / 4, 10), 30_000);
     if (every !== false) {
       this.timer = setInterval(() => this.sweep(), every);
@@ -349,7 +355,9 @@ export class SessionManager {
         if (position > s.length) throw new ExecError('BAD_REQUEST', `chunk ${i} starts at position ${position} but the cache holds ${s.length}`);
         if (position < s.length) this.truncate(s, position);
       }
-      const r = await s.program.run(prepared[i], s.kv);
+      // a single-chunk step may share one run with other sessions' steps on this span (results per row are the same)
+      const batched = chunks.length === 1 && this.batcher?.accepts(s, prepared[i]);
+      const r = batched ? await this.batcher!.run(s, prepared[i]) : await s.program.run(prepared[i], s.kv);
       computeMs += r.computeMs;
       if (s.state !== 'open') throw new ExecError('SESSION_EVICTED', `session ${s.id} was evicted during the step: ${s.evictedBecause}`);
       if (hasKv) {

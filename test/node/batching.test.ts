@@ -1,0 +1,276 @@
+/**
+ * Server-side batching (node/exec/batcher.ts) end to end: real libp2p hosts on 127.0.0.1, real onnxruntime,
+ * clients built with ExecClient. Sessions of different prompt lengths step concurrently; each one's logits
+ * must match the whole model run alone on its own (greedy tokens equal, logits within 1e-4), through a
+ * failover that replays on a replacement node, and with a failing row in the batch.
+ */
+import '../../net/polyfill.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import { buildModel } from '../../fragments/builder/index.js';
+import type { BuildOptions } from '../../fragments/builder/options.js';
+import { writeModel } from '../../fragments/onnx/write.js';
+import { fragmentModel } from '../../fragments/fragment.js';
+import type { Manifest } from '../../fragments/manifest.js';
+import { createGridHost, type GridHost } from '../../net/host.js';
+import { ShareLimits } from '../../node/limits.js';
+import { ExecServer } from '../../node/exec/index.js';
+import { rowOf, stackRows, type BatcherOptions } from '../../node/exec/batcher.js';
+import { ExecClient, ExecError, type RemoteSession, type TensorMap } from '../../net/exec/index.js';
+import { testLogger } from '../helpers/swarm.js';
+import { tempDir } from '../helpers/tmp.js';
+import { gptInputs, int64 } from '../helpers/decoder-inputs.js';
+
+const tmp = tempDir('gridpipe-batching-');
+const logger = testLogger();
+const GPT: BuildOptions = { arch: 'gpt', layers: 2, dModel: 32, heads: 2, vocab: 64, maxPositions: 64, kvCache: true, seed: 7 };
+const LLAMA: BuildOptions = { arch: 'llama', layers: 2, dModel: 32, heads: 4, kvHeads: 2, vocab: 64, maxPositions: 64, kvCache: true, seed: 3 };
+/** Prompts of different lengths: the sessions' KV caches differ in length at every step. */
+const PROMPTS = [[3, 14], [15, 9, 2, 6, 5], [35, 8, 9, 7, 9, 3, 2, 3, 8], [4, 6, 2, 6, 4, 3, 3, 8, 3, 2, 7, 9, 5]];
+/** A window long enough that concurrent steps always meet (it only opens while other sessions are active). */
+const WIDE_WINDOW_US = 200_000;
+
+interface Model { file: string; options: BuildOptions; manifest: Manifest; manifestCid: string }
+
+const files = new Map<string, string>();
+const hosts: GridHost[] = [];
+const servers: ExecServer[] = [];
+let client: GridHost;
+let gpt: Model;
+let llama: Model;
+let plain: Model;
+const execClient = new ExecClient({ stepTimeoutMs: 60_000 });
+
+async function prepareModel(name: string, options: BuildOptions): Promise<Model> {
+  const file = path.join(tmp.dir, `${name}.onnx`);
+  await writeModel(buildModel(options), file);
+  const { manifest, manifestCid, dir } = await fragmentModel(file, path.join(tmp.dir, name), { parts: 2 });
+  for (const f of manifest.fragments) files.set(f.cid, path.join(dir, f.file));
+  files.set(manifestCid, path.join(dir, 'manifest.json'));
+  return { file, options, manifest, manifestCid };
+}
+
+async function startServer(batching: BatcherOptions | false = { windowUs: WIDE_WINDOW_US }): Promise<{ host: GridHost; server: ExecServer }> {
+  const host = await createGridHost({ network: 'local', logger });
+  hosts.push(host);
+  const server = new ExecServer({ logger, limits: new ShareLimits({}, { memoryBytes: 1 << 30, cores: 2 }), resolve: (cid) => files.get(cid), batching });
+  await server.start(host.node);
+  servers.push(server);
+  return { host, server };
+}
+
+function refs(m: Model, indices: number[]): { cid: string; manifestCid: string; index: number }[] {
+  return indices.map((i) => ({ cid: m.manifest.fragments[i].cid, manifestCid: m.manifestCid, index: i }));
+}
+
+function argmaxLast(logits: ort.Tensor): number {
+  const data = logits.data as Float32Array;
+  const vocab = logits.dims[logits.dims.length - 1];
+  const row = data.subarray(data.length - vocab);
+  let best = 0;
+  for (let i = 1; i < vocab; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+function maxAbsDiff(a: ort.Tensor, b: ort.Tensor): number {
+  expect(a.dims).toEqual(b.dims);
+  const x = a.data as Float32Array;
+  const y = b.data as Float32Array;
+  let m = 0;
+  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i] - y[i]));
+  return m;
+}
+
+/** The whole model run alone, step by step with its own cache: tokens fed and logits per step. */
+async function reference(m: Model, prompt: number[], steps: number): Promise<{ tokens: number[][]; logits: ort.Tensor[] }> {
+  const session = await ort.InferenceSession.create(m.file, { executionProviders: ['cpu'] });
+  const kvHeads = m.options.kvHeads ?? m.options.heads!;
+  const headDim = m.options.dModel! / m.options.heads!;
+  const past: Record<string, ort.Tensor> = {};
+  for (let l = 0; l < m.options.layers!; l++) {
+    for (const kind of ['key', 'value']) past[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [1, kvHeads, 0, headDim]);
+  }
+  const tokens: number[][] = [];
+  const logits: ort.Tensor[] = [];
+  let position = 0;
+  let next = prompt;
+  for (let s = 0; s < steps; s++) {
+    const out = await session.run({ ...gptInputs(next, position), ...past });
+    for (let l = 0; l < m.options.layers!; l++) {
+      for (const kind of ['key', 'value']) past[`past_key_values.${l}.${kind}`] = out[`present.${l}.${kind}`];
+    }
+    tokens.push(next);
+    logits.push(out.logits);
+    position += next.length;
+    next = [argmaxLast(out.logits)];
+  }
+  await session.release();
+  return { tokens, logits };
+}
+
+/** Steps a chain of remote sessions (a pipeline of spans): each one's outputs feed the next; the last returns logits. */
+async function pipelineStep(chain: RemoteSession[], inputs: TensorMap, position: number, replay?: { position: number; inputs: TensorMap }[]): Promise<ort.Tensor> {
+  let feed = inputs;
+  for (const s of chain) {
+    const r = await s.step(feed, { position, ...(replay ? { replay } : {}) });
+    feed = r.outputs;
+  }
+  return feed.logits;
+}
+
+beforeAll(async () => {
+  gpt = await prepareModel('gpt', GPT);
+  llama = await prepareModel('llama', LLAMA);
+  plain = await prepareModel('gpt-plain', { ...GPT, kvCache: false });
+  client = await createGridHost({ network: 'local', logger });
+  hosts.push(client);
+});
+
+afterAll(async () => {
+  for (const s of servers) await s.stop().catch(() => undefined);
+  await Promise.allSettled(hosts.map((h) => h.stop()));
+  tmp.cleanup();
+});
+
+describe('batch tensors', () => {
+  it('stacks rows with left padding along the positions axis and splits them back', () => {
+    const a = new ort.Tensor('float32', Float32Array.from([1, 2, 3, 4]), [1, 2, 2, 1]); // 2 heads × 2 positions
+    const b = new ort.Tensor('float32', Float32Array.from([5, 6, 7, 8, 9, 10]), [1, 2, 3, 1]); // 2 heads × 3 positions
+    const stacked = stackRows([a, b], 2, 3);
+    expect(stacked.dims).toEqual([2, 2, 3, 1]);
+    expect([...(stacked.data as Float32Array)]).toEqual([0, 1, 2, 0, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect([...(rowOf(stacked, 0, 2, 2).data as Float32Array)]).toEqual([1, 2, 3, 4]);
+    expect(rowOf(stacked, 1, 2, 3).dims).toEqual([1, 2, 3, 1]);
+    expect([...(rowOf(stacked, 1).data as Float32Array)]).toEqual([5, 6, 7, 8, 9, 10]);
+    const masks = stackRows([int64([1, 1], [1, 2]), int64([1, 1, 1, 1], [1, 4])], 1, 4);
+    expect([...(masks.data as BigInt64Array)].map(Number)).toEqual([0, 0, 1, 1, 1, 1, 1, 1]);
+  });
+});
+
+describe('batched decode over libp2p', () => {
+  for (const [label, which, split] of [['gpt, 2 fragments on 2 nodes', () => gpt, true], ['llama, a 2-fragment span on one node', () => llama, false]] as const) {
+    it(`sessions of different prompt lengths get the logits they get alone (${label})`, async () => {
+      const m = which();
+      const steps = 8;
+      const refsBySession = await Promise.all(PROMPTS.map((p) => reference(m, p, steps)));
+      const nodes = split ? [await startServer(), await startServer()] : [await startServer()];
+      const spans = split ? [[0], [1]] : [[0, 1]];
+      const chains = await Promise.all(PROMPTS.map(async () => Promise.all(nodes.map((n, i) => execClient.openSession(client.node, n.host.node.getMultiaddrs(), { fragments: refs(m, spans[i]), maxLength: 64 })))));
+      const positions = PROMPTS.map(() => 0);
+      for (let s = 0; s < steps; s++) {
+        const logits = await Promise.all(chains.map((chain, k) => pipelineStep(chain, gptInputs(refsBySession[k].tokens[s], positions[k]), positions[k])));
+        logits.forEach((l, k) => {
+          expect(maxAbsDiff(l, refsBySession[k].logits[s]), `session ${k} step ${s}`).toBeLessThan(1e-4);
+          expect(argmaxLast(l)).toBe(argmaxLast(refsBySession[k].logits[s]));
+          positions[k] += refsBySession[k].tokens[s].length;
+        });
+      }
+      for (const n of nodes) {
+        // the decode steps met in batches of rows whose KV caches had different lengths
+        expect(n.server.sessions.batcher!.stats.batches).toBeGreaterThan(0);
+        expect(n.server.sessions.batcher!.stats.batchedRows).toBeGreaterThan(n.server.sessions.batcher!.stats.batches);
+      }
+      await Promise.all(chains.flat().map((s) => s.close()));
+    });
+  }
+
+  it('a supplier killed mid-decode: the replacement replays each session and its batched steps stay equal', async () => {
+    const prompts = PROMPTS.slice(1);
+    const steps = 10;
+    const killAt = 5;
+    const refsBySession = await Promise.all(prompts.map((p) => reference(gpt, p, steps)));
+    const first = await startServer();
+    const replacement = await startServer();
+    let sessions = await Promise.all(prompts.map(() => execClient.openSession(client.node, first.host.node.getMultiaddrs(), { fragments: refs(gpt, [0, 1]), maxLength: 64 })));
+    const positions = prompts.map(() => 0);
+    const history: { position: number; inputs: TensorMap }[][] = prompts.map(() => []);
+    for (let s = 0; s < steps; s++) {
+      if (s === killAt) {
+        await first.server.stop();
+        await first.host.stop();
+        sessions = await Promise.all(prompts.map(() => execClient.openSession(client.node, replacement.host.node.getMultiaddrs(), { fragments: refs(gpt, [0, 1]), maxLength: 64 })));
+      }
+      const logits = await Promise.all(sessions.map((session, k) => {
+        const inputs = gptInputs(refsBySession[k].tokens[s], positions[k]);
+        // the first step on the replacement replays the history it missed, chunk by chunk
+        const replay = s === killAt ? history[k] : undefined;
+        return pipelineStep([session], inputs, positions[k], replay);
+      }));
+      logits.forEach((l, k) => {
+        expect(maxAbsDiff(l, refsBySession[k].logits[s]), `session ${k} step ${s}`).toBeLessThan(1e-4);
+        expect(argmaxLast(l)).toBe(argmaxLast(refsBySession[k].logits[s]));
+        history[k].push({ position: positions[k], inputs: gptInputs(refsBySession[k].tokens[s], positions[k]) });
+        positions[k] += refsBySession[k].tokens[s].length;
+      });
+    }
+    expect(first.server.sessions.batcher!.stats.batches).toBeGreaterThan(0);
+    expect(replacement.server.sessions.batcher!.stats.batches).toBeGreaterThan(0);
+    await Promise.all(sessions.map((s) => s.close()));
+  });
+
+  it('a step that fails inside a batch fails only its own session', async () => {
+    const steps = 4;
+    const refsBySession = await Promise.all(PROMPTS.map((p) => reference(gpt, p, steps)));
+    const { host, server } = await startServer();
+    const sessions = await Promise.all(PROMPTS.map(() => execClient.openSession(client.node, host.node.getMultiaddrs(), { fragments: refs(gpt, [0, 1]), maxLength: 64 })));
+    const positions = PROMPTS.map(() => 0);
+    for (let s = 0; s < steps; s++) {
+      const bad = s === steps - 1 ? 1 : -1; // the last round: session 1 sends a token id past the vocabulary
+      const results = await Promise.allSettled(sessions.map((session, k) => {
+        const tokens = k === bad ? [GPT.vocab! + 1000] : refsBySession[k].tokens[s];
+        return pipelineStep([session], gptInputs(tokens, positions[k]), positions[k]);
+      }));
+      results.forEach((r, k) => {
+        if (k === bad) {
+          expect(r.status).toBe('rejected');
+          expect((r as PromiseRejectedResult).reason).toBeInstanceOf(ExecError);
+          expect(((r as PromiseRejectedResult).reason as ExecError).code).toBe('EXECUTION_FAILED');
+          return;
+        }
+        expect(r.status, `session ${k} step ${s}`).toBe('fulfilled');
+        const l = (r as PromiseFulfilledResult<ort.Tensor>).value;
+        expect(maxAbsDiff(l, refsBySession[k].logits[s])).toBeLessThan(1e-4);
+        positions[k] += refsBySession[k].tokens[s].length;
+      });
+    }
+    expect(server.sessions.batcher!.stats.batches).toBeGreaterThan(0);
+    await Promise.all(sessions.map((s) => s.close()));
+  });
+
+  it('a span without KV cache batches rows of equal shape with the same results', async () => {
+    const local = await ort.InferenceSession.create(plain.file, { executionProviders: ['cpu'] });
+    const { host, server } = await startServer();
+    const sessions = await Promise.all(PROMPTS.map(() => execClient.openSession(client.node, host.node.getMultiaddrs(), { fragments: refs(plain, [0, 1]) })));
+    for (let s = 0; s < 3; s++) {
+      // every session sends a whole sequence of the same length (6 + s tokens), each its own tokens
+      const sequences = PROMPTS.map((p, k) => Array.from({ length: 6 + s }, (_, i) => p[i % p.length] + k));
+      const logits = await Promise.all(sessions.map((session, k) => pipelineStep([session], gptInputs(sequences[k], 0), 0)));
+      for (const [k, l] of logits.entries()) {
+        const expected = (await local.run(gptInputs(sequences[k], 0))).logits;
+        expect(maxAbsDiff(l, expected), `session ${k} step ${s}`).toBeLessThan(1e-4);
+      }
+    }
+    expect(server.sessions.batcher!.stats.batches).toBeGreaterThan(0);
+    await Promise.all(sessions.map((c) => c.close()));
+    await local.release();
+  });
+
+  it('a lone session takes the unbatched path, and batching off runs every step alone', async () => {
+    const steps = 6;
+    const { tokens, logits } = await reference(gpt, PROMPTS[2], steps);
+    for (const batching of [{ windowUs: WIDE_WINDOW_US }, false] as const) {
+      const { host, server } = await startServer(batching);
+      const session = await execClient.openSession(client.node, host.node.getMultiaddrs(), { fragments: refs(gpt, [0, 1]), maxLength: 64 });
+      let position = 0;
+      for (let s = 0; s < steps; s++) {
+        const l = await pipelineStep([session], gptInputs(tokens[s], position), position);
+        expect(maxAbsDiff(l, logits[s])).toBeLessThan(1e-4);
+        position += tokens[s].length;
+      }
+      await session.close();
+      if (batching) expect(server.sessions.batcher!.stats).toMatchObject({ batches: 0, batchedRows: 0, singleRuns: steps });
+      else expect(server.sessions.batcher).toBeUndefined();
+    }
+  });
+});
