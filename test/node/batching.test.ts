@@ -20,7 +20,7 @@ import { rowOf, stackRows, type BatcherOptions } from '../../node/exec/batcher.j
 import { ExecClient, ExecError, type RemoteSession, type TensorMap } from '../../net/exec/index.js';
 import { testLogger } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
-import { gptInputs, int64 } from '../helpers/decoder-inputs.js';
+import { gptInputs, int64, argmaxLast, referenceDecode } from '../helpers/decoder-inputs.js';
 
 const tmp = tempDir('gridpipe-batching-');
 const logger = testLogger();
@@ -64,14 +64,6 @@ function refs(m: Model, indices: number[]): { cid: string; manifestCid: string; 
   return indices.map((i) => ({ cid: m.manifest.fragments[i].cid, manifestCid: m.manifestCid, index: i }));
 }
 
-function argmaxLast(logits: ort.Tensor): number {
-  const data = logits.data as Float32Array;
-  const vocab = logits.dims[logits.dims.length - 1];
-  const row = data.subarray(data.length - vocab);
-  let best = 0;
-  for (let i = 1; i < vocab; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
 
 function maxAbsDiff(a: ort.Tensor, b: ort.Tensor): number {
   expect(a.dims).toEqual(b.dims);
@@ -84,29 +76,7 @@ function maxAbsDiff(a: ort.Tensor, b: ort.Tensor): number {
 
 /** The whole model run alone, step by step with its own cache: tokens fed and logits per step. */
 async function reference(m: Model, prompt: number[], steps: number): Promise<{ tokens: number[][]; logits: ort.Tensor[] }> {
-  const session = await ort.InferenceSession.create(m.file, { executionProviders: ['cpu'] });
-  const kvHeads = m.options.kvHeads ?? m.options.heads!;
-  const headDim = m.options.dModel! / m.options.heads!;
-  const past: Record<string, ort.Tensor> = {};
-  for (let l = 0; l < m.options.layers!; l++) {
-    for (const kind of ['key', 'value']) past[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [1, kvHeads, 0, headDim]);
-  }
-  const tokens: number[][] = [];
-  const logits: ort.Tensor[] = [];
-  let position = 0;
-  let next = prompt;
-  for (let s = 0; s < steps; s++) {
-    const out = await session.run({ ...gptInputs(next, position), ...past });
-    for (let l = 0; l < m.options.layers!; l++) {
-      for (const kind of ['key', 'value']) past[`past_key_values.${l}.${kind}`] = out[`present.${l}.${kind}`];
-    }
-    tokens.push(next);
-    logits.push(out.logits);
-    position += next.length;
-    next = [argmaxLast(out.logits)];
-  }
-  await session.release();
-  return { tokens, logits };
+  return referenceDecode(m.file, { layers: m.options.layers!, kvHeads: m.options.kvHeads ?? m.options.heads!, headDim: m.options.dModel! / m.options.heads! }, prompt, steps);
 }
 
 /** Steps a chain of remote sessions (a pipeline of spans): each one's outputs feed the next; the last returns logits. */

@@ -26,7 +26,7 @@ import { ExecRequestType, ExecResponseType, REFERENCE_BYTES, encodeFrame, type D
 import { sampleToken } from '../../policy/sampling.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
-import { gptInputs, int64 } from '../helpers/decoder-inputs.js';
+import { gptInputs, int64, argmaxLast, referenceDecode } from '../helpers/decoder-inputs.js';
 
 const tmp = tempDir('gridpipe-exec-');
 const logger = testLogger();
@@ -96,15 +96,6 @@ afterAll(async () => {
 
 // ------------------------------------------------------------------------------------------------ helpers
 
-/** Greedy next token from the last row of logits [1, n, vocab]. */
-function argmaxLast(logits: ort.Tensor): number {
-  const data = logits.data as Float32Array;
-  const vocab = logits.dims[2];
-  const row = data.subarray(data.length - vocab);
-  let best = 0;
-  for (let i = 1; i < vocab; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
 
 function maxAbsDiff(a: ort.Tensor, b: ort.Tensor): number {
   expect(a.dims).toEqual(b.dims);
@@ -118,27 +109,7 @@ function maxAbsDiff(a: ort.Tensor, b: ort.Tensor): number {
 
 /** The whole KV model run locally step by step with its own cache: logits per step. */
 async function referenceGeneration(prompt: number[], steps: number): Promise<{ tokens: number[][]; logits: ort.Tensor[] }> {
-  const session = await ort.InferenceSession.create(kvModel, { executionProviders: ['cpu'] });
-  const past: Record<string, ort.Tensor> = {};
-  for (let l = 0; l < GPT.layers; l++) {
-    for (const kind of ['key', 'value']) past[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [1, GPT.heads, 0, GPT.dModel / GPT.heads]);
-  }
-  const tokens: number[][] = [];
-  const logits: ort.Tensor[] = [];
-  let position = 0;
-  let next = prompt;
-  for (let s = 0; s < steps; s++) {
-    const out = await session.run({ ...gptInputs(next, position), ...past });
-    for (let l = 0; l < GPT.layers; l++) {
-      for (const kind of ['key', 'value']) past[`past_key_values.${l}.${kind}`] = out[`present.${l}.${kind}`];
-    }
-    tokens.push(next);
-    logits.push(out.logits);
-    position += next.length;
-    next = [argmaxLast(out.logits)];
-  }
-  await session.release();
-  return { tokens, logits };
+  return referenceDecode(kvModel, { layers: GPT.layers, kvHeads: GPT.heads, headDim: GPT.dModel / GPT.heads }, prompt, steps);
 }
 
 async function expectExecError(p: Promise<unknown>, code: string): Promise<ExecError> {
