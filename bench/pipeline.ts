@@ -125,8 +125,11 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
     // Payments (issue 15): a paid grid of the same fragments on a local chain, alternating with this one.
     // --pay-window=N: the payer's credit window in steps (0: a voucher per step, as before issue 15).
     const payWindow = flags.find((f) => f.startsWith('--pay-window='))?.slice('--pay-window='.length);
-    const paidGrid = await startPaidGrid(work, fragDir, 3, supplierFlags, options, PROMPT, payWindow === undefined ? undefined : Number(payWindow));
-    const paid = await paidComparison(paidGrid, (n) => runSession(n), suppliers.map((s) => s.child.pid!), ROUNDS, DECODE, monoIds).finally(() => paidGrid.close());
+    // --no-paid: skip the paid grid (a machine without the anvil binary, e.g. a GPU machine reached without npm).
+    const paid = flags.includes('--no-paid') ? {} : await (async () => {
+      const paidGrid = await startPaidGrid(work, fragDir, 3, supplierFlags, options, PROMPT, payWindow === undefined ? undefined : Number(payWindow));
+      return paidComparison(paidGrid, (n) => runSession(n), suppliers.map((s) => s.child.pid!), ROUNDS, DECODE, monoIds).finally(() => paidGrid.close());
+    })();
 
     // Prefill of 128 tokens through the pipeline.
     const prefillSession = client.session(model, 200);
