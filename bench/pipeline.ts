@@ -30,12 +30,12 @@ const DECODE = 48;
 /** Monolithic and pipeline decodes alternate this many times; speeds are totals over all rounds (runs vary ±20 % on a shared 2-core VM). */
 const ROUNDS = 3;
 
-interface Supplier { child: ChildProcess; peerId: string; address: string }
+interface Supplier { child: ChildProcess; peerId: string; address: string; provider?: string }
 
 async function startSupplier(args: string[]): Promise<Supplier> {
   const proc = spawnGridpipe(['supply', ...args, '--json'], { env: { GRIDPIPE_LOG_LEVEL: 'error' } });
-  const ready = (await proc.ready) as { peerId: string; addresses: string[] };
-  return { child: proc.child, peerId: ready.peerId, address: ready.addresses[0] };
+  const ready = (await proc.ready) as { peerId: string; addresses: string[]; provider?: string };
+  return { child: proc.child, peerId: ready.peerId, address: ready.addresses[0], provider: ready.provider };
 }
 
 /** Times each token of a generation; returns per-token ms (index 0 = prefill). */
@@ -159,6 +159,8 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
     const failoverExtraMs = failoverStep - median(failover.ms.slice(1));
 
     reportResult('pipeline', {
+      // Suppliers whose probe ran on a GPU provider (a --provider that fails to load falls back to CPU, silently before).
+      suppliers_gpu_probe: suppliers.filter((s) => s.provider && s.provider !== 'cpu').length,
       suppliers_spin: Number(spin),
       suppliers_inline_runs: Number(inline),
       supplier_threads: threads ? Number(threads) : 0,
