@@ -4,6 +4,7 @@
  * the reference those tests compare against (the whole model decoded greedily in one onnxruntime session).
  */
 import ort from 'onnxruntime-node';
+import { expect } from 'vitest';
 import type { TensorMap } from '../../net/exec/index.js';
 
 /** An int64 tensor of `values` shaped `dims`. */
@@ -60,4 +61,15 @@ export async function referenceDecode(file: string, kv: KvShape, prompt: number[
   }
   await session.release();
   return { tokens, logits };
+}
+
+/** The largest elementwise difference of two tensors, after checking they have the same dims and type. */
+export function maxAbsDiff(a: ort.Tensor, b: ort.Tensor): number {
+  expect(a.dims).toEqual(b.dims);
+  expect(a.type).toBe(b.type);
+  const x = a.data as ArrayLike<number | bigint>;
+  const y = b.data as ArrayLike<number | bigint>;
+  let m = 0;
+  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(Number(x[i]) - Number(y[i])));
+  return m;
 }

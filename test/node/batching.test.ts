@@ -20,7 +20,7 @@ import { rowOf, stackRows, type BatcherOptions } from '../../node/exec/batcher.j
 import { ExecClient, ExecError, type RemoteSession, type TensorMap } from '../../net/exec/index.js';
 import { testLogger } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
-import { gptInputs, int64, argmaxLast, referenceDecode } from '../helpers/decoder-inputs.js';
+import { gptInputs, int64, argmaxLast, maxAbsDiff, referenceDecode } from '../helpers/decoder-inputs.js';
 
 const tmp = tempDir('gridpipe-batching-');
 const logger = testLogger();
@@ -62,16 +62,6 @@ async function startServer(batching: BatcherOptions | false = { windowUs: WIDE_W
 
 function refs(m: Model, indices: number[]): { cid: string; manifestCid: string; index: number }[] {
   return indices.map((i) => ({ cid: m.manifest.fragments[i].cid, manifestCid: m.manifestCid, index: i }));
-}
-
-
-function maxAbsDiff(a: ort.Tensor, b: ort.Tensor): number {
-  expect(a.dims).toEqual(b.dims);
-  const x = a.data as Float32Array;
-  const y = b.data as Float32Array;
-  let m = 0;
-  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i] - y[i]));
-  return m;
 }
 
 /** The whole model run alone, step by step with its own cache: tokens fed and logits per step. */

@@ -26,7 +26,7 @@ import { ExecRequestType, ExecResponseType, REFERENCE_BYTES, encodeFrame, type D
 import { sampleToken } from '../../policy/sampling.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
-import { gptInputs, int64, argmaxLast, referenceDecode } from '../helpers/decoder-inputs.js';
+import { gptInputs, int64, argmaxLast, maxAbsDiff, referenceDecode } from '../helpers/decoder-inputs.js';
 
 const tmp = tempDir('gridpipe-exec-');
 const logger = testLogger();
@@ -95,17 +95,6 @@ afterAll(async () => {
 });
 
 // ------------------------------------------------------------------------------------------------ helpers
-
-
-function maxAbsDiff(a: ort.Tensor, b: ort.Tensor): number {
-  expect(a.dims).toEqual(b.dims);
-  expect(a.type).toBe(b.type);
-  const x = a.data as ArrayLike<number | bigint>;
-  const y = b.data as ArrayLike<number | bigint>;
-  let m = 0;
-  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(Number(x[i]) - Number(y[i])));
-  return m;
-}
 
 /** The whole KV model run locally step by step with its own cache: logits per step. */
 async function referenceGeneration(prompt: number[], steps: number): Promise<{ tokens: number[][]; logits: ort.Tensor[] }> {
