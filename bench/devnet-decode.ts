@@ -32,12 +32,12 @@ async function completion(info: DevnetInfo, maxTokens: number): Promise<{ s: num
   return { s: (performance.now() - started) / 1000, tokens: body.usage.completion_tokens };
 }
 
-/** Decode tokens/s of the devnet in `dataDir` (paid, through its gateway) and of its model run whole here. */
-export async function devnetDecode(dataDir: string, model: string, rounds = 3): Promise<DevnetDecode> {
+/** Decode tokens/s of the devnet in `dataDir` (paid, through its gateway) and of its model run whole here; `suppliers` names its fragment folder. */
+export async function devnetDecode(dataDir: string, model: string, suppliers: number, rounds = 3): Promise<DevnetDecode> {
   const info = JSON.parse(await readFile(path.join(dataDir, 'devnet.json'), 'utf8')) as DevnetInfo;
   const spec = DEMO_MODELS[model];
   if (!spec) throw new Error(`the devnet decode bench needs a demo model (tiny, small, moe), not ${model}`);
-  const { manifest } = await readManifest(path.join(dataDir, 'models', `${spec.name}-4`));
+  const { manifest } = await readManifest(path.join(dataDir, 'models', `${spec.name}-${suppliers}`));
   const mono = await LocalModelRunner.open(path.join(dataDir, `${spec.name}.onnx`), manifest.statefulPairs);
   const inputNames = manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values'));
   const monoDecodeS = async (): Promise<number> => {

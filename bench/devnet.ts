@@ -15,10 +15,13 @@ import { devnetDecode, type DevnetDecode } from './devnet-decode.js';
 
 interface DevnetRun { readyS: number; stopS: number }
 
+/** Suppliers the benchmarked devnet runs (its default), one fragment each. */
+const SUPPLIERS = 4;
+
 /** Starts the devnet, waits for "ready", stops it; times both. */
 async function runDevnet(dataDir: string, model: string, whileReady?: () => Promise<void>): Promise<DevnetRun> {
   const started = performance.now();
-  const child = spawn(process.execPath, [CLI_ENTRY, 'devnet', '--data', dataDir, '--model', model, '--port', '0'], {
+  const child = spawn(process.execPath, [CLI_ENTRY, 'devnet', '--data', dataDir, '--model', model, '--suppliers', String(SUPPLIERS), '--port', '0'], {
     env: { ...process.env, GRIDPIPE_LOG_LEVEL: 'error' }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -54,7 +57,7 @@ export async function devnetBench(flags: string[]): Promise<void> {
   try {
     const first = await runDevnet(dataDir, model);
     let decode: DevnetDecode | undefined;
-    const warm = await runDevnet(dataDir, model, async () => { decode = await devnetDecode(dataDir, model); });
+    const warm = await runDevnet(dataDir, model, async () => { decode = await devnetDecode(dataDir, model, SUPPLIERS); });
     reportResult('devnet', {
       first_ready_s: first.readyS,
       warm_ready_s: warm.readyS,
