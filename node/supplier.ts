@@ -92,7 +92,7 @@ export interface SupplierOptions {
    * the admin endpoint) until it ends. For a supplier whose clients are all trusted.
    */
   inlineRuns?: boolean;
-  /** Longest wait, in µs, for other sessions' steps to batch with when the span is idle (node/exec/batcher.ts; default 4000). */
+  /** Longest wait, in µs, for other sessions' steps to batch with when the span is idle (node/exec/batcher.ts; default 50000, and at most half a session's interval between steps). */
   batchWindowUs?: number;
   /** Most sessions' steps in one onnxruntime run (default 16; 1: no batching). */
   maxBatch?: number;

@@ -9,25 +9,40 @@
  * zeros on the left too), and position ids are per row, so every row computes what it would alone. Spans
  * whose inputs have no mask are batched only across rows of equal KV length.
  *
- * When: a step is batched only with steps of other sessions of the same span that arrive while a batch of
- * that span is running (they wait for it anyway: runs of a fragment are serial) or within a short window
- * (`windowUs`) that opens only when other sessions of the span stepped recently; a lone session runs at
- * once, unbatched, on its own cache (no copy). The cost of stacking and splitting the caches is measured per
- * batch; when a batched row costs more than an unbatched run did, rows run alone (a batch is tried again
- * now and then). A batch that fails runs its rows alone, so a bad row fails only its own session.
+ * When: a step is batched with steps of other sessions of the same span that arrive while a batch of that
+ * span is running (they wait for it anyway: runs of a fragment are serial), or that are expected soon: an idle
+ * span holds a step while other sessions active on it are predicted (their last step + their interval between
+ * steps) before the wait's end, which is `windowUs` and at most half the waiting session's own interval. Sessions
+ * that drifted apart thus merge into one convoy that stays in step through the pipeline, so each span runs one
+ * full batch per token instead of several small ones that compete for the same cores. A lone session never
+ * waits and runs unbatched on its own cache.
+ *
+ * Copies: the batch's caches stay stacked after a run; each session holds a view of its row (masked padding in
+ * front, `kvPadding`). When the same sessions meet again, the stacked tensors are fed as they are, with no KV
+ * copy (the steady state of a convoy); otherwise rows are re-stacked without their old padding. A session that
+ * runs alone or rewinds first drops its padding (one copy). Views keep the whole batch's buffer alive until each
+ * session's next step or close. When a batched row costs more than an unbatched run did, rows run alone (a batch
+ * is tried again now and then). A batch that fails runs its rows alone, so a bad row fails only its own session.
  */
 import ort from 'onnxruntime-node';
 import type { Logger } from 'pino';
 import { ExecError } from '../../net/exec/errors.js';
 import type { IoSpec } from './executor.js';
+import type { ExecMetrics } from './metrics.js';
 import type { SpanProgram, SpanRunResult } from './span.js';
 
 export interface BatcherOptions {
-  /** Longest wait for other sessions' steps when the span is idle, in microseconds (default 4000; 0: never wait). */
+  /** Longest wait for other sessions' steps when the span is idle, in microseconds (default 50000, and at most half a session's interval between steps; 0: never wait). */
   windowUs?: number;
+  /** The longest wait as a share of the waiting session's interval between steps on the span (default 0.5). */
+  waitShare?: number;
+  /** The longest wait while no session's interval on the span is known yet, ms (default 4). */
+  firstStepWaitMs?: number;
   /** Most rows in one run (default 16; 1 turns batching off). */
   maxBatch?: number;
   logger?: Logger;
+  /** Where rows per run, waits and copy time are counted (the exec server's metrics). */
+  metrics?: Pick<ExecMetrics, 'batchRows' | 'batchWaitSeconds' | 'batchCopySeconds'>;
 }
 
 /** What the batcher needs of a session. */
@@ -36,7 +51,9 @@ export interface BatchableSession {
   readonly program: SpanProgram;
   readonly state: string;
   kv: Map<string, ort.Tensor>;
+  /** Real positions in the KV cache (its tensors may hold `kvPadding` more, masked, in front). */
   length: number;
+  kvPadding: number;
 }
 
 /** Counters of the batcher (what batching did and what the KV copy cost). */
@@ -49,6 +66,8 @@ export interface BatcherStats {
   singleRuns: number;
   /** Time stacking caches and inputs into batches and splitting outputs back, ms in total. */
   copyMs: number;
+  /** Batched runs that fed the previous run's caches as they were (same sessions as before: no KV copy). */
+  residentRuns: number;
   /** onnxruntime time of the batched runs, ms in total. */
   batchComputeMs: number;
 }
@@ -68,6 +87,7 @@ interface Row {
   feeds: Map<string, ort.Tensor>;
   kv: Map<string, ort.Tensor>;
   length: number;
+  kvPadding: number;
   queuedAt: number;
   resolve: (r: SpanRunResult) => void;
   reject: (e: unknown) => void;
@@ -79,11 +99,19 @@ interface Group {
   timer?: ReturnType<typeof setTimeout>;
   /** Sessions that stepped on this span lately: when, and the time between their last two steps. */
   recent: Map<BatchableSession, { at: number; interval: number }>;
+  /** Sessions' interval between steps on this span, moving average: the guess for a session with one step so far. */
+  interval?: number;
   /** Unbatched compute ms per row, moving average (undefined until measured). */
   singleMs?: number;
   /** Batched compute + copy ms per row, moving average. */
   batchedMs?: number;
   flushes: number;
+  /**
+   * The last batched run's caches, still stacked: its sessions in row order, the batched KV tensors, and the
+   * row views each session was handed. When the next run has the same sessions and each still holds its view,
+   * the stacked tensors are fed as they are (the steady state of a convoy of sessions: no KV copy per step).
+   */
+  resident?: { sessions: BatchableSession[]; kv: Map<string, ort.Tensor>; views: Map<string, ort.Tensor>[] };
 }
 
 /**
@@ -92,6 +120,12 @@ interface Group {
  */
 const ACTIVE_MIN_MS = 100;
 const ACTIVE_MAX_MS = 5000;
+/** Default cap on a step's wait for other sessions, µs (the share of the interval below usually binds first). */
+export const DEFAULT_WINDOW_US = 50_000;
+/** The longest a step waits for other sessions, as a share of its session's own interval between steps (default). */
+const WAIT_SHARE = 0.5;
+/** How long a step waits for others when no session's interval between steps on the span is known yet (default). */
+const FIRST_STEP_WAIT_MS = 4;
 /** When batching looks worse than single runs, still try a batch every this many flushes. */
 const PROBE_EVERY = 16;
 
@@ -102,9 +136,9 @@ const product = (dims: readonly number[]): number => dims.reduce((a, b) => a * b
 
 /**
  * Stacks one-row tensors along axis 0; with `padAxis` > 0, left-pads that axis of each row to `padTo` with
- * zeros (masked positions).
+ * zeros (masked positions), keeping only the last `keep[r]` entries of row r's axis (its own padding dropped).
  */
-export function stackRows(rows: readonly ort.Tensor[], padAxis = -1, padTo = 0): ort.Tensor {
+export function stackRows(rows: readonly ort.Tensor[], padAxis = -1, padTo = 0, keep?: readonly number[]): ort.Tensor {
   const first = rows[0];
   const dims = first.dims.slice();
   dims[0] = rows.length;
@@ -121,10 +155,31 @@ export function stackRows(rows: readonly ort.Tensor[], padAxis = -1, padTo = 0):
       return;
     }
     const len = t.dims[padAxis];
+    const kept = keep?.[r] ?? len;
     const block = len * inner;
-    for (let p = 0; p < outer; p++) out.set(src.subarray(p * block, (p + 1) * block) as never, r * rowOut + p * padTo * inner + (padTo - len) * inner);
+    for (let p = 0; p < outer; p++) out.set(src.subarray(p * block + (len - kept) * inner, (p + 1) * block) as never, r * rowOut + p * padTo * inner + (padTo - kept) * inner);
   });
   return new ort.Tensor(first.type, out, dims);
+}
+
+/** Row `r` of a batched tensor without a copy: a view of its rows' contiguous block. */
+function rowView(t: ort.Tensor, r: number): ort.Tensor {
+  const src = t.data as TypedArray;
+  const rowIn = src.length / t.dims[0];
+  const dims = t.dims.slice();
+  dims[0] = 1;
+  return new ort.Tensor(t.type, src.subarray(r * rowIn, (r + 1) * rowIn) as never, dims);
+}
+
+/** A session's KV cache without its padding (a copy), or the cache itself when it has none. */
+export function withoutPadding(kv: Map<string, ort.Tensor>, program: SpanProgram, padding: number): Map<string, ort.Tensor> {
+  if (padding <= 0) return kv;
+  const out = new Map<string, ort.Tensor>();
+  for (const slot of program.kv) {
+    const t = kv.get(slot.input)!;
+    out.set(slot.input, rowOf(t, 0, slot.seqAxis, t.dims[slot.seqAxis] - padding));
+  }
+  return out;
 }
 
 /** Row `r` of a batched tensor (a copy); with `padAxis` > 0, only the last `keep` entries of that axis. */
@@ -203,14 +258,20 @@ function compatible(a: Row, b: Row, plan: BatchPlan): boolean {
 export class StepBatcher {
   readonly windowUs: number;
   readonly maxBatch: number;
-  readonly stats: BatcherStats = { batches: 0, batchedRows: 0, singleRuns: 0, copyMs: 0, batchComputeMs: 0 };
+  readonly waitShare: number;
+  readonly firstStepWaitMs: number;
+  readonly stats: BatcherStats = { batches: 0, batchedRows: 0, singleRuns: 0, copyMs: 0, batchComputeMs: 0, residentRuns: 0 };
   private readonly groups = new Map<string, Group>();
   private readonly logger?: Logger;
+  private readonly metrics?: BatcherOptions['metrics'];
 
   constructor(options: BatcherOptions = {}) {
-    this.windowUs = options.windowUs ?? 4000;
+    this.windowUs = options.windowUs ?? DEFAULT_WINDOW_US;
     this.maxBatch = options.maxBatch ?? 16;
+    this.waitShare = options.waitShare ?? WAIT_SHARE;
+    this.firstStepWaitMs = options.firstStepWaitMs ?? FIRST_STEP_WAIT_MS;
     this.logger = options.logger;
+    this.metrics = options.metrics;
     if (!Number.isFinite(this.windowUs) || this.windowUs < 0) throw new ExecError('INTERNAL', 'the batch window must be ≥ 0 µs');
     if (!Number.isInteger(this.maxBatch) || this.maxBatch < 1) throw new ExecError('INTERNAL', 'the batch size must be a positive integer');
   }
@@ -235,27 +296,51 @@ export class StepBatcher {
     }
     const now = performance.now();
     const before = group.recent.get(session);
-    group.recent.set(session, { at: now, interval: before ? now - before.at : 0 });
+    const interval = before ? now - before.at : 0;
+    group.recent.set(session, { at: now, interval });
+    if (interval > 0) group.interval = ewma(group.interval, interval);
     for (const [s, seen] of group.recent) {
       if (s.state !== 'open' || now - seen.at > Math.min(ACTIVE_MAX_MS, Math.max(ACTIVE_MIN_MS, 2 * seen.interval))) group.recent.delete(s);
     }
     return new Promise<SpanRunResult>((resolve, reject) => {
-      group.pending.push({ session, feeds, kv: new Map(session.kv), length: session.length, queuedAt: now, resolve, reject });
+      group.pending.push({ session, feeds, kv: new Map(session.kv), length: session.length, kvPadding: session.kvPadding, queuedAt: now, resolve, reject });
       this.schedule(key, group);
     });
   }
 
-  /** Starts a run now, later (window), or after the running one. */
+  /**
+   * Starts a run now, later, or after the running one. An idle span waits only for sessions whose next step is
+   * predicted (their last step here + their interval between steps) before the wait's end: the window, and at
+   * most WAIT_SHARE of a waiting session's own interval, so a wait costs a bounded share of a step. Cohorts of
+   * sessions that drifted apart merge this way and then stay in step through the pipeline (one batch per span
+   * instead of several small ones competing for the same cores).
+   */
   private schedule(key: string, group: Group): void {
     if (group.running || !group.pending.length) return;
-    const expected = Math.min(this.maxBatch, Math.max(1, group.recent.size));
-    if (group.pending.length >= expected || this.windowUs === 0) {
+    if (this.windowUs === 0 || group.pending.length >= this.maxBatch) {
       this.flush(key, group);
       return;
     }
-    if (!group.timer) {
-      group.timer = setTimeout(() => this.flush(key, group), this.windowUs / 1000);
+    const waiting = new Set(group.pending.map((r) => r.session));
+    const intervalOf = (seen: { interval: number } | undefined): number => (seen?.interval || group.interval) ?? 0;
+    let until = Infinity;
+    for (const r of group.pending) {
+      const interval = intervalOf(group.recent.get(r.session));
+      until = Math.min(until, r.queuedAt + Math.min(this.windowUs / 1000, interval > 0 ? this.waitShare * interval : this.firstStepWaitMs));
     }
+    // sessions worth waiting for: active here, not waiting already, and next expected before `until` (or not known yet)
+    const expected = [...group.recent].some(([s, seen]) => {
+      if (waiting.has(s) || s.state !== 'open') return false;
+      const interval = intervalOf(seen);
+      return interval <= 0 || seen.at + interval <= until;
+    });
+    const now = performance.now();
+    if (!expected || now >= until) {
+      this.flush(key, group);
+      return;
+    }
+    if (group.timer) clearTimeout(group.timer);
+    group.timer = setTimeout(() => this.flush(key, group), until - now);
   }
 
   private flush(key: string, group: Group): void {
@@ -286,7 +371,7 @@ export class StepBatcher {
       for (const row of rows) await this.runAlone(group, row);
       return;
     }
-    let results: SpanRunResult[];
+    let results: [Row, SpanRunResult][];
     try {
       results = await this.runBatch(group, rows, plan);
     } catch (err) {
@@ -295,14 +380,16 @@ export class StepBatcher {
       for (const row of rows) await this.runAlone(group, row);
       return;
     }
-    rows.forEach((row, i) => row.resolve(results[i]));
+    for (const [row, result] of results) row.resolve(result);
   }
 
   private async runAlone(group: Group, row: Row): Promise<void> {
     const waited = performance.now() - row.queuedAt;
+    this.metrics?.batchRows.observe(1);
+    this.metrics?.batchWaitSeconds.observe(waited / 1000);
     try {
       if (row.session.state !== 'open') throw new ExecError('SESSION_EVICTED', 'the session was evicted while its step waited');
-      const r = await row.session.program.run(row.feeds, row.kv);
+      const r = await row.session.program.run(row.feeds, withoutPadding(row.kv, row.session.program, row.kvPadding));
       this.stats.singleRuns++;
       group.singleMs = ewma(group.singleMs, r.computeMs);
       row.resolve({ ...r, queueMs: r.queueMs + waited });
@@ -311,48 +398,91 @@ export class StepBatcher {
     }
   }
 
-  /** Stacks the rows, runs the span once, splits outputs and KV caches back per row. */
-  private async runBatch(group: Group, rows: Row[], plan: BatchPlan): Promise<SpanRunResult[]> {
-    const program = rows[0].session.program;
+  /**
+   * The rows in the order of the span's resident batch when they are exactly its sessions, each still holding
+   * the views it was handed (nothing truncated or run alone since); undefined otherwise.
+   */
+  private residentOrder(group: Group, rows: Row[]): Row[] | undefined {
+    const resident = group.resident;
+    if (!resident || resident.sessions.length !== rows.length) return undefined;
+    const bySession = new Map(rows.map((r) => [r.session, r]));
+    const ordered: Row[] = [];
+    for (const [i, session] of resident.sessions.entries()) {
+      const row = bySession.get(session);
+      if (!row) return undefined;
+      for (const [input, view] of resident.views[i]) if (row.kv.get(input) !== view) return undefined;
+      ordered.push(row);
+    }
+    return ordered;
+  }
+
+  /** Stacks the rows (or reuses the resident batch's caches), runs the span once, hands each row its part. */
+  private async runBatch(group: Group, given: Row[], plan: BatchPlan): Promise<[Row, SpanRunResult][]> {
+    const program = given[0].session.program;
     const started = performance.now();
-    const maxLength = Math.max(...rows.map((r) => r.length));
+    const ordered = this.residentOrder(group, given);
+    const rows = ordered ?? given;
+    let kv: Map<string, ort.Tensor>;
+    let positions: number; // KV positions of the stacked caches (the longest row; shorter rows padded in front)
+    if (ordered) {
+      kv = group.resident!.kv;
+      positions = Math.max(...rows.map((r) => r.length + r.kvPadding));
+      this.stats.residentRuns++;
+    } else {
+      positions = Math.max(...rows.map((r) => r.length));
+      kv = new Map();
+      for (const slot of program.kv) kv.set(slot.input, stackRows(rows.map((r) => r.kv.get(slot.input)!), slot.seqAxis, positions, rows.map((r) => r.length)));
+    }
     const feeds = new Map<string, ort.Tensor>();
     for (const name of rows[0].feeds.keys()) {
       const axis = plan.padded.get(name) ?? -1;
       const parts = rows.map((r) => r.feeds.get(name)!);
-      const padTo = axis > 0 ? Math.max(...parts.map((t) => t.dims[axis])) : 0;
+      // a mask covers the row's positions + the new ones: pad it to the stacked caches' positions + the new ones
+      const padTo = axis > 0 ? positions + parts[0].dims[axis] - rows[0].length : 0;
       feeds.set(name, stackRows(parts, axis, padTo));
     }
-    const kv = new Map<string, ort.Tensor>();
-    for (const slot of program.kv) kv.set(slot.input, stackRows(rows.map((r) => r.kv.get(slot.input)!), slot.seqAxis, maxLength));
     const stacked = performance.now();
-    const r = await program.run(feeds, kv);
+    group.resident = undefined; // its buffers go to the run (and its views with them) whatever happens next
+    let r: SpanRunResult;
+    try {
+      r = await program.run(feeds, kv);
+    } catch (err) {
+      // the run handed the caches back: rows that held views of them get fresh views, so each can run alone
+      if (ordered) for (const [i, row] of rows.entries()) row.kv = new Map(program.kv.map((slot) => [slot.input, rowView(kv.get(slot.input)!, i)]));
+      throw err;
+    }
     const ran = performance.now();
-    const results = rows.map((row, i): SpanRunResult => {
+    const views: Map<string, ort.Tensor>[] = [];
+    const results = rows.map((row, i): [Row, SpanRunResult] => {
       const outputs = new Map<string, ort.Tensor>();
       for (const [name, t] of r.outputs) {
         const axis = plan.unpadded.get(name);
-        outputs.set(name, axis === undefined ? rowOf(t, i) : rowOf(t, i, axis, row.length + t.dims[axis] - maxLength));
+        outputs.set(name, axis === undefined ? rowOf(t, i) : rowOf(t, i, axis, row.length + t.dims[axis] - positions));
       }
       const rowKv = new Map<string, ort.Tensor>();
       for (const slot of program.kv) {
         const t = r.kv.get(slot.input);
         if (!t) throw new ExecError('EXECUTION_FAILED', `the fragment did not produce "${slot.output}"`);
-        rowKv.set(slot.input, rowOf(t, i, slot.seqAxis, row.length + t.dims[slot.seqAxis] - maxLength));
+        rowKv.set(slot.input, rowView(t, i));
       }
-      return { outputs, kv: rowKv, queueMs: 0, computeMs: 0 };
+      views.push(rowKv);
+      return [row, { outputs, kv: rowKv, kvPadding: positions - row.length, queueMs: 0, computeMs: 0 }];
     });
+    group.resident = { sessions: rows.map((row) => row.session), kv: r.kv, views };
     const done = performance.now();
     const copyMs = (stacked - started) + (done - ran);
     this.stats.batches++;
     this.stats.batchedRows += rows.length;
     this.stats.copyMs += copyMs;
     this.stats.batchComputeMs += r.computeMs;
+    this.metrics?.batchRows.observe(rows.length);
+    this.metrics?.batchCopySeconds.inc(copyMs / 1000);
+    for (const row of rows) this.metrics?.batchWaitSeconds.observe((started - row.queuedAt) / 1000);
     group.batchedMs = ewma(group.batchedMs, (r.computeMs + copyMs) / rows.length);
     // each row reports the whole run as its compute (what it waited for) and the rest as queue time
-    for (const [i, res] of results.entries()) {
+    for (const [row, res] of results) {
       res.computeMs = r.computeMs + copyMs;
-      res.queueMs = started - rows[i].queuedAt + r.queueMs;
+      res.queueMs = started - row.queuedAt + r.queueMs;
     }
     return results;
   }

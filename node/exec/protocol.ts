@@ -85,7 +85,7 @@ export interface ExecServerInit {
    * with other busy processes, spinning threads take cores those need.
    */
   allowSpinning?: boolean;
-  /** Batching of concurrent sessions' steps per span (batcher.ts; default on, window 4000 µs, 16 rows); false: off. */
+  /** Batching of concurrent sessions' steps per span (batcher.ts; default on, window ≤ 50 ms, 16 rows); false: off. */
   batching?: BatcherOptions | false;
   /** Run each fragment's onnxruntime session in a worker thread, off the event loop (default true). */
   offThread?: boolean;
@@ -158,7 +158,7 @@ export class ExecServer {
       logger: this.log,
       now: init.now,
       sweepIntervalMs: init.sweepIntervalMs,
-      batcher: init.batching === false ? undefined : new StepBatcher({ ...init.batching, logger: this.log }),
+      batcher: init.batching === false ? undefined : new StepBatcher({ ...init.batching, logger: this.log, metrics: this.metrics }),
     });
     this.maxStepFrameBytes = init.maxStepFrameBytes ?? DEFAULT_MAX_STEP_FRAME_BYTES;
     this.maxControlFrameBytes = init.maxControlFrameBytes ?? DEFAULT_MAX_CONTROL_FRAME_BYTES;

@@ -22,7 +22,7 @@ import type { PreparedShape, SpanProgram } from './span.js';
 import { tensorBytes } from '../../net/exec/tensors.js';
 import { lastRow, sampledRows, topEntries, truncateAxis } from './reply.js';
 import type { WireSampling } from '../../net/exec/codec.js';
-import type { StepBatcher } from './batcher.js';
+import { withoutPadding, type StepBatcher } from './batcher.js';
 
 export interface SessionManagerOptions {
   limits: ShareLimits;
@@ -96,6 +96,8 @@ export class ExecSession {
   manifestCid?: string;
   kvBytes = 0;
   replyBytes = 0;
+  /** Masked positions in front of the KV tensors' positions axis (left there by a batched run; batcher.ts). */
+  kvPadding = 0;
   readonly replies = new Map<bigint, StepOutcome>();
   chain: Promise<unknown> = Promise.resolve();
 
@@ -357,7 +359,9 @@ export class SessionManager {
       }
       // a single-chunk step may share one run with other sessions' steps on this span (results per row are the same)
       const batched = chunks.length === 1 && this.batcher?.accepts(s, prepared[i]);
+      if (!batched && s.kvPadding) this.unpad(s);
       const r = batched ? await this.batcher!.run(s, prepared[i]) : await s.program.run(prepared[i], s.kv);
+      const padding = r.kvPadding ?? 0;
       computeMs += r.computeMs;
       if (s.state !== 'open') throw new ExecError('SESSION_EVICTED', `session ${s.id} was evicted during the step: ${s.evictedBecause}`);
       if (hasKv) {
@@ -366,13 +370,14 @@ export class SessionManager {
         for (const slot of s.program.kv) {
           const t = r.kv.get(slot.input);
           if (!t) throw new ExecError('EXECUTION_FAILED', `the fragment did not produce "${slot.output}"`);
-          const n = t.dims[slot.seqAxis];
+          const n = t.dims[slot.seqAxis] - padding;
           if (length >= 0 && n !== length) throw new ExecError('EXECUTION_FAILED', `KV outputs disagree on the positions held (${n} vs ${length})`);
           length = n;
           bytes += tensorBytes(t);
         }
         if (length > s.maxLength) throw new ExecError('BAD_REQUEST', `the step would hold ${length} positions, over max_length ${s.maxLength}`);
         s.kv = r.kv;
+        s.kvPadding = padding;
         s.length = length;
         this.account(s, bytes, s.replyBytes);
       }
@@ -416,7 +421,14 @@ export class SessionManager {
     return outcome;
   }
 
+  /** Drops the masked padding a batched run left in front of the session's KV cache (a copy). */
+  private unpad(s: ExecSession): void {
+    s.kv = withoutPadding(s.kv, s.program, s.kvPadding);
+    s.kvPadding = 0;
+  }
+
   private truncate(s: ExecSession, position: number): void {
+    if (s.kvPadding) this.unpad(s);
     let bytes = 0;
     const next = new Map<string, ort.Tensor>();
     for (const slot of s.program.kv) {

@@ -52,6 +52,11 @@ export interface SpanRunResult {
   kv: Map<string, ort.Tensor>;
   queueMs: number;
   computeMs: number;
+  /**
+   * Positions of masked left padding at the front of each KV tensor's positions axis (a batched run's caches
+   * are kept as rows of the batch's tensors, padded to its longest row); absent: none.
+   */
+  kvPadding?: number;
 }
 
 /** Index of the axis that grows with each step: where the stateful input's and output's dims differ. */
