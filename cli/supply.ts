@@ -88,7 +88,7 @@ export function supplyCommand(): Command {
     .option('--spin', 'let onnxruntime threads spin between the ops of a step (they park after it): faster steps on cores the supplier has to itself', false)
     .option('--inline-runs', 'run onnxruntime on the node\'s own thread, not a worker thread per fragment: ~0.5 ms faster per step, but a long run blocks the node (for trusted clients only)', false)
     .option('--max-batch <n>', 'most concurrent sessions\' steps on one span merged into one onnxruntime run (1: no batching)', positiveInt, 16)
-    .option('--batch-window-us <n>', 'longest wait (µs) for other active sessions\' steps to batch with (also at most half a session\'s interval between steps); a lone session never waits', nonNegativeInt, 50000)
+    .option('--batch-window-us <n>', 'longest wait (µs) for other active sessions\' steps to batch with (also at most half a session\'s interval between steps); a lone session never waits', nonNegativeInt, 200000)
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
       data: string; listen: string[]; announce: string[]; bootstrap: string[]; host: string[]; fragments?: number[] | 'all';

@@ -32,11 +32,16 @@ import type { ExecMetrics } from './metrics.js';
 import type { SpanProgram, SpanRunResult } from './span.js';
 
 export interface BatcherOptions {
-  /** Longest wait for other sessions' steps when the span is idle, in microseconds (default 50000, and at most half a session's interval between steps; 0: never wait). */
+  /** Longest wait for other sessions' steps when the span is idle, in microseconds (default 200000, and at most half a session's interval between steps; 0: never wait). */
   windowUs?: number;
-  /** The longest wait as a share of the waiting session's interval between steps on the span (default 0.5). */
+  /**
+   * The longest wait at the head of a pipeline (the span that takes the model's first fragment), as a share of the
+   * waiting session's interval between steps on the span (default 0.5).
+   */
   waitShare?: number;
-  /** The longest wait while no session's interval on the span is known yet, ms (default 4). */
+  /** The same further down a pipeline, where a convoy only needs its arrivals gathered (default 0.1). */
+  innerWaitShare?: number;
+  /** The longest wait while no session's interval on the span is known yet, ms (default: the window). */
   firstStepWaitMs?: number;
   /** Most rows in one run (default 16; 1 turns batching off). */
   maxBatch?: number;
@@ -120,14 +125,23 @@ interface Group {
  */
 const ACTIVE_MIN_MS = 100;
 const ACTIVE_MAX_MS = 5000;
-/** Default cap on a step's wait for other sessions, µs (the share of the interval below usually binds first). */
-export const DEFAULT_WINDOW_US = 50_000;
+/** Default cap on a step's wait for other sessions, µs: the share of the interval below binds in practice; the cap only stops a wait on sessions with very long intervals (a cap below half the interval would leave cohorts offset by more than it apart for good). */
+export const DEFAULT_WINDOW_US = 200_000;
 /** The longest a step waits for other sessions, as a share of its session's own interval between steps (default). */
 const WAIT_SHARE = 0.5;
-/** How long a step waits for others when no session's interval between steps on the span is known yet (default). */
-const FIRST_STEP_WAIT_MS = 4;
+/**
+ * Further down a pipeline a span waits only a short share: convoys form at the head, and spans that each waited
+ * long for sessions held up at another span's wait would hold each other up in a circle.
+ */
+const INNER_WAIT_SHARE = 0.1;
 /** When batching looks worse than single runs, still try a batch every this many flushes. */
-const PROBE_EVERY = 16;
+const PROBE_EVERY = 4;
+/**
+ * Batching counts as worse only when a batched row costs this many times an unbatched run: both are measured
+ * on a machine that other work shares (other spans, other processes), and a few slow batches must not turn
+ * batching off for everyone.
+ */
+const WORSE_BY = 1.5;
 
 type TypedArray = Float32Array | Float64Array | Int32Array | Uint8Array | Int8Array | Uint16Array | Int16Array | BigInt64Array | BigUint64Array | Uint32Array;
 type TypedArrayCtor = new (n: number) => TypedArray;
@@ -228,6 +242,14 @@ function planOf(program: SpanProgram): BatchPlan | undefined {
   return { padded, unpadded, mixedLengths: padded.size > 0 };
 }
 
+/** Whether the span starts a pipeline (its first member is the model's fragment 0, or it takes token ids). */
+function isPipelineHead(program: SpanProgram): boolean {
+  const first = program.members[0]?.info;
+  if (first) return first.index === 0;
+  for (const [name] of program.clientInputs) if (name === 'input_ids') return true;
+  return false;
+}
+
 const plans = new WeakMap<SpanProgram, BatchPlan | null>();
 
 function cachedPlan(program: SpanProgram): BatchPlan | undefined {
@@ -259,6 +281,7 @@ export class StepBatcher {
   readonly windowUs: number;
   readonly maxBatch: number;
   readonly waitShare: number;
+  readonly innerWaitShare: number;
   readonly firstStepWaitMs: number;
   readonly stats: BatcherStats = { batches: 0, batchedRows: 0, singleRuns: 0, copyMs: 0, batchComputeMs: 0, residentRuns: 0 };
   private readonly groups = new Map<string, Group>();
@@ -269,7 +292,8 @@ export class StepBatcher {
     this.windowUs = options.windowUs ?? DEFAULT_WINDOW_US;
     this.maxBatch = options.maxBatch ?? 16;
     this.waitShare = options.waitShare ?? WAIT_SHARE;
-    this.firstStepWaitMs = options.firstStepWaitMs ?? FIRST_STEP_WAIT_MS;
+    this.innerWaitShare = options.innerWaitShare ?? INNER_WAIT_SHARE;
+    this.firstStepWaitMs = options.firstStepWaitMs ?? this.windowUs / 1000;
     this.logger = options.logger;
     this.metrics = options.metrics;
     if (!Number.isFinite(this.windowUs) || this.windowUs < 0) throw new ExecError('INTERNAL', 'the batch window must be ≥ 0 µs');
@@ -309,11 +333,14 @@ export class StepBatcher {
   }
 
   /**
-   * Starts a run now, later, or after the running one. An idle span waits only for sessions whose next step is
-   * predicted (their last step here + their interval between steps) before the wait's end: the window, and at
-   * most WAIT_SHARE of a waiting session's own interval, so a wait costs a bounded share of a step. Cohorts of
-   * sessions that drifted apart merge this way and then stay in step through the pipeline (one batch per span
-   * instead of several small ones competing for the same cores).
+   * Starts a run now, later, or after the running one. An idle span holds its waiting steps for:
+   * - the rest of their cohort: when every waiting step's session was in the span's last batch, the others of that
+   *   batch still open, for at most `waitShare` of a session's interval between steps (a convoy stays whole);
+   * - other sessions predicted (their last step here + their interval) before the wait's end: at the head of a
+   *   pipeline the wait's end is `waitShare` of the interval (cohorts that drifted apart merge there), further
+   *   down only `innerWaitShare` (spans that each waited long for sessions held at another span's wait would
+   *   hold each other up in a circle).
+   * Every wait also ends at `windowUs`. A lone session never waits.
    */
   private schedule(key: string, group: Group): void {
     if (group.running || !group.pending.length) return;
@@ -323,24 +350,33 @@ export class StepBatcher {
     }
     const waiting = new Set(group.pending.map((r) => r.session));
     const intervalOf = (seen: { interval: number } | undefined): number => (seen?.interval || group.interval) ?? 0;
-    let until = Infinity;
-    for (const r of group.pending) {
-      const interval = intervalOf(group.recent.get(r.session));
-      until = Math.min(until, r.queuedAt + Math.min(this.windowUs / 1000, interval > 0 ? this.waitShare * interval : this.firstStepWaitMs));
-    }
-    // sessions worth waiting for: active here, not waiting already, and next expected before `until` (or not known yet)
+    const endOfWait = (share: number): number => {
+      let until = Infinity;
+      for (const r of group.pending) {
+        const interval = intervalOf(group.recent.get(r.session));
+        until = Math.min(until, r.queuedAt + Math.min(this.windowUs / 1000, interval > 0 ? share * interval : this.firstStepWaitMs));
+      }
+      return until;
+    };
+    const cohort = group.resident?.sessions;
+    const cohortWaiting = cohort !== undefined && [...waiting].every((s) => cohort.includes(s));
+    const cohortMissing = cohortWaiting && cohort.some((s) => s.state === 'open' && !waiting.has(s));
+    const cohortUntil = cohortMissing ? endOfWait(this.waitShare) : -Infinity;
+    const until = endOfWait(isPipelineHead(group.pending[0].session.program) ? this.waitShare : this.innerWaitShare);
+    // other sessions worth waiting for: active here, not waiting already, next expected before `until` (or not known yet)
     const expected = [...group.recent].some(([s, seen]) => {
       if (waiting.has(s) || s.state !== 'open') return false;
       const interval = intervalOf(seen);
       return interval <= 0 || seen.at + interval <= until;
     });
+    const deadline = Math.max(cohortUntil, expected ? until : -Infinity);
     const now = performance.now();
-    if (!expected || now >= until) {
+    if (deadline <= now) {
       this.flush(key, group);
       return;
     }
     if (group.timer) clearTimeout(group.timer);
-    group.timer = setTimeout(() => this.flush(key, group), until - now);
+    group.timer = setTimeout(() => this.flush(key, group), deadline - now);
   }
 
   private flush(key: string, group: Group): void {
@@ -360,13 +396,13 @@ export class StepBatcher {
     void this.runRows(group, rows, plan).finally(() => {
       group.running = false;
       if (!group.pending.length && !group.recent.size) this.groups.delete(key);
-      else if (group.pending.length) this.flush(key, group); // whoever waited for the running batch goes now
+      else if (group.pending.length) this.schedule(key, group); // whoever waited for the running batch goes now, or with the rest of its cohort
     });
   }
 
   private async runRows(group: Group, rows: Row[], plan: BatchPlan): Promise<void> {
     group.flushes++;
-    const batchLooksWorse = group.singleMs !== undefined && group.batchedMs !== undefined && group.batchedMs > group.singleMs;
+    const batchLooksWorse = group.singleMs !== undefined && group.batchedMs !== undefined && group.batchedMs > WORSE_BY * group.singleMs;
     if (rows.length === 1 || (batchLooksWorse && group.flushes % PROBE_EVERY !== 0)) {
       for (const row of rows) await this.runAlone(group, row);
       return;
@@ -416,6 +452,23 @@ export class StepBatcher {
     return ordered;
   }
 
+  /**
+   * Sessions of the last batch that are not in the next one get their rows copied out of its buffers, so those
+   * buffers are freed with the batch and no session holds more memory than it is counted for.
+   */
+  private releaseLeftovers(group: Group, rows: Row[]): void {
+    const resident = group.resident;
+    if (!resident) return;
+    const next = new Set(rows.map((r) => r.session));
+    for (const [i, s] of resident.sessions.entries()) {
+      if (next.has(s) || s.state !== 'open') continue;
+      const holdsView = [...resident.views[i]].every(([input, view]) => s.kv.get(input) === view);
+      if (!holdsView) continue;
+      s.kv = withoutPadding(s.kv, s.program, s.kvPadding);
+      s.kvPadding = 0;
+    }
+  }
+
   /** Stacks the rows (or reuses the resident batch's caches), runs the span once, hands each row its part. */
   private async runBatch(group: Group, given: Row[], plan: BatchPlan): Promise<[Row, SpanRunResult][]> {
     const program = given[0].session.program;
@@ -430,6 +483,7 @@ export class StepBatcher {
       this.stats.residentRuns++;
     } else {
       positions = Math.max(...rows.map((r) => r.length));
+      this.releaseLeftovers(group, rows);
       kv = new Map();
       for (const slot of program.kv) kv.set(slot.input, stackRows(rows.map((r) => r.kv.get(slot.input)!), slot.seqAxis, positions, rows.map((r) => r.length)));
     }

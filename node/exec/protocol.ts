@@ -85,7 +85,7 @@ export interface ExecServerInit {
    * with other busy processes, spinning threads take cores those need.
    */
   allowSpinning?: boolean;
-  /** Batching of concurrent sessions' steps per span (batcher.ts; default on, window ≤ 50 ms, 16 rows); false: off. */
+  /** Batching of concurrent sessions' steps per span (batcher.ts; default on, window ≤ 200 ms and half an interval, 16 rows); false: off. */
   batching?: BatcherOptions | false;
   /** Run each fragment's onnxruntime session in a worker thread, off the event loop (default true). */
   offThread?: boolean;

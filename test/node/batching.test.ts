@@ -218,6 +218,35 @@ describe('batched decode over libp2p', () => {
     await Promise.all(sessions.map((s) => s.close()));
   });
 
+  it('a session that sits out while the others go on, then comes back, gets the logits it gets alone', async () => {
+    const steps = 7;
+    const refsBySession = await Promise.all(PROMPTS.map((p) => reference(gpt, p, steps)));
+    const { host, server } = await startServer();
+    const sessions = await Promise.all(PROMPTS.map(() => execClient.openSession(client.node, host.node.getMultiaddrs(), { fragments: refs(gpt, [0, 1]), maxLength: 64 })));
+    const next = PROMPTS.map(() => 0);
+    const positions = PROMPTS.map(() => 0);
+    for (let round = 0; round < steps + 2; round++) {
+      // session 0 sits out rounds 3 and 4: the batch changes without it (its row is copied out of the old batch)
+      const active = PROMPTS.map((_, k) => next[k] < steps && !(k === 0 && (round === 3 || round === 4)));
+      const logits = await Promise.all(sessions.map((session, k) => (active[k] ? pipelineStep([session], gptInputs(refsBySession[k].tokens[next[k]], positions[k]), positions[k]) : undefined)));
+      logits.forEach((l, k) => {
+        if (!l) return;
+        expect(maxAbsDiff(l, refsBySession[k].logits[next[k]]), `session ${k} step ${next[k]}`).toBeLessThan(1e-4);
+        positions[k] += refsBySession[k].tokens[next[k]].length;
+        next[k]++;
+      });
+      if (round === 3) {
+        // the batch went on without session 0: its cache is its own again, not a padded view of the old batch's buffers
+        const sitting = server.sessions.get(client.peerId.toString(), sessions[0].sessionId);
+        expect(sitting.kvPadding).toBe(0);
+        for (const t of sitting.kv.values()) expect((t.data as Float32Array).byteLength).toBe((t.data as Float32Array).buffer.byteLength);
+      }
+    }
+    expect(next).toEqual(PROMPTS.map(() => steps));
+    expect(server.sessions.batcher!.stats.residentRuns).toBeGreaterThan(0);
+    await Promise.all(sessions.map((s) => s.close()));
+  });
+
   it('a step that fails inside a batch fails only its own session, and the others go on', async () => {
     const steps = 6;
     const refsBySession = await Promise.all(PROMPTS.map((p) => reference(gpt, p, steps)));
