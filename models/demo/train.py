@@ -19,7 +19,7 @@ from model import CONFIGS, GPT
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLAN = {
     # batch × block tokens per step; steps; peak learning rate
-    'target': {'batch': 8, 'block': 256, 'steps': 700, 'lr': 2e-3},
+    'target': {'batch': 8, 'block': 256, 'steps': 450, 'lr': 2e-3},
     'draft': {'batch': 8, 'block': 256, 'steps': 500, 'lr': 3e-3},
 }
 SEED = 20
@@ -28,13 +28,14 @@ CHECKPOINT_EVERY_S = 180
 
 
 def tokens(name):
-    """Token ids of data/<name>.txt, cached as .npy beside it."""
+    """Token ids of the training text (data/train.txt) or the held-out text (heldout.txt), cached under data/."""
+    text_file = os.path.join(HERE, 'data', 'train.txt') if name == 'train' else os.path.join(HERE, 'heldout.txt')
     cache = os.path.join(HERE, 'data', name + '.ids.npy')
     tok = os.path.join(HERE, 'tokenizer', 'tokenizer.json')
     if os.path.exists(cache) and os.path.getmtime(cache) > os.path.getmtime(tok):
         return np.load(cache)
     vocab, merges = bpe.load(tok)
-    with open(os.path.join(HERE, 'data', name + '.txt'), encoding='utf-8') as f:
+    with open(text_file, encoding='utf-8') as f:
         ids = np.array(bpe.Encoder(vocab, merges).encode(f.read()), dtype=np.int64)
     np.save(cache, ids)
     return ids
