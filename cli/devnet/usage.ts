@@ -30,14 +30,17 @@ const CHECK_TIMEOUT_MS = 60_000;
 /** The check request's prompt: the opening of a verse (the trained model continues it; any tokenizer takes it). */
 export const CHECK_PROMPT = 'And God said,';
 
-/** Sends one greedy completion through the gateway (retrying while the model is not servable yet); returns a line with its text. */
+/**
+ * Sends one completion through the gateway (seeded, with the model's default sampling: generation_config.json
+ * for the trained model), retrying while the model is not servable yet; returns a line with its text.
+ */
 export async function checkRequest(gatewayUrl: string, apiKey: string, model: string): Promise<string> {
   const deadline = Date.now() + CHECK_TIMEOUT_MS;
   for (;;) {
     const res = await fetch(`${gatewayUrl}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
-      body: JSON.stringify({ model, prompt: CHECK_PROMPT, max_tokens: 16, temperature: 0 }),
+      body: JSON.stringify({ model, prompt: CHECK_PROMPT, max_tokens: 16, seed: 1 }),
     });
     const body = await res.json() as {
       choices?: { text: string }[]; usage?: { completion_tokens: number };

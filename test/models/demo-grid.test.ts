@@ -122,10 +122,12 @@ describe('the trained demo model on the grid', () => {
   });
 
   it('the end-of-text token ends the completion (finish_reason "stop"), as in the local run', async () => {
+    // The last verse of the Bible; with these defaults and seed the model ends the chapter after 19 tokens.
     const prompt = 'The grace of our Lord Jesus Christ be with you all. Amen.\n';
-    const expected = await local(prompt, 64, { temperature: 0 });
+    const expected = await local(prompt, 48, { temperature: 0.8, topP: 0.95, seed: 9 });
     expect(expected.ids.at(-1)).toBe(0);
-    const { json } = await complete({ prompt, max_tokens: 64, temperature: 0 });
+    expect(expected.ids.length).toBeLessThan(48);
+    const { json } = await complete({ prompt, max_tokens: 48, seed: 9 });
     expect(json.choices[0].finish_reason).toBe('stop');
     expect(json.choices[0].text).toBe(expected.text);
     expect(json.usage.completion_tokens).toBe(expected.ids.length);
