@@ -18,8 +18,8 @@ interface DevnetRun { readyS: number; stopS: number }
 /** Suppliers the benchmarked devnet runs (its default), one fragment each. */
 const SUPPLIERS = 4;
 
-/** Starts the devnet, waits for "ready", stops it; times both. */
-async function runDevnet(dataDir: string, model: string, whileReady?: () => Promise<void>): Promise<DevnetRun> {
+/** Starts the devnet, waits for "ready", runs `whileReady`, stops it; times both (also used by demo-model.ts). */
+export async function runDevnet(dataDir: string, model: string, whileReady?: () => Promise<void>): Promise<DevnetRun> {
   const started = performance.now();
   const child = spawn(process.execPath, [CLI_ENTRY, 'devnet', '--data', dataDir, '--model', model, '--suppliers', String(SUPPLIERS), '--port', '0'], {
     env: { ...process.env, GRIDPIPE_LOG_LEVEL: 'error' }, stdio: ['ignore', 'pipe', 'pipe'],

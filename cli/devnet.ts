@@ -52,7 +52,7 @@ export function devnetCommand(): Command {
   return new Command('devnet')
     .description('Run the whole grid on one machine: local chain and contracts, supplier processes, the OpenAI-compatible gateway')
     .option('--suppliers <n>', 'supplier processes (one fragment each)', positiveInt, 4)
-    .option('--model <name>', 'demo model: tiny, small, moe, or a path to an .onnx file', 'small')
+    .option('--model <name>', 'demo model: kjv (trained on the King James Bible), tiny, small, moe (synthetic), or a path to an .onnx file or export folder', 'kjv')
     .option('--port <port>', 'gateway port on 127.0.0.1 (0 = any free port)', portNumber, DEFAULT_PORT)
     .option('--data <dir>', 'data folder (model cache, wallets, supplier folders, devnet.json)', path.join(os.homedir(), '.gridpipe', 'devnet'))
     .action(async (o: DevnetOptions) => {
@@ -140,7 +140,7 @@ export function devnetCommand(): Command {
         say(`      ${check}`);
 
         const info: DevnetInfo = {
-          gatewayUrl: `${gateway.url}/v1`, apiKey: keys.apiKey, model: model.manifest.name, rpcUrl: chain.anvil.rpcUrl, chainConfig: chain.configPath,
+          gatewayUrl: `${gateway.url}/v1`, apiKey: keys.apiKey, model: model.manifest.name, modelLabel: model.label, rpcUrl: chain.anvil.rpcUrl, chainConfig: chain.configPath,
           passphraseEnv: `GRIDPIPE_PASSPHRASE=${DEVNET_PASSPHRASE}`,
           developer: { address: chain.developer.address, wallet: chain.developer.keystore },
           bootstrap: first.address, manifestCid: model.manifestCid, fragmentDir: model.fragmentDir, pid: process.pid,

@@ -79,7 +79,7 @@ export function generateCommand(): Command {
           for await (const token of generate(session, {
             promptIds, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed, kvCache, vocabSize: vocabSize(model.manifest),
             inputNames: model.manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')),
-            stopTokens: tokenizer?.stopIds,
+            stopTokens: [...(tokenizer?.stopIds ?? []), ...(model.manifest.generation?.eosTokenIds ?? [])],
           })) {
             ids.push(token.id);
             if (o.json) process.stdout.write(`${JSON.stringify({ token: token.id, position: token.position, text: tokenizer?.decode([token.id]) })}\n`);

@@ -93,18 +93,21 @@ export function modelCommand(): Command {
     });
 
   model.command('fragment')
-    .description('Cut a model into content-addressed fragments plus manifest.json')
-    .argument('<model>', '.onnx file')
+    .description('Cut a model into content-addressed fragments plus manifest.json (with the tokenizer and generation config beside it)')
+    .argument('<model>', '.onnx file, or an export folder (model.onnx, tokenizer.json, tokenizer_config.json, generation_config.json)')
     .option('--parts <k>', 'number of fragments', positiveInt)
     .option('--max-bytes <n>', 'largest weight bytes per fragment (e.g. 512MB, 2GiB)', byteSize)
     .requiredOption('--out <dir>', 'output folder')
     .option('--dim <symbol=value>', 'size of a symbolic dim for costing (repeatable)', dimAssignment, {})
-    .option('--tokenizer <file>', 'Hugging Face tokenizer.json to ship with the fragments (a tokenizer_config.json beside it goes too)')
+    .option('--tokenizer <file>', 'Hugging Face tokenizer.json to ship with the fragments (a tokenizer_config.json beside it goes too; default: the one beside the model)')
     .option('--json', 'machine-readable output', false)
     .action(async (file: string, o: { parts?: number; maxBytes?: number; out: string; dim: Record<string, number>; tokenizer?: string; json: boolean }) => {
       const { fragmentModel } = await import('../fragments/fragment.js');
+      const { checkTokenizerFiles } = await import('../gateway/tokenizers/check.js');
       const progress = createProgress('fragmenting', o.json);
-      const result = await fragmentModel(file, o.out, { parts: o.parts, maxBytes: o.maxBytes, dims: o.dim, tokenizer: o.tokenizer, onProgress: (d, t) => progress.update(d, t) });
+      const result = await fragmentModel(file, o.out, {
+        parts: o.parts, maxBytes: o.maxBytes, dims: o.dim, tokenizer: o.tokenizer, checkTokenizer: checkTokenizerFiles, onProgress: (d, t) => progress.update(d, t),
+      });
       progress.stop();
       const { manifestCid } = result;
       if (o.json) return printJson({ dir: path.resolve(o.out), manifestCid, manifest: result.manifest });
@@ -114,6 +117,8 @@ export function modelCommand(): Command {
         print(`  #${f.index} ${f.cid}  ${f.nodeCount} nodes, ${formatBytes(f.weightBytes)} weights, ${(f.flops / 1e6).toFixed(1)} MFLOP${f.stateful.length ? `, ${f.stateful.length} KV-cache pairs` : ''}`);
       }
       print(`bytes crossing each cut: ${m.plan.crossBytes.map(formatBytes).join(', ') || 'none'}`);
+      if (m.tokenizer.kind === 'hf') print(`tokenizer: ${[m.tokenizer.file, m.tokenizer.config?.file].filter(Boolean).join(' + ')}`);
+      if (m.generation) print(`generation defaults: ${JSON.stringify(m.generation)}`);
       return undefined;
     });
 

@@ -1,4 +1,7 @@
-/** `fragmentModel`: cut an ONNX model into verified, content-addressed fragments plus a manifest. */
+/**
+ * `fragmentModel`: cut an ONNX model (a file, or an export folder with its tokenizer and generation config)
+ * into verified, content-addressed fragments plus a manifest.
+ */
 import { copyFile, mkdir, writeFile, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -18,6 +21,7 @@ import { MANIFEST_FILE, MANIFEST_SCHEMA, type ExpertGroup, type Manifest, type M
 import { statefulPairs } from './stateful.js';
 import { dataTypeName } from './onnx/dtype.js';
 import { VERSION } from './version.js';
+import { modelFileOf, readModelFolderFiles, type TokenizerCheck } from './model-folder.js';
 
 export interface FragmentOptions {
   parts?: number;
@@ -28,9 +32,12 @@ export interface FragmentOptions {
   onProgress?: (done: number, total: number) => void;
   /**
    * A Hugging Face tokenizer.json to ship with the fragments (copied into the folder, content addressed in the
-   * manifest); a tokenizer_config.json beside it (chat template, special tokens) goes along.
+   * manifest); a tokenizer_config.json beside it (chat template, special tokens) goes along. Default: the
+   * tokenizer.json beside the model file, if there is one.
    */
   tokenizer?: string;
+  /** Checks the tokenizer files with the code that serves them (see TokenizerCheck), before any cutting. */
+  checkTokenizer?: TokenizerCheck;
 }
 
 export interface FragmentResult { manifest: Manifest; manifestCid: string; dir: string }
@@ -69,10 +76,14 @@ function countSubgraphNodes(node: NodeProto): number {
 }
 
 /** Cuts the model into fragments in `outDir` (manifest.json + fragment-N.onnx [+ .data]). */
-export async function fragmentModel(modelPath: string, outDir: string, options: FragmentOptions): Promise<FragmentResult> {
+export async function fragmentModel(input: string, outDir: string, options: FragmentOptions): Promise<FragmentResult> {
   if ((options.parts === undefined) === (options.maxBytes === undefined)) {
     throw new FragmentError('BAD_ARGUMENT', 'give exactly one of --parts K or --max-bytes N');
   }
+  const modelPath = modelFileOf(input);
+  // The files that travel with the model are checked first: a broken one fails here, naming it, not at serve time.
+  const shipped = readModelFolderFiles(modelPath, options.tokenizer);
+  if (shipped.tokenizer && options.checkTokenizer) await options.checkTokenizer({ tokenizer: shipped.tokenizer, tokenizerConfig: shipped.tokenizerConfig });
   const { doc, placedGraph } = analyseModel(modelPath, options.dims);
   let fragments: FragmentModel[];
   let plan: CutPlan;
@@ -108,7 +119,8 @@ export async function fragmentModel(modelPath: string, outDir: string, options: 
   options.onProgress?.(total, total);
 
   const manifest = await buildManifest(modelPath, outDir, doc, placedGraph, plan, written, fragments);
-  if (options.tokenizer) manifest.tokenizer = await shipTokenizer(options.tokenizer, outDir);
+  if (shipped.tokenizer) manifest.tokenizer = await shipTokenizer(shipped.tokenizer.file, outDir);
+  if (shipped.generation) manifest.generation = shipped.generation.defaults;
   const text = `${JSON.stringify(manifest, null, 2)}\n`;
   await writeFile(path.join(outDir, MANIFEST_FILE), text);
   return { manifest, manifestCid: cidOfBytes(Buffer.from(text)), dir: outDir };
@@ -169,7 +181,6 @@ async function buildManifest(modelPath: string, outDir: string, doc: ModelDoc, p
 
 /** Copies a tokenizer.json (and the tokenizer_config.json beside it) into the fragment folder, content addressed. */
 async function shipTokenizer(file: string, outDir: string): Promise<Tokenizer> {
-  if (!existsSync(file)) throw new FragmentError('BAD_ARGUMENT', `--tokenizer ${file}: no such file`);
   const ship = async (from: string, name: string): Promise<{ file: string; cid: string; bytes: number }> => {
     const to = path.join(outDir, name);
     if (path.resolve(from) !== path.resolve(to)) await copyFile(from, to);

@@ -14,8 +14,9 @@ export { planCuts, countCutPoints, type CutProblem, type CutPlan, type CutTarget
 export { fragmentModel, analyseModel, type FragmentOptions, type FragmentResult } from './fragment.js';
 export { verifyFragments, checkFragmentFiles, type VerifyOptions, type VerifyReport } from './verify.js';
 export { inspectModel, type ModelInspection } from './inspect.js';
-export { checkManifest, MANIFEST_SCHEMA, MANIFEST_FILE, type Manifest, type ManifestFragment, type ExpertGroup } from './manifest.js';
+export { checkManifest, MANIFEST_SCHEMA, MANIFEST_FILE, type Manifest, type ManifestFragment, type ExpertGroup, type GenerationDefaults } from './manifest.js';
 export { readManifest } from './manifest-file.js';
+export { modelFileOf, readModelFolderFiles, generationDefaults, MODEL_FILE_NAMES, type ModelFolderFiles, type TokenizerCheck } from './model-folder.js';
 export { cidOfBytes, cidOfFile, cidFromSha256, normalizeCid } from './cid.js';
 export { statefulPairs, type StatefulPair } from './stateful.js';
 export { sampleInputs, integerInputBounds } from './sample-inputs.js';

@@ -43,6 +43,9 @@ export interface ExpertGroup {
  */
 export interface Tokenizer { kind: 'byte' | 'none' | 'hf'; file?: string; cid?: string; bytes?: number; config?: ManifestFile }
 
+/** Defaults the model's publisher set in generation_config.json: end-of-sequence ids and sampling parameters. */
+export interface GenerationDefaults { eosTokenIds?: number[]; temperature?: number; topP?: number; topK?: number }
+
 export interface Manifest {
   schema: typeof MANIFEST_SCHEMA;
   name: string;
@@ -66,6 +69,8 @@ export interface Manifest {
   costDims: Record<string, number>;
   plan: { parts: number; crossBytes: number[]; balanceTolerance: number };
   tokenizer: Tokenizer;
+  /** From the model folder's generation_config.json, when it had one. */
+  generation?: GenerationDefaults;
   statefulPairs: StatefulPair[];
   expertGroups: ExpertGroup[];
   fragments: ManifestFragment[];
@@ -102,7 +107,21 @@ export function checkManifest(value: unknown, where = 'manifest'): Manifest {
   if (clash) fail(clash);
   if (!isObject(value.model) || !Array.isArray(value.model.inputs) || !Array.isArray(value.model.outputs)) fail('"model" must describe inputs and outputs');
   if (!isObject(value.source) || typeof value.source.file !== 'string') fail('"source.file" must be a string');
+  if (value.generation !== undefined) checkGeneration(value.generation, fail);
   return value as unknown as Manifest;
+}
+
+/** `generation`: eos ids and sampling defaults of the right types (a manifest from the grid is not trusted). */
+function checkGeneration(g: unknown, fail: (what: string) => never): void {
+  if (!isObject(g)) fail('"generation" must be an object');
+  const v = g as Record<string, unknown>;
+  if (v.eosTokenIds !== undefined && !(Array.isArray(v.eosTokenIds) && v.eosTokenIds.every((id) => Number.isSafeInteger(id) && (id as number) >= 0))) fail('"generation.eosTokenIds" must be a list of token ids');
+  const inRange = (key: string, ok: (n: number) => boolean): void => {
+    if (v[key] !== undefined && !(typeof v[key] === 'number' && Number.isFinite(v[key]) && ok(v[key] as number))) fail(`"generation.${key}" is out of range`);
+  };
+  inRange('temperature', (n) => n >= 0 && n <= 2);
+  inRange('topP', (n) => n > 0 && n <= 1);
+  inRange('topK', (n) => Number.isSafeInteger(n) && n >= 0);
 }
 
 /**

@@ -59,6 +59,8 @@ export class GridGeneration {
         return outcome;
       },
     };
+    // End of sequence: the tokenizer's eos token and the ids generation_config.json names.
+    const stopIds = new Set([...tokenizer.stopIds, ...(manifest.generation?.eosTokenIds ?? [])]);
     const decoder = new IncrementalDecoder(tokenizer);
     const stopper = new StopMatcher(params.stop);
     try {
@@ -71,7 +73,7 @@ export class GridGeneration {
         })) {
           trace.firstToken();
           this.completionTokens++;
-          if (tokenizer.stopIds.includes(token.id)) { this.finishReason = 'stop'; break; }
+          if (stopIds.has(token.id)) { this.finishReason = 'stop'; break; }
           const shown = stopper.push(decoder.push(token.id));
           if (shown) yield shown;
           if (stopper.done) { this.finishReason = 'stop'; break; }

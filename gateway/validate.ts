@@ -50,17 +50,6 @@ export function singleChoice(b: Body): void {
   if (n !== undefined && n !== 1) throw badRequest(`"n" must be 1: this gateway returns one choice per request (got ${n}); send several requests instead`, 'n', 'unsupported_value');
 }
 
-/** Parameters OpenAI has that change results and this gateway does not implement: refused rather than ignored. */
-export function refuseUnsupported(b: Body, names: { name: string; allowed: (v: unknown) => boolean }[]): void {
-  for (const { name, allowed } of names) {
-    if (present(b, name) && !allowed(b[name])) throw badRequest(`"${name}" is not supported by this gateway (got ${JSON.stringify(b[name])})`, name, 'unsupported_parameter');
-  }
-}
-
-export const isZero = (v: unknown): boolean => v === 0;
-export const isFalse = (v: unknown): boolean => v === false;
-export const isOne = (v: unknown): boolean => v === 1;
-
 /** Completion prompt: a string, or token ids; arrays of several prompts are refused (one choice per request). */
 export function completionPrompt(b: Body): { text: string } | { ids: number[] } {
   let v = b.prompt;

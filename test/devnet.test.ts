@@ -53,7 +53,7 @@ describe('gridpipe devnet', () => {
     const devnet = await startDevnet(['--suppliers', '3', '--model', 'tiny', '--data', tmp.dir, '--port', '0']);
     const lines = devnet.out().trim().split('\n');
     expect(lines.at(-1)).toMatch(/ready/);
-    expect(devnet.out()).toMatch(/generated 8 tokens through \S+\[0\.\.0\] → \S+\[1\.\.1\] → \S+\[2\.\.2\]/);
+    expect(devnet.out()).toMatch(/generated \d+ tokens through \S+\[0\.\.0\] → \S+\[1\.\.1\] → \S+\[2\.\.2\]/);
     const info = JSON.parse(readFileSync(path.join(tmp.dir, 'devnet.json'), 'utf8')) as DevnetInfo;
     expect(info.suppliers).toHaveLength(3);
     // devnet.json and keys.json hold the API key: owner-only, in an owner-only folder.
@@ -113,10 +113,31 @@ describe('gridpipe devnet', () => {
     for (const pid of pidsOf(info2)) expect(alive(pid), `pid ${pid}`).toBe(false);
   });
 
+  it('by default serves the trained model: the check request prints English words, labelled for what it is', async () => {
+    const data = path.join(tmp.dir, 'kjv');
+    const devnet = await startDevnet(['--suppliers', '2', '--data', data, '--port', '0']);
+    try {
+      expect(devnet.out()).toMatch(/\[1\/5\] model \(kjv\)/);
+      const check = /generated \d+ tokens through .*: ("And God said,.*")$/m.exec(devnet.out());
+      expect(check, devnet.out()).not.toBeNull();
+      const text = JSON.parse(check![1]) as string;
+      // Words of the King James Bible, not noise: most of the generated words are among the corpus' commonest.
+      const words = text.slice('And God said,'.length).match(/[A-Za-z]+/g) ?? [];
+      expect(words.length).toBeGreaterThanOrEqual(4);
+      const common = new Set(['and', 'the', 'of', 'to', 'that', 'in', 'he', 'shall', 'unto', 'for', 'i', 'his', 'a', 'lord', 'they', 'be', 'is', 'him', 'not', 'them', 'it', 'with', 'all', 'thou', 'thy', 'was', 'god', 'which', 'my', 'me', 'said', 'but', 'ye', 'their', 'have', 'will', 'thee', 'from', 'as', 'are', 'when', 'this', 'out', 'were', 'upon', 'man', 'by', 'you', 'israel', 'king', 'son', 'up', 'there', 'hath', 'then', 'people', 'came', 'had', 'house', 'on', 'into', 'her', 'come', 'one', 'we', 'children', 's', 'before', 'your', 'also', 'day', 'land', 'so', 'men', 'against', 'shalt', 'if', 'at', 'let', 'go', 'hand', 'us', 'saying', 'made', 'no', 'even', 'went', 'do', 'behold', 'saith', 'therefore', 'every', 'these', 'because', 'or', 'after', 'our', 'things', 'father', 'down', 'sons', 'hast', 'david', 'o', 'make', 'say', 'may', 'over', 'did', 'what', 'earth', 'she', 'who', 'great', 'name', 'thine', 'away', 'put', 'among', 'moses', 'thereof', 'forth', 'give', 'people']);
+      const known = words.filter((w) => common.has(w.toLowerCase())).length;
+      expect(known / words.length, text).toBeGreaterThan(0.5);
+      expect(devnet.out()).toMatch(/model: +kjv-demo \(a 4\.3M-parameter model trained on the King James Bible: it writes scripture-like text, it is no assistant\)/);
+    } finally {
+      devnet.child.kill('SIGTERM');
+      expect(await devnet.exited).toBe(0);
+    }
+  });
+
   it('refuses an unknown demo model with a one-line error', async () => {
     const r = await runCli(['devnet', '--model', 'huge', '--data', tmp.dir]);
     expect(r.code).toBe(2);
-    expect(r.stderr.trim()).toBe('gridpipe: error: unknown demo model "huge" (tiny, small, moe or a path to an .onnx file)');
+    expect(r.stderr.trim()).toBe('gridpipe: error: unknown demo model "huge" (kjv, tiny, small, moe, a path to an .onnx file or an export folder)');
   });
 
   it('refuses a port already taken before starting anything', async () => {

@@ -6,6 +6,8 @@ export interface DevnetInfo {
   gatewayUrl: string;
   apiKey: string;
   model: string;
+  /** What the model is, in words (trained on the KJV, synthetic, or the user's own). */
+  modelLabel: string;
   rpcUrl: string;
   chainConfig: string;
   /** The environment setting that unlocks the devnet's keystores. */
@@ -25,19 +27,29 @@ export interface DevnetInfo {
 
 const CHECK_TIMEOUT_MS = 60_000;
 
-/** Sends one chat completion through the gateway (retrying while the model is not servable yet); returns a line about it. */
+/** The check request's prompt: the opening of a verse (the trained model continues it; any tokenizer takes it). */
+export const CHECK_PROMPT = 'And God said,';
+
+/**
+ * Sends one completion through the gateway (seeded, with the model's default sampling: generation_config.json
+ * for the trained model), retrying while the model is not servable yet; returns a line with its text.
+ */
 export async function checkRequest(gatewayUrl: string, apiKey: string, model: string): Promise<string> {
   const deadline = Date.now() + CHECK_TIMEOUT_MS;
   for (;;) {
-    const res = await fetch(`${gatewayUrl}/v1/chat/completions`, {
+    const res = await fetch(`${gatewayUrl}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
-      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Hello, grid' }], max_tokens: 8, temperature: 0 }),
+      body: JSON.stringify({ model, prompt: CHECK_PROMPT, max_tokens: 16, seed: 1 }),
     });
-    const body = await res.json() as { usage?: { completion_tokens: number }; gridpipe?: { route?: { peerId: string; fragments: [number, number] }[]; cost?: string }; error?: { message: string } };
+    const body = await res.json() as {
+      choices?: { text: string }[]; usage?: { completion_tokens: number };
+      gridpipe?: { route?: { peerId: string; fragments: [number, number] }[]; cost?: string }; error?: { message: string };
+    };
     if (res.ok) {
       const route = (body.gridpipe?.route ?? []).map((h) => `${h.peerId.slice(-6)}[${h.fragments[0]}..${h.fragments[1]}]`).join(' → ');
-      return `generated ${body.usage?.completion_tokens ?? '?'} tokens through ${route}${body.gridpipe?.cost ? `, cost ${body.gridpipe.cost} base units` : ''}`;
+      const text = JSON.stringify(`${CHECK_PROMPT}${body.choices?.[0]?.text ?? ''}`);
+      return `generated ${body.usage?.completion_tokens ?? '?'} tokens through ${route}${body.gridpipe?.cost ? `, cost ${body.gridpipe.cost} base units` : ''}: ${text}`;
     }
     const last = `${res.status} ${body.error?.message ?? ''}`;
     // 404/503: the gateway has not seen every fragment's host yet; anything else is a real failure.
@@ -72,7 +84,7 @@ export function printUsage(info: DevnetInfo, infoFile: string, say: (line: strin
   say('');
   say(`gateway (OpenAI-compatible): ${info.gatewayUrl}`);
   say(`API key:                     ${info.apiKey}`);
-  say(`model:                       ${info.model} (synthetic weights: the text is noise, the grid is real)`);
+  say(`model:                       ${info.model} (${info.modelLabel})`);
   say(`metrics / live feed:         ${info.gatewayUrl.replace(/\/v1$/, '')}/metrics  ${info.gatewayUrl}/feed`);
   say(`chain:                       ${info.rpcUrl} (contracts in ${info.chainConfig}; wallets need ${info.passphraseEnv})`);
   say('');

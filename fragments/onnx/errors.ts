@@ -12,6 +12,8 @@ export type FragmentErrorCode =
   | 'TOO_MANY_PARTS'
   | 'BAD_ARGUMENT'
   | 'BAD_MANIFEST'
+  /** A file shipped with the model (tokenizer.json, tokenizer_config.json, generation_config.json) is unusable. */
+  | 'BAD_MODEL_FILE'
   | 'VERIFY_FAILED'
   /** The model does not run on the sample inputs made for it (their default dims do not fit its graph). */
   | 'SAMPLE_INPUTS_DO_NOT_FIT';

@@ -8,12 +8,17 @@ import { requestKey } from '../auth.js';
 import type { GatewayContext } from '../context.js';
 import type { CatalogModel } from '../catalog.js';
 import { ApiError, unauthorized } from '../errors.js';
+import { SUPPORTED_PARAMETERS } from '../parameters.js';
 
-/** A model in OpenAI's shape plus a `gridpipe` field (manifest CID, kind, synthetic, context, hosts). */
+/**
+ * A model in OpenAI's shape plus a `gridpipe` field (manifest CID, kind, synthetic, context, hosts); text models
+ * also list the request parameters the gateway implements for them and their publisher's sampling defaults.
+ */
 export function modelObject(m: CatalogModel): Record<string, unknown> {
   const manifest = m.open.manifest;
+  const text = m.kind === 'text' ? { supported_parameters: SUPPORTED_PARAMETERS, generation_defaults: manifest.generation ?? {} } : {};
   return {
-    id: m.id, object: 'model', created: m.created, owned_by: 'gridpipe',
+    id: m.id, object: 'model', created: m.created, owned_by: 'gridpipe', ...text,
     gridpipe: {
       manifestCid: m.open.manifestCid, name: manifest.name, kind: m.kind, synthetic: manifest.model.synthetic,
       fragments: manifest.fragments.length, hosts: m.hosts, contextLength: m.contextLength ?? null,

@@ -19,9 +19,9 @@ import { gridError } from '../pipeline.js';
 import { RequestTrace, routeHeader, type RouteMetadata } from '../trace.js';
 import type { TextTokenizer } from '../tokenizers/index.js';
 import {
-  chatMessages, completionPrompt, isFalse, isOne, isZero, objectBody, optionalBoolean, optionalNumber, refuseUnsupported,
-  requiredString, singleChoice, stopStrings, type Body,
+  chatMessages, completionPrompt, objectBody, optionalBoolean, optionalNumber, requiredString, singleChoice, stopStrings, type Body,
 } from '../validate.js';
+import { refuseUnimplemented } from '../parameters.js';
 
 type Endpoint = 'completions' | 'chat';
 
@@ -54,21 +54,16 @@ export function registerTextRoutes(app: FastifyInstance, ctx: GatewayContext): v
 async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<TextRequest> {
   const modelId = requiredString(b, 'model');
   singleChoice(b);
-  refuseUnsupported(b, [
-    { name: 'presence_penalty', allowed: isZero }, { name: 'frequency_penalty', allowed: isZero }, { name: 'logit_bias', allowed: (v) => typeof v === 'object' && v !== null && Object.keys(v).length === 0 },
-    { name: 'logprobs', allowed: endpoint === 'chat' ? isFalse : () => false }, { name: 'top_logprobs', allowed: isZero },
-    { name: 'echo', allowed: isFalse }, { name: 'best_of', allowed: isOne }, { name: 'suffix', allowed: (v) => v === '' },
-    { name: 'tools', allowed: (v) => Array.isArray(v) && v.length === 0 },
-  ]);
+  refuseUnimplemented(endpoint, b);
   const stream = optionalBoolean(b, 'stream', false);
   let includeUsage = false;
   if (b.stream_options !== undefined && b.stream_options !== null) {
     if (typeof b.stream_options !== 'object') throw badRequest('"stream_options" must be an object', 'stream_options', 'invalid_type');
     includeUsage = optionalBoolean(b.stream_options as Body, 'include_usage', false);
   }
-  const temperature = optionalNumber(b, 'temperature', { min: 0, max: 2 }) ?? 1;
-  const topP = optionalNumber(b, 'top_p', { min: 0, max: 1, exclusiveMin: true });
-  const topK = optionalNumber(b, 'top_k', { integer: true, min: 0 });
+  const temperatureGiven = optionalNumber(b, 'temperature', { min: 0, max: 2 });
+  const topPGiven = optionalNumber(b, 'top_p', { min: 0, max: 1, exclusiveMin: true });
+  const topKGiven = optionalNumber(b, 'top_k', { integer: true, min: 0 });
   const seed = optionalNumber(b, 'seed', { integer: true }) ?? randomInt(2 ** 31);
   const maxField = endpoint === 'chat' && b.max_completion_tokens !== undefined && b.max_completion_tokens !== null ? 'max_completion_tokens' : 'max_tokens';
   const requestedMax = optionalNumber(b, maxField, { integer: true, min: 1 });
@@ -80,6 +75,11 @@ async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<
   if (found.kind !== 'text') throw badRequest(`model "${found.id}" is not a language model (no input_ids/logits); send its tensors to POST /v1/infer`, 'model', 'model_not_text');
   if (!found.tokenizer) throw unavailable(`model "${found.id}" has no usable tokenizer here: ${found.tokenizerError ?? 'unknown reason'}`, 'tokenizer_unavailable');
   const model = found as CatalogModel & { tokenizer: TextTokenizer };
+  // Unset sampling parameters take the publisher's defaults (generation_config.json), else OpenAI's.
+  const defaults = model.open.manifest.generation ?? {};
+  const temperature = temperatureGiven ?? defaults.temperature ?? 1;
+  const topP = topPGiven ?? defaults.topP;
+  const topK = topKGiven ?? defaults.topK;
   let promptIds: number[];
   if (messages) promptIds = await chatPromptIds(model.id, model.tokenizer, messages);
   else if (prompt && 'ids' in prompt) {
