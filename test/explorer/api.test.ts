@@ -1,0 +1,125 @@
+/**
+ * The explorer's API over real HTTP (fastify on 127.0.0.1) and real libp2p hosts on loopback: a supplier's
+ * record makes it a peer of the Network view, online while it answers pings and offline once its host stops;
+ * the Models view counts online replicas and marks weak fragments; the page is served with a policy that
+ * loads nothing from elsewhere; the live stream (SSE) carries a request published on the gateway's feed.
+ */
+import '../../net/polyfill.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { createGridHost, type GridHost } from '../../net/host.js';
+import type { CapacityRecord } from '../../net/capacity/record.js';
+import { SwarmView } from '../../scheduler/swarm-view.js';
+import { EventFeed } from '../../gateway/feed.js';
+import { Explorer } from '../../explorer/explorer.js';
+import { EXPLORER_API, registerExplorerRoutes } from '../../explorer/routes.js';
+import type { ModelsView, NetworkView } from '../../explorer/types.js';
+import { eventually } from '../payments/helpers.js';
+import { testLogger } from '../helpers/swarm.js';
+
+let supplierA: GridHost;
+let supplierB: GridHost;
+let watcher: GridHost;
+let app: FastifyInstance;
+let base: string;
+const feed = new EventFeed();
+let explorer: Explorer;
+
+function record(host: GridHost, fragments: number[]): CapacityRecord {
+  return {
+    peerId: host.peerId.toString(), addrs: host.addresses(), pricePerGflop: '5', stakingAddress: '', softwareVersion: 'test', issuedAtMs: Date.now(), expiresAtMs: Date.now() + 3600_000, sequence: 1, withdrawn: false,
+    hardware: { gpus: [], cpuCores: 2, cpuModel: 'test cpu', memoryTotalBytes: 8 << 30, memoryFreeBytes: 4 << 30, executionProviders: ['cpu'], platform: 'linux-x64' },
+    benchmark: { matmulGflops: 12.5, executionProvider: 'cpu', measuredAtMs: Date.now() },
+    limits: { maxMemoryBytes: 1 << 30, maxSessions: 8, threads: 2, gpuShare: 0, hours: '', paused: false },
+    fragments: fragments.map((index) => ({ cid: `frag-${index}`, manifestCid: 'model-cid', index, stepsPerSecond: 10, load: 0, activeSessions: 0 })),
+  };
+}
+
+beforeAll(async () => {
+  const logger = testLogger();
+  [supplierA, supplierB, watcher] = await Promise.all([0, 1, 2].map(() => createGridHost({ network: 'local', listen: ['/ip4/127.0.0.1/tcp/0'], logger })));
+  const records = [record(supplierA, [0, 1]), record(supplierB, [0])];
+  const swarm = new SwarmView(async () => records);
+  explorer = new Explorer({ swarm, pinger: watcher.node, feed, pingEveryMs: 200 });
+  app = Fastify();
+  registerExplorerRoutes(app, explorer, { statsEveryMs: 60_000 });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const address = app.server.address();
+  base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+});
+
+afterAll(async () => {
+  explorer?.close();
+  await app?.close();
+  await Promise.all([supplierA, supplierB, watcher].map((h) => h?.stop().catch(() => undefined)));
+});
+
+const getJson = async <T>(path: string): Promise<T> => (await (await fetch(`${base}${EXPLORER_API}/${path}`)).json()) as T;
+
+describe('explorer API', () => {
+  it('Network: every supplier from the records, online by ping, with hardware, price and limits', async () => {
+    const net = await getJson<NetworkView>('network');
+    expect(net.peers.map((p) => p.peerId).sort()).toEqual([supplierA, supplierB].map((h) => h.peerId.toString()).sort());
+    for (const p of net.peers) {
+      expect(p.online).toBe(true);
+      expect(p.hardware?.executionProviders).toEqual(['cpu']);
+      expect(p.benchmark?.matmulGflops).toBe(12.5);
+      expect(p.limits?.maxSessions).toBe(8);
+      expect(p.pricePerGflop).toBe('5');
+    }
+  });
+
+  it('Models: replicas and coverage per fragment; a fragment with one online host is weak', async () => {
+    const { models } = await getJson<ModelsView>('models');
+    expect(models).toHaveLength(1);
+    expect(models[0].fragments.map((f) => [f.index, f.replicas, f.stepsPerSecond, f.weak])).toEqual([[0, 2, 20, false], [1, 1, 10, true]]);
+    expect(models[0].servable).toBe(true);
+    expect((await fetch(`${base}${EXPLORER_API}/models/model-cid`)).status).toBe(200);
+    expect((await fetch(`${base}${EXPLORER_API}/models/nothing`)).status).toBe(404);
+  });
+
+  it('a supplier whose host stops turns offline, and its fragments lose the replica', async () => {
+    const id = supplierA.peerId.toString();
+    await supplierA.stop();
+    await eventually(async () => (await getJson<NetworkView>('network')).peers.find((p) => p.peerId === id)?.online === false, 'the stopped supplier to turn offline', 30_000);
+    const peer = await getJson<{ peer: { online: boolean; lastSeenMs?: number } }>(`peers/${id}`);
+    expect(peer.peer.online).toBe(false);
+    expect(peer.peer.lastSeenMs).toBeGreaterThan(0);
+    const { models } = await getJson<ModelsView>('models');
+    expect(models[0].fragments.map((f) => f.replicas)).toEqual([1, 0]);
+    expect(models[0].servable).toBe(false);
+  });
+
+  it('serves the page with a policy that loads nothing from another origin', async () => {
+    const res = await fetch(`${base}/explorer/`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-security-policy')).toContain("default-src 'self'");
+    const html = await res.text();
+    expect(html).toContain('app.js');
+    expect(html).not.toMatch(/https?:\/\//);
+    const js = await (await fetch(`${base}/explorer/app.js`)).text();
+    expect(js.length).toBeGreaterThan(10_000);
+    expect((await fetch(`${base}/explorer/secrets.json`)).status).toBe(404);
+  });
+
+  it('the live stream carries a request published on the gateway feed', async () => {
+    const controller = new AbortController();
+    const res = await fetch(`${base}${EXPLORER_API}/live/stream`, { signal: controller.signal });
+    const reader = res.body!.getReader();
+    let text = '';
+    const got = (async () => {
+      while (!text.includes('event: request')) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+    })();
+    await eventually(async () => text.includes('live stream'), 'the stream to open', 10_000);
+    feed.publish({ event: 'request.started', requestId: 'req-1', at: Date.now(), endpoint: '/v1/completions', model: 'm', key: 'alice', stream: true });
+    await got;
+    controller.abort();
+    const data = JSON.parse(/event: request\ndata: (.*)\n/.exec(text)![1]) as { requestId: string; state: string };
+    expect(data).toMatchObject({ requestId: 'req-1', state: 'running' });
+    expect(text).not.toContain('alice');
+  });
+});
