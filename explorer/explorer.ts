@@ -64,6 +64,8 @@ export class Explorer {
   readonly live = new LiveLog();
   private readonly liveness: Liveness;
   private readonly stakes = new Map<string, { stake: string; at: number }>();
+  /** Every unexpired record seen in any sweep, by peer: a sweep can miss records (a DHT node gone), a supplier stays listed until its record expires. */
+  private readonly known = new Map<string, CapacityRecord>();
   private watchUntil = 0;
   private idleTimer?: ReturnType<typeof setTimeout>;
 
@@ -144,7 +146,13 @@ export class Explorer {
     const sweep = swarm.latest ?? await swarm.refresh({ acceptRecent: true });
     // Keep the latest sweep current in the background (a sweep within the view's period is reused).
     void swarm.refresh({ acceptRecent: true }).catch(() => undefined);
-    const records = sweep.records.filter((r) => !r.withdrawn);
+    const now = Date.now();
+    for (const r of sweep.records) {
+      const had = this.known.get(r.peerId);
+      if (!had || r.sequence > had.sequence || r.issuedAtMs > had.issuedAtMs) this.known.set(r.peerId, r);
+    }
+    for (const [id, r] of this.known) if (r.withdrawn || r.expiresAtMs <= now) this.known.delete(id);
+    const records = [...this.known.values()];
     this.liveness.watch(new Map(records.map((r) => [r.peerId, r.addrs])));
     if (records.some((r) => !this.liveness.of(r.peerId))) await this.liveness.check();
     return records;

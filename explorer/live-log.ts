@@ -45,10 +45,11 @@ export function quantile(sorted: number[], p: number): number | undefined {
 
 /** A request view from a feed event (merged into what a `request.started` left). */
 export function requestView(event: FeedEventLike, before?: RequestView): RequestView {
-  const base: RequestView = before ?? { requestId: event.requestId, state: 'running', at: event.at, endpoint: event.endpoint, model: event.model, route: [], hops: [], failovers: 0, steps: 0 };
+  const base: RequestView = before ?? { requestId: event.requestId, state: 'running', at: event.at, endpoint: event.endpoint, model: event.model, route: [], hops: [], failovers: 0, failedOver: false, steps: 0 };
   if (event.event === 'request.started') return base;
   if (event.event === 'request.failed') {
-    return { ...base, state: 'failed', model: event.model ?? base.model, status: event.status, error: event.error, failovers: event.failovers ?? base.failovers };
+    const failovers = event.failovers ?? base.failovers;
+    return { ...base, state: 'failed', model: event.model ?? base.model, status: event.status, error: event.error, failovers, failedOver: failovers > 0 };
   }
   const inRoute = new Set(event.route.map((r) => r.peerId));
   const hops: HopView[] = event.hops.map((h) => ({
@@ -56,7 +57,8 @@ export function requestView(event: FeedEventLike, before?: RequestView): Request
     paymentMs: h.paymentMs, replayed: h.replayed, cost: h.cost, replaced: !inRoute.has(h.peerId),
   }));
   return {
-    ...base, state: 'finished', model: event.model, route: event.route, hops, failovers: event.failovers, steps: event.steps,
+    ...base, state: 'finished', model: event.model, route: event.route, hops, failovers: event.failovers,
+    failedOver: event.failovers > 0 || hops.some((h) => h.replaced), steps: event.steps,
     tokens: event.usage?.completionTokens, latencyMs: event.latencyMs, firstTokenMs: event.firstTokenMs, cost: event.cost, status: event.status,
   };
 }

@@ -91,7 +91,10 @@ export interface RequestView {
   model?: string;
   route: { peerId: string; fragments: [number, number] }[];
   hops: HopView[];
+  /** Failovers the gateway counted (a step that failed for good does not report its own). */
   failovers: number;
+  /** Some server failed during the request: failovers counted, or a hop whose peer left the route. */
+  failedOver: boolean;
   steps: number;
   tokens?: number;
   latencyMs?: number;

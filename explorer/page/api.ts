@@ -11,9 +11,15 @@ async function get<T>(path: string): Promise<T> {
 
 export const api = {
   network: () => get<NetworkView>('network'),
-  peer: (id: string) => get<{ peer: PeerView; edges: TrafficEdge[] }>(`peers/${encodeURIComponent(id)}`),
+  /** One supplier and its edges, or undefined (from the Network view: an unknown id is no failed request in the console). */
+  peer: async (id: string): Promise<{ peer: PeerView; edges: TrafficEdge[] } | undefined> => {
+    const net = await get<NetworkView>('network');
+    const peer = net.peers.find((p) => p.peerId === id);
+    return peer && { peer, edges: net.edges.filter((e) => e.from === id || e.to === id) };
+  },
   models: () => get<ModelsView>('models'),
-  model: (id: string) => get<ModelView>(`models/${encodeURIComponent(id)}`),
+  /** One model by manifest CID or name, or undefined. */
+  model: async (id: string): Promise<ModelView | undefined> => (await get<ModelsView>('models')).models.find((m) => m.manifestCid === id || m.name === id),
   live: () => get<LiveView>('live'),
   chain: () => get<ChainView>('chain'),
 };

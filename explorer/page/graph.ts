@@ -17,7 +17,7 @@ export function pipelineGraph(peers: PeerView[], edges: TrafficEdge[]): HTMLElem
   }
   const order = [...columns.keys()].sort((a, b) => a - b);
   const rows = Math.max(1, ...[...columns.values()].map((c) => c.length));
-  const height = Math.max(140, rows * 64 + 30);
+  const height = Math.max(130, rows * 78 + 20);
   const colWidth = W / (order.length + 2);
   const pos = new Map<string, { x: number; y: number }>();
   pos.set('gateway', { x: colWidth * 0.6, y: height / 2 });
@@ -41,8 +41,9 @@ export function pipelineGraph(peers: PeerView[], edges: TrafficEdge[]): HTMLElem
   const nodes: { id: string; label: string; sub: string; colour: string; href?: string }[] = [{ id: 'gateway', label: 'gateway', sub: 'client', colour: '#d8dee6' }];
   for (const p of peers) {
     const frags = p.fragments.map((f) => f.index);
+    const [lo, hi] = [Math.min(...frags), Math.max(...frags)];
     nodes.push({
-      id: p.peerId, label: shortId(p.peerId), sub: frags.length ? `fragments ${Math.min(...frags)}–${Math.max(...frags)}` : 'no fragment',
+      id: p.peerId, label: shortId(p.peerId), sub: !frags.length ? 'no fragment' : lo === hi ? `fragment ${lo}` : `fragments ${lo}–${hi}`,
       colour: !p.online ? '#56606b' : p.banned ? '#ffb347' : '#3ccf7a', href: `#/peer/${p.peerId}`,
     });
   }
@@ -50,7 +51,7 @@ export function pipelineGraph(peers: PeerView[], edges: TrafficEdge[]): HTMLElem
     const at = pos.get(n.id);
     if (!at) continue;
     const g = svg('g', { 'data-node': n.id });
-    g.append(svg('circle', { cx: at.x, cy: at.y, r: 11, fill: n.colour }), svg('text', { x: at.x, y: at.y + 26, 'text-anchor': 'middle' }, n.label), svg('text', { x: at.x, y: at.y + 39, 'text-anchor': 'middle', fill: '#8a96a3', 'font-size': 10 }, n.sub));
+    g.append(svg('circle', { cx: at.x, cy: at.y - 8, r: 10, fill: n.colour }), svg('text', { x: at.x, y: at.y + 16, 'text-anchor': 'middle' }, n.label), svg('text', { x: at.x, y: at.y + 29, 'text-anchor': 'middle', fill: '#8a96a3', 'font-size': 10 }, n.sub));
     if (n.href) {
       const a = svg('a', { href: n.href });
       a.append(g);

@@ -47,8 +47,13 @@ describe('LiveLog', () => {
     } as Partial<FeedEvent>));
     const r = log.request('r1')!;
     expect(r.failovers).toBe(1);
+    expect(r.failedOver).toBe(true);
     expect(r.hops.filter((h) => h.replaced).map((h) => h.peerId)).toEqual(['A']);
     expect(r.hops.find((h) => h.peerId === 'C')?.replayed).toBe(3);
+    // A failover whose failed step never reported its count still shows: the hop whose peer left the route.
+    log.add(finished('r3', 1000, 80, 2, { failovers: 0, route: [{ peerId: 'C', fragments: [0, 0] }, { peerId: 'B', fragments: [1, 1] }] } as Partial<FeedEvent>));
+    expect([log.request('r3')!.failovers, log.request('r3')!.failedOver]).toEqual([0, true]);
+    expect(log.request('r3')!.hops.filter((h) => h.replaced).map((h) => h.peerId)).toEqual(['A']);
   });
 
   it('a failure carries its code, never its text', () => {

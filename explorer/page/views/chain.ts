@@ -10,14 +10,20 @@ import { el, keyValues, table } from '../elements.js';
 import { clock, shortId, tokenFloat, tokens } from '../format.js';
 import type { View } from './view.js';
 
-function earningsSeries(c: ChainView): { x: number[]; ys: (number | null)[][] } {
+/** Each payee's cumulative earnings at every redemption time (from 0 before the first), in GRID or, when small, µGRID. */
+function earningsSeries(c: ChainView): { x: number[]; ys: (number | null)[][]; unit: string } {
   const times = [...new Set(c.earnings.flatMap((e) => e.points.map((p) => p.at)))].sort((a, b) => a - b);
-  if (times.length) times.push(Math.max(Date.now(), times[times.length - 1] + 1000));
+  if (times.length) {
+    times.unshift(times[0] - 1000);
+    times.push(Math.max(Date.now(), times[times.length - 1] + 1000));
+  }
+  const max = Math.max(0, ...c.earnings.flatMap((e) => e.points.map((p) => tokenFloat(p.total))));
+  const [scale, unit] = max > 0 && max < 0.01 ? [1e6, 'µGRID'] : [1, 'GRID'];
   const ys = c.earnings.map((e) => times.map((t) => {
     const last = [...e.points].reverse().find((p) => p.at <= t);
-    return last ? tokenFloat(last.total) : 0;
+    return last ? tokenFloat(last.total) * scale : 0;
   }));
-  return { x: times, ys };
+  return { x: times, ys, unit };
 }
 
 export function chainView(root: HTMLElement): View {
@@ -30,11 +36,12 @@ export function chainView(root: HTMLElement): View {
         root.replaceChildren(el('h2', {}, 'Chain'), el('div', { class: 'empty' }, 'This explorer has no chain configured (start it with a chain config).'));
         return;
       }
-      const key = c.earnings.map((e) => e.payee).join(',');
+      const series = earningsSeries(c);
+      const key = `${c.earnings.map((e) => e.payee).join(',')} ${series.unit}`;
       if (!chart || key !== payees) {
         chart?.destroy();
         payees = key;
-        chart = timeChart('Earnings redeemed (GRID, cumulative)', c.earnings.map((e) => ({ label: shortId(e.payee) })), { stepped: true });
+        chart = timeChart(`Earnings redeemed per supplier (${series.unit}, cumulative)`, c.earnings.map((e) => ({ label: shortId(e.payee) })), { stepped: true });
       }
       root.replaceChildren(
         el('h2', {}, `Chain ${c.chainId} — block ${c.block}`),
@@ -49,8 +56,7 @@ export function chainView(root: HTMLElement): View {
           cells: [clock(e.at), e.block, e.kind, el('span', { class: 'mono' }, shortId(e.account)), tokens(e.amount), e.payer ? `from ${shortId(e.payer)}` : e.detail ?? ''],
         }))) : el('div', { class: 'empty' }, 'No events yet.')),
       );
-      const { x, ys } = earningsSeries(c);
-      chart.update(x, ys);
+      chart.update(series.x, series.ys);
     },
     close() { chart?.destroy(); },
   };

@@ -27,7 +27,8 @@ function requestElement(r: RequestView): HTMLElement {
     : r.state === 'running' ? el('span', { class: 'badge running' }, 'running') : el('span', { class: 'badge online' }, 'done');
   const head = el('div', { class: 'head' },
     el('span', { class: 'dim' }, clock(r.at)), el('strong', {}, r.model ?? '?'), el('span', { class: 'dim' }, r.endpoint), badge,
-    r.failovers > 0 && el('span', { class: 'badge failover', 'data-failover': 'true' }, `failover ×${r.failovers}`),
+    r.failedOver && el('span', { class: 'badge failover', 'data-failover': String(r.failovers) },
+      r.failovers > 0 ? `failover ×${r.failovers}` : `failover: ${r.hops.filter((h) => h.replaced).length} hop replaced`),
     r.tokens !== undefined && el('span', {}, `${r.tokens} tokens`), r.latencyMs !== undefined && el('span', {}, ms(r.latencyMs)),
     r.firstTokenMs !== undefined && el('span', { class: 'dim' }, `first token ${ms(r.firstTokenMs)}`),
     r.cost !== undefined && r.cost !== '0' && el('span', { class: 'dim' }, `cost ${tokens(r.cost)}`),
@@ -40,7 +41,7 @@ function requestElement(r: RequestView): HTMLElement {
   for (const hop of r.hops.filter((h) => h.replaced)) {
     route.append(el('span', { class: 'hop-chip replaced', 'data-replaced-peer': hop.peerId, title: 'failed during the request and was replaced' }, `${shortId(hop.peerId)} ${hop.fragments[0]}–${hop.fragments[1]}`));
   }
-  const out = el('div', { class: 'request', 'data-request': r.requestId, 'data-state': r.state, 'data-failovers': String(r.failovers) }, head, route);
+  const out = el('div', { class: 'request', 'data-request': r.requestId, 'data-state': r.state, 'data-failed-over': String(r.failedOver) }, head, route);
   if (r.hops.length) {
     const scale = Math.max(...r.hops.map((h) => h.wallMs), 1);
     const timeline = el('div', { class: 'timeline' });

@@ -68,12 +68,9 @@ export function modelsView(root: HTMLElement): View {
 export function modelView(root: HTMLElement, id: string): View {
   return {
     async refresh() {
-      try {
-        const m = await api.model(id);
-        root.replaceChildren(el('h2', {}, `Model ${m.name ?? shortId(m.manifestCid)}`), modelCard(m, true));
-      } catch {
-        root.replaceChildren(el('h2', {}, 'Model'), el('div', { class: 'empty' }, `No model ${id} is known.`));
-      }
+      const m = await api.model(id);
+      if (m) root.replaceChildren(el('h2', {}, `Model ${m.name ?? shortId(m.manifestCid)}`), modelCard(m, true));
+      else root.replaceChildren(el('h2', {}, 'Model'), el('div', { class: 'empty' }, `No model ${id} is known.`));
     },
     close() { /* nothing held */ },
   };

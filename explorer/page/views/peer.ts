@@ -8,10 +8,8 @@ import type { View } from './view.js';
 export function peerView(root: HTMLElement, peerId: string): View {
   return {
     async refresh() {
-      let data;
-      try {
-        data = await api.peer(peerId);
-      } catch {
+      const data = await api.peer(peerId);
+      if (!data) {
         root.replaceChildren(el('h2', {}, `Supplier ${shortId(peerId)}`), el('div', { class: 'empty' }, 'Not in the latest sweep of capacity records.'));
         return;
       }
