@@ -7,6 +7,7 @@ import { pipelineBench } from './pipeline.js';
 import { swarmBench } from './swarm.js';
 import { devnetBench } from './devnet.js';
 import { cliBench } from './cli.js';
+import { explorerBench } from './explorer.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
@@ -17,6 +18,7 @@ const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   swarm: swarmBench,
   devnet: devnetBench,
   cli: cliBench,
+  explorer: explorerBench,
 };
 
 async function run(): Promise<void> {

@@ -9,11 +9,12 @@ export function bytes(n: number | undefined): string {
   return `${v >= 100 || i === 0 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
 }
 
-/** Base units (a decimal string) as tokens with up to 6 decimals. */
+/** Base units (a decimal string) as tokens with up to 6 decimals; amounts below 10^-6 tokens in scientific notation. */
 export function tokens(baseUnits: string | undefined, decimals = 18): string {
   if (baseUnits === undefined || baseUnits === '') return '–';
   const v = BigInt(baseUnits);
   const unit = 10n ** BigInt(decimals);
+  if (v > 0n && v * 1_000_000n < unit) return (Number(v) / Number(unit)).toExponential(2);
   const whole = v / unit;
   const frac = (v % unit).toString().padStart(decimals, '0').slice(0, 6).replace(/0+$/, '');
   return frac ? `${whole}.${frac}` : whole.toString();
