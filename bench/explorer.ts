@@ -3,10 +3,13 @@
  * start` runs, its gateway serving the explorer); decode tokens/s through its gateway is measured alternately
  * with the explorer idle (no page open: the last viewer gone longer than its ping window) and open and live
  * (what open pages do, all views at once: the live stream (SSE) followed, and the Network, Models, Chain and
- * Live views polled every 3 s, as the page polls the view it shows). Goal: live / idle >= 0.95.
- * `--model=tiny|small` (default small), `--rounds=N` (default 3).
+ * Live views polled every 3 s, as the page polls the view it shows). Goal: live / idle >= 0.95. On a loaded
+ * machine tokens/s swings with other work, so the CPU time the grid's processes (gateway, suppliers, anvil:
+ * /proc/PID/stat) spend per decoded token is reported for both phases too: it does not depend on others' load.
+ * `--model=tiny|small` (default small), `--rounds=N` (default 5).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,7 +23,13 @@ const DECODE = 32;
 const WATCH_WINDOW_MS = 31_000;
 const POLL_MS = 3000;
 
-interface DevnetInfo { gatewayUrl: string; explorerUrl?: string; apiKey: string; model: string }
+interface DevnetInfo { gatewayUrl: string; explorerUrl?: string; apiKey: string; model: string; gatewayPid?: number; anvilPid: number; suppliers: { pid?: number }[] }
+
+/** CPU seconds (user + system) a process has used so far (Linux /proc/PID/stat; clock ticks of 10 ms). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
 
 async function startDevnet(dataDir: string, model: string): Promise<{ child: ChildProcess; exited: Promise<number | null> }> {
   const child = spawn(process.execPath, [CLI_ENTRY, 'devnet', '--data', dataDir, '--model', model, '--port', '0'], {
@@ -49,15 +58,22 @@ async function completion(info: DevnetInfo, maxTokens: number): Promise<{ s: num
   return { s: (performance.now() - started) / 1000, tokens: body.usage.completion_tokens };
 }
 
-/** Decode tokens/s: (tokens of a 33-token request − of a 1-token one) ÷ the difference in wall time, median of 3 pairs. */
-async function decodeRate(info: DevnetInfo): Promise<number> {
+/**
+ * Decode tokens/s: (tokens of a 33-token request − of a 1-token one) ÷ the difference in wall time, median of 3
+ * pairs; and the grid's processes' CPU milliseconds per generated token over the three pairs.
+ */
+async function decodeRate(info: DevnetInfo, pids: number[]): Promise<{ tokensPerS: number; cpuMsPerToken: number }> {
   const rates: number[] = [];
+  const cpu = (): number => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+  const cpuBefore = cpu();
+  let tokens = 0;
   for (let i = 0; i < 3; i++) {
     const one = await completion(info, 1);
     const many = await completion(info, DECODE + 1);
+    tokens += one.tokens + many.tokens;
     rates.push((many.tokens - one.tokens) / (many.s - one.s));
   }
-  return median(rates);
+  return { tokensPerS: median(rates), cpuMsPerToken: (1000 * (cpu() - cpuBefore)) / tokens };
 }
 
 /** What open explorer pages do: follow the live stream, poll every view. Returns the stop function. */
@@ -80,35 +96,42 @@ function openExplorer(explorerUrl: string): () => void {
 /** The explorer benchmark. */
 export async function explorerBench(flags: string[]): Promise<void> {
   const model = flags.find((f) => f.startsWith('--model='))?.slice('--model='.length) ?? 'small';
-  const rounds = Number(flags.find((f) => f.startsWith('--rounds='))?.slice('--rounds='.length) ?? 3);
+  const rounds = Number(flags.find((f) => f.startsWith('--rounds='))?.slice('--rounds='.length) ?? 5);
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-bench-explorer-'));
   const devnet = await startDevnet(dataDir, model);
   try {
     const info = JSON.parse(await readFile(path.join(dataDir, 'devnet.json'), 'utf8')) as DevnetInfo;
     if (!info.explorerUrl) throw new Error('the devnet\'s gateway serves no explorer');
     await completion(info, 2); // warm-up
-    const idle: number[] = [];
-    const live: number[] = [];
+    const pids = [info.gatewayPid!, info.anvilPid, ...info.suppliers.map((s) => s.pid!)];
+    const idle: { tokensPerS: number; cpuMsPerToken: number }[] = [];
+    const live: typeof idle = [];
     for (let r = 0; r < rounds; r++) {
       // Idle: nobody has looked for longer than the explorer's ping window.
       await new Promise((resolve) => setTimeout(resolve, WATCH_WINDOW_MS));
-      idle.push(await decodeRate(info));
+      idle.push(await decodeRate(info, pids));
       const close = openExplorer(info.explorerUrl);
       try {
         await new Promise((resolve) => setTimeout(resolve, POLL_MS)); // pings and polls under way
-        live.push(await decodeRate(info));
+        live.push(await decodeRate(info, pids));
       } finally {
         close();
       }
-      process.stderr.write(`round ${r + 1}: idle ${idle[r].toFixed(1)}, live ${live[r].toFixed(1)} tokens/s\n`);
+      process.stderr.write(`round ${r + 1}: idle ${idle[r].tokensPerS.toFixed(1)} tok/s ${idle[r].cpuMsPerToken.toFixed(1)} CPU ms/tok, live ${live[r].tokensPerS.toFixed(1)} tok/s ${live[r].cpuMsPerToken.toFixed(1)} CPU ms/tok\n`);
     }
-    const idleRate = median(idle);
-    const liveRate = median(live);
-    reportResult('explorer', { idle_decode_tokens_per_s: idleRate, live_decode_tokens_per_s: liveRate, live_over_idle: liveRate / idleRate, rounds }, (
+    const idleRate = median(idle.map((x) => x.tokensPerS));
+    const liveRate = median(live.map((x) => x.tokensPerS));
+    const idleCpu = median(idle.map((x) => x.cpuMsPerToken));
+    const liveCpu = median(live.map((x) => x.cpuMsPerToken));
+    reportResult('explorer', {
+      idle_decode_tokens_per_s: idleRate, live_decode_tokens_per_s: liveRate, live_over_idle: liveRate / idleRate,
+      idle_cpu_ms_per_token: idleCpu, live_cpu_ms_per_token: liveCpu, live_cpu_over_idle: liveCpu / idleCpu, rounds,
+    }, (
       `gridpipe devnet --model ${model} (4 paid suppliers, the gateway serving the explorer). Decode tokens/s through the gateway ` +
       `((tokens of a 33-token greedy completion − of a 1-token one) ÷ the wall-time difference, median of 3 pairs per phase), alternating ` +
       `idle (no explorer client for over 30 s: no pings) and live (the live stream followed and the network, models, chain and live ` +
-      `views polled every 3 s, as open pages do; all four at once). Median over ${rounds} rounds. Goal: live_over_idle >= 0.95. Everything ` +
+      `views polled every 3 s, as open pages do; all four at once). cpu_ms_per_token: user + system CPU of the gateway, the suppliers and ` +
+      `anvil (/proc) per generated token over each phase's requests. Median over ${rounds} rounds. Goal: live_over_idle >= 0.95. Everything ` +
       'shares the machine\'s cores; the page\'s own rendering is not counted (a viewer\'s browser runs elsewhere).'
     ));
   } finally {

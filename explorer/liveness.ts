@@ -9,6 +9,8 @@ import type { Logger } from 'pino';
 
 /** What pinging needs: a libp2p node with the ping service (net/host.ts GridHost's `node` has it). */
 export interface PingNode {
+  /** The node's own peer id: a supplier serving the explorer is online to itself (libp2p does not dial itself). */
+  peerId?: { toString(): string };
   services: { ping: { ping(target: Multiaddr | Multiaddr[], options?: { signal?: AbortSignal }): Promise<number> } };
 }
 
@@ -78,6 +80,10 @@ export class Liveness {
 
   private async ping(peerId: string, addrs: string[]): Promise<void> {
     const before = this.state.get(peerId);
+    if (peerId === this.node.peerId?.toString()) {
+      this.state.set(peerId, { online: true, lastSeenMs: Date.now(), pingMs: 0, checkedMs: Date.now() });
+      return;
+    }
     const targets = dialTargets(peerId, addrs);
     try {
       if (!targets.length) throw new Error('no dialable address');
