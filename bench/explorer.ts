@@ -65,6 +65,7 @@ async function completion(info: DevnetInfo, maxTokens: number): Promise<{ s: num
 async function decodeRate(info: DevnetInfo, pids: number[]): Promise<{ tokensPerS: number; cpuMsPerToken: number }> {
   const rates: number[] = [];
   const cpu = (): number => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+  await completion(info, 2); // warm again after a pause (connections, sessions, caches), not measured
   const cpuBefore = cpu();
   let tokens = 0;
   for (let i = 0; i < 3; i++) {

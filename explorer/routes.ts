@@ -7,6 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Explorer } from './explorer.js';
 import type { RequestView } from './types.js';
@@ -58,8 +59,10 @@ export function registerExplorerRoutes(app: FastifyInstance, explorer: Explorer,
   app.get(`${EXPLORER_API}/network`, PUBLIC, async () => { explorer.touch(); return explorer.network(); });
   app.get(`${EXPLORER_API}/peers/:id`, PUBLIC, async (req, reply) => {
     explorer.touch();
-    const peer = await explorer.peer((req.params as { id: string }).id);
-    return peer ? { peer, edges: (await explorer.network()).edges.filter((e) => e.from === peer.peerId || e.to === peer.peerId) } : notFound(reply, 'no such supplier in the latest sweep');
+    const id = (req.params as { id: string }).id;
+    const net = await explorer.network();
+    const peer = net.peers.find((p) => p.peerId === id);
+    return peer ? { peer, edges: net.edges.filter((e) => e.from === id || e.to === id) } : notFound(reply, 'no such supplier in the records');
   });
   app.get(`${EXPLORER_API}/models`, PUBLIC, async () => { explorer.touch(); return explorer.models(); });
   app.get(`${EXPLORER_API}/models/:cid`, PUBLIC, async (req, reply) => {
@@ -71,9 +74,16 @@ export function registerExplorerRoutes(app: FastifyInstance, explorer: Explorer,
   app.get(`${EXPLORER_API}/live`, PUBLIC, async () => { explorer.touch(); return explorer.liveView(); });
   app.get(`${EXPLORER_API}/chain`, PUBLIC, async () => { explorer.touch(); return explorer.chainView(); });
 
-  app.get(`${EXPLORER_API}/live/stream`, PUBLIC, (req, reply) => {
+  // Open streams end when the server closes (else a page left open would hold the close until it goes away).
+  const streams = new Set<ServerResponse>();
+  app.addHook('preClose', (done) => {
+    for (const res of streams) res.end();
+    done();
+  });
+  app.get(`${EXPLORER_API}/live/stream`, PUBLIC, (_req, reply) => {
     reply.hijack();
     const res = reply.raw;
+    streams.add(res);
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     res.write(': gridpipe explorer live stream\n\n');
     const send = (event: string, data: unknown): void => { res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`); };
@@ -83,6 +93,6 @@ export function registerExplorerRoutes(app: FastifyInstance, explorer: Explorer,
     const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), options.keepAliveMs ?? 15_000);
     stats.unref();
     keepAlive.unref();
-    res.on('close', () => { clearInterval(stats); clearInterval(keepAlive); unsubscribe(); });
+    res.on('close', () => { streams.delete(res); clearInterval(stats); clearInterval(keepAlive); unsubscribe(); });
   });
 }

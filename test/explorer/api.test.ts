@@ -2,7 +2,8 @@
  * The explorer's API over real HTTP (fastify on 127.0.0.1) and real libp2p hosts on loopback: a supplier's
  * record makes it a peer of the Network view, online while it answers pings and offline once its host stops;
  * the Models view counts online replicas and marks weak fragments; the page is served with a policy that
- * loads nothing from elsewhere; the live stream (SSE) carries a request published on the gateway's feed.
+ * loads nothing from elsewhere; the live stream (SSE) carries a request published on the gateway's feed and
+ * ends when the server closes.
  */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -121,5 +122,19 @@ describe('explorer API', () => {
     const data = JSON.parse(/event: request\ndata: (.*)\n/.exec(text)![1]) as { requestId: string; state: string };
     expect(data).toMatchObject({ requestId: 'req-1', state: 'running' });
     expect(text).not.toContain('alice');
+  });
+
+  it('a server closing ends its open live streams (a page left open does not hold the close)', async () => {
+    const other = Fastify();
+    registerExplorerRoutes(other, explorer);
+    await other.listen({ port: 0, host: '127.0.0.1' });
+    const address = other.server.address();
+    const res = await fetch(`http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}${EXPLORER_API}/live/stream`);
+    const reader = res.body!.getReader();
+    await reader.read(); // the stream's opening comment
+    await other.close();
+    let done = false;
+    while (!done) done = (await reader.read()).done;
+    expect(done).toBe(true);
   });
 });
