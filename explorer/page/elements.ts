@@ -20,11 +20,11 @@ export function svg(tag: string, attrs: Record<string, string | number> = {}, ..
   return node;
 }
 
-/** A table in a sideways-scrolling wrapper: header cells and rows of cells. */
+/** A table in a sideways-scrolling wrapper: header cells and rows of cells (each cell labelled, for phones: one card per row). */
 export function table(head: string[], rows: { cells: Child[]; attrs?: Record<string, string | undefined> }[]): HTMLElement {
   return el('div', { class: 'scroll' }, el('table', {},
     el('thead', {}, el('tr', {}, ...head.map((h) => el('th', {}, h)))),
-    el('tbody', {}, ...rows.map((r) => el('tr', r.attrs ?? {}, ...r.cells.map((c) => el('td', {}, c)))))));
+    el('tbody', {}, ...rows.map((r) => el('tr', r.attrs ?? {}, ...r.cells.map((c, i) => el('td', { 'data-label': head[i] }, c)))))));
 }
 
 /** A definition list of label → value. */
