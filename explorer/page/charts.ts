@@ -30,7 +30,7 @@ export function timeChart(title: string, series: Series[], options: { stepped?: 
       scales: { x: { time: true } },
       axes: [{ stroke: '#8a96a3', grid: { stroke: '#2a333d' }, ticks: { stroke: '#2a333d' } }, { stroke: '#8a96a3', grid: { stroke: '#2a333d' }, ticks: { stroke: '#2a333d' }, size: 56 }],
       series: [{}, ...series.map((s, i) => ({
-        label: s.label, stroke: COLOURS[i % COLOURS.length], width: 2, spanGaps: false, points: { show: false },
+        label: s.label, stroke: COLOURS[i % COLOURS.length], width: 2, spanGaps: false, points: { show: true, size: 5 },
         value: (_u: uPlot, v: number | null) => (v === null || v === undefined ? '–' : `${v.toFixed(v < 10 ? 2 : 0)}${s.unit ? ` ${s.unit}` : ''}`),
         ...(options.stepped ? { paths: uPlot.paths.stepped!({ align: 1 }) } : {}),
       }))],
