@@ -116,7 +116,12 @@ export class Explorer {
       for (const f of fragments) f.weak = f.replicas < 2 || (fragments.length > 1 && f.stepsPerSecond === lowest);
       return {
         manifestCid: cid, name: manifest?.name, tokenizer: manifest?.tokenizer.kind, synthetic: manifest?.model.synthetic,
-        parameters: manifest?.model.parameters, expertGroups: manifest?.expertGroups.length ?? 0, fragments, servable: fragments.length > 0 && fragments.every((f) => f.replicas > 0),
+        parameters: manifest?.model.parameters, expertGroups: manifest?.expertGroups.length ?? 0,
+        experts: (manifest?.expertGroups ?? []).map((g) => ({
+          layer: g.layer, topK: g.topK,
+          experts: g.experts.map((e) => ({ index: e.index, fragments: e.fragments, replicas: Math.min(...e.fragments.map((f) => fragments[f]?.replicas ?? 0)) })),
+        })),
+        fragments, servable: fragments.length > 0 && fragments.every((f) => f.replicas > 0),
       };
     });
     models.sort((a, b) => (a.name ?? a.manifestCid).localeCompare(b.name ?? b.manifestCid));

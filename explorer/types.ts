@@ -60,6 +60,8 @@ export interface ModelView {
   parameters?: number;
   /** Mixture-of-experts groups in the manifest. */
   expertGroups: number;
+  /** Each group's experts with their fragments and online replicas (the fewest of their fragments'). */
+  experts: { layer: number; topK: number; experts: { index: number; fragments: number[]; replicas: number }[] }[];
   fragments: FragmentView[];
   /** Every fragment has an online host. */
   servable: boolean;

@@ -44,8 +44,14 @@ function modelCard(m: ModelView, detailed: boolean): HTMLElement {
     el('h3', {}, 'Throughput coverage per fragment (steps/s of online hosts; ×replicas)'),
     coverageChart(m),
   );
+  if (detailed && m.experts.length) {
+    card.append(el('h3', {}, 'Experts (online replicas: the fewest of their fragments\')'), table(['layer', 'top-k', 'expert', 'fragments', 'replicas'], m.experts.flatMap((g) => g.experts.map((e) => ({
+      attrs: { class: e.replicas < 2 ? 'weak' : undefined, 'data-expert': `${g.layer}/${e.index}` },
+      cells: [g.layer, g.topK, e.index, e.fragments.join(', '), e.replicas],
+    })))));
+  }
   if (detailed) {
-    card.append(table(['fragment', 'replicas', 'steps/s', 'GFLOPs', 'weights', 'hosts'], m.fragments.map((f) => ({
+    card.append(el('h3', {}, 'Fragments'), table(['fragment', 'replicas', 'steps/s', 'GFLOPs', 'weights', 'hosts'], m.fragments.map((f) => ({
       attrs: { class: f.weak ? 'weak' : undefined },
       cells: [f.index, f.replicas, f.stepsPerSecond.toFixed(1), f.flops !== undefined ? (f.flops / 1e9).toFixed(3) : '–', bytes(f.weightBytes),
         el('span', {}, ...f.hosts.flatMap((h) => [link(`peer/${h}`, shortId(h), 'mono'), ' ']))],
