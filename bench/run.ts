@@ -8,6 +8,7 @@ import { swarmBench } from './swarm.js';
 import { devnetBench } from './devnet.js';
 import { cliBench } from './cli.js';
 import { demoModelBench } from './demo-model.js';
+import { explorerBench } from './explorer.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
@@ -19,6 +20,7 @@ const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   devnet: devnetBench,
   cli: cliBench,
   'demo-model': demoModelBench,
+  explorer: explorerBench,
 };
 
 async function run(): Promise<void> {

@@ -133,14 +133,14 @@ export function devnetCommand(): Command {
         ], env);
         gatewayChild = gateway.child;
         gateway.child.on('exit', (code, signal) => { if (!stopping) say(`the gateway exited unexpectedly (${code ?? signal})`); });
-        say(`      ${gateway.url}/v1 (${elapsed()})`);
+        say(`      ${gateway.url}/v1 (${elapsed()})${gateway.explorer ? `; explorer ${gateway.explorer}` : ''}`);
 
         say('[5/5] a check request through the gateway');
         const check = await checkRequest(gateway.url, keys.apiKey, model.manifest.name);
         say(`      ${check}`);
 
         const info: DevnetInfo = {
-          gatewayUrl: `${gateway.url}/v1`, apiKey: keys.apiKey, model: model.manifest.name, modelLabel: model.label, rpcUrl: chain.anvil.rpcUrl, chainConfig: chain.configPath,
+          gatewayUrl: `${gateway.url}/v1`, ...(gateway.explorer ? { explorerUrl: gateway.explorer } : {}), apiKey: keys.apiKey, model: model.manifest.name, modelLabel: model.label, rpcUrl: chain.anvil.rpcUrl, chainConfig: chain.configPath,
           passphraseEnv: `GRIDPIPE_PASSPHRASE=${DEVNET_PASSPHRASE}`,
           developer: { address: chain.developer.address, wallet: chain.developer.keystore },
           bootstrap: first.address, manifestCid: model.manifestCid, fragmentDir: model.fragmentDir, pid: process.pid,

@@ -35,11 +35,12 @@ export function gatewayCommand(): Command {
     .option('--max-over-median <factor>', `refuse suppliers asking more than this many times the median price of a model's hosts (default ${DEFAULT_MAX_OVER_MEDIAN})`, positiveNumber, DEFAULT_MAX_OVER_MEDIAN)
     .option('--max-tensor-bytes <bytes>', 'largest /v1/infer request body', byteSize, 256 << 20)
     .option('--metrics-token <token>', 'Bearer token that lets other hosts read /metrics (default: loopback clients only; or GRIDPIPE_METRICS_TOKEN)')
+    .option('--no-explorer', 'do not serve the network explorer (its page at /explorer/ and its API at /explorer/api/v1)')
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
       port: number; host: string; bootstrap: string[]; network: string; keys?: string; model: string[];
       chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; metricsToken?: string; json: boolean;
-      maxPricePerGflop: bigint; maxOverMedian: number;
+      maxPricePerGflop: bigint; maxOverMedian: number; explorer: boolean;
     }) => {
       // The gateway (fastify, libp2p, ethers, pino) loads here, not with the command tree.
       const { startGateway } = await import('../gateway/server.js');
@@ -68,22 +69,28 @@ export function gatewayCommand(): Command {
           throw new UsageError(`payments: ${(err as Error).message}`);
         }
       }
+      const explorer = o.explorer ? await import('./explorer.js') : undefined;
+      let attached: Awaited<ReturnType<NonNullable<typeof explorer>['gatewayExplorer']>> | undefined;
       const gateway = await startGateway({
         bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), port: o.port, host: o.host, keys, models: o.model,
         payerFor: payers?.payerFor, priceLimits: { maxPricePerGflop: o.maxPricePerGflop, maxOverMedian: o.maxOverMedian }, requireStake, maxTensorBytes: o.maxTensorBytes, metricsToken, logger, spendingDir: path.join(o.data, 'spending'),
+        extraRoutes: explorer ? (app, ctx) => { attached = explorer.gatewayExplorer(app, ctx, { chainConfig: o.chainConfig, rpcUrl: o.rpc, logger }); } : undefined,
       });
+      const explorerUrl = attached ? `${gateway.url}${attached.path}` : undefined;
       const models = gateway.context.catalog.servable().map((m) => m.id);
       if (o.json) {
-        process.stdout.write(`${JSON.stringify({ ready: true, url: gateway.url, models, open: gateway.context.keys.open, payments: Boolean(payers) })}\n`);
+        process.stdout.write(`${JSON.stringify({ ready: true, url: gateway.url, models, open: gateway.context.keys.open, payments: Boolean(payers), ...(explorerUrl ? { explorer: explorerUrl } : {}) })}\n`);
       } else {
         process.stdout.write(`gateway ready at ${gateway.url}/v1 (OpenAI-compatible)\n`);
         process.stdout.write(`  models: ${models.join(', ') || 'none servable yet (they appear as suppliers announce them)'}\n`);
         process.stdout.write(`  ${gateway.context.keys.open ? 'OPEN: no --keys, anyone who reaches it may call it' : `${gateway.context.keys.list().length} API keys`}; metrics at ${gateway.url}/metrics (${metricsToken ? 'loopback, or with the metrics token' : 'loopback clients only'}), feed at ${gateway.url}/v1/feed\n`);
+        if (explorerUrl) process.stdout.write(`  explorer: ${explorerUrl}\n`);
       }
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());
         process.once('SIGTERM', () => resolve());
       });
+      attached?.close();
       await gateway.close();
       await payers?.close();
       if (!o.json) process.stdout.write('gateway stopped\n');

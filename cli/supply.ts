@@ -89,6 +89,7 @@ export function supplyCommand(): Command {
     .option('--inline-runs', 'run onnxruntime on the node\'s own thread, not a worker thread per fragment: ~0.5 ms faster per step, but a long run blocks the node (for trusted clients only)', false)
     .option('--max-batch <n>', 'most concurrent sessions\' steps on one span merged into one onnxruntime run (1: no batching)', positiveInt, 16)
     .option('--batch-window-us <n>', 'longest wait (µs) for other active sessions\' steps to batch with (also at most half a session\'s interval between steps); a lone session never waits', nonNegativeInt, 200000)
+    .option('--explorer [port]', 'serve the network explorer (web page and API) on 127.0.0.1:PORT (default: any free port)')
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
       data: string; listen: string[]; announce: string[]; bootstrap: string[]; host: string[]; fragments?: number[] | 'all';
@@ -98,6 +99,7 @@ export function supplyCommand(): Command {
       pricePerGflop: string; price?: string; stakingAddress?: string; stakeBinding?: string; network: string;
       chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; creditPerPeer?: string; creditTotal?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; adminPort?: number;
       provider?: ProviderChoice; reprobe: boolean; spin: boolean; inlineRuns: boolean; maxBatch: number; batchWindowUs: number; json: boolean;
+      explorer?: boolean | string;
     }) => {
       // The supplier (libp2p, onnxruntime, LevelDB, ethers) loads here, not with the command tree.
       const { Supplier } = await import('../node/supplier.js');
@@ -107,6 +109,8 @@ export function supplyCommand(): Command {
       const { parseTokenAmount, formatTokens, tokenDecimals } = await import('./chain-args.js');
       const { readStakeBindingFile } = await import('../net/capacity/binding.js');
       const { checkMultiaddrs, chooseNetwork } = await import('./network.js');
+      const explorerPort = o.explorer === undefined ? undefined : o.explorer === true ? 0 : Number(o.explorer);
+      if (explorerPort !== undefined && (!Number.isInteger(explorerPort) || explorerPort < 0 || explorerPort > 65535)) throw new UsageError(`--explorer takes a port number (0-65535), got "${String(o.explorer)}"`);
       if (o.rebalanceEvery <= 0) throw new UsageError('--rebalance-every must be more than 0 seconds (use --no-rebalance to turn moves off)');
       if (o.place && o.fragments !== undefined) throw new UsageError('--place lets placement choose the span; drop it or --fragments');
       if (o.fragments !== undefined && o.maxFragments !== undefined) throw new UsageError('--max-fragments applies when the supplier chooses its span; drop it or --fragments');
@@ -176,6 +180,8 @@ export function supplyCommand(): Command {
         onFetchProgress: (done, total) => progress.update(done, total),
       });
       progress.stop();
+      const explorer = explorerPort === undefined ? undefined
+        : await (await import('./explorer.js')).nodeExplorer(supplier.host, { port: explorerPort, chainConfig: o.chainConfig, rpcUrl: o.rpc });
       if (supplier.stakeProblem) process.stderr.write(`gridpipe: warning: ${supplier.stakeProblem}\n`);
       const ready = {
         peerId: supplier.peerId, addresses: supplier.addresses(), admin: supplier.adminUrl,
@@ -183,6 +189,7 @@ export function supplyCommand(): Command {
         ...(supplier.payments ? { payee: supplier.payments.payee, pricePerGflop: price } : {}),
         provider: supplier.probe.benchmark.executionProvider, gflops: Number(supplier.gflops.toFixed(2)),
         placement: supplier.placement.map((p) => ({ manifestCid: p.manifestCid, span: p.span })),
+        ...(explorer ? { explorer: explorer.url } : {}),
       };
       if (o.json) process.stdout.write(`${JSON.stringify({ ready: true, ...ready })}\n`);
       else {
@@ -190,6 +197,7 @@ export function supplyCommand(): Command {
         for (const h of ready.hosted) process.stdout.write(`  hosting fragment ${h.index} of ${h.manifestCid}\n`);
         for (const note of supplier.probe.notes) process.stdout.write(`  note: ${note}\n`);
         if (ready.admin) process.stdout.write(`  admin: ${ready.admin} (POST /pause, POST /resume, GET /status, GET /metrics)\n`);
+        if (explorer) process.stdout.write(`  explorer: ${explorer.url}\n`);
       }
       process.on('SIGUSR1', () => { void supplier.pause(); });
       process.on('SIGUSR2', () => { void supplier.resume(); });
@@ -198,6 +206,7 @@ export function supplyCommand(): Command {
         process.once('SIGINT', shutdown);
         process.once('SIGTERM', shutdown);
       });
+      await explorer?.close();
       await supplier.stop();
       payments?.chain.close();
       if (!o.json) process.stdout.write('supplier stopped\n');

@@ -12,7 +12,7 @@ import type { ApiKey, KeyRing } from './keys.js';
 import { ApiError, rateLimited } from './errors.js';
 import type { UploadBudget } from './upload-budget.js';
 
-/** Routes anyone may call (by their route pattern). */
+/** Routes anyone may call (by their route pattern); a route registered with `config: { public: true }` is public too (the explorer's). */
 export const PUBLIC_ROUTES = new Set(['/healthz', '/metrics', '/v1/feed']);
 
 /** Routes that run work on the grid: each call counts against the key's rates and budget, before its body is read. */
@@ -35,6 +35,7 @@ export function authenticateBeforeBody(app: FastifyInstance, keys: KeyRing, uplo
   app.addHook('onRequest', async (req, reply) => {
     const route = req.routeOptions.url;
     if (route === undefined || PUBLIC_ROUTES.has(route)) return; // unknown URLs get their 404
+    if ((req.routeOptions.config as { public?: boolean } | undefined)?.public === true) return;
     try {
       const key = keys.authenticate(req.headers.authorization);
       callers.set(req, key);

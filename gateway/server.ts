@@ -51,6 +51,11 @@ export interface GatewayOptions {
   spendingDir?: string;
   /** Background model sweep period (default 15 s). */
   refreshEveryMs?: number;
+  /**
+   * More routes on the gateway's app, added before it listens (the CLI adds the explorer's here: the gateway
+   * does not import explorer/). A route registered with `config: { public: true }` needs no API key.
+   */
+  extraRoutes?: (app: FastifyInstance, ctx: GatewayContext) => void;
   logger?: Logger;
 }
 
@@ -143,6 +148,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     }
     await catalog.start();
     app = buildApp(ctx, options.maxTensorBytes);
+    options.extraRoutes?.(app, ctx);
     await app.listen({ port: options.port ?? 8080, host: options.host ?? '127.0.0.1' });
   } catch (err) {
     await app?.close().catch(() => undefined);

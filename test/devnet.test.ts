@@ -59,7 +59,10 @@ describe('gridpipe devnet', () => {
     // devnet.json and keys.json hold the API key: owner-only, in an owner-only folder.
     for (const f of ['devnet.json', 'keys.json']) expect(statSync(path.join(tmp.dir, f)).mode & 0o777, f).toBe(0o600);
     expect(statSync(tmp.dir).mode & 0o777).toBe(0o700);
-    for (const key of ['gatewayUrl', 'apiKey', 'rpcUrl', 'chainConfig'] as const) expect(info[key]).toBeTruthy();
+    for (const key of ['gatewayUrl', 'apiKey', 'rpcUrl', 'chainConfig', 'explorerUrl'] as const) expect(info[key]).toBeTruthy();
+    // npm start prints the explorer's URL, and the page is there.
+    expect(devnet.out()).toContain(`explorer (open in a browser): ${info.explorerUrl}`);
+    expect((await fetch(info.explorerUrl!)).headers.get('content-type')).toMatch(/^text\/html/);
 
     // The openai client, streaming a chat completion; the route is in the last chunk's metadata.
     const client = new OpenAI({ baseURL: info.gatewayUrl, apiKey: info.apiKey });

@@ -14,7 +14,7 @@ export interface RunningSupplier {
   fragments: number[];
 }
 
-export interface RunningGateway { child: ChildProcess; url: string }
+export interface RunningGateway { child: ChildProcess; url: string; explorer?: string }
 
 /** Starts `gridpipe COMMAND ... --json`, waits for its ready line; a failure names `label`. */
 async function startReady<T>(label: string, command: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; ready: T }> {
@@ -34,8 +34,8 @@ export async function startSupplier(index: number, args: string[], env: NodeJS.P
 
 /** Starts `gridpipe gateway` and waits for its ready line. */
 export async function startGatewayProcess(args: string[], env: NodeJS.ProcessEnv): Promise<RunningGateway> {
-  const { child, ready } = await startReady<{ url: string }>('gateway', 'gateway', args, env);
-  return { child, url: ready.url };
+  const { child, ready } = await startReady<{ url: string; explorer?: string }>('gateway', 'gateway', args, env);
+  return { child, url: ready.url, explorer: ready.explorer };
 }
 
 /** Stops processes with SIGTERM (they withdraw records, redeem vouchers), then SIGKILL after `graceMs`. */

@@ -4,6 +4,8 @@ import { GridpipeError } from '../../errors/base.js';
 export interface DevnetInfo {
   /** The OpenAI-compatible base URL (ends in /v1). */
   gatewayUrl: string;
+  /** The network explorer's page (served by the gateway). */
+  explorerUrl?: string;
   apiKey: string;
   model: string;
   /** What the model is, in words (trained on the KJV, synthetic, or the user's own). */
@@ -83,6 +85,7 @@ export function printUsage(info: DevnetInfo, infoFile: string, say: (line: strin
   const c = usageCommands(info);
   say('');
   say(`gateway (OpenAI-compatible): ${info.gatewayUrl}`);
+  if (info.explorerUrl) say(`explorer (open in a browser): ${info.explorerUrl}`);
   say(`API key:                     ${info.apiKey}`);
   say(`model:                       ${info.model} (${info.modelLabel})`);
   say(`metrics / live feed:         ${info.gatewayUrl.replace(/\/v1$/, '')}/metrics  ${info.gatewayUrl}/feed`);
