@@ -4,7 +4,10 @@
  * budget step by step: each voucher's charge is first reserved on the key (spent + held + charge <= budget,
  * checked and added synchronously, so concurrent requests of one key cannot pass the budget together) and
  * within the request's ceiling; only then is the voucher signed. When the request settles, what it reserved
- * becomes spending (what was signed) and the rest is given back.
+ * becomes spending (what was signed) and the rest is given back. A failover's replay (a replacement re-running
+ * the earlier steps) raises the ceiling by what it costs, at most one ceiling more over the whole request: a
+ * failed supplier must not end a request another can serve, and a request never costs more than twice its
+ * ceiling (the key's budget still bounds every step).
  */
 import type { Manifest } from '../fragments/manifest.js';
 import type { HostedSpan } from '../scheduler/discovery.js';
@@ -55,6 +58,8 @@ export class RequestBudget {
   /** Of which the payer did sign (money a supplier may redeem). */
   signed = 0n;
   private settled = false;
+  /** What failovers' replays added to the ceiling so far (at most the ceiling). */
+  private replayAllowance = 0n;
 
   constructor(private readonly keys: KeyRing, readonly key: ApiKey, readonly ceiling: bigint) {}
 
@@ -70,8 +75,8 @@ export class RequestBudget {
   wrap(payer: StepPayer | undefined): StepPayer | undefined {
     if (!payer) return undefined;
     return {
-      voucherFor: async (payee: Payee, charge: bigint): Promise<WireVoucher> => {
-        this.reserve(charge);
+      voucherFor: async (payee: Payee, charge: bigint, detail?: { replay: bigint }): Promise<WireVoucher> => {
+        this.reserve(charge, detail?.replay ?? 0n);
         try {
           const voucher = await payer.voucherFor(payee, charge);
           this.signed += charge;
@@ -94,15 +99,18 @@ export class RequestBudget {
     return left === undefined || unpaidSoFar < left;
   }
 
-  private reserve(charge: bigint): void {
+  private reserve(charge: bigint, replay: bigint): void {
     if (this.settled) throw new BudgetError('REQUEST_CEILING', 'the request has ended');
-    if (this.reserved + charge > this.ceiling) {
-      throw new BudgetError('REQUEST_CEILING', `the next step costs ${charge} base units, which would take the request past its ceiling of ${this.ceiling} (${this.reserved} spent)`);
+    const room = this.ceiling - this.replayAllowance;
+    const extra = replay < room ? replay : room; // failovers' replays: at most one more ceiling in all
+    if (this.reserved + charge > this.ceiling + this.replayAllowance + extra) {
+      throw new BudgetError('REQUEST_CEILING', `the next step costs ${charge} base units, which would take the request past its ceiling of ${this.ceiling} (+${this.replayAllowance + extra} for failovers' replays; ${this.reserved} spent)`);
     }
     if (!this.keys.hold(this.key, charge)) {
       throw new BudgetError('KEY_BUDGET', `the next step costs ${charge} base units and key "${this.key.name}" has ${this.keys.remaining(this.key)} left of its budget of ${this.key.budget}`);
     }
     this.reserved += charge;
+    this.replayAllowance += extra;
   }
 
   /**

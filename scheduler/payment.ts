@@ -19,8 +19,9 @@ export interface StepPayer {
    * signed to that payee before plus this step. Throws when it will not pay (escrow exhausted...): the
    * step then fails without trying other suppliers. A charge of 0 gives the payer's current voucher to that
    * payee (a signed amount-0 one at first contact): what a session is opened with on a paid supplier.
+   * `detail.replay`: the part of `charge` that re-runs earlier steps on a replacement after a failover.
    */
-  voucherFor(payee: Payee, charge: bigint): Promise<WireVoucher>;
+  voucherFor(payee: Payee, charge: bigint, detail?: { replay: bigint }): Promise<WireVoucher>;
 }
 
 

@@ -219,7 +219,9 @@ export class PipelineSession {
       throw new PaymentNeededError(link.peerId);
     }
     const charge = stepCharge(this.options.manifest, price, { start: link.start, end: link.end, chunkTokens });
-    const voucher = await payer.voucherFor(link.hosted, charge);
+    // after a failover the replacement re-runs the earlier steps (every chunk but the last): work the request pays again
+    const replay = chunkTokens.length > 1 ? charge - stepCharge(this.options.manifest, price, { start: link.start, end: link.end, chunkTokens: chunkTokens.slice(-1) }) : 0n;
+    const voucher = await payer.voucherFor(link.hosted, charge, replay > 0n ? { replay } : undefined);
     return { charge, options: { voucher, chunkTokens } };
   }
 

@@ -24,7 +24,7 @@ let openai: OpenAI;
 
 beforeAll(async () => {
   chain = await startPaymentChain(tmp.dir);
-  const { fragDir } = await smallGpt(tmp.dir, 2);
+  ({ fragDir } = await smallGpt(tmp.dir, 2));
   const [, wa, wb, , wp] = chain.wallets;
   for (const w of [wa, wb, wp]) await chain.mint(w.address, 1_000_000n);
   await chain.stake(wa, 100n * TOKEN);
@@ -40,6 +40,7 @@ beforeAll(async () => {
 });
 
 let gatewayArgs: string[];
+let fragDir: string;
 
 /** Starts the gateway (on the same data folder each time) and waits for the model. */
 async function startGateway(): Promise<void> {
@@ -109,5 +110,48 @@ describe('gateway with payments (anvil, two staked suppliers that charge)', () =
       // A gateway that restarted from zero would sign vouchers below the supplier's best: superseded, the work unpaid.
       expect(BigInt(String(after.vouchered)) - BigInt(String(before[i].vouchered))).toBeGreaterThanOrEqual(charged);
     }
+  });
+
+  it('a supplier killed mid-request: the replacement replays and is paid for it, and the request still gets every token', async () => {
+    // A third staked supplier replicates fragment 1; the stream's host of fragment 1 is SIGKILLed after its first tokens.
+    const [, , wc] = chain.wallets;
+    await chain.mint(wc.address, 1_000_000n);
+    await chain.stake(wc, 100n * TOKEN);
+    const c = await startSupplier({ data: path.join(tmp.dir, 'c'), fragDir, fragments: '1', bootstrap: suppliers[0].addresses[0], wallet: await keystoreOf(wc, path.join(tmp.dir, 'c.json')), chainConfig: chain.configPath, price: PRICE });
+    suppliers.push(c);
+    const [model] = (await openai.models.list()).data;
+    const maxTokens = 40;
+    const res = await fetch(`${url}/v1/completions`, {
+      method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: model.id, prompt: 'Fail over, and pay for it', max_tokens: maxTokens, temperature: 0, stream: true }),
+    });
+    expect(res.status).toBe(200);
+    const route = (JSON.parse(res.headers.get('x-gridpipe-route') ?? '{"route":[]}') as { route: [string, number, number][] }).route;
+    const victim = suppliers.find((s) => s !== suppliers[0] && route.some(([peer]) => peer === s.peerId));
+    expect(victim).toBeDefined();
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    let killed = false;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+      if (!killed && text.split('\n').filter((l) => l.startsWith('data: {')).length >= 4) {
+        killed = true;
+        await victim!.proc.stop('SIGKILL');
+      }
+    }
+    expect(killed).toBe(true);
+    const chunks = text.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as { choices?: { finish_reason: string | null }[]; gridpipe?: { failovers: number; steps: number; hops: Hop[]; route: { peerId: string }[] } });
+    const meta = chunks.find((x) => x.gridpipe)?.gridpipe;
+    const finish = chunks.flatMap((x) => x.choices ?? []).map((ch) => ch.finish_reason).find((f) => f);
+    expect(meta).toBeDefined();
+    expect(meta!.failovers).toBeGreaterThanOrEqual(1);
+    expect(meta!.route.some((r) => r.peerId === victim!.peerId)).toBe(false);
+    // the replay's voucher went above the request's first ceiling: it was paid, not a reason to stop early
+    if (finish !== 'stop') expect(meta!.steps).toBe(maxTokens);
+    const replacement = suppliers.find((s) => s !== victim && s !== suppliers[0])!;
+    expect(meta!.hops.find((h) => h.peerId === replacement.peerId)?.paidSteps).toBeGreaterThan(0);
   });
 });

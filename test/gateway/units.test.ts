@@ -118,6 +118,20 @@ describe('KeyRing', () => {
     expect(() => new RequestBudget(ring, beta, 3n).admit('a request')).not.toThrow();
   });
 
+  it('a failover\'s replay raises a request\'s ceiling by what it costs, at most one ceiling more in all', async () => {
+    const ring = new KeyRing(parseKeys({ keys: { 'key-rich-0000000001': { name: 'rich' } } }));
+    const key = ring.authenticate('Bearer key-rich-0000000001');
+    const budget = new RequestBudget(ring, key, 10n);
+    const payer = budget.wrap({ voucherFor: async () => ({}) as never })!;
+    const payee = { peerId: 'P', stakingAddress: '0x0000000000000000000000000000000000000001', pricePerGflop: '1' };
+    await payer.voucherFor(payee, 8n);
+    await expect(payer.voucherFor(payee, 4n)).rejects.toMatchObject({ code: 'REQUEST_CEILING' }); // 12 > 10, no replay
+    await payer.voucherFor(payee, 7n, { replay: 6n }); // 15 <= 10 + 6
+    await expect(payer.voucherFor(payee, 6n, { replay: 6n })).rejects.toMatchObject({ code: 'REQUEST_CEILING' }); // replays capped at 10: 21 > 20
+    await payer.voucherFor(payee, 5n, { replay: 5n }); // 20 <= 10 + 10
+    expect(budget.signed).toBe(20n);
+  });
+
   it('keeps what each key spent across a restart (a budget spent stays spent), stored by hash, never the secret', async () => {
     const dir = path.join(spendTmp.dir, 'spending');
     const first = await SpendingLedger.open(dir);
