@@ -69,6 +69,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('name', choices=sorted(PLAN))
     parser.add_argument('--steps', type=int, help='override the planned step count')
+    parser.add_argument('--out', default=os.path.join(HERE, 'checkpoints'), help='checkpoint folder (default: checkpoints/)')
     args = parser.parse_args()
     plan = dict(PLAN[args.name])
     if args.steps:
@@ -80,7 +81,7 @@ def main():
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.1}, {'params': no_decay, 'weight_decay': 0.0}], lr=plan['lr'], betas=(0.9, 0.95))
-    out_dir = os.path.join(HERE, 'checkpoints')
+    out_dir = args.out
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, args.name + '.pt')
     step, elapsed = 0, 0.0
