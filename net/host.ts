@@ -139,7 +139,10 @@ export interface RelayServerOptions {
   maxReservations?: number;
   /** Bytes each relayed connection may carry, both ways together, before the relay resets it (default 256 MiB). */
   dataLimitBytes?: number;
-  /** How long each relayed connection may last (default 30 min). */
+  /**
+   * How long each relayed connection may last (default 30 min). circuit-relay-v2 3.x enforces this in ms and
+   * shows the client the same number as `limits.seconds`.
+   */
   durationLimitMs?: number;
 }
 
