@@ -78,7 +78,8 @@ export function gatewayCommand(): Command {
       });
       const models = gateway.context.catalog.servable().map((m) => m.id);
       if (o.json) {
-        process.stdout.write(`${JSON.stringify({ ready: true, url: gateway.url, models, open: gateway.context.keys.open, payments: Boolean(payers) })}\n`);
+        const { host } = gateway.context.client;
+        process.stdout.write(`${JSON.stringify({ ready: true, url: gateway.url, models, open: gateway.context.keys.open, payments: Boolean(payers), peerId: host.peerId.toString(), addresses: host.addresses() })}\n`);
       } else {
         process.stdout.write(`gateway ready at ${gateway.url}/v1 (OpenAI-compatible)\n`);
         process.stdout.write(`  models: ${models.join(', ') || 'none servable yet (they appear as suppliers announce them)'}\n`);

@@ -33,10 +33,14 @@ async function checkHostSources(sources: string[]): Promise<void> {
   }
 }
 
+/** How long the reachability line waits for the capacity record that advertises the new addresses. */
+const ADVERTISE_WAIT_MS = 10_000;
+
 /**
- * Says how others reach the supplier each time that changes (a relay slot reserved behind NAT, an address
- * AutoNAT confirmed), once the capacity record that advertises the new addresses is published: a JSON line
- * `{"reachability", "addresses"}` with --json, else one line of text. Returns the unsubscribe.
+ * Says how others reach the supplier each time that changes (a relay slot reserved behind NAT): a JSON line
+ * `{"reachability", "addresses", "advertised"}` with --json, else one line of text, once the capacity record
+ * naming the new addresses is published (`advertised: true`) or ADVERTISE_WAIT_MS have passed (`false`: the
+ * publisher keeps trying, as after any failed publication). Returns the unsubscribe.
  */
 function reportReachability(supplier: import('../node/supplier.js').Supplier, json: boolean): () => void {
   let said = supplier.host.reachability();
@@ -47,9 +51,15 @@ function reportReachability(supplier: import('../node/supplier.js').Supplier, js
       if (now === said) return;
       said = now;
       // the record names the new addresses first (not while paused: then no record is out)
-      if (supplier.publisher.isRunning) await supplier.publisher.publishNow().catch(() => undefined);
+      let advertised = false;
+      if (supplier.publisher.isRunning) {
+        let timer: NodeJS.Timeout | undefined;
+        const waited = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ADVERTISE_WAIT_MS); });
+        advertised = await Promise.race([supplier.publisher.publishNow().then((r) => r.ok, () => false), waited]);
+        clearTimeout(timer);
+      }
       const addresses = supplier.addresses();
-      if (json) process.stdout.write(`${JSON.stringify({ reachability: now, addresses })}\n`);
+      if (json) process.stdout.write(`${JSON.stringify({ reachability: now, addresses, advertised })}\n`);
       else process.stdout.write(`reachable: ${now}${now === 'relayed' ? ` (${addresses.filter((a) => a.includes('/p2p-circuit')).join(', ')})` : ''}\n`);
     });
   };

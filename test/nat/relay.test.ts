@@ -10,6 +10,7 @@
  * - The supplier behind NAT is SIGKILLed mid-generation: the session fails over to the public replica of
  *   fragment 1 (which advertises a tiny compute rate, so routes avoid it while the supplier behind NAT
  *   lives), with the same tokens.
+ * - A gateway with `--relay-server` relays too: a supplier behind NAT that joins through it holds its slot there.
  */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -35,6 +36,7 @@ const RELAY_PORT = 4001;
 const REPLICA_PORT = 4002;
 const REACHABLE_CLIENT_PORT = 4003;
 const UNREACHABLE_CLIENT_PORT = 4009;
+const GATEWAY_RELAY_PORT = 4004;
 
 interface Done { done: true; tokens: number[]; route: Array<{ peerId: string; fragments: number[]; connection: string }>; failovers: number }
 
@@ -59,7 +61,7 @@ describe.skipIf(unsupported !== undefined)('a supplier behind NAT (network names
     await runner.close();
 
     topology = createNatTopology();
-    await topology.startRouter([RELAY_PORT, REPLICA_PORT, REACHABLE_CLIENT_PORT], { up: { delayMs: 10 }, down: { delayMs: 10 } });
+    await topology.startRouter([RELAY_PORT, REPLICA_PORT, REACHABLE_CLIENT_PORT, GATEWAY_RELAY_PORT], { up: { delayMs: 10 }, down: { delayMs: 10 } });
     const relay = topology.gridpipe(topology.pub, ['supply', '--data', path.join(tmp.dir, 'relay'), '--listen', `/ip4/${PUBLIC_IP}/tcp/${RELAY_PORT}`,
       '--relay-server', '--host', fragDir, '--fragments', '0', '--json']);
     const relayReady = (await relay.ready) as { peerId: string };
@@ -77,8 +79,10 @@ describe.skipIf(unsupported !== undefined)('a supplier behind NAT (network names
     // advertises the relayed address.
     await waitFor(() => /"reachability":"relayed"/.test(home.output()), 'the supplier behind NAT to be reachable through the relay', 60_000, 100);
     const line = home.output().split('\n').find((l) => l.includes('"reachability":"relayed"'))!;
-    const addresses = (JSON.parse(line) as { addresses: string[] }).addresses;
+    const { addresses, advertised } = JSON.parse(line) as { addresses: string[]; advertised?: boolean };
     expect(addresses.some((a) => a.startsWith(`${relayAddr}/p2p-circuit/p2p/${homeReady.peerId}`)), addresses.join(' ')).toBe(true);
+    // at ready (no `advertised` field) the first publication already named the relayed address
+    expect(advertised ?? true).toBe(true);
   });
 
   afterAll(async () => {
@@ -94,7 +98,7 @@ describe.skipIf(unsupported !== undefined)('a supplier behind NAT (network names
   /** `gridpipe generate` on the public side; `onToken(n)` sees each token as it is printed. */
   async function generateFromPublicSide(clientPort: number, onToken?: (n: number) => void): Promise<Done> {
     const proc = topology.gridpipe(topology.pub, ['generate', '--manifest', fragDir, '--prompt-ids', PROMPT.join(','), '--max-tokens', String(MAX_TOKENS),
-      '--bootstrap', relayAddr, '--listen', `/ip4/${PUBLIC_IP}/tcp/${clientPort}`, '--wait', '60', '--json'], { GRIDPIPE_LOG_LEVEL: 'error' });
+      '--bootstrap', relayAddr, '--listen', `/ip4/${PUBLIC_IP}/tcp/${clientPort}`, '--wait', '60', '--json'], { GRIDPIPE_LOG_LEVEL: 'warn' });
     let seen = 0;
     proc.child.stdout!.on('data', () => {
       const tokens = proc.output().split('\n').filter((l) => l.startsWith('{"token"')).length;
@@ -135,5 +139,19 @@ describe.skipIf(unsupported !== undefined)('a supplier behind NAT (network names
     expect(done.failovers).toBeGreaterThanOrEqual(1);
     expect(done.route.map((r) => r.peerId)).toContain(replicaId);
     expect(done.route.map((r) => r.peerId)).not.toContain(behindNat.peerId);
+  });
+
+  it('a gateway with --relay-server is a relay too: a supplier behind NAT joining through it reserves a slot there', async () => {
+    const gateway = topology.gridpipe(topology.pub, ['gateway', '--port', '0', '--bootstrap', relayAddr, '--listen', `/ip4/${PUBLIC_IP}/tcp/${GATEWAY_RELAY_PORT}`,
+      '--relay-server', '--data', path.join(tmp.dir, 'gateway'), '--json']);
+    const gatewayId = ((await gateway.ready) as { peerId: string }).peerId;
+    const gatewayAddr = `/ip4/${PUBLIC_IP}/tcp/${GATEWAY_RELAY_PORT}/p2p/${gatewayId}`;
+    const home = topology.gridpipe(topology.home, ['supply', '--data', path.join(tmp.dir, 'home2'), '--relay', '--bootstrap', gatewayAddr,
+      '--host', fragDir, '--fragments', '1', '--json']);
+    await home.ready;
+    await waitFor(() => /"reachability":"relayed"/.test(home.output()), 'a relay slot on the gateway', 60_000, 100);
+    const line = home.output().split('\n').find((l) => l.includes('"reachability":"relayed"'))!;
+    const addresses = (JSON.parse(line) as { addresses: string[] }).addresses;
+    expect(addresses.some((a) => a.startsWith(`${gatewayAddr}/p2p-circuit/p2p/`)), addresses.join(' ')).toBe(true);
   });
 });
