@@ -25,6 +25,8 @@ export function gatewayCommand(): Command {
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .option('--bootstrap <multiaddr>', 'peer to join the grid through, with /p2p/<id> (repeatable)', collect, [])
     .addOption(new Option('--network <kind>', 'DHT flavour').choices(['auto', 'local', 'public']).default('auto'))
+    .option('--listen <multiaddr>', 'libp2p address to listen on (repeatable; default: any port)', collect, [])
+    .option('--relay-server', 'offer circuit relay service to suppliers behind NAT (needs a public --listen address)', false)
     .option('--keys <file>', 'API keys (JSON: {"keys": {"<key>": {"name", "payer"?, "budget"?, "requestsPerMinute"?, "tokensPerMinute"?}}}); without it the gateway is open')
     .option('--model <dir-or-cid>', 'fragment folder or manifest CID to serve besides the models discovered on the grid (repeatable)', collect, [])
     .option('--chain-config <file>', 'chain config (contract addresses, chain id, RPC): pay suppliers that charge with signed vouchers')
@@ -38,7 +40,7 @@ export function gatewayCommand(): Command {
     .option('--no-explorer', 'do not serve the network explorer (its page at /explorer/ and its API at /explorer/api/v1)')
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
-      port: number; host: string; bootstrap: string[]; network: string; keys?: string; model: string[];
+      port: number; host: string; bootstrap: string[]; network: string; listen: string[]; relayServer: boolean; keys?: string; model: string[];
       chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; metricsToken?: string; json: boolean;
       maxPricePerGflop: bigint; maxOverMedian: number; explorer: boolean;
     }) => {
@@ -51,6 +53,7 @@ export function gatewayCommand(): Command {
       const { checkMultiaddrs, chooseNetwork } = await import('./network.js');
       if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
+      checkMultiaddrs('--listen', o.listen);
       if ((o.rpc || o.wallet) && !o.chainConfig) throw new UsageError('--rpc and --wallet go with --chain-config');
       const keys = o.keys ? await readKeysFile(o.keys) : undefined;
       const logger = createLogger('gridpipe-gateway');
@@ -72,14 +75,16 @@ export function gatewayCommand(): Command {
       const explorer = o.explorer ? await import('./explorer.js') : undefined;
       let attached: Awaited<ReturnType<NonNullable<typeof explorer>['gatewayExplorer']>> | undefined;
       const gateway = await startGateway({
-        bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), port: o.port, host: o.host, keys, models: o.model,
+        bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), listen: o.listen.length ? o.listen : undefined, relayServer: o.relayServer,
+        port: o.port, host: o.host, keys, models: o.model,
         payerFor: payers?.payerFor, priceLimits: { maxPricePerGflop: o.maxPricePerGflop, maxOverMedian: o.maxOverMedian }, requireStake, maxTensorBytes: o.maxTensorBytes, metricsToken, logger, spendingDir: path.join(o.data, 'spending'),
         extraRoutes: explorer ? (app, ctx) => { attached = explorer.gatewayExplorer(app, ctx, { chainConfig: o.chainConfig, rpcUrl: o.rpc, logger }); } : undefined,
       });
       const explorerUrl = attached ? `${gateway.url}${attached.path}` : undefined;
       const models = gateway.context.catalog.servable().map((m) => m.id);
       if (o.json) {
-        process.stdout.write(`${JSON.stringify({ ready: true, url: gateway.url, models, open: gateway.context.keys.open, payments: Boolean(payers), ...(explorerUrl ? { explorer: explorerUrl } : {}) })}\n`);
+        const { host } = gateway.context.client;
+        process.stdout.write(`${JSON.stringify({ ready: true, url: gateway.url, models, open: gateway.context.keys.open, payments: Boolean(payers), peerId: host.peerId.toString(), addresses: host.addresses(), ...(explorerUrl ? { explorer: explorerUrl } : {}) })}\n`);
       } else {
         process.stdout.write(`gateway ready at ${gateway.url}/v1 (OpenAI-compatible)\n`);
         process.stdout.write(`  models: ${models.join(', ') || 'none servable yet (they appear as suppliers announce them)'}\n`);

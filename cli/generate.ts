@@ -36,11 +36,12 @@ export function generateCommand(): Command {
     .option('--seed <n>', 'sampling seed', nonNegativeInt, 0)
     .option('--bootstrap <multiaddr>', 'peer to join through (repeatable)', collect, [])
     .addOption(new Option('--network <kind>', 'DHT flavour').choices(['auto', 'local', 'public']).default('auto'))
+    .option('--listen <multiaddr>', 'libp2p address to listen on (repeatable; a reachable one lets suppliers behind NAT connect back directly)', collect, [])
     .option('--wait <seconds>', 'how long to wait to join the grid, and for hosts of every fragment', positiveNumber, 30)
     .option('--json', 'one JSON line per token, then a summary', false)
     .action(async (o: {
       manifest: string; promptIds?: string; prompt?: string; maxTokens: number; temperature: number; topP?: number; topK?: number;
-      seed: number; bootstrap: string[]; network: string; wait: number; json: boolean;
+      seed: number; bootstrap: string[]; network: string; listen: string[]; wait: number; json: boolean;
     }) => {
       // The grid client (libp2p, onnxruntime) loads here, not with the command tree.
       const { vocabSize } = await import('../fragments/manifest.js');
@@ -50,11 +51,12 @@ export function generateCommand(): Command {
       const { checkMultiaddrs, chooseNetwork } = await import('./network.js');
       if (!o.bootstrap.length) throw new UsageError('give at least one --bootstrap address to join the grid through');
       checkMultiaddrs('--bootstrap', o.bootstrap, true);
+      checkMultiaddrs('--listen', o.listen);
       if ((o.promptIds === undefined) === (o.prompt === undefined)) throw new UsageError('give exactly one of --prompt-ids or --prompt');
       if (!(o.temperature >= 0)) throw new UsageError(`--temperature must be >= 0, got ${o.temperature}`);
       await checkModelSource(o.manifest);
       const waitMs = o.wait * 1000;
-      const client = await GridClient.connect({ bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), joinTimeoutMs: waitMs });
+      const client = await GridClient.connect({ bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), joinTimeoutMs: waitMs, listen: o.listen });
       try {
         if (client.host.routingTableSize() === 0) throw new GridpipeError('NO_PEERS', `no peer answered at ${o.bootstrap.join(', ')} within ${o.wait} s`);
         const model = await client.openModel(o.manifest, waitMs);
@@ -89,11 +91,11 @@ export function generateCommand(): Command {
         } finally {
           await session.close();
         }
-        const route = session.route.map((r) => ({ peerId: r.peerId, fragments: [r.start, r.end - 1] }));
+        const route = session.route.map((r) => ({ peerId: r.peerId, fragments: [r.start, r.end - 1], connection: client.connectionKind(r.peerId) }));
         if (o.json) process.stdout.write(`${JSON.stringify({ done: true, tokens: ids, route, failovers: session.failovers, synthetic: model.manifest.model.synthetic })}\n`);
         else {
           process.stdout.write('\n');
-          process.stderr.write(`route: ${route.map((r) => `${r.peerId.slice(-8)}[${r.fragments[0]}..${r.fragments[1]}]`).join(' → ')}${session.failovers ? ` (${session.failovers} failover${session.failovers > 1 ? 's' : ''})` : ''}\n`);
+          process.stderr.write(`route: ${route.map((r) => `${r.peerId.slice(-8)}[${r.fragments[0]}..${r.fragments[1]}]${r.connection === 'relayed' ? ' (relayed)' : ''}`).join(' → ')}${session.failovers ? ` (${session.failovers} failover${session.failovers > 1 ? 's' : ''})` : ''}\n`);
           if (model.manifest.model.synthetic) process.stderr.write('note: a synthetic model with seeded weights: its output is noise, not language.\n');
         }
       } finally {

@@ -28,11 +28,14 @@ export interface SpawnOptions {
   readyTimeoutMs?: number;
   /** Lines of its stderr quoted when it fails before ready (default 20). */
   errorLines?: number;
+  /** A command that runs node for it, e.g. `['ip', 'netns', 'exec', NS]` (a test in network namespaces). */
+  prefix?: string[];
 }
 
 /** Starts `gridpipe ...args` in the background. */
 export function spawnGridpipe(args: string[], options: SpawnOptions = {}): GridpipeProcess {
-  const child = spawn(process.execPath, [options.cli ?? CLI_ENTRY, ...args], {
+  const command = [...(options.prefix ?? []), process.execPath, options.cli ?? CLI_ENTRY, ...args];
+  const child = spawn(command[0], command.slice(1), {
     cwd: options.cwd,
     env: { ...process.env, GRIDPIPE_LOG_LEVEL: process.env.GRIDPIPE_LOG_LEVEL ?? 'warn', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -33,6 +33,40 @@ async function checkHostSources(sources: string[]): Promise<void> {
   }
 }
 
+/** How long the reachability line waits for the capacity record that advertises the new addresses. */
+const ADVERTISE_WAIT_MS = 10_000;
+
+/**
+ * Says how others reach the supplier each time that changes (a relay slot reserved behind NAT): a JSON line
+ * `{"reachability", "addresses", "advertised"}` with --json, else one line of text, once the capacity record
+ * naming the new addresses is published (`advertised: true`) or ADVERTISE_WAIT_MS have passed (`false`: the
+ * publisher keeps trying, as after any failed publication). Returns the unsubscribe.
+ */
+function reportReachability(supplier: import('../node/supplier.js').Supplier, json: boolean): () => void {
+  let said = supplier.host.reachability();
+  let chain = Promise.resolve();
+  const onUpdate = (): void => {
+    chain = chain.then(async () => {
+      const now = supplier.host.reachability();
+      if (now === said) return;
+      said = now;
+      // the record names the new addresses first (not while paused: then no record is out)
+      let advertised = false;
+      if (supplier.publisher.isRunning) {
+        let timer: NodeJS.Timeout | undefined;
+        const waited = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ADVERTISE_WAIT_MS); });
+        advertised = await Promise.race([supplier.publisher.publishNow().then((r) => r.ok, () => false), waited]);
+        clearTimeout(timer);
+      }
+      const addresses = supplier.addresses();
+      if (json) process.stdout.write(`${JSON.stringify({ reachability: now, addresses, advertised })}\n`);
+      else process.stdout.write(`reachable: ${now}${now === 'relayed' ? ` (${addresses.filter((a) => a.includes('/p2p-circuit')).join(', ')})` : ''}\n`);
+    });
+  };
+  supplier.host.node.addEventListener('self:peer:update', onUpdate);
+  return () => supplier.host.node.removeEventListener('self:peer:update', onUpdate);
+}
+
 /** The supply command. */
 export function supplyCommand(): Command {
   return new Command('supply')
@@ -81,7 +115,8 @@ export function supplyCommand(): Command {
     .option('--redeem-threshold <tokens>', 'redeem vouchers once this much is unredeemed, in tokens (decimals allowed, e.g. 1)')
     .addOption(new Option('--network <kind>', 'DHT flavour').choices(['auto', 'local', 'public']).default('auto'))
     .option('--mdns', 'discover peers on the LAN', false)
-    .option('--relay', 'use circuit relays and hole punching when behind NAT', false)
+    .option('--relay', 'behind NAT: be reached through circuit relays, upgrade to direct connections by hole punching (DCUtR)', false)
+    .option('--relay-server', 'offer circuit relay service to suppliers behind NAT (needs a public address)', false)
     .option('--admin-port <port>', 'local admin endpoint on 127.0.0.1 (0 = any free port)', (v: string) => Number(v))
     .addOption(new Option('--provider <ep>', 'execution provider to try first').choices(['auto', 'cpu', 'cuda', 'webgpu']))
     .option('--reprobe', 're-run the capacity probe instead of using the cached one', false)
@@ -97,7 +132,7 @@ export function supplyCommand(): Command {
       drain: number; gflops?: number;
       maxMemory?: number; maxSessions?: number; maxSessionsPerPeer?: number; threads?: number; gpuShare?: number; hours?: string; paused: boolean;
       pricePerGflop: string; price?: string; stakingAddress?: string; stakeBinding?: string; network: string;
-      chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; creditPerPeer?: string; creditTotal?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; adminPort?: number;
+      chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; creditPerPeer?: string; creditTotal?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; relayServer: boolean; adminPort?: number;
       provider?: ProviderChoice; reprobe: boolean; spin: boolean; inlineRuns: boolean; maxBatch: number; batchWindowUs: number; json: boolean;
       explorer?: boolean | string;
     }) => {
@@ -167,7 +202,7 @@ export function supplyCommand(): Command {
       const progress = createProgress('fetching fragments', o.json);
       const supplier = await Supplier.start({
         dataDir: o.data, listen: o.listen.length ? o.listen : undefined, announce: o.announce.length ? o.announce : undefined,
-        bootstrap: o.bootstrap, network, mdns: o.mdns, relay: o.relay,
+        bootstrap: o.bootstrap, network, mdns: o.mdns, relay: o.relay, relayServer: o.relayServer,
         host: o.host, fragments: o.fragments === 'all' ? undefined : o.fragments,
         placement: o.fragments === 'all' ? false : {
           folders: o.place, maxFragments: o.maxFragments, kvTokens: o.kvTokens, joinJitterMs: o.joinJitter, rebalance: o.rebalance,
@@ -187,7 +222,7 @@ export function supplyCommand(): Command {
         peerId: supplier.peerId, addresses: supplier.addresses(), admin: supplier.adminUrl,
         hosted: supplier.hosted.map((h) => ({ manifestCid: h.manifestCid, index: h.index, cid: h.cid })),
         ...(supplier.payments ? { payee: supplier.payments.payee, pricePerGflop: price } : {}),
-        provider: supplier.probe.benchmark.executionProvider, gflops: Number(supplier.gflops.toFixed(2)),
+        provider: supplier.probe.benchmark.executionProvider, gflops: Number(supplier.gflops.toFixed(2)), reachability: supplier.host.reachability(),
         placement: supplier.placement.map((p) => ({ manifestCid: p.manifestCid, span: p.span })),
         ...(explorer ? { explorer: explorer.url } : {}),
       };
@@ -199,6 +234,7 @@ export function supplyCommand(): Command {
         if (ready.admin) process.stdout.write(`  admin: ${ready.admin} (POST /pause, POST /resume, GET /status, GET /metrics)\n`);
         if (explorer) process.stdout.write(`  explorer: ${explorer.url}\n`);
       }
+      const stopReporting = reportReachability(supplier, o.json);
       process.on('SIGUSR1', () => { void supplier.pause(); });
       process.on('SIGUSR2', () => { void supplier.resume(); });
       await new Promise<void>((resolve) => {
@@ -207,6 +243,7 @@ export function supplyCommand(): Command {
         process.once('SIGTERM', shutdown);
       });
       await explorer?.close();
+      stopReporting();
       await supplier.stop();
       payments?.chain.close();
       if (!o.json) process.stdout.write('supplier stopped\n');

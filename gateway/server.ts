@@ -31,6 +31,10 @@ export interface GatewayOptions {
   /** Peers to join the grid through. */
   bootstrap: string[];
   network?: NetworkKind;
+  /** libp2p listen addresses (default: any port); a relay server needs a fixed, public one. */
+  listen?: string[];
+  /** Offer relay service to suppliers behind NAT. */
+  relayServer?: boolean;
   port?: number;
   host?: string;
   /** API keys (absent = open access, logged as such). */
@@ -131,7 +135,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     stakeCheck = cachedStakeCheck(attachStakeRegistry(stakeRegistry, provider), undefined, undefined, { chainId, stakeRegistry });
     closeProvider = () => provider.destroy();
   }
-  const client = await GridClient.connect({ bootstrap: options.bootstrap, network: options.network, logger, discovery: { lookupTimeoutMs: 5000 }, stakeCheck });
+  const client = await GridClient.connect({
+    bootstrap: options.bootstrap, network: options.network, logger, discovery: { lookupTimeoutMs: 5000 }, stakeCheck,
+    listen: options.listen, relayServer: options.relayServer,
+  });
   const catalog = new ModelCatalog(client, { models: options.models, refreshEveryMs: options.refreshEveryMs, logger, stakeCheck });
   const keys = new KeyRing(options.keys);
   const ctx: GatewayContext = {

@@ -3,6 +3,19 @@
  * protocol `/gridpipe/kad/1.0.0` (never the public IPFS DHT), with the capacity record validator and
  * selector registered. Optional: bootstrap list, mDNS (LAN), circuit relay + DCUtR hole punching.
  *
+ * Reachability (docs/nat.md): every host can dial relayed (`/p2p-circuit`) addresses and answer DCUtR, so any
+ * client reaches a supplier behind NAT; `relay: true` (a node behind NAT) also listens through relays
+ * (reserves a slot, advertises the relayed address) and upgrades relayed connections to direct ones with
+ * DCUtR; `relayServer` (a public supplier or gateway) offers relay service, with limits sized for pipeline
+ * activations rather than libp2p's 128 KiB / 2 min.
+ *
+ * Addresses: libp2p counts a public address only once it is verified (announced, or confirmed by AutoNAT).
+ * A listen address on a specific public IP and a fixed port is the operator saying "reach me here", so it is
+ * announced as well (a 0.0.0.0 or port-0 listener is not). AutoNAT (@libp2p/autonat 3.x) is not run: its
+ * dial-back reuses, then closes, an existing connection to the asker (or, forced to dial afresh, has libp2p
+ * abort a "Duplicate multiaddr connection"), which dropped relay slots and client connections in test/nat/;
+ * and it needs confirmations from four distinct /8 networks. `reachability()` reads the addresses instead.
+ *
  * Suppliers run the DHT in server mode (`clientMode: false`, the default here); clients (gateways)
  * may pass `clientMode: true`. `network: 'local'` keeps loopback/LAN addresses in the DHT
  * (passthroughMapper) and uses fast start-up timers; `'public'` drops private addresses from DHT
@@ -21,8 +34,10 @@ import { mdns } from '@libp2p/mdns';
 import { ping, type Ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
 import { generateKeyPair } from '@libp2p/crypto/keys';
+import { isPrivate } from '@libp2p/utils';
 import { LevelDatastore } from 'datastore-level';
 import { createLibp2p, type Libp2pOptions } from 'libp2p';
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { base32 } from 'multiformats/bases/base32';
 import { base58btc } from 'multiformats/bases/base58';
 import path from 'node:path';
@@ -96,14 +111,14 @@ export interface GridHostOptions {
   announce?: string[];
   /** Multiaddrs (with /p2p/<id>) of peers to join through. */
   bootstrap?: string[];
-  /** DHT client only (gateways, CLIs); suppliers keep the default false (server). */
+  /** DHT client only (gateways, CLIs, nodes behind NAT); default: server, or client with `relay`. */
   clientMode?: boolean;
   /** Discover peers on the LAN with mDNS (default false). */
   mdns?: boolean | { intervalMs?: number };
-  /** Circuit relay transport (reach and be reached through relays) + DCUtR hole punching. */
+  /** Behind NAT: be reached through relays (reserve a slot, advertise the relayed address), upgrade with DCUtR. */
   relay?: boolean;
-  /** Also serve as a relay for others (public nodes with spare bandwidth). */
-  relayServer?: boolean;
+  /** Also serve as a relay for others (public nodes with spare bandwidth); `true` = RELAY_SERVER_DEFAULTS. */
+  relayServer?: boolean | RelayServerOptions;
   dht?: DhtOptions;
   limits?: StreamLimits;
   /** Root logger (default: pino at GRIDPIPE_LOG_LEVEL or 'info'); each component logs through a child. */
@@ -117,6 +132,29 @@ export interface GridHostOptions {
   /** Metrics registry (default: a new one for this node). */
   metricsRegistry?: Registry;
 }
+
+/** What a relay server lends to each peer behind NAT. */
+export interface RelayServerOptions {
+  /** Peers holding a slot at once (default 64). */
+  maxReservations?: number;
+  /** Bytes each relayed connection may carry, both ways together, before the relay resets it (default 256 MiB). */
+  dataLimitBytes?: number;
+  /**
+   * How long each relayed connection may last (default 30 min). circuit-relay-v2 3.x enforces this in ms and
+   * shows the client the same number as `limits.seconds`.
+   */
+  durationLimitMs?: number;
+}
+
+/**
+ * Relay limits for pipelines: libp2p's defaults (128 KiB, 2 min per relayed connection) end an exec session
+ * after a few steps of a small model; a generation's activations are megabytes and its session minutes.
+ * DCUtR moves the traffic to a direct connection wherever the NAT allows, so the relay carries only the rest.
+ */
+export const RELAY_SERVER_DEFAULTS: Required<RelayServerOptions> = { maxReservations: 64, dataLimitBytes: 256 * 1024 * 1024, durationLimitMs: 30 * 60_000 };
+
+/** How others reach this node, as far as it knows. */
+export type Reachability = 'public' | 'relayed' | 'unknown';
 
 export interface GridServices extends Record<string, unknown> {
   identify: Identify;
@@ -140,6 +178,11 @@ export interface GridHost {
   addresses(): string[];
   /** Peers in the DHT routing table. */
   routingTableSize(): number;
+  /**
+   * 'public' with a verified direct public address (announced, or bound to a public IP), 'relayed'
+   * when the node is reachable only through relay slots, 'unknown' otherwise.
+   */
+  reachability(): Reachability;
   /** The node's metrics (capacity counters, routing table, connections). */
   metrics: Registry;
   capacityMetrics: CapacityMetrics;
@@ -247,12 +290,12 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
   const providerValidityMs = dhtOptions.providerValidityMs ?? 3600_000;
   const libp2pLogLevel = options.libp2pLog ?? (process.env.GRIDPIPE_LIBP2P_LOG as GridHostOptions['libp2pLog'] | undefined) ?? 'silent';
 
-  const transports: Array<(components: never) => Transport> = [tcp()];
+  // Every host can dial relayed addresses (a supplier behind NAT is reached through one); only a host
+  // behind NAT listens through relays ('/p2p-circuit' makes the transport reserve slots).
+  const transports: Array<(components: never) => Transport> = [tcp(), circuitRelayTransport() as (components: never) => Transport];
   const listen = [...(options.listen ?? [local ? '/ip4/127.0.0.1/tcp/0' : '/ip4/0.0.0.0/tcp/0'])];
-  if (options.relay) {
-    transports.push(circuitRelayTransport() as (components: never) => Transport);
-    listen.push('/p2p-circuit');
-  }
+  if (options.relay) listen.push('/p2p-circuit');
+  const boundPublic = listen.filter(isBoundPublicAddress);
 
   const peerDiscovery: Array<(components: never) => PeerDiscovery> = [];
   if (options.bootstrap?.length) {
@@ -275,7 +318,8 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
     ping: ping({ maxOutboundStreams: 16, maxInboundStreams: 32, runOnLimitedConnection: true }),
     dht: kadDHT({
       protocol: DHT_PROTOCOL,
-      clientMode: options.clientMode ?? false,
+      // a node behind NAT cannot answer DHT queries (nobody can dial it directly): it is a DHT client
+      clientMode: options.clientMode ?? Boolean(options.relay),
       peerInfoMapper: local ? passthroughMapper : removePrivateAddressesMapper,
       validators: records.validators,
       selectors: records.selectors,
@@ -289,14 +333,24 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
       },
     }),
   };
-  if (options.relay) services.dcutr = dcutr();
-  if (options.relayServer) services.relay = circuitRelayServer();
+  // DCUtR on every host: the node behind NAT starts the upgrade, its peer must answer it.
+  services.dcutr = dcutr();
+  if (options.relayServer) {
+    const r = { ...RELAY_SERVER_DEFAULTS, ...(typeof options.relayServer === 'object' ? options.relayServer : {}) };
+    services.relay = circuitRelayServer({
+      reservations: { maxReservations: r.maxReservations, defaultDataLimit: BigInt(r.dataLimitBytes), defaultDurationLimit: r.durationLimitMs },
+    });
+  }
 
   const init = {
     privateKey,
     datastore: capacityQuota.datastore(),
     nodeInfo: { name: 'gridpipe', version: VERSION, userAgent: `gridpipe/${VERSION} node/${process.versions.node}` },
-    addresses: { listen, ...(options.announce ? { announce: options.announce } : {}) },
+    addresses: {
+      listen,
+      ...(options.announce ? { announce: options.announce } : {}),
+      ...(boundPublic.length && !options.announce ? { appendAnnounce: boundPublic } : {}),
+    },
     transports,
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({
@@ -342,6 +396,7 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
       return s.includes('/p2p/') ? s : `${s}/p2p/${node.peerId.toString()}`;
     }),
     routingTableSize,
+    reachability: () => reachabilityOf(node),
     metrics: registry,
     capacityMetrics,
     capacityQuota,
@@ -357,8 +412,29 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
       return stopped;
     },
   };
-  hostLogger.info({ peerId: node.peerId.toString(), addrs: host.addresses(), network, mode: options.clientMode ? 'client' : 'server' }, 'libp2p host started');
+  hostLogger.info({ peerId: node.peerId.toString(), addrs: host.addresses(), network, mode: (options.clientMode ?? Boolean(options.relay)) ? 'client' : 'server' }, 'libp2p host started');
   return host;
+}
+
+/** A listen address on one public IPv4/IPv6 address and a fixed TCP port (not 0.0.0.0, ::, or port 0). */
+function isBoundPublicAddress(address: string): boolean {
+  const m = /^\/ip[46]\/([^/]+)\/tcp\/(\d+)$/.exec(address);
+  if (!m || m[2] === '0' || m[1] === '0.0.0.0' || m[1] === '::') return false;
+  try {
+    return !isPrivate(multiaddr(address));
+  } catch {
+    return false;
+  }
+}
+
+/** A node's reachability from its address manager: verified direct addresses, relayed ones, or neither. */
+function reachabilityOf(node: GridLibp2p): Reachability {
+  // getMultiaddrs() holds only verified addresses: private ones and announced (or bound public) ones.
+  const own = node.getMultiaddrs();
+  const relayed = (a: Multiaddr): boolean => a.toString().includes('/p2p-circuit');
+  if (own.some((a) => !relayed(a) && !isPrivate(a))) return 'public';
+  if (own.some(relayed)) return 'relayed';
+  return 'unknown';
 }
 
 /** Stops a host (libp2p, then its datastore). */

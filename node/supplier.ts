@@ -49,7 +49,10 @@ export interface SupplierOptions {
   bootstrap?: string[];
   network?: NetworkKind;
   mdns?: boolean;
+  /** Behind NAT: be reached through relays and upgrade with DCUtR (net/host.ts). */
   relay?: boolean;
+  /** Offer relay service to suppliers behind NAT (a public supplier with spare bandwidth). */
+  relayServer?: boolean;
   /** Fragment folders (with manifest.json) or manifest CIDs to host. */
   host?: string[];
   /**
@@ -209,7 +212,7 @@ export class Supplier {
     if (options.gflops !== undefined && !(options.gflops > 0)) throw new RangeError(`gflops must be positive, got ${options.gflops}`);
     const host = await createGridHost({
       dataDir, network: options.network, listen: options.listen, announce: options.announce, bootstrap: options.bootstrap,
-      mdns: options.mdns, relay: options.relay, logger,
+      mdns: options.mdns, relay: options.relay, relayServer: options.relayServer, logger,
     });
     const cleanups: (() => Promise<unknown>)[] = [() => host.stop()];
     let chain: ChainAccess | undefined;

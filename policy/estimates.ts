@@ -1,17 +1,27 @@
 /**
- * What the client learns about each server from its replies: round trip, seconds per FLOP and queueing
- * (moving averages, seeded from the capacity record), and bans with exponential back-off for servers that
- * fail (after hivemind's Blacklist: 15 s × 2^k, cleared by a success).
+ * What the client learns about each server from its replies: round trip, bandwidth, seconds per FLOP and
+ * queueing (moving averages, seeded from the capacity record), and bans with exponential back-off for servers
+ * that fail (after hivemind's Blacklist: 15 s × 2^k, cleared by a success).
+ *
+ * Round trip and bandwidth come apart from one number, a reply's network time (wall − queue − compute),
+ * modelled as `rtt + bytes / bandwidth`: every reply refines the round trip with what the bandwidth estimate
+ * does not explain, and a reply that moved enough bytes (`minBandwidthSampleBytes`) refines the bandwidth with
+ * what the round trip does not. Across the internet the round trip dominates decode and the bandwidth
+ * prefill; on loopback both are tiny and routing is decided by compute, as before.
  */
 
 export interface PeerEstimate {
   rttMs: number;
+  /** 1 / bandwidth (bytes per second) of the path to this server, both ways together. */
+  secondsPerByte: number;
   secondsPerFlop: number;
   queueMs: number;
   inflight: number;
   bannedUntil: number;
   failures: number;
   samples: number;
+  /** Replies that counted as bandwidth samples. */
+  bandwidthSamples: number;
 }
 
 export interface EstimatesOptions {
@@ -22,6 +32,10 @@ export interface EstimatesOptions {
   banMaxMs?: number;
   /** Round trip assumed before any reply (default 5 ms: a LAN; the record's region could refine it). */
   defaultRttMs?: number;
+  /** Bandwidth assumed before a big enough reply (default 1e9 B/s: what routing assumed for every peer before). */
+  defaultBandwidthBytesPerS?: number;
+  /** Fewest bytes a call must move to count as a bandwidth sample (default 64 KiB). */
+  minBandwidthSampleBytes?: number;
   now?: () => number;
 }
 
@@ -31,6 +45,8 @@ export class Estimates {
   private readonly banBaseMs: number;
   private readonly banMaxMs: number;
   private readonly defaultRttMs: number;
+  private readonly defaultSecondsPerByte: number;
+  private readonly minBandwidthSampleBytes: number;
   private readonly now: () => number;
 
   constructor(options: EstimatesOptions = {}) {
@@ -38,6 +54,8 @@ export class Estimates {
     this.banBaseMs = options.banBaseMs ?? 15_000;
     this.banMaxMs = options.banMaxMs ?? 10 * 60_000;
     this.defaultRttMs = options.defaultRttMs ?? 5;
+    this.defaultSecondsPerByte = 1 / (options.defaultBandwidthBytesPerS ?? 1e9);
+    this.minBandwidthSampleBytes = options.minBandwidthSampleBytes ?? 64 * 1024;
     this.now = options.now ?? Date.now;
   }
 
@@ -45,18 +63,26 @@ export class Estimates {
   get(peerId: string, advertisedGflops = 10): PeerEstimate {
     let e = this.peers.get(peerId);
     if (!e) {
-      e = { rttMs: this.defaultRttMs, secondsPerFlop: 1 / (Math.max(0.01, advertisedGflops) * 1e9), queueMs: 0, inflight: 0, bannedUntil: 0, failures: 0, samples: 0 };
+      e = { rttMs: this.defaultRttMs, secondsPerByte: this.defaultSecondsPerByte, secondsPerFlop: 1 / (Math.max(0.01, advertisedGflops) * 1e9), queueMs: 0, inflight: 0, bannedUntil: 0, failures: 0, samples: 0, bandwidthSamples: 0 };
       this.peers.set(peerId, e);
     }
     return e;
   }
 
-  /** Folds in one reply: wall time of the call, the server's queue and compute time, the FLOPs it ran. */
-  recordReply(peerId: string, wallMs: number, queueMs: number, computeMs: number, flops: number): void {
+  /**
+   * Folds in one reply: wall time of the call, the server's queue and compute time, the FLOPs it ran and the
+   * bytes the call moved (request and reply tensors; 0 when unknown).
+   */
+  recordReply(peerId: string, wallMs: number, queueMs: number, computeMs: number, flops: number, bytes = 0): void {
     const e = this.get(peerId);
     const a = e.samples === 0 ? 1 : this.alpha;
     const network = Math.max(0, wallMs - queueMs - computeMs);
-    e.rttMs = (1 - a) * e.rttMs + a * network;
+    if (bytes >= this.minBandwidthSampleBytes && network > e.rttMs) {
+      const b = e.bandwidthSamples === 0 ? 1 : this.alpha;
+      e.secondsPerByte = (1 - b) * e.secondsPerByte + b * ((network - e.rttMs) / 1000 / bytes);
+      e.bandwidthSamples++;
+    }
+    e.rttMs = (1 - a) * e.rttMs + a * Math.max(0, network - bytes * e.secondsPerByte * 1000);
     if (flops > 0 && computeMs > 0) e.secondsPerFlop = (1 - a) * e.secondsPerFlop + a * (computeMs / 1000 / flops);
     e.queueMs = (1 - a) * e.queueMs + a * queueMs;
     e.samples++;

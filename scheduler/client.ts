@@ -29,6 +29,13 @@ import { ExecClient } from '../net/exec/client.js';
 export interface GridClientOptions {
   bootstrap: string[];
   network?: NetworkKind;
+  /**
+   * libp2p listen addresses (default: any port). A fixed, reachable one lets suppliers behind NAT, first
+   * reached through a relay, connect back directly (DCUtR).
+   */
+  listen?: string[];
+  /** Offer relay service to suppliers behind NAT (a gateway with a public address); see net/host.ts. */
+  relayServer?: boolean;
   logger?: Logger;
   discovery?: DiscoveryOptions;
   /** Moving averages and ban lengths of the swarm view's per-peer estimates (policy/estimates.ts defaults). */
@@ -86,7 +93,10 @@ export class GridClient {
   /** Joins the grid as a DHT client and waits (up to `joinTimeoutMs`, default 30 s) for a routing table. */
   static async connect(options: GridClientOptions): Promise<GridClient> {
     const logger = options.logger ?? createLogger('gridpipe', 'warn');
-    const host = await createGridHost({ network: options.network, bootstrap: options.bootstrap, clientMode: true, logger });
+    const host = await createGridHost({
+      network: options.network, bootstrap: options.bootstrap, clientMode: true, logger,
+      ...(options.listen?.length ? { listen: options.listen } : {}), relayServer: options.relayServer,
+    });
     const deadline = Date.now() + (options.joinTimeoutMs ?? 30_000);
     while (host.routingTableSize() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     return new GridClient(host, options, logger);
@@ -130,6 +140,16 @@ export class GridClient {
       swarm: this.swarm, client: this.exec, maxLength, logger: this.logger, minStepTimeoutMs: this.options.minStepTimeoutMs,
       payer: options.payer, priceLimits: options.priceLimits,
     });
+  }
+
+  /**
+   * How this client is connected to a peer now: 'direct', 'relayed' (only through a circuit relay, a
+   * limited connection), or 'none'.
+   */
+  connectionKind(peerId: string): 'direct' | 'relayed' | 'none' {
+    const conns = this.host.node.getConnections().filter((c) => c.remotePeer.toString() === peerId && c.status === 'open');
+    if (conns.some((c) => c.limits == null && !c.remoteAddr.toString().includes('/p2p-circuit'))) return 'direct';
+    return conns.length ? 'relayed' : 'none';
   }
 
   async close(): Promise<void> {

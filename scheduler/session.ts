@@ -165,7 +165,8 @@ export class PipelineSession {
       try {
         const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), ...this.reductionFrom(link.end, hints), timeoutMs, ...payment?.options }).finally(() => { estimate.inflight--; });
         const wallMs = performance.now() - started;
-        this.swarm.reportReply(link.peerId, wallMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens * (1 + replay.length)));
+        const moved = tensorBytes(feeds) + replay.reduce((n, r) => n + tensorBytes(r.inputs), 0) + tensorBytes(res.outputs) + res.replayOutputs.reduce((n, r) => n + tensorBytes(r.outputs), 0);
+        this.swarm.reportReply(link.peerId, wallMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens * (1 + replay.length)), moved);
         // Replayed outputs rebuild what later fresh spans of a different split need for their own replay.
         res.replayOutputs.forEach((r, t) => Object.assign(this.history[t].known, r.outputs));
         Object.assign(known, res.outputs);
@@ -335,6 +336,13 @@ export class PipelineSession {
     for (let j = start; j < end; j++) f += this.costs[j].flopsPerToken * tokens;
     return f;
   }
+}
+
+/** Bytes of the tensors' data (what a call moves on the wire, framing aside). */
+function tensorBytes(tensors: TensorMap): number {
+  let n = 0;
+  for (const t of Object.values(tensors)) n += (t.data as { byteLength?: number }).byteLength ?? 0;
+  return n;
 }
 
 function pick(known: TensorMap, names: string[], link: RouteCall): TensorMap {

@@ -107,9 +107,9 @@ export class SwarmView implements RecordFeed {
     return this.estimates.get(peerId, advertisedGflops);
   }
 
-  /** A reply from a peer: wall time of the call, its queue and compute time, the FLOPs it ran. Clears its ban. */
-  reportReply(peerId: string, wallMs: number, queueMs: number, computeMs: number, flops: number): void {
-    this.estimates.recordReply(peerId, wallMs, queueMs, computeMs, flops);
+  /** A reply from a peer: wall time of the call, its queue and compute time, the FLOPs it ran, the bytes it moved. Clears its ban. */
+  reportReply(peerId: string, wallMs: number, queueMs: number, computeMs: number, flops: number, bytes = 0): void {
+    this.estimates.recordReply(peerId, wallMs, queueMs, computeMs, flops, bytes);
   }
 
   /** A peer failed, stalled or would not open a session: banned for every session of this process (back-off). */
@@ -160,7 +160,7 @@ export class SwarmView implements RecordFeed {
     const e = this.estimates.get(span.peerId, span.gflops);
     return {
       peerId: span.peerId, start: span.start, end: span.end, secondsPerFlop: e.secondsPerFlop, rttMs: e.rttMs,
-      bandwidthBytesPerS: 1e9, queueMs: e.queueMs, inflight: e.inflight, capacity: 4, pricePerGflop: Number(span.pricePerGflop) || 0,
+      bandwidthBytesPerS: 1 / e.secondsPerByte, queueMs: e.queueMs, inflight: e.inflight, capacity: 4, pricePerGflop: Number(span.pricePerGflop) || 0,
     };
   }
 

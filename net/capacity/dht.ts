@@ -52,6 +52,9 @@ export interface CapacityNode {
     peerId: PeerId;
     services: { dht: KadDHT };
     getMultiaddrs(): Multiaddr[];
+    /** libp2p's 'self:peer:update' (the node's addresses changed), for re-publishing them. */
+    addEventListener?(type: 'self:peer:update', listener: () => void): void;
+    removeEventListener?(type: 'self:peer:update', listener: () => void): void;
   };
   capacityMetrics?: CapacityMetrics;
   logger?: Logger;
@@ -327,6 +330,9 @@ export async function findAllRecords(host: CapacityNode, options: FindAllOptions
 
 export type FieldsSource = CapacityRecordFields | (() => CapacityRecordFields | Promise<CapacityRecordFields>);
 
+/** How long address changes may keep coming before the record is re-published with them. */
+const ADDRESS_SETTLE_MS = 300;
+
 export interface CapacityPublisherOptions {
   /** What the record says (hardware, fragments, price...); a function is called at every publish. */
   fields?: FieldsSource;
@@ -353,7 +359,9 @@ export interface CapacityPublisherOptions {
 
 /**
  * Keeps a supplier's capacity record in the DHT: publishes at `start()`, re-publishes at half-life
- * (each time a fresh record: new issued_at_ms, sequence + 1) and sooner after a failure.
+ * (each time a fresh record: new issued_at_ms, sequence + 1) and sooner after a failure, and soon after
+ * the node's own addresses change (a relay slot reserved behind NAT, an address AutoNAT confirmed), so the
+ * record always says how to reach the node.
  *
  * Shutdown, two ways:
  * - `unpublish()` publishes a tombstone (withdrawn = true, newest issued_at_ms, expiring no earlier than
@@ -376,6 +384,20 @@ export class CapacityPublisher {
   private lastRecord: CapacityRecord | undefined;
   private lastResultValue: PublishResult | undefined;
   private readonly log: Logger | undefined;
+  private addressTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly onAddressChange = (): void => {
+    if (!this.running || this.options.advertiseAddrs === false || this.addressTimer) return;
+    // several updates come together (reservation, identify push, AutoNAT): publish once they settle
+    this.addressTimer = setTimeout(() => {
+      this.addressTimer = undefined;
+      const now = this.host.node.getMultiaddrs().map((a) => a.toString()).sort();
+      const said = [...(this.lastRecord?.addrs ?? [])].sort();
+      if (!this.running || (now.length === said.length && now.every((a, i) => a === said[i]))) return;
+      this.log?.info({ addrs: now }, 'addresses changed: re-publishing the capacity record');
+      this.publishNow().catch((err) => this.log?.warn({ err: (err as Error).message }, 'capacity republish failed'));
+    }, ADDRESS_SETTLE_MS);
+    this.addressTimer.unref?.();
+  };
 
   constructor(private readonly host: CapacityNode & { privateKey: PrivateKey }, private readonly options: CapacityPublisherOptions = {}) {
     this.ttlMs = options.ttlMs ?? DEFAULT_RECORD_TTL_MS;
@@ -398,6 +420,7 @@ export class CapacityPublisher {
   /** Publishes now and keeps re-publishing; resolves with the first publication's outcome. */
   async start(): Promise<PublishResult> {
     this.running = true;
+    this.host.node.addEventListener?.('self:peer:update', this.onAddressChange);
     return this.publishNow();
   }
 
@@ -419,6 +442,9 @@ export class CapacityPublisher {
     this.running = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    if (this.addressTimer) clearTimeout(this.addressTimer);
+    this.addressTimer = undefined;
+    this.host.node.removeEventListener?.('self:peer:update', this.onAddressChange);
   }
 
   /** Stops, publishes a tombstone and stops providing the suppliers key. */

@@ -15,6 +15,7 @@ import {
 import { errorCodeName, ExecError, toExecError } from './errors.js';
 import { DEFAULT_SCAN_LIMITS, scanResponse, scanResponsePrefix, type ScanLimits } from './scan.js';
 import { ortToWire, wireToOrt } from './tensors.js';
+import { dialPreferringDirect, type UpgradeAwareNode } from '../direct-upgrade.js';
 
 export type TensorMap = Record<string, ort.Tensor>;
 
@@ -82,7 +83,11 @@ export interface StepResult {
   receipt?: Uint8Array;
 }
 
-type Dialer = Pick<Libp2p, 'dialProtocol'>;
+type Dialer = Pick<Libp2p, 'dialProtocol'> & Partial<UpgradeAwareNode>;
+
+function hasUpgradeAwareness(node: Dialer): node is Dialer & UpgradeAwareNode {
+  return typeof node.dial === 'function' && typeof node.getConnections === 'function' && typeof node.addEventListener === 'function';
+}
 
 interface Pending {
   kind: 'open' | 'step';
@@ -289,7 +294,10 @@ export class ExecClient {
     const signal = options.signal ? AbortSignal.any([options.signal, AbortSignal.timeout(this.openTimeoutMs)]) : AbortSignal.timeout(this.openTimeoutMs);
     let stream: Stream;
     try {
-      stream = await node.dialProtocol(peer, PROTOCOLS.exec, { signal, negotiateFully: false });
+      // A supplier behind NAT may be reachable only through a relay (a limited connection) until DCUtR upgrades
+      // it: give the upgrade a moment first (net/direct-upgrade.ts), then the stream runs on the best connection.
+      if (hasUpgradeAwareness(node)) await dialPreferringDirect(node, peer, { signal });
+      stream = await node.dialProtocol(peer, PROTOCOLS.exec, { signal, negotiateFully: false, runOnLimitedConnection: true });
     } catch (err) {
       throw toExecError(err, 'CLOSED');
     }

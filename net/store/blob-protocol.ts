@@ -162,7 +162,8 @@ export function createBlobHandler(store: FragmentStore, options: BlobServerOptio
 
 /** Registers the blob handler on `node`; returns a function that unregisters it. */
 export async function handleBlobProtocol(node: Pick<Libp2p, 'handle' | 'unhandle'>, store: FragmentStore, options: BlobServerOptions = {}): Promise<() => Promise<void>> {
-  await node.handle(BLOB_PROTOCOL, createBlobHandler(store, options), { maxInboundStreams: 64 });
+  // runOnLimitedConnection: a host behind NAT serves fragments through its relay too (docs/nat.md)
+  await node.handle(BLOB_PROTOCOL, createBlobHandler(store, options), { maxInboundStreams: 64, runOnLimitedConnection: true });
   return async () => node.unhandle(BLOB_PROTOCOL);
 }
 
@@ -230,7 +231,7 @@ export async function fetchBlob(node: Pick<Libp2p, 'dialProtocol'>, peerId: Peer
     }
     armStall();
     try {
-      stream = await node.dialProtocol(peerId, BLOB_PROTOCOL, { signal });
+      stream = await node.dialProtocol(peerId, BLOB_PROTOCOL, { signal, runOnLimitedConnection: true });
     } catch (err) {
       throw new BlobTransferError(`could not open a blob stream: ${toError(err).message}`, peer, { cause: err });
     }

@@ -187,6 +187,8 @@ export class ExecServer {
     await node.handle(PROTOCOLS.exec, (stream, connection) => this.handleStream(stream, connection), {
       maxInboundStreams: this.maxInboundStreams,
       maxOutboundStreams: this.maxInboundStreams,
+      // a supplier behind NAT serves through its relay (within the relay's limits) until DCUtR goes direct
+      runOnLimitedConnection: true,
     });
   }
 

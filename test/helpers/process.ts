@@ -8,9 +8,9 @@ export type RunningProcess = GridpipeProcess;
 
 const running = new Set<ChildProcess>();
 
-/** Starts the built `gridpipe ...args` in the background, tracked for killAll. */
-export function startGridpipe(args: string[], env: NodeJS.ProcessEnv = {}): RunningProcess {
-  const proc = spawnGridpipe(args, { cli: CLI, cwd: REPO_ROOT, env: { GRIDPIPE_LOG_LEVEL: 'warn', ...env } });
+/** Starts the built `gridpipe ...args` in the background (under `prefix`, e.g. `ip netns exec NS`), tracked for killAll. */
+export function startGridpipe(args: string[], env: NodeJS.ProcessEnv = {}, prefix?: string[]): RunningProcess {
+  const proc = spawnGridpipe(args, { cli: CLI, cwd: REPO_ROOT, env: { GRIDPIPE_LOG_LEVEL: 'warn', ...env }, prefix });
   running.add(proc.child);
   void proc.exited.then(() => running.delete(proc.child));
   return proc;

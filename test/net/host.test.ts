@@ -3,7 +3,7 @@ import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { IdentityError, loadOrCreateIdentity } from '../../net/identity.js';
 import { multiaddr } from '@multiformats/multiaddr';
-import { createGridHost, DHT_PROTOCOL, stopGridHost, type GridHost } from '../../net/host.js';
+import { createGridHost, DHT_PROTOCOL, RELAY_SERVER_DEFAULTS, stopGridHost, type GridHost } from '../../net/host.js';
 import { startSwarm, stopSwarm, testLogger, waitFor, type Swarm } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -148,7 +148,7 @@ describe('circuit relay', () => {
   const hosts: GridHost[] = [];
   afterAll(async () => { await Promise.allSettled(hosts.map((h) => h.stop())); });
 
-  it('a relay: true host reserves a slot on a relay server and is reachable through it', async () => {
+  it('a relay: true host reserves a slot on a relay server (pipeline-sized limits) and any host reaches it through it', async () => {
     // DCUtR only punches holes between public addresses, so on loopback the connection stays relayed.
     const relay = await createGridHost({ network: 'local', relayServer: true, logger: testLogger() });
     hosts.push(relay);
@@ -158,12 +158,22 @@ describe('circuit relay', () => {
     await waitFor(() => behindNat.addresses().some((a) => a.includes('/p2p-circuit/')), 'a relay reservation');
     const circuit = behindNat.addresses().find((a) => a.includes('/p2p-circuit/'))!;
     expect(circuit).toBe(`${relay.addresses()[0]}/p2p-circuit/p2p/${behindNat.peerId.toString()}`);
-    const dialer = await createGridHost({ network: 'local', relay: true, logger: testLogger() });
+    // any host dials relayed addresses (no `relay` option: that is for listening through relays)
+    const dialer = await createGridHost({ network: 'local', logger: testLogger() });
     hosts.push(dialer);
     const conn = await dialer.node.dial(multiaddr(circuit));
     expect(conn.remotePeer.toString()).toBe(behindNat.peerId.toString());
     expect(conn.remoteAddr.toString()).toContain('/p2p-circuit');
     expect(conn.limits).toBeDefined(); // a limited (relayed) connection
+    // gridpipe's relay lends pipeline-sized limits, not libp2p's 128 KiB / 2 min (what is left of them: identify
+    // has already used a little)
+    expect(conn.limits!.bytes! <= BigInt(RELAY_SERVER_DEFAULTS.dataLimitBytes)).toBe(true);
+    expect(conn.limits!.bytes! > BigInt(RELAY_SERVER_DEFAULTS.dataLimitBytes - 1024 * 1024)).toBe(true);
+    // circuit-relay-v2 3.x enforces the duration in ms (AbortSignal.timeout) and hands the client that same
+    // number as `seconds`
+    expect(conn.limits!.seconds).toBe(RELAY_SERVER_DEFAULTS.durationLimitMs);
+    expect(behindNat.reachability()).toBe('relayed');
+    expect(relay.reachability()).toBe('unknown'); // loopback only: nothing public, nothing relayed
   });
 });
 

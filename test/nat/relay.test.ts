@@ -1,0 +1,157 @@
+/**
+ * Issue 19: a supplier behind a NAT router serves generations. In network namespaces (test/helpers/netns.ts):
+ * a public supplier with `--relay-server` hosts fragment 0; a supplier in the home namespace with `--relay`
+ * hosts fragment 1 and is reachable only through the relay (10 ms each way between home and the internet);
+ * the client (`gridpipe generate`) runs on the public side.
+ * - A client whose own port the router does not forward: the generation runs through the relay (a limited
+ *   connection) and its tokens equal the local onnxruntime run.
+ * - A client listening on a reachable port: DCUtR upgrades the relayed connection to a direct one (the
+ *   supplier behind NAT connects out to the client) and the tokens are the same.
+ * - The supplier behind NAT is SIGKILLed mid-generation: the session fails over to the public replica of
+ *   fragment 1 (which advertises a tiny compute rate, so routes avoid it while the supplier behind NAT
+ *   lives), with the same tokens.
+ * - A gateway with `--relay-server` relays too: a supplier behind NAT that joins through it holds its slot there.
+ */
+import '../../net/polyfill.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import path from 'node:path';
+import { buildModel } from '../../fragments/builder/index.js';
+import { writeModel } from '../../fragments/onnx/write.js';
+import { fragmentModel } from '../../fragments/fragment.js';
+import type { Manifest } from '../../fragments/manifest.js';
+import { generate } from '../../scheduler/generate.js';
+import { LocalModelRunner } from '../../scheduler/local-runner.js';
+import { killAll, type RunningProcess } from '../helpers/process.js';
+import { tempDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/swarm.js';
+import { createNatTopology, netnsUnsupportedReason, PUBLIC_IP, type NatTopology } from '../helpers/netns.js';
+
+const unsupported = netnsUnsupportedReason();
+if (unsupported) console.warn(`[nat relay] SKIPPED: ${unsupported}`);
+
+const PROMPT = [72, 101, 108, 108, 111, 32, 103, 114, 105, 100];
+const MAX_TOKENS = 24;
+/** Public ports: the relay supplier, the replica, a client port the router forwards, one it does not. */
+const RELAY_PORT = 4001;
+const REPLICA_PORT = 4002;
+const REACHABLE_CLIENT_PORT = 4003;
+const UNREACHABLE_CLIENT_PORT = 4009;
+const GATEWAY_RELAY_PORT = 4004;
+
+interface Done { done: true; tokens: number[]; route: Array<{ peerId: string; fragments: number[]; connection: string }>; failovers: number }
+
+describe.skipIf(unsupported !== undefined)('a supplier behind NAT (network namespaces)', () => {
+  const tmp = tempDir();
+  let topology: NatTopology;
+  let fragDir: string;
+  let manifest: Manifest;
+  let expected: number[];
+  let relayAddr: string;
+  let behindNat: { proc: RunningProcess; peerId: string };
+  let replicaId: string;
+
+  beforeAll(async () => {
+    const modelPath = path.join(tmp.dir, 'gpt.onnx');
+    await writeModel(buildModel({ arch: 'gpt', layers: 4, dModel: 64, heads: 4, kvCache: true, seed: 19 }), modelPath);
+    fragDir = path.join(tmp.dir, 'frags');
+    manifest = (await fragmentModel(modelPath, fragDir, { parts: 2 })).manifest;
+    const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
+    expected = [];
+    for await (const t of generate(runner, { promptIds: PROMPT, maxTokens: MAX_TOKENS, kvCache: true, inputNames: inputNames() })) expected.push(t.id);
+    await runner.close();
+
+    topology = createNatTopology();
+    await topology.startRouter([RELAY_PORT, REPLICA_PORT, REACHABLE_CLIENT_PORT, GATEWAY_RELAY_PORT], { up: { delayMs: 10 }, down: { delayMs: 10 } });
+    const relay = topology.gridpipe(topology.pub, ['supply', '--data', path.join(tmp.dir, 'relay'), '--listen', `/ip4/${PUBLIC_IP}/tcp/${RELAY_PORT}`,
+      '--relay-server', '--host', fragDir, '--fragments', '0', '--json']);
+    const relayReady = (await relay.ready) as { peerId: string };
+    relayAddr = `/ip4/${PUBLIC_IP}/tcp/${RELAY_PORT}/p2p/${relayReady.peerId}`;
+    // A public replica of fragment 1 (and a second DHT server, so each public supplier's record has a peer to
+    // live on). It advertises a tiny compute rate, so routes prefer the supplier behind NAT while it lives.
+    const replica = topology.gridpipe(topology.pub, ['supply', '--data', path.join(tmp.dir, 'replica'), '--listen', `/ip4/${PUBLIC_IP}/tcp/${REPLICA_PORT}`,
+      '--bootstrap', relayAddr, '--host', fragDir, '--fragments', '1', '--gflops', '0.0001', '--json']);
+    replicaId = ((await replica.ready) as { peerId: string }).peerId;
+    const home = topology.gridpipe(topology.home, ['supply', '--data', path.join(tmp.dir, 'home'), '--relay', '--bootstrap', relayAddr,
+      '--host', fragDir, '--fragments', '1', '--json']);
+    const homeReady = (await home.ready) as { peerId: string };
+    behindNat = { proc: home, peerId: homeReady.peerId };
+    // It says so (at ready, or in a later line) once it holds a relay slot and its capacity record
+    // advertises the relayed address.
+    await waitFor(() => /"reachability":"relayed"/.test(home.output()), 'the supplier behind NAT to be reachable through the relay', 60_000, 100);
+    const line = home.output().split('\n').find((l) => l.includes('"reachability":"relayed"'))!;
+    const { addresses, advertised } = JSON.parse(line) as { addresses: string[]; advertised?: boolean };
+    expect(addresses.some((a) => a.startsWith(`${relayAddr}/p2p-circuit/p2p/${homeReady.peerId}`)), addresses.join(' ')).toBe(true);
+    // at ready (no `advertised` field) the first publication already named the relayed address
+    expect(advertised ?? true).toBe(true);
+  });
+
+  afterAll(async () => {
+    await killAll();
+    topology?.destroy();
+    tmp.cleanup();
+  });
+
+  function inputNames(): string[] {
+    return manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values'));
+  }
+
+  /** `gridpipe generate` on the public side; `onToken(n)` sees each token as it is printed. */
+  async function generateFromPublicSide(clientPort: number, onToken?: (n: number) => void): Promise<Done> {
+    const proc = topology.gridpipe(topology.pub, ['generate', '--manifest', fragDir, '--prompt-ids', PROMPT.join(','), '--max-tokens', String(MAX_TOKENS),
+      '--bootstrap', relayAddr, '--listen', `/ip4/${PUBLIC_IP}/tcp/${clientPort}`, '--wait', '60', '--json'], { GRIDPIPE_LOG_LEVEL: 'warn' });
+    let seen = 0;
+    proc.child.stdout!.on('data', () => {
+      const tokens = proc.output().split('\n').filter((l) => l.startsWith('{"token"')).length;
+      for (; seen < tokens; seen++) onToken?.(seen + 1);
+    });
+    const code = await proc.exited;
+    expect(code, proc.output()).toBe(0);
+    const lines = proc.output().split('\n').filter((l) => l.startsWith('{'));
+    return JSON.parse(lines.find((l) => l.includes('"done":true'))!) as Done;
+  }
+
+  it('serves a generation through the relay (a limited connection): the tokens of the local run', async () => {
+    const done = await generateFromPublicSide(UNREACHABLE_CLIENT_PORT);
+    expect(done.tokens).toEqual(expected);
+    const hop = done.route.find((r) => r.peerId === behindNat.peerId);
+    expect(hop, JSON.stringify(done.route)).toBeDefined();
+    expect(hop!.connection).toBe('relayed');
+  });
+
+  it('goes direct after DCUtR where the client is reachable: the same tokens', async () => {
+    const done = await generateFromPublicSide(REACHABLE_CLIENT_PORT);
+    expect(done.tokens).toEqual(expected);
+    const hop = done.route.find((r) => r.peerId === behindNat.peerId);
+    expect(hop, JSON.stringify(done.route)).toBeDefined();
+    expect(hop!.connection).toBe('direct');
+  });
+
+  it('a supplier killed behind NAT mid-generation fails over to a public replica: the same tokens', async () => {
+    let killedAt = 0;
+    const done = await generateFromPublicSide(UNREACHABLE_CLIENT_PORT, (n) => {
+      if (n === 4 && !killedAt) {
+        killedAt = n;
+        behindNat.proc.child.kill('SIGKILL');
+      }
+    });
+    expect(killedAt).toBe(4);
+    expect(done.tokens).toEqual(expected);
+    expect(done.failovers).toBeGreaterThanOrEqual(1);
+    expect(done.route.map((r) => r.peerId)).toContain(replicaId);
+    expect(done.route.map((r) => r.peerId)).not.toContain(behindNat.peerId);
+  });
+
+  it('a gateway with --relay-server is a relay too: a supplier behind NAT joining through it reserves a slot there', async () => {
+    const gateway = topology.gridpipe(topology.pub, ['gateway', '--port', '0', '--bootstrap', relayAddr, '--listen', `/ip4/${PUBLIC_IP}/tcp/${GATEWAY_RELAY_PORT}`,
+      '--relay-server', '--data', path.join(tmp.dir, 'gateway'), '--json']);
+    const gatewayId = ((await gateway.ready) as { peerId: string }).peerId;
+    const gatewayAddr = `/ip4/${PUBLIC_IP}/tcp/${GATEWAY_RELAY_PORT}/p2p/${gatewayId}`;
+    const home = topology.gridpipe(topology.home, ['supply', '--data', path.join(tmp.dir, 'home2'), '--relay', '--bootstrap', gatewayAddr,
+      '--host', fragDir, '--fragments', '1', '--json']);
+    await home.ready;
+    await waitFor(() => /"reachability":"relayed"/.test(home.output()), 'a relay slot on the gateway', 60_000, 100);
+    const line = home.output().split('\n').find((l) => l.includes('"reachability":"relayed"'))!;
+    const addresses = (JSON.parse(line) as { addresses: string[] }).addresses;
+    expect(addresses.some((a) => a.startsWith(`${gatewayAddr}/p2p-circuit/p2p/`)), addresses.join(' ')).toBe(true);
+  });
+});
