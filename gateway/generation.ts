@@ -99,6 +99,9 @@ export class GridGeneration {
 
   /** The response metadata (the route as it is now, or as it ended). */
   metadata(): RouteMetadata {
+    // a step that failed over and then threw (a budget stop, or every replacement failing) never reported its
+    // failovers to the trace: the session counted them all
+    if (this.session) this.trace.failovers = Math.max(this.trace.failovers, this.session.failovers);
     return this.trace.metadata(this.session?.route ?? []);
   }
 }

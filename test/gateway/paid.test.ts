@@ -154,4 +154,38 @@ describe('gateway with payments (anvil, two staked suppliers that charge)', () =
     const replacement = suppliers.find((s) => s !== victim && s !== suppliers[0])!;
     expect(meta!.hops.find((h) => h.peerId === replacement.peerId)?.paidSteps).toBeGreaterThan(0);
   });
+
+  it('the last host of a fragment killed mid-request: the request ends, and the feed still counts its failover', async () => {
+    const [model] = (await openai.models.list()).data;
+    const controller = new AbortController();
+    const feed = await fetch(`${url}/v1/feed?replay=false`, { signal: controller.signal });
+    const events = feed.body!.pipeThrough(new TextDecoderStream()).getReader();
+    const res = await fetch(`${url}/v1/completions`, {
+      method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: model.id, prompt: 'Nobody left to fail over to', max_tokens: 40, temperature: 0, stream: true }),
+    });
+    expect(res.status).toBe(200);
+    const requestId = res.headers.get('x-gridpipe-request-id');
+    const route = (JSON.parse(res.headers.get('x-gridpipe-route') ?? '{"route":[]}') as { route: [string, number, number][] }).route;
+    const last = suppliers.find((s) => s !== suppliers[0] && route.some(([peer]) => peer === s.peerId))!;
+    expect(last).toBeDefined();
+    await last.proc.stop('SIGKILL'); // the other host of fragment 1 was killed by the test before
+    await res.text().catch(() => ''); // the stream ends with an error event or is cut
+    let ended: { event: string; failovers?: number } | undefined;
+    let buffer = '';
+    while (!ended) {
+      const { value, done } = await events.read();
+      if (done) break;
+      buffer += value;
+      for (const event of buffer.split('\n\n')) {
+        const data = event.split('\n').find((l) => l.startsWith('data: '));
+        if (!data) continue;
+        const parsed = JSON.parse(data.slice(6)) as { event: string; requestId: string; failovers?: number };
+        if (parsed.requestId === requestId && (parsed.event === 'request.finished' || parsed.event === 'request.failed')) ended = parsed;
+      }
+    }
+    controller.abort();
+    expect(ended).toBeDefined();
+    expect(ended!.failovers).toBeGreaterThanOrEqual(1);
+  });
 });
