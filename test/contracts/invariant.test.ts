@@ -164,10 +164,24 @@ async function attempt(tx: () => Promise<ContractTransactionResponse>): Promise<
     if (!receipt) throw new Error('no receipt');
     return receipt;
   } catch (err) {
-    const name = revertName(err);
+    const name = revertName(err) ?? (await minedRevertName(err));
     if (!name) throw err;
     return name;
   }
+}
+
+/**
+ * A transaction that passed gas estimation can still revert once mined, and then ethers has no revert data
+ * (seen once in 360+ sequences): ask the node's tracer for the mined call's output, so the error is named
+ * (or the failure says why, e.g. out of gas) instead of the run failing on an anonymous CALL_EXCEPTION.
+ */
+async function minedRevertName(err: unknown): Promise<string | undefined> {
+  const hash = (err as { receipt?: { hash?: string } }).receipt?.hash;
+  if (!hash) return undefined;
+  const trace = (await chain.provider.send('debug_traceTransaction', [hash, { tracer: 'callTracer' }])) as { output?: string; error?: string; gas?: string; gasUsed?: string };
+  const name = trace.output && trace.output.length >= 10 ? revertName({ data: trace.output }) : undefined;
+  if (name) return name;
+  throw new Error(`mined transaction ${hash} reverted without a named error: ${trace.error ?? 'no error'} (gas used ${Number(trace.gasUsed)} of ${Number(trace.gas)}, output ${trace.output ?? 'none'})`);
 }
 
 function recordRedeemed(m: Model, receipt: TransactionReceipt): void {
@@ -413,6 +427,15 @@ async function check(m: Model): Promise<void> {
 }
 
 describe('contract invariants under random call sequences', () => {
+  it('names the error of a transaction that reverts only once mined (no gas estimate to catch it)', async () => {
+    await chain.reset();
+    const p = payers[0];
+    const balance = await chain.c.paymentEscrow.balanceOf(p.address);
+    // An explicit gas limit skips estimation, so the revert happens in the mined block, where ethers gets no data.
+    const r = await attempt(() => chain.c.paymentEscrow.connect(p).requestWithdrawal(balance + 1n, { gasLimit: 200_000n }));
+    expect(r).toBe('InsufficientEscrow');
+  });
+
   it(`hold over ${NUM_RUNS} random sequences`, async () => {
     let steps = 0;
     await fc.assert(
