@@ -32,7 +32,7 @@ import type { ComponentLogger, Libp2p, Logger as Libp2pLogger, PeerDiscovery, Pe
 import { kadDHT, passthroughMapper, removePrivateAddressesMapper, type KadDHT, type SingleKadDHT } from '@libp2p/kad-dht';
 import { mdns } from '@libp2p/mdns';
 import { ping, type Ping } from '@libp2p/ping';
-import { tcp } from '@libp2p/tcp';
+import { coalescedTcp } from './coalesced-tcp.js';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { isPrivate } from '@libp2p/utils';
 import { LevelDatastore } from 'datastore-level';
@@ -292,7 +292,7 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
 
   // Every host can dial relayed addresses (a supplier behind NAT is reached through one); only a host
   // behind NAT listens through relays ('/p2p-circuit' makes the transport reserve slots).
-  const transports: Array<(components: never) => Transport> = [tcp(), circuitRelayTransport() as (components: never) => Transport];
+  const transports: Array<(components: never) => Transport> = [coalescedTcp(), circuitRelayTransport() as (components: never) => Transport];
   const listen = [...(options.listen ?? [local ? '/ip4/127.0.0.1/tcp/0' : '/ip4/0.0.0.0/tcp/0'])];
   if (options.relay) listen.push('/p2p-circuit');
   const boundPublic = listen.filter(isBoundPublicAddress);
