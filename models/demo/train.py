@@ -19,8 +19,8 @@ from model import CONFIGS, GPT
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLAN = {
     # batch × block tokens per step; steps; peak learning rate
-    'target': {'batch': 8, 'block': 256, 'steps': 450, 'lr': 2e-3},
-    'draft': {'batch': 8, 'block': 256, 'steps': 500, 'lr': 3e-3},
+    'target': {'batch': 8, 'block': 256, 'steps': 2400, 'lr': 2e-3},
+    'draft': {'batch': 8, 'block': 256, 'steps': 1500, 'lr': 3e-3},
 }
 SEED = 20
 WARMUP = 100
