@@ -19,6 +19,8 @@ export interface LayerRunOptions {
   run: (fragment: number, feeds: Tensors, experts?: number[]) => Promise<Tensors>;
   /** Whether an expert can be called now (default: all). */
   isLive?: (expert: number) => boolean;
+  /** Sees every token's route before any expert is called (may throw to stop the step, e.g. strict mode). */
+  onRouted?: (routes: TokenRoute[]) => void;
 }
 
 export interface LayerRun {
@@ -46,6 +48,7 @@ export async function runExpertGroup(manifest: Manifest, group: ExpertGroup, kno
   if (!g || !s) throw new FragmentError('BAD_MANIFEST', `the router fragment ${routerFragment} did not return "${gates}" and "${group.router}"`);
   const experts = group.experts.length;
   const routes = routeTokens(float32(s, group.router), float32(g, gates), experts, group.topK, scoreKind, options.isLive);
+  options.onRouted?.(routes);
 
   const width = x.dims.at(-1)!;
   const xData = float32(x, input);
@@ -62,7 +65,8 @@ export async function runExpertGroup(manifest: Manifest, group: ExpertGroup, kno
   const outputs = new Map<number, { rows: readonly number[]; data: Float32Array }>();
   let outWidth = 0;
   const calls: ExpertCall[] = [];
-  await Promise.all([...byFragment.entries()].map(async ([fragment, { experts: asked, rows }]) => {
+  // Settled, not raced: a failed call leaves no other call of this step running behind the caller's back.
+  const settled = await Promise.allSettled([...byFragment.entries()].map(async ([fragment, { experts: asked, rows }]) => {
     const sorted = [...rows].sort((a, b) => a - b);
     const dims = [...x.dims.slice(0, -2).map(() => 1), sorted.length, width];
     const feeds = { ...feedsOf(fragment), [input]: new ort.Tensor('float32', gatherRows(xData, width, sorted), dims.length ? dims : [sorted.length, width]) };
@@ -76,6 +80,8 @@ export async function runExpertGroup(manifest: Manifest, group: ExpertGroup, kno
       outputs.set(e, { rows: sorted, data: float32(y, name) });
     }
   }));
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
   calls.sort((a, b) => a.fragment - b.fragment);
   if (outWidth === 0) outWidth = width;
   const combined = combineExperts(routes, outWidth, outputs);
