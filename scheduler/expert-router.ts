@@ -45,6 +45,8 @@ export interface ExpertRouterOptions {
   client: ExecClient;
   /** Fail a step whose token chose an expert with no live server, instead of falling back (default false). */
   strict?: boolean;
+  /** Call every expert for every token (the dense baseline of the `selective` bench; the output is the same). */
+  activateAll?: boolean;
   /** Deadline of one expert call (default 5 s). */
   timeoutMs?: number;
   logger?: Logger;
@@ -69,6 +71,7 @@ export class ExpertRouter {
       try {
         const run = await runExpertGroup(this.options.manifest, group, known, {
           isLive,
+          ...(this.options.activateAll ? { topK: group.experts.length } : {}),
           onRouted: (routes) => {
             fallbacks = summariseFallbacks(group, routes);
             const strictMiss = fallbacks[0];

@@ -58,6 +58,8 @@ export interface PipelineSessionOptions {
   priceLimits?: PriceLimits;
   /** Mixture-of-experts layers cut apart: fail a step whose token chose an expert with no live server (default: fall back). */
   strictExperts?: boolean;
+  /** Call every expert of a cut MoE layer for every token: the dense baseline benchmarks compare against. */
+  activateAllExperts?: boolean;
 }
 
 /** What the caller needs of a step's outputs, so servers can send less. */
@@ -137,7 +139,7 @@ export class PipelineSession {
     if (options.manifest.fragments.some((f) => f.moe)) {
       this.experts = new ExpertRouter({
         host: options.host, manifest: options.manifest, manifestCid: options.manifestCid, discovery: options.discovery, swarm: options.swarm,
-        client: this.client, strict: options.strictExperts, logger: options.logger, timeoutMs: options.minStepTimeoutMs,
+        client: this.client, strict: options.strictExperts, activateAll: options.activateAllExperts, logger: options.logger, timeoutMs: options.minStepTimeoutMs,
       });
     }
   }

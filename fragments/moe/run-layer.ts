@@ -19,6 +19,8 @@ export interface LayerRunOptions {
   run: (fragment: number, feeds: Tensors, experts?: number[]) => Promise<Tensors>;
   /** Whether an expert can be called now (default: all). */
   isLive?: (expert: number) => boolean;
+  /** Experts per token instead of the model's k; the group's expert count calls every expert (a dense baseline: same output). */
+  topK?: number;
   /** Sees every token's route before any expert is called (may throw to stop the step, e.g. strict mode). */
   onRouted?: (routes: TokenRoute[]) => void;
 }
@@ -47,7 +49,7 @@ export async function runExpertGroup(manifest: Manifest, group: ExpertGroup, kno
   const s = routed[group.router];
   if (!g || !s) throw new FragmentError('BAD_MANIFEST', `the router fragment ${routerFragment} did not return "${gates}" and "${group.router}"`);
   const experts = group.experts.length;
-  const routes = routeTokens(float32(s, group.router), float32(g, gates), experts, group.topK, scoreKind, options.isLive);
+  const routes = routeTokens(float32(s, group.router), float32(g, gates), experts, options.topK ?? group.topK, scoreKind, options.isLive);
   options.onRouted?.(routes);
 
   const width = x.dims.at(-1)!;
