@@ -21,6 +21,7 @@ import type { PipelineSession, StepOutcome } from '../../scheduler/session.js';
 import { ExpertUnavailableError } from '../../scheduler/expert-router.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
+import { runCli } from '../helpers/cli.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
 
 const tmp = tempDir();
@@ -29,6 +30,7 @@ let fragDir: string;
 let manifest: Manifest;
 const suppliers = new Map<string, { proc: RunningProcess; name: string; admin: string }>();
 let client: GridClient;
+let bootstrapAddress: string;
 let model: OpenModel;
 const PROMPT = [72, 101, 108, 108, 111, 32, 103, 114, 105, 100];
 const MAX_TOKENS = 8;
@@ -85,6 +87,7 @@ beforeAll(async () => {
   const dense = manifest.fragments.filter((f) => f.moe?.role !== 'experts').map((f) => f.index);
   const experts = (list: number[]): number[] => [0, 1].flatMap((layer) => list.map((e) => expertFragment(layer, e)));
   const bootstrap = await start('dense', dense);
+  bootstrapAddress = bootstrap;
   await Promise.all([start('experts-01', experts([0, 1]), bootstrap), start('experts-01-replica', experts([0, 1]), bootstrap), start('experts-23', experts([2, 3]), bootstrap)]);
   client = await GridClient.connect({ bootstrap: [bootstrap], network: 'local', discovery: { lookupTimeoutMs: 5000 }, logger: testLogger() });
   model = await client.openModel(fragDir);
@@ -184,5 +187,18 @@ describe('selective activation across supplier processes', () => {
       expect(calls.reduce((n, h) => n + h.tokens, 0)).toBe((s === 0 ? PROMPT.length : 1) * TOP_K * 2);
       for (const h of calls) expect(h.experts[0]).toBeLessThan(2);
     }
+  });
+
+  it('gridpipe generate: --strict-experts fails naming the expert (exit 1); without it the summary counts the fallbacks', async () => {
+    const args = ['generate', '--manifest', fragDir, '--prompt-ids', PROMPT.join(','), '--max-tokens', '4', '--bootstrap', bootstrapAddress, '--json'];
+    const strict = await runCli([...args, '--strict-experts'], { env: { GRIDPIPE_LOG_LEVEL: 'error' } });
+    expect(strict.code).toBe(1);
+    expect(strict.stderr).toMatch(/expert [23] of mixture-of-experts layer [01] \(fragment \d+\) has no live server/);
+    const lenient = await runCli(args, { env: { GRIDPIPE_LOG_LEVEL: 'error' } });
+    expect(lenient.code, lenient.stderr).toBe(0);
+    const done = JSON.parse(lenient.stdout.trim().split('\n').at(-1)!) as { tokens: number[]; experts: { calls: number; fallbacks: number } };
+    expect(done.tokens).toHaveLength(4);
+    expect(done.experts.fallbacks).toBeGreaterThan(0);
+    expect(done.experts.calls).toBeGreaterThan(0);
   });
 });
