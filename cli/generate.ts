@@ -38,10 +38,11 @@ export function generateCommand(): Command {
     .addOption(new Option('--network <kind>', 'DHT flavour').choices(['auto', 'local', 'public']).default('auto'))
     .option('--listen <multiaddr>', 'libp2p address to listen on (repeatable; a reachable one lets suppliers behind NAT connect back directly)', collect, [])
     .option('--wait <seconds>', 'how long to wait to join the grid, and for hosts of every fragment', positiveNumber, 30)
+    .option('--strict-experts', 'mixture-of-experts models: fail, naming the expert, when a token\'s chosen expert has no live server (default: its next-ranked expert stands in)', false)
     .option('--json', 'one JSON line per token, then a summary', false)
     .action(async (o: {
       manifest: string; promptIds?: string; prompt?: string; maxTokens: number; temperature: number; topP?: number; topK?: number;
-      seed: number; bootstrap: string[]; network: string; listen: string[]; wait: number; json: boolean;
+      seed: number; bootstrap: string[]; network: string; listen: string[]; wait: number; json: boolean; strictExperts: boolean;
     }) => {
       // The grid client (libp2p, onnxruntime) loads here, not with the command tree.
       const { vocabSize } = await import('../fragments/manifest.js');
@@ -73,12 +74,20 @@ export function generateCommand(): Command {
           promptIds = tokenizer.encode(o.prompt!);
         }
         const kvCache = model.manifest.statefulPairs.length > 0;
-        const session = client.session(model, promptIds.length + o.maxTokens);
+        const session = client.session(model, promptIds.length + o.maxTokens, { strictExperts: o.strictExperts });
+        // Mixture-of-experts models: expert calls and fallbacks, summed over the steps.
+        const experts = { calls: 0, fallbacks: 0 };
+        const counted = { step: async (...a: Parameters<typeof session.step>) => {
+          const r = await session.step(...a);
+          experts.calls += r.experts?.hops.length ?? 0;
+          experts.fallbacks += r.experts?.fallbacks.reduce((n, f) => n + f.tokens, 0) ?? 0;
+          return r;
+        } };
         const ids: number[] = [];
         // Text as the gateway streams it: a character split over tokens is held back until it is whole.
         const decoder = tokenizer && new IncrementalDecoder(tokenizer);
         try {
-          for await (const token of generate(session, {
+          for await (const token of generate(counted, {
             promptIds, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed, kvCache, vocabSize: vocabSize(model.manifest),
             inputNames: model.manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')),
             stopTokens: [...(tokenizer?.stopIds ?? []), ...(model.manifest.generation?.eosTokenIds ?? [])],
@@ -92,10 +101,12 @@ export function generateCommand(): Command {
           await session.close();
         }
         const route = session.route.map((r) => ({ peerId: r.peerId, fragments: [r.start, r.end - 1], connection: client.connectionKind(r.peerId) }));
-        if (o.json) process.stdout.write(`${JSON.stringify({ done: true, tokens: ids, route, failovers: session.failovers, synthetic: model.manifest.model.synthetic })}\n`);
+        const moe = model.manifest.fragments.some((f) => f.moe) ? { experts } : {};
+        if (o.json) process.stdout.write(`${JSON.stringify({ done: true, tokens: ids, route, failovers: session.failovers, synthetic: model.manifest.model.synthetic, ...moe })}\n`);
         else {
           process.stdout.write('\n');
           process.stderr.write(`route: ${route.map((r) => `${r.peerId.slice(-8)}[${r.fragments[0]}..${r.fragments[1]}]${r.connection === 'relayed' ? ' (relayed)' : ''}`).join(' → ')}${session.failovers ? ` (${session.failovers} failover${session.failovers > 1 ? 's' : ''})` : ''}\n`);
+          if (moe.experts) process.stderr.write(`experts: ${experts.calls} router and expert calls, ${experts.fallbacks} token(s) fell back to a next-ranked expert\n`);
           if (model.manifest.model.synthetic) process.stderr.write('note: a synthetic model with seeded weights: its output is noise, not language.\n');
         }
       } finally {

@@ -100,13 +100,15 @@ export function modelCommand(): Command {
     .requiredOption('--out <dir>', 'output folder')
     .option('--dim <symbol=value>', 'size of a symbolic dim for costing (repeatable)', dimAssignment, {})
     .option('--tokenizer <file>', 'Hugging Face tokenizer.json to ship with the fragments (a tokenizer_config.json beside it goes too; default: the one beside the model)')
+    .option('--experts-per-fragment <n>', 'cut each mixture-of-experts layer into a router fragment and fragments of N experts, for selective activation (--parts then counts dense fragments)', positiveInt)
     .option('--json', 'machine-readable output', false)
-    .action(async (file: string, o: { parts?: number; maxBytes?: number; out: string; dim: Record<string, number>; tokenizer?: string; json: boolean }) => {
+    .action(async (file: string, o: { parts?: number; maxBytes?: number; out: string; dim: Record<string, number>; tokenizer?: string; expertsPerFragment?: number; json: boolean }) => {
       const { fragmentModel } = await import('../fragments/fragment.js');
       const { checkTokenizerFiles } = await import('../gateway/tokenizers/check.js');
       const progress = createProgress('fragmenting', o.json);
       const result = await fragmentModel(file, o.out, {
         parts: o.parts, maxBytes: o.maxBytes, dims: o.dim, tokenizer: o.tokenizer, checkTokenizer: checkTokenizerFiles, onProgress: (d, t) => progress.update(d, t),
+        expertsPerFragment: o.expertsPerFragment,
       });
       progress.stop();
       const { manifestCid } = result;
@@ -114,7 +116,8 @@ export function modelCommand(): Command {
       const m = result.manifest;
       print(`${m.name}: ${m.fragments.length} fragments in ${path.resolve(o.out)} (manifest ${manifestCid})`);
       for (const f of m.fragments) {
-        print(`  #${f.index} ${f.cid}  ${f.nodeCount} nodes, ${formatBytes(f.weightBytes)} weights, ${(f.flops / 1e6).toFixed(1)} MFLOP${f.stateful.length ? `, ${f.stateful.length} KV-cache pairs` : ''}`);
+        const role = f.moe ? (f.moe.role === 'router' ? `, router of MoE layer ${f.moe.group}` : `, experts ${f.moe.experts?.join(',')} of MoE layer ${f.moe.group}`) : '';
+        print(`  #${f.index} ${f.cid}  ${f.nodeCount} nodes, ${formatBytes(f.weightBytes)} weights, ${(f.flops / 1e6).toFixed(1)} MFLOP${f.stateful.length ? `, ${f.stateful.length} KV-cache pairs` : ''}${role}`);
       }
       print(`bytes crossing each cut: ${m.plan.crossBytes.map(formatBytes).join(', ') || 'none'}`);
       if (m.tokenizer.kind === 'hf') print(`tokenizer: ${[m.tokenizer.file, m.tokenizer.config?.file].filter(Boolean).join(' + ')}`);

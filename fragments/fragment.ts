@@ -22,6 +22,7 @@ import { statefulPairs } from './stateful.js';
 import { dataTypeName } from './onnx/dtype.js';
 import { VERSION } from './version.js';
 import { modelFileOf, readModelFolderFiles, type TokenizerCheck } from './model-folder.js';
+import { cutMoeModel, type MoeCutFragment } from './moe/cut-model.js';
 
 export interface FragmentOptions {
   parts?: number;
@@ -38,6 +39,11 @@ export interface FragmentOptions {
   tokenizer?: string;
   /** Checks the tokenizer files with the code that serves them (see TokenizerCheck), before any cutting. */
   checkTokenizer?: TokenizerCheck;
+  /**
+   * Cut every recognised mixture-of-experts layer into a router fragment and fragments of this many experts
+   * each, for selective activation (docs/moe.md); --parts then counts the dense fragments only.
+   */
+  expertsPerFragment?: number;
 }
 
 export interface FragmentResult { manifest: Manifest; manifestCid: string; dir: string }
@@ -84,19 +90,9 @@ export async function fragmentModel(input: string, outDir: string, options: Frag
   // The files that travel with the model are checked first: a broken one fails here, naming it, not at serve time.
   const shipped = readModelFolderFiles(modelPath, options.tokenizer);
   if (shipped.tokenizer && options.checkTokenizer) await options.checkTokenizer({ tokenizer: shipped.tokenizer, tokenizerConfig: shipped.tokenizerConfig });
-  const { doc, placedGraph } = analyseModel(modelPath, options.dims);
-  let fragments: FragmentModel[];
-  let plan: CutPlan;
-  if (options.parts !== undefined) {
-    plan = planFor(placedGraph, { parts: options.parts });
-    fragments = partition(placedGraph, plan);
-  } else {
-    // The planner counts a shared weight in every fragment that copies it, so this holds by construction.
-    plan = planFor(placedGraph, { maxBytes: options.maxBytes! });
-    fragments = partition(placedGraph, plan);
-    const over = fragments.find((f) => f.weightBytes > options.maxBytes!);
-    if (over) throw new Error(`internal: fragment ${over.index} holds ${over.weightBytes} bytes of weights, over --max-bytes ${options.maxBytes}`);
-  }
+  const { doc, placedGraph, plan, fragments, moeGroups } = options.expertsPerFragment !== undefined
+    ? cutMoeModel(modelPath, options.expertsPerFragment, options.parts !== undefined ? { parts: options.parts } : { maxBytes: options.maxBytes! }, options.dims)
+    : cutDense(modelPath, options);
 
   await mkdir(outDir, { recursive: true });
   const total = fragments.reduce((s, f) => s + f.weightBytes, 0);
@@ -112,6 +108,7 @@ export async function fragmentModel(input: string, outDir: string, options: Frag
       index: f.index, file, cid: cidFromSha256(out.model.sha256), bytes: out.model.bytes,
       inputs: f.inputs, outputs: f.outputs, flops: f.flops, weightBytes: f.weightBytes,
       nodeCount: f.nodeCount, ops: f.ops, stateful: f.stateful,
+      ...(f.expertRole ? { moe: f.expertRole } : {}),
     };
     if (out.data) entry.data = { file: path.basename(out.data.path), cid: cidFromSha256(out.data.sha256), bytes: out.data.bytes };
     written.push(entry);
@@ -119,11 +116,27 @@ export async function fragmentModel(input: string, outDir: string, options: Frag
   options.onProgress?.(total, total);
 
   const manifest = await buildManifest(modelPath, outDir, doc, placedGraph, plan, written, fragments);
+  if (moeGroups) manifest.expertGroups = moeGroups;
   if (shipped.tokenizer) manifest.tokenizer = await shipTokenizer(shipped.tokenizer.file, outDir);
   if (shipped.generation) manifest.generation = shipped.generation.defaults;
   const text = `${JSON.stringify(manifest, null, 2)}\n`;
   await writeFile(path.join(outDir, MANIFEST_FILE), text);
   return { manifest, manifestCid: cidOfBytes(Buffer.from(text)), dir: outDir };
+}
+
+/** The ordinary cut: the planner over the whole graph, then the partitioner. */
+function cutDense(modelPath: string, options: FragmentOptions): { doc: ModelDoc; placedGraph: PlacedGraph; plan: CutPlan; fragments: MoeCutFragment[]; moeGroups?: undefined } {
+  const { doc, placedGraph } = analyseModel(modelPath, options.dims);
+  if (options.parts !== undefined) {
+    const plan = planFor(placedGraph, { parts: options.parts });
+    return { doc, placedGraph, plan, fragments: partition(placedGraph, plan) };
+  }
+  // The planner counts a shared weight in every fragment that copies it, so this holds by construction.
+  const plan = planFor(placedGraph, { maxBytes: options.maxBytes! });
+  const fragments = partition(placedGraph, plan);
+  const over = fragments.find((f) => f.weightBytes > options.maxBytes!);
+  if (over) throw new Error(`internal: fragment ${over.index} holds ${over.weightBytes} bytes of weights, over --max-bytes ${options.maxBytes}`);
+  return { doc, placedGraph, plan, fragments };
 }
 
 async function buildManifest(modelPath: string, outDir: string, doc: ModelDoc, placedGraph: PlacedGraph, plan: CutPlan, fragments: ManifestFragment[], models: FragmentModel[]): Promise<Manifest> {

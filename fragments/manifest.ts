@@ -28,13 +28,30 @@ export interface ManifestFragment {
   ops: Record<string, number>;
   /** KV-cache pairs held by this fragment: the input is fed from the output of the previous step, on the peer. */
   stateful: StatefulPair[];
+  /**
+   * Set on the fragments of a mixture-of-experts layer cut for selective activation (docs/moe.md): the
+   * layer's router, or the experts it computes. They are called per token, not walked as a dense span.
+   */
+  moe?: { group: number; role: 'router' | 'experts'; experts?: number[] };
 }
 
 export interface ExpertGroup {
   layer: number;
   topK: number;
+  /** The router's scores (logits, or probabilities when the model takes a softmax before top-k). */
   router: string;
-  experts: { index: number; fragments: number[]; nodes: number }[];
+  /** `fragments`: those holding the expert's nodes; when the layer was cut apart, the one expert fragment. `output`: its output then. */
+  experts: { index: number; fragments: number[]; nodes: number; output?: string }[];
+  /**
+   * Present when the layer was cut for selective activation: the router fragment (its outputs are `gates` and
+   * `router`), the layer's input (what router and experts read) and output Σ_e gates[..., e] · expert_e, made by
+   * the caller; `scoreKind` says how to renormalise the weights when a chosen expert is replaced.
+   */
+  routerFragment?: number;
+  input?: string;
+  output?: string;
+  gates?: string;
+  scoreKind?: 'logits' | 'probabilities';
 }
 
 /**

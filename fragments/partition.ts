@@ -193,6 +193,22 @@ export function partition(placedGraph: PlacedGraph, plan: CutPlan): FragmentMode
   });
 }
 
+/** A tensor of the indexed graph as a fragment boundary (for fragments that add outputs after partitioning). */
+export function boundaryOf(name: string, infos: Map<string, TensorInfo>, index: { doc: ModelDoc }): BoundaryTensor {
+  return boundary(name, infos, originalInfos(index.doc));
+}
+
+/** A tensor of the indexed graph as a fragment's ValueInfo (see boundaryOf). */
+export function valueInfoOf(name: string, infos: Map<string, TensorInfo>, index: { doc: ModelDoc }): ValueInfoProto {
+  return valueInfoFor(name, infos, originalInfos(index.doc));
+}
+
+function originalInfos(doc: ModelDoc): Map<string, ValueInfoProto> {
+  const original = new Map<string, ValueInfoProto>();
+  for (const v of [...doc.graph.valueInfo, ...doc.graph.input, ...doc.graph.output]) if (v.name) original.set(v.name, v);
+  return original;
+}
+
 function boundary(name: string, infos: Map<string, TensorInfo>, original: Map<string, ValueInfoProto>): BoundaryTensor {
   const orig = original.get(name)?.type?.tensorType;
   const info = infos.get(name);

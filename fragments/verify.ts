@@ -13,6 +13,7 @@ import { FragmentError } from './onnx/errors.js';
 import { readModel } from './onnx/read.js';
 import { indexGraph } from './analysis/graph.js';
 import { inferTensorInfo } from './analysis/infer.js';
+import { runExpertGroup } from './moe/run-layer.js';
 import { describeSampleInputs, integerInputBounds, sampleInputs } from './sample-inputs.js';
 
 export interface VerifyOptions {
@@ -66,6 +67,15 @@ export async function verifyFragments(dir: string, options: VerifyOptions = {}):
 
   const env: Record<string, ort.Tensor> = { ...feeds };
   for (const f of manifest.fragments) {
+    // A cut mixture-of-experts layer runs as one: router, the chosen experts on their tokens, the weighted sum.
+    if (f.moe) {
+      if (f.moe.role === 'router') {
+        const group = manifest.expertGroups[f.moe.group];
+        const run = await runExpertGroup(manifest, group, env, { run: (i, fragmentFeeds) => runModel(path.join(base, manifest.fragments[i].file), fragmentFeeds, (err) => new FragmentError('VERIFY_FAILED', `fragment ${i} failed where the whole model ran: ${firstLine(err)}`, { cause: err })) });
+        env[group.output!] = run.output;
+      }
+      continue;
+    }
     options.onProgress?.(`running fragment ${f.index + 1}/${manifest.fragments.length}`);
     const fragmentFeeds: Record<string, ort.Tensor> = {};
     for (const input of f.inputs) {

@@ -15,6 +15,7 @@ export class GatewayMetrics {
   readonly hopSeconds: Histogram<'peer'>;
   readonly hops: Counter<'peer' | 'model'>;
   readonly failovers: Counter<'model'>;
+  readonly expertFallbacks: Counter<'model'>;
   readonly cost: Counter<'model' | 'key'>;
   readonly vouchers: Counter<'peer'>;
   readonly paymentSeconds: Counter<'side'>;
@@ -40,6 +41,7 @@ export class GatewayMetrics {
     });
     this.hops = new Counter({ name: 'gridpipe_gateway_hops_total', help: 'Pipeline hops run, by peer and model.', labelNames: ['peer', 'model'], registers });
     this.failovers = new Counter({ name: 'gridpipe_gateway_failovers_total', help: 'Failovers (a supplier replaced mid-request), by model.', labelNames: ['model'], registers });
+    this.expertFallbacks = new Counter({ name: 'gridpipe_gateway_expert_fallbacks_total', help: 'Tokens whose chosen mixture-of-experts expert had no live server and fell back to the next-ranked one, by model.', labelNames: ['model'], registers });
     this.cost = new Counter({ name: 'gridpipe_gateway_cost_base_units_total', help: 'Cost charged to keys, in payment-token base units.', labelNames: ['model', 'key'], registers });
     this.vouchers = new Counter({ name: 'gridpipe_gateway_vouchers_total', help: 'Hops paid with a signed voucher, by peer.', labelNames: ['peer'], registers });
     this.paymentSeconds = new Counter({
@@ -63,6 +65,8 @@ export class GatewayMetrics {
       if (h.paymentMs) this.paymentSeconds.inc({ side: 'supplier' }, h.paymentMs / 1000);
     }
     if (r.failovers) this.failovers.inc({ model: r.model }, r.failovers);
+    const fellBack = r.experts?.fallbacks.reduce((n, f) => n + f.tokens, 0) ?? 0;
+    if (fellBack) this.expertFallbacks.inc({ model: r.model }, fellBack);
     const cost = BigInt(r.cost);
     if (cost > 0n) this.cost.inc({ model: r.model, key: this.keyLabel(r.key) }, Number(cost));
   }

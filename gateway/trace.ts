@@ -43,6 +43,8 @@ export interface RouteMetadata {
   cost: string;
   latencyMs: number;
   firstTokenMs?: number;
+  /** Mixture-of-experts models cut for selective activation: router and expert calls, and experts that had no live server (per layer and expert: who stood in, for how many tokens). */
+  experts?: { calls: number; fallbacks: { layer: number; expert: number; by?: number; tokens: number }[] };
 }
 
 const round = (ms: number): number => Math.round(ms * 1000) / 1000;
@@ -55,6 +57,7 @@ export class RequestTrace {
   failovers = 0;
   steps = 0;
   cost = 0n;
+  private experts?: { calls: number; fallbacks: Map<string, { layer: number; expert: number; by?: number; tokens: number }> };
   /** Called with each step's hops (for per-peer metrics). */
   onHop?: (hop: HopTiming) => void;
 
@@ -86,6 +89,16 @@ export class RequestTrace {
       this.onHop?.(hop);
     }
     this.cost += stepCost;
+    if (outcome.experts) {
+      this.experts ??= { calls: 0, fallbacks: new Map() };
+      this.experts.calls += outcome.experts.hops.length;
+      for (const f of outcome.experts.fallbacks) {
+        const key = `${f.layer}/${f.expert}/${f.by}`;
+        const seen = this.experts.fallbacks.get(key);
+        if (seen) seen.tokens += f.tokens;
+        else this.experts.fallbacks.set(key, { layer: f.layer, expert: f.expert, ...(f.by !== undefined ? { by: f.by } : {}), tokens: f.tokens });
+      }
+    }
     return stepCost;
   }
 
@@ -105,6 +118,7 @@ export class RequestTrace {
       failovers: this.failovers, steps: this.steps, cost: this.cost.toString(),
       latencyMs: round(performance.now() - this.started),
       ...(this.firstTokenAt !== undefined ? { firstTokenMs: round(this.firstTokenAt - this.started) } : {}),
+      ...(this.experts ? { experts: { calls: this.experts.calls, fallbacks: [...this.experts.fallbacks.values()] } } : {}),
     };
   }
 }

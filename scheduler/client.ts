@@ -54,6 +54,8 @@ export interface SessionOptions {
   payer?: StepPayer;
   /** Prices the session accepts (default policy/price-limits' DEFAULT_PRICE_LIMITS). */
   priceLimits?: PriceLimits;
+  /** Fail a step whose token chose a mixture-of-experts expert with no live server, instead of falling back. */
+  strictExperts?: boolean;
 }
 
 /** A model the client can run: its manifest and its hosts. */
@@ -138,7 +140,7 @@ export class GridClient {
     return new PipelineSession({
       host: this.host, manifest: model.manifest, manifestCid: model.manifestCid, discovery: model.discovery,
       swarm: this.swarm, client: this.exec, maxLength, logger: this.logger, minStepTimeoutMs: this.options.minStepTimeoutMs,
-      payer: options.payer, priceLimits: options.priceLimits,
+      payer: options.payer, priceLimits: options.priceLimits, strictExperts: options.strictExperts,
     });
   }
 

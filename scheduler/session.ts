@@ -25,6 +25,7 @@ import type { RoutePlan, SwarmView } from './swarm-view.js';
 import { isPaidSpan, type StepPayer } from './payment.js';
 import { parseBaseUnits, stepCharge } from '../policy/pricing.js';
 import { GridpipeError } from '../errors/base.js';
+import { ExpertRouter, type ExpertFallback, type ExpertHop } from './expert-router.js';
 
 /** A span of the route with its open session. */
 interface Link extends RouteCall {
@@ -55,6 +56,10 @@ export interface PipelineSessionOptions {
   payer?: StepPayer;
   /** Prices this session accepts (default DEFAULT_PRICE_LIMITS): hosts above them are never routed to. */
   priceLimits?: PriceLimits;
+  /** Mixture-of-experts layers cut apart: fail a step whose token chose an expert with no live server (default: fall back). */
+  strictExperts?: boolean;
+  /** Call every expert of a cut MoE layer for every token: the dense baseline benchmarks compare against. */
+  activateAllExperts?: boolean;
 }
 
 /** What the caller needs of a step's outputs, so servers can send less. */
@@ -82,7 +87,11 @@ export interface HopTiming {
   peerId: string; start: number; end: number; wallMs: number; queueMs: number; computeMs: number; paymentMs: number; payerMs: number;
   replayed: number; cost: bigint; charge?: bigint;
 }
-export interface StepOutcome { outputs: TensorMap; hops: HopTiming[]; failovers: number }
+export interface StepOutcome {
+  outputs: TensorMap; hops: HopTiming[]; failovers: number;
+  /** Calls to router and expert hosts of cut mixture-of-experts layers, and experts replaced for want of a live server. */
+  experts?: { hops: ExpertHop[]; fallbacks: ExpertFallback[] };
+}
 
 /** Raised when a server refuses a step's inputs as malformed: the request is at fault, not the server. */
 export class PipelineRequestError extends GridpipeError<'REQUEST_REFUSED'> {
@@ -119,12 +128,20 @@ export class PipelineSession {
   private closed = false;
   /** Failovers over the session's life. */
   failovers = 0;
+  /** Calls the cut mixture-of-experts layers' routers and experts (scheduler/expert-router.ts), when the model has any. */
+  private readonly experts?: ExpertRouter;
 
   constructor(private readonly options: PipelineSessionOptions) {
     this.swarm = options.swarm;
     this.client = options.client ?? new ExecClient();
     this.k = options.manifest.fragments.length;
     this.costs = fragmentCosts(options.manifest);
+    if (options.manifest.fragments.some((f) => f.moe)) {
+      this.experts = new ExpertRouter({
+        host: options.host, manifest: options.manifest, manifestCid: options.manifestCid, discovery: options.discovery, swarm: options.swarm,
+        client: this.client, strict: options.strictExperts, activateAll: options.activateAllExperts, logger: options.logger, timeoutMs: options.minStepTimeoutMs,
+      });
+    }
   }
 
   /** The current route (after close: the last one): peer and span per hop. */
@@ -147,7 +164,18 @@ export class PipelineSession {
     let i = 0;
     let j = 0;
     let repairs = 0;
+    const experts: NonNullable<StepOutcome['experts']> = { hops: [], fallbacks: [] };
     while (j < this.k) {
+      const moe = this.options.manifest.fragments[j].moe;
+      if (moe && this.experts) {
+        // A cut MoE layer: the router and each token's experts are called by the expert router, then on down the pipeline.
+        const layer = await this.experts.runLayer(moe.group, known);
+        known[this.options.manifest.expertGroups[moe.group].output!] = layer.output;
+        experts.hops.push(...layer.hops);
+        experts.fallbacks.push(...layer.fallbacks);
+        while (j < this.k && this.options.manifest.fragments[j].moe) j++;
+        continue;
+      }
       if (i >= this.chain.length) await this.extend(j, tokens);
       const link = this.chain[i];
       const needs = this.inputsOf(link.start, link.end);
@@ -202,7 +230,7 @@ export class PipelineSession {
       // Reduced to its top entries by the server (StepHints.topK).
       for (const part of [`${o.name}.top_values`, `${o.name}.top_indices`, `${o.name}.sampled`]) if (known[part]) outputs[part] = known[part];
     }
-    return { outputs, hops, failovers: this.failovers - failoversBefore };
+    return { outputs, hops, failovers: this.failovers - failoversBefore, ...(this.experts ? { experts } : {}) };
   }
 
   /**
@@ -248,12 +276,16 @@ export class PipelineSession {
     this.lastRoute = this.route;
     this.closed = true;
     await Promise.all(this.chain.map((l) => l.session.close().catch(() => undefined)));
+    await this.experts?.close();
     this.chain = [];
   }
 
   /** Routes and opens sessions from fragment j to the end of the model. */
   private async extend(from: number, tokens: number): Promise<void> {
-    this.chain.push(...(await this.openRoute(from, this.k, tokens)));
+    // Up to the next cut MoE layer, whose fragments are called per token, not walked as a span.
+    let to = from;
+    while (to < this.k && !this.options.manifest.fragments[to].moe) to++;
+    this.chain.push(...(await this.openRoute(from, to, tokens)));
   }
 
   /** Replaces link i (which failed) by a new route over the same fragments. */

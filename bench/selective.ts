@@ -1,0 +1,129 @@
+/**
+ * `npm run bench -- selective`: selective activation against calling every expert, in the same run. An MoE
+ * decoder (gpt-moe, 2 layers, E = 8 experts, top-2, KV cache) cut with --experts-per-fragment 1 over 5 supplier
+ * processes on 127.0.0.1: one hosts the dense fragments and routers, four host two experts each (both layers).
+ * Sessions alternate between selective (each token to its top-2 experts) and dense (every token to all 8
+ * experts, weights 0 for the unchosen: the same output). Per processed position: bytes the client sent to
+ * expert hosts, expert FLOPs (manifest FLOPs of the called expert fragments × their tokens), and tokens/s.
+ * Goals: bytes ≤ 0.3 × dense; tokens/s ≥ 1.5 × dense; FLOPs ≤ 0.35 × dense.
+ */
+import '../net/polyfill.js';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { buildModel } from '../fragments/builder/index.js';
+import { writeModel } from '../fragments/onnx/write.js';
+import { fragmentModel } from '../fragments/fragment.js';
+import { positionsAtCostDims, type Manifest } from '../fragments/manifest.js';
+import { GridClient, type OpenModel } from '../scheduler/client.js';
+import { generate, type GenerateOptions, type StepRunner } from '../scheduler/generate.js';
+import { PipelineSession, type StepOutcome } from '../scheduler/session.js';
+import { LocalModelRunner } from '../scheduler/local-runner.js';
+import { reportResult } from './report.js';
+import { spawnGridpipe } from '../cli/spawn.js';
+
+const EXPERTS = 8;
+const TOP_K = 2;
+const PROMPT = 32;
+const DECODE = 16;
+const ROUNDS = 3;
+
+interface Supplier { child: ChildProcess; address: string }
+
+async function startSupplier(args: string[]): Promise<Supplier> {
+  const proc = spawnGridpipe(['supply', ...args, '--json'], { env: { GRIDPIPE_LOG_LEVEL: 'error' } });
+  const ready = (await proc.ready) as { addresses: string[] };
+  return { child: proc.child, address: ready.addresses[0] };
+}
+
+interface Totals { ms: number; generated: number; positions: number; expertBytes: number; expertFlops: number; expertCalls: number; ids: number[][] }
+
+/** Runs the benchmark. */
+export async function selectiveBench(): Promise<void> {
+  const work = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-bench-selective-'));
+  const suppliers: Supplier[] = [];
+  let client: GridClient | undefined;
+  try {
+    const modelPath = path.join(work, 'moe.onnx');
+    await writeModel(buildModel({ arch: 'gpt-moe', layers: 2, dModel: 256, heads: 4, dFf: 2048, experts: EXPERTS, topK: TOP_K, vocab: 256, maxPositions: 256, kvCache: true, seed: 16, name: 'moe-e8-k2' }), modelPath);
+    const fragDir = path.join(work, 'frags');
+    const { manifest } = await fragmentModel(modelPath, fragDir, { parts: 3, expertsPerFragment: 1 });
+    const inputNames = manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values'));
+    const options: GenerateOptions = { promptIds: Array.from({ length: PROMPT }, (_, i) => (i * 37 + 11) % 256), maxTokens: DECODE, kvCache: true, inputNames };
+
+    const expertFragments = (experts: number[]): number[] => manifest.expertGroups.flatMap((g) => experts.map((e) => g.experts[e].fragments[0]));
+    const dense = manifest.fragments.filter((f) => f.moe?.role !== 'experts').map((f) => f.index);
+    const common = (name: string): string[] => ['--data', path.join(work, name), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir];
+    const first = await startSupplier([...common('dense'), '--fragments', dense.join(',')]);
+    suppliers.push(first);
+    suppliers.push(...await Promise.all([0, 1, 2, 3].map((h) => startSupplier([...common(`experts-${h}`), '--fragments', expertFragments([2 * h, 2 * h + 1]).join(','), '--bootstrap', first.address]))));
+    client = await GridClient.connect({ bootstrap: [first.address], network: 'local' });
+    const model = await client.openModel(fragDir);
+
+    const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
+    const monolithic: number[] = [];
+    for await (const t of generate(runner, options)) monolithic.push(t.id);
+    await runner.close();
+
+    const run = (all: boolean): Promise<Totals> => generation(client!, model, manifest, options, all);
+    await run(false); // warm-up: sessions, estimates, onnxruntime sessions on the suppliers
+    await run(true);
+    const selective: Totals[] = [];
+    const everyExpert: Totals[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      selective.push(await run(false));
+      everyExpert.push(await run(true));
+    }
+    const total = (runs: Totals[], key: 'ms' | 'generated' | 'positions' | 'expertBytes' | 'expertFlops' | 'expertCalls'): number => runs.reduce((s, t) => s + t[key], 0);
+    const perPosition = (runs: Totals[], key: 'expertBytes' | 'expertFlops'): number => total(runs, key) / total(runs, 'positions');
+    const tps = (runs: Totals[]): number => total(runs, 'generated') / (total(runs, 'ms') / 1000);
+    const identical = [...selective, ...everyExpert].every((t) => t.ids.every((ids) => ids.join() === monolithic.join()));
+    const metrics = {
+      expert_bytes_sent_per_token: perPosition(selective, 'expertBytes'),
+      dense_bytes_sent_per_token: perPosition(everyExpert, 'expertBytes'),
+      bytes_ratio: perPosition(selective, 'expertBytes') / perPosition(everyExpert, 'expertBytes'),
+      tokens_per_s: tps(selective),
+      dense_tokens_per_s: tps(everyExpert),
+      tokens_per_s_ratio: tps(selective) / tps(everyExpert),
+      expert_flops_per_token: perPosition(selective, 'expertFlops'),
+      dense_expert_flops_per_token: perPosition(everyExpert, 'expertFlops'),
+      flops_ratio: perPosition(selective, 'expertFlops') / perPosition(everyExpert, 'expertFlops'),
+      expert_calls_per_generation: total(selective, 'expertCalls') / ROUNDS,
+      dense_expert_calls_per_generation: total(everyExpert, 'expertCalls') / ROUNDS,
+      tokens_identical: Number(identical),
+    };
+    reportResult('selective', metrics, `gpt-moe 2 layers d256, ${EXPERTS} experts (d_ff 2048) top-${TOP_K}, KV cache, cut with --parts 3 --experts-per-fragment 1 into ${manifest.fragments.length} fragments over 5 supplier processes on 127.0.0.1 (dense + routers on one, 2 experts of each layer on each of 4), 2 cores shared by all processes; prompt ${PROMPT} tokens + ${DECODE} generated, ${ROUNDS} rounds alternating selective and dense (every expert called for every token, unchosen weights 0: the same output) after one warm-up each; per-token figures are per processed position (prompt + decode); bytes = tensor bytes the client sent to expert hosts; FLOPs = manifest FLOPs of the expert fragments called × their tokens; tokens/s = generated tokens over wall time including the prefill; tokens_identical: every run equals the monolithic onnxruntime run.`);
+  } finally {
+    await client?.close().catch(() => undefined);
+    for (const s of suppliers) s.child.kill('SIGKILL');
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** One generation, selective or calling every expert; sums what its steps sent and ran. */
+async function generation(client: GridClient, model: OpenModel, manifest: Manifest, options: GenerateOptions, activateAllExperts: boolean): Promise<Totals> {
+  const session = new PipelineSession({
+    host: client.host, manifest, manifestCid: model.manifestCid, discovery: model.discovery, swarm: client.swarm,
+    maxLength: options.promptIds.length + options.maxTokens, activateAllExperts, logger: client.logger,
+  });
+  const steps: StepOutcome[] = [];
+  const recorder: StepRunner = { step: async (...a) => { const r = await session.step(...a); steps.push(r); return r; } };
+  const ids: number[] = [];
+  const started = performance.now();
+  try {
+    for await (const t of generate(recorder, options)) ids.push(t.id);
+  } finally {
+    await session.close();
+  }
+  const ms = performance.now() - started;
+  const perToken = positionsAtCostDims(manifest);
+  const expertHops = steps.flatMap((s) => s.experts?.hops ?? []).filter((h) => h.experts.length > 0);
+  return {
+    ms, generated: ids.length, positions: options.promptIds.length + ids.length - 1,
+    expertBytes: expertHops.reduce((n, h) => n + h.bytesSent, 0),
+    expertFlops: expertHops.reduce((n, h) => n + (manifest.fragments[h.fragment].flops / perToken) * h.tokens, 0),
+    expertCalls: expertHops.length,
+    ids: [ids],
+  };
+}
