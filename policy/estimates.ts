@@ -48,6 +48,8 @@ export class Estimates {
   private readonly defaultSecondsPerByte: number;
   private readonly minBandwidthSampleBytes: number;
   private readonly now: () => number;
+  /** Peers excluded for misbehaviour (wrong outputs, floods), until when: not lifted by a later reply. */
+  private readonly condemned = new Map<string, number>();
 
   constructor(options: EstimatesOptions = {}) {
     this.alpha = options.alpha ?? 0.2;
@@ -97,13 +99,28 @@ export class Estimates {
     e.failures++;
   }
 
-  isBanned(peerId: string): boolean {
-    return (this.peers.get(peerId)?.bannedUntil ?? 0) > this.now();
+  /**
+   * Excludes a peer for misbehaviour (verification found its outputs wrong, or it flooded or sent garbage) for
+   * `forMs` (default: for good). Unlike a failure's ban, a later reply does not lift it.
+   */
+  condemn(peerId: string, forMs = Number.POSITIVE_INFINITY): void {
+    this.condemned.set(peerId, Math.max(this.condemned.get(peerId) ?? 0, this.now() + forMs));
   }
 
-  /** Peers banned right now. */
+  /** Whether a peer is excluded for misbehaviour right now. */
+  isCondemned(peerId: string): boolean {
+    return (this.condemned.get(peerId) ?? 0) > this.now();
+  }
+
+  isBanned(peerId: string): boolean {
+    return (this.peers.get(peerId)?.bannedUntil ?? 0) > this.now() || this.isCondemned(peerId);
+  }
+
+  /** Peers banned or condemned right now. */
   banned(): Set<string> {
     const now = this.now();
-    return new Set([...this.peers].filter(([, e]) => e.bannedUntil > now).map(([id]) => id));
+    const out = new Set([...this.peers].filter(([, e]) => e.bannedUntil > now).map(([id]) => id));
+    for (const [id, until] of this.condemned) if (until > now) out.add(id);
+    return out;
   }
 }

@@ -23,6 +23,7 @@ import { attachStakeRegistry, createProvider } from '../contracts/bindings.js';
 import type { EstimatesOptions } from '../policy/estimates.js';
 import { SwarmView } from './swarm-view.js';
 import { PipelineSession } from './session.js';
+import type { StepObserver } from './step-observer.js';
 import type { PriceLimits } from '../policy/price-limits.js';
 import { ExecClient } from '../net/exec/client.js';
 
@@ -54,6 +55,8 @@ export interface SessionOptions {
   payer?: StepPayer;
   /** Prices the session accepts (default policy/price-limits' DEFAULT_PRICE_LIMITS). */
   priceLimits?: PriceLimits;
+  /** Shown every hop and the close (the gateway's verifier). */
+  observer?: StepObserver;
 }
 
 /** A model the client can run: its manifest and its hosts. */
@@ -138,7 +141,7 @@ export class GridClient {
     return new PipelineSession({
       host: this.host, manifest: model.manifest, manifestCid: model.manifestCid, discovery: model.discovery,
       swarm: this.swarm, client: this.exec, maxLength, logger: this.logger, minStepTimeoutMs: this.options.minStepTimeoutMs,
-      payer: options.payer, priceLimits: options.priceLimits,
+      payer: options.payer, priceLimits: options.priceLimits, observer: options.observer,
     });
   }
 

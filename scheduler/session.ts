@@ -25,6 +25,7 @@ import type { RoutePlan, SwarmView } from './swarm-view.js';
 import { isPaidSpan, type StepPayer } from './payment.js';
 import { parseBaseUnits, stepCharge } from '../policy/pricing.js';
 import { GridpipeError } from '../errors/base.js';
+import type { StepObserver } from './step-observer.js';
 
 /** A span of the route with its open session. */
 interface Link extends RouteCall {
@@ -55,6 +56,8 @@ export interface PipelineSessionOptions {
   payer?: StepPayer;
   /** Prices this session accepts (default DEFAULT_PRICE_LIMITS): hosts above them are never routed to. */
   priceLimits?: PriceLimits;
+  /** Shown every successful hop and the close (the gateway's verifier: scheduler/step-observer.ts). */
+  observer?: StepObserver;
 }
 
 /** What the caller needs of a step's outputs, so servers can send less. */
@@ -163,13 +166,19 @@ export class PipelineSession {
       const estimate = this.swarm.estimateOf(link.peerId);
       estimate.inflight++;
       try {
-        const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), ...this.reductionFrom(link.end, hints), timeoutMs, ...payment?.options }).finally(() => { estimate.inflight--; });
+        const want = this.wantedFrom(link.start, link.end);
+        const reduction = this.reductionFrom(link.end, hints);
+        const res = await link.session.step(feeds, { position, replay, want, ...reduction, timeoutMs, ...payment?.options }).finally(() => { estimate.inflight--; });
         const wallMs = performance.now() - started;
         const moved = tensorBytes(feeds) + replay.reduce((n, r) => n + tensorBytes(r.inputs), 0) + tensorBytes(res.outputs) + res.replayOutputs.reduce((n, r) => n + tensorBytes(r.outputs), 0);
         this.swarm.reportReply(link.peerId, wallMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens * (1 + replay.length)), moved);
         // Replayed outputs rebuild what later fresh spans of a different split need for their own replay.
         res.replayOutputs.forEach((r, t) => Object.assign(this.history[t].known, r.outputs));
         Object.assign(known, res.outputs);
+        this.options.observer?.onHop({
+          step: stepIndex, peerId: link.peerId, hosted: link.hosted, start: link.start, end: link.end, position, chunkTokens, inputs: feeds, outputs: res.outputs,
+          replay: replay.map((chunk, t) => ({ chunk, outputs: res.replayOutputs[t]?.outputs ?? {} })), want, reduction, wallMs,
+        });
         if (payment && res.charge !== payment.charge) {
           // Both sides price with policy/pricing.ts: a difference means the record's price is stale.
           this.options.logger?.warn({ peer: link.peerId, paid: payment.charge.toString(), charged: res.charge.toString() }, 'supplier charged another amount than the voucher paid for');
@@ -246,6 +255,7 @@ export class PipelineSession {
   /** Closes every server session. */
   async close(): Promise<void> {
     this.lastRoute = this.route;
+    if (!this.closed) this.options.observer?.onClose();
     this.closed = true;
     await Promise.all(this.chain.map((l) => l.session.close().catch(() => undefined)));
     this.chain = [];
@@ -355,7 +365,8 @@ function pick(known: TensorMap, names: string[], link: RouteCall): TensorMap {
   return out;
 }
 
-function dialTarget(span: HostedSpan): Multiaddr[] | ReturnType<typeof peerIdFromString> {
+/** Where to dial a host of a span: its advertised addresses, or its peer id for the peer store to resolve. */
+export function dialTarget(span: HostedSpan): Multiaddr[] | ReturnType<typeof peerIdFromString> {
   const addrs = span.addrs.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${span.peerId}`));
   return addrs.length ? addrs.map((a) => multiaddr(a)) : peerIdFromString(span.peerId);
 }
