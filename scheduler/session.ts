@@ -290,6 +290,7 @@ export class PipelineSession {
             voucher: await this.openVoucher(hosted),
           });
           links.push({ ...call, session, hosted, fresh: true, predictedMs: estimatedMs / calls.length });
+          this.measureRoundTrip(call.peerId);
         }
         return links;
       } catch (err) {
@@ -302,6 +303,18 @@ export class PipelineSession {
         if (attempt >= 8) throw err;
       }
     }
+  }
+
+  /**
+   * Pings a peer in the background (off the step's path) so routing learns its round trip from what this
+   * client measured, not from the compute time the peer reports of itself (policy/estimates.ts).
+   */
+  private measureRoundTrip(peerId: string): void {
+    const estimate = this.swarm.estimateOf(peerId);
+    if (estimate.pingSamples > 0 && estimate.samples % 16 !== 0) return;
+    const ping = (this.options.host.node.services as { ping?: { ping(peer: ReturnType<typeof peerIdFromString>): Promise<number> } }).ping;
+    if (!ping) return;
+    void ping.ping(peerIdFromString(peerId)).then((ms) => this.swarm.reportRoundTrip(peerId, ms), () => undefined);
   }
 
   /** Tensors the span [start, end) reads from outside itself, KV-cache inputs excluded (they stay on the server). */
