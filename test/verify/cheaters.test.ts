@@ -99,6 +99,8 @@ describe('verification against cheating suppliers (real processes, GRIDPIPE_TEST
     expect(verifier.stats.checkedSteps).toBeGreaterThanOrEqual(3 * MAX_TOKENS);
     expect(verifier.stats.condemned).toEqual([]);
     expect(verdicts).toEqual([]);
+    // Routing learns round trips from the client's own pings (policy/estimates.ts), not from reported compute.
+    await waitFor(() => [...honest].some((p) => client.swarm.estimateOf(p).pingSamples > 0), 'a pinged round trip', 10_000);
   });
 
   for (const fault of ['noise', 'swap', 'skip-layer', 'int8'] as const) {
