@@ -157,6 +157,7 @@ export class Verifier {
   async check(link: CheckedLink): Promise<Verdict> {
     const supplier = link.supplier.peerId;
     const span: [number, number] = [link.start, link.end];
+    if (this.options.swarm.estimates.isCondemned(supplier)) return this.finish({ result: 'unchecked', supplier, span, steps: 0, reason: 'already excluded' });
     const original = link.chunks.map((c) => comparable(c.outputs, !!link.reduction.sample));
     const candidates = await this.otherHosts(link, [supplier]);
     if (!candidates.length) return this.finish({ result: 'unchecked', supplier, span, steps: 0, reason: 'no other live host of the span' });
@@ -177,7 +178,7 @@ export class Verifier {
     const verdict = majorityVerdict(!firstMismatch(original, third, this.tolerance), !firstMismatch(checked, third, this.tolerance));
     this.stats.checkedSteps += link.chunks.length;
     const condemned = verdict === 'supplier' ? supplier : verdict === 'checker' ? checker.peerId : undefined;
-    if (condemned) {
+    if (condemned && !this.options.swarm.estimates.isCondemned(condemned)) {
       this.options.swarm.estimates.condemn(condemned);
       this.stats.condemned.push(condemned);
       this.counters?.condemned.inc();
