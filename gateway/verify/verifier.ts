@@ -18,6 +18,7 @@ import type { GridHost } from '../../net/host.js';
 import { ExecClient, type TensorMap } from '../../net/exec/client.js';
 import type { OpenModel } from '../../scheduler/client.js';
 import type { HostedSpan } from '../../scheduler/discovery.js';
+import { isPaidSpan } from '../../scheduler/payment.js';
 import { dialTarget } from '../../scheduler/session.js';
 import type { HopRecord, StepObserver } from '../../scheduler/step-observer.js';
 import type { SwarmView } from '../../scheduler/swarm-view.js';
@@ -159,22 +160,20 @@ export class Verifier {
     const span: [number, number] = [link.start, link.end];
     if (this.options.swarm.estimates.isCondemned(supplier)) return this.finish({ result: 'unchecked', supplier, span, steps: 0, reason: 'already excluded' });
     const original = link.chunks.map((c) => comparable(c.outputs, !!link.reduction.sample));
-    const candidates = await this.otherHosts(link, [supplier]);
-    if (!candidates.length) return this.finish({ result: 'unchecked', supplier, span, steps: 0, reason: 'no other live host of the span' });
-    const checker = candidates[0];
-    const checked = await this.rerun(link, checker);
+    const first = await this.firstRerun(link, [supplier]);
+    if (!first) return this.finish({ result: 'unchecked', supplier, span, steps: 0, reason: 'no other live, free host of the span answered' });
+    const { host: checker, digests: checked } = first;
     this.stats.checks++;
     const differs = firstMismatch(original, checked, this.tolerance);
     if (!differs) {
       this.stats.checkedSteps += link.chunks.length;
       return this.finish({ result: 'agree', supplier, span, checker: checker.peerId, steps: link.chunks.length });
     }
-    const referees = (await this.otherHosts(link, [supplier, checker.peerId]));
-    if (!referees.length) {
+    const second = await this.firstRerun(link, [supplier, checker.peerId]);
+    if (!second) {
       return this.finish({ result: 'undecided', supplier, span, checker: checker.peerId, steps: link.chunks.length, mismatch: { step: differs.step, detail: differs.mismatch }, reason: 'no third host of the span to referee' });
     }
-    const referee = referees[0];
-    const third = await this.rerun(link, referee);
+    const { host: referee, digests: third } = second;
     const verdict = majorityVerdict(!firstMismatch(original, third, this.tolerance), !firstMismatch(checked, third, this.tolerance));
     this.stats.checkedSteps += link.chunks.length;
     const condemned = verdict === 'supplier' ? supplier : verdict === 'checker' ? checker.peerId : undefined;
@@ -205,10 +204,26 @@ export class Verifier {
     return v;
   }
 
-  /** Live, unbanned hosts of the link's whole span other than `exclude`, least loaded first. */
+  /**
+   * Live, unbanned hosts of the link's whole span other than `exclude`. Hosts that charge are left out: the
+   * verifier pays no one yet (docs/verification.md).
+   */
   private async otherHosts(link: CheckedLink, exclude: string[]): Promise<HostedSpan[]> {
     const current = link.model.discovery.current.length ? link.model.discovery.current : await link.model.discovery.refresh();
-    return current.filter((s) => s.start <= link.start && link.end <= s.end && !exclude.includes(s.peerId) && !this.options.swarm.isBanned(s.peerId));
+    return current.filter((s) => s.start <= link.start && link.end <= s.end && !exclude.includes(s.peerId) && !this.options.swarm.isBanned(s.peerId)
+      && !(isPaidSpan(s) && Number(s.pricePerGflop) > 0));
+  }
+
+  /** The re-run of the first other host that answers (one that fails is skipped, not condemned). */
+  private async firstRerun(link: CheckedLink, exclude: string[]): Promise<{ host: HostedSpan; digests: StepDigest[] } | undefined> {
+    for (const host of await this.otherHosts(link, exclude)) {
+      try {
+        return { host, digests: await this.rerun(link, host) };
+      } catch (err) {
+        this.options.logger?.debug({ peer: host.peerId, err: (err as Error).message }, 'verification re-run failed; trying another host');
+      }
+    }
+    return undefined;
   }
 
   /** Runs the link's chunks on `host` in one call; the digest of each chunk's outputs. */
