@@ -10,6 +10,7 @@ import { cliBench } from './cli.js';
 import { demoModelBench } from './demo-model.js';
 import { explorerBench } from './explorer.js';
 import { selectiveBench } from './selective.js';
+import { verifyBench } from './verify.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
@@ -23,6 +24,7 @@ const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   'demo-model': demoModelBench,
   explorer: explorerBench,
   selective: selectiveBench,
+  verify: verifyBench,
 };
 
 async function run(): Promise<void> {

@@ -10,6 +10,14 @@ import type { Payers } from '../gateway/payments.js';
 import { byteSize, collect, portNumber, positiveNumber } from './args.js';
 import { DEFAULT_MAX_OVER_MEDIAN, DEFAULT_MAX_PRICE_PER_GFLOP } from '../policy/price-limits.js';
 import { UsageError } from './errors.js';
+import { DEFAULT_VERIFY_RATE } from '../policy/verification.js';
+
+/** A share within 0..1. */
+function shareOf(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError(`expected a share between 0 and 1, got "${value}"`);
+  return n;
+}
 
 /** A whole number of token base units (a price). */
 function baseUnits(value: string): bigint {
@@ -37,11 +45,12 @@ export function gatewayCommand(): Command {
     .option('--max-over-median <factor>', `refuse suppliers asking more than this many times the median price of a model's hosts (default ${DEFAULT_MAX_OVER_MEDIAN})`, positiveNumber, DEFAULT_MAX_OVER_MEDIAN)
     .option('--max-tensor-bytes <bytes>', 'largest /v1/infer request body', byteSize, 256 << 20)
     .option('--metrics-token <token>', 'Bearer token that lets other hosts read /metrics (default: loopback clients only; or GRIDPIPE_METRICS_TOKEN)')
+    .option('--verify-rate <share>', `share (0..1) of each supplier's work re-run on another host to catch wrong outputs (docs/verification.md; default ${DEFAULT_VERIFY_RATE}, 0 = off)`, shareOf, DEFAULT_VERIFY_RATE)
     .option('--no-explorer', 'do not serve the network explorer (its page at /explorer/ and its API at /explorer/api/v1)')
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
       port: number; host: string; bootstrap: string[]; network: string; listen: string[]; relayServer: boolean; keys?: string; model: string[];
-      chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; metricsToken?: string; json: boolean;
+      chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; metricsToken?: string; verifyRate: number; json: boolean;
       maxPricePerGflop: bigint; maxOverMedian: number; explorer: boolean;
     }) => {
       // The gateway (fastify, libp2p, ethers, pino) loads here, not with the command tree.
@@ -77,7 +86,7 @@ export function gatewayCommand(): Command {
       const gateway = await startGateway({
         bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), listen: o.listen.length ? o.listen : undefined, relayServer: o.relayServer,
         port: o.port, host: o.host, keys, models: o.model,
-        payerFor: payers?.payerFor, priceLimits: { maxPricePerGflop: o.maxPricePerGflop, maxOverMedian: o.maxOverMedian }, requireStake, maxTensorBytes: o.maxTensorBytes, metricsToken, logger, spendingDir: path.join(o.data, 'spending'),
+        payerFor: payers?.payerFor, priceLimits: { maxPricePerGflop: o.maxPricePerGflop, maxOverMedian: o.maxOverMedian }, requireStake, maxTensorBytes: o.maxTensorBytes, verifyRate: o.verifyRate, metricsToken, logger, spendingDir: path.join(o.data, 'spending'),
         extraRoutes: explorer ? (app, ctx) => { attached = explorer.gatewayExplorer(app, ctx, { chainConfig: o.chainConfig, rpcUrl: o.rpc, logger }); } : undefined,
       });
       const explorerUrl = attached ? `${gateway.url}${attached.path}` : undefined;

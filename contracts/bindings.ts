@@ -132,6 +132,8 @@ export interface DisputeManagerContract extends Omit<BaseContract, 'connect'>, T
   arbiter: View<[], string>;
   treasury: View<[], string>;
   challengeWindow: View<[], bigint>;
+  /** How far ahead of the block time a disputed receipt's issuedAt may lie. */
+  MAX_ISSUED_AHEAD: View<[], bigint>;
   slashAmount: View<[], bigint>;
   disputeBond: View<[], bigint>;
   challengerRewardBps: View<[], bigint>;
@@ -160,7 +162,7 @@ export const TYPED_METHODS = {
   GridToken: ['name', 'symbol', 'decimals', 'totalSupply', 'balanceOf', 'allowance', 'approve', 'transfer', 'transferFrom', 'mint', 'owner', 'transferOwnership', 'renounceOwnership'] as const satisfies readonly (keyof GridTokenContract)[],
   StakeRegistry: ['token', 'minimumStake', 'unbondingDelay', 'slasher', 'owner', 'isListed', 'stakeOf', 'stake', 'requestUnstake', 'withdraw', 'slash', 'freeze', 'unfreeze', 'setMinimumStake', 'setUnbondingDelay', 'setSlasher', 'transferOwnership', 'renounceOwnership'] as const satisfies readonly (keyof StakeRegistryContract)[],
   PaymentEscrow: ['token', 'withdrawalDelay', 'VOUCHER_TYPEHASH', 'balanceOf', 'redeemed', 'withdrawalRequest', 'hashVoucher', 'domainSeparator', 'eip712Domain', 'deposit', 'depositFor', 'redeem', 'redeemBatch', 'requestWithdrawal', 'withdraw'] as const satisfies readonly (keyof PaymentEscrowContract)[],
-  DisputeManager: ['stakeRegistry', 'token', 'arbiter', 'treasury', 'challengeWindow', 'slashAmount', 'disputeBond', 'challengerRewardBps', 'disputeCount', 'disputeOfReceipt', 'getDispute', 'hashReceipt', 'domainSeparator', 'eip712Domain', 'RECEIPT_TYPEHASH', 'BPS', 'owner', 'openDispute', 'resolveDispute', 'setArbiter', 'setParameters', 'transferOwnership', 'renounceOwnership'] as const satisfies readonly (keyof DisputeManagerContract)[],
+  DisputeManager: ['stakeRegistry', 'token', 'arbiter', 'treasury', 'challengeWindow', 'slashAmount', 'disputeBond', 'challengerRewardBps', 'disputeCount', 'disputeOfReceipt', 'getDispute', 'hashReceipt', 'domainSeparator', 'eip712Domain', 'RECEIPT_TYPEHASH', 'BPS', 'MAX_ISSUED_AHEAD', 'owner', 'openDispute', 'resolveDispute', 'setArbiter', 'setParameters', 'transferOwnership', 'renounceOwnership'] as const satisfies readonly (keyof DisputeManagerContract)[],
 } satisfies Record<ContractName, readonly string[]>;
 
 interface ContractTypes {

@@ -7,6 +7,7 @@ import type { ModelCatalog } from './catalog.js';
 import type { EventFeed } from './feed.js';
 import type { ApiKey, KeyRing } from './keys.js';
 import type { GatewayMetrics } from './metrics.js';
+import type { Verifier } from './verify/verifier.js';
 
 export interface GatewayContext {
   client: GridClient;
@@ -21,4 +22,6 @@ export interface GatewayContext {
   priceLimits?: PriceLimits;
   /** Bearer token for /metrics from other hosts (absent: loopback clients only). */
   metricsToken?: string;
+  /** Re-runs a share of the suppliers' work on other hosts and excludes those that lie (gateway/verify/). */
+  verifier?: Verifier;
 }

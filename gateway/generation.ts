@@ -16,6 +16,7 @@ import type { PriceLimits } from '../policy/price-limits.js';
 import { StopMatcher } from './stop.js';
 import { IncrementalDecoder, type TextTokenizer } from './tokenizers/index.js';
 import type { RequestTrace, RouteMetadata } from './trace.js';
+import type { Verifier } from './verify/verifier.js';
 
 export type FinishReason = 'stop' | 'length';
 
@@ -29,6 +30,8 @@ export interface GenerationParams {
   payer?: StepPayer;
   /** Prices the session accepts. */
   priceLimits?: PriceLimits;
+  /** The gateway's verifier, which observes the session (gateway/verify/). */
+  verifier?: Verifier;
   /** Aborted when the client has gone away: generation stops at the next token. */
   signal?: AbortSignal;
 }
@@ -49,7 +52,7 @@ export class GridGeneration {
     const { model, params, trace } = this;
     const tokenizer = model.tokenizer;
     const manifest = model.open.manifest;
-    const session = openPipeline(this.client, model.open, params.promptIds.length + params.maxTokens, params.payer, params.priceLimits);
+    const session = openPipeline(this.client, model.open, params.promptIds.length + params.maxTokens, params.payer, params.priceLimits, params.verifier);
     this.session = session;
     const runner: StepRunner = {
       step: async (inputs, position, tokens, hints) => {

@@ -9,11 +9,15 @@ import { PaymentNeededError, PipelineRequestError, PipelineUnavailableError, typ
 import { PayerError } from './payer/index.js';
 import { BudgetError } from './budget.js';
 import type { PriceLimits } from '../policy/price-limits.js';
+import type { Verifier } from './verify/verifier.js';
 import { ApiError, badRequest, overBudget, unavailable } from './errors.js';
 
-/** Opens a session on `model` holding `maxLength` positions, paid by `payer` when given, at prices `priceLimits` admits. */
-export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer, priceLimits?: PriceLimits): PipelineSession {
-  return client.session(model, maxLength, { payer, priceLimits });
+/**
+ * Opens a session on `model` holding `maxLength` positions, paid by `payer` when given, at prices `priceLimits`
+ * admits, observed by the gateway's `verifier` when it runs one (gateway/verify/).
+ */
+export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer, priceLimits?: PriceLimits, verifier?: Verifier): PipelineSession {
+  return client.session(model, maxLength, { payer, priceLimits, observer: verifier?.observe(model, maxLength) });
 }
 
 /**

@@ -20,6 +20,7 @@ import { ApiError, type ErrorType } from './errors.js';
 import { EventFeed } from './feed.js';
 import { KeyRing, type ApiKey, type ApiKeyConfig } from './keys.js';
 import { GatewayMetrics } from './metrics.js';
+import { Verifier } from './verify/verifier.js';
 import { registerInferRoute } from './routes/infer.js';
 import { registerMetaRoutes } from './routes/meta.js';
 import { registerTextRoutes } from './routes/text.js';
@@ -60,6 +61,8 @@ export interface GatewayOptions {
    * does not import explorer/). A route registered with `config: { public: true }` needs no API key.
    */
   extraRoutes?: (app: FastifyInstance, ctx: GatewayContext) => void;
+  /** Share of (session, supplier) links re-run on another host of the span to catch wrong outputs (gateway/verify/; default 0: off). */
+  verifyRate?: number;
   logger?: Logger;
 }
 
@@ -141,9 +144,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   });
   const catalog = new ModelCatalog(client, { models: options.models, refreshEveryMs: options.refreshEveryMs, logger, stakeCheck });
   const keys = new KeyRing(options.keys);
+  const metrics = new GatewayMetrics(keyLabels(keys));
   const ctx: GatewayContext = {
-    client, catalog, keys, feed: new EventFeed(), metrics: new GatewayMetrics(keyLabels(keys)), logger, payerFor: options.payerFor,
+    client, catalog, keys, feed: new EventFeed(), metrics, logger, payerFor: options.payerFor,
     priceLimits: options.priceLimits, metricsToken: options.metricsToken,
+    verifier: options.verifyRate ? new Verifier({ host: client.host, swarm: client.swarm, rate: options.verifyRate, logger, registry: metrics.registry }) : undefined,
   };
   let app: FastifyInstance | undefined;
   let spending: SpendingLedger | undefined;

@@ -23,6 +23,7 @@ import { attachStakeRegistry, createProvider } from '../contracts/bindings.js';
 import type { EstimatesOptions } from '../policy/estimates.js';
 import { SwarmView } from './swarm-view.js';
 import { PipelineSession } from './session.js';
+import type { StepObserver } from './step-observer.js';
 import type { PriceLimits } from '../policy/price-limits.js';
 import { ExecClient } from '../net/exec/client.js';
 
@@ -56,6 +57,8 @@ export interface SessionOptions {
   priceLimits?: PriceLimits;
   /** Fail a step whose token chose a mixture-of-experts expert with no live server, instead of falling back. */
   strictExperts?: boolean;
+  /** Shown every hop and the close (the gateway's verifier). */
+  observer?: StepObserver;
 }
 
 /** A model the client can run: its manifest and its hosts. */
@@ -140,7 +143,7 @@ export class GridClient {
     return new PipelineSession({
       host: this.host, manifest: model.manifest, manifestCid: model.manifestCid, discovery: model.discovery,
       swarm: this.swarm, client: this.exec, maxLength, logger: this.logger, minStepTimeoutMs: this.options.minStepTimeoutMs,
-      payer: options.payer, priceLimits: options.priceLimits, strictExperts: options.strictExperts,
+      payer: options.payer, priceLimits: options.priceLimits, strictExperts: options.strictExperts, observer: options.observer,
     });
   }
 

@@ -26,6 +26,7 @@ import { isPaidSpan, type StepPayer } from './payment.js';
 import { parseBaseUnits, stepCharge } from '../policy/pricing.js';
 import { GridpipeError } from '../errors/base.js';
 import { ExpertRouter, type ExpertFallback, type ExpertHop } from './expert-router.js';
+import type { StepObserver } from './step-observer.js';
 
 /** A span of the route with its open session. */
 interface Link extends RouteCall {
@@ -60,6 +61,8 @@ export interface PipelineSessionOptions {
   strictExperts?: boolean;
   /** Call every expert of a cut MoE layer for every token: the dense baseline benchmarks compare against. */
   activateAllExperts?: boolean;
+  /** Shown every successful hop and the close (the gateway's verifier: scheduler/step-observer.ts). */
+  observer?: StepObserver;
 }
 
 /** What the caller needs of a step's outputs, so servers can send less. */
@@ -191,13 +194,19 @@ export class PipelineSession {
       const estimate = this.swarm.estimateOf(link.peerId);
       estimate.inflight++;
       try {
-        const res = await link.session.step(feeds, { position, replay, want: this.wantedFrom(link.start, link.end), ...this.reductionFrom(link.end, hints), timeoutMs, ...payment?.options }).finally(() => { estimate.inflight--; });
+        const want = this.wantedFrom(link.start, link.end);
+        const reduction = this.reductionFrom(link.end, hints);
+        const res = await link.session.step(feeds, { position, replay, want, ...reduction, timeoutMs, ...payment?.options }).finally(() => { estimate.inflight--; });
         const wallMs = performance.now() - started;
         const moved = tensorBytes(feeds) + replay.reduce((n, r) => n + tensorBytes(r.inputs), 0) + tensorBytes(res.outputs) + res.replayOutputs.reduce((n, r) => n + tensorBytes(r.outputs), 0);
         this.swarm.reportReply(link.peerId, wallMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens * (1 + replay.length)), moved);
         // Replayed outputs rebuild what later fresh spans of a different split need for their own replay.
         res.replayOutputs.forEach((r, t) => Object.assign(this.history[t].known, r.outputs));
         Object.assign(known, res.outputs);
+        this.options.observer?.onHop({
+          step: stepIndex, peerId: link.peerId, hosted: link.hosted, start: link.start, end: link.end, position, chunkTokens, inputs: feeds, outputs: res.outputs,
+          replay: replay.map((chunk, t) => ({ chunk, outputs: res.replayOutputs[t]?.outputs ?? {} })), want, reduction, wallMs,
+        });
         if (payment && res.charge !== payment.charge) {
           // Both sides price with policy/pricing.ts: a difference means the record's price is stale.
           this.options.logger?.warn({ peer: link.peerId, paid: payment.charge.toString(), charged: res.charge.toString() }, 'supplier charged another amount than the voucher paid for');
@@ -274,6 +283,7 @@ export class PipelineSession {
   /** Closes every server session. */
   async close(): Promise<void> {
     this.lastRoute = this.route;
+    if (!this.closed) this.options.observer?.onClose();
     this.closed = true;
     await Promise.all(this.chain.map((l) => l.session.close().catch(() => undefined)));
     await this.experts?.close();
@@ -312,6 +322,7 @@ export class PipelineSession {
             voucher: await this.openVoucher(hosted),
           });
           links.push({ ...call, session, hosted, fresh: true, predictedMs: estimatedMs / calls.length });
+          this.measureRoundTrip(call.peerId);
         }
         return links;
       } catch (err) {
@@ -324,6 +335,18 @@ export class PipelineSession {
         if (attempt >= 8) throw err;
       }
     }
+  }
+
+  /**
+   * Pings a peer in the background (off the step's path) so routing learns its round trip from what this
+   * client measured, not from the compute time the peer reports of itself (policy/estimates.ts).
+   */
+  private measureRoundTrip(peerId: string): void {
+    const estimate = this.swarm.estimateOf(peerId);
+    if (estimate.pingSamples > 0 && estimate.samples % 16 !== 0) return;
+    const ping = (this.options.host.node.services as { ping?: { ping(peer: ReturnType<typeof peerIdFromString>): Promise<number> } }).ping;
+    if (!ping) return;
+    void ping.ping(peerIdFromString(peerId)).then((ms) => this.swarm.reportRoundTrip(peerId, ms), () => undefined);
   }
 
   /** Tensors the span [start, end) reads from outside itself, KV-cache inputs excluded (they stay on the server). */
@@ -387,7 +410,8 @@ function pick(known: TensorMap, names: string[], link: RouteCall): TensorMap {
   return out;
 }
 
-function dialTarget(span: HostedSpan): Multiaddr[] | ReturnType<typeof peerIdFromString> {
+/** Where to dial a host of a span: its advertised addresses, or its peer id for the peer store to resolve. */
+export function dialTarget(span: HostedSpan): Multiaddr[] | ReturnType<typeof peerIdFromString> {
   const addrs = span.addrs.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${span.peerId}`));
   return addrs.length ? addrs.map((a) => multiaddr(a)) : peerIdFromString(span.peerId);
 }

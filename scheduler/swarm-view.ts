@@ -112,6 +112,11 @@ export class SwarmView implements RecordFeed {
     this.estimates.recordReply(peerId, wallMs, queueMs, computeMs, flops, bytes);
   }
 
+  /** A round trip to a peer measured by this client (a ping), never by the peer. */
+  reportRoundTrip(peerId: string, rttMs: number): void {
+    this.estimates.recordRoundTrip(peerId, rttMs);
+  }
+
   /** A peer failed, stalled or would not open a session: banned for every session of this process (back-off). */
   reportFailure(peerId: string): void {
     this.estimates.recordFailure(peerId);

@@ -22,6 +22,10 @@ import {StakeRegistry} from "./StakeRegistry.sol";
 /// One open dispute per receipt at a time.
 ///
 /// Accounting rule (checked by the test suite): token.balanceOf(this) == sum of open disputes' bonds.
+///
+/// Bounds (issue 21): `challengeWindow ≤ stakeRegistry.unbondingDelay()` in every setter (and the registry
+/// refuses a shorter delay or a slasher with a longer window); a receipt's issuedAt at most MAX_ISSUED_AHEAD
+/// in the future. The arbiter is a replaceable role (`setArbiter`): docs/verification.md describes it.
 contract DisputeManager is EIP712, Ownable {
     using SafeERC20 for IERC20;
 
@@ -57,6 +61,9 @@ contract DisputeManager is EIP712, Ownable {
         "Receipt(address supplier,bytes32 fragmentCid,bytes32 inputHash,bytes32 outputHash,bytes32 sessionId,uint64 step,uint64 issuedAt)"
     );
     uint16 public constant BPS = 10_000;
+    /// @notice How far in the future a receipt's issuedAt may lie (clock skew): a supplier cannot stretch the
+    /// window past the unbonding delay. The verifier bounds it off chain too (gateway/verify/).
+    uint64 public constant MAX_ISSUED_AHEAD = 300;
 
     StakeRegistry public immutable stakeRegistry;
     IERC20 public immutable token;
@@ -97,6 +104,8 @@ contract DisputeManager is EIP712, Ownable {
     error InvalidSignature();
     error ReceiptAlreadyDisputed(uint256 id);
     error DisputeNotOpen(uint256 id);
+    error ChallengeWindowTooLong(uint64 challengeWindow, uint64 unbondingDelay);
+    error ReceiptFromTheFuture(uint64 issuedAt, uint256 latest);
 
     constructor(
         StakeRegistry stakeRegistry_,
@@ -123,6 +132,7 @@ contract DisputeManager is EIP712, Ownable {
         returns (uint256 id)
     {
         if (contradictingOutputHash == receipt.outputHash) revert NotContradicting();
+        if (receipt.issuedAt > block.timestamp + MAX_ISSUED_AHEAD) revert ReceiptFromTheFuture(receipt.issuedAt, block.timestamp + MAX_ISSUED_AHEAD);
         uint256 closesAt = uint256(receipt.issuedAt) + challengeWindow;
         if (block.timestamp > closesAt) revert ChallengeWindowClosed(closesAt);
         bytes32 digest = hashReceipt(receipt);
@@ -229,6 +239,9 @@ contract DisputeManager is EIP712, Ownable {
     ) internal {
         if (treasury_ == address(0)) revert ZeroAddress();
         if (challengerRewardBps_ > BPS) revert InvalidBps(challengerRewardBps_);
+        // A receipt must stay disputable only while the stake it puts at risk cannot have left.
+        uint64 delay = stakeRegistry.unbondingDelay();
+        if (challengeWindow_ > delay) revert ChallengeWindowTooLong(challengeWindow_, delay);
         treasury = treasury_;
         challengeWindow = challengeWindow_;
         slashAmount = slashAmount_;

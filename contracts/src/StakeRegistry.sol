@@ -14,6 +14,12 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 ///
 /// Accounting rule (checked by the test suite): token.balanceOf(this) == sum over suppliers of
 /// (staked + unbonding), for a token without transfer fees.
+///
+/// Owner powers (`setMinimumStake`, `setUnbondingDelay`, `setSlasher`) are trust in the owner: a new slasher can
+/// slash any stake. Deploy with the owner a timelock (e.g. OpenZeppelin TimelockController, delay ≥ the
+/// unbonding delay, so suppliers can leave before a change takes effect); docs/verification.md says so. What
+/// the contract enforces itself: a slasher that is a contract with a `challengeWindow()` (DisputeManager) never
+/// has a window longer than the unbonding delay, so stake cannot leave while a receipt is still disputable.
 contract StakeRegistry is Ownable {
     using SafeERC20 for IERC20;
 
@@ -49,6 +55,7 @@ contract StakeRegistry is Ownable {
     error StakeFrozen(address supplier, uint32 freezes);
     error NotFrozen(address supplier);
     error NotSlasher(address caller);
+    error ChallengeWindowTooLong(uint64 challengeWindow, uint64 unbondingDelay);
 
     modifier onlySlasher() {
         if (msg.sender != slasher) revert NotSlasher(msg.sender);
@@ -143,14 +150,26 @@ contract StakeRegistry is Ownable {
 
     /// @notice Applies to unstake requests made from now on.
     function setUnbondingDelay(uint64 unbondingDelay_) external onlyOwner {
+        _checkWindow(slasher, unbondingDelay_);
         unbondingDelay = unbondingDelay_;
         emit UnbondingDelaySet(unbondingDelay_);
     }
 
     function setSlasher(address slasher_) external onlyOwner {
         if (slasher_ == address(0)) revert ZeroAddress();
+        _checkWindow(slasher_, unbondingDelay);
         emit SlasherSet(slasher, slasher_);
         slasher = slasher_;
+    }
+
+    /// @dev Reverts when `slasher_` is a contract whose `challengeWindow()` exceeds `delay` (an account, or a
+    /// contract without that function, has no window to check).
+    function _checkWindow(address slasher_, uint64 delay) internal view {
+        if (slasher_.code.length == 0) return;
+        (bool ok, bytes memory data) = slasher_.staticcall(abi.encodeWithSignature("challengeWindow()"));
+        if (!ok || data.length < 32) return;
+        uint64 window = abi.decode(data, (uint64));
+        if (window > delay) revert ChallengeWindowTooLong(window, delay);
     }
 
     // ---------------------------------------------------------------- views

@@ -89,7 +89,7 @@ async function serveInfer(ctx: GatewayContext, req: FastifyRequest, reply: Fasti
   trace.onHop = (hop) => ctx.metrics.hopSeconds.observe({ peer: hop.peerId }, hop.wallMs / 1000);
   ctx.feed.publish({ event: 'request.started', requestId, at: Date.now(), endpoint: '/v1/infer', model: model.id, key: key.name, stream: false });
   ctx.metrics.inflight.inc();
-  const session = openPipeline(ctx.client, model.open, maxLength, budget.wrap(ctx.payerFor?.(key)), priceLimits);
+  const session = openPipeline(ctx.client, model.open, maxLength, budget.wrap(ctx.payerFor?.(key)), priceLimits, ctx.verifier);
   let unpaidCost = 0n;
   let outputs: Record<string, ort.Tensor>;
   try {

@@ -134,7 +134,7 @@ async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRe
   const clientGone = new ApiError(499, 'the client closed the connection', 'invalid_request_error', 'client_closed');
   const generation = new GridGeneration(ctx.client, model, {
     promptIds: r.promptIds, maxTokens: r.maxTokens, stop: r.stop, sampling: r.sampling, payer: budget.wrap(ctx.payerFor?.(key)), signal: gone.signal,
-    priceLimits, mayContinue: key.budget === undefined ? undefined : (unpaid) => budget.fits(unpaid),
+    priceLimits, verifier: ctx.verifier, mayContinue: key.budget === undefined ? undefined : (unpaid) => budget.fits(unpaid),
   }, trace);
   const endpointPath = endpoint === 'chat' ? '/v1/chat/completions' : '/v1/completions';
   ctx.feed.publish({ event: 'request.started', requestId, at: Date.now(), endpoint: endpointPath, model: model.id, key: key.name, stream: r.stream });

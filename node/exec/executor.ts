@@ -16,6 +16,10 @@ import type { Logger } from 'pino';
 import { dataTypeFromOrt } from '../../fragments/onnx/dtype.js';
 import { ExecError } from '../../net/exec/errors.js';
 import { WorkerSession } from './ort-worker.js';
+import { faultyFragmentFile, testFault } from './test-fault.js';
+
+/** GRIDPIPE_TEST_FAULT=int8: a cheating supplier for tests (test-fault.ts); unset in every real deployment. */
+const TEST_FAULT = testFault();
 
 export type ExecutionProviderName = 'cpu' | 'cuda' | 'webgpu';
 /** `auto`: CUDA when its provider library is installed, then WebGPU when bundled, then CPU. */
@@ -229,7 +233,7 @@ export class ExecutorPool {
       p = (async () => {
         const file = await this.resolve(cid);
         if (!file) throw new ExecError('NOT_FOUND', `fragment ${cid} is not hosted on this node`);
-        const executor = await FragmentExecutor.load(file, this.options);
+        const executor = await FragmentExecutor.load(await faultyFragmentFile(TEST_FAULT, file), this.options);
         if (this.loaded.get(cid) === p) this.ready.set(cid, executor);
         return executor;
       })();

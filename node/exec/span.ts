@@ -15,6 +15,10 @@ import { dataTypeName } from '../../fragments/onnx/dtype.js';
 import { ExecError } from '../../net/exec/errors.js';
 import type { ExecutorPool, FragmentExecutor, FragmentResolver, IoSpec } from './executor.js';
 import { elementBytes, emptyTensor, wireToOrt } from '../../net/exec/tensors.js';
+import { applyOutputFault, testFault } from './test-fault.js';
+
+/** GRIDPIPE_TEST_FAULT: a cheating supplier for tests (test-fault.ts); unset in every real deployment. */
+const TEST_FAULT = testFault();
 
 /** A KV-cache slot: one stateful pair of one fragment. */
 export interface KvSlot {
@@ -285,6 +289,7 @@ export class SpanProgram {
     const nextKv = new Map<string, ort.Tensor>();
     let queueMs = 0;
     let computeMs = 0;
+    let lastFeeds: Record<string, ort.Tensor> = {};
     for (const step of this.plan) {
       const feeds: Record<string, ort.Tensor> = {};
       for (const f of step.feeds) {
@@ -292,6 +297,7 @@ export class SpanProgram {
         if (!t) throw new ExecError('INTERNAL', `no tensor for "${f.name}" (${f.source})`);
         feeds[f.name] = t;
       }
+      lastFeeds = feeds;
       const r = await step.executor.run(feeds, step.fetches);
       queueMs += r.queueMs;
       computeMs += r.computeMs;
@@ -306,6 +312,7 @@ export class SpanProgram {
       const t = internal.get(name);
       if (t) outputs.set(name, t);
     }
+    if (TEST_FAULT) applyOutputFault(TEST_FAULT, outputs, lastFeeds, client);
     return { outputs, kv: nextKv, queueMs, computeMs };
   }
 }

@@ -8,8 +8,14 @@
  * the session's steps, so a receipt over many steps proves as much as one per step.
  *
  * Hashes (sha256, 32 bytes): over the session's tensors in the order they travelled (per step, inputs:
- * replay chunks then the step's own; outputs: replay outputs then the step's), each tensor as
- * utf8(name) 0x00 · dtype (u32 LE) · rank (u32 LE) · each dim (u64 LE) · byte length (u64 LE) · raw bytes.
+ * replay chunks then the step's own; outputs: replay outputs then the step's). inputHash takes each tensor as
+ * utf8(name) 0x00 · dtype (u32 LE) · rank (u32 LE) · each dim (u64 LE) · byte length (u64 LE) · raw bytes, so it
+ * also fixes the session's state before every step it covers (a referee replays from step 1). outputHash
+ * (issue 21) commits to each output's compact, tolerance-aware digest (policy/verification.ts: per position the
+ * top-8 entries by magnitude; integer outputs whole), not its raw bytes: evidence is the revealed digests
+ * (64 bytes a position), which hash to the receipt and are compared with a re-run within a tolerance. Each
+ * digest as utf8(name) 0x00 · kind (u8: 0 top, 1 exact) · rows (u32 LE) · k (u32 LE) · indices (i32 LE, or
+ * f64 LE for exact) · values (f32 LE).
  * fragmentCid: one fragment: its CID's sha256 digest (cidToBytes32); a span of several: keccak256 of their
  * digests concatenated. sessionId: keccak256(utf8(session id)).
  */
@@ -18,6 +24,7 @@ import { concat, getBytes, keccak256, toUtf8Bytes, type Wallet } from 'ethers';
 import { cidToBytes32, signReceipt, type Receipt } from '../../contracts/eip712.js';
 import type { WireTensor } from '../../proto/wire.js';
 import { SignedReceiptType } from '../../net/exec/codec.js';
+import { outputDigest, type DigestableTensor, type TensorDigest } from '../../policy/verification.js';
 
 /** sha256 over tensors as described in the module doc, 0x hex. */
 export function tensorsDigest(tensors: Iterable<WireTensor>): string {
@@ -42,11 +49,56 @@ function hashTensors(h: Hash, tensors: Iterable<WireTensor>): void {
   }
 }
 
+/** The output digest of wire tensors (float32/float64 and integer dtypes; others are left out). */
+export function wireOutputDigest(tensors: Iterable<WireTensor>): TensorDigest[] {
+  const out: TensorDigest[] = [];
+  for (const t of tensors) {
+    const view = typedView(t);
+    if (view) out.push(...outputDigest({ [t.name]: view }));
+  }
+  return out;
+}
+
+/** sha256 commitment to outputs' digests (the receipt's outputHash for one step), 0x hex. */
+export function outputsCommitment(tensors: Iterable<WireTensor>): string {
+  const h = createHash('sha256');
+  hashDigests(h, wireOutputDigest(tensors));
+  return `0x${h.digest('hex')}`;
+}
+
+function hashDigests(h: Hash, digests: readonly TensorDigest[]): void {
+  const head = Buffer.alloc(9);
+  for (const d of digests) {
+    h.update(Buffer.from(d.name, 'utf8'));
+    head.writeUInt8(0, 0);
+    h.update(head.subarray(0, 1));
+    head.writeUInt8(d.kind === 'top' ? 0 : 1, 0);
+    head.writeUInt32LE(d.rows, 1);
+    head.writeUInt32LE(d.k, 5);
+    h.update(head);
+    h.update(new Uint8Array(d.indices.buffer, d.indices.byteOffset, d.indices.byteLength));
+    h.update(new Uint8Array(d.values.buffer, d.values.byteOffset, d.values.byteLength));
+  }
+}
+
+/** A wire tensor's data as the digest reads it (copied when unaligned), or undefined for other dtypes. */
+function typedView(t: WireTensor): DigestableTensor | undefined {
+  const bytes = t.data.byteOffset % 8 === 0 ? t.data : new Uint8Array(t.data);
+  const dims = t.dims.map(Number);
+  switch (t.dtype) {
+    case 1: return { type: 'float32', dims, data: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) };
+    case 11: return { type: 'float64', dims, data: new Float64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8) };
+    case 6: return { type: 'int32', dims, data: new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) };
+    case 7: return { type: 'int64', dims, data: new BigInt64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8) };
+    default: return undefined;
+  }
+}
+
 /**
  * A session's running hashes: every step's inputs and outputs are fed in as they pass (cheap: one sha256
  * update per step), and a receipt signs the hashes of everything so far. A receipt of step n thus covers
  * steps 1..n of the session: its inputHash is tensorsDigest over all their inputs in order (for one step,
- * exactly that step's digest), likewise outputHash.
+ * exactly that step's digest); its outputHash is outputsCommitment over all their outputs in order.
  */
 export class RunningDigest {
   private readonly inputs = createHash('sha256');
@@ -56,7 +108,7 @@ export class RunningDigest {
 
   add(inputs: Iterable<WireTensor>, outputs: Iterable<WireTensor>): void {
     hashTensors(this.inputs, inputs);
-    hashTensors(this.outputs, outputs);
+    hashDigests(this.outputs, wireOutputDigest(outputs));
     this.steps++;
   }
 
@@ -90,7 +142,7 @@ export class ReceiptSigner {
     const receipt: Receipt = {
       supplier: this.wallet.address,
       fragmentCid: spanDigest(input.cids),
-      ...('inputHash' in input.inputs ? input.inputs : { inputHash: tensorsDigest(input.inputs), outputHash: tensorsDigest(input.outputs ?? []) }),
+      ...('inputHash' in input.inputs ? input.inputs : { inputHash: tensorsDigest(input.inputs), outputHash: outputsCommitment(input.outputs ?? []) }),
       sessionId: keccak256(toUtf8Bytes(input.sessionId)),
       step: input.step,
       issuedAt: BigInt(this.nowSeconds()),
