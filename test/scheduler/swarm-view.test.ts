@@ -80,7 +80,10 @@ beforeAll(async () => {
   client = await GridClient.connect({
     bootstrap, network: 'local', logger,
     // No background sweep and bans that outlast the test: every sweep counted below is one somebody asked for.
-    discovery: { lookupTimeoutMs: 5000, refreshMs: 10 * 60_000 }, estimates: { banBaseMs: 10 * 60_000 },
+    discovery: { lookupTimeoutMs: 5000, refreshMs: 10 * 60_000 },
+    // The impostor must be tried first (this file tests bans, not trust in claims): its advertised speed counts in
+    // full here, where by default a claim seeds at most 10 GFLOP/s and the real supplier could tie or win.
+    estimates: { banBaseMs: 10 * 60_000, maxAdvertisedGflops: 1e7 },
   });
   // What a sweep reads: the supplier among the providers of the suppliers key, and its record (not counted as sweeps).
   await waitFor(async () => (await findSupplierPeers(client.host, { timeoutMs: 2000 })).includes(supplier.peerId)
