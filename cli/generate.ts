@@ -38,10 +38,11 @@ export function generateCommand(): Command {
     .addOption(new Option('--network <kind>', 'DHT flavour').choices(['auto', 'local', 'public']).default('auto'))
     .option('--listen <multiaddr>', 'libp2p address to listen on (repeatable; a reachable one lets suppliers behind NAT connect back directly)', collect, [])
     .option('--wait <seconds>', 'how long to wait to join the grid, and for hosts of every fragment', positiveNumber, 30)
+    .addOption(new Option('--route-mode <mode>', 'star: the client relays every tensor; chain: each supplier forwards to the next, the last answers; auto: chain where measured round trips say it saves time').choices(['star', 'chain', 'auto']).default('star'))
     .option('--json', 'one JSON line per token, then a summary', false)
     .action(async (o: {
       manifest: string; promptIds?: string; prompt?: string; maxTokens: number; temperature: number; topP?: number; topK?: number;
-      seed: number; bootstrap: string[]; network: string; listen: string[]; wait: number; json: boolean;
+      seed: number; bootstrap: string[]; network: string; listen: string[]; wait: number; json: boolean; routeMode: 'star' | 'chain' | 'auto';
     }) => {
       // The grid client (libp2p, onnxruntime) loads here, not with the command tree.
       const { vocabSize } = await import('../fragments/manifest.js');
@@ -73,7 +74,7 @@ export function generateCommand(): Command {
           promptIds = tokenizer.encode(o.prompt!);
         }
         const kvCache = model.manifest.statefulPairs.length > 0;
-        const session = client.session(model, promptIds.length + o.maxTokens);
+        const session = client.session(model, promptIds.length + o.maxTokens, { routeMode: o.routeMode });
         const ids: number[] = [];
         // Text as the gateway streams it: a character split over tokens is held back until it is whole.
         const decoder = tokenizer && new IncrementalDecoder(tokenizer);
@@ -92,7 +93,7 @@ export function generateCommand(): Command {
           await session.close();
         }
         const route = session.route.map((r) => ({ peerId: r.peerId, fragments: [r.start, r.end - 1], connection: client.connectionKind(r.peerId) }));
-        if (o.json) process.stdout.write(`${JSON.stringify({ done: true, tokens: ids, route, failovers: session.failovers, synthetic: model.manifest.model.synthetic })}\n`);
+        if (o.json) process.stdout.write(`${JSON.stringify({ done: true, tokens: ids, route, failovers: session.failovers, chainedSteps: session.chainedSteps, synthetic: model.manifest.model.synthetic })}\n`);
         else {
           process.stdout.write('\n');
           process.stderr.write(`route: ${route.map((r) => `${r.peerId.slice(-8)}[${r.fragments[0]}..${r.fragments[1]}]${r.connection === 'relayed' ? ' (relayed)' : ''}`).join(' → ')}${session.failovers ? ` (${session.failovers} failover${session.failovers > 1 ? 's' : ''})` : ''}\n`);

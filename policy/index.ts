@@ -6,3 +6,4 @@ export * from './sampling.js';
 export * from './estimates.js';
 export * from './pricing.js';
 export * from './price-limits.js';
+export * from './route-mode.js';

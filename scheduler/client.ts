@@ -24,6 +24,7 @@ import type { EstimatesOptions } from '../policy/estimates.js';
 import { SwarmView } from './swarm-view.js';
 import { PipelineSession } from './session.js';
 import type { PriceLimits } from '../policy/price-limits.js';
+import type { RouteMode } from '../policy/route-mode.js';
 import { ExecClient } from '../net/exec/client.js';
 
 export interface GridClientOptions {
@@ -44,6 +45,8 @@ export interface GridClientOptions {
   joinTimeoutMs?: number;
   /** Smallest step deadline for sessions (default 5 s). */
   minStepTimeoutMs?: number;
+  /** Route mode of this client's sessions unless a session names one (default star); policy/route-mode.ts. */
+  routeMode?: RouteMode;
   /** Route only to staked suppliers: a check of your own, or the chain's StakeRegistry (isListed, cached). */
   stakeCheck?: StakeCheck | { rpcUrl: string; chainId: number; stakeRegistry: string; ttlMs?: number };
 }
@@ -54,6 +57,8 @@ export interface SessionOptions {
   payer?: StepPayer;
   /** Prices the session accepts (default policy/price-limits' DEFAULT_PRICE_LIMITS). */
   priceLimits?: PriceLimits;
+  /** Star, chain (direct return) or auto (default: the client's routeMode, else star); policy/route-mode.ts. */
+  routeMode?: RouteMode;
 }
 
 /** A model the client can run: its manifest and its hosts. */
@@ -138,7 +143,7 @@ export class GridClient {
     return new PipelineSession({
       host: this.host, manifest: model.manifest, manifestCid: model.manifestCid, discovery: model.discovery,
       swarm: this.swarm, client: this.exec, maxLength, logger: this.logger, minStepTimeoutMs: this.options.minStepTimeoutMs,
-      payer: options.payer, priceLimits: options.priceLimits,
+      payer: options.payer, priceLimits: options.priceLimits, routeMode: options.routeMode ?? this.options.routeMode,
     });
   }
 
