@@ -117,7 +117,7 @@ export interface TimedGeneration { tokens: number[]; at: number[]; summary?: { t
 
 /** Runs `gridpipe generate ...args --json` inside namespace `ns`, timing each token line as it arrives. */
 export function generateInside(ns: string, args: string[], onToken?: (n: number) => void): Promise<TimedGeneration> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, CLI, 'generate', ...args, '--json'], { cwd: REPO_ROOT, env: { ...process.env, GRIDPIPE_LOG_LEVEL: 'error' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, CLI, 'generate', ...args, '--json'], { cwd: REPO_ROOT, env: { ...process.env, GRIDPIPE_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
   const run: TimedGeneration = { tokens: [], at: [], code: null, stderr: '' };
   let buffered = '';
   child.stdout.setEncoding('utf8');

@@ -80,12 +80,18 @@ export async function wanBench(): Promise<void> {
     const star = mean(runs.star.map(decodeTps));
     const chain = mean(runs.chain.map(decodeTps));
     const bound = 1000 / ((STAGES + 1) * ONE_WAY_MS);
+    const tokenMsP50 = (list: TimedGeneration[]): number => {
+      const gaps = list.flatMap((r) => r.at.slice(1).map((t, i) => t - r.at[i])).sort((a, b) => a - b);
+      return gaps[gaps.length >> 1];
+    };
     const identical = [...runs.star, ...runs.chain].every((r) => r.tokens.join() === local.join());
     reportResult('wan', {
       star_tokens_per_s: star,
       chain_tokens_per_s: chain,
       latency_bound_tokens_per_s: bound,
       star_latency_bound_tokens_per_s: 1000 / (2 * STAGES * ONE_WAY_MS),
+      star_token_ms_p50: tokenMsP50(runs.star),
+      chain_token_ms_p50: tokenMsP50(runs.chain),
       chain_over_star: chain / star,
       chain_over_bound: chain / bound,
       chain_steps: mean(runs.chain.map((r) => r.summary?.chainedSteps ?? 0)),
