@@ -8,6 +8,9 @@
  * concurrent8_ratio >= 3.0 with the suppliers batching concurrent decode steps (concurrent8_ratio_unbatched:
  * a twin grid with --max-batch 1, alternated in the same run). Bench flags --threads=N, --spin, --inline-runs,
  * --provider=cpu|cuda|webgpu, --max-batch=N, --batch-window-us=N go to every supplier.
+ * Route modes (issue 19): each round also decodes in chain mode (direct return); decode_overhead_ms is a decode
+ * token's time minus the servers' compute for it (p50), for the star and the chain; goal chain <= 2 ms.
+ * --decode-only: only the decode rounds (mono, star, chain), written as bench/results/pipeline-decode.json.
  */
 import '../net/polyfill.js';
 import type { ChildProcess } from 'node:child_process';
@@ -20,6 +23,7 @@ import { fragmentModel } from '../fragments/fragment.js';
 import { GridClient } from '../scheduler/client.js';
 import { generate, stepInputs, type GenerateOptions, type StepRunner } from '../scheduler/generate.js';
 import type { HopTiming } from '../scheduler/session.js';
+import type { RouteMode } from '../policy/route-mode.js';
 import { LocalModelRunner } from '../scheduler/local-runner.js';
 import { reportResult } from './report.js';
 import { spawnGridpipe } from '../cli/spawn.js';
@@ -85,8 +89,8 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
     const model = await client.openModel(fragDir);
     let failed = 0;
 
-    const runSession = async (maxTokens = options.maxTokens, onToken?: (n: number, route: string[]) => Promise<void> | void): Promise<{ ids: number[]; ms: number[]; failovers: number; hops: HopTiming[][] }> => {
-      const session = client!.session(model, PROMPT + maxTokens + 1);
+    const runSession = async (maxTokens = options.maxTokens, onToken?: (n: number, route: string[]) => Promise<void> | void, routeMode: RouteMode = 'star'): Promise<{ ids: number[]; ms: number[]; failovers: number; hops: HopTiming[][] }> => {
+      const session = client!.session(model, PROMPT + maxTokens + 1, { routeMode });
       // Keep each step's hops: where a decode token's time goes (server compute, the wire and queues, the client).
       const hops: HopTiming[][] = [];
       const recorder: StepRunner = { step: async (inputs, position, tokens, hints) => { const r = await session.step(inputs, position, tokens, hints); hops.push(r.hops); return r; } };
@@ -106,11 +110,14 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
     const mono = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
     await timedGeneration(mono, { ...options, maxTokens: 4 }); // warm-up
     await runSession(4); // warm-up: sessions load their fragments
+    await runSession(4, undefined, 'chain'); // warm-up: the servers' forwarding streams
     const monoRuns: { ids: number[]; ms: number[] }[] = [];
     const gridRuns: Awaited<ReturnType<typeof runSession>>[] = [];
+    const chainRuns: Awaited<ReturnType<typeof runSession>>[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       monoRuns.push(await timedGeneration(mono, options));
       gridRuns.push(await runSession());
+      chainRuns.push(await runSession(options.maxTokens, undefined, 'chain'));
     }
     await mono.close();
     const decodeMs = (runs: { ms: number[] }[]): number[] => runs.flatMap((r) => r.ms.slice(1));
@@ -121,6 +128,31 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
     const identical = [...monoRuns, ...gridRuns].every((r) => r.ids.join() === monoIds);
     const decodeHops = gridRuns.flatMap((g) => g.hops.slice(1));
     const decodeTokenMs = decodeMs(gridRuns);
+    // What the grid adds to a decode token beyond the servers' compute (wire, framing, queues, the client).
+    const overheadMs = (runs: typeof gridRuns): number => {
+      const tokenMs = decodeMs(runs);
+      const compute = runs.flatMap((g) => g.hops.slice(1)).map((h) => sum(h.map((x) => x.computeMs)));
+      return median(tokenMs.map((ms, i) => ms - compute[i]));
+    };
+    const chainDecodeTps = (ROUNDS * DECODE) / (sum(decodeMs(chainRuns)) / 1000);
+    const routeModes = {
+      decode_overhead_ms: overheadMs(gridRuns),
+      decode_overhead_ms_chain: overheadMs(chainRuns),
+      decode_tokens_per_s_chain: chainDecodeTps,
+      decode_ratio_chain: chainDecodeTps / monoDecodeTps,
+      decode_ms_p50_chain: median(decodeMs(chainRuns)),
+      decode_server_compute_ms_p50_chain: median(chainRuns.flatMap((g) => g.hops.slice(1)).map((h) => sum(h.map((x) => x.computeMs)))),
+      chain_tokens_identical: Number(chainRuns.every((r) => r.ids.join() === monoIds)),
+    };
+    if (flags.includes('--decode-only')) {
+      reportResult('pipeline-decode', {
+        decode_tokens_per_s: decodeTps, mono_decode_tokens_per_s: monoDecodeTps, decode_ratio: decodeTps / monoDecodeTps,
+        decode_ms_p50: median(decodeTokenMs), mono_decode_ms_p50: median(decodeMs(monoRuns)),
+        decode_server_compute_ms_p50: median(decodeHops.map((h) => sum(h.map((x) => x.computeMs)))),
+        tokens_identical: Number(identical), ...routeModes,
+      }, `Decode rounds only (--decode-only): gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens x ${ROUNDS} rounds alternating monolithic, star and chain (direct return) decodes; greedy.`);
+      return;
+    }
 
     // Payments (issue 15): a paid grid of the same fragments on a local chain, alternating with this one.
     // --pay-window=N: the payer's credit window in steps (0: a voucher per step, as before issue 15).
@@ -183,6 +215,7 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
       failed_requests: failed,
       ...concurrency.figures,
       tokens_identical: Number(identical && concurrentIdentical),
+      ...routeModes,
       paid_window_steps: payWindow === undefined ? 16 : Number(payWindow),
       ...paid,
     }, `${concurrency.description} gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes (+1 replica of fragment 1) on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens x ${ROUNDS} rounds alternating monolithic and pipeline (speeds = totals over the rounds); greedy; suppliers with ${threads ? `${threads} onnxruntime thread(s)` : 'all cores as onnxruntime threads'}, ${spin ? 'spinning during a step (--spin)' : 'no spinning'}, ${inline ? 'onnxruntime on the supplier\'s own thread (--inline-runs)' : 'onnxruntime in a worker thread per fragment'}; monolithic = one onnxruntime session (onnxruntime defaults, spinning) of the whole model in the bench process; failover = SIGKILL of the host of fragment 1 after 16 tokens, extra = that token's time minus the median decode token; paid = the same 3 fragments on 3 more supplier processes with the same flags, charging 1e9 base units/GFLOP on an anvil chain, paid by a VoucherPayer in the bench process, ${ROUNDS} generations alternating with as many on the unpaid grid (paid_cpu_ratio: CPU ms per token over the bench process and the serving grid's suppliers, plus anvil for the paid one).`);

@@ -11,6 +11,7 @@ import { demoModelBench } from './demo-model.js';
 import { explorerBench } from './explorer.js';
 import { selectiveBench } from './selective.js';
 import { verifyBench } from './verify.js';
+import { wanBench } from './wan.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
@@ -25,6 +26,7 @@ const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   explorer: explorerBench,
   selective: selectiveBench,
   verify: verifyBench,
+  wan: wanBench,
 };
 
 async function run(): Promise<void> {

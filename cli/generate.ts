@@ -39,10 +39,11 @@ export function generateCommand(): Command {
     .option('--listen <multiaddr>', 'libp2p address to listen on (repeatable; a reachable one lets suppliers behind NAT connect back directly)', collect, [])
     .option('--wait <seconds>', 'how long to wait to join the grid, and for hosts of every fragment', positiveNumber, 30)
     .option('--strict-experts', 'mixture-of-experts models: fail, naming the expert, when a token\'s chosen expert has no live server (default: its next-ranked expert stands in)', false)
+    .addOption(new Option('--route-mode <mode>', 'star: the client relays every tensor; chain: each supplier forwards to the next, the last answers; auto: chain where measured round trips say it saves time').choices(['star', 'chain', 'auto']).default('star'))
     .option('--json', 'one JSON line per token, then a summary', false)
     .action(async (o: {
       manifest: string; promptIds?: string; prompt?: string; maxTokens: number; temperature: number; topP?: number; topK?: number;
-      seed: number; bootstrap: string[]; network: string; listen: string[]; wait: number; json: boolean; strictExperts: boolean;
+      seed: number; bootstrap: string[]; network: string; listen: string[]; wait: number; json: boolean; strictExperts: boolean; routeMode: 'star' | 'chain' | 'auto';
     }) => {
       // The grid client (libp2p, onnxruntime) loads here, not with the command tree.
       const { vocabSize } = await import('../fragments/manifest.js');
@@ -74,7 +75,7 @@ export function generateCommand(): Command {
           promptIds = tokenizer.encode(o.prompt!);
         }
         const kvCache = model.manifest.statefulPairs.length > 0;
-        const session = client.session(model, promptIds.length + o.maxTokens, { strictExperts: o.strictExperts });
+        const session = client.session(model, promptIds.length + o.maxTokens, { strictExperts: o.strictExperts, routeMode: o.routeMode });
         // Mixture-of-experts models: expert calls and fallbacks, summed over the steps.
         const experts = { calls: 0, fallbacks: 0 };
         const counted = { step: async (...a: Parameters<typeof session.step>) => {
@@ -102,7 +103,7 @@ export function generateCommand(): Command {
         }
         const route = session.route.map((r) => ({ peerId: r.peerId, fragments: [r.start, r.end - 1], connection: client.connectionKind(r.peerId) }));
         const moe = model.manifest.fragments.some((f) => f.moe) ? { experts } : {};
-        if (o.json) process.stdout.write(`${JSON.stringify({ done: true, tokens: ids, route, failovers: session.failovers, synthetic: model.manifest.model.synthetic, ...moe })}\n`);
+        if (o.json) process.stdout.write(`${JSON.stringify({ done: true, tokens: ids, route, failovers: session.failovers, chainedSteps: session.chainedSteps, synthetic: model.manifest.model.synthetic, ...moe })}\n`);
         else {
           process.stdout.write('\n');
           process.stderr.write(`route: ${route.map((r) => `${r.peerId.slice(-8)}[${r.fragments[0]}..${r.fragments[1]}]${r.connection === 'relayed' ? ' (relayed)' : ''}`).join(' → ')}${session.failovers ? ` (${session.failovers} failover${session.failovers > 1 ? 's' : ''})` : ''}\n`);

@@ -4,6 +4,7 @@
  * shape (bad input is always a 4xx, and the server keeps serving).
  */
 import '../net/polyfill.js';
+import type { RouteMode } from '../policy/route-mode.js';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { GridClient } from '../scheduler/client.js';
@@ -36,6 +37,8 @@ export interface GatewayOptions {
   listen?: string[];
   /** Offer relay service to suppliers behind NAT. */
   relayServer?: boolean;
+  /** Star, chain (direct return) or auto per route (policy/route-mode.ts; default star). */
+  routeMode?: RouteMode;
   port?: number;
   host?: string;
   /** API keys (absent = open access, logged as such). */
@@ -140,7 +143,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   }
   const client = await GridClient.connect({
     bootstrap: options.bootstrap, network: options.network, logger, discovery: { lookupTimeoutMs: 5000 }, stakeCheck,
-    listen: options.listen, relayServer: options.relayServer,
+    listen: options.listen, relayServer: options.relayServer, routeMode: options.routeMode,
   });
   const catalog = new ModelCatalog(client, { models: options.models, refreshEveryMs: options.refreshEveryMs, logger, stakeCheck });
   const keys = new KeyRing(options.keys);

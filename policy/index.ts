@@ -7,3 +7,4 @@ export * from './estimates.js';
 export * from './pricing.js';
 export * from './price-limits.js';
 export * from './verification.js';
+export * from './route-mode.js';

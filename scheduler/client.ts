@@ -25,6 +25,7 @@ import { SwarmView } from './swarm-view.js';
 import { PipelineSession } from './session.js';
 import type { StepObserver } from './step-observer.js';
 import type { PriceLimits } from '../policy/price-limits.js';
+import type { RouteMode } from '../policy/route-mode.js';
 import { ExecClient } from '../net/exec/client.js';
 
 export interface GridClientOptions {
@@ -45,6 +46,8 @@ export interface GridClientOptions {
   joinTimeoutMs?: number;
   /** Smallest step deadline for sessions (default 5 s). */
   minStepTimeoutMs?: number;
+  /** Route mode of this client's sessions unless a session names one (default star); policy/route-mode.ts. */
+  routeMode?: RouteMode;
   /** Route only to staked suppliers: a check of your own, or the chain's StakeRegistry (isListed, cached). */
   stakeCheck?: StakeCheck | { rpcUrl: string; chainId: number; stakeRegistry: string; ttlMs?: number };
 }
@@ -59,6 +62,8 @@ export interface SessionOptions {
   strictExperts?: boolean;
   /** Shown every hop and the close (the gateway's verifier). */
   observer?: StepObserver;
+  /** Star, chain (direct return) or auto (default: the client's routeMode, else star); policy/route-mode.ts. */
+  routeMode?: RouteMode;
 }
 
 /** A model the client can run: its manifest and its hosts. */
@@ -144,6 +149,7 @@ export class GridClient {
       host: this.host, manifest: model.manifest, manifestCid: model.manifestCid, discovery: model.discovery,
       swarm: this.swarm, client: this.exec, maxLength, logger: this.logger, minStepTimeoutMs: this.options.minStepTimeoutMs,
       payer: options.payer, priceLimits: options.priceLimits, strictExperts: options.strictExperts, observer: options.observer,
+      routeMode: options.routeMode ?? this.options.routeMode,
     });
   }
 

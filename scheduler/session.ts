@@ -16,7 +16,9 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import { positionsAtCostDims, type Manifest } from '../fragments/manifest.js';
 import type { GridHost } from '../net/host.js';
 import { ExecClient, type RemoteSession, type TensorMap } from '../net/exec/client.js';
-import type { WireSampling, WireVoucher } from '../net/exec/codec.js';
+import type { WireHop, WireSampling, WireVoucher } from '../net/exec/codec.js';
+import { ortToWire } from '../net/exec/tensors.js';
+import { prefersChain, type RouteMode } from '../policy/route-mode.js';
 import { ExecError } from '../net/exec/errors.js';
 import type { FragmentCost, RouteCall } from '../policy/routing.js';
 import type { PriceLimits } from '../policy/price-limits.js';
@@ -36,6 +38,8 @@ interface Link extends RouteCall {
   /** Opened after earlier steps: must be replayed the history before its first step. */
   fresh: boolean;
   predictedMs: number;
+  /** Chain mode: the peer this link's session accepts forwarded steps from (the previous link when opened). */
+  acceptsFrom?: string;
 }
 
 export interface PipelineSessionOptions {
@@ -63,6 +67,12 @@ export interface PipelineSessionOptions {
   activateAllExperts?: boolean;
   /** Shown every successful hop and the close (the gateway's verifier: scheduler/step-observer.ts). */
   observer?: StepObserver;
+  /**
+   * Star (the client relays every tensor), chain (each server forwards its outputs to the next, the last one
+   * answers the client) or auto (chain where the measured round trips say it saves time; policy/route-mode).
+   * Default star.
+   */
+  routeMode?: RouteMode;
 }
 
 /** What the caller needs of a step's outputs, so servers can send less. */
@@ -133,6 +143,10 @@ export class PipelineSession {
   failovers = 0;
   /** Calls the cut mixture-of-experts layers' routers and experts (scheduler/expert-router.ts), when the model has any. */
   private readonly experts?: ExpertRouter;
+  /** Steps (or parts of steps) that ran as a chain of two or more servers, over the session's life. */
+  chainedSteps = 0;
+  /** Junctions `from>to` where a server could not reach the next one: the client relays there (star). */
+  private readonly unreachable = new Set<string>();
 
   constructor(private readonly options: PipelineSessionOptions) {
     this.swarm = options.swarm;
@@ -181,6 +195,13 @@ export class PipelineSession {
       }
       if (i >= this.chain.length) await this.extend(j, tokens);
       const link = this.chain[i];
+      const segment = this.chainSegment(i, known, hints);
+      if (segment > 1) {
+        const ran = await this.chainStep(i, segment, known, position, tokens, hints, hops);
+        if (ran.done) { i += ran.done; j = this.chain[i - 1].end; }
+        if (ran.failed) await this.failover(i, ran.failed, tokens, ++repairs);
+        continue;
+      }
       const needs = this.inputsOf(link.start, link.end);
       const feeds = pick(known, needs, link);
       const replay = link.fresh ? this.history.slice(0, stepIndex).map((h) => ({ position: h.position, inputs: pick(h.known, needs, link) })) : [];
@@ -222,13 +243,7 @@ export class PipelineSession {
       } catch (err) {
         // The server refused the request itself (bad shapes, positions beyond the cache): any other server would
         // too, so it is the caller's error, not the server's, and nobody gets banned for it.
-        if (err instanceof ExecError && err.code === 'BAD_REQUEST') throw new PipelineRequestError(err.message, err);
-        this.failovers++;
-        this.options.logger?.warn({ peer: link.peerId, span: [link.start, link.end], err: (err as Error).message }, 'server failed; routing around it');
-        this.swarm.reportFailure(link.peerId);
-        link.session.abort();
-        if (++repairs > (this.options.maxRepairs ?? 8)) throw err;
-        await this.repair(i, tokens);
+        await this.failover(i, err, tokens, ++repairs);
       }
     }
     const outputs: TensorMap = {};
@@ -240,6 +255,122 @@ export class PipelineSession {
       for (const part of [`${o.name}.top_values`, `${o.name}.top_indices`, `${o.name}.sampled`]) if (known[part]) outputs[part] = known[part];
     }
     return { outputs, hops, failovers: this.failovers - failoversBefore, ...(this.experts ? { experts } : {}) };
+  }
+
+  /** Link i failed with `err`: bans its server and routes a replacement (the `repairs`th of this step). */
+  private async failover(i: number, err: unknown, tokens: number, repairs: number): Promise<void> {
+    const link = this.chain[i];
+    if (err instanceof ExecError && err.code === 'BAD_REQUEST') throw new PipelineRequestError(err.message, err);
+    this.failovers++;
+    this.options.logger?.warn({ peer: link.peerId, span: [link.start, link.end], err: (err as Error).message }, 'server failed; routing around it');
+    this.swarm.reportFailure(link.peerId);
+    link.session.abort();
+    if (repairs > (this.options.maxRepairs ?? 8)) throw err;
+    await this.repair(i, tokens);
+  }
+
+  /**
+   * How many links from i on run this step as one chain (1: the star). A chain needs sessions that have seen
+   * every earlier step (no replay), each accepting steps from the previous link, junctions known reachable,
+   * each link reading from the previous one only (what it reads of earlier spans travels through it), the same
+   * output reductions on every link, and the route mode's consent (policy/route-mode.ts).
+   */
+  private chainSegment(i: number, known: TensorMap, hints: StepHints): number {
+    const mode = this.options.routeMode ?? 'star';
+    if (mode === 'star') return 1;
+    const first = this.chain[i];
+    if (!first || first.fresh) return 1;
+    const reduction = JSON.stringify(this.reductionFrom(first.end, hints));
+    let n = 1;
+    for (; i + n < this.chain.length; n++) {
+      const prev = this.chain[i + n - 1];
+      const next = this.chain[i + n];
+      if (next.fresh || next.acceptsFrom !== prev.peerId || this.unreachable.has(`${prev.peerId}>${next.peerId}`)) break;
+      if (JSON.stringify(this.reductionFrom(next.end, hints)) !== reduction) break;
+      const handed = new Set([...this.inputsOf(prev.start, prev.end), ...this.wantedFrom(prev.start, prev.end)]);
+      if (!this.inputsOf(next.start, next.end).every((name) => name in known || handed.has(name))) break;
+    }
+    if (n < 2) return 1;
+    return prefersChain(mode, this.chain.slice(i, i + n).map((l) => this.swarm.estimateOf(l.peerId).rttMs)) ? n : 1;
+  }
+
+  /**
+   * Runs the step on links i..i+n-1 as a chain: one message to the first server carries the step and every later
+   * hop (its session, its own graph inputs, the names it takes from the previous server, its voucher); each
+   * server forwards its outputs to the next and answers the client on its own session's stream, so the client
+   * still gets every tensor it needs to replay later, off the critical path. Returns how many links answered in
+   * order, and the error of the first one that did not (the caller fails it over; the links after it run again).
+   * A server that could not reach the next one says so in its reply: from there the client relays (star).
+   */
+  private async chainStep(i: number, n: number, known: TensorMap, position: number, tokens: number, hints: StepHints, hops: HopTiming[]): Promise<{ done: number; failed?: unknown }> {
+    const links = this.chain.slice(i, i + n);
+    const stepId = links.reduce((m, l) => (l.session.upcomingStepId > m ? l.session.upcomingStepId : m), 0n);
+    const chunkTokens = [tokens];
+    const payments: (Awaited<ReturnType<PipelineSession['payment']>>)[] = [];
+    const payerMs: number[] = [];
+    for (const link of links) {
+      const t0 = performance.now();
+      payments.push(await this.payment(link, chunkTokens));
+      payerMs.push(performance.now() - t0);
+    }
+    const reduction = this.reductionFrom(links[n - 1].end, hints);
+    const clientNames = (l: Link): string[] => this.inputsOf(l.start, l.end).filter((name) => name in known);
+    const forward: WireHop[] = links.slice(1).map((l, h) => ({
+      peerId: l.peerId, addrs: l.hosted.addrs, sessionId: l.session.sessionId,
+      inputs: clientNames(l).map((name) => ortToWire(name, known[name])),
+      carry: this.inputsOf(l.start, l.end).filter((name) => !(name in known)),
+      want: this.wantedFrom(l.start, l.end),
+      voucher: payments[h + 1]?.options.voucher,
+    }));
+    const timeoutMs = Math.max(this.options.minStepTimeoutMs ?? 5000, 3 * links.reduce((a, l) => a + l.predictedMs, 0));
+    const started = performance.now();
+    const estimates = links.map((l) => this.swarm.estimateOf(l.peerId));
+    for (const e of estimates) e.inflight++;
+    const waits = links.slice(1).map((l) => l.session.awaitReply(stepId, timeoutMs));
+    const first = links[0].session.step(pick(known, clientNames(links[0]), links[0]), {
+      position, stepId, want: this.wantedFrom(links[0].start, links[0].end), ...reduction, timeoutMs, ...payments[0]?.options, forward,
+    });
+    const replies = [first, ...waits];
+    for (const r of replies) r.catch(() => undefined); // each is awaited in order below; a failure ends the rest
+    const stopWaiting = (from: number): void => { for (let m = from; m < n; m++) if (m > 0) links[m].session.cancelReply(stepId); };
+    this.chainedSteps++;
+    try {
+      for (let m = 0; m < n; m++) {
+        const link = links[m];
+        let res: Awaited<typeof first>;
+        try {
+          res = await replies[m];
+        } catch (err) {
+          stopWaiting(m + 1);
+          return { done: m, failed: err };
+        }
+        const wallMs = performance.now() - started;
+        const moved = tensorBytes(res.outputs);
+        // The first server's reply timed a round trip; later ones add the earlier servers' work and junctions,
+        // so they update compute and queue only (their round trips are learnt from star steps).
+        if (m === 0) this.swarm.reportReply(link.peerId, wallMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens), moved);
+        else this.swarm.reportReply(link.peerId, res.queueMs + res.computeMs + estimates[m].rttMs, res.queueMs, res.computeMs, this.spanFlops(link.start, link.end, tokens), 0);
+        Object.assign(known, res.outputs);
+        const payment = payments[m];
+        if (payment && res.charge !== payment.charge) {
+          this.options.logger?.warn({ peer: link.peerId, paid: payment.charge.toString(), charged: res.charge.toString() }, 'supplier charged another amount than the voucher paid for');
+        }
+        hops.push({
+          peerId: link.peerId, start: link.start, end: link.end, wallMs: wallMs + payerMs[m], queueMs: res.queueMs, computeMs: res.computeMs,
+          paymentMs: res.paymentMs, payerMs: payerMs[m], replayed: 0,
+          cost: payment?.charge ?? this.listPrice(link, chunkTokens), ...(payment ? { charge: payment.charge } : {}),
+        });
+        if (res.forwardError && m + 1 < n) {
+          this.options.logger?.warn({ from: link.peerId, to: links[m + 1].peerId, err: res.forwardError }, 'a server could not reach the next one; the client relays there');
+          this.unreachable.add(`${link.peerId}>${links[m + 1].peerId}`);
+          stopWaiting(m + 1);
+          return { done: m + 1 };
+        }
+      }
+      return { done: n };
+    } finally {
+      for (const e of estimates) e.inflight--;
+    }
   }
 
   /**
@@ -314,15 +445,20 @@ export class PipelineSession {
       }
       const { calls, estimatedMs } = plan;
       const links: Link[] = [];
+      // Chain mode: each session accepts steps forwarded by the server before it (the one ending where it starts).
+      const chained = (this.options.routeMode ?? 'star') !== 'star';
+      let previous = chained ? this.chain.find((l) => l.end === from)?.peerId : undefined;
       try {
         for (const { hosted, ...call } of calls) {
           const session = await this.client.openSession(this.options.host.node, dialTarget(hosted), {
             fragments: Array.from({ length: call.end - call.start }, (_, n) => ({ cid: this.options.manifest.fragments[call.start + n].cid, manifestCid: this.options.manifestCid, index: call.start + n })),
             maxLength: this.options.maxLength,
             voucher: await this.openVoucher(hosted),
+            ...(previous ? { forwarders: [previous] } : {}),
           });
-          links.push({ ...call, session, hosted, fresh: true, predictedMs: estimatedMs / calls.length });
+          links.push({ ...call, session, hosted, fresh: true, predictedMs: estimatedMs / calls.length, ...(previous ? { acceptsFrom: previous } : {}) });
           this.measureRoundTrip(call.peerId);
+          if (chained) previous = call.peerId;
         }
         return links;
       } catch (err) {

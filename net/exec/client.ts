@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { PROTOCOLS, type WireTensor } from '../../proto/wire.js';
 import {
   encodeFrame, encodeStepRequestFrame, ExecRequestType, ExecResponseType, FrameReader, longToBigInt, toWireTensor, writeFrame,
-  type DecodedChunk, type DecodedResponse, type WireSampling, type WireVoucher,
+  type DecodedChunk, type DecodedResponse, type WireHop, type WireSampling, type WireVoucher,
 } from './codec.js';
 import { errorCodeName, ExecError, toExecError } from './errors.js';
 import { DEFAULT_SCAN_LIMITS, scanResponse, scanResponsePrefix, type ScanLimits } from './scan.js';
@@ -41,6 +41,8 @@ export interface OpenSessionOptions {
   signal?: AbortSignal;
   /** For a server that charges: the payer's current voucher to it (it opens no session without one). */
   voucher?: WireVoucher;
+  /** Chain mode: peers that may forward steps into this session (the previous server of the route). */
+  forwarders?: readonly string[];
 }
 
 export interface StepChunkInit { position: number; inputs: TensorMap }
@@ -66,6 +68,8 @@ export interface StepOptions {
   topK?: number;
   /** With lastRowOnly: only the token the server draws from that row comes back (NAME.sampled). */
   sample?: WireSampling;
+  /** Chain mode: the servers the outputs go to next (each answers on its own session's stream: awaitReply). */
+  forward?: readonly WireHop[];
 }
 
 export interface StepResult {
@@ -81,6 +85,8 @@ export interface StepResult {
   charge: bigint;
   /** The server's signed receipt (an encoded SignedReceipt), when it signs them. */
   receipt?: Uint8Array;
+  /** Chain mode: the server ran the step but could not hand its outputs to the next hop (why). */
+  forwardError?: string;
 }
 
 type Dialer = Pick<Libp2p, 'dialProtocol'> & Partial<UpgradeAwareNode>;
@@ -117,6 +123,8 @@ export class RemoteSession {
   private readonly pending: Pending[] = [];
   private nextStepId = 1n;
   private ended?: ExecError;
+  /** Step ids whose reply nobody waits for any more (a chain step cut short): dropped when they arrive. */
+  private readonly cancelled = new Set<bigint>();
   maxLength = 0;
 
   /** @internal use ExecClient.openSession */
@@ -171,6 +179,7 @@ export class RemoteSession {
           const id = longToBigInt(r.step.stepId);
           const found = this.pending.findIndex((x) => x.kind === 'step' && x.stepId === id);
           if (found >= 0) index = found;
+          else if (this.cancelled.delete(id)) continue;
         }
         const p = this.pending.splice(index, 1)[0];
         p?.resolve(r); // a reply nobody waits for (after a timeout the stream is gone anyway) is dropped
@@ -212,14 +221,13 @@ export class RemoteSession {
           this.abort(e);
         }, timeoutMs);
       }
-      writeFrame(this.stream, chunks).catch((err) => this.abort(toExecError(err, 'CLOSED')));
+      if (chunks.length) writeFrame(this.stream, chunks).catch((err) => this.abort(toExecError(err, 'CLOSED'))); // none: a reply forwarded into this session
     });
   }
 
   /** Runs one step; resolves with the outputs or rejects with an ExecError carrying the code. */
   async step(inputs: TensorMap | readonly WireTensor[], options: StepOptions): Promise<StepResult> {
-    const stepId = options.stepId !== undefined ? BigInt(options.stepId) : this.nextStepId;
-    if (stepId >= this.nextStepId) this.nextStepId = stepId + 1n;
+    const stepId = this.takeStepId(options.stepId);
     const chunks = encodeStepRequestFrame({
       sessionId: this.sessionId,
       stepId,
@@ -233,8 +241,43 @@ export class RemoteSession {
       lastRowOnly: options.lastRowOnly ? [...options.lastRowOnly] : undefined,
       topK: options.topK,
       sample: options.sample,
+      forward: options.forward ? [...options.forward] : undefined,
     });
     const r = await this.request('step', chunks, options.timeoutMs ?? this.defaultTimeoutMs, stepId, options.replay?.length ?? 0);
+    return this.stepResult(r, stepId);
+  }
+
+  /** The id the next step takes (`wanted` when given); later steps count on from it. */
+  takeStepId(wanted?: number | bigint): bigint {
+    const stepId = wanted !== undefined ? BigInt(wanted) : this.nextStepId;
+    if (stepId >= this.nextStepId) this.nextStepId = stepId + 1n;
+    return stepId;
+  }
+
+  /** The id the next step would take. */
+  get upcomingStepId(): bigint {
+    return this.nextStepId;
+  }
+
+  /**
+   * Chain mode: waits for the reply to step `stepId` that a previous server forwarded into this session (the
+   * server answers on this session's stream). Sends nothing. A deadline passed ends the session, as for step().
+   */
+  async awaitReply(stepId: bigint, timeoutMs = this.defaultTimeoutMs): Promise<StepResult> {
+    this.takeStepId(stepId);
+    const r = await this.request('step', [], timeoutMs, stepId, 0);
+    return this.stepResult(r, stepId);
+  }
+
+  /** Stops waiting for step `stepId` (its awaitReply rejects with CLOSED); its reply is dropped if it comes. */
+  cancelReply(stepId: bigint): void {
+    const found = this.pending.findIndex((x) => x.kind === 'step' && x.stepId === stepId);
+    if (found < 0) return;
+    this.cancelled.add(stepId);
+    this.pending.splice(found, 1)[0].reject(new ExecError('CLOSED', `stopped waiting for step ${stepId} on ${this.peer}`));
+  }
+
+  private stepResult(r: DecodedResponse, stepId: bigint): StepResult {
     if (r.error) throw new ExecError(errorCodeName(r.error.code ?? 0), r.error.message ?? 'error');
     const reply = r.step;
     if (!reply) throw new ExecError('INTERNAL', 'the server answered a step with something else');
@@ -254,6 +297,7 @@ export class RemoteSession {
       replayOutputs: (reply.replayOutputs ?? []).map((c) => ({ position: c.position ?? 0, outputs: toTensorMap(c.inputs) })),
       charge: reply.charge && /^\d+$/.test(reply.charge) ? BigInt(reply.charge) : 0n,
       receipt: reply.receipt?.byteLength ? reply.receipt : undefined,
+      ...(reply.forwardError ? { forwardError: reply.forwardError } : {}),
     };
   }
 
@@ -311,7 +355,7 @@ export class ExecClient {
     session = new RemoteSession(sessionId, String(Array.isArray(peer) ? peer[0] : peer), stream, reader, this.stepTimeoutMs);
     const fragments = options.fragments.map((f) => (typeof f === 'string' ? { cid: f } : { cid: f.cid, manifestCid: f.manifestCid ?? '', index: f.index ?? 0, dataCid: f.dataCid ?? '' }));
     const voucher = options.voucher ? { ...options.voucher, deadline: options.voucher.deadline.toString() } : undefined;
-    const frame = encodeFrame(ExecRequestType, { open: { sessionId, fragments, maxLength: options.maxLength ?? 0, batch: options.batch ?? 1, voucher } });
+    const frame = encodeFrame(ExecRequestType, { open: { sessionId, fragments, maxLength: options.maxLength ?? 0, batch: options.batch ?? 1, voucher, forwarders: options.forwarders ?? [] } });
     let r: DecodedResponse;
     try {
       r = await session.request('open', frame, this.openTimeoutMs);

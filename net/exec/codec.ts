@@ -27,6 +27,7 @@ export const ExecResponseType = wire.ExecResponse;
 export const VoucherType = wire.Voucher;
 export const SamplingType = wire.Sampling;
 export const SignedReceiptType = wire.SignedReceipt;
+export const HopType = wire.Hop;
 
 /**
  * A signed voucher (contracts/eip712.ts SignedVoucher) as it travels in Open/Step: the amount as decimal text,
@@ -210,6 +211,36 @@ export interface StepRequestOut {
   topK?: number;
   /** With lastRowOnly: the token drawn from that row on the server, instead of the row. */
   sample?: WireSampling;
+  /** Chain mode: the servers the outputs go to next, in order (Step.forward). */
+  forward?: WireHop[];
+}
+
+/** Step.forward's entry (chain mode, proto/exec.proto Hop): the next server, its own tensors, what it gets and pays. */
+export interface WireHop {
+  peerId: string;
+  addrs: string[];
+  sessionId: string;
+  /** The client's own tensors for that server. */
+  inputs: WireTensor[];
+  /** Names the forwarder takes from its outputs (or its step's inputs) into that server's step. */
+  carry: string[];
+  /** Outputs that server returns to the client. */
+  want: string[];
+  voucher?: WireVoucher;
+}
+
+/** A Hop as Step.forward's bytes (protobufjs: small, and only on chain steps). */
+export function encodeHop(h: WireHop): Uint8Array {
+  return HopType.encode(HopType.fromObject({ ...h, voucher: h.voucher ? { ...h.voucher, deadline: h.voucher.deadline.toString() } : undefined })).finish();
+}
+
+/** A decoded Step.forward entry back to its typed form. */
+export function fromDecodedHop(h: gridpipe.v1.IHop): WireHop {
+  return {
+    peerId: h.peerId ?? '', addrs: h.addrs ?? [], sessionId: h.sessionId ?? '',
+    inputs: (h.inputs ?? []).map((t) => toWireTensor(t as DecodedTensor)), carry: h.carry ?? [], want: h.want ?? [],
+    voucher: h.voucher ? fromDecodedVoucher(h.voucher as DecodedVoucher) : undefined,
+  };
 }
 
 /** Step.sample: a sampler's settings and the position the drawn token takes. */
@@ -285,6 +316,8 @@ export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
   if (voucher) size += lenField(voucher.byteLength);
   const sample = step.sample ? SamplingType.encode(SamplingType.fromObject(step.sample)).finish() : undefined;
   if (sample) size += lenField(sample.byteLength);
+  const forward = (step.forward ?? []).map(encodeHop);
+  for (const h of forward) size += lenField(h.byteLength);
   const tokens = step.chunkTokens ?? [];
   let tokensSize = 0;
   for (const t of tokens) tokensSize += varintLength(t);
@@ -296,6 +329,7 @@ export function encodeStepRequestFrame(step: StepRequestOut): Uint8Array[] {
   for (const t of inputs) { w.tag(4, 2).varint(t.size); writeTensor(w, t); }
   for (const c of replay) writeChunk(w, 5, c);
   if (step.draftTokens) w.tag(6, 0).varint(step.draftTokens);
+  for (const h of forward) w.tag(7, 2).bytes(h);
   for (const x of want) w.tag(8, 2).string(x.s, x.bytes);
   if (voucher) w.tag(9, 2).bytes(voucher);
   if (tokens.length) {
@@ -322,6 +356,8 @@ export interface StepReplyOut {
   charge?: string;
   /** Time the payment gate took (StepReply.payment_ms). */
   paymentMs?: number;
+  /** Chain mode: why the outputs could not be forwarded to the next hop (StepReply.forward_error). */
+  forwardError?: string;
 }
 
 /** A length-prefixed ExecResponse{step} frame: one buffer, plus referenced chunks for tensors ≥ REFERENCE_BYTES. */
@@ -348,6 +384,8 @@ export function encodeStepReplyFrame(reply: StepReplyOut): Uint8Array[] {
   const chargeBytes = reply.charge ? Buffer.byteLength(reply.charge, 'utf8') : 0;
   if (chargeBytes) size += lenField(chargeBytes);
   if (reply.paymentMs) size += 9;
+  const forwardErrorBytes = reply.forwardError ? Buffer.byteLength(reply.forwardError, 'utf8') : 0;
+  if (forwardErrorBytes) size += 1 + lenField(forwardErrorBytes); // field 40: a two-byte tag
   const w = frameWriter(size, sizer);
   if (sidBytes) w.tag(1, 2).string(reply.sessionId, sidBytes);
   if (reply.stepId) w.tag(2, 0).bigVarint(reply.stepId);
@@ -363,6 +401,7 @@ export function encodeStepReplyFrame(reply: StepReplyOut): Uint8Array[] {
   for (const c of replay) writeChunk(w, 8, c);
   if (chargeBytes) w.tag(9, 2).string(reply.charge!, chargeBytes);
   if (reply.paymentMs) w.tag(10, 1).double(reply.paymentMs);
+  if (forwardErrorBytes) w.varint(40 * 8 + 2).string(reply.forwardError!, forwardErrorBytes);
   return w.finish();
 }
 

@@ -76,9 +76,12 @@ const OPEN = schema([
   [1, { kind: 'string', name: 'session_id' }], [2, { kind: 'message', name: 'fragments', repeated: true, schema: FRAGMENT_REF }],
   [3, { kind: 'varint', name: 'max_length' }], [4, { kind: 'varint', name: 'batch' }],
   [5, { kind: 'bytes', name: 'voucher' }], // OpenSession.voucher (sec-suppay): a small message, bounded as Step.voucher
+  [40, { kind: 'string', name: 'forwarders', repeated: true }],
 ]);
 const HOP = schema([
   [1, { kind: 'string', name: 'peer_id' }], [2, { kind: 'string', name: 'addrs', repeated: true }], [3, { kind: 'string', name: 'session_id' }],
+  [40, { kind: 'tensor', name: 'inputs' }], [41, { kind: 'string', name: 'carry', repeated: true }],
+  [42, { kind: 'string', name: 'want', repeated: true }], [43, { kind: 'bytes', name: 'voucher' }],
 ]);
 const STEP = schema([
   [1, { kind: 'string', name: 'session_id' }], [2, { kind: 'varint', name: 'step_id' }], [3, { kind: 'varint', name: 'position' }],
@@ -96,7 +99,7 @@ const REPLY = schema([
   [1, { kind: 'string', name: 'session_id' }], [2, { kind: 'varint', name: 'step_id' }], [3, { kind: 'tensor', name: 'outputs' }],
   [4, { kind: 'fixed64', name: 'queue_ms' }], [5, { kind: 'fixed64', name: 'compute_ms' }], [6, { kind: 'message', name: 'error', schema: ERROR }],
   [7, { kind: 'bytes', name: 'receipt' }], [8, { kind: 'chunk', name: 'replay_outputs' }], [9, { kind: 'string', name: 'charge' }],
-  [10, { kind: 'fixed64', name: 'payment_ms' }],
+  [10, { kind: 'fixed64', name: 'payment_ms' }], [40, { kind: 'string', name: 'forward_error' }],
 ]);
 const OPENED = schema([[1, { kind: 'string', name: 'session_id' }], [2, { kind: 'varint', name: 'max_length' }]]);
 const RESPONSE = schema([

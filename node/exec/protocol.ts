@@ -25,6 +25,8 @@ import { SessionManager, type ExecSession } from './sessions.js';
 import { StepBatcher, type BatcherOptions } from './batcher.js';
 import { loadSpan, ManifestCache } from './span.js';
 import { ortToWire } from '../../net/exec/tensors.js';
+import { ChainForwarder } from './forwarding.js';
+import { fromDecodedHop } from '../../net/exec/codec.js';
 
 /** What a paid step is about, for the payment hook. */
 export interface PaidStepInfo {
@@ -142,7 +144,9 @@ export class ExecServer {
   private readonly scanLimits: ScanLimits;
   private readonly streams = new Set<Stream>();
   private readonly payments?: StepPaymentHook;
-  private node?: Pick<Libp2p, 'handle' | 'unhandle'>;
+  private node?: Pick<Libp2p, 'handle' | 'unhandle'> & Partial<Pick<Libp2p, 'dialProtocol'>>;
+  /** Chain mode: sessions other servers may forward into, and the streams this server forwards on. */
+  readonly forwarding: ChainForwarder;
 
   constructor(init: ExecServerInit) {
     this.log = init.logger?.child({ component: 'exec' });
@@ -169,6 +173,7 @@ export class ExecServer {
     this.metrics.watchUnread(() => this.budgets.total.bytes);
     this.scanLimits = { ...DEFAULT_SCAN_LIMITS, ...init.scanLimits };
     this.payments = init.payments;
+    this.forwarding = new ChainForwarder({ dialer: () => (this.node?.dialProtocol ? this.node as Pick<Libp2p, 'dialProtocol'> : undefined), logger: this.log });
   }
 
   /** The most unread exec bytes one remote peer holds now (bounded by maxPeerBufferBytes). */
@@ -182,7 +187,7 @@ export class ExecServer {
   }
 
   /** Registers the protocol handler on a libp2p node. */
-  async start(node: Pick<Libp2p, 'handle' | 'unhandle'>): Promise<void> {
+  async start(node: Pick<Libp2p, 'handle' | 'unhandle'> & Partial<Pick<Libp2p, 'dialProtocol'>>): Promise<void> {
     this.node = node;
     await node.handle(PROTOCOLS.exec, (stream, connection) => this.handleStream(stream, connection), {
       maxInboundStreams: this.maxInboundStreams,
@@ -197,6 +202,7 @@ export class ExecServer {
     if (this.node) await this.node.unhandle(PROTOCOLS.exec);
     this.node = undefined;
     for (const s of this.streams) s.abort(new Error('exec server stopping'));
+    this.forwarding.stop();
     this.sessions.stop();
     await this.executors.close();
   }
@@ -248,6 +254,7 @@ export class ExecServer {
           } else {
             const id = req.close!.sessionId || current;
             if (id) this.sessions.close(owner, id);
+            if (id) this.forwarding.release(owner, id);
             if (id === current) current = undefined;
           }
         } else {
@@ -263,6 +270,7 @@ export class ExecServer {
       reader.detach();
       this.streams.delete(stream);
       if (current) this.sessions.close(owner, current);
+      if (current) this.forwarding.release(owner, current);
     }
   }
 
@@ -286,6 +294,9 @@ export class ExecServer {
       }
       const manifestCid = open.fragments?.[0]?.manifestCid || undefined;
       this.sessions.open(owner, { sessionId, program, maxLength, batch: open.batch || 1, manifestCid });
+      if (open.forwarders?.length && !this.forwarding.grant(owner, sessionId, stream, open.forwarders)) {
+        throw new ExecError('BAD_REQUEST', `session id ${sessionId} is taken; open with a fresh one`);
+      }
       await writeFrame(stream, encodeFrame(ExecResponseType, { opened: { sessionId, maxLength: Math.min(maxLength, 0xffffffff) } }));
       return sessionId;
     } catch (err) {
@@ -294,14 +305,18 @@ export class ExecServer {
     }
   }
 
-  private async onStep(stream: Stream, owner: string, step: DecodedStep, current: string | undefined, receivedAt: number): Promise<void> {
+  private async onStep(stream: Stream, sender: string, step: DecodedStep, current: string | undefined, receivedAt: number): Promise<void> {
     const sessionId = step.sessionId || current || '';
     const stepId = longToBigInt(step.stepId);
+    // Chain mode: a step forwarded by the previous server runs as its opener's, and its reply goes to the opener.
+    const grant = this.sessions.has(sender, sessionId) ? undefined : this.forwarding.grantFor(sender, sessionId);
+    const owner = grant?.owner ?? sender;
+    const replyTo = grant?.stream ?? stream;
     let chunks: Uint8Array[];
     let outcomeLabel = 'ok';
     let ticket: PaidStepTicket | undefined;
     try {
-      if (step.forward?.length) throw new ExecError('BAD_REQUEST', 'forwarding outputs to another server (ring mode) is not supported by this node yet');
+      if (step.forward?.length && step.replay?.length) throw new ExecError('BAD_REQUEST', 'a step that forwards its outputs (chain mode) carries no replay');
       const session = this.sessions.get(owner, sessionId);
       const inputs = (step.inputs ?? []).map(toWireTensor);
       const replay = (step.replay ?? []).map((c) => ({ position: c.position ?? 0, inputs: (c.inputs ?? []).map(toWireTensor) }));
@@ -330,6 +345,8 @@ export class ExecServer {
       }
       const outputs = [...outcome.outputs].map(([name, t]) => ortToWire(name, t));
       const replayOutputs = outcome.replayOutputs.map((r) => ({ position: r.position, tensors: [...r.outputs].map(([name, t]) => ortToWire(name, t)) }));
+      // Chain mode: the next server gets the outputs first; this reply (the client's copy, for replay) follows.
+      const forwardError = step.forward?.length && !outcome.cached ? await this.forwardOutputs(owner, sessionId, step, stepId, inputs, outputs) : undefined;
       const settleStarted = performance.now();
       const receipt = ticket ? await ticket.settle({ inputs: [...replay.flatMap((c) => c.inputs), ...inputs], outputs: [...replayOutputs.flatMap((c) => c.tensors), ...outputs] }) : undefined;
       const charge = ticket?.charge ?? 0n;
@@ -346,6 +363,7 @@ export class ExecServer {
         receipt,
         charge: charge ? charge.toString() : undefined,
         paymentMs: this.payments ? paymentMs : undefined,
+        forwardError,
       });
       const size = frameBytes(chunks);
       if (size > this.maxStepFrameBytes) throw new ExecError('TOO_LARGE', `the reply would be ${size} bytes, over the limit of ${this.maxStepFrameBytes}; ask for fewer outputs or positions`);
@@ -358,9 +376,20 @@ export class ExecServer {
       if (e.code === 'INTERNAL') this.log?.error({ err, session: sessionId }, 'exec step failed');
       chunks = encodeStepReplyFrame({ sessionId, stepId, outputs: [], queueMs: performance.now() - receivedAt, computeMs: 0, error: { code: e.wireCode, message: this.peerMessage(e) } });
     }
-    await writeFrame(stream, chunks);
+    await writeFrame(replyTo, chunks);
     this.metrics.steps.inc({ outcome: outcomeLabel });
     this.metrics.stepSeconds.observe((performance.now() - receivedAt) / 1000);
+  }
+
+  /** Chain mode: hands a step's outputs to the next server; the reason it could not, or undefined. */
+  private forwardOutputs(owner: string, sessionId: string, step: DecodedStep, stepId: bigint, inputs: WireTensor[], outputs: WireTensor[]): Promise<string | undefined> {
+    const available = new Map<string, WireTensor>();
+    for (const t of inputs) available.set(t.name, t);
+    for (const t of outputs) available.set(t.name, t);
+    return this.forwarding.forward(owner, sessionId, step.forward!.map(fromDecodedHop), {
+      stepId, position: step.position ?? 0, draftTokens: step.draftTokens ?? 0, chunkTokens: step.chunkTokens ?? [],
+      lastRowOnly: step.lastRowOnly ?? [], topK: step.topK ?? 0, sample: step.sample ? fromDecodedSampling(step.sample) : undefined,
+    }, available);
   }
 
   /** Asks the payment hook whether the step may run (ExecError PAYMENT_REQUIRED / UNPAID when not). */

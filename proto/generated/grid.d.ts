@@ -494,6 +494,7 @@ export namespace gridpipe {
             maxLength: number;
             batch: number;
             voucher?: (gridpipe.v1.Voucher|null);
+            forwarders: string[];
             static create(properties: gridpipe.v1.OpenSession.$Shape): gridpipe.v1.OpenSession & gridpipe.v1.OpenSession.$Shape;
             static create(properties?: gridpipe.v1.OpenSession.$Properties): gridpipe.v1.OpenSession;
             static encode(message: gridpipe.v1.OpenSession, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -511,6 +512,7 @@ export namespace gridpipe {
                 maxLength?: (number|null);
                 batch?: (number|null);
                 voucher?: (gridpipe.v1.Voucher|null);
+                forwarders?: (string[]|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.OpenSession.$Properties;
@@ -706,6 +708,10 @@ export namespace gridpipe {
             peerId: string;
             addrs: string[];
             sessionId: string;
+            inputs: gridpipe.v1.Tensor[];
+            carry: string[];
+            want: string[];
+            voucher?: (gridpipe.v1.Voucher|null);
             static create(properties: gridpipe.v1.Hop.$Shape): gridpipe.v1.Hop & gridpipe.v1.Hop.$Shape;
             static create(properties?: gridpipe.v1.Hop.$Properties): gridpipe.v1.Hop;
             static encode(message: gridpipe.v1.Hop, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -721,6 +727,10 @@ export namespace gridpipe {
                 peerId?: (string|null);
                 addrs?: (string[]|null);
                 sessionId?: (string|null);
+                inputs?: (gridpipe.v1.Tensor[]|null);
+                carry?: (string[]|null);
+                want?: (string[]|null);
+                voucher?: (gridpipe.v1.Voucher|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.Hop.$Properties;
@@ -742,6 +752,7 @@ export namespace gridpipe {
             replayOutputs: gridpipe.v1.StepChunk[];
             charge: string;
             paymentMs: number;
+            forwardError: string;
             static create(properties: gridpipe.v1.StepReply.$Shape): gridpipe.v1.StepReply & gridpipe.v1.StepReply.$Shape;
             static create(properties?: gridpipe.v1.StepReply.$Properties): gridpipe.v1.StepReply;
             static encode(message: gridpipe.v1.StepReply, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -764,6 +775,7 @@ export namespace gridpipe {
                 replayOutputs?: (gridpipe.v1.StepChunk[]|null);
                 charge?: (string|null);
                 paymentMs?: (number|null);
+                forwardError?: (string|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.StepReply.$Properties;

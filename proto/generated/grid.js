@@ -3476,6 +3476,7 @@ export const gridpipe = $root.gridpipe = (() => {
 
             const OpenSession = function (properties) {
                 this.fragments = [];
+                this.forwarders = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -3487,6 +3488,7 @@ export const gridpipe = $root.gridpipe = (() => {
             OpenSession.prototype.maxLength = 0;
             OpenSession.prototype.batch = 0;
             OpenSession.prototype.voucher = null;
+            OpenSession.prototype.forwarders = $util.emptyArray;
 
             OpenSession.create = function(properties) {
                 return new OpenSession(properties);
@@ -3510,6 +3512,9 @@ export const gridpipe = $root.gridpipe = (() => {
                     writer.uint32(32).uint32(message.batch);
                 if (message.voucher != null && $Object.hasOwnProperty.call(message, "voucher"))
                     $root.gridpipe.v1.Voucher.encode(message.voucher, writer.uint32(42).fork(), _depth + 1).ldelim();
+                if (message.forwarders != null && message.forwarders.length)
+                    for (let i = 0; i < message.forwarders.length; ++i)
+                        writer.uint32(322).string(message.forwarders[i]);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -3584,6 +3589,14 @@ export const gridpipe = $root.gridpipe = (() => {
                             message.voucher = $root.gridpipe.v1.Voucher.decode(reader, reader.size(), $undefined, _depth + 1, message.voucher);
                             continue;
                         }
+                    case 40: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.forwarders && message.forwarders.length))
+                                message.forwarders = [];
+                            message.forwarders.push(reader.stringVerify());
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -3631,6 +3644,13 @@ export const gridpipe = $root.gridpipe = (() => {
                     if (error)
                         return "voucher." + error;
                 }
+                if (message.forwarders != null && $Object.hasOwnProperty.call(message, "forwarders")) {
+                    if (!$Array.isArray(message.forwarders))
+                        return "forwarders: array expected";
+                    for (let i = 0; i < message.forwarders.length; ++i)
+                        if (!$util.isString(message.forwarders[i]))
+                            return "forwarders: string[] expected";
+                }
                 return null;
             };
 
@@ -3668,6 +3688,13 @@ export const gridpipe = $root.gridpipe = (() => {
                         throw $TypeError(".gridpipe.v1.OpenSession.voucher: object expected");
                     message.voucher = $root.gridpipe.v1.Voucher.fromObject(object.voucher, _depth + 1);
                 }
+                if (object.forwarders) {
+                    if (!$Array.isArray(object.forwarders))
+                        throw $TypeError(".gridpipe.v1.OpenSession.forwarders: array expected");
+                    message.forwarders = $Array(object.forwarders.length);
+                    for (let i = 0; i < object.forwarders.length; ++i)
+                        message.forwarders[i] = $String(object.forwarders[i]);
+                }
                 return message;
             };
 
@@ -3679,8 +3706,10 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (_depth > $util.recursionLimit)
                     throw $Error("max depth exceeded");
                 let object = {};
-                if (options.arrays || options.defaults)
+                if (options.arrays || options.defaults) {
                     object.fragments = [];
+                    object.forwarders = [];
+                }
                 if (options.defaults) {
                     object.sessionId = "";
                     object.maxLength = 0;
@@ -3700,6 +3729,11 @@ export const gridpipe = $root.gridpipe = (() => {
                     object.batch = message.batch;
                 if (message.voucher != null && $Object.hasOwnProperty.call(message, "voucher"))
                     object.voucher = $root.gridpipe.v1.Voucher.toObject(message.voucher, options, _depth + 1);
+                if (message.forwarders && message.forwarders.length) {
+                    object.forwarders = $Array(message.forwarders.length);
+                    for (let j = 0; j < message.forwarders.length; ++j)
+                        object.forwarders[j] = message.forwarders[j];
+                }
                 return object;
             };
 
@@ -5240,6 +5274,9 @@ export const gridpipe = $root.gridpipe = (() => {
 
             const Hop = function (properties) {
                 this.addrs = [];
+                this.inputs = [];
+                this.carry = [];
+                this.want = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -5249,6 +5286,10 @@ export const gridpipe = $root.gridpipe = (() => {
             Hop.prototype.peerId = "";
             Hop.prototype.addrs = $util.emptyArray;
             Hop.prototype.sessionId = "";
+            Hop.prototype.inputs = $util.emptyArray;
+            Hop.prototype.carry = $util.emptyArray;
+            Hop.prototype.want = $util.emptyArray;
+            Hop.prototype.voucher = null;
 
             Hop.create = function(properties) {
                 return new Hop(properties);
@@ -5268,6 +5309,17 @@ export const gridpipe = $root.gridpipe = (() => {
                         writer.uint32(18).string(message.addrs[i]);
                 if (message.sessionId != null && $Object.hasOwnProperty.call(message, "sessionId") && message.sessionId !== "")
                     writer.uint32(26).string(message.sessionId);
+                if (message.inputs != null && message.inputs.length)
+                    for (let i = 0; i < message.inputs.length; ++i)
+                        $root.gridpipe.v1.Tensor.encode(message.inputs[i], writer.uint32(322).fork(), _depth + 1).ldelim();
+                if (message.carry != null && message.carry.length)
+                    for (let i = 0; i < message.carry.length; ++i)
+                        writer.uint32(330).string(message.carry[i]);
+                if (message.want != null && message.want.length)
+                    for (let i = 0; i < message.want.length; ++i)
+                        writer.uint32(338).string(message.want[i]);
+                if (message.voucher != null && $Object.hasOwnProperty.call(message, "voucher"))
+                    $root.gridpipe.v1.Voucher.encode(message.voucher, writer.uint32(346).fork(), _depth + 1).ldelim();
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -5327,6 +5379,36 @@ export const gridpipe = $root.gridpipe = (() => {
                                 delete message.sessionId;
                             continue;
                         }
+                    case 40: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.inputs && message.inputs.length))
+                                message.inputs = [];
+                            message.inputs.push($root.gridpipe.v1.Tensor.decode(reader, reader.size(), $undefined, _depth + 1));
+                            continue;
+                        }
+                    case 41: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.carry && message.carry.length))
+                                message.carry = [];
+                            message.carry.push(reader.stringVerify());
+                            continue;
+                        }
+                    case 42: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.want && message.want.length))
+                                message.want = [];
+                            message.want.push(reader.stringVerify());
+                            continue;
+                        }
+                    case 43: {
+                            if (wireType !== 2)
+                                break;
+                            message.voucher = $root.gridpipe.v1.Voucher.decode(reader, reader.size(), $undefined, _depth + 1, message.voucher);
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -5364,6 +5446,34 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (message.sessionId != null && $Object.hasOwnProperty.call(message, "sessionId"))
                     if (!$util.isString(message.sessionId))
                         return "sessionId: string expected";
+                if (message.inputs != null && $Object.hasOwnProperty.call(message, "inputs")) {
+                    if (!$Array.isArray(message.inputs))
+                        return "inputs: array expected";
+                    for (let i = 0; i < message.inputs.length; ++i) {
+                        let error = $root.gridpipe.v1.Tensor.verify(message.inputs[i], _depth + 1);
+                        if (error)
+                            return "inputs." + error;
+                    }
+                }
+                if (message.carry != null && $Object.hasOwnProperty.call(message, "carry")) {
+                    if (!$Array.isArray(message.carry))
+                        return "carry: array expected";
+                    for (let i = 0; i < message.carry.length; ++i)
+                        if (!$util.isString(message.carry[i]))
+                            return "carry: string[] expected";
+                }
+                if (message.want != null && $Object.hasOwnProperty.call(message, "want")) {
+                    if (!$Array.isArray(message.want))
+                        return "want: array expected";
+                    for (let i = 0; i < message.want.length; ++i)
+                        if (!$util.isString(message.want[i]))
+                            return "want: string[] expected";
+                }
+                if (message.voucher != null && $Object.hasOwnProperty.call(message, "voucher")) {
+                    let error = $root.gridpipe.v1.Voucher.verify(message.voucher, _depth + 1);
+                    if (error)
+                        return "voucher." + error;
+                }
                 return null;
             };
 
@@ -5390,6 +5500,35 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (object.sessionId != null)
                     if (typeof object.sessionId !== "string" || object.sessionId.length)
                         message.sessionId = $String(object.sessionId);
+                if (object.inputs) {
+                    if (!$Array.isArray(object.inputs))
+                        throw $TypeError(".gridpipe.v1.Hop.inputs: array expected");
+                    message.inputs = $Array(object.inputs.length);
+                    for (let i = 0; i < object.inputs.length; ++i) {
+                        if (!$util.isObject(object.inputs[i]))
+                            throw $TypeError(".gridpipe.v1.Hop.inputs: object expected");
+                        message.inputs[i] = $root.gridpipe.v1.Tensor.fromObject(object.inputs[i], _depth + 1);
+                    }
+                }
+                if (object.carry) {
+                    if (!$Array.isArray(object.carry))
+                        throw $TypeError(".gridpipe.v1.Hop.carry: array expected");
+                    message.carry = $Array(object.carry.length);
+                    for (let i = 0; i < object.carry.length; ++i)
+                        message.carry[i] = $String(object.carry[i]);
+                }
+                if (object.want) {
+                    if (!$Array.isArray(object.want))
+                        throw $TypeError(".gridpipe.v1.Hop.want: array expected");
+                    message.want = $Array(object.want.length);
+                    for (let i = 0; i < object.want.length; ++i)
+                        message.want[i] = $String(object.want[i]);
+                }
+                if (object.voucher != null) {
+                    if (!$util.isObject(object.voucher))
+                        throw $TypeError(".gridpipe.v1.Hop.voucher: object expected");
+                    message.voucher = $root.gridpipe.v1.Voucher.fromObject(object.voucher, _depth + 1);
+                }
                 return message;
             };
 
@@ -5401,11 +5540,16 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (_depth > $util.recursionLimit)
                     throw $Error("max depth exceeded");
                 let object = {};
-                if (options.arrays || options.defaults)
+                if (options.arrays || options.defaults) {
                     object.addrs = [];
+                    object.inputs = [];
+                    object.carry = [];
+                    object.want = [];
+                }
                 if (options.defaults) {
                     object.peerId = "";
                     object.sessionId = "";
+                    object.voucher = null;
                 }
                 if (message.peerId != null && $Object.hasOwnProperty.call(message, "peerId"))
                     object.peerId = message.peerId;
@@ -5416,6 +5560,23 @@ export const gridpipe = $root.gridpipe = (() => {
                 }
                 if (message.sessionId != null && $Object.hasOwnProperty.call(message, "sessionId"))
                     object.sessionId = message.sessionId;
+                if (message.inputs && message.inputs.length) {
+                    object.inputs = $Array(message.inputs.length);
+                    for (let j = 0; j < message.inputs.length; ++j)
+                        object.inputs[j] = $root.gridpipe.v1.Tensor.toObject(message.inputs[j], options, _depth + 1);
+                }
+                if (message.carry && message.carry.length) {
+                    object.carry = $Array(message.carry.length);
+                    for (let j = 0; j < message.carry.length; ++j)
+                        object.carry[j] = message.carry[j];
+                }
+                if (message.want && message.want.length) {
+                    object.want = $Array(message.want.length);
+                    for (let j = 0; j < message.want.length; ++j)
+                        object.want[j] = message.want[j];
+                }
+                if (message.voucher != null && $Object.hasOwnProperty.call(message, "voucher"))
+                    object.voucher = $root.gridpipe.v1.Voucher.toObject(message.voucher, options, _depth + 1);
                 return object;
             };
 
@@ -5447,6 +5608,7 @@ export const gridpipe = $root.gridpipe = (() => {
             StepReply.prototype.replayOutputs = $util.emptyArray;
             StepReply.prototype.charge = "";
             StepReply.prototype.paymentMs = 0;
+            StepReply.prototype.forwardError = "";
 
             StepReply.create = function(properties) {
                 return new StepReply(properties);
@@ -5481,6 +5643,8 @@ export const gridpipe = $root.gridpipe = (() => {
                     writer.uint32(74).string(message.charge);
                 if (message.paymentMs != null && $Object.hasOwnProperty.call(message, "paymentMs") && !$Object.is(message.paymentMs, 0))
                     writer.uint32(81).double(message.paymentMs);
+                if (message.forwardError != null && $Object.hasOwnProperty.call(message, "forwardError") && message.forwardError !== "")
+                    writer.uint32(322).string(message.forwardError);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -5599,6 +5763,15 @@ export const gridpipe = $root.gridpipe = (() => {
                                 delete message.paymentMs;
                             continue;
                         }
+                    case 40: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.forwardError = value;
+                            else
+                                delete message.forwardError;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -5667,6 +5840,9 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (message.paymentMs != null && $Object.hasOwnProperty.call(message, "paymentMs"))
                     if (typeof message.paymentMs !== "number")
                         return "paymentMs: number expected";
+                if (message.forwardError != null && $Object.hasOwnProperty.call(message, "forwardError"))
+                    if (!$util.isString(message.forwardError))
+                        return "forwardError: string expected";
                 return null;
             };
 
@@ -5736,6 +5912,9 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (object.paymentMs != null)
                     if (!$Object.is($Number(object.paymentMs), 0))
                         message.paymentMs = $Number(object.paymentMs);
+                if (object.forwardError != null)
+                    if (typeof object.forwardError !== "string" || object.forwardError.length)
+                        message.forwardError = $String(object.forwardError);
                 return message;
             };
 
@@ -5770,6 +5949,7 @@ export const gridpipe = $root.gridpipe = (() => {
                     }
                     object.charge = "";
                     object.paymentMs = 0;
+                    object.forwardError = "";
                 }
                 if (message.sessionId != null && $Object.hasOwnProperty.call(message, "sessionId"))
                     object.sessionId = message.sessionId;
@@ -5802,6 +5982,8 @@ export const gridpipe = $root.gridpipe = (() => {
                     object.charge = message.charge;
                 if (message.paymentMs != null && $Object.hasOwnProperty.call(message, "paymentMs"))
                     object.paymentMs = options.json && !$isFinite(message.paymentMs) ? $String(message.paymentMs) : message.paymentMs;
+                if (message.forwardError != null && $Object.hasOwnProperty.call(message, "forwardError"))
+                    object.forwardError = message.forwardError;
                 return object;
             };
 
