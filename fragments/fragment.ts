@@ -22,6 +22,8 @@ import { statefulPairs } from './stateful.js';
 import { dataTypeName } from './onnx/dtype.js';
 import { VERSION } from './version.js';
 import { modelFileOf, readModelFolderFiles, type TokenizerCheck } from './model-folder.js';
+import type { QuantScheme } from './quantize/scheme.js';
+import { quantizeFragments, type MeasureChoice } from './quantize/apply.js';
 
 export interface FragmentOptions {
   parts?: number;
@@ -38,6 +40,8 @@ export interface FragmentOptions {
   tokenizer?: string;
   /** Checks the tokenizer files with the code that serves them (see TokenizerCheck), before any cutting. */
   checkTokenizer?: TokenizerCheck;
+  /** Store MatMul/Gemm/Gather weights block-quantized (see fragments/quantize/), measuring the error as `measure` says. */
+  quantize?: QuantScheme & { measure?: MeasureChoice };
 }
 
 export interface FragmentResult { manifest: Manifest; manifestCid: string; dir: string }
@@ -99,6 +103,8 @@ export async function fragmentModel(input: string, outDir: string, options: Frag
   }
 
   await mkdir(outDir, { recursive: true });
+  const quantized = options.quantize ? quantizeFragments(fragments, options.quantize) : undefined;
+  if (quantized) fragments = quantized.fragments;
   const total = fragments.reduce((s, f) => s + f.weightBytes, 0);
   let doneBefore = 0;
   const written: ManifestFragment[] = [];
@@ -119,6 +125,7 @@ export async function fragmentModel(input: string, outDir: string, options: Frag
   options.onProgress?.(total, total);
 
   const manifest = await buildManifest(modelPath, outDir, doc, placedGraph, plan, written, fragments);
+  if (quantized) await quantized.record(manifest, outDir, modelPath);
   if (shipped.tokenizer) manifest.tokenizer = await shipTokenizer(shipped.tokenizer.file, outDir);
   if (shipped.generation) manifest.generation = shipped.generation.defaults;
   const text = `${JSON.stringify(manifest, null, 2)}\n`;
