@@ -9,7 +9,7 @@
 import { AttributeType, int64ToNumber, type AttributeProto, type NodeProto, type TensorProto } from '../../proto/onnx.js';
 import { DataType } from '../onnx/dtype.js';
 import type { ModelDoc, Weight } from '../onnx/model-doc.js';
-import { loadTensorBytes } from '../onnx/tensor-bytes.js';
+import { loadTensorBytes, loadTensorBytesSync } from '../onnx/tensor-bytes.js';
 import { addError, blockLayout, noError, quantizeRows, transpose, type QuantError, type QuantizedRows } from './blockwise.js';
 import type { QuantScheme } from './scheme.js';
 
@@ -233,7 +233,9 @@ class QuantizedWeightCache {
   }
 
   private async quantize(plan: Plan): Promise<QuantizedRows> {
-    const raw = await loadTensorBytes(plan.source.bytes!);
+    // A positioned read of just this weight (loadTensorBytes reads a whole file when the weight starts at offset 0).
+    const bytes = plan.source.bytes!;
+    const raw = bytes.kind === 'generated' ? await loadTensorBytes(bytes) : loadTensorBytesSync(bytes);
     const aligned = raw.byteOffset % 4 === 0 ? raw : new Uint8Array(raw);
     let values = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
     if (plan.layout === 'columns') values = transpose(values, plan.rowLength, plan.rows);

@@ -16,6 +16,7 @@ export namespace gridpipe {
             dtype: number;
             dims: (number|Long)[];
             data: Uint8Array;
+            encoding: number;
             static create(properties: gridpipe.v1.Tensor.$Shape): gridpipe.v1.Tensor & gridpipe.v1.Tensor.$Shape;
             static create(properties?: gridpipe.v1.Tensor.$Properties): gridpipe.v1.Tensor;
             static encode(message: gridpipe.v1.Tensor, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -32,6 +33,7 @@ export namespace gridpipe {
                 dtype?: (number|null);
                 dims?: ((number|Long)[]|null);
                 data?: (Uint8Array|null);
+                encoding?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.Tensor.$Properties;

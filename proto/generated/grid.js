@@ -29,6 +29,7 @@ export const gridpipe = $root.gridpipe = (() => {
             Tensor.prototype.dtype = 0;
             Tensor.prototype.dims = $util.emptyArray;
             Tensor.prototype.data = $util.newBuffer([]);
+            Tensor.prototype.encoding = 0;
 
             Tensor.create = function(properties) {
                 return new Tensor(properties);
@@ -49,6 +50,8 @@ export const gridpipe = $root.gridpipe = (() => {
                     writer.uint32(26).int64s(message.dims);
                 if (message.data != null && $Object.hasOwnProperty.call(message, "data") && message.data.length)
                     writer.uint32(34).bytes(message.data);
+                if (message.encoding != null && $Object.hasOwnProperty.call(message, "encoding") && message.encoding !== 0)
+                    writer.uint32(320).uint32(message.encoding);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -123,6 +126,15 @@ export const gridpipe = $root.gridpipe = (() => {
                                 delete message.data;
                             continue;
                         }
+                    case 40: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.encoding = value;
+                            else
+                                delete message.encoding;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -163,6 +175,9 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (message.data != null && $Object.hasOwnProperty.call(message, "data"))
                     if (!(message.data && typeof message.data.length === "number" || $util.isString(message.data)))
                         return "data: buffer expected";
+                if (message.encoding != null && $Object.hasOwnProperty.call(message, "encoding"))
+                    if (!$util.isInteger(message.encoding))
+                        return "encoding: integer expected";
                 return null;
             };
 
@@ -202,6 +217,9 @@ export const gridpipe = $root.gridpipe = (() => {
                             $util.base64.decode(object.data, message.data = $util.newBuffer($util.base64.length(object.data)), 0);
                         else if (object.data.length >= 0)
                             message.data = object.data;
+                if (object.encoding != null)
+                    if ($Number(object.encoding) !== 0)
+                        message.encoding = object.encoding >>> 0;
                 return message;
             };
 
@@ -225,6 +243,7 @@ export const gridpipe = $root.gridpipe = (() => {
                         if (options.bytes !== $Array)
                             object.data = $util.newBuffer(object.data);
                     }
+                    object.encoding = 0;
                 }
                 if (message.name != null && $Object.hasOwnProperty.call(message, "name"))
                     object.name = message.name;
@@ -242,6 +261,8 @@ export const gridpipe = $root.gridpipe = (() => {
                 }
                 if (message.data != null && $Object.hasOwnProperty.call(message, "data"))
                     object.data = options.bytes === $String ? $util.base64.encode(message.data, 0, message.data.length) : options.bytes === $Array ? $Array.prototype.slice.call(message.data) : message.data;
+                if (message.encoding != null && $Object.hasOwnProperty.call(message, "encoding"))
+                    object.encoding = message.encoding;
                 return object;
             };
 
