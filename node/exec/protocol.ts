@@ -25,6 +25,7 @@ import { SessionManager, type ExecSession } from './sessions.js';
 import { StepBatcher, type BatcherOptions } from './batcher.js';
 import { loadSpan, ManifestCache } from './span.js';
 import { ortToWire } from '../../net/exec/tensors.js';
+import { compressWireTensor, WireEncoding, type WireEncodingCode } from '../../net/exec/wire-compression.js';
 
 /** What a paid step is about, for the payment hook. */
 export interface PaidStepInfo {
@@ -130,6 +131,8 @@ export const INSPECT_AFTER_BYTES = 1024 * 1024;
 /** Serves the exec protocol: sessions, steps, KV caches, limits, metrics. */
 export class ExecServer {
   readonly sessions: SessionManager;
+  /** Sessions whose float activations travel compressed (OpenSession.wire_encoding), by session. */
+  private readonly wireEncodings = new WeakMap<object, WireEncodingCode>();
   readonly executors: ExecutorPool;
   readonly metrics: ExecMetrics;
   private readonly manifests: ManifestCache;
@@ -285,8 +288,10 @@ export class ExecServer {
         throw new ExecError('BAD_REQUEST', `max_length ${maxLength} is over the model's context of ${program.contextLength} positions`);
       }
       const manifestCid = open.fragments?.[0]?.manifestCid || undefined;
-      this.sessions.open(owner, { sessionId, program, maxLength, batch: open.batch || 1, manifestCid });
-      await writeFrame(stream, encodeFrame(ExecResponseType, { opened: { sessionId, maxLength: Math.min(maxLength, 0xffffffff) } }));
+      const opened = this.sessions.open(owner, { sessionId, program, maxLength, batch: open.batch || 1, manifestCid });
+      const wireEncoding = acceptedWireEncoding(open.wireEncoding);
+      if (wireEncoding) this.wireEncodings.set(opened, wireEncoding);
+      await writeFrame(stream, encodeFrame(ExecResponseType, { opened: { sessionId, maxLength: Math.min(maxLength, 0xffffffff), wireEncoding } }));
       return sessionId;
     } catch (err) {
       await this.sendError(stream, toExecError(err));
@@ -328,7 +333,7 @@ export class ExecServer {
         const declared = (step.chunkTokens ?? []).reduce((a, t) => a + t, 0);
         if (ran !== declared) throw new ExecError('BAD_REQUEST', `the step declared ${declared} new positions (chunk_tokens) but ran ${ran}`);
       }
-      const outputs = [...outcome.outputs].map(([name, t]) => ortToWire(name, t));
+      let outputs = [...outcome.outputs].map(([name, t]) => ortToWire(name, t));
       const replayOutputs = outcome.replayOutputs.map((r) => ({ position: r.position, tensors: [...r.outputs].map(([name, t]) => ortToWire(name, t)) }));
       const settleStarted = performance.now();
       const receipt = ticket ? await ticket.settle({ inputs: [...replay.flatMap((c) => c.inputs), ...inputs], outputs: [...replayOutputs.flatMap((c) => c.tensors), ...outputs] }) : undefined;
@@ -336,6 +341,12 @@ export class ExecServer {
       const admitMs = paymentMs;
       if (ticket) paymentMs += performance.now() - settleStarted;
       ticket = undefined; // settled: a failure to send the reply below does not give the charge back (the work is done)
+      const wireEncoding = this.wireEncodings.get(session);
+      if (wireEncoding) {
+        // The session travels compressed (negotiated at open); receipts above cover the exact outputs.
+        outputs = outputs.map((t) => compressWireTensor(t, wireEncoding));
+        for (const r of replayOutputs) r.tensors = r.tensors.map((t) => compressWireTensor(t, wireEncoding));
+      }
       chunks = encodeStepReplyFrame({
         sessionId,
         stepId,
@@ -400,4 +411,9 @@ export async function startExecServer(node: Pick<Libp2p, 'handle' | 'unhandle'>,
   const server = new ExecServer(init);
   await server.start(node);
   return server;
+}
+
+/** The wire encoding a server accepts for a session: the one asked for when this node decodes it, else exact (0). */
+function acceptedWireEncoding(asked: number | null | undefined): WireEncodingCode {
+  return asked === WireEncoding.FP16 || asked === WireEncoding.INT8_BLOCKS ? asked : WireEncoding.EXACT;
 }

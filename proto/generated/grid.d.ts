@@ -496,6 +496,7 @@ export namespace gridpipe {
             maxLength: number;
             batch: number;
             voucher?: (gridpipe.v1.Voucher|null);
+            wireEncoding: number;
             static create(properties: gridpipe.v1.OpenSession.$Shape): gridpipe.v1.OpenSession & gridpipe.v1.OpenSession.$Shape;
             static create(properties?: gridpipe.v1.OpenSession.$Properties): gridpipe.v1.OpenSession;
             static encode(message: gridpipe.v1.OpenSession, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -513,6 +514,7 @@ export namespace gridpipe {
                 maxLength?: (number|null);
                 batch?: (number|null);
                 voucher?: (gridpipe.v1.Voucher|null);
+                wireEncoding?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.OpenSession.$Properties;
@@ -880,6 +882,7 @@ export namespace gridpipe {
             $unknowns?: Uint8Array[];
             sessionId: string;
             maxLength: number;
+            wireEncoding: number;
             static create(properties: gridpipe.v1.SessionOpened.$Shape): gridpipe.v1.SessionOpened & gridpipe.v1.SessionOpened.$Shape;
             static create(properties?: gridpipe.v1.SessionOpened.$Properties): gridpipe.v1.SessionOpened;
             static encode(message: gridpipe.v1.SessionOpened, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -894,6 +897,7 @@ export namespace gridpipe {
             interface $Properties {
                 sessionId?: (string|null);
                 maxLength?: (number|null);
+                wireEncoding?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.SessionOpened.$Properties;

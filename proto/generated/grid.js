@@ -3508,6 +3508,7 @@ export const gridpipe = $root.gridpipe = (() => {
             OpenSession.prototype.maxLength = 0;
             OpenSession.prototype.batch = 0;
             OpenSession.prototype.voucher = null;
+            OpenSession.prototype.wireEncoding = 0;
 
             OpenSession.create = function(properties) {
                 return new OpenSession(properties);
@@ -3531,6 +3532,8 @@ export const gridpipe = $root.gridpipe = (() => {
                     writer.uint32(32).uint32(message.batch);
                 if (message.voucher != null && $Object.hasOwnProperty.call(message, "voucher"))
                     $root.gridpipe.v1.Voucher.encode(message.voucher, writer.uint32(42).fork(), _depth + 1).ldelim();
+                if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding") && message.wireEncoding !== 0)
+                    writer.uint32(320).uint32(message.wireEncoding);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -3605,6 +3608,15 @@ export const gridpipe = $root.gridpipe = (() => {
                             message.voucher = $root.gridpipe.v1.Voucher.decode(reader, reader.size(), $undefined, _depth + 1, message.voucher);
                             continue;
                         }
+                    case 40: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.wireEncoding = value;
+                            else
+                                delete message.wireEncoding;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -3652,6 +3664,9 @@ export const gridpipe = $root.gridpipe = (() => {
                     if (error)
                         return "voucher." + error;
                 }
+                if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding"))
+                    if (!$util.isInteger(message.wireEncoding))
+                        return "wireEncoding: integer expected";
                 return null;
             };
 
@@ -3689,6 +3704,9 @@ export const gridpipe = $root.gridpipe = (() => {
                         throw $TypeError(".gridpipe.v1.OpenSession.voucher: object expected");
                     message.voucher = $root.gridpipe.v1.Voucher.fromObject(object.voucher, _depth + 1);
                 }
+                if (object.wireEncoding != null)
+                    if ($Number(object.wireEncoding) !== 0)
+                        message.wireEncoding = object.wireEncoding >>> 0;
                 return message;
             };
 
@@ -3707,6 +3725,7 @@ export const gridpipe = $root.gridpipe = (() => {
                     object.maxLength = 0;
                     object.batch = 0;
                     object.voucher = null;
+                    object.wireEncoding = 0;
                 }
                 if (message.sessionId != null && $Object.hasOwnProperty.call(message, "sessionId"))
                     object.sessionId = message.sessionId;
@@ -3721,6 +3740,8 @@ export const gridpipe = $root.gridpipe = (() => {
                     object.batch = message.batch;
                 if (message.voucher != null && $Object.hasOwnProperty.call(message, "voucher"))
                     object.voucher = $root.gridpipe.v1.Voucher.toObject(message.voucher, options, _depth + 1);
+                if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding"))
+                    object.wireEncoding = message.wireEncoding;
                 return object;
             };
 
@@ -6394,6 +6415,7 @@ export const gridpipe = $root.gridpipe = (() => {
 
             SessionOpened.prototype.sessionId = "";
             SessionOpened.prototype.maxLength = 0;
+            SessionOpened.prototype.wireEncoding = 0;
 
             SessionOpened.create = function(properties) {
                 return new SessionOpened(properties);
@@ -6410,6 +6432,8 @@ export const gridpipe = $root.gridpipe = (() => {
                     writer.uint32(10).string(message.sessionId);
                 if (message.maxLength != null && $Object.hasOwnProperty.call(message, "maxLength") && message.maxLength !== 0)
                     writer.uint32(16).uint32(message.maxLength);
+                if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding") && message.wireEncoding !== 0)
+                    writer.uint32(320).uint32(message.wireEncoding);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -6461,6 +6485,15 @@ export const gridpipe = $root.gridpipe = (() => {
                                 delete message.maxLength;
                             continue;
                         }
+                    case 40: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.wireEncoding = value;
+                            else
+                                delete message.wireEncoding;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -6491,6 +6524,9 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (message.maxLength != null && $Object.hasOwnProperty.call(message, "maxLength"))
                     if (!$util.isInteger(message.maxLength))
                         return "maxLength: integer expected";
+                if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding"))
+                    if (!$util.isInteger(message.wireEncoding))
+                        return "wireEncoding: integer expected";
                 return null;
             };
 
@@ -6510,6 +6546,9 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (object.maxLength != null)
                     if ($Number(object.maxLength) !== 0)
                         message.maxLength = object.maxLength >>> 0;
+                if (object.wireEncoding != null)
+                    if ($Number(object.wireEncoding) !== 0)
+                        message.wireEncoding = object.wireEncoding >>> 0;
                 return message;
             };
 
@@ -6524,11 +6563,14 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (options.defaults) {
                     object.sessionId = "";
                     object.maxLength = 0;
+                    object.wireEncoding = 0;
                 }
                 if (message.sessionId != null && $Object.hasOwnProperty.call(message, "sessionId"))
                     object.sessionId = message.sessionId;
                 if (message.maxLength != null && $Object.hasOwnProperty.call(message, "maxLength"))
                     object.maxLength = message.maxLength;
+                if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding"))
+                    object.wireEncoding = message.wireEncoding;
                 return object;
             };
 
