@@ -19,7 +19,8 @@ import { fragmentModel } from '../fragments/fragment.js';
 import { resolveScheme } from '../fragments/quantize/scheme.js';
 import { FragmentChain, languageModelFeeds } from '../fragments/quantize/measure.js';
 import type { Manifest } from '../fragments/manifest.js';
-import { decodeFloats, encodeFloats, WireEncoding, type WireEncodingCode } from '../net/exec/wire-compression.js';
+import { compressWireTensor, WireEncoding, type WireEncodingCode } from '../net/exec/wire-compression.js';
+import { ortToWire, wireToOrt } from '../net/exec/tensors.js';
 import { demoPrompts, DEMO_TARGET } from './compression-prompts.js';
 import { reportResult } from './report.js';
 
@@ -85,7 +86,7 @@ export async function compressionBench(flags: string[]): Promise<void> {
     reportResult('compression', metrics, `int8/int4 weight-only block quantization (MatMulNBits, GatherBlockQuantized; default blocks int8 128, int4 64) of fragments cut in 2. `
       + `*_bytes_ratio: quantized ÷ fp32 weight bytes of the fragments (int8_/int4_bytes_ratio: the GPT-2-small-shaped synthetic model, ${GPT2_SMALL.layers}L d${GPT2_SMALL.dModel} vocab ${GPT2_SMALL.vocab}). `
       + `*_token_agreement: greedy next token of the quantized demo model = fp32's, over ${PROMPTS}×${PROMPT_LENGTH} held-out positions; perplexity over the same windows. `
-      + 'wire_*: the demo model\'s tensors crossing its cut (hidden state and attention mask helpers) encoded per value as fp16 or int8 blocks of 64 with fp16 scales, bytes ÷ exact, and the token agreement with them decoded. '
+      + 'wire_*: the demo model\'s tensors crossing its cut (hidden state and attention mask helpers) sent as an exec session sends them (fp16 or int8 blocks of 64 with fp16 scales; a tensor with values fp16 cannot carry, such as a mask of -3.4e38, travels exact), bytes ÷ exact, and the token agreement with them decoded. '
       + `quantize_rss_ratio: peak RSS of a child quantizing (int8, no measuring) gpt ${BIG.layers}L d${BIG.dModel} (external data) ÷ the model's bytes. `
       + 'Goals: int8_bytes_ratio <= 0.27, int4_bytes_ratio <= 0.16, int8_token_agreement >= 0.99, int4_token_agreement >= 0.95, wire_int8_bytes_ratio <= 0.27, quantize_rss_ratio <= 0.3. '
       + 'Not measured yet: decode tokens/s over a 100 Mbit/s, 20 ms link per wire encoding.');
@@ -123,10 +124,11 @@ async function wireFigures(manifest: Manifest, dir: string, prompts: number[][])
             if (name === 'fp16') bytes.exact += size;
             continue;
           }
-          const data = encodeFloats(t.data as Float32Array, code);
-          bytes[name] += data.byteLength;
+          // As an exec session sends it: compressed when fp16 can carry it (else exact), decoded on receipt.
+          const wired = compressWireTensor(ortToWire(n, t), code);
+          bytes[name] += wired.data.byteLength;
           if (name === 'fp16') bytes.exact += (t.data as Float32Array).byteLength;
-          sent[n] = new ort.Tensor('float32', decodeFloats(data, code, t.size, n), t.dims);
+          sent[n] = wireToOrt(wired);
         }
         const secondFeeds = { ...pick(manifest.fragments[1].inputs.filter((i) => i.from === 'graph').map((i) => i.name), feeds), ...sent };
         const logits = (await second.run(secondFeeds)).logits;

@@ -120,10 +120,18 @@ export function fromHalf(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
-/** A wire tensor sent in `encoding`: float32 tensors are encoded (the bytes are copied), others travel exact. */
+/** Largest magnitude fp16 holds: a tensor with a value beyond it (or not finite) travels exact. */
+export const FP16_MAX = 65504;
+
+/**
+ * A wire tensor sent in `encoding`: float32 tensors are encoded (the bytes are copied), others travel exact, and so
+ * does a float tensor holding a value fp16 cannot carry (an attention mask's -3.4e38 or -inf, a NaN): encoding it
+ * would change what it means, not round it.
+ */
 export function compressWireTensor(t: WireTensor, encoding: WireEncodingCode): WireTensor {
   if (encoding === WireEncoding.EXACT || !encodable(t.dtype) || t.encoding) return t;
   const aligned = t.data.byteOffset % 4 === 0 ? t.data : new Uint8Array(t.data);
   const values = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
+  for (let i = 0; i < values.length; i++) if (!(Math.abs(values[i]) <= FP16_MAX)) return t;
   return { ...t, data: encodeFloats(values, encoding), encoding };
 }

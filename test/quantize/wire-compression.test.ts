@@ -81,6 +81,11 @@ describe('compressed tensors in exec frames', () => {
       for (let i = 0; i < hidden.length; i++) worst = Math.max(worst, Math.abs(back[i] - hidden[i]));
       expect(worst, name).toBeLessThanOrEqual(amax * WIRE_ERROR_BOUND.int8);
       expect(worst, name).toBeGreaterThan(0);
+      // A float tensor holding what fp16 cannot carry (a mask's -3.4e38, -inf, NaN) travels exact.
+      for (const odd of [-3.4e38, -Infinity, Number.NaN]) {
+        const mask = { name: 'mask', dtype: 1, dims: [2], data: new Uint8Array(new Float32Array([0, odd]).buffer) };
+        expect(compressWireTensor(mask, encoding)).toBe(mask);
+      }
       // An encoding on a tensor that is not float is refused.
       expect(() => wireToOrt({ ...received[1], encoding })).toThrow(/wire encoding \d on a int64 tensor/);
     }
