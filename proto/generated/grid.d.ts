@@ -297,6 +297,7 @@ export namespace gridpipe {
             limits?: (gridpipe.v1.ShareLimits|null);
             withdrawn: boolean;
             stakeBinding?: (gridpipe.v1.StakeBinding|null);
+            schemes: string[];
             static create(properties: gridpipe.v1.CapacityRecord.$Shape): gridpipe.v1.CapacityRecord & gridpipe.v1.CapacityRecord.$Shape;
             static create(properties?: gridpipe.v1.CapacityRecord.$Properties): gridpipe.v1.CapacityRecord;
             static encode(message: gridpipe.v1.CapacityRecord, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -323,6 +324,7 @@ export namespace gridpipe {
                 limits?: (gridpipe.v1.ShareLimits|null);
                 withdrawn?: (boolean|null);
                 stakeBinding?: (gridpipe.v1.StakeBinding|null);
+                schemes?: (string[]|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.CapacityRecord.$Properties;

@@ -1933,6 +1933,7 @@ export const gridpipe = $root.gridpipe = (() => {
             const CapacityRecord = function (properties) {
                 this.addrs = [];
                 this.fragments = [];
+                this.schemes = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -1953,6 +1954,7 @@ export const gridpipe = $root.gridpipe = (() => {
             CapacityRecord.prototype.limits = null;
             CapacityRecord.prototype.withdrawn = false;
             CapacityRecord.prototype.stakeBinding = null;
+            CapacityRecord.prototype.schemes = $util.emptyArray;
 
             CapacityRecord.create = function(properties) {
                 return new CapacityRecord(properties);
@@ -1995,6 +1997,9 @@ export const gridpipe = $root.gridpipe = (() => {
                     writer.uint32(104).bool(message.withdrawn);
                 if (message.stakeBinding != null && $Object.hasOwnProperty.call(message, "stakeBinding"))
                     $root.gridpipe.v1.StakeBinding.encode(message.stakeBinding, writer.uint32(114).fork(), _depth + 1).ldelim();
+                if (message.schemes != null && message.schemes.length)
+                    for (let i = 0; i < message.schemes.length; ++i)
+                        writer.uint32(322).string(message.schemes[i]);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -2140,6 +2145,14 @@ export const gridpipe = $root.gridpipe = (() => {
                             message.stakeBinding = $root.gridpipe.v1.StakeBinding.decode(reader, reader.size(), $undefined, _depth + 1, message.stakeBinding);
                             continue;
                         }
+                    case 40: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.schemes && message.schemes.length))
+                                message.schemes = [];
+                            message.schemes.push(reader.stringVerify());
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -2223,6 +2236,13 @@ export const gridpipe = $root.gridpipe = (() => {
                     let error = $root.gridpipe.v1.StakeBinding.verify(message.stakeBinding, _depth + 1);
                     if (error)
                         return "stakeBinding." + error;
+                }
+                if (message.schemes != null && $Object.hasOwnProperty.call(message, "schemes")) {
+                    if (!$Array.isArray(message.schemes))
+                        return "schemes: array expected";
+                    for (let i = 0; i < message.schemes.length; ++i)
+                        if (!$util.isString(message.schemes[i]))
+                            return "schemes: string[] expected";
                 }
                 return null;
             };
@@ -2319,6 +2339,13 @@ export const gridpipe = $root.gridpipe = (() => {
                         throw $TypeError(".gridpipe.v1.CapacityRecord.stakeBinding: object expected");
                     message.stakeBinding = $root.gridpipe.v1.StakeBinding.fromObject(object.stakeBinding, _depth + 1);
                 }
+                if (object.schemes) {
+                    if (!$Array.isArray(object.schemes))
+                        throw $TypeError(".gridpipe.v1.CapacityRecord.schemes: array expected");
+                    message.schemes = $Array(object.schemes.length);
+                    for (let i = 0; i < object.schemes.length; ++i)
+                        message.schemes[i] = $String(object.schemes[i]);
+                }
                 return message;
             };
 
@@ -2333,6 +2360,7 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (options.arrays || options.defaults) {
                     object.addrs = [];
                     object.fragments = [];
+                    object.schemes = [];
                 }
                 if (options.defaults) {
                     object.peerId = "";
@@ -2409,6 +2437,11 @@ export const gridpipe = $root.gridpipe = (() => {
                     object.withdrawn = message.withdrawn;
                 if (message.stakeBinding != null && $Object.hasOwnProperty.call(message, "stakeBinding"))
                     object.stakeBinding = $root.gridpipe.v1.StakeBinding.toObject(message.stakeBinding, options, _depth + 1);
+                if (message.schemes && message.schemes.length) {
+                    object.schemes = $Array(message.schemes.length);
+                    for (let j = 0; j < message.schemes.length; ++j)
+                        object.schemes[j] = message.schemes[j];
+                }
                 return object;
             };
 
