@@ -12,6 +12,7 @@ import { explorerBench } from './explorer.js';
 import { selectiveBench } from './selective.js';
 import { verifyBench } from './verify.js';
 import { wanBench } from './wan.js';
+import { compressionBench } from './compression.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
@@ -27,6 +28,7 @@ const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   selective: selectiveBench,
   verify: verifyBench,
   wan: wanBench,
+  compression: compressionBench,
 };
 
 async function run(): Promise<void> {

@@ -5,6 +5,10 @@ import { existsSync, statSync } from 'node:fs';
 import { ARCHS, type Arch } from '../fragments/builder/options.js';
 import { byteSize, dimAssignment, nonNegativeInt, positiveInt, positiveNumber, shapeAssignment } from './args.js';
 import { createProgress, formatBytes } from './progress.js';
+import { UsageError } from './errors.js';
+import { promptSetFromText } from './quantize-prompts.js';
+import type { FragmentOptions } from '../fragments/fragment.js';
+import type { Manifest } from '../fragments/manifest.js';
 
 // The fragments toolkit (protobufjs, the ONNX schema, onnxruntime for verify) loads in each action, not with the command tree.
 
@@ -101,13 +105,17 @@ export function modelCommand(): Command {
     .option('--dim <symbol=value>', 'size of a symbolic dim for costing (repeatable)', dimAssignment, {})
     .option('--tokenizer <file>', 'Hugging Face tokenizer.json to ship with the fragments (a tokenizer_config.json beside it goes too; default: the one beside the model)')
     .option('--experts-per-fragment <n>', 'cut each mixture-of-experts layer into a router fragment and fragments of N experts, for selective activation (--parts then counts dense fragments)', positiveInt)
+    .addOption(new Option('--quantize <scheme>', 'store MatMul/Gemm/Gather weights block-quantized (weight-only; the error is measured into the manifest)').choices(['int8', 'int4']))
+    .addOption(new Option('--block <n>', 'weights per quantization block (default: int8 128, int4 64)').choices(['32', '64', '128']))
+    .option('--text <file>', 'with --quantize: text whose seeded windows measure token agreement and perplexity (default: seeded random token ids)')
     .option('--json', 'machine-readable output', false)
-    .action(async (file: string, o: { parts?: number; maxBytes?: number; out: string; dim: Record<string, number>; tokenizer?: string; expertsPerFragment?: number; json: boolean }) => {
+    .action(async (file: string, o: { parts?: number; maxBytes?: number; out: string; dim: Record<string, number>; tokenizer?: string; quantize?: string; block?: string; text?: string; expertsPerFragment?: number; json: boolean }) => {
       const { fragmentModel } = await import('../fragments/fragment.js');
       const { checkTokenizerFiles } = await import('../gateway/tokenizers/check.js');
+      const quantize = await quantizeOption(file, o);
       const progress = createProgress('fragmenting', o.json);
       const result = await fragmentModel(file, o.out, {
-        parts: o.parts, maxBytes: o.maxBytes, dims: o.dim, tokenizer: o.tokenizer, checkTokenizer: checkTokenizerFiles, onProgress: (d, t) => progress.update(d, t),
+        parts: o.parts, maxBytes: o.maxBytes, dims: o.dim, tokenizer: o.tokenizer, checkTokenizer: checkTokenizerFiles, onProgress: (d, t) => progress.update(d, t), quantize,
         expertsPerFragment: o.expertsPerFragment,
       });
       progress.stop();
@@ -122,6 +130,7 @@ export function modelCommand(): Command {
       print(`bytes crossing each cut: ${m.plan.crossBytes.map(formatBytes).join(', ') || 'none'}`);
       if (m.tokenizer.kind === 'hf') print(`tokenizer: ${[m.tokenizer.file, m.tokenizer.config?.file].filter(Boolean).join(' + ')}`);
       if (m.generation) print(`generation defaults: ${JSON.stringify(m.generation)}`);
+      if (m.quantization) for (const line of describeQuantization(m.quantization)) print(line);
       return undefined;
     });
 
@@ -133,8 +142,13 @@ export function modelCommand(): Command {
     .option('--tolerance <t>', 'largest relative difference allowed', positiveNumber, 1e-4)
     .option('--seed <n>', 'input seed', nonNegativeInt, 1234)
     .option('--model <file>', 'the whole model, if not where the manifest says')
+    .option('--text <file>', 'quantized fragments: text whose seeded windows measure token agreement and perplexity (as given to model fragment)')
     .option('--json', 'machine-readable output', false)
-    .action(async (dir: string, o: { dim: Record<string, number>; shape: Record<string, number[]>; tolerance: number; seed: number; model?: string; json: boolean }) => {
+    .action(async (dir: string, o: { dim: Record<string, number>; shape: Record<string, number[]>; tolerance: number; seed: number; model?: string; text?: string; json: boolean }, command: Command) => {
+      const { readManifest } = await import('../fragments/manifest-file.js');
+      const { manifest, dir: base } = await readManifest(dir);
+      if (manifest.quantization) return verifyQuantizedCommand(base, o, command.getOptionValueSource('seed') === 'cli');
+      if (o.text) throw new UsageError('--text applies to quantized fragments only');
       const { verifyFragments } = await import('../fragments/verify.js');
       const report = await verifyFragments(dir, {
         dims: o.dim, shapes: o.shape, tolerance: o.tolerance, seed: o.seed, modelPath: o.model,
@@ -152,4 +166,53 @@ export function modelCommand(): Command {
     });
 
   return model;
+}
+
+/** The --quantize/--block/--text choice of `model fragment`, checked (bad combinations exit 2). */
+async function quantizeOption(file: string, o: { quantize?: string; block?: string; text?: string; tokenizer?: string }): Promise<FragmentOptions['quantize']> {
+  if (!o.quantize) {
+    if (o.block) throw new UsageError('--block needs --quantize int8|int4');
+    if (o.text) throw new UsageError('--text needs --quantize int8|int4');
+    return undefined;
+  }
+  const { resolveScheme } = await import('../fragments/quantize/scheme.js');
+  const { DEFAULT_MEASURE_SEED } = await import('../fragments/quantize/measure.js');
+  const scheme = resolveScheme(o.quantize, o.block === undefined ? undefined : Number(o.block));
+  if (!o.text) return scheme;
+  const { modelFileOf } = await import('../fragments/model-folder.js');
+  const tokenizer = o.tokenizer ?? path.join(path.dirname(modelFileOf(file)), 'tokenizer.json');
+  const prompts = await promptSetFromText(o.text, tokenizer, DEFAULT_MEASURE_SEED);
+  return { ...scheme, measure: { sequences: prompts.ids, sequenceSource: prompts.source } };
+}
+
+/** Lines describing a quantized manifest: bytes, and the measured error. */
+function describeQuantization(q: NonNullable<Manifest['quantization']>): string[] {
+  const lines = [`quantized ${q.scheme} (blocks of ${q.block}): ${formatBytes(q.sourceWeightBytes)} → ${formatBytes(q.weightBytes)} of weights (${(q.weightBytes / q.sourceWeightBytes).toFixed(3)}×)`];
+  for (const out of q.figures?.outputs ?? []) lines.push(`  ${out.name}: max abs error ${out.maxAbs.toExponential(3)}, mean ${out.meanAbs.toExponential(3)}, relative ${out.maxRel.toExponential(3)}`);
+  const lm = q.figures?.languageModel;
+  if (lm) lines.push(`  next-token agreement ${(lm.tokenAgreement * 100).toFixed(2)}% over ${lm.positions} positions; perplexity ${lm.perplexity.toFixed(2)} → ${lm.quantizedPerplexity.toFixed(2)} (${lm.source})`);
+  return lines;
+}
+
+/** `model verify` on quantized fragments: the figures again, compared with the manifest's, and the scheme's bound. */
+async function verifyQuantizedCommand(dir: string, o: { dim: Record<string, number>; shape: Record<string, number[]>; seed: number; model?: string; text?: string; json: boolean }, seedGiven: boolean): Promise<void> {
+  const { verifyQuantized } = await import('../fragments/quantize/verify-quantized.js');
+  const { DEFAULT_MEASURE_SEED } = await import('../fragments/quantize/measure.js');
+  const sequences = o.text ? await promptSetFromText(o.text, path.join(dir, 'tokenizer.json'), DEFAULT_MEASURE_SEED) : undefined;
+  const report = await verifyQuantized(dir, {
+    dims: o.dim, shapes: Object.keys(o.shape).length ? o.shape : undefined, seed: seedGiven ? o.seed : undefined, modelPath: o.model, sequences,
+    onProgress: o.json ? undefined : (step) => process.stderr.write(`${step}…\n`),
+  });
+  if (o.json) printJson(report);
+  else {
+    for (const out of report.measured.outputs) {
+      print(`${out.maxRel <= report.bound ? 'ok  ' : 'FAIL'} ${out.name}: max abs error ${out.maxAbs.toExponential(3)}, mean ${out.meanAbs.toExponential(3)}, relative ${out.maxRel.toExponential(3)} (bound ${report.bound})`);
+    }
+    const lm = report.measured.languageModel;
+    if (lm) print(`next-token agreement ${(lm.tokenAgreement * 100).toFixed(2)}% over ${lm.positions} positions; perplexity ${lm.perplexity.toFixed(2)} → ${lm.quantizedPerplexity.toFixed(2)} (Δ ${lm.perplexityDelta.toFixed(3)}; ${lm.source})`);
+    for (const m of report.mismatches) print(`MISMATCH ${m}`);
+    if (!report.compared) print('inputs differ from the recorded ones: figures not compared with the manifest');
+    print(report.ok ? `verified: ${report.scheme} fragments within bound${report.compared ? ', figures match the manifest' : ''}` : `quantized fragments fail verification`);
+  }
+  if (!report.ok) process.exitCode = 1;
 }

@@ -23,6 +23,8 @@ import { dataTypeName } from './onnx/dtype.js';
 import { VERSION } from './version.js';
 import { modelFileOf, readModelFolderFiles, type TokenizerCheck } from './model-folder.js';
 import { cutMoeModel, type MoeCutFragment } from './moe/cut-model.js';
+import type { QuantScheme } from './quantize/scheme.js';
+import { quantizeFragments, type MeasureChoice } from './quantize/apply.js';
 
 export interface FragmentOptions {
   parts?: number;
@@ -44,6 +46,8 @@ export interface FragmentOptions {
    * each, for selective activation (docs/moe.md); --parts then counts the dense fragments only.
    */
   expertsPerFragment?: number;
+  /** Store MatMul/Gemm/Gather weights block-quantized (see fragments/quantize/), measuring the error as `measure` says. */
+  quantize?: QuantScheme & { measure?: MeasureChoice };
 }
 
 export interface FragmentResult { manifest: Manifest; manifestCid: string; dir: string }
@@ -90,11 +94,13 @@ export async function fragmentModel(input: string, outDir: string, options: Frag
   // The files that travel with the model are checked first: a broken one fails here, naming it, not at serve time.
   const shipped = readModelFolderFiles(modelPath, options.tokenizer);
   if (shipped.tokenizer && options.checkTokenizer) await options.checkTokenizer({ tokenizer: shipped.tokenizer, tokenizerConfig: shipped.tokenizerConfig });
-  const { doc, placedGraph, plan, fragments, moeGroups } = options.expertsPerFragment !== undefined
+  const { doc, placedGraph, plan, fragments: cut, moeGroups } = options.expertsPerFragment !== undefined
     ? cutMoeModel(modelPath, options.expertsPerFragment, options.parts !== undefined ? { parts: options.parts } : { maxBytes: options.maxBytes! }, options.dims)
     : cutDense(modelPath, options);
 
   await mkdir(outDir, { recursive: true });
+  const quantized = options.quantize ? quantizeFragments(cut, options.quantize) : undefined;
+  const fragments = quantized ? quantized.fragments : cut;
   const total = fragments.reduce((s, f) => s + f.weightBytes, 0);
   let doneBefore = 0;
   const written: ManifestFragment[] = [];
@@ -117,6 +123,7 @@ export async function fragmentModel(input: string, outDir: string, options: Frag
 
   const manifest = await buildManifest(modelPath, outDir, doc, placedGraph, plan, written, fragments);
   if (moeGroups) manifest.expertGroups = moeGroups;
+  if (quantized) await quantized.record(manifest, outDir, modelPath);
   if (shipped.tokenizer) manifest.tokenizer = await shipTokenizer(shipped.tokenizer.file, outDir);
   if (shipped.generation) manifest.generation = shipped.generation.defaults;
   const text = `${JSON.stringify(manifest, null, 2)}\n`;

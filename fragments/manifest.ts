@@ -5,6 +5,8 @@
 import { FragmentError } from './onnx/errors.js';
 import type { FragmentInput, FragmentOutput, BoundaryTensor } from './partition.js';
 import type { StatefulPair } from './stateful.js';
+import type { QuantizationFigures } from './quantize/measure.js';
+import type { QuantSchemeName } from './quantize/scheme.js';
 
 export const MANIFEST_SCHEMA = 'gridpipe.manifest/1';
 export const MANIFEST_FILE = 'manifest.json';
@@ -33,6 +35,37 @@ export interface ManifestFragment {
    * layer's router, or the experts it computes. They are called per token, not walked as a dense span.
    */
   moe?: { group: number; role: 'router' | 'experts'; experts?: number[] };
+  /** Present when the fragment's weights were quantized (`model fragment --quantize`): scheme and measured weight error. */
+  quantization?: FragmentQuantizationRecord;
+}
+
+/** A quantized fragment: its scheme, what was rewritten, the bytes before, and the weights' measured error. */
+export interface FragmentQuantizationRecord {
+  scheme: QuantSchemeName;
+  bits: number;
+  block: number;
+  /** Source weights stored quantized, and nodes rewritten by op (MatMul, Gemm, Gather). */
+  weights: number;
+  replaced: Record<string, number>;
+  /** Precision the exporter chose and that was kept (quantized ops, fp16 weights). */
+  kept: string[];
+  /** Weight bytes of this fragment at full precision (`weightBytes` counts the quantized bytes). */
+  sourceWeightBytes: number;
+  /** Over the quantized weights: largest absolute error and root-mean-square error relative to the weights' RMS. */
+  weightError: { maxAbs: number; relRms: number };
+}
+
+/** The whole model's quantization: scheme, bytes, and the output error measured against the full-precision model. */
+export interface ModelQuantizationRecord {
+  scheme: QuantSchemeName;
+  bits: number;
+  block: number;
+  /** The onnxruntime ops the quantized weights run on. */
+  ops: string[];
+  sourceWeightBytes: number;
+  weightBytes: number;
+  /** Measured when fragmenting (absent when measuring was turned off); `model verify` measures again and compares. */
+  figures?: QuantizationFigures;
 }
 
 export interface ExpertGroup {
@@ -91,6 +124,8 @@ export interface Manifest {
   statefulPairs: StatefulPair[];
   expertGroups: ExpertGroup[];
   fragments: ManifestFragment[];
+  /** Present when the fragments hold quantized weights. */
+  quantization?: ModelQuantizationRecord;
 }
 
 /** How many positions the manifest's FLOPs were costed at: the largest non-batch costDim (1 when none). */

@@ -14,7 +14,11 @@ export { gridpipe };
 export const wire = gridpipe.v1;
 
 /** A wire tensor as decoded: raw bytes plus name, ONNX dtype code and dims. */
-export interface WireTensor { name: string; dtype: number; dims: number[]; data: Uint8Array }
+export interface WireTensor {
+  name: string; dtype: number; dims: number[]; data: Uint8Array;
+  /** Wire compression of a float tensor (net/exec/wire-compression.ts); absent or 0: exact. */
+  encoding?: number;
+}
 
 /** Encodes one tensor message. */
 export function encodeTensor(t: WireTensor): Uint8Array {
@@ -24,7 +28,9 @@ export function encodeTensor(t: WireTensor): Uint8Array {
 /** Decodes one tensor message; dims come back as numbers. */
 export function decodeTensor(bytes: Uint8Array): WireTensor {
   const m = wire.Tensor.decode(bytes);
-  return { name: m.name, dtype: m.dtype, dims: m.dims.map((d) => (typeof d === 'number' ? d : d.toNumber())), data: m.data };
+  const t: WireTensor = { name: m.name, dtype: m.dtype, dims: m.dims.map((d) => (typeof d === 'number' ? d : d.toNumber())), data: m.data };
+  if (m.encoding) t.encoding = m.encoding;
+  return t;
 }
 
 /** Protocol ids of the grid, versioned. */

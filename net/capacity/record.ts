@@ -14,6 +14,7 @@
  * returns a record whose binding is missing, wrong or expired with NO staking address (and no binding),
  * so discovery, routing, payment and disputes can never use an address the peer merely named.
  */
+import { QUANT_SCHEMES } from '../../fragments/quantize/scheme.js';
 import { publicKeyFromProtobuf, publicKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPublicKey } from '@libp2p/peer-id';
@@ -86,6 +87,8 @@ export interface CapacityRecord {
    * checked out, and `stakingAddress` is '' whenever it is absent.
    */
   stakeBinding?: RecordStakeBinding;
+  /** Quantization schemes and wire encodings the supplier runs (SUPPLIER_SCHEMES); absent on older suppliers. */
+  schemes?: string[];
 }
 
 /** What a supplier says about itself; `buildRecord` adds the peer id, times and sequence. */
@@ -222,6 +225,7 @@ export function decodeRecord(bytes: Uint8Array): CapacityRecord {
       },
     } : {}),
     withdrawn: o.withdrawn,
+    ...(o.schemes?.length ? { schemes: [...o.schemes] } : {}),
     ...(binding ? {
       stakeBinding: {
         chainId: toNumber(binding.chainId),
@@ -395,9 +399,16 @@ export interface ProbeLike extends Hardware {
   softwareVersion: string;
 }
 
-/** Record fields (hardware, benchmark, software version) from a capacity probe. */
-export function fieldsFromProbe(probe: ProbeLike): Pick<CapacityRecord, 'hardware' | 'benchmark' | 'softwareVersion'> {
+/**
+ * What every supplier of this version runs besides full precision: fragments quantized int8 / int4 (onnxruntime's
+ * MatMulNBits and GatherBlockQuantized, in every build) and exec sessions whose activations travel fp16 / int8.
+ */
+export const SUPPLIER_SCHEMES: readonly string[] = [...QUANT_SCHEMES, 'wire-fp16', 'wire-int8'];
+
+/** Record fields (hardware, benchmark, software version, schemes it runs) from a capacity probe. */
+export function fieldsFromProbe(probe: ProbeLike): Pick<CapacityRecord, 'hardware' | 'benchmark' | 'softwareVersion' | 'schemes'> {
   return {
+    schemes: [...SUPPLIER_SCHEMES],
     hardware: {
       gpus: probe.gpus.map((g) => ({ ...g })),
       cpuCores: probe.cpuCores,

@@ -15,6 +15,7 @@ import {
 import { errorCodeName, ExecError, toExecError } from './errors.js';
 import { DEFAULT_SCAN_LIMITS, scanResponse, scanResponsePrefix, type ScanLimits } from './scan.js';
 import { ortToWire, wireToOrt } from './tensors.js';
+import { compressWireTensor, type WireEncodingCode } from './wire-compression.js';
 import { dialPreferringDirect, type UpgradeAwareNode } from '../direct-upgrade.js';
 
 export type TensorMap = Record<string, ort.Tensor>;
@@ -43,6 +44,8 @@ export interface OpenSessionOptions {
   voucher?: WireVoucher;
   /** Chain mode: peers that may forward steps into this session (the previous server of the route). */
   forwarders?: readonly string[];
+  /** How float activations travel both ways (wire-compression.ts; default exact); the session's `wireEncoding` says what the server accepted. */
+  wireEncoding?: WireEncodingCode;
 }
 
 export interface StepChunkInit { position: number; inputs: TensorMap }
@@ -126,6 +129,8 @@ export class RemoteSession {
   /** Step ids whose reply nobody waits for any more (a chain step cut short): dropped when they arrive. */
   private readonly cancelled = new Set<bigint>();
   maxLength = 0;
+  /** How float inputs and outputs travel in this session, as the server accepted at open (0: exact). */
+  wireEncoding: WireEncodingCode = 0;
 
   /** @internal use ExecClient.openSession */
   constructor(
@@ -136,6 +141,11 @@ export class RemoteSession {
     private readonly defaultTimeoutMs: number,
   ) {
     void this.readLoop();
+  }
+
+  /** Tensors as this session sends them: float ones compressed when the session negotiated an encoding. */
+  private encoded(tensors: WireTensor[]): WireTensor[] {
+    return this.wireEncoding ? tensors.map((t) => compressWireTensor(t, this.wireEncoding)) : tensors;
   }
 
   /** Whether the session's stream has ended (closed, evicted streams stay open). */
@@ -232,8 +242,8 @@ export class RemoteSession {
       sessionId: this.sessionId,
       stepId,
       position: options.position,
-      inputs: toWire(inputs),
-      replay: options.replay?.map((c) => ({ position: c.position, tensors: toWire(c.inputs) })),
+      inputs: this.encoded(toWire(inputs)),
+      replay: options.replay?.map((c) => ({ position: c.position, tensors: this.encoded(toWire(c.inputs)) })),
       want: options.want ? [...options.want] : undefined,
       draftTokens: options.draftTokens,
       voucher: options.voucher,
@@ -355,7 +365,7 @@ export class ExecClient {
     session = new RemoteSession(sessionId, String(Array.isArray(peer) ? peer[0] : peer), stream, reader, this.stepTimeoutMs);
     const fragments = options.fragments.map((f) => (typeof f === 'string' ? { cid: f } : { cid: f.cid, manifestCid: f.manifestCid ?? '', index: f.index ?? 0, dataCid: f.dataCid ?? '' }));
     const voucher = options.voucher ? { ...options.voucher, deadline: options.voucher.deadline.toString() } : undefined;
-    const frame = encodeFrame(ExecRequestType, { open: { sessionId, fragments, maxLength: options.maxLength ?? 0, batch: options.batch ?? 1, voucher, forwarders: options.forwarders ?? [] } });
+    const frame = encodeFrame(ExecRequestType, { open: { sessionId, fragments, maxLength: options.maxLength ?? 0, batch: options.batch ?? 1, voucher, forwarders: options.forwarders ?? [], wireEncoding: options.wireEncoding ?? 0 } });
     let r: DecodedResponse;
     try {
       r = await session.request('open', frame, this.openTimeoutMs);
@@ -368,6 +378,7 @@ export class ExecClient {
       throw r.error ? new ExecError(errorCodeName(r.error.code ?? 0), r.error.message ?? 'refused') : new ExecError('INTERNAL', 'unexpected reply to open');
     }
     session.maxLength = r.opened.maxLength ?? 0;
+    session.wireEncoding = (r.opened.wireEncoding ?? 0) as WireEncodingCode;
     return session;
   }
 }

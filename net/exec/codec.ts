@@ -67,7 +67,9 @@ export function toWireTensor(t: DecodedTensor): WireTensor {
   const dims = t.dims ?? [];
   const out = new Array<number>(dims.length);
   for (let i = 0; i < dims.length; i++) out[i] = longToNumber(dims[i]);
-  return { name: t.name ?? '', dtype: t.dtype ?? 0, dims: out, data: t.data ?? new Uint8Array(0) };
+  const wire: WireTensor = { name: t.name ?? '', dtype: t.dtype ?? 0, dims: out, data: t.data ?? new Uint8Array(0) };
+  if (t.encoding) wire.encoding = t.encoding;
+  return wire;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -177,6 +179,7 @@ function sizeTensor(t: WireTensor, sizer: Sizer): SizedTensor {
   if (t.dims.length) size += lenField(dimsSize);
   const n = t.data.byteLength;
   if (n) size += lenField(n);
+  if (t.encoding) size += varintLength(ENCODING_TAG) + varintLength(t.encoding);
   if (n >= REFERENCE_BYTES) sizer.referenced += n;
   return { t, nameBytes, dimsSize, size };
 }
@@ -189,7 +192,11 @@ function writeTensor(w: FrameWriter, s: SizedTensor): void {
     for (const d of s.t.dims) w.varint(d);
   }
   if (s.t.data.byteLength) w.tag(4, 2).bytes(s.t.data);
+  if (s.t.encoding) w.varint(ENCODING_TAG).varint(s.t.encoding);
 }
+
+/** Tensor.encoding (field 40, varint): a two-byte tag, which `tag()` (fields < 16) does not write. */
+const ENCODING_TAG = 40 * 8;
 
 export interface StepChunkOut { position: number; tensors: WireTensor[] }
 

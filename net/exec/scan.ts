@@ -15,6 +15,7 @@
  */
 import { bitsPerElement } from '../../fragments/onnx/dtype.js';
 import { ExecError } from './errors.js';
+import { encodable, encodedBytes, WireEncoding } from './wire-compression.js';
 
 /** Limits on what one frame may make the decoder allocate. */
 export interface ScanLimits {
@@ -250,6 +251,7 @@ class Scanner {
     let elements = 1;
     let dtype = 0;
     let dataBytes = 0;
+    let encoding = 0;
     const addDim = (d: number): void => {
       if (++rank > this.limits.maxRank) throw new ExecError('BAD_REQUEST', `a tensor of ${where} has more than ${this.limits.maxRank} dims`);
       elements *= d;
@@ -283,6 +285,8 @@ class Scanner {
       } else if (field === 4 && wire === LEN) {
         [dataBytes, pos] = this.varint(pos, end, where);
         pos += dataBytes;
+      } else if (field === 40 && wire === VARINT) {
+        [encoding, pos] = this.varint(pos, end, where);
       } else {
         pos = this.skip(pos, end, wire, where);
       }
@@ -294,7 +298,12 @@ class Scanner {
     if (!complete) throw PREFIX_ENDS;
     const bits = bitsPerElement(dtype);
     if (!bits) throw new ExecError('BAD_REQUEST', `a tensor of ${where} has dtype ${dtype}, which cannot travel`);
-    const expected = Math.ceil((bits * elements) / 8);
+    let expected = Math.ceil((bits * elements) / 8);
+    if (encoding) {
+      // A compressed float tensor (wire-compression.ts): its data length follows from the encoding.
+      if (!encodable(dtype) || (encoding !== WireEncoding.FP16 && encoding !== WireEncoding.INT8_BLOCKS)) throw new ExecError('BAD_REQUEST', `a tensor of ${where} has wire encoding ${encoding} on dtype ${dtype}, which is not one this node decodes`);
+      expected = encodedBytes(encoding, elements);
+    }
     if (expected !== dataBytes) throw new ExecError('BAD_REQUEST', `a tensor of ${where} has dims holding ${elements} elements (${expected} bytes) but ${dataBytes} bytes of data`);
   }
 }

@@ -1,12 +1,14 @@
 /**
  * onnxruntime tensors ↔ wire tensors without avoidable copies. A decoded wire tensor's bytes are a view into
  * the received frame; they become a typed array over the same memory when their offset is aligned to the
- * element size, and are copied only when it is not (a protobuf `bytes` field may start at any offset).
+ * element size, and are copied only when it is not (a protobuf `bytes` field may start at any offset). A tensor
+ * that travelled compressed (fp16, int8 blocks: wire-compression.ts) is decoded back to float32 here.
  */
 import ort from 'onnxruntime-node';
 import type { WireTensor } from '../../proto/grid.js';
 import { dataTypeFromOrt, dataTypeName, ortTypeName } from '../../fragments/onnx/dtype.js';
 import { ExecError } from './errors.js';
+import { decodeFloats } from './wire-compression.js';
 
 export type TypedArrayCtor = {
   new (length: number): ort.Tensor.DataType & ArrayBufferView;
@@ -69,6 +71,10 @@ export function wireToOrt(t: WireTensor): ort.Tensor {
     if (!Number.isSafeInteger(d) || d < 0) throw new ExecError('BAD_REQUEST', `${what}: dim ${d} is not a non-negative integer`);
   }
   const count = elementCount(t.dims);
+  if (t.encoding) {
+    if (type !== 'float32') throw new ExecError('BAD_REQUEST', `${what}: wire encoding ${t.encoding} on a ${type} tensor (only float32 travels compressed)`);
+    return new ort.Tensor('float32', decodeFloats(t.data ?? new Uint8Array(0), t.encoding, count, what), t.dims.slice());
+  }
   const size = ctor.BYTES_PER_ELEMENT;
   const data = t.data ?? new Uint8Array(0);
   if (data.byteLength !== count * size) {

@@ -27,6 +27,7 @@ import { loadSpan, ManifestCache } from './span.js';
 import { ortToWire } from '../../net/exec/tensors.js';
 import { ChainForwarder } from './forwarding.js';
 import { fromDecodedHop } from '../../net/exec/codec.js';
+import { compressWireTensor, WireEncoding, type WireEncodingCode } from '../../net/exec/wire-compression.js';
 
 /** What a paid step is about, for the payment hook. */
 export interface PaidStepInfo {
@@ -132,6 +133,8 @@ export const INSPECT_AFTER_BYTES = 1024 * 1024;
 /** Serves the exec protocol: sessions, steps, KV caches, limits, metrics. */
 export class ExecServer {
   readonly sessions: SessionManager;
+  /** Sessions whose float activations travel compressed (OpenSession.wire_encoding), by session. */
+  private readonly wireEncodings = new WeakMap<object, WireEncodingCode>();
   readonly executors: ExecutorPool;
   readonly metrics: ExecMetrics;
   private readonly manifests: ManifestCache;
@@ -293,11 +296,13 @@ export class ExecServer {
         throw new ExecError('BAD_REQUEST', `max_length ${maxLength} is over the model's context of ${program.contextLength} positions`);
       }
       const manifestCid = open.fragments?.[0]?.manifestCid || undefined;
-      this.sessions.open(owner, { sessionId, program, maxLength, batch: open.batch || 1, manifestCid });
+      const opened = this.sessions.open(owner, { sessionId, program, maxLength, batch: open.batch || 1, manifestCid });
       if (open.forwarders?.length && !this.forwarding.grant(owner, sessionId, stream, open.forwarders)) {
         throw new ExecError('BAD_REQUEST', `session id ${sessionId} is taken; open with a fresh one`);
       }
-      await writeFrame(stream, encodeFrame(ExecResponseType, { opened: { sessionId, maxLength: Math.min(maxLength, 0xffffffff) } }));
+      const wireEncoding = acceptedWireEncoding(open.wireEncoding);
+      if (wireEncoding) this.wireEncodings.set(opened, wireEncoding);
+      await writeFrame(stream, encodeFrame(ExecResponseType, { opened: { sessionId, maxLength: Math.min(maxLength, 0xffffffff), wireEncoding } }));
       return sessionId;
     } catch (err) {
       await this.sendError(stream, toExecError(err));
@@ -343,7 +348,7 @@ export class ExecServer {
         const declared = (step.chunkTokens ?? []).reduce((a, t) => a + t, 0);
         if (ran !== declared) throw new ExecError('BAD_REQUEST', `the step declared ${declared} new positions (chunk_tokens) but ran ${ran}`);
       }
-      const outputs = [...outcome.outputs].map(([name, t]) => ortToWire(name, t));
+      let outputs = [...outcome.outputs].map(([name, t]) => ortToWire(name, t));
       const replayOutputs = outcome.replayOutputs.map((r) => ({ position: r.position, tensors: [...r.outputs].map(([name, t]) => ortToWire(name, t)) }));
       // Chain mode: the next server gets the outputs first; this reply (the client's copy, for replay) follows.
       const forwardError = step.forward?.length && !outcome.cached ? await this.forwardOutputs(owner, sessionId, step, stepId, inputs, outputs) : undefined;
@@ -353,6 +358,12 @@ export class ExecServer {
       const admitMs = paymentMs;
       if (ticket) paymentMs += performance.now() - settleStarted;
       ticket = undefined; // settled: a failure to send the reply below does not give the charge back (the work is done)
+      const wireEncoding = this.wireEncodings.get(session);
+      if (wireEncoding) {
+        // The session travels compressed (negotiated at open); receipts above cover the exact outputs.
+        outputs = outputs.map((t) => compressWireTensor(t, wireEncoding));
+        for (const r of replayOutputs) r.tensors = r.tensors.map((t) => compressWireTensor(t, wireEncoding));
+      }
       chunks = encodeStepReplyFrame({
         sessionId,
         stepId,
@@ -429,4 +440,9 @@ export async function startExecServer(node: Pick<Libp2p, 'handle' | 'unhandle'>,
   const server = new ExecServer(init);
   await server.start(node);
   return server;
+}
+
+/** The wire encoding a server accepts for a session: the one asked for when this node decodes it, else exact (0). */
+function acceptedWireEncoding(asked: number | null | undefined): WireEncodingCode {
+  return asked === WireEncoding.FP16 || asked === WireEncoding.INT8_BLOCKS ? asked : WireEncoding.EXACT;
 }

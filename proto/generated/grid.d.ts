@@ -16,6 +16,7 @@ export namespace gridpipe {
             dtype: number;
             dims: (number|Long)[];
             data: Uint8Array;
+            encoding: number;
             static create(properties: gridpipe.v1.Tensor.$Shape): gridpipe.v1.Tensor & gridpipe.v1.Tensor.$Shape;
             static create(properties?: gridpipe.v1.Tensor.$Properties): gridpipe.v1.Tensor;
             static encode(message: gridpipe.v1.Tensor, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -32,6 +33,7 @@ export namespace gridpipe {
                 dtype?: (number|null);
                 dims?: ((number|Long)[]|null);
                 data?: (Uint8Array|null);
+                encoding?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.Tensor.$Properties;
@@ -295,6 +297,7 @@ export namespace gridpipe {
             limits?: (gridpipe.v1.ShareLimits|null);
             withdrawn: boolean;
             stakeBinding?: (gridpipe.v1.StakeBinding|null);
+            schemes: string[];
             static create(properties: gridpipe.v1.CapacityRecord.$Shape): gridpipe.v1.CapacityRecord & gridpipe.v1.CapacityRecord.$Shape;
             static create(properties?: gridpipe.v1.CapacityRecord.$Properties): gridpipe.v1.CapacityRecord;
             static encode(message: gridpipe.v1.CapacityRecord, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -321,6 +324,7 @@ export namespace gridpipe {
                 limits?: (gridpipe.v1.ShareLimits|null);
                 withdrawn?: (boolean|null);
                 stakeBinding?: (gridpipe.v1.StakeBinding|null);
+                schemes?: (string[]|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.CapacityRecord.$Properties;
@@ -495,6 +499,7 @@ export namespace gridpipe {
             batch: number;
             voucher?: (gridpipe.v1.Voucher|null);
             forwarders: string[];
+            wireEncoding: number;
             static create(properties: gridpipe.v1.OpenSession.$Shape): gridpipe.v1.OpenSession & gridpipe.v1.OpenSession.$Shape;
             static create(properties?: gridpipe.v1.OpenSession.$Properties): gridpipe.v1.OpenSession;
             static encode(message: gridpipe.v1.OpenSession, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -513,6 +518,7 @@ export namespace gridpipe {
                 batch?: (number|null);
                 voucher?: (gridpipe.v1.Voucher|null);
                 forwarders?: (string[]|null);
+                wireEncoding?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.OpenSession.$Properties;
@@ -890,6 +896,7 @@ export namespace gridpipe {
             $unknowns?: Uint8Array[];
             sessionId: string;
             maxLength: number;
+            wireEncoding: number;
             static create(properties: gridpipe.v1.SessionOpened.$Shape): gridpipe.v1.SessionOpened & gridpipe.v1.SessionOpened.$Shape;
             static create(properties?: gridpipe.v1.SessionOpened.$Properties): gridpipe.v1.SessionOpened;
             static encode(message: gridpipe.v1.SessionOpened, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -904,6 +911,7 @@ export namespace gridpipe {
             interface $Properties {
                 sessionId?: (string|null);
                 maxLength?: (number|null);
+                wireEncoding?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.SessionOpened.$Properties;

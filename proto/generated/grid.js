@@ -29,6 +29,7 @@ export const gridpipe = $root.gridpipe = (() => {
             Tensor.prototype.dtype = 0;
             Tensor.prototype.dims = $util.emptyArray;
             Tensor.prototype.data = $util.newBuffer([]);
+            Tensor.prototype.encoding = 0;
 
             Tensor.create = function(properties) {
                 return new Tensor(properties);
@@ -49,6 +50,8 @@ export const gridpipe = $root.gridpipe = (() => {
                     writer.uint32(26).int64s(message.dims);
                 if (message.data != null && $Object.hasOwnProperty.call(message, "data") && message.data.length)
                     writer.uint32(34).bytes(message.data);
+                if (message.encoding != null && $Object.hasOwnProperty.call(message, "encoding") && message.encoding !== 0)
+                    writer.uint32(320).uint32(message.encoding);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -123,6 +126,15 @@ export const gridpipe = $root.gridpipe = (() => {
                                 delete message.data;
                             continue;
                         }
+                    case 40: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.encoding = value;
+                            else
+                                delete message.encoding;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -163,6 +175,9 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (message.data != null && $Object.hasOwnProperty.call(message, "data"))
                     if (!(message.data && typeof message.data.length === "number" || $util.isString(message.data)))
                         return "data: buffer expected";
+                if (message.encoding != null && $Object.hasOwnProperty.call(message, "encoding"))
+                    if (!$util.isInteger(message.encoding))
+                        return "encoding: integer expected";
                 return null;
             };
 
@@ -202,6 +217,9 @@ export const gridpipe = $root.gridpipe = (() => {
                             $util.base64.decode(object.data, message.data = $util.newBuffer($util.base64.length(object.data)), 0);
                         else if (object.data.length >= 0)
                             message.data = object.data;
+                if (object.encoding != null)
+                    if ($Number(object.encoding) !== 0)
+                        message.encoding = object.encoding >>> 0;
                 return message;
             };
 
@@ -225,6 +243,7 @@ export const gridpipe = $root.gridpipe = (() => {
                         if (options.bytes !== $Array)
                             object.data = $util.newBuffer(object.data);
                     }
+                    object.encoding = 0;
                 }
                 if (message.name != null && $Object.hasOwnProperty.call(message, "name"))
                     object.name = message.name;
@@ -242,6 +261,8 @@ export const gridpipe = $root.gridpipe = (() => {
                 }
                 if (message.data != null && $Object.hasOwnProperty.call(message, "data"))
                     object.data = options.bytes === $String ? $util.base64.encode(message.data, 0, message.data.length) : options.bytes === $Array ? $Array.prototype.slice.call(message.data) : message.data;
+                if (message.encoding != null && $Object.hasOwnProperty.call(message, "encoding"))
+                    object.encoding = message.encoding;
                 return object;
             };
 
@@ -1912,6 +1933,7 @@ export const gridpipe = $root.gridpipe = (() => {
             const CapacityRecord = function (properties) {
                 this.addrs = [];
                 this.fragments = [];
+                this.schemes = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -1932,6 +1954,7 @@ export const gridpipe = $root.gridpipe = (() => {
             CapacityRecord.prototype.limits = null;
             CapacityRecord.prototype.withdrawn = false;
             CapacityRecord.prototype.stakeBinding = null;
+            CapacityRecord.prototype.schemes = $util.emptyArray;
 
             CapacityRecord.create = function(properties) {
                 return new CapacityRecord(properties);
@@ -1974,6 +1997,9 @@ export const gridpipe = $root.gridpipe = (() => {
                     writer.uint32(104).bool(message.withdrawn);
                 if (message.stakeBinding != null && $Object.hasOwnProperty.call(message, "stakeBinding"))
                     $root.gridpipe.v1.StakeBinding.encode(message.stakeBinding, writer.uint32(114).fork(), _depth + 1).ldelim();
+                if (message.schemes != null && message.schemes.length)
+                    for (let i = 0; i < message.schemes.length; ++i)
+                        writer.uint32(322).string(message.schemes[i]);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -2119,6 +2145,14 @@ export const gridpipe = $root.gridpipe = (() => {
                             message.stakeBinding = $root.gridpipe.v1.StakeBinding.decode(reader, reader.size(), $undefined, _depth + 1, message.stakeBinding);
                             continue;
                         }
+                    case 40: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.schemes && message.schemes.length))
+                                message.schemes = [];
+                            message.schemes.push(reader.stringVerify());
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -2202,6 +2236,13 @@ export const gridpipe = $root.gridpipe = (() => {
                     let error = $root.gridpipe.v1.StakeBinding.verify(message.stakeBinding, _depth + 1);
                     if (error)
                         return "stakeBinding." + error;
+                }
+                if (message.schemes != null && $Object.hasOwnProperty.call(message, "schemes")) {
+                    if (!$Array.isArray(message.schemes))
+                        return "schemes: array expected";
+                    for (let i = 0; i < message.schemes.length; ++i)
+                        if (!$util.isString(message.schemes[i]))
+                            return "schemes: string[] expected";
                 }
                 return null;
             };
@@ -2298,6 +2339,13 @@ export const gridpipe = $root.gridpipe = (() => {
                         throw $TypeError(".gridpipe.v1.CapacityRecord.stakeBinding: object expected");
                     message.stakeBinding = $root.gridpipe.v1.StakeBinding.fromObject(object.stakeBinding, _depth + 1);
                 }
+                if (object.schemes) {
+                    if (!$Array.isArray(object.schemes))
+                        throw $TypeError(".gridpipe.v1.CapacityRecord.schemes: array expected");
+                    message.schemes = $Array(object.schemes.length);
+                    for (let i = 0; i < object.schemes.length; ++i)
+                        message.schemes[i] = $String(object.schemes[i]);
+                }
                 return message;
             };
 
@@ -2312,6 +2360,7 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (options.arrays || options.defaults) {
                     object.addrs = [];
                     object.fragments = [];
+                    object.schemes = [];
                 }
                 if (options.defaults) {
                     object.peerId = "";
@@ -2388,6 +2437,11 @@ export const gridpipe = $root.gridpipe = (() => {
                     object.withdrawn = message.withdrawn;
                 if (message.stakeBinding != null && $Object.hasOwnProperty.call(message, "stakeBinding"))
                     object.stakeBinding = $root.gridpipe.v1.StakeBinding.toObject(message.stakeBinding, options, _depth + 1);
+                if (message.schemes && message.schemes.length) {
+                    object.schemes = $Array(message.schemes.length);
+                    for (let j = 0; j < message.schemes.length; ++j)
+                        object.schemes[j] = message.schemes[j];
+                }
                 return object;
             };
 
@@ -3489,6 +3543,7 @@ export const gridpipe = $root.gridpipe = (() => {
             OpenSession.prototype.batch = 0;
             OpenSession.prototype.voucher = null;
             OpenSession.prototype.forwarders = $util.emptyArray;
+            OpenSession.prototype.wireEncoding = 0;
 
             OpenSession.create = function(properties) {
                 return new OpenSession(properties);
@@ -3515,6 +3570,8 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (message.forwarders != null && message.forwarders.length)
                     for (let i = 0; i < message.forwarders.length; ++i)
                         writer.uint32(322).string(message.forwarders[i]);
+                if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding") && message.wireEncoding !== 0)
+                    writer.uint32(328).uint32(message.wireEncoding);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -3597,6 +3654,15 @@ export const gridpipe = $root.gridpipe = (() => {
                             message.forwarders.push(reader.stringVerify());
                             continue;
                         }
+                    case 41: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.wireEncoding = value;
+                            else
+                                delete message.wireEncoding;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -3651,6 +3717,9 @@ export const gridpipe = $root.gridpipe = (() => {
                         if (!$util.isString(message.forwarders[i]))
                             return "forwarders: string[] expected";
                 }
+                if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding"))
+                    if (!$util.isInteger(message.wireEncoding))
+                        return "wireEncoding: integer expected";
                 return null;
             };
 
@@ -3695,6 +3764,9 @@ export const gridpipe = $root.gridpipe = (() => {
                     for (let i = 0; i < object.forwarders.length; ++i)
                         message.forwarders[i] = $String(object.forwarders[i]);
                 }
+                if (object.wireEncoding != null)
+                    if ($Number(object.wireEncoding) !== 0)
+                        message.wireEncoding = object.wireEncoding >>> 0;
                 return message;
             };
 
@@ -3715,6 +3787,7 @@ export const gridpipe = $root.gridpipe = (() => {
                     object.maxLength = 0;
                     object.batch = 0;
                     object.voucher = null;
+                    object.wireEncoding = 0;
                 }
                 if (message.sessionId != null && $Object.hasOwnProperty.call(message, "sessionId"))
                     object.sessionId = message.sessionId;
@@ -3734,6 +3807,8 @@ export const gridpipe = $root.gridpipe = (() => {
                     for (let j = 0; j < message.forwarders.length; ++j)
                         object.forwarders[j] = message.forwarders[j];
                 }
+                if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding"))
+                    object.wireEncoding = message.wireEncoding;
                 return object;
             };
 
@@ -6555,6 +6630,7 @@ export const gridpipe = $root.gridpipe = (() => {
 
             SessionOpened.prototype.sessionId = "";
             SessionOpened.prototype.maxLength = 0;
+            SessionOpened.prototype.wireEncoding = 0;
 
             SessionOpened.create = function(properties) {
                 return new SessionOpened(properties);
@@ -6571,6 +6647,8 @@ export const gridpipe = $root.gridpipe = (() => {
                     writer.uint32(10).string(message.sessionId);
                 if (message.maxLength != null && $Object.hasOwnProperty.call(message, "maxLength") && message.maxLength !== 0)
                     writer.uint32(16).uint32(message.maxLength);
+                if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding") && message.wireEncoding !== 0)
+                    writer.uint32(320).uint32(message.wireEncoding);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -6622,6 +6700,15 @@ export const gridpipe = $root.gridpipe = (() => {
                                 delete message.maxLength;
                             continue;
                         }
+                    case 40: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.wireEncoding = value;
+                            else
+                                delete message.wireEncoding;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -6652,6 +6739,9 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (message.maxLength != null && $Object.hasOwnProperty.call(message, "maxLength"))
                     if (!$util.isInteger(message.maxLength))
                         return "maxLength: integer expected";
+                if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding"))
+                    if (!$util.isInteger(message.wireEncoding))
+                        return "wireEncoding: integer expected";
                 return null;
             };
 
@@ -6671,6 +6761,9 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (object.maxLength != null)
                     if ($Number(object.maxLength) !== 0)
                         message.maxLength = object.maxLength >>> 0;
+                if (object.wireEncoding != null)
+                    if ($Number(object.wireEncoding) !== 0)
+                        message.wireEncoding = object.wireEncoding >>> 0;
                 return message;
             };
 
@@ -6685,11 +6778,14 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (options.defaults) {
                     object.sessionId = "";
                     object.maxLength = 0;
+                    object.wireEncoding = 0;
                 }
                 if (message.sessionId != null && $Object.hasOwnProperty.call(message, "sessionId"))
                     object.sessionId = message.sessionId;
                 if (message.maxLength != null && $Object.hasOwnProperty.call(message, "maxLength"))
                     object.maxLength = message.maxLength;
+                if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding"))
+                    object.wireEncoding = message.wireEncoding;
                 return object;
             };
 

@@ -1,0 +1,69 @@
+/** Shared by the quantization tests: reading a written quantized weight back and the demo model's prompt set. */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { int64ToNumber } from '../../proto/onnx.js';
+import { readModel } from '../../fragments/onnx/read.js';
+import { loadTensorBytes } from '../../fragments/onnx/tensor-bytes.js';
+import { dequantizeRows, transpose } from '../../fragments/quantize/blockwise.js';
+import { promptWindows } from '../../fragments/quantize/prompts.js';
+import { hfTextTokenizer } from '../../gateway/tokenizers/index.js';
+import { REPO_ROOT } from '../helpers/cli.js';
+
+export const DEMO_TARGET = path.join(REPO_ROOT, 'models', 'demo', 'target');
+
+async function floats(file: string, name: string): Promise<{ values: Float32Array; dims: number[] }> {
+  const w = readModel(file).graph.initializer.find((x) => x.header.name === name);
+  if (!w?.bytes) throw new Error(`${file} has no initializer ${name}`);
+  const raw = new Uint8Array(await loadTensorBytes(w.bytes));
+  return { values: new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4), dims: (w.header.dims ?? []).map((d) => int64ToNumber(d)) };
+}
+
+/**
+ * Every quantized weight of a written fragment, dequantized, next to its source weight in the same layout; `worst`
+ * is the largest error over the largest magnitude of its block, over all blocks.
+ */
+export async function quantizedWeightErrors(fragmentFile: string, sourceFile: string, bits: 4 | 8, block: number): Promise<{ name: string; worst: number; relRms: number }[]> {
+  const doc = readModel(fragmentFile);
+  const out: { name: string; worst: number; relRms: number }[] = [];
+  for (const w of doc.graph.initializer) {
+    const match = /^(.*?)(\.T)?\.q(\d)b(\d+)$/.exec(w.header.name ?? '');
+    if (!match) continue;
+    const [, source, transposed] = match;
+    const dims = (w.header.dims ?? []).map((d) => int64ToNumber(d));
+    const data = new Uint8Array(await loadTensorBytes(w.bytes!));
+    const scales = await floats(fragmentFile, `${w.header.name}.scales`);
+    const original = await floats(sourceFile, source);
+    const [a, b] = original.dims;
+    const rows = dims[0];
+    const rowLength = transposed ? a : b;
+    const reference = transposed ? transpose(original.values, a, b) : original.values;
+    const back = dequantizeRows({ data, scales: scales.values, blocks: dims[1] }, rows, rowLength, bits, block);
+    let worst = 0;
+    let se = 0;
+    let ss = 0;
+    for (let r = 0; r < rows; r++) {
+      for (let s = 0; s < rowLength; s += block) {
+        let amax = 0;
+        let err = 0;
+        for (let i = s; i < Math.min(rowLength, s + block); i++) {
+          const v = reference[r * rowLength + i];
+          const e = Math.abs(back[r * rowLength + i] - v);
+          amax = Math.max(amax, Math.abs(v));
+          err = Math.max(err, e);
+          se += e * e;
+          ss += v * v;
+        }
+        if (amax > 0) worst = Math.max(worst, err / amax);
+      }
+    }
+    out.push({ name: w.header.name!, worst, relRms: Math.sqrt(se / ss) });
+  }
+  return out;
+}
+
+/** The seeded prompt set from the demo model's held-out text, tokenized by its tokenizer. */
+export function demoPrompts(seed: number, count?: number, length?: number): number[][] {
+  const tokenizer = hfTextTokenizer(JSON.parse(readFileSync(path.join(DEMO_TARGET, 'tokenizer.json'), 'utf8')) as object);
+  const ids = tokenizer.encode(readFileSync(path.join(REPO_ROOT, 'models', 'demo', 'heldout.txt'), 'utf8'));
+  return promptWindows(ids, { seed, count, length });
+}
