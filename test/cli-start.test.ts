@@ -61,9 +61,11 @@ describe('CLI start', () => {
     expect(HEAVY.filter((p) => loaded.has(p))).toEqual([]);
   });
 
-  it('an action still loads what it runs: gridpipe model verify on a missing folder reaches onnxruntime', async () => {
+  it('an action still loads what it runs: gridpipe model verify on fragments reaches onnxruntime', async () => {
     const log = path.join(dir, 'verify.log');
-    spawnSync(process.execPath, ['--import', pathToFileURL(path.join(dir, 'register.mjs')).href, CLI, 'model', 'verify', path.join(dir, 'missing')], {
+    const frags = path.join(dir, 'frags');
+    expect(spawnSync(process.execPath, [CLI, 'model', 'fragment', model, '--parts', '2', '--out', frags], { encoding: 'utf8' }).status).toBe(0);
+    spawnSync(process.execPath, ['--import', pathToFileURL(path.join(dir, 'register.mjs')).href, CLI, 'model', 'verify', frags], {
       env: { ...process.env, GRIDPIPE_TEST_MODULE_LOG: log }, encoding: 'utf8',
     });
     expect(await readFile(log, 'utf8')).toMatch(/node_modules\/onnxruntime-node\//);

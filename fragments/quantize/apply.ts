@@ -7,7 +7,7 @@ import type { FragmentModel } from '../partition.js';
 import type { Manifest } from '../manifest.js';
 import { tensorBytesLength } from '../onnx/model-doc.js';
 import { quantizeFragmentDoc, type FragmentQuantization } from './rewrite.js';
-import { measureQuantization, type MeasureOptions } from './measure.js';
+import type { MeasureOptions } from './measure.js';
 import type { QuantScheme } from './scheme.js';
 
 /** Measure the output error after writing (default: yes, seeded sample inputs and token sequences), or not. */
@@ -46,7 +46,11 @@ export function quantizeFragments<F extends FragmentModel>(fragments: F[], schem
       sourceWeightBytes: sourceBytes.reduce((a, b) => a + b, 0),
       weightBytes: rewritten.reduce((s, f) => s + f.weightBytes, 0),
     };
-    if (scheme.measure !== false) manifest.quantization.figures = await measureQuantization(manifest, dir, modelPath, scheme.measure ?? {});
+    if (scheme.measure !== false) {
+      // onnxruntime loads only when a quantized model is measured (`model inspect` imports this module too).
+      const { measureQuantization } = await import('./measure.js');
+      manifest.quantization.figures = await measureQuantization(manifest, dir, modelPath, scheme.measure ?? {});
+    }
   };
   return { fragments: rewritten, record };
 }
