@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 import { dataTypeFromOrt } from '../../fragments/onnx/dtype.js';
 import { ExecError } from '../../net/exec/errors.js';
 import { WorkerSession } from './ort-worker.js';
+import { runFailure } from './run-failure.js';
 
 export type ExecutionProviderName = 'cpu' | 'cuda' | 'webgpu';
 /** `auto`: CUDA when its provider library is installed, then WebGPU when bundled, then CPU. */
@@ -184,7 +185,7 @@ export class FragmentExecutor {
         const outputs = fetches && fetches.length ? await this.session.run(feeds, [...fetches]) : await this.session.run(feeds);
         return { outputs: outputs as Record<string, ort.Tensor>, queueMs: start - enqueued, computeMs: performance.now() - start };
       } catch (err) {
-        throw new ExecError('EXECUTION_FAILED', `onnxruntime failed: ${(err as Error).message}`, { cause: err });
+        throw runFailure(err);
       } finally {
         this.pending--;
       }
