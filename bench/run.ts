@@ -9,6 +9,7 @@ import { devnetBench } from './devnet.js';
 import { cliBench } from './cli.js';
 import { demoModelBench } from './demo-model.js';
 import { explorerBench } from './explorer.js';
+import { chaosBench } from './chaos.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
@@ -21,6 +22,7 @@ const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   cli: cliBench,
   'demo-model': demoModelBench,
   explorer: explorerBench,
+  chaos: chaosBench,
 };
 
 async function run(): Promise<void> {
