@@ -19,9 +19,9 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), path.bas
 export const MUTATION_MODULES: Record<string, { mutate: string[]; tests: string[] }> = {
   'payment-gate': { mutate: ['node/payments/gate.ts'], tests: ['test/payments/gate.test.ts'] },
   'voucher-book': { mutate: ['node/payments/voucher-book.ts'], tests: ['test/payments/voucher-book.test.ts'] },
-  pricing: { mutate: ['policy/pricing.ts'], tests: ['test/payments/pricing.test.ts'] },
+  pricing: { mutate: ['policy/pricing.ts'], tests: ['test/payments/pricing.test.ts', 'test/policy/pricing-bounds.test.ts'] },
   routing: { mutate: ['policy/routing.ts'], tests: ['test/policy/routing.test.ts'] },
-  sampling: { mutate: ['policy/sampling.ts'], tests: ['test/policy/sampling.test.ts'] },
+  sampling: { mutate: ['policy/sampling.ts'], tests: ['test/policy/sampling.test.ts', 'test/policy/sampling-reference.test.ts'] },
   'capacity-records': { mutate: ['net/capacity/record.ts'], tests: ['test/net/capacity.test.ts', 'test/fuzz/decoders.test.ts'] },
   'decoder-limits': { mutate: ['net/exec/scan.ts', 'net/exec/decode.ts'], tests: ['test/fuzz/decoders.test.ts'] },
 };
