@@ -22,7 +22,7 @@ export const MUTATION_MODULES: Record<string, { mutate: string[]; tests: string[
   pricing: { mutate: ['policy/pricing.ts'], tests: ['test/payments/pricing.test.ts', 'test/policy/pricing-bounds.test.ts'] },
   routing: { mutate: ['policy/routing.ts'], tests: ['test/policy/routing.test.ts'] },
   sampling: { mutate: ['policy/sampling.ts'], tests: ['test/policy/sampling.test.ts', 'test/policy/sampling-reference.test.ts'] },
-  'capacity-records': { mutate: ['net/capacity/record.ts'], tests: ['test/net/capacity.test.ts', 'test/fuzz/decoders.test.ts'] },
+  'capacity-records': { mutate: ['net/capacity/record.ts'], tests: ['test/net/capacity-record-bounds.test.ts', 'test/fuzz/decoders.test.ts'] },
   'decoder-limits': { mutate: ['net/exec/scan.ts', 'net/exec/decode.ts'], tests: ['test/fuzz/decoders.test.ts'] },
 };
 
