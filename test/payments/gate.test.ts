@@ -14,6 +14,8 @@ import type { WireVoucher } from '../../net/exec/codec.js';
 import { PaymentGate, type PaymentGateInit } from '../../node/payments/gate.js';
 import { CachedBalances } from '../../node/payments/balances.js';
 import { VoucherBook } from '../../node/payments/voucher-book.js';
+import { PaymentMetrics } from '../../node/payments/metrics.js';
+import { Registry } from 'prom-client';
 import { tempDir } from '../helpers/tmp.js';
 import { startPaymentChain, type PaymentChain, TOKEN } from './helpers.js';
 
@@ -167,5 +169,60 @@ describe('PaymentGate', () => {
     expect(owe.code).toBe('PAYMENT_REQUIRED');
     expect(owe.message).toMatch(/does not cover the .* base units it would owe/);
     await book.close();
+  });
+});
+
+describe('PaymentGate metrics and shared credit bounds', () => {
+  /** The vouchers counter by outcome, and the credit and charged figures. */
+  async function counts(m: PaymentMetrics): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const v of (await m.vouchers.get()).values) out[String(v.labels.outcome)] = v.value;
+    out.credit = (await m.credit.get()).values[0]?.value ?? 0;
+    out.charged = (await m.charged.get()).values[0]?.value ?? 0;
+    return out;
+  }
+
+  it('counts every outcome, the credit held and the work settled', async () => {
+    const metrics = new PaymentMetrics(new Registry());
+    const { gate: g, book } = await gate({ creditLimit: 10n, metrics });
+    await refusal(g.admitOpen(undefined, 'peer'));
+    await refusal(g.admit(await voucher(5n, { payee: chain.wallets[4].address }), 1n, 'peer'));
+    await refusal(g.admitOpen(await voucher(0n, { from: poorPayer }), 'peer'));
+    await g.admitOpen(await voucher(0n), 'peer');
+    const first = await g.admit(await voucher(5n), 8n, 'peer');
+    g.settle(first);
+    await g.admit(await voucher(5n), 2n, 'peer'); // unpaid 5
+    await refusal(g.admit(await voucher(5n), 6n, 'peer')); // unpaid would be 11
+    expect(await counts(metrics)).toEqual({ missing: 1, invalid: 1, unfunded: 1, opened: 1, accepted: 1, superseded: 1, over_credit: 1, credit: 5, charged: 8 });
+    await book.close();
+  });
+
+  it('keeps a new voucher that comes with a step over the credit limit, and counts its payment', async () => {
+    const metrics = new PaymentMetrics(new Registry());
+    const { gate: g, book } = await gate({ creditLimit: 10n, metrics });
+    await g.admit(await voucher(5n), 15n, 'peer'); // unpaid 10: at the limit
+    expect(g.credit.held(payer.address)).toBe(10n);
+    const over = await refusal(g.admit(await voucher(6n), 20n, 'peer')); // pays 1 more, charges 20 more
+    expect(over.code).toBe('UNPAID');
+    expect(book.get(payer.address).best?.cumulativeAmount).toBe(6n);
+    expect(book.get(payer.address).charged).toBe(15n);
+    expect(g.credit.held(payer.address)).toBe(9n);
+    await book.close();
+  });
+
+  it('bounds credit per remote peer (creditPerPeer) and in total (creditTotal)', async () => {
+    const perPeer = await gate({ creditLimit: 100n, creditPerPeer: 4n });
+    await perPeer.gate.admit(await voucher(1n), 5n, 'peer-a'); // unpaid 4
+    expect((await refusal(perPeer.gate.admit(await voucher(1n), 1n, 'peer-a'))).code).toBe('UNPAID');
+    await perPeer.book.close();
+    const total = await gate({ creditLimit: 100n, creditTotal: 3n });
+    expect((await refusal(total.gate.admit(await voucher(1n), 5n, 'peer-b'))).code).toBe('UNPAID');
+    // the refused step's voucher was kept (it pays for work); its charge was not counted
+    await expect(total.gate.admit(await voucher(1n), 4n, 'peer-b')).resolves.toMatchObject({ newVoucher: false, charge: 4n });
+    await total.book.close();
+    const defaults = await gate({ creditLimit: 2n });
+    await defaults.gate.admit(await voucher(1n), 3n, 'peer-c'); // unpaid 2 = creditLimit = the default per-peer bound
+    expect((await refusal(defaults.gate.admit(await voucher(1n), 1n, 'peer-c'))).code).toBe('UNPAID');
+    await defaults.book.close();
   });
 });
