@@ -49,6 +49,14 @@ function summarize(report: { files: Record<string, { mutants: MutantReport[] }> 
   return { ...c, score: scored ? Math.round(((c.killed + c.timeouts) / scored) * 1000) / 10 : 0 };
 }
 
+/** A module's counts from its last Stryker report (in .stryker-tmp/MODULE/report.json). */
+function countsOf(name: string): Record<string, number> {
+  const reportFile = path.join(ROOT, '.stryker-tmp', name, 'report.json');
+  const equivalentsFile = path.join(ROOT, 'test', 'mutation', 'equivalent.json');
+  const equivalents = (JSON.parse(readFileSync(equivalentsFile, 'utf8')) as Record<string, Equivalent[]>)[name] ?? [];
+  return summarize(JSON.parse(readFileSync(reportFile, 'utf8')) as never, equivalents);
+}
+
 /** Runs Stryker on one module; its counts. */
 function mutateModule(name: string): Record<string, number> {
   const spec = MUTATION_MODULES[name];
@@ -66,25 +74,29 @@ function mutateModule(name: string): Record<string, number> {
     cwd: ROOT, stdio: 'inherit', env: { ...process.env, GRIDPIPE_MUTATION_TESTS: spec.tests.join(',') },
   });
   if (run.status !== 0 || !existsSync(reportFile)) throw new Error(`stryker failed on ${name} (exit ${run.status})`);
-  const equivalentsFile = path.join(ROOT, 'test', 'mutation', 'equivalent.json');
-  const equivalents = (JSON.parse(readFileSync(equivalentsFile, 'utf8')) as Record<string, Equivalent[]>)[name] ?? [];
-  return summarize(JSON.parse(readFileSync(reportFile, 'utf8')) as never, equivalents);
+  return countsOf(name);
 }
 
-/** Mutates the named modules (all when none), merging into the existing bench/results/mutation.json. */
-export async function mutationBench(names: string[]): Promise<void> {
+/**
+ * Mutates the named modules (all when none), merging into bench/results/mutation.json (read when writing, so
+ * runs of different modules side by side keep each other's figures). `fromReports`: no run, the figures
+ * recomputed from the last reports (after test/mutation/equivalent.json changed).
+ */
+export async function mutationBench(names: string[], fromReports = false): Promise<void> {
   const chosen = names.length ? names : Object.keys(MUTATION_MODULES);
   const unknown = chosen.filter((n) => !MUTATION_MODULES[n]);
   if (unknown.length) throw new Error(`unknown module ${unknown.join(', ')}; available: ${Object.keys(MUTATION_MODULES).join(', ')}`);
+  const fresh: Record<string, number> = {};
+  for (const name of chosen) {
+    const counts = fromReports ? countsOf(name) : mutateModule(name);
+    for (const [k, v] of Object.entries(counts)) fresh[`${name}.${k}`] = v;
+  }
   const previous = path.join(ROOT, 'bench', 'results', 'mutation.json');
   const metrics: Record<string, number> = existsSync(previous) ? (JSON.parse(readFileSync(previous, 'utf8')) as { metrics: Record<string, number> }).metrics : {};
-  for (const name of chosen) {
-    const counts = mutateModule(name);
-    for (const [k, v] of Object.entries(counts)) metrics[`${name}.${k}`] = v;
-  }
+  Object.assign(metrics, fresh);
   reportResult('mutation', metrics, `StrykerJS ${'9.6'} (vitest runner), one module at a time, concurrency 1; score = (killed + timeouts) / (mutants − equivalent − errors), goal ≥ 85 %. Modules: ${Object.entries(MUTATION_MODULES).map(([n, s]) => `${n} = ${s.mutate.join(' + ')} against ${s.tests.join(', ')}`).join('; ')}. Equivalent mutants: test/mutation/equivalent.json.`);
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
-  await mutationBench(process.argv.slice(2).filter((a) => !a.startsWith('--')));
+  await mutationBench(process.argv.slice(2).filter((a) => !a.startsWith('--')), process.argv.includes('--from-reports'));
 }
