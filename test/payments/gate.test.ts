@@ -156,6 +156,7 @@ describe('PaymentGate', () => {
     expect(book.get(payer.address).charged).toBe(5n);
     expect(g.credit.held(payer.address)).toBe(0n);
     await g.cancel({ ...step, charge: 0n });
+    g.settle(step); // no metrics on this gate: settling counts nothing and does not throw
     expect(book.get(payer.address).charged).toBe(5n);
     // the credit given back can be used again
     await expect(g.admit(await voucher(5n), 10n, 'peer')).resolves.toMatchObject({ newVoucher: false });
@@ -186,6 +187,8 @@ describe('PaymentGate metrics and shared credit bounds', () => {
     const metrics = new PaymentMetrics(new Registry());
     const { gate: g, book } = await gate({ creditLimit: 10n, metrics });
     await refusal(g.admitOpen(undefined, 'peer'));
+    await refusal(g.admit(undefined, 1n, 'peer'));
+    await refusal(g.admit(await voucher(ESCROW + 1n), 1n, 'peer'));
     await refusal(g.admit(await voucher(5n, { payee: chain.wallets[4].address }), 1n, 'peer'));
     await refusal(g.admitOpen(await voucher(0n, { from: poorPayer }), 'peer'));
     await g.admitOpen(await voucher(0n), 'peer');
@@ -193,7 +196,7 @@ describe('PaymentGate metrics and shared credit bounds', () => {
     g.settle(first);
     await g.admit(await voucher(5n), 2n, 'peer'); // unpaid 5
     await refusal(g.admit(await voucher(5n), 6n, 'peer')); // unpaid would be 11
-    expect(await counts(metrics)).toEqual({ missing: 1, invalid: 1, unfunded: 1, opened: 1, accepted: 1, superseded: 1, over_credit: 1, credit: 5, charged: 8 });
+    expect(await counts(metrics)).toEqual({ missing: 2, invalid: 1, unfunded: 2, opened: 1, accepted: 1, superseded: 1, over_credit: 1, credit: 5, charged: 8 });
     await book.close();
   });
 
