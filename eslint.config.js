@@ -42,7 +42,7 @@ function boundary(folder, allowed) {
 }
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'bench/results/**', 'test/fixtures/real/**', 'proto/generated/**'] },
+  { ignores: ['dist/**', 'node_modules/**', '.stryker-tmp/**', 'bench/results/**', 'test/fixtures/real/**', 'proto/generated/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -13,6 +13,7 @@ import { selectiveBench } from './selective.js';
 import { verifyBench } from './verify.js';
 import { wanBench } from './wan.js';
 import { compressionBench } from './compression.js';
+import { chaosBench } from './chaos.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
@@ -29,6 +30,7 @@ const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   verify: verifyBench,
   wan: wanBench,
   compression: compressionBench,
+  chaos: chaosBench,
 };
 
 async function run(): Promise<void> {

@@ -109,12 +109,13 @@ export function devnetCommand(): Command {
           '--max-sessions', '64', '--admin-port', '0', ...paidArgs(i),
         ];
         const spanText = (s: RunningSupplier): string => (s.fragments.length === 1 ? `fragment ${s.fragments[0]}` : `fragments ${s.fragments.join(',')}`);
-        const first = await startSupplier(0, [...supplierArgs(0), '--host', model.fragmentDir, '--place'], env);
+        const logFile = (name: string): string => path.join(dir, 'logs', `${name}.log`); // each process's log lines, kept for the operator
+        const first = await startSupplier(0, [...supplierArgs(0), '--host', model.fragmentDir, '--place'], env, logFile('supplier-0'));
         children.push(first.child);
         say(`      supplier 0 ${first.peerId} hosts ${spanText(first)} (imported the fragment folder; shares every fragment), stakes ${chain.suppliers[0].address}`);
         const rest: RunningSupplier[] = [];
         for (let i = 1; i < o.suppliers; i++) {
-          const s = await startSupplier(i, [...supplierArgs(i), '--host', model.manifestCid, '--bootstrap', first.address], env);
+          const s = await startSupplier(i, [...supplierArgs(i), '--host', model.manifestCid, '--bootstrap', first.address], env, logFile(`supplier-${i}`));
           children.push(s.child);
           rest.push(s);
           say(`      supplier ${i} ${s.peerId} hosts ${spanText(s)} (fetched by CID over the grid), stakes ${chain.suppliers[i].address}`);
@@ -130,7 +131,7 @@ export function devnetCommand(): Command {
         const gateway = await startGatewayProcess([
           '--port', String(o.port), '--bootstrap', first.address, '--keys', keys.file, '--model', model.fragmentDir,
           '--chain-config', chain.configPath, '--wallet', chain.developer.keystore, '--data', path.join(dir, 'gateway'),
-        ], env);
+        ], env, logFile('gateway'));
         gatewayChild = gateway.child;
         gateway.child.on('exit', (code, signal) => { if (!stopping) say(`the gateway exited unexpectedly (${code ?? signal})`); });
         say(`      ${gateway.url}/v1 (${elapsed()})${gateway.explorer ? `; explorer ${gateway.explorer}` : ''}`);

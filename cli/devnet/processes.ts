@@ -1,5 +1,7 @@
 /** The devnet's child processes: suppliers and the gateway, started with `gridpipe` and stopped in order. */
 import type { ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import path from 'node:path';
 import { spawnGridpipe } from '../spawn.js';
 import { GridpipeError } from '../../errors/base.js';
 
@@ -17,8 +19,9 @@ export interface RunningSupplier {
 export interface RunningGateway { child: ChildProcess; url: string; explorer?: string }
 
 /** Starts `gridpipe COMMAND ... --json`, waits for its ready line; a failure names `label`. */
-async function startReady<T>(label: string, command: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; ready: T }> {
+async function startReady<T>(label: string, command: string, args: string[], env: NodeJS.ProcessEnv, logFile?: string): Promise<{ child: ChildProcess; ready: T }> {
   const proc = spawnGridpipe([command, ...args, '--json'], { readyTimeoutMs: READY_TIMEOUT_MS, errorLines: 3, env });
+  if (logFile) keepLog(proc.child, logFile);
   try {
     return { child: proc.child, ready: (await proc.ready) as T };
   } catch (err) {
@@ -26,15 +29,24 @@ async function startReady<T>(label: string, command: string, args: string[], env
   }
 }
 
-/** Starts one `gridpipe supply` process and waits for its ready line. */
-export async function startSupplier(index: number, args: string[], env: NodeJS.ProcessEnv): Promise<RunningSupplier> {
-  const { child, ready } = await startReady<{ peerId: string; addresses: string[]; admin?: string; hosted: { index: number }[] }>(`supplier ${index}`, 'supply', args, env);
+/** Appends a child's output (its pino log lines on stderr, its JSON lines on stdout) to `file` (mode 0600). */
+function keepLog(child: ChildProcess, file: string): void {
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const out = createWriteStream(file, { flags: 'a', mode: 0o600 });
+  child.stdout?.on('data', (d: Buffer) => out.write(d));
+  child.stderr?.on('data', (d: Buffer) => out.write(d));
+  child.once('exit', () => out.end());
+}
+
+/** Starts one `gridpipe supply` process and waits for its ready line; its output goes to `logFile` when given. */
+export async function startSupplier(index: number, args: string[], env: NodeJS.ProcessEnv, logFile?: string): Promise<RunningSupplier> {
+  const { child, ready } = await startReady<{ peerId: string; addresses: string[]; admin?: string; hosted: { index: number }[] }>(`supplier ${index}`, 'supply', args, env, logFile);
   return { child, index, peerId: ready.peerId, address: ready.addresses[0], admin: ready.admin, fragments: ready.hosted.map((h) => h.index) };
 }
 
-/** Starts `gridpipe gateway` and waits for its ready line. */
-export async function startGatewayProcess(args: string[], env: NodeJS.ProcessEnv): Promise<RunningGateway> {
-  const { child, ready } = await startReady<{ url: string; explorer?: string }>('gateway', 'gateway', args, env);
+/** Starts `gridpipe gateway` and waits for its ready line; its output goes to `logFile` when given. */
+export async function startGatewayProcess(args: string[], env: NodeJS.ProcessEnv, logFile?: string): Promise<RunningGateway> {
+  const { child, ready } = await startReady<{ url: string; explorer?: string }>('gateway', 'gateway', args, env, logFile);
   return { child, url: ready.url, explorer: ready.explorer };
 }
 

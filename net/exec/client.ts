@@ -9,11 +9,12 @@ import type ort from 'onnxruntime-node';
 import { randomUUID } from 'node:crypto';
 import { PROTOCOLS, type WireTensor } from '../../proto/wire.js';
 import {
-  encodeFrame, encodeStepRequestFrame, ExecRequestType, ExecResponseType, FrameReader, longToBigInt, toWireTensor, writeFrame,
+  encodeFrame, encodeStepRequestFrame, ExecRequestType, FrameReader, longToBigInt, toWireTensor, writeFrame,
   type DecodedChunk, type DecodedResponse, type WireHop, type WireSampling, type WireVoucher,
 } from './codec.js';
 import { errorCodeName, ExecError, toExecError } from './errors.js';
 import { DEFAULT_SCAN_LIMITS, scanResponse, scanResponsePrefix, type ScanLimits } from './scan.js';
+import { decodeScannedResponse } from './decode.js';
 import { ortToWire, wireToOrt } from './tensors.js';
 import { compressWireTensor, type WireEncodingCode } from './wire-compression.js';
 import { dialPreferringDirect, type UpgradeAwareNode } from '../direct-upgrade.js';
@@ -177,7 +178,7 @@ export class RemoteSession {
         }
         let r: DecodedResponse;
         try {
-          r = ExecResponseType.decode(event.bytes);
+          r = decodeScannedResponse(event.bytes);
         } catch (err) {
           this.pending.shift()?.reject(new ExecError('INTERNAL', `malformed reply: ${(err as Error).message}`));
           continue;

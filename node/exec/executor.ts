@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 import { dataTypeFromOrt } from '../../fragments/onnx/dtype.js';
 import { ExecError } from '../../net/exec/errors.js';
 import { WorkerSession } from './ort-worker.js';
+import { runFailure } from './run-failure.js';
 import { faultyFragmentFile, testFault } from './test-fault.js';
 
 /** GRIDPIPE_TEST_FAULT=int8: a cheating supplier for tests (test-fault.ts); unset in every real deployment. */
@@ -188,7 +189,7 @@ export class FragmentExecutor {
         const outputs = fetches && fetches.length ? await this.session.run(feeds, [...fetches]) : await this.session.run(feeds);
         return { outputs: outputs as Record<string, ort.Tensor>, queueMs: start - enqueued, computeMs: performance.now() - start };
       } catch (err) {
-        throw new ExecError('EXECUTION_FAILED', `onnxruntime failed: ${(err as Error).message}`, { cause: err });
+        throw runFailure(err);
       } finally {
         this.pending--;
       }

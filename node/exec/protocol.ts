@@ -12,7 +12,7 @@ import { PROTOCOLS, type WireTensor } from '../../proto/wire.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import type { ShareLimits } from '../limits.js';
 import {
-  encodeFrame, encodeStepReplyFrame, ExecRequestType, frameBytes, ExecResponseType, FrameReader, longToBigInt, toWireTensor, writeFrame,
+  encodeFrame, encodeStepReplyFrame, frameBytes, ExecResponseType, FrameReader, longToBigInt, toWireTensor, writeFrame,
   fromDecodedSampling, fromDecodedVoucher, type DecodedRequest, type DecodedStep, type WireVoucher,
 } from '../../net/exec/codec.js';
 import { ErrorCode, ExecError, toExecError } from '../../net/exec/errors.js';
@@ -20,7 +20,8 @@ import { ExecutorPool, type FragmentResolver, type ProviderChoice } from './exec
 import { ExecMetrics } from './metrics.js';
 import { ByteBudgets } from '../../net/wire/budget.js';
 import { peerSafeMessage } from './redact.js';
-import { DEFAULT_SCAN_LIMITS, scanRequest, scanRequestPrefix, type ScanLimits } from '../../net/exec/scan.js';
+import { DEFAULT_SCAN_LIMITS, scanRequestPrefix, type ScanLimits } from '../../net/exec/scan.js';
+import { decodeRequestFrame } from '../../net/exec/decode.js';
 import { SessionManager, type ExecSession } from './sessions.js';
 import { StepBatcher, type BatcherOptions } from './batcher.js';
 import { loadSpan, ManifestCache } from './span.js';
@@ -243,8 +244,7 @@ export class ExecServer {
         }
         let req: DecodedRequest;
         try {
-          scanRequest(event.bytes, this.scanLimits); // bounded decoding: counts and sizes before protobufjs allocates
-          req = ExecRequestType.decode(event.bytes);
+          req = decodeRequestFrame(event.bytes, this.scanLimits); // bounded decoding: counts and sizes before protobufjs allocates
         } catch (err) {
           await this.sendError(stream, err instanceof ExecError ? err : new ExecError('BAD_REQUEST', `malformed frame: ${(err as Error).message}`));
           continue;

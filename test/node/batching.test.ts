@@ -266,7 +266,7 @@ describe('batched decode over libp2p', () => {
         if (k === bad) {
           expect(r.status).toBe('rejected');
           expect((r as PromiseRejectedResult).reason).toBeInstanceOf(ExecError);
-          expect(((r as PromiseRejectedResult).reason as ExecError).code).toBe('EXECUTION_FAILED');
+          expect(((r as PromiseRejectedResult).reason as ExecError).code).toBe('BAD_REQUEST'); // a token past the vocabulary: the caller's error (node/exec/run-failure.ts)
           return;
         }
         expect(r.status, `session ${k} step ${s}`).toBe('fulfilled');

@@ -1,0 +1,47 @@
+/**
+ * `npm run bench -- chaos` (issue 21): 200 greedy generations through a real gateway over four supplier
+ * processes while a random supplier is SIGKILLed and restarted every 5 s (chaos-grid.ts). Writes
+ * bench/results/chaos.json: completed, failed, identical (1 when every completion equals its fault-free run,
+ * token for token), kills, failovers, p50/p95 latency. Flags: --generations=N, --kill-every-ms=N.
+ */
+import os from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { ChaosGrid, runChaos } from './chaos-grid.js';
+import { reportResult } from './report.js';
+import { quantile } from './stats.js';
+
+function flag(flags: string[], name: string, fallback: number): number {
+  const f = flags.find((x) => x.startsWith(`--${name}=`));
+  return f ? Number(f.split('=')[1]) : fallback;
+}
+
+/** Runs the chaos load and writes its result. */
+export async function chaosBench(flags: string[]): Promise<void> {
+  const options = {
+    generations: flag(flags, 'generations', 200), concurrency: 2, killEveryMs: flag(flags, 'kill-every-ms', 5_000), maxTokens: 12, prompts: 10, seed: 21,
+  };
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'gridpipe-chaos-bench-'));
+  const log = (line: string): void => { process.stderr.write(`${line}\n`); };
+  const grid = await ChaosGrid.start({ dir, suppliers: 4, log });
+  try {
+    const report = await runChaos(grid, options, log);
+    for (const e of report.errors.slice(0, 10)) log(`chaos: ${e}`);
+    reportResult('chaos', {
+      generations: options.generations,
+      completed: report.completed,
+      failed: report.failed,
+      identical: report.identical && report.completed === options.generations ? 1 : 0,
+      mismatches: report.mismatches,
+      kills: report.kills,
+      failovers: report.failovers,
+      p50_latency_ms: quantile(report.latenciesMs, 0.5),
+      p95_latency_ms: quantile(report.latenciesMs, 0.95),
+      kill_every_ms: options.killEveryMs,
+      suppliers: 4,
+    }, `${options.generations} greedy completions of ${options.maxTokens} tokens (2 in flight) through a gateway over 4 supplier processes that each host both fragments of a 2-layer synthetic decoder; a random supplier SIGKILLed and restarted (same identity, data and port) every ${options.killEveryMs / 1000} s; each compared with its prompt's fault-free completion served by the same grid before the chaos.`);
+  } finally {
+    await grid.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
