@@ -124,12 +124,12 @@ export class ChaosGrid {
   }
 
   /** Kills and restarts a random supplier of the current route (seeded) every `everyMs` until stopped. */
-  startKiller(everyMs: number, seed: number): { stop: () => Promise<number> } {
+  startKiller(everyMs: number, seed: number): { stop: () => Promise<number>; kills: () => number } {
     const random = seededRandom(seed);
     let running = true;
     let wake: (() => void) | undefined;
+    let kills = 0;
     const loop = (async () => {
-      let kills = 0;
       while (running) {
         await new Promise<void>((r) => { wake = r; setTimeout(r, everyMs); });
         if (!running) break;
@@ -143,7 +143,7 @@ export class ChaosGrid {
       }
       return kills;
     })();
-    return { stop: async () => { running = false; wake?.(); return loop; } };
+    return { stop: async () => { running = false; wake?.(); return loop; }, kills: () => kills };
   }
 
   /** Stops everything (SIGTERM, then SIGKILL what is left). */
@@ -163,6 +163,11 @@ export interface ChaosRunOptions {
   /** Distinct prompts (each fault-free reference is computed once). */
   prompts: number;
   seed: number;
+  /**
+   * Keep the load going past `generations` until the killer has killed this many times (default 0): on a fast
+   * machine a short load can finish before the first kill, and then nothing was tested.
+   */
+  minKills?: number;
 }
 
 export interface ChaosReport {
@@ -193,7 +198,7 @@ export async function runChaos(grid: ChaosGrid, options: ChaosRunOptions, log?: 
   const killer = grid.startKiller(options.killEveryMs, options.seed);
   let next = 0;
   const worker = async (): Promise<void> => {
-    while (next < options.generations) {
+    while (next < options.generations || killer.kills() < (options.minKills ?? 0)) {
       const i = next++;
       const want = reference[i % prompts.length];
       try {

@@ -15,7 +15,7 @@ import { tempDir } from '../helpers/tmp.js';
 const LONG = process.env.GRIDPIPE_CHAOS_LONG === '1';
 const RUN = LONG
   ? { generations: 200, concurrency: 2, killEveryMs: 5_000, maxTokens: 12, prompts: 10, seed: 21 }
-  : { generations: 30, concurrency: 2, killEveryMs: 2_000, maxTokens: 12, prompts: 6, seed: 21 };
+  : { generations: 30, concurrency: 2, killEveryMs: 2_000, maxTokens: 12, prompts: 6, seed: 21, minKills: 2 };
 
 const tmp = tempDir('gridpipe-chaos-');
 let grid: ChaosGrid;
@@ -31,13 +31,14 @@ afterAll(async () => {
 });
 
 describe('a grid of four suppliers with one killed and restarted every few seconds', () => {
-  it(`completes ${RUN.generations} generations, each equal to its fault-free run`, async () => {
+  it(`completes ${RUN.generations} generations (more until 2 kills happened), each equal to its fault-free run`, async () => {
     const report = await runChaos(grid, RUN, (l) => console.log(l));
     const sorted = [...report.latenciesMs].sort((a, b) => a - b);
     console.log(`chaos: ${report.completed} completed, ${report.failed} failed, ${report.mismatches} mismatches, ${report.kills} kills, ${report.failovers} failovers, p50 ${sorted[Math.floor(sorted.length / 2)]?.toFixed(0)} ms`);
     expect(report.errors).toEqual([]);
-    expect(report.completed).toBe(RUN.generations);
+    expect(report.failed).toBe(0);
+    expect(report.completed).toBeGreaterThanOrEqual(RUN.generations);
     expect(report.identical).toBe(true);
-    expect(report.kills, 'the killer ran during the load').toBeGreaterThan(0);
+    expect(report.kills, 'the killer ran during the load').toBeGreaterThanOrEqual(LONG ? 1 : 2);
   }, LONG ? 3_600_000 : 900_000);
 });
