@@ -244,6 +244,12 @@ export class ExecutorPool {
     return p;
   }
 
+  /** Whether the fragment's onnxruntime session has finished loading (and is not broken). */
+  isLoaded(cid: string): boolean {
+    const e = this.ready.get(cid);
+    return e !== undefined && !e.broken;
+  }
+
   /** Unloads a fragment (e.g. when the store drops it). */
   async unload(cid: string): Promise<void> {
     const p = this.loaded.get(cid);

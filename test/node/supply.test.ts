@@ -18,6 +18,7 @@ import { readManifest } from '../../fragments/manifest-file.js';
 import { createGridHost, type GridHost } from '../../net/host.js';
 import { ExecClient } from '../../net/exec/client.js';
 import { readAdminToken } from '../../node/admin-guard.js';
+import { waitFor } from '../helpers/swarm.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -76,6 +77,14 @@ describe('gridpipe supply (5 processes on loopback)', () => {
     readies.forEach((r, i) => {
       expect(r.hosted).toEqual([{ manifestCid, index: i, cid: manifest.fragments[i].cid }]);
     });
+  });
+
+  it('loads every served fragment into onnxruntime at start, before any session asks for it', async () => {
+    const status = async (): Promise<{ hosted: { loaded: boolean }[]; sessions: number }> => (await fetch(`${first.admin}/status`)).json() as never;
+    await waitFor(async () => (await status()).hosted.every((h) => h.loaded), 'the 4 fragments loaded');
+    const s = await status();
+    expect(s.hosted).toHaveLength(4);
+    expect(s.sessions).toBe(0);
   });
 
   it('every supplier\'s capacity record is found by `gridpipe peers`', async () => {
