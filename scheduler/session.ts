@@ -11,7 +11,7 @@
  * sessions, every step's tensors and positions) and the replay.
  */
 import type { Logger } from 'pino';
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
+import { dialTargetOf } from './dial-target.js';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { positionsAtCostDims, type Manifest } from '../fragments/manifest.js';
 import type { GridHost } from '../net/host.js';
@@ -450,7 +450,7 @@ export class PipelineSession {
       let previous = chained ? this.chain.find((l) => l.end === from)?.peerId : undefined;
       try {
         for (const { hosted, ...call } of calls) {
-          const session = await this.client.openSession(this.options.host.node, dialTarget(hosted), {
+          const session = await this.client.openSession(this.options.host.node, dialTargetOf(hosted), {
             fragments: Array.from({ length: call.end - call.start }, (_, n) => ({ cid: this.options.manifest.fragments[call.start + n].cid, manifestCid: this.options.manifestCid, index: call.start + n })),
             maxLength: this.options.maxLength,
             voucher: await this.openVoucher(hosted),
@@ -544,12 +544,6 @@ function pick(known: TensorMap, names: string[], link: RouteCall): TensorMap {
     out[n] = t;
   }
   return out;
-}
-
-/** Where to dial a host of a span: its advertised addresses, or its peer id for the peer store to resolve. */
-export function dialTarget(span: HostedSpan): Multiaddr[] | ReturnType<typeof peerIdFromString> {
-  const addrs = span.addrs.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${span.peerId}`));
-  return addrs.length ? addrs.map((a) => multiaddr(a)) : peerIdFromString(span.peerId);
 }
 
 /** Per-token costs of each fragment from the manifest (its FLOPs were costed at `costDims`). */

@@ -19,7 +19,7 @@ import { ExecClient, type TensorMap } from '../../net/exec/client.js';
 import type { OpenModel } from '../../scheduler/client.js';
 import type { HostedSpan } from '../../scheduler/discovery.js';
 import { isPaidSpan } from '../../scheduler/payment.js';
-import { dialTarget } from '../../scheduler/session.js';
+import { dialTargetOf } from '../../scheduler/dial-target.js';
 import type { HopRecord, StepObserver } from '../../scheduler/step-observer.js';
 import type { SwarmView } from '../../scheduler/swarm-view.js';
 import {
@@ -230,7 +230,7 @@ export class Verifier {
   private async rerun(link: CheckedLink, host: HostedSpan): Promise<StepDigest[]> {
     const manifest = link.model.manifest;
     const started = performance.now();
-    const session = await this.exec.openSession(this.options.host.node, dialTarget(host), {
+    const session = await this.exec.openSession(this.options.host.node, dialTargetOf(host), {
       fragments: Array.from({ length: link.end - link.start }, (_, n) => ({ cid: manifest.fragments[link.start + n].cid, manifestCid: link.model.manifestCid, index: link.start + n })),
       maxLength: link.maxLength,
     });
