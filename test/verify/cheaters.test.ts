@@ -73,7 +73,9 @@ beforeAll(async () => {
     start('h2', '1,2', manifestCid, {}, ['--bootstrap', bootstrap]),
   ]);
   for (const o of others) honest.add(o.peerId);
-  client = await GridClient.connect({ bootstrap: [bootstrap], network: 'local', discovery: { lookupTimeoutMs: 5000 } });
+  // Routing must pick the cheater for the test to check it: trust its advertised speed (--gflops below) and
+  // assume no round trip before a ping, so a newcomer's estimate beats the honest hosts' measured ones.
+  client = await GridClient.connect({ bootstrap: [bootstrap], network: 'local', discovery: { lookupTimeoutMs: 5000 }, estimates: { maxAdvertisedGflops: 1e7, defaultRttMs: 0 } });
   model = await client.openModel(fragDir);
 }, 120_000);
 
@@ -105,7 +107,7 @@ describe('verification against cheating suppliers (real processes, GRIDPIPE_TEST
 
   for (const fault of ['noise', 'swap', 'skip-layer', 'int8'] as const) {
     it(`a supplier that cheats with "${fault}" is caught by the first check of its work and excluded from routing`, async () => {
-      const cheater = await start(`cheat-${fault}`, '1,2', manifestCid, { GRIDPIPE_TEST_FAULT: fault }, ['--bootstrap', bootstrap]);
+      const cheater = await start(`cheat-${fault}`, '1,2', manifestCid, { GRIDPIPE_TEST_FAULT: fault }, ['--bootstrap', bootstrap, '--gflops', '1000000']);
       try {
         await waitFor(async () => (await model.discovery.refresh()).some((s) => s.peerId === cheater.peerId), 'the cheater in view', 30_000, 250);
         const verdicts: Verdict[] = [];
