@@ -267,9 +267,14 @@ async function startUnbatchedGrid(work: string, fragDir: string, supplierFlags: 
  */
 async function compareConcurrency(batched: SessionRun, unbatched: SessionRun): Promise<{ figures: Record<string, number>; identical: boolean; description: string }> {
   const TOKENS = 24;
-  const CONCURRENCY_ROUNDS = 2;
+  // Rounds are cheap (about 10 s each) and one round's ratio moves ±15 % on this shared machine: five of them.
+  const CONCURRENCY_ROUNDS = 5;
   const totals = { batched: { single: 0, eight: 0 }, unbatched: { single: 0, eight: 0 } };
+  const roundRatios: number[] = [];
   const ids = new Set<string>();
+  // Warm-up: 8 sessions at once on each grid first, so the measured rounds see servers that have run batches of
+  // these shapes before (the single session had its warm-up when the grid started).
+  for (const run of [batched, unbatched]) await Promise.all(Array.from({ length: 8 }, () => run(4)));
   for (let round = 0; round < CONCURRENCY_ROUNDS; round++) {
     for (const [name, run] of [['batched', batched], ['unbatched', unbatched]] as const) {
       const single = await run(TOKENS);
@@ -277,7 +282,9 @@ async function compareConcurrency(batched: SessionRun, unbatched: SessionRun): P
       ids.add(single.ids.join());
       const c0 = performance.now();
       const eight = await Promise.all(Array.from({ length: 8 }, () => run(TOKENS)));
-      totals[name].eight += performance.now() - c0;
+      const eightMs = performance.now() - c0;
+      totals[name].eight += eightMs;
+      if (name === 'batched') roundRatios.push((8 * sum(single.ms)) / eightMs);
       for (const r of eight) ids.add(r.ids.join());
     }
   }
@@ -291,12 +298,14 @@ async function compareConcurrency(batched: SessionRun, unbatched: SessionRun): P
       single_tokens_per_s: singleTps,
       concurrent8_tokens_per_s: eightTps,
       concurrent8_ratio: eightTps / singleTps,
+      concurrent8_ratio_round_min: Math.min(...roundRatios),
+      concurrent8_ratio_round_max: Math.max(...roundRatios),
       single_tokens_per_s_unbatched: singleUnbatchedTps,
       concurrent8_tokens_per_s_unbatched: eightUnbatchedTps,
       concurrent8_ratio_unbatched: eightUnbatchedTps / singleUnbatchedTps,
       concurrent8_batching_speedup: eightTps / eightUnbatchedTps,
     },
     identical: ids.size === 1,
-    description: `Concurrency: ${TOKENS} tokens, 1 session then 8 at once, ${CONCURRENCY_ROUNDS} rounds alternating the grid whose suppliers batch concurrent decode steps (concurrent8_ratio) and a twin grid of 4 more suppliers with --max-batch 1 (concurrent8_ratio_unbatched); speeds are totals over the rounds.`,
+    description: `Concurrency: ${TOKENS} tokens, 1 session then 8 at once (after one 8-session warm-up per grid), ${CONCURRENCY_ROUNDS} rounds alternating the grid whose suppliers batch concurrent decode steps (concurrent8_ratio) and a twin grid of 4 more suppliers with --max-batch 1 (concurrent8_ratio_unbatched); speeds are totals over the rounds.`,
   };
 }
