@@ -16,6 +16,13 @@ import type { MultiaddrConnection, Transport, Upgrader } from '@libp2p/interface
 type TransportFactory = ReturnType<typeof tcp>;
 /** Writes at least this big go out at once: their system call is already amortised over many bytes. */
 const COALESCE_BELOW_BYTES = 64 * 1024;
+/**
+ * How much a corked tick may buffer before libp2p is told the socket is full. Node's own high-water mark (16 KiB
+ * on Node 20) counts the corked bytes too, so after five 3 KB frames `write` says "full" and libp2p holds the
+ * tick's other frames until 'drain', an event-loop turn later: a batch's 8 replies left as 4 + 4, 2–17 ms apart,
+ * and the next span ran the late half as its own batch or waited for it.
+ */
+const TICK_BUFFER_BYTES = 1024 * 1024;
 
 type SendData = (data: unknown) => { sentBytes: number; canSendMore: boolean };
 
@@ -41,7 +48,14 @@ export function coalesceWritesPerTick(maConn: MultiaddrConnection): void {
       socket.cork();
       process.nextTick(uncork);
     }
-    return send.call(this, data);
+    if (!corked) return send.call(this, data);
+    // Corked: write every buffer (libp2p's loop stops at the first "full"), and report full only past the tick's budget.
+    let sentBytes = 0;
+    for (const buf of data as Iterable<Uint8Array>) {
+      socket.write(buf);
+      sentBytes += buf.byteLength;
+    }
+    return { sentBytes, canSendMore: socket.writableLength < TICK_BUFFER_BYTES };
   };
 }
 

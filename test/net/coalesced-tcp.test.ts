@@ -84,6 +84,32 @@ describe('coalesced TCP writes', () => {
     expect(pair.received().subarray(10 * 302).equals(expected)).toBe(true);
   });
 
+  it('keeps a tick of frames together past the socket\'s high-water mark: it reports room, so libp2p does not wait for drain', async () => {
+    pair = await socketPair();
+    const conn = tcpLikeConnection(pair.client);
+    coalesceWritesPerTick(conn);
+    const flushes = countFlushes(pair.client);
+    // 12 frames of 10 KB (each below the big-write threshold): 120 KB, past Node's mark (16 KiB on 20, 64 KiB on 22+).
+    const frames = Array.from({ length: 12 }, (_, i) => list(new Uint8Array(10_000).fill(i)));
+    const replies = frames.map((f) => conn.sendData(f) as { sentBytes: number; canSendMore: boolean });
+    expect(pair.client.writableLength).toBeGreaterThan(pair.client.writableHighWaterMark);
+    expect(replies.map((r) => r.canSendMore)).toEqual(frames.map(() => true));
+    expect(replies.map((r) => r.sentBytes)).toEqual(frames.map(() => 10_000));
+    await until(() => pair!.received().length === 12 * 10_000);
+    expect(flushes()).toBe(1);
+    expect(pair.received().equals(Buffer.concat(frames.flatMap((f) => f.map((b) => Buffer.from(b)))))).toBe(true);
+  });
+
+  it('still reports a full socket once a tick has buffered a mebibyte', async () => {
+    pair = await socketPair();
+    const conn = tcpLikeConnection(pair.client);
+    coalesceWritesPerTick(conn);
+    const frames = Array.from({ length: 120 }, () => list(new Uint8Array(10_000).fill(7)));
+    const room = frames.map((f) => (conn.sendData(f) as { canSendMore: boolean }).canSendMore);
+    expect(room.indexOf(false)).toBe(Math.ceil((1024 * 1024) / 10_000) - 1);
+    await until(() => pair!.received().length === 120 * 10_000);
+  });
+
   it('writes a big frame at once, after the small ones queued before it, in order', async () => {
     pair = await socketPair();
     const conn = tcpLikeConnection(pair.client);
