@@ -104,6 +104,11 @@ interface Group {
   timer?: ReturnType<typeof setTimeout>;
   /** Sessions that stepped on this span lately: when, and the time between their last two steps. */
   recent: Map<BatchableSession, { at: number; interval: number }>;
+  /**
+   * When each session last stepped here, kept after it leaves `recent`: a session dropped as inactive between two
+   * steps (its rounds slower than its guessed interval) still learns its real interval at the next one.
+   */
+  lastStep: WeakMap<BatchableSession, number>;
   /** Sessions' interval between steps on this span, moving average: the guess for a session with one step so far. */
   interval?: number;
   /** Unbatched compute ms per row, moving average (undefined until measured). */
@@ -315,14 +320,15 @@ export class StepBatcher {
     const key = session.program.cids.join('\n');
     let group = this.groups.get(key);
     if (!group) {
-      group = { pending: [], running: false, recent: new Map(), flushes: 0 };
+      group = { pending: [], running: false, recent: new Map(), lastStep: new WeakMap(), flushes: 0 };
       this.groups.set(key, group);
     }
     const now = performance.now();
-    const before = group.recent.get(session);
-    const interval = before ? now - before.at : 0;
+    const last = group.lastStep.get(session);
+    const interval = last !== undefined ? now - last : 0;
+    group.lastStep.set(session, now);
     group.recent.set(session, { at: now, interval });
-    if (interval > 0) group.interval = ewma(group.interval, interval);
+    if (interval > 0 && interval <= ACTIVE_MAX_MS) group.interval = ewma(group.interval, interval);
     for (const [s, seen] of group.recent) {
       if (s.state !== 'open' || now - seen.at > Math.min(ACTIVE_MAX_MS, Math.max(ACTIVE_MIN_MS, 2 * seen.interval))) group.recent.delete(s);
     }

@@ -299,6 +299,33 @@ describe('batched decode over libp2p', () => {
     await local.release();
   });
 
+  it('sessions whose steps come further apart than the activity floor (100 ms) still learn their intervals and meet', async () => {
+    // The batcher's default waits (half an interval at the pipeline's head). Each round: A steps, B 20 ms later, the
+    // next round 300 ms after the last. B first looks inactive between its steps (no interval yet, 280 ms > 100 ms);
+    // it must still learn its interval at its second step, so that from the third round A waits for it.
+    const rounds = 6;
+    const refsBySession = await Promise.all(PROMPTS.slice(0, 2).map((p) => reference(gpt, p, rounds)));
+    const { host, server } = await startServer({ windowUs: 200_000 });
+    const [a, b] = await Promise.all([0, 1].map(() => execClient.openSession(client.node, host.node.getMultiaddrs(), { fragments: refs(gpt, [0, 1]), maxLength: 64 })));
+    const positions = [0, 0];
+    const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+    for (let round = 0; round < rounds; round++) {
+      const started = performance.now();
+      const stepOf = (k: number, session: RemoteSession): Promise<ort.Tensor> => pipelineStep([session], gptInputs(refsBySession[k].tokens[round], positions[k]), positions[k]);
+      const first = stepOf(0, a);
+      await sleep(20);
+      const logits = await Promise.all([first, stepOf(1, b)]);
+      logits.forEach((l, k) => {
+        expect(maxAbsDiff(l, refsBySession[k].logits[round])).toBeLessThan(1e-4);
+        positions[k] += refsBySession[k].tokens[round].length;
+      });
+      await sleep(Math.max(0, 300 - (performance.now() - started)));
+    }
+    // rounds 3.. ran A and B as one batch (rounds 1 and 2 taught the batcher their intervals)
+    expect(server.sessions.batcher!.stats.batches).toBeGreaterThanOrEqual(rounds - 2);
+    await Promise.all([a.close(), b.close()]);
+  });
+
   it('a lone session takes the unbatched path, and batching off runs every step alone', async () => {
     const steps = 6;
     const { tokens, logits } = await reference(gpt, PROMPTS[2], steps);
