@@ -33,6 +33,7 @@ import { kadDHT, passthroughMapper, removePrivateAddressesMapper, type KadDHT, t
 import { mdns } from '@libp2p/mdns';
 import { ping, type Ping } from '@libp2p/ping';
 import { coalescedTcp } from './coalesced-tcp.js';
+import { announceWindowAtHalf } from './yamux-window-updates.js';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { isPrivate } from '@libp2p/utils';
 import { LevelDatastore } from 'datastore-level';
@@ -292,6 +293,7 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
 
   // Every host can dial relayed addresses (a supplier behind NAT is reached through one); only a host
   // behind NAT listens through relays ('/p2p-circuit' makes the transport reserve slots).
+  announceWindowAtHalf(); // one window update per half window, not one per frame (see the module)
   const transports: Array<(components: never) => Transport> = [coalescedTcp(), circuitRelayTransport() as (components: never) => Transport];
   const listen = [...(options.listen ?? [local ? '/ip4/127.0.0.1/tcp/0' : '/ip4/0.0.0.0/tcp/0'])];
   if (options.relay) listen.push('/p2p-circuit');
