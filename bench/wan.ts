@@ -19,6 +19,7 @@ import { generate } from '../scheduler/generate.js';
 import { LocalModelRunner } from '../scheduler/local-runner.js';
 import { reportResult } from './report.js';
 import { createWanTopology, generateInside, type TimedGeneration } from './wan-net.js';
+import { chainBreakdown } from './wan-trace.js';
 
 const STAGES = 4;
 const ONE_WAY_MS = 25;
@@ -54,7 +55,8 @@ export async function wanBench(): Promise<void> {
     await runner.close();
 
     const shape = { delayMs: ONE_WAY_MS, rateBitsPerS: RATE_BITS_PER_S };
-    const hub = await topology.startLinks(Array.from({ length: STAGES }, (_, s) => ({ host: s + 1, port: PORT })), shape);
+    const traceFile = path.join(work, 'links.trace');
+    const hub = await topology.startLinks(Array.from({ length: STAGES }, (_, s) => ({ host: s + 1, port: PORT })), shape, traceFile);
     stops.push(() => hub.child.kill('SIGKILL'));
     const supplier = (s: number, extra: string[]): ReturnType<typeof topology.gridpipe> => {
       const host = s + 1;
@@ -84,6 +86,12 @@ export async function wanBench(): Promise<void> {
       const gaps = list.flatMap((r) => r.at.slice(1).map((t, i) => t - r.at[i])).sort((a, b) => a - b);
       return gaps[gaps.length >> 1];
     };
+    // Where a chain step's time goes, from the hub's trace of every chunk (bench/wan-trace.ts).
+    const epoch = performance.timeOrigin;
+    const steps = await chainBreakdown(traceFile, topology.hosts.map((_, i) => topology.hostIp(i)), STAGES,
+      runs.chain.map((r) => ({ from: epoch + r.at[0] - 1, to: epoch + r.at[r.at.length - 1] })));
+    const p50 = (v: number[]): number => [...v].sort((a, b) => a - b)[v.length >> 1] ?? NaN;
+    const serverMs = p50(steps.flatMap((s) => s.serverMs));
     const identical = [...runs.star, ...runs.chain].every((r) => r.tokens.join() === local.join());
     reportResult('wan', {
       star_tokens_per_s: star,
@@ -97,7 +105,17 @@ export async function wanBench(): Promise<void> {
       chain_steps: mean(runs.chain.map((r) => r.summary?.chainedSteps ?? 0)),
       route_stages: mean(runs.chain.map((r) => r.summary?.route.length ?? 0)),
       tokens_identical: Number(identical),
-    }, `${STAGES} supplier processes (gpt 4L d64 with KV cache, one fragment each) and the client (gridpipe generate) each in its own network namespace; every connection crosses one emulated link of ${ONE_WAY_MS} ms one way and ${RATE_BITS_PER_S / 1e6} Mbit/s (a user-space TCP forwarder in a hub namespace: this kernel has no netem). ${TOKENS} tokens (greedy) per generation, ${ROUNDS} rounds alternating star and chain (--route-mode); tokens/s over decode tokens (first token's line to last), mean over rounds; the prefill runs as a star in both (fresh sessions). latency bound = 1 / (${STAGES + 1} one-way delays of the chain route); a star's is 1 / (${2 * STAGES} one-way delays).`);
+      chain_traced_steps: steps.length,
+      chain_step_ms_p50: p50(steps.map((s) => s.stepMs)),
+      chain_step_link_ms_p50: p50(steps.map((s) => s.linkMs)),
+      chain_step_emulator_late_ms_p50: p50(steps.map((s) => s.emulatorLateMs)),
+      chain_step_servers_ms_p50: p50(steps.map((s) => s.serverMs.reduce((a, b) => a + b, 0))),
+      chain_server_ms_p50: serverMs,
+      chain_step_client_ms_p50: p50(steps.map((s) => s.clientMs)),
+      chain_step_ms_min: Math.min(...steps.map((s) => s.stepMs)),
+      // the best ratio a chain can have over a star with this compute: (8 d + n c) / ((n + 1) d + n c)
+      chain_over_star_bound_at_measured_compute: (2 * STAGES * ONE_WAY_MS + STAGES * serverMs) / ((STAGES + 1) * ONE_WAY_MS + STAGES * serverMs),
+    }, `${STAGES} supplier processes (gpt 4L d64 with KV cache, one fragment each) and the client (gridpipe generate) each in its own network namespace; every connection crosses one emulated link of ${ONE_WAY_MS} ms one way and ${RATE_BITS_PER_S / 1e6} Mbit/s (a user-space TCP forwarder in a hub namespace: this kernel has no netem). ${TOKENS} tokens (greedy) per generation, ${ROUNDS} rounds alternating star and chain (--route-mode); tokens/s over decode tokens (first token's line to last), mean over rounds; the prefill runs as a star in both (fresh sessions). latency bound = 1 / (${STAGES + 1} one-way delays of the chain route); a star's is 1 / (${2 * STAGES} one-way delays). chain_step_*: each decode step's critical path split from the hub's trace of every chunk (bench/wan-trace.ts): link = configured delay, emulator_late = the forwarder's timers firing late, servers = step delivered to output leaving, summed over the route (chain_server_ms_p50: one server), client = last reply delivered to the next step leaving.`);
   } finally {
     for (const stop of stops) stop();
     topology.destroy();
