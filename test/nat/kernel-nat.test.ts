@@ -9,6 +9,9 @@
  * - A reachable client: the supplier's DCUtR dials it through the NAT and the relayed connection becomes a
  *   direct one; the same tokens.
  * - The supplier behind NAT is SIGKILLed mid-generation: the session fails over to a public replica.
+ * - AutoNAT v2: a public supplier listening on 0.0.0.0 (an address nobody announced) learns from a peer's
+ *   dial-back that it is public; the supplier behind NAT, asked about by its own relay, keeps its slot
+ *   (AutoNAT v1's failure, docs/nat.md) and still says it is relayed.
  */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -34,6 +37,7 @@ const RELAY_PORT = 4001;
 const REPLICA_PORT = 4002;
 const REACHABLE_CLIENT_PORT = 4003;
 const FIREWALLED_CLIENT_PORT = 4009;
+const WILDCARD_SUPPLIER_PORT = 4005;
 
 interface Done { done: true; tokens: number[]; route: Array<{ peerId: string; fragments: number[]; connection: string }>; failovers: number }
 
@@ -121,6 +125,24 @@ describe.skipIf(unsupported !== undefined)('a supplier behind a kernel NAT (ipta
     const hop = done.route.find((r) => r.peerId === behindNat.peerId);
     expect(hop, JSON.stringify(done.route)).toBeDefined();
     expect(hop!.connection).toBe('direct');
+  });
+
+  it('AutoNAT v2: a supplier on 0.0.0.0 learns it is public; the one behind NAT keeps its relay slot', async () => {
+    const open = topology.gridpipe(topology.pub, ['supply', '--data', path.join(tmp.dir, 'wildcard'), '--listen', `/ip4/0.0.0.0/tcp/${WILDCARD_SUPPLIER_PORT}`,
+      '--bootstrap', relayAddr, '--host', fragDir, '--fragments', '0', '--json']);
+    const ready = (await open.ready) as { reachability?: string };
+    expect(ready.reachability).not.toBe('public'); // nobody announced it: unverified at start
+    await waitFor(() => /"reachability":"public"/.test(open.output()), 'AutoNAT v2 to verify the supplier\'s public address', 60_000, 100);
+    const line = open.output().split('\n').find((l) => l.includes('"reachability":"public"'))!;
+    expect((JSON.parse(line) as { addresses: string[] }).addresses.some((a) => a.startsWith(`/ip4/${PUBLIC_IP}/tcp/${WILDCARD_SUPPLIER_PORT}/`)), line).toBe(true);
+    // The supplier behind NAT was asked about by its relay (AutoNAT v2 runs on every connection): it never lost
+    // its slot, so it never said anything but relayed (a lost slot reads "unknown").
+    const lines = behindNat.proc.output().split('\n').filter((l) => l.startsWith('{') && l.includes('"reachability"'));
+    const said = lines.map((l) => (JSON.parse(l) as { reachability: string }).reachability);
+    const since = said.indexOf('relayed');
+    expect(since).toBeGreaterThanOrEqual(0);
+    expect(said.slice(since).every((r) => r === 'relayed'), said.join(' ')).toBe(true);
+    expect(behindNat.proc.child.exitCode).toBeNull();
   });
 
   it('a supplier killed behind NAT mid-generation fails over to a public replica: the same tokens', async () => {
