@@ -61,7 +61,7 @@ export async function wanBench(): Promise<void> {
     const supplier = (s: number, extra: string[]): ReturnType<typeof topology.gridpipe> => {
       const host = s + 1;
       const proc = topology.gridpipe(host, ['supply', '--data', path.join(work, `s${s}`), '--listen', `/ip4/${topology.hostIp(host)}/tcp/${PORT}`,
-        '--announce', `/ip4/${topology.linkIp(host)}/tcp/${PORT}`, '--host', fragDir, '--fragments', String(s), '--network', 'local', '--json', ...extra]);
+        '--announce', `/ip4/${topology.linkIp(host)}/tcp/${PORT}`, '--host', fragDir, '--fragments', String(s), '--network', 'local', '--threads', '1', '--json', ...extra]);
       stops.push(() => proc.child.kill('SIGKILL'));
       return proc;
     };
@@ -69,7 +69,14 @@ export async function wanBench(): Promise<void> {
     const bootstrap = `/ip4/${topology.linkIp(1)}/tcp/${PORT}/p2p/${first.peerId}`;
     await Promise.all(Array.from({ length: STAGES - 1 }, (_, s) => supplier(s + 1, ['--bootstrap', bootstrap]).ready));
 
-    const args = (mode: string): string[] => ['--manifest', fragDir, '--prompt-ids', PROMPT.join(','), '--max-tokens', String(TOKENS), '--bootstrap', bootstrap, '--network', 'local', '--wait', '60', '--route-mode', mode];
+    const args = (mode: string, tokens = TOKENS): string[] => ['--manifest', fragDir, '--prompt-ids', PROMPT.join(','), '--max-tokens', String(tokens), '--bootstrap', bootstrap, '--network', 'local', '--wait', '60', '--route-mode', mode];
+    // A short warm-up generation first: each supplier's first step starts its onnxruntime worker, which on a
+    // loaded machine can outlast the client's 5 s step deadline (a failover with no spare ends the run).
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const warm = await generateInside(topology.hosts[0], args('star', 2));
+      if (warm.code === 0) break;
+      process.stderr.write(`wan: warm-up generation exited ${warm.code}; again\n`);
+    }
     const runs: Record<'star' | 'chain', TimedGeneration[]> = { star: [], chain: [] };
     for (let round = 0; round < ROUNDS; round++) {
       for (const mode of ['star', 'chain'] as const) {
@@ -115,10 +122,12 @@ export async function wanBench(): Promise<void> {
       chain_step_ms_min: Math.min(...steps.map((s) => s.stepMs)),
       // the best ratio a chain can have over a star with this compute: (8 d + n c) / ((n + 1) d + n c)
       chain_over_star_bound_at_measured_compute: (2 * STAGES * ONE_WAY_MS + STAGES * serverMs) / ((STAGES + 1) * ONE_WAY_MS + STAGES * serverMs),
-    }, `${STAGES} supplier processes (gpt 4L d64 with KV cache, one fragment each) and the client (gridpipe generate) each in its own network namespace; every connection crosses one emulated link of ${ONE_WAY_MS} ms one way and ${RATE_BITS_PER_S / 1e6} Mbit/s (a user-space TCP forwarder in a hub namespace: this kernel has no netem). ${TOKENS} tokens (greedy) per generation, ${ROUNDS} rounds alternating star and chain (--route-mode); tokens/s over decode tokens (first token's line to last), mean over rounds; the prefill runs as a star in both (fresh sessions). latency bound = 1 / (${STAGES + 1} one-way delays of the chain route); a star's is 1 / (${2 * STAGES} one-way delays). chain_step_*: each decode step's critical path split from the hub's trace of every chunk (bench/wan-trace.ts): link = configured delay, emulator_late = the forwarder's timers firing late, servers = step delivered to output leaving, summed over the route (chain_server_ms_p50: one server), client = last reply delivered to the next step leaving.`);
+    }, `${STAGES} supplier processes (gpt 4L d64 with KV cache, one fragment each, one onnxruntime thread each: five emulated machines share this one's cores) and the client (gridpipe generate) each in its own network namespace; every connection crosses one emulated link of ${ONE_WAY_MS} ms one way and ${RATE_BITS_PER_S / 1e6} Mbit/s (a user-space TCP forwarder in a hub namespace, at a higher scheduling priority than the nodes: this kernel has no netem). ${TOKENS} tokens (greedy) per generation, ${ROUNDS} rounds alternating star and chain (--route-mode); tokens/s over decode tokens (first token's line to last), mean over rounds; the prefill runs as a star in both (fresh sessions). latency bound = 1 / (${STAGES + 1} one-way delays of the chain route); a star's is 1 / (${2 * STAGES} one-way delays). chain_step_*: each decode step's critical path split from the hub's trace of every chunk (bench/wan-trace.ts): link = configured delay, emulator_late = the forwarder's timers firing late, servers = step delivered to output leaving, summed over the route (chain_server_ms_p50: one server), client = last reply delivered to the next step leaving.`);
   } finally {
     for (const stop of stops) stop();
     topology.destroy();
-    await rm(work, { recursive: true, force: true });
+    // GRIDPIPE_BENCH_KEEP=1 keeps the folder (the link trace, links.trace, included) to look into a run.
+    if (process.env.GRIDPIPE_BENCH_KEEP === '1') process.stderr.write(`wan: kept ${work}\n`);
+    else await rm(work, { recursive: true, force: true });
   }
 }
