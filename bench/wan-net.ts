@@ -44,8 +44,11 @@ export interface WanTopology {
   inside(ns: string): string[];
   /** Starts `gridpipe ...args` inside host i's namespace (the caller stops it). */
   gridpipe(i: number, args: string[], env?: NodeJS.ProcessEnv): RunningProcess;
-  /** Starts the hub's forwarders: for each (host, port), linkIp:port → hostIp:port shaped by `shape` each way. */
-  startLinks(listeners: { host: number; port: number }[], shape: LinkShape): Promise<RunningProcess>;
+  /**
+   * Starts the hub's forwarders: for each (host, port), linkIp:port → hostIp:port shaped by `shape` each way;
+   * with `traceFile`, every chunk they carry is logged there (bench/wan-trace.ts reads it).
+   */
+  startLinks(listeners: { host: number; port: number }[], shape: LinkShape, traceFile?: string): Promise<RunningProcess>;
   /** Kills the hub's process and deletes the namespaces. Safe to call twice. */
   destroy(): void;
 }
@@ -98,9 +101,9 @@ export function createWanTopology(count: number): WanTopology {
   return {
     hub, hosts, hostIp, linkIp, inside,
     gridpipe: (i, args, env = {}) => spawnGridpipe(args, { cli: CLI, cwd: REPO_ROOT, env: { GRIDPIPE_LOG_LEVEL: 'warn', ...env }, prefix: inside(hosts[i]), readyTimeoutMs: 120_000 }),
-    startLinks: async (listeners, shape) => {
+    startLinks: async (listeners, shape, traceFile) => {
       const entries = listeners.map(({ host, port }) => ({ host: linkIp(host), port, target: { host: hostIp(host), port }, up: shape, down: shape }));
-      const proc = spawnGridpipe([JSON.stringify(entries)], { cli: HUB_SCRIPT, cwd: REPO_ROOT, env: { NODE_OPTIONS: '--import tsx' }, prefix: inside(hub), readyTimeoutMs: 30_000 });
+      const proc = spawnGridpipe([JSON.stringify(entries)], { cli: HUB_SCRIPT, cwd: REPO_ROOT, env: { NODE_OPTIONS: '--import tsx', ...(traceFile ? { GRIDPIPE_LINK_TRACE: traceFile } : {}) }, prefix: inside(hub), readyTimeoutMs: 30_000 });
       hubs.push(proc);
       await proc.ready;
       return proc;

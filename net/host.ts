@@ -11,10 +11,12 @@
  *
  * Addresses: libp2p counts a public address only once it is verified (announced, or confirmed by AutoNAT).
  * A listen address on a specific public IP and a fixed port is the operator saying "reach me here", so it is
- * announced as well (a 0.0.0.0 or port-0 listener is not). AutoNAT (@libp2p/autonat 3.x) is not run: its
- * dial-back reuses, then closes, an existing connection to the asker (or, forced to dial afresh, has libp2p
- * abort a "Duplicate multiaddr connection"), which dropped relay slots and client connections in test/nat/;
- * and it needs confirmations from four distinct /8 networks. `reachability()` reads the addresses instead.
+ * announced as well (a 0.0.0.0 or port-0 listener is not). Other public addresses (a 0.0.0.0 listener's, a
+ * port forward nobody announced) are verified by AutoNAT v2 (@libp2p/autonat-v2): peers dial each address
+ * back on a new connection of their own and close only that one (AutoNAT v1 reused, then closed, the asker's
+ * existing connection, which dropped relay slots in test/nat/). A listen address confirms with one peer's
+ * dial-back; an address only observed by peers needs four, from distinct networks; private addresses are
+ * never asked about. `reachability()` reads the verified addresses.
  *
  * Suppliers run the DHT in server mode (`clientMode: false`, the default here); clients (gateways)
  * may pass `clientMode: true`. `network: 'local'` keeps loopback/LAN addresses in the DHT
@@ -26,6 +28,7 @@ import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { bootstrap } from '@libp2p/bootstrap';
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2';
+import { autoNATv2 } from '@libp2p/autonat-v2';
 import { dcutr } from '@libp2p/dcutr';
 import { identify, type Identify } from '@libp2p/identify';
 import type { ComponentLogger, Libp2p, Logger as Libp2pLogger, PeerDiscovery, PeerId, PrivateKey, Transport } from '@libp2p/interface';
@@ -33,6 +36,7 @@ import { kadDHT, passthroughMapper, removePrivateAddressesMapper, type KadDHT, t
 import { mdns } from '@libp2p/mdns';
 import { ping, type Ping } from '@libp2p/ping';
 import { coalescedTcp } from './coalesced-tcp.js';
+import { announceWindowAtHalf } from './yamux-window-updates.js';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { isPrivate } from '@libp2p/utils';
 import { LevelDatastore } from 'datastore-level';
@@ -161,6 +165,7 @@ export interface GridServices extends Record<string, unknown> {
   ping: Ping;
   dht: KadDHT;
   dcutr?: unknown;
+  autoNAT?: unknown;
   relay?: unknown;
 }
 
@@ -292,6 +297,7 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
 
   // Every host can dial relayed addresses (a supplier behind NAT is reached through one); only a host
   // behind NAT listens through relays ('/p2p-circuit' makes the transport reserve slots).
+  announceWindowAtHalf(); // one window update per half window, not one per frame (see the module)
   const transports: Array<(components: never) => Transport> = [coalescedTcp(), circuitRelayTransport() as (components: never) => Transport];
   const listen = [...(options.listen ?? [local ? '/ip4/127.0.0.1/tcp/0' : '/ip4/0.0.0.0/tcp/0'])];
   if (options.relay) listen.push('/p2p-circuit');
@@ -335,6 +341,8 @@ export async function createGridHost(options: GridHostOptions = {}): Promise<Gri
   };
   // DCUtR on every host: the node behind NAT starts the upgrade, its peer must answer it.
   services.dcutr = dcutr();
+  // AutoNAT v2 on every host: each asks peers to dial its unverified public addresses back, and answers them.
+  services.autoNAT = autoNATv2();
   if (options.relayServer) {
     const r = { ...RELAY_SERVER_DEFAULTS, ...(typeof options.relayServer === 'object' ? options.relayServer : {}) };
     services.relay = circuitRelayServer({

@@ -26,6 +26,15 @@ export interface LinkShape {
   rateBitsPerS?: number;
 }
 
+/** One chunk's passage through a shaped direction (for tracing where a link's time goes). */
+export interface LinkTraceEvent {
+  /** When the chunk arrived, when the shape said to deliver it, when it was written on (performance.now(), ms). */
+  arrivedAt: number;
+  dueAt: number;
+  deliveredAt: number;
+  bytes: number;
+}
+
 /** The retransmission timeout a lost chunk pays: Linux's floor (200 ms) or two round trips. */
 function retransmitDelayMs(shape: LinkShape): number {
   return Math.max(200, 4 * (shape.delayMs ?? 0));
@@ -39,12 +48,12 @@ function isZero(shape: LinkShape): boolean {
  * Copies `from` to `to` through `shape`, keeping order, passing back-pressure on and half-closing `to`
  * once `from` has ended and every held chunk is out. `random` is injectable for seeded runs.
  */
-export function shapeDirection(from: net.Socket, to: net.Socket, shape: LinkShape, random: () => number = Math.random): void {
-  if (isZero(shape)) {
+export function shapeDirection(from: net.Socket, to: net.Socket, shape: LinkShape, random: () => number = Math.random, trace?: (event: LinkTraceEvent) => void): void {
+  if (isZero(shape) && !trace) {
     from.pipe(to);
     return;
   }
-  const queue: Array<{ at: number; chunk: Buffer }> = []; // delivery times never decrease along it
+  const queue: Array<{ at: number; arrivedAt: number; chunk: Buffer }> = []; // delivery times never decrease along it
   let lastDeliveryAt = 0;
   let linkFreeAt = 0; // when the link has serialised every byte handed to it so far
   let ended = false;
@@ -56,13 +65,16 @@ export function shapeDirection(from: net.Socket, to: net.Socket, shape: LinkShap
   const pump = (): void => {
     timer = undefined;
     const now = performance.now();
+    const delivered: LinkTraceEvent[] = [];
     while (queue.length && queue[0].at <= now + 0.05) {
-      const { chunk } = queue.shift()!;
+      const { chunk, at, arrivedAt } = queue.shift()!;
+      if (trace) delivered.push({ arrivedAt, dueAt: at, deliveredAt: now, bytes: chunk.byteLength });
       if (!to.destroyed && !to.write(chunk) && !from.isPaused()) {
         from.pause();
         to.once('drain', () => from.resume());
       }
     }
+    for (const event of delivered) trace?.(event); // after the writes: tracing never delays a chunk
     if (queue.length) wake(queue[0].at, now);
     else if (ended) to.end();
   };
@@ -77,7 +89,7 @@ export function shapeDirection(from: net.Socket, to: net.Socket, shape: LinkShap
     if (shape.lossRate && random() < shape.lossRate) at += retransmitDelayMs(shape);
     at = Math.max(at, lastDeliveryAt); // a TCP stream: never overtake the chunk ahead
     lastDeliveryAt = at;
-    queue.push({ at, chunk });
+    queue.push({ at, arrivedAt: now, chunk });
     if (!timer) wake(queue[0].at, now);
   });
   from.on('end', () => {
@@ -90,11 +102,11 @@ export function shapeDirection(from: net.Socket, to: net.Socket, shape: LinkShap
  * Joins two half-open-capable sockets both ways, each way through its shape: an end travels behind the
  * data held before it; either side's error (a reset) resets both at once.
  */
-export function joinShaped(a: net.Socket, b: net.Socket, aToB: LinkShape, bToA: LinkShape): void {
+export function joinShaped(a: net.Socket, b: net.Socket, aToB: LinkShape, bToA: LinkShape, trace?: (direction: 'up' | 'down', event: LinkTraceEvent) => void): void {
   a.setNoDelay(true);
   b.setNoDelay(true);
-  shapeDirection(a, b, aToB);
-  shapeDirection(b, a, bToA);
+  shapeDirection(a, b, aToB, Math.random, trace && ((e) => trace('up', e)));
+  shapeDirection(b, a, bToA, Math.random, trace && ((e) => trace('down', e)));
   const reset = (): void => { a.destroy(); b.destroy(); };
   a.on('error', reset);
   b.on('error', reset);
@@ -119,6 +131,8 @@ export interface ForwarderOptions {
   /** The link towards the target (upstream) and back (downstream). */
   up?: LinkShape;
   down?: LinkShape;
+  /** Called for every chunk forwarded, with the connection (its number from 1 in accept order, and who dialled) and direction. */
+  trace?: (connection: { id: number; remoteAddress: string }, direction: 'up' | 'down', event: LinkTraceEvent) => void;
 }
 
 /** A TCP forwarder with an emulated link; resolves once it listens. */
@@ -126,14 +140,16 @@ export async function startForwarder(options: ForwarderOptions): Promise<Forward
   let accepted = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (inbound) => {
-    accepted++;
+    const connection = ++accepted;
     const target = options.target ?? { host: inbound.localAddress!.replace(/^::ffff:/, ''), port: inbound.localPort! };
     const outbound = net.connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true, ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
     sockets.add(inbound);
     sockets.add(outbound);
     inbound.on('close', () => sockets.delete(inbound));
     outbound.on('close', () => sockets.delete(outbound));
-    joinShaped(inbound, outbound, options.up ?? {}, options.down ?? {});
+    const trace = options.trace;
+    const who = { id: connection, remoteAddress: inbound.remoteAddress?.replace(/^::ffff:/, '') ?? '' };
+    joinShaped(inbound, outbound, options.up ?? {}, options.down ?? {}, trace && ((direction, e) => trace(who, direction, e)));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

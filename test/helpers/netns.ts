@@ -15,6 +15,13 @@
  * so the router's process accepts them and re-opens each connection from 100.128.0.1 with the link's delay.
  * The public side has no route to 10.78.0.0/24: nothing can open a connection inward.
  *
+ * `createNatTopology({ nat: 'kernel' })` makes the same three namespaces with the kernel's NAT instead: the
+ * router forwards (ip_forward) and masquerades everything leaving wan0 (`iptables -t nat ... MASQUERADE`), and
+ * its FORWARD chain lets in from wan0 only packets of connections home opened (conntrack ESTABLISHED). That is
+ * a home router as shipped: Linux keeps a connection's source port where it is free (port-preserving, a
+ * cone-like mapping), filters by connection, and has no delay of its own (this kernel has no netem).
+ * `firewall(port)` makes a port of `pub` refuse new connections from the router (a client behind a firewall).
+ *
  * Namespaces are named `gp-<pid>-<n>-<role>`: removed by `destroy()`, at the test process's exit, and, for
  * a process that died before it could, by the next topology made on this machine.
  */
@@ -57,6 +64,26 @@ export function netnsUnsupportedReason(): string | undefined {
   return undefined;
 }
 
+/**
+ * Whether the kernel NAT topology can be made here: undefined when it can, else why not (no namespaces, no
+ * iptables, or a kernel without the nat table). Tests of the kernel NAT skip with that reason.
+ */
+export function kernelNatUnsupportedReason(): string | undefined {
+  const netns = netnsUnsupportedReason();
+  if (netns) return netns;
+  const probe = `gp-${process.pid}-natprobe`;
+  try {
+    ip('netns', 'add', probe);
+    execFileSync('ip', ['netns', 'exec', probe, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-o', 'lo', '-j', 'MASQUERADE'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    return undefined;
+  } catch (err) {
+    const why = (err as { stderr?: Buffer | string; message: string }).stderr?.toString().trim() || (err as Error).message;
+    return `no kernel NAT here (iptables -t nat ... MASQUERADE in a namespace: ${why}; Debian's iptables package provides it)`;
+  } finally {
+    try { ip('netns', 'del', probe); } catch { /* never made */ }
+  }
+}
+
 /** Removes namespaces left by test processes that died before their cleanup ran. */
 function removeStaleNamespaces(): void {
   let list: string;
@@ -93,12 +120,18 @@ export interface NatTopology {
    * `down` (the public side reaches nothing at home either way).
    */
   startRouter(ports: number[], shape?: { up?: LinkShape; down?: LinkShape }): Promise<RunningProcess>;
+  /** Kernel NAT only: new connections from the internet (the router's address) to `port` of `pub` are dropped. */
+  firewall(port: number): void;
   /** Kills the router's process (the rest are the caller's, see killAll) and deletes the namespaces. Safe to call twice. */
   destroy(): void;
 }
 
+/** How the router translates: in user space (a symmetric NAT with shaped links) or by the kernel (masquerade). */
+export type NatKind = 'user-space' | 'kernel';
+
 /** Makes the pub / router / home namespaces and their links (see the module comment). */
-export function createNatTopology(): NatTopology {
+export function createNatTopology(options: { nat?: NatKind } = {}): NatTopology {
+  const kernel = options.nat === 'kernel';
   removeStaleNamespaces();
   const base = `gp-${process.pid}-${made++}`;
   const pub = `${base}-pub`;
@@ -123,6 +156,15 @@ export function createNatTopology(): NatTopology {
     ip('-n', home, 'addr', 'add', `${HOME_IP}/24`, 'dev', 'lan0');
     for (const [ns, dev] of [[pub, 'wan0'], [rtr, 'wan0'], [rtr, 'lan0'], [home, 'lan0']]) ip('-n', ns, 'link', 'set', dev, 'up');
     ip('-n', home, 'route', 'add', 'default', 'via', `${HOME_SUBNET}.1`);
+    if (kernel) {
+      const inRouter = (...args: string[]): void => { execFileSync('ip', ['netns', 'exec', rtr, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }); };
+      inRouter('sh', '-c', 'echo 1 > /proc/sys/net/ipv4/ip_forward');
+      inRouter('iptables', '-t', 'nat', '-A', 'POSTROUTING', '-o', 'wan0', '-j', 'MASQUERADE');
+      inRouter('iptables', '-A', 'FORWARD', '-i', 'lan0', '-o', 'wan0', '-j', 'ACCEPT');
+      inRouter('iptables', '-A', 'FORWARD', '-i', 'wan0', '-o', 'lan0', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT');
+      inRouter('iptables', '-P', 'FORWARD', 'DROP');
+      return topologyOf(pub, rtr, home, mine);
+    }
     // The router owns the public range for packets from home (AnyIP) but routes its own traffic there.
     // The `local` route must sit in table local (the kernel checks a reply's source address there), so
     // the rule order does the rest: home's packets see table local first; the router's own see main.
@@ -136,10 +178,18 @@ export function createNatTopology(): NatTopology {
     deleteNamespaces(mine);
     throw err;
   }
+  return topologyOf(pub, rtr, home, mine);
+}
+
+function topologyOf(pub: string, rtr: string, home: string, mine: string[]): NatTopology {
   const inside = (ns: string): string[] => ['ip', 'netns', 'exec', ns];
   const routers: RunningProcess[] = [];
   return {
     pub, rtr, home, inside,
+    firewall: (port) => {
+      execFileSync('ip', ['netns', 'exec', pub, 'iptables', '-A', 'INPUT', '-s', ROUTER_PUBLIC_IP, '-p', 'tcp', '--dport', String(port),
+        '-m', 'conntrack', '--ctstate', 'NEW', '-j', 'DROP'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    },
     gridpipe: (ns, args, env = {}) => startGridpipe(args, env, inside(ns)),
     startRouter: async (ports, shape = {}) => {
       const proc = spawnGridpipe([JSON.stringify({ ports, publicAddress: ROUTER_PUBLIC_IP, up: shape.up, down: shape.down })], {

@@ -3,13 +3,15 @@
  * added latency is measured and printed: the goal is < 0.2 ms per traversal; delay and order are checked),
  * and the namespaces: a home host reaches the public side only through the router, which the public side
  * sees as the source; nothing on the public side can open a connection to the home host; namespaces are
- * gone after destroy(). Skips, saying why, where the kernel (or the user) cannot make namespaces.
+ * gone after destroy(); with the kernel's NAT (iptables masquerade), the public side sees the router's address
+ * and home's own source port (a port-preserving, cone-like mapping), nothing reaches home, and a firewalled
+ * public port refuses the router. Skips, saying why, where the kernel (or the user) cannot make namespaces.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
 import net from 'node:net';
 import { startForwarder, type Forwarder } from '../helpers/netns-link.js';
-import { createNatTopology, netnsUnsupportedReason, HOME_IP, PUBLIC_IP, ROUTER_PUBLIC_IP, type NatTopology } from '../helpers/netns.js';
+import { createNatTopology, kernelNatUnsupportedReason, netnsUnsupportedReason, HOME_IP, PUBLIC_IP, ROUTER_PUBLIC_IP, type NatTopology } from '../helpers/netns.js';
 
 /** An echo server on 127.0.0.1. */
 async function echoServer(): Promise<net.Server & { port: number }> {
@@ -139,5 +141,52 @@ describe.skipIf(unsupported !== undefined)('namespaces with a NAT router', () =>
     topology.destroy();
     const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
     for (const ns of names) expect(left).not.toContain(ns);
+  });
+});
+
+const noKernelNat = unsupported ?? kernelNatUnsupportedReason();
+if (!unsupported && noKernelNat) console.warn(`[netns harness] kernel NAT SKIPPED: ${noKernelNat}`);
+
+describe.skipIf(noKernelNat !== undefined)('namespaces with a kernel NAT router (iptables masquerade)', () => {
+  let topology: NatTopology | undefined;
+  afterAll(() => topology?.destroy());
+
+  it('home is seen as the router with its own source port; nothing reaches home; a firewalled port refuses the router', async () => {
+    topology = createNatTopology({ nat: 'kernel' });
+    const port = 4100;
+    const closed = 4101;
+    topology.firewall(closed);
+    // A server on the public side that says who connected (address and port), on two ports.
+    const server = spawn(topology.inside(topology.pub)[0], [...topology.inside(topology.pub).slice(1), process.execPath, '-e',
+      `const net = require('net');
+       let up = 0;
+       for (const p of [${port}, ${closed}]) net.createServer((c) => c.end(c.remoteAddress + ' ' + c.remotePort + '\\n')).listen(p, '${PUBLIC_IP}', () => { if (++up === 2) console.log('up'); });`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((r) => server.stdout.once('data', () => r()));
+    try {
+      const seen = await nodeIn(topology, topology.home, `
+        import net from 'node:net';
+        const c = net.connect({ host: '${PUBLIC_IP}', port: ${port} });
+        let text = '';
+        c.on('data', (d) => { text += d; });
+        c.on('end', () => { console.log(JSON.stringify({ seen: text.trim(), localPort: c.localPort })); });`);
+      const { seen: source, localPort } = JSON.parse(seen) as { seen: string; localPort: number };
+      expect(source).toBe(`${ROUTER_PUBLIC_IP} ${localPort}`);
+      const firewalled = await nodeIn(topology, topology.home, `
+        import net from 'node:net';
+        const c = net.connect({ host: '${PUBLIC_IP}', port: ${closed}, timeout: 1500 });
+        c.on('connect', () => { console.log('connected'); c.destroy(); });
+        c.on('timeout', () => { console.log('timeout'); c.destroy(); });
+        c.on('error', (e) => console.log(e.code));`);
+      expect(firewalled).toBe('timeout');
+      const inward = await nodeIn(topology, topology.pub, `
+        import net from 'node:net';
+        const c = net.connect({ host: '${HOME_IP}', port: 22, timeout: 2000 });
+        c.on('connect', () => { console.log('connected'); c.destroy(); });
+        c.on('timeout', () => { console.log('timeout'); c.destroy(); });
+        c.on('error', (e) => console.log(e.code));`);
+      expect(inward).toBe('ENETUNREACH');
+    } finally {
+      server.kill('SIGKILL');
+    }
   });
 });
