@@ -109,10 +109,18 @@ export class ExpertRouter {
     await Promise.all(open.map((s) => s.then((x) => x.close(), () => undefined)));
   }
 
-  /** Live, unpaused hosts of one fragment, fastest estimate first. */
+  /**
+   * Live, unpaused hosts of one fragment, fastest estimate first. For an expert fragment, a host whose record
+   * names the experts it computes must name this fragment's (records from before the field count by index).
+   */
   private hostsOf(fragment: number): HostedSpan[] {
+    const moe = this.options.manifest.fragments[fragment].moe;
+    const computesItsExperts = (s: HostedSpan): boolean => {
+      const listed = s.experts?.find((e) => e.fragment === fragment);
+      return !listed || !moe?.experts || (listed.group === moe.group && moe.experts.every((e) => listed.experts.includes(e)));
+    };
     return this.options.discovery.current
-      .filter((s) => s.start <= fragment && fragment < s.end && !s.paused && !this.options.swarm.isBanned(s.peerId))
+      .filter((s) => s.start <= fragment && fragment < s.end && !s.paused && !this.options.swarm.isBanned(s.peerId) && computesItsExperts(s))
       .map((s) => ({ s, e: this.options.swarm.estimateOf(s.peerId, s.gflops) }))
       .sort((a, b) => (a.e.rttMs + a.e.queueMs) * (1 + a.e.inflight) - (b.e.rttMs + b.e.queueMs) * (1 + b.e.inflight) || a.s.peerId.localeCompare(b.s.peerId))
       .map(({ s }) => s);
