@@ -33,8 +33,8 @@ export interface RouteInfo {
   requestId: string; model: string; manifestCid: string; synthetic: boolean;
   route: { peerId: string; fragments: [number, number] }[];
   hops: RouteHop[]; failovers: number; steps: number; cost: string; latencyMs: number; firstTokenMs?: number;
-  /** Mixture-of-experts models cut for selective activation: expert calls and fallbacks (docs/moe.md). */
-  experts?: { calls: number; fallbacks: { layer: number; expert: number; by?: number; tokens: number }[] };
+  /** Mixture-of-experts models cut for selective activation: expert calls, their cost (part of `cost`) and fallbacks (docs/moe.md). */
+  experts?: { calls: number; cost?: string; fallbacks: { layer: number; expert: number; by?: number; tokens: number }[] };
 }
 
 export interface Completion {

@@ -58,7 +58,7 @@ export class GridGeneration {
       step: async (inputs, position, tokens, hints) => {
         const outcome = await session.step(inputs, position, tokens, hints);
         trace.addStep(outcome);
-        for (const hop of outcome.hops) if (hop.charge === undefined) this.unpaidCost += hop.cost;
+        for (const hop of [...outcome.hops, ...(outcome.experts?.hops ?? [])]) if (hop.charge === undefined) this.unpaidCost += hop.cost;
         return outcome;
       },
     };

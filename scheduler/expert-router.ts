@@ -17,6 +17,8 @@ import { GridpipeError } from '../errors/base.js';
 import type { HostedSpan, ModelDiscovery } from './discovery.js';
 import type { SwarmView } from './swarm-view.js';
 import { dialTargetOf } from './dial-target.js';
+import type { StepPayer } from './payment.js';
+import { expertListPrice, expertOpenVoucher, payExpertCall } from './expert-payment.js';
 
 /** Raised in strict mode when a chosen expert has no live host, and always when the router has none. */
 export class ExpertUnavailableError extends GridpipeError<'EXPERT_UNAVAILABLE'> {
@@ -28,8 +30,11 @@ export class ExpertUnavailableError extends GridpipeError<'EXPERT_UNAVAILABLE'> 
   }
 }
 
-/** One call of a layer step: to whom, for which experts (empty: the router), how many tokens. */
-export interface ExpertHop extends ExpertCall { layer: number; peerId: string; wallMs: number; bytesSent: number }
+/**
+ * One call of a layer step: to whom, for which experts (empty: the router), how many tokens. `charge`: what its
+ * voucher paid (paid suppliers only); `cost`: the charge, or the host's advertised price for the work.
+ */
+export interface ExpertHop extends ExpertCall { layer: number; peerId: string; wallMs: number; bytesSent: number; cost: bigint; charge?: bigint }
 
 /** A chosen expert that had no live server, and the expert that stood in (undefined when none was left). */
 export interface ExpertFallback { layer: number; expert: number; by: number | undefined; tokens: number }
@@ -49,6 +54,8 @@ export interface ExpertRouterOptions {
   activateAll?: boolean;
   /** Deadline of one expert call (default 5 s). */
   timeoutMs?: number;
+  /** Pays router and expert hosts that charge, per call (scheduler/expert-payment.ts); without it only free ones serve. */
+  payer?: StepPayer;
   logger?: Logger;
 }
 
@@ -133,17 +140,23 @@ export class ExpertRouter {
     for (;;) {
       const host = this.hostsOf(fragment)[0];
       if (!host) throw new NoLiveHost(fragment);
+      // Outside the try: a payer that refuses to pay is not the host's fault.
+      const payment = await payExpertCall(this.options.manifest, this.options.payer, host, fragment, tokens);
       const started = performance.now();
       try {
         const session = await this.sessionTo(host, fragment);
         const estimate = this.options.swarm.estimateOf(host.peerId, host.gflops);
         estimate.inflight++;
-        const res = await session.step(feeds, { position: 0, want, timeoutMs: this.options.timeoutMs ?? 5000 }).finally(() => { estimate.inflight--; });
+        const res = await session.step(feeds, { position: 0, want, timeoutMs: this.options.timeoutMs ?? 5000, ...payment?.options }).finally(() => { estimate.inflight--; });
         const wallMs = performance.now() - started;
         const bytesSent = Object.values(feeds).reduce((n, t) => n + (t.data as { byteLength: number }).byteLength, 0);
         const flops = (this.options.manifest.fragments[fragment].flops / positionsAtCostDims(this.options.manifest)) * tokens;
         this.options.swarm.reportReply(host.peerId, wallMs, res.queueMs, res.computeMs, flops, bytesSent);
-        hops.push({ layer: group.layer, fragment, experts, tokens, peerId: host.peerId, wallMs, bytesSent });
+        if (payment && res.charge !== payment.charge) {
+          this.options.logger?.warn({ peer: host.peerId, paid: payment.charge.toString(), charged: res.charge.toString() }, 'expert host charged another amount than the voucher paid for');
+        }
+        const cost = payment?.charge ?? expertListPrice(this.options.manifest, host, fragment, tokens);
+        hops.push({ layer: group.layer, fragment, experts, tokens, peerId: host.peerId, wallMs, bytesSent, cost, ...(payment ? { charge: payment.charge } : {}) });
         return res.outputs;
       } catch (err) {
         // Our own close ended the call, or the request itself was bad: not the host's fault.
@@ -163,9 +176,10 @@ export class ExpertRouter {
     let session = this.sessions.get(key);
     if (!session) {
       const f = this.options.manifest.fragments[fragment];
-      session = this.options.client.openSession(this.options.host.node, dialTargetOf(host), {
+      session = expertOpenVoucher(this.options.payer, host).then((voucher) => this.options.client.openSession(this.options.host.node, dialTargetOf(host), {
         fragments: [{ cid: f.cid, manifestCid: this.options.manifestCid, index: fragment }],
-      });
+        ...(voucher ? { voucher } : {}),
+      }));
       this.sessions.set(key, session);
       session.catch(() => { if (this.sessions.get(key) === session) this.sessions.delete(key); });
     }

@@ -24,7 +24,7 @@ import type { FragmentCost, RouteCall } from '../policy/routing.js';
 import type { PriceLimits } from '../policy/price-limits.js';
 import type { ModelDiscovery, HostedSpan } from './discovery.js';
 import type { RoutePlan, SwarmView } from './swarm-view.js';
-import { isPaidSpan, type StepPayer } from './payment.js';
+import { isPaidSpan, PaymentNeededError, type StepPayer } from './payment.js';
 import { parseBaseUnits, stepCharge } from '../policy/pricing.js';
 import { GridpipeError } from '../errors/base.js';
 import { ExpertRouter, type ExpertFallback, type ExpertHop } from './expert-router.js';
@@ -123,13 +123,8 @@ export class PipelineUnavailableError extends GridpipeError<'NO_LIVE_HOST'> {
   }
 }
 
-/** Raised when the route reaches a supplier that charges and the session has no payer. */
-export class PaymentNeededError extends GridpipeError<'PAYMENT_NEEDED'> {
-  constructor(readonly peerId: string) {
-    super('PAYMENT_NEEDED', `supplier ${peerId} charges for its work and this session has no payer (give GridClient.session a payer)`);
-    this.name = 'PaymentNeededError';
-  }
-}
+// Raised when the route (or an expert call) reaches a supplier that charges and the session has no payer.
+export { PaymentNeededError } from './payment.js';
 
 export class PipelineSession {
   private chain: Link[] = [];
@@ -157,6 +152,7 @@ export class PipelineSession {
       this.experts = new ExpertRouter({
         host: options.host, manifest: options.manifest, manifestCid: options.manifestCid, discovery: options.discovery, swarm: options.swarm,
         client: this.client, strict: options.strictExperts, activateAll: options.activateAllExperts, logger: options.logger, timeoutMs: options.minStepTimeoutMs,
+        payer: options.payer,
       });
     }
   }
