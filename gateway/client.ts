@@ -25,6 +25,8 @@ export interface CompletionRequest {
   top_k?: number;
   seed?: number;
   stop?: string | string[];
+  /** Mixture-of-experts models: fail (503 `expert_unavailable`, naming the expert) instead of falling back when a chosen expert has no live server. */
+  strict_experts?: boolean;
 }
 
 export interface RouteHop { peerId: string; fragments: [number, number]; steps: number; wallMs: number; computeMs: number; queueMs: number; paymentMs?: number; payerMs?: number; replayed: number; cost: string; paidSteps: number }
