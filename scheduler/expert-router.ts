@@ -1,6 +1,7 @@
 /**
  * Selective activation on the grid (hivemind's DMoE client, over gridpipe's fragments): for one step of a
- * cut mixture-of-experts layer, call the router fragment on a supplier, then each needed expert fragment on
+ * cut mixture-of-experts layer, take the router's outputs (the pipeline session runs the router fragment with
+ * the dense span before it; called here on its own only when they are missing), then each needed expert fragment on
  * one of its hosts, in parallel, one call per expert fragment for all the tokens that chose it, and combine
  * (fragments/moe/run-layer.ts does the arithmetic). Experts are stateless, so a failed host is simply replaced
  * by another host of the same fragment, with nothing to replay; an expert with no live host left is replaced by
@@ -72,7 +73,8 @@ export class ExpertRouter {
     const deadFragments = new Set<number>();
     const fragmentOf = (expert: number): number => group.experts[expert].fragments[0];
     const isLive = (expert: number): boolean => !deadFragments.has(fragmentOf(expert)) && this.hostsOf(fragmentOf(expert)).length > 0;
-    let routerOutputs: Tensors | undefined;
+    // The pipeline session walks the router with the dense span before it: its outputs are known then.
+    let routerOutputs: Tensors | undefined = known[group.gates!] && known[group.router] ? { [group.gates!]: known[group.gates!], [group.router]: known[group.router] } : undefined;
     for (let attempt = 0; ; attempt++) {
       let fallbacks: ExpertFallback[] = [];
       try {
