@@ -27,7 +27,8 @@ const EXPERTS = 8;
 const TOP_K = 2;
 const PROMPT = 32;
 const DECODE = 16;
-const ROUNDS = 3;
+/** Rounds of each kind, alternating: the machine is shared, so more rounds average out others' bursts. */
+const ROUNDS = 6;
 
 interface Supplier { child: ChildProcess; address: string }
 
@@ -37,7 +38,11 @@ async function startSupplier(args: string[]): Promise<Supplier> {
   return { child: proc.child, address: ready.addresses[0] };
 }
 
-interface Totals { ms: number; generated: number; positions: number; expertBytes: number; expertFlops: number; expertCalls: number; ids: number[][] }
+interface Totals {
+  ms: number; generated: number; positions: number; expertBytes: number; expertFlops: number; expertCalls: number; ids: number[][];
+  /** Decode steps (after the prefill), their wall time, and its parts: dense span calls (router included) and expert fan-outs (per layer, the slowest parallel call). */
+  decodeSteps: number; decodeMs: number; denseMs: number; fanoutMs: number;
+}
 
 /** Runs the benchmark. */
 export async function selectiveBench(): Promise<void> {
@@ -75,7 +80,8 @@ export async function selectiveBench(): Promise<void> {
       selective.push(await run(false));
       everyExpert.push(await run(true));
     }
-    const total = (runs: Totals[], key: 'ms' | 'generated' | 'positions' | 'expertBytes' | 'expertFlops' | 'expertCalls'): number => runs.reduce((s, t) => s + t[key], 0);
+    const total = (runs: Totals[], key: Exclude<keyof Totals, 'ids'>): number => runs.reduce((s, t) => s + t[key], 0);
+    const perDecodeStep = (runs: Totals[], key: 'decodeMs' | 'denseMs' | 'fanoutMs'): number => total(runs, key) / total(runs, 'decodeSteps');
     const perPosition = (runs: Totals[], key: 'expertBytes' | 'expertFlops'): number => total(runs, key) / total(runs, 'positions');
     const tps = (runs: Totals[]): number => total(runs, 'generated') / (total(runs, 'ms') / 1000);
     const identical = [...selective, ...everyExpert].every((t) => t.ids.every((ids) => ids.join() === monolithic.join()));
@@ -92,6 +98,16 @@ export async function selectiveBench(): Promise<void> {
       expert_calls_per_generation: total(selective, 'expertCalls') / ROUNDS,
       dense_expert_calls_per_generation: total(everyExpert, 'expertCalls') / ROUNDS,
       tokens_identical: Number(identical),
+      // Where a decode step's time goes (ms per step): dense span calls (3, routers inside), the two layers' expert
+      // fan-outs (slowest parallel call each), and the rest (routing, combining, sampling on the client).
+      decode_step_ms: perDecodeStep(selective, 'decodeMs'),
+      decode_dense_spans_ms: perDecodeStep(selective, 'denseMs'),
+      decode_expert_fanout_ms: perDecodeStep(selective, 'fanoutMs'),
+      decode_client_ms: perDecodeStep(selective, 'decodeMs') - perDecodeStep(selective, 'denseMs') - perDecodeStep(selective, 'fanoutMs'),
+      dense_decode_step_ms: perDecodeStep(everyExpert, 'decodeMs'),
+      dense_decode_dense_spans_ms: perDecodeStep(everyExpert, 'denseMs'),
+      dense_decode_expert_fanout_ms: perDecodeStep(everyExpert, 'fanoutMs'),
+      dense_decode_client_ms: perDecodeStep(everyExpert, 'decodeMs') - perDecodeStep(everyExpert, 'denseMs') - perDecodeStep(everyExpert, 'fanoutMs'),
     };
     reportResult('selective', metrics, `gpt-moe 2 layers d256, ${EXPERTS} experts (d_ff 2048) top-${TOP_K}, KV cache, cut with --parts 3 --experts-per-fragment 1 into ${manifest.fragments.length} fragments over 5 supplier processes on 127.0.0.1 (dense + routers on one, 2 experts of each layer on each of 4), 2 cores shared by all processes; prompt ${PROMPT} tokens + ${DECODE} generated, ${ROUNDS} rounds alternating selective and dense (every expert called for every token, unchosen weights 0: the same output) after one warm-up each; per-token figures are per processed position (prompt + decode); bytes = tensor bytes the client sent to expert hosts; FLOPs = manifest FLOPs of the expert fragments called × their tokens; tokens/s = generated tokens over wall time including the prefill; tokens_identical: every run equals the monolithic onnxruntime run.`);
   } finally {
@@ -106,9 +122,12 @@ async function generation(client: GridClient, model: OpenModel, manifest: Manife
   const session = new PipelineSession({
     host: client.host, manifest, manifestCid: model.manifestCid, discovery: model.discovery, swarm: client.swarm,
     maxLength: options.promptIds.length + options.maxTokens, activateAllExperts, logger: client.logger,
+    // A loaded shared machine can stall a step for seconds: a failover then would measure the failover, not the model.
+    minStepTimeoutMs: 60_000,
   });
   const steps: StepOutcome[] = [];
-  const recorder: StepRunner = { step: async (...a) => { const r = await session.step(...a); steps.push(r); return r; } };
+  const stepMs: number[] = [];
+  const recorder: StepRunner = { step: async (...a) => { const t0 = performance.now(); const r = await session.step(...a); stepMs.push(performance.now() - t0); steps.push(r); return r; } };
   const ids: number[] = [];
   const started = performance.now();
   try {
@@ -125,5 +144,13 @@ async function generation(client: GridClient, model: OpenModel, manifest: Manife
     expertFlops: expertHops.reduce((n, h) => n + (manifest.fragments[h.fragment].flops / perToken) * h.tokens, 0),
     expertCalls: expertHops.length,
     ids: [ids],
+    decodeSteps: steps.length - 1,
+    decodeMs: stepMs.slice(1).reduce((a, b) => a + b, 0),
+    denseMs: steps.slice(1).reduce((n, s) => n + s.hops.reduce((m, h) => m + h.wallMs, 0), 0),
+    fanoutMs: steps.slice(1).reduce((n, s) => {
+      const byLayer = new Map<number, number>();
+      for (const h of s.experts?.hops ?? []) byLayer.set(h.layer, Math.max(byLayer.get(h.layer) ?? 0, h.wallMs));
+      return n + [...byLayer.values()].reduce((a, b) => a + b, 0);
+    }, 0),
   };
 }

@@ -223,7 +223,11 @@ export class ModelCatalog {
 
   private updateCoverage(model: CatalogModel, spans: HostedSpan[]): void {
     const covered = new Set(spans.flatMap((s) => Array.from({ length: s.end - s.start }, (_, i) => s.start + i)));
-    model.missing = model.open.manifest.fragments.map((f) => f.index).filter((i) => !covered.has(i));
+    const { fragments } = model.open.manifest;
+    // An expert fragment with no host is served by a fallback to another expert of its layer (docs/moe.md; a
+    // request with strict_experts fails then, naming it): missing only when no expert of its layer has a host.
+    const layerServed = (group: number): boolean => fragments.some((f) => f.moe?.role === 'experts' && f.moe.group === group && covered.has(f.index));
+    model.missing = fragments.filter((f) => !covered.has(f.index) && !(f.moe?.role === 'experts' && layerServed(f.moe.group))).map((f) => f.index);
     model.hosts = new Set(spans.map((s) => s.peerId)).size;
   }
 

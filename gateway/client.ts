@@ -25,6 +25,8 @@ export interface CompletionRequest {
   top_k?: number;
   seed?: number;
   stop?: string | string[];
+  /** Mixture-of-experts models: fail (503 `expert_unavailable`, naming the expert) instead of falling back when a chosen expert has no live server. */
+  strict_experts?: boolean;
 }
 
 export interface RouteHop { peerId: string; fragments: [number, number]; steps: number; wallMs: number; computeMs: number; queueMs: number; paymentMs?: number; payerMs?: number; replayed: number; cost: string; paidSteps: number }
@@ -33,8 +35,8 @@ export interface RouteInfo {
   requestId: string; model: string; manifestCid: string; synthetic: boolean;
   route: { peerId: string; fragments: [number, number] }[];
   hops: RouteHop[]; failovers: number; steps: number; cost: string; latencyMs: number; firstTokenMs?: number;
-  /** Mixture-of-experts models cut for selective activation: expert calls and fallbacks (docs/moe.md). */
-  experts?: { calls: number; fallbacks: { layer: number; expert: number; by?: number; tokens: number }[] };
+  /** Mixture-of-experts models cut for selective activation: expert calls, their cost (part of `cost`) and fallbacks (docs/moe.md). */
+  experts?: { calls: number; cost?: string; fallbacks: { layer: number; expert: number; by?: number; tokens: number }[] };
 }
 
 export interface Completion {

@@ -34,6 +34,8 @@ export interface GenerationParams {
   verifier?: Verifier;
   /** Aborted when the client has gone away: generation stops at the next token. */
   signal?: AbortSignal;
+  /** Mixture-of-experts models: fail instead of falling back when a chosen expert has no live server. */
+  strictExperts?: boolean;
 }
 
 export class GridGeneration {
@@ -52,13 +54,13 @@ export class GridGeneration {
     const { model, params, trace } = this;
     const tokenizer = model.tokenizer;
     const manifest = model.open.manifest;
-    const session = openPipeline(this.client, model.open, params.promptIds.length + params.maxTokens, params.payer, params.priceLimits, params.verifier);
+    const session = openPipeline(this.client, model.open, params.promptIds.length + params.maxTokens, params.payer, params.priceLimits, params.verifier, params.strictExperts);
     this.session = session;
     const runner: StepRunner = {
       step: async (inputs, position, tokens, hints) => {
         const outcome = await session.step(inputs, position, tokens, hints);
         trace.addStep(outcome);
-        for (const hop of outcome.hops) if (hop.charge === undefined) this.unpaidCost += hop.cost;
+        for (const hop of [...outcome.hops, ...(outcome.experts?.hops ?? [])]) if (hop.charge === undefined) this.unpaidCost += hop.cost;
         return outcome;
       },
     };

@@ -7,6 +7,7 @@ import type { GridClient, OpenModel } from '../scheduler/client.js';
 import type { StepPayer } from '../scheduler/payment.js';
 import { PaymentNeededError, PipelineRequestError, PipelineUnavailableError, type PipelineSession } from '../scheduler/session.js';
 import { PayerError } from './payer/index.js';
+import { ExpertUnavailableError } from '../scheduler/expert-router.js';
 import { BudgetError } from './budget.js';
 import type { PriceLimits } from '../policy/price-limits.js';
 import type { Verifier } from './verify/verifier.js';
@@ -14,14 +15,16 @@ import { ApiError, badRequest, overBudget, unavailable } from './errors.js';
 
 /**
  * Opens a session on `model` holding `maxLength` positions, paid by `payer` when given, at prices `priceLimits`
- * admits, observed by the gateway's `verifier` when it runs one (gateway/verify/).
+ * admits, observed by the gateway's `verifier` when it runs one (gateway/verify/); `strictExperts`: a token whose
+ * chosen mixture-of-experts expert has no live server fails the step instead of falling back.
  */
-export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer, priceLimits?: PriceLimits, verifier?: Verifier): PipelineSession {
-  return client.session(model, maxLength, { payer, priceLimits, observer: verifier?.observe(model, maxLength) });
+export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer, priceLimits?: PriceLimits, verifier?: Verifier, strictExperts?: boolean): PipelineSession {
+  return client.session(model, maxLength, { payer, priceLimits, observer: verifier?.observe(model, maxLength), ...(strictExperts ? { strictExperts } : {}) });
 }
 
 /**
- * An API error for a failure on the grid: 503 (no live host, every host refused for its price, payments off), 402
+ * An API error for a failure on the grid: 503 (no live host, a chosen expert with no live host in strict mode,
+ * every host refused for its price, payments off), 402
  * (payer cannot pay, or the budget refused the first step), else 502.
  */
 export function gridError(err: unknown, modelId: string): ApiError {
@@ -30,6 +33,10 @@ export function gridError(err: unknown, modelId: string): ApiError {
   if (err instanceof PipelineUnavailableError) {
     if (err.refused) return unavailable(`model "${modelId}" cannot be served right now: every live supplier of fragment ${err.fragment} is refused (${err.refused})`, 'no_acceptable_host');
     return unavailable(`model "${modelId}" cannot be served right now: no live supplier hosts fragment ${err.fragment}`, 'no_live_host');
+  }
+  if (err instanceof ExpertUnavailableError) {
+    // Strict experts (or a router with no host): the message names the layer, the expert and its fragment.
+    return unavailable(`model "${modelId}" cannot be served right now: ${err.message}`, 'expert_unavailable');
   }
   if (err instanceof PaymentNeededError) {
     return unavailable(`model "${modelId}" is served by suppliers that charge, and this gateway has no payer for your key (start it with --chain-config and --wallet)`, 'payment_not_configured');

@@ -43,8 +43,12 @@ export interface RouteMetadata {
   cost: string;
   latencyMs: number;
   firstTokenMs?: number;
-  /** Mixture-of-experts models cut for selective activation: router and expert calls, and experts that had no live server (per layer and expert: who stood in, for how many tokens). */
-  experts?: { calls: number; fallbacks: { layer: number; expert: number; by?: number; tokens: number }[] };
+  /**
+   * Mixture-of-experts models cut for selective activation: router and expert calls, what they cost (base units,
+   * part of `cost`: each host is paid for the tokens routed to it), and experts that had no live server (per layer
+   * and expert: who stood in, for how many tokens).
+   */
+  experts?: { calls: number; cost: string; fallbacks: { layer: number; expert: number; by?: number; tokens: number }[] };
 }
 
 const round = (ms: number): number => Math.round(ms * 1000) / 1000;
@@ -57,7 +61,7 @@ export class RequestTrace {
   failovers = 0;
   steps = 0;
   cost = 0n;
-  private experts?: { calls: number; fallbacks: Map<string, { layer: number; expert: number; by?: number; tokens: number }> };
+  private experts?: { calls: number; cost: bigint; fallbacks: Map<string, { layer: number; expert: number; by?: number; tokens: number }> };
   /** Called with each step's hops (for per-peer metrics). */
   onHop?: (hop: HopTiming) => void;
 
@@ -88,10 +92,13 @@ export class RequestTrace {
       if (typeof hop.charge === 'bigint') h.paidSteps++;
       this.onHop?.(hop);
     }
-    this.cost += stepCost;
     if (outcome.experts) {
-      this.experts ??= { calls: 0, fallbacks: new Map() };
+      this.experts ??= { calls: 0, cost: 0n, fallbacks: new Map() };
       this.experts.calls += outcome.experts.hops.length;
+      for (const hop of outcome.experts.hops) {
+        stepCost += hop.cost;
+        this.experts.cost += hop.cost;
+      }
       for (const f of outcome.experts.fallbacks) {
         const key = `${f.layer}/${f.expert}/${f.by}`;
         const seen = this.experts.fallbacks.get(key);
@@ -99,6 +106,7 @@ export class RequestTrace {
         else this.experts.fallbacks.set(key, { layer: f.layer, expert: f.expert, ...(f.by !== undefined ? { by: f.by } : {}), tokens: f.tokens });
       }
     }
+    this.cost += stepCost;
     return stepCost;
   }
 
@@ -118,7 +126,7 @@ export class RequestTrace {
       failovers: this.failovers, steps: this.steps, cost: this.cost.toString(),
       latencyMs: round(performance.now() - this.started),
       ...(this.firstTokenAt !== undefined ? { firstTokenMs: round(this.firstTokenAt - this.started) } : {}),
-      ...(this.experts ? { experts: { calls: this.experts.calls, fallbacks: [...this.experts.fallbacks.values()] } } : {}),
+      ...(this.experts ? { experts: { calls: this.experts.calls, cost: this.experts.cost.toString(), fallbacks: [...this.experts.fallbacks.values()] } } : {}),
     };
   }
 }

@@ -22,7 +22,7 @@ import type { Manifest } from '../fragments/manifest.js';
 import { createGridHost, type GridHost, type NetworkKind } from '../net/host.js';
 import { probeCapacity, type ProbeResult } from './probe.js';
 import { CapacityPublisher, findAllRecords } from '../net/capacity/dht.js';
-import { fieldsFromProbe, type CapacityRecordFields, type HostedFragment } from '../net/capacity/record.js';
+import { expertsOfFragment, fieldsFromProbe, type CapacityRecordFields, type HostedFragment } from '../net/capacity/record.js';
 import { StakeBinder, type StakeBindingStatement } from '../net/capacity/binding.js';
 import { ShareLimits, type ShareLimitOptions } from './limits.js';
 import { FragmentStore, hostedBlobCids, parseBlobCid } from '../net/store/fragment-store.js';
@@ -39,6 +39,8 @@ import { SupplierPayments, type EarningsSummary } from './payments/supplier-paym
 import { parseBaseUnits } from '../policy/pricing.js';
 import { PlacementAgent, type PlacementStatus, type SpanHost } from './placement/index.js';
 import { placementModelOf } from '../policy/placement-model.js';
+import { expertFragmentsOf, hasCutExperts } from '../policy/expert-placement.js';
+import { joinExpertSwarm } from './placement/expert-join.js';
 import { joiningFragment, spansOfIndices, type Span } from '../net/capacity/swarm.js';
 import { GridpipeError } from '../errors/base.js';
 
@@ -162,8 +164,10 @@ export class Supplier {
   /** Fragments served now. */
   private readonly served: HostedModelFragment[] = [];
   /** Spans chosen and listed in the record, not served yet (by manifest CID). */
-  private readonly joining = new Map<string, { manifest: Manifest; span: Span }>();
+  private readonly joining = new Map<string, { manifest: Manifest; span: Span; indices?: number[] }>();
   private readonly agents = new Map<string, PlacementAgent>();
+  /** Aborted by stop(): ends a join of a mixture-of-experts model in flight. */
+  private readonly stopping = new AbortController();
   readonly publisher: CapacityPublisher;
   /** The compute rate advertised and placed with (GFLOP/s). */
   readonly gflops: number;
@@ -300,13 +304,13 @@ export class Supplier {
     const load = Math.min(1, exec.sessions.size / limits.maxSessions);
     const fragments: HostedFragment[] = this.served.map((h) => ({
       cid: h.cid, manifestCid: h.manifestCid, index: h.index, stepsPerSecond: rate(h.manifest.fragments[h.index].flops),
-      load, activeSessions: exec.sessions.size,
+      load, activeSessions: exec.sessions.size, ...expertsOfFragment(h.manifest, h.index),
     }));
-    for (const [manifestCid, { manifest, span }] of this.joining) {
-      for (let j = span.start; j < span.end; j++) {
+    for (const [manifestCid, { manifest, span, indices }] of this.joining) {
+      for (const j of indices ?? Array.from({ length: span.end - span.start }, (_, n) => span.start + n)) {
         if (this.served.some((h) => h.manifestCid === manifestCid && h.index === j)) continue;
         const f = manifest.fragments[j];
-        fragments.push(joiningFragment({ cid: f.cid, manifestCid, index: j, stepsPerSecond: rate(f.flops) }));
+        fragments.push(joiningFragment({ cid: f.cid, manifestCid, index: j, stepsPerSecond: rate(f.flops), ...expertsOfFragment(manifest, j) }));
       }
     }
     const base = fieldsFromProbe(probe);
@@ -380,6 +384,7 @@ export class Supplier {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.stopping.abort(new Error('the supplier is stopping'));
     if (this.onPeer) this.host.node.removeEventListener('peer:connect', this.onPeer);
     await this.stopAgents();
     // Alone, there is nobody to tell; with peers that went away, the DHT write only ends at its timeout. Either
@@ -519,6 +524,7 @@ export class Supplier {
   /** Chooses a span for a model by placement, hosts it, and keeps an agent for it. */
   private async place(manifestCid: string, manifest: Manifest, p: SupplierPlacementOptions): Promise<void> {
     const model = placementModelOf(manifest, { kvTokens: p.kvTokens });
+    if (hasCutExperts(manifest)) { await this.placeExperts(manifestCid, manifest, model, p); return; }
     const drainMs = p.drainMs ?? 60_000;
     const spanHost: SpanHost = {
       current: () => {
@@ -574,6 +580,44 @@ export class Supplier {
     if (p.rebalance !== false) this.agents.set(manifestCid, agent);
     try {
       await agent.join();
+    } catch (err) {
+      this.joining.delete(manifestCid);
+      throw err;
+    }
+  }
+
+  /**
+   * Places a model whose MoE layers are cut apart (node/placement/expert-join.ts): a set of fragments that
+   * spreads each expert over two or more hosts, chosen once at the join (no rebalancing agent yet).
+   */
+  private async placeExperts(manifestCid: string, manifest: Manifest, model: ReturnType<typeof placementModelOf>, p: SupplierPlacementOptions): Promise<void> {
+    const { signal } = this.stopping;
+    try {
+      await joinExpertSwarm({
+        manifestCid, model, experts: expertFragmentsOf(manifest), signal,
+        self: { peerId: this.peerId, memoryBytes: p.memoryBytes ?? this.limits.maxMemoryBytes, ...(p.maxFragments ? { maxLength: p.maxFragments } : {}) },
+        records: async () => (this.host.routingTableSize() === 0 ? [] : findAllRecords(this.host, { timeoutMs: p.lookupTimeoutMs ?? 10_000 })),
+        joinJitterMs: p.joinJitterMs,
+        logger: this.logger,
+        host: {
+          announce: async (indices) => {
+            if (this.stopped) throw new Error('the supplier is stopping');
+            this.joining.set(manifestCid, { manifest, span: { start: 0, end: 0 }, indices });
+            await this.publishQuietly();
+          },
+          commit: async (indices) => {
+            const missing = indices.filter((j) => !this.served.some((h) => h.manifestCid === manifestCid && h.index === j));
+            if (missing.length && !(await this.holdsFragments(manifest, missing))) await this.fetch(manifestCid, missing, signal);
+            if (this.stopped) throw new Error('the supplier is stopping');
+            const added = await this.serve(manifestCid, manifest, missing);
+            this.joining.delete(manifestCid);
+            await this.publishQuietly();
+            if (added.length && this.publisher.isRunning) {
+              void provideBlobs(this.host.node, blobsOf(added), { signal: AbortSignal.timeout(ANNOUNCE_TIMEOUT_MS) }).catch(() => undefined);
+            }
+          },
+        },
+      });
     } catch (err) {
       this.joining.delete(manifestCid);
       throw err;

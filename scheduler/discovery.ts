@@ -22,20 +22,25 @@ export interface HostedSpan {
   pricePerGflop: string;
   stakingAddress: string;
   paused: boolean;
+  /** The expert fragments of the span, with the experts the record says each computes (cut MoE layers; absent when none). */
+  experts?: { fragment: number; group: number; experts: number[] }[];
 }
 
 /** Splits a record's served fragments of one manifest into contiguous spans. */
 export function spansOf(record: CapacityRecord, manifestCid: string): HostedSpan[] {
   // Fragments still being downloaded (announced early so others count them) are not served yet.
-  const indices = [...new Set(record.fragments.filter((f) => f.manifestCid === manifestCid && !isJoining(f)).map((f) => f.index))].sort((a, b) => a - b);
+  const served = record.fragments.filter((f) => f.manifestCid === manifestCid && !isJoining(f));
+  const indices = [...new Set(served.map((f) => f.index))].sort((a, b) => a - b);
   const spans: HostedSpan[] = [];
   for (let i = 0; i < indices.length;) {
     let j = i;
     while (j + 1 < indices.length && indices[j + 1] === indices[j] + 1) j++;
+    const [start, end] = [indices[i], indices[j] + 1];
+    const experts = served.filter((f) => f.experts && f.index >= start && f.index < end).map((f) => ({ fragment: f.index, ...f.experts! }));
     spans.push({
-      peerId: record.peerId, addrs: record.addrs, start: indices[i], end: indices[j] + 1,
+      peerId: record.peerId, addrs: record.addrs, start, end,
       gflops: record.benchmark?.matmulGflops ?? 10, pricePerGflop: record.pricePerGflop, stakingAddress: record.stakingAddress,
-      paused: record.limits?.paused ?? false,
+      paused: record.limits?.paused ?? false, ...(experts.length ? { experts } : {}),
     });
     i = j + 1;
   }

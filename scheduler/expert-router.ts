@@ -1,6 +1,7 @@
 /**
  * Selective activation on the grid (hivemind's DMoE client, over gridpipe's fragments): for one step of a
- * cut mixture-of-experts layer, call the router fragment on a supplier, then each needed expert fragment on
+ * cut mixture-of-experts layer, take the router's outputs (the pipeline session runs the router fragment with
+ * the dense span before it; called here on its own only when they are missing), then each needed expert fragment on
  * one of its hosts, in parallel, one call per expert fragment for all the tokens that chose it, and combine
  * (fragments/moe/run-layer.ts does the arithmetic). Experts are stateless, so a failed host is simply replaced
  * by another host of the same fragment, with nothing to replay; an expert with no live host left is replaced by
@@ -17,6 +18,8 @@ import { GridpipeError } from '../errors/base.js';
 import type { HostedSpan, ModelDiscovery } from './discovery.js';
 import type { SwarmView } from './swarm-view.js';
 import { dialTargetOf } from './dial-target.js';
+import type { StepPayer } from './payment.js';
+import { expertListPrice, expertOpenVoucher, payExpertCall } from './expert-payment.js';
 
 /** Raised in strict mode when a chosen expert has no live host, and always when the router has none. */
 export class ExpertUnavailableError extends GridpipeError<'EXPERT_UNAVAILABLE'> {
@@ -28,8 +31,11 @@ export class ExpertUnavailableError extends GridpipeError<'EXPERT_UNAVAILABLE'> 
   }
 }
 
-/** One call of a layer step: to whom, for which experts (empty: the router), how many tokens. */
-export interface ExpertHop extends ExpertCall { layer: number; peerId: string; wallMs: number; bytesSent: number }
+/**
+ * One call of a layer step: to whom, for which experts (empty: the router), how many tokens. `charge`: what its
+ * voucher paid (paid suppliers only); `cost`: the charge, or the host's advertised price for the work.
+ */
+export interface ExpertHop extends ExpertCall { layer: number; peerId: string; wallMs: number; bytesSent: number; cost: bigint; charge?: bigint }
 
 /** A chosen expert that had no live server, and the expert that stood in (undefined when none was left). */
 export interface ExpertFallback { layer: number; expert: number; by: number | undefined; tokens: number }
@@ -49,6 +55,8 @@ export interface ExpertRouterOptions {
   activateAll?: boolean;
   /** Deadline of one expert call (default 5 s). */
   timeoutMs?: number;
+  /** Pays router and expert hosts that charge, per call (scheduler/expert-payment.ts); without it only free ones serve. */
+  payer?: StepPayer;
   logger?: Logger;
 }
 
@@ -65,7 +73,8 @@ export class ExpertRouter {
     const deadFragments = new Set<number>();
     const fragmentOf = (expert: number): number => group.experts[expert].fragments[0];
     const isLive = (expert: number): boolean => !deadFragments.has(fragmentOf(expert)) && this.hostsOf(fragmentOf(expert)).length > 0;
-    let routerOutputs: Tensors | undefined;
+    // The pipeline session walks the router with the dense span before it: its outputs are known then.
+    let routerOutputs: Tensors | undefined = known[group.gates!] && known[group.router] ? { [group.gates!]: known[group.gates!], [group.router]: known[group.router] } : undefined;
     for (let attempt = 0; ; attempt++) {
       let fallbacks: ExpertFallback[] = [];
       try {
@@ -109,10 +118,18 @@ export class ExpertRouter {
     await Promise.all(open.map((s) => s.then((x) => x.close(), () => undefined)));
   }
 
-  /** Live, unpaused hosts of one fragment, fastest estimate first. */
+  /**
+   * Live, unpaused hosts of one fragment, fastest estimate first. For an expert fragment, a host whose record
+   * names the experts it computes must name this fragment's (records from before the field count by index).
+   */
   private hostsOf(fragment: number): HostedSpan[] {
+    const moe = this.options.manifest.fragments[fragment].moe;
+    const computesItsExperts = (s: HostedSpan): boolean => {
+      const listed = s.experts?.find((e) => e.fragment === fragment);
+      return !listed || !moe?.experts || (listed.group === moe.group && moe.experts.every((e) => listed.experts.includes(e)));
+    };
     return this.options.discovery.current
-      .filter((s) => s.start <= fragment && fragment < s.end && !s.paused && !this.options.swarm.isBanned(s.peerId))
+      .filter((s) => s.start <= fragment && fragment < s.end && !s.paused && !this.options.swarm.isBanned(s.peerId) && computesItsExperts(s))
       .map((s) => ({ s, e: this.options.swarm.estimateOf(s.peerId, s.gflops) }))
       .sort((a, b) => (a.e.rttMs + a.e.queueMs) * (1 + a.e.inflight) - (b.e.rttMs + b.e.queueMs) * (1 + b.e.inflight) || a.s.peerId.localeCompare(b.s.peerId))
       .map(({ s }) => s);
@@ -125,17 +142,23 @@ export class ExpertRouter {
     for (;;) {
       const host = this.hostsOf(fragment)[0];
       if (!host) throw new NoLiveHost(fragment);
+      // Outside the try: a payer that refuses to pay is not the host's fault.
+      const payment = await payExpertCall(this.options.manifest, this.options.payer, host, fragment, tokens);
       const started = performance.now();
       try {
         const session = await this.sessionTo(host, fragment);
         const estimate = this.options.swarm.estimateOf(host.peerId, host.gflops);
         estimate.inflight++;
-        const res = await session.step(feeds, { position: 0, want, timeoutMs: this.options.timeoutMs ?? 5000 }).finally(() => { estimate.inflight--; });
+        const res = await session.step(feeds, { position: 0, want, timeoutMs: this.options.timeoutMs ?? 5000, ...payment?.options }).finally(() => { estimate.inflight--; });
         const wallMs = performance.now() - started;
         const bytesSent = Object.values(feeds).reduce((n, t) => n + (t.data as { byteLength: number }).byteLength, 0);
         const flops = (this.options.manifest.fragments[fragment].flops / positionsAtCostDims(this.options.manifest)) * tokens;
         this.options.swarm.reportReply(host.peerId, wallMs, res.queueMs, res.computeMs, flops, bytesSent);
-        hops.push({ layer: group.layer, fragment, experts, tokens, peerId: host.peerId, wallMs, bytesSent });
+        if (payment && res.charge !== payment.charge) {
+          this.options.logger?.warn({ peer: host.peerId, paid: payment.charge.toString(), charged: res.charge.toString() }, 'expert host charged another amount than the voucher paid for');
+        }
+        const cost = payment?.charge ?? expertListPrice(this.options.manifest, host, fragment, tokens);
+        hops.push({ layer: group.layer, fragment, experts, tokens, peerId: host.peerId, wallMs, bytesSent, cost, ...(payment ? { charge: payment.charge } : {}) });
         return res.outputs;
       } catch (err) {
         // Our own close ended the call, or the request itself was bad: not the host's fault.
@@ -155,9 +178,10 @@ export class ExpertRouter {
     let session = this.sessions.get(key);
     if (!session) {
       const f = this.options.manifest.fragments[fragment];
-      session = this.options.client.openSession(this.options.host.node, dialTargetOf(host), {
+      session = expertOpenVoucher(this.options.payer, host).then((voucher) => this.options.client.openSession(this.options.host.node, dialTargetOf(host), {
         fragments: [{ cid: f.cid, manifestCid: this.options.manifestCid, index: fragment }],
-      });
+        ...(voucher ? { voucher } : {}),
+      }));
       this.sessions.set(key, session);
       session.catch(() => { if (this.sessions.get(key) === session) this.sessions.delete(key); });
     }

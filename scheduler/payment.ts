@@ -7,6 +7,7 @@
 import type { WireVoucher } from '../net/exec/codec.js';
 import type { HostedSpan } from './discovery.js';
 import { isEvmAddress } from '../contracts/address.js';
+import { GridpipeError } from '../errors/base.js';
 
 export type { WireVoucher };
 
@@ -24,6 +25,14 @@ export interface StepPayer {
   voucherFor(payee: Payee, charge: bigint, detail?: { replay: bigint }): Promise<WireVoucher>;
 }
 
+
+/** Raised when the route (or an expert call) reaches a supplier that charges and the session has no payer. */
+export class PaymentNeededError extends GridpipeError<'PAYMENT_NEEDED'> {
+  constructor(readonly peerId: string) {
+    super('PAYMENT_NEEDED', `supplier ${peerId} charges for its work and this session has no payer (give GridClient.session a payer)`);
+    this.name = 'PaymentNeededError';
+  }
+}
 
 /** Whether a span charges: it names a staking address to pay (a free supplier names none). */
 export function isPaidSpan(span: Pick<HostedSpan, 'stakingAddress'>): boolean {

@@ -24,7 +24,7 @@ import type { FragmentCost, RouteCall } from '../policy/routing.js';
 import type { PriceLimits } from '../policy/price-limits.js';
 import type { ModelDiscovery, HostedSpan } from './discovery.js';
 import type { RoutePlan, SwarmView } from './swarm-view.js';
-import { isPaidSpan, type StepPayer } from './payment.js';
+import { isPaidSpan, PaymentNeededError, type StepPayer } from './payment.js';
 import { parseBaseUnits, stepCharge } from '../policy/pricing.js';
 import { GridpipeError } from '../errors/base.js';
 import { ExpertRouter, type ExpertFallback, type ExpertHop } from './expert-router.js';
@@ -123,13 +123,8 @@ export class PipelineUnavailableError extends GridpipeError<'NO_LIVE_HOST'> {
   }
 }
 
-/** Raised when the route reaches a supplier that charges and the session has no payer. */
-export class PaymentNeededError extends GridpipeError<'PAYMENT_NEEDED'> {
-  constructor(readonly peerId: string) {
-    super('PAYMENT_NEEDED', `supplier ${peerId} charges for its work and this session has no payer (give GridClient.session a payer)`);
-    this.name = 'PaymentNeededError';
-  }
-}
+// Raised when the route (or an expert call) reaches a supplier that charges and the session has no payer.
+export { PaymentNeededError } from './payment.js';
 
 export class PipelineSession {
   private chain: Link[] = [];
@@ -157,6 +152,7 @@ export class PipelineSession {
       this.experts = new ExpertRouter({
         host: options.host, manifest: options.manifest, manifestCid: options.manifestCid, discovery: options.discovery, swarm: options.swarm,
         client: this.client, strict: options.strictExperts, activateAll: options.activateAllExperts, logger: options.logger, timeoutMs: options.minStepTimeoutMs,
+        payer: options.payer,
       });
     }
   }
@@ -184,13 +180,14 @@ export class PipelineSession {
     const experts: NonNullable<StepOutcome['experts']> = { hops: [], fallbacks: [] };
     while (j < this.k) {
       const moe = this.options.manifest.fragments[j].moe;
-      if (moe && this.experts) {
-        // A cut MoE layer: the router and each token's experts are called by the expert router, then on down the pipeline.
+      if (moe?.role === 'experts' && this.experts) {
+        // A cut MoE layer's experts: the span before ran its router (in the same call when one host has both); the
+        // expert router sends each token to its experts, then on down the pipeline.
         const layer = await this.experts.runLayer(moe.group, known);
         known[this.options.manifest.expertGroups[moe.group].output!] = layer.output;
         experts.hops.push(...layer.hops);
         experts.fallbacks.push(...layer.fallbacks);
-        while (j < this.k && this.options.manifest.fragments[j].moe) j++;
+        while (j < this.k && this.options.manifest.fragments[j].moe?.role === 'experts') j++;
         continue;
       }
       if (i >= this.chain.length) await this.extend(j, tokens);
@@ -423,9 +420,10 @@ export class PipelineSession {
 
   /** Routes and opens sessions from fragment j to the end of the model. */
   private async extend(from: number, tokens: number): Promise<void> {
-    // Up to the next cut MoE layer, whose fragments are called per token, not walked as a span.
+    // Up to the next cut MoE layer's experts, which are called per token, not walked as a span. Its router is walked
+    // like a dense fragment: with the fragment before it on one host, one call runs both (no round trip of its own).
     let to = from;
-    while (to < this.k && !this.options.manifest.fragments[to].moe) to++;
+    while (to < this.k && this.options.manifest.fragments[to].moe?.role !== 'experts') to++;
     this.chain.push(...(await this.openRoute(from, to, tokens)));
   }
 

@@ -38,6 +38,8 @@ interface TextRequest {
   stream: boolean;
   includeUsage: boolean;
   sampling: { temperature: number; topP?: number; topK?: number; seed: number };
+  /** `strict_experts`: a token whose chosen mixture-of-experts expert has no live server fails the request (docs/moe.md). */
+  strictExperts: boolean;
 }
 
 /** `system_fingerprint`: says when the model is synthetic (seeded weights: noise, not language). */
@@ -56,6 +58,7 @@ async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<
   singleChoice(b);
   refuseUnimplemented(endpoint, b);
   const stream = optionalBoolean(b, 'stream', false);
+  const strictExperts = optionalBoolean(b, 'strict_experts', false);
   let includeUsage = false;
   if (b.stream_options !== undefined && b.stream_options !== null) {
     if (typeof b.stream_options !== 'object') throw badRequest('"stream_options" must be an object', 'stream_options', 'invalid_type');
@@ -103,7 +106,7 @@ async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<
       maxField, 'context_length_exceeded',
     );
   }
-  return { model, promptIds, maxTokens, maxTokensGiven: requestedMax !== undefined, stop, stream, includeUsage, sampling: { temperature, topP, topK, seed } };
+  return { model, promptIds, maxTokens, maxTokensGiven: requestedMax !== undefined, stop, stream, includeUsage, sampling: { temperature, topP, topK, seed }, strictExperts };
 }
 
 async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -135,6 +138,7 @@ async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRe
   const generation = new GridGeneration(ctx.client, model, {
     promptIds: r.promptIds, maxTokens: r.maxTokens, stop: r.stop, sampling: r.sampling, payer: budget.wrap(ctx.payerFor?.(key)), signal: gone.signal,
     priceLimits, verifier: ctx.verifier, mayContinue: key.budget === undefined ? undefined : (unpaid) => budget.fits(unpaid),
+    strictExperts: r.strictExperts,
   }, trace);
   const endpointPath = endpoint === 'chat' ? '/v1/chat/completions' : '/v1/completions';
   ctx.feed.publish({ event: 'request.started', requestId, at: Date.now(), endpoint: endpointPath, model: model.id, key: key.name, stream: r.stream });

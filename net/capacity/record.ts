@@ -15,6 +15,7 @@
  * so discovery, routing, payment and disputes can never use an address the peer merely named.
  */
 import { QUANT_SCHEMES } from '../../fragments/quantize/scheme.js';
+import type { Manifest } from '../../fragments/manifest.js';
 import { publicKeyFromProtobuf, publicKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPublicKey } from '@libp2p/peer-id';
@@ -54,6 +55,11 @@ export interface HostedFragment {
   stepsPerSecond: number;
   load: number;
   activeSessions: number;
+  /**
+   * For an expert fragment of a cut mixture-of-experts layer: its layer's expert group (manifest.expertGroups
+   * index) and the experts it computes, so clients find an expert's hosts by name (absent on other fragments).
+   */
+  experts?: { group: number; experts: number[] };
 }
 /** The advertised share limits (proto ShareLimits; node/limits.ts holds the live ones). */
 export interface AdvertisedLimits {
@@ -128,6 +134,12 @@ const RecordType = wire.CapacityRecord;
 const SignedType = wire.SignedCapacityRecord;
 const DOMAIN_BYTES = new TextEncoder().encode(CAPACITY_SIGNATURE_DOMAIN);
 
+/** What a record says of fragment `index` of `manifest` beyond its CID: the experts it computes, when it is an expert fragment. */
+export function expertsOfFragment(manifest: Pick<Manifest, 'fragments'>, index: number): Pick<HostedFragment, 'experts'> {
+  const moe = manifest.fragments[index]?.moe;
+  return moe?.role === 'experts' && moe.experts?.length ? { experts: { group: moe.group, experts: [...moe.experts] } } : {};
+}
+
 // ---------------------------------------------------------------- keys
 
 /** `/gpcap/<peerId>` */
@@ -160,9 +172,10 @@ function toNumber(v: number | { toNumber(): number } | null | undefined): number
 
 /** Encodes a record (no signature). */
 export function encodeRecord(record: CapacityRecord): Uint8Array {
-  const err = RecordType.verify(record);
+  const wireForm = { ...record, fragments: record.fragments.map(({ experts, ...f }) => (experts ? { ...f, experts: experts.experts, expertGroup: experts.group } : f)) };
+  const err = RecordType.verify(wireForm);
   if (err) throw new TypeError(`invalid capacity record: ${err}`);
-  return RecordType.encode(RecordType.fromObject(record)).finish();
+  return RecordType.encode(RecordType.fromObject(wireForm)).finish();
 }
 
 /** Decodes record bytes into plain data; throws MALFORMED. */
@@ -209,6 +222,7 @@ export function decodeRecord(bytes: Uint8Array): CapacityRecord {
       stepsPerSecond: f.stepsPerSecond,
       load: f.load,
       activeSessions: f.activeSessions,
+      ...(f.experts?.length ? { experts: { group: f.expertGroup, experts: [...f.experts] } } : {}),
     })),
     softwareVersion: o.softwareVersion,
     issuedAtMs: toNumber(o.issuedAtMs),

@@ -27,6 +27,7 @@ import { StepBatcher, type BatcherOptions } from './batcher.js';
 import { loadSpan, ManifestCache } from './span.js';
 import { ortToWire } from '../../net/exec/tensors.js';
 import { ChainForwarder } from './forwarding.js';
+import { checkExpertCallRows } from './expert-rows.js';
 import { fromDecodedHop } from '../../net/exec/codec.js';
 import { compressWireTensor, WireEncoding, type WireEncodingCode } from '../../net/exec/wire-compression.js';
 
@@ -327,7 +328,7 @@ export class ExecServer {
       const replay = (step.replay ?? []).map((c) => ({ position: c.position ?? 0, inputs: (c.inputs ?? []).map(toWireTensor) }));
       const position = step.position ?? 0;
       const admitStarted = performance.now();
-      if (this.payments) ticket = await this.admitPayment(owner, session, stepId, step, replay.length + 1);
+      if (this.payments) ticket = await this.admitPayment(owner, session, stepId, step, replay.length + 1, inputs);
       let paymentMs = performance.now() - admitStarted;
       const outcome = await this.sessions.step(session, {
         stepId,
@@ -404,9 +405,10 @@ export class ExecServer {
   }
 
   /** Asks the payment hook whether the step may run (ExecError PAYMENT_REQUIRED / UNPAID when not). */
-  private async admitPayment(owner: string, session: ExecSession, stepId: bigint, step: DecodedStep, chunks: number): Promise<PaidStepTicket> {
+  private async admitPayment(owner: string, session: ExecSession, stepId: bigint, step: DecodedStep, chunks: number, inputs: WireTensor[]): Promise<PaidStepTicket> {
     const indices = session.program.members.map((m) => m.info?.index);
     const manifest = session.manifestCid ? await this.manifests.get(session.manifestCid) : undefined;
+    if (manifest) checkExpertCallRows(manifest, indices, step.chunkTokens ?? [], inputs);
     return this.payments!.admit({
       owner,
       sessionId: session.id,

@@ -219,6 +219,8 @@ export namespace gridpipe {
             stepsPerSecond: number;
             load: number;
             activeSessions: number;
+            experts: number[];
+            expertGroup: number;
             static create(properties: gridpipe.v1.HostedFragment.$Shape): gridpipe.v1.HostedFragment & gridpipe.v1.HostedFragment.$Shape;
             static create(properties?: gridpipe.v1.HostedFragment.$Properties): gridpipe.v1.HostedFragment;
             static encode(message: gridpipe.v1.HostedFragment, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -237,6 +239,8 @@ export namespace gridpipe {
                 stepsPerSecond?: (number|null);
                 load?: (number|null);
                 activeSessions?: (number|null);
+                experts?: (number[]|null);
+                expertGroup?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.HostedFragment.$Properties;

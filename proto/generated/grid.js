@@ -1435,6 +1435,7 @@ export const gridpipe = $root.gridpipe = (() => {
         v1.HostedFragment = (function() {
 
             const HostedFragment = function (properties) {
+                this.experts = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -1447,6 +1448,8 @@ export const gridpipe = $root.gridpipe = (() => {
             HostedFragment.prototype.stepsPerSecond = 0;
             HostedFragment.prototype.load = 0;
             HostedFragment.prototype.activeSessions = 0;
+            HostedFragment.prototype.experts = $util.emptyArray;
+            HostedFragment.prototype.expertGroup = 0;
 
             HostedFragment.create = function(properties) {
                 return new HostedFragment(properties);
@@ -1471,6 +1474,10 @@ export const gridpipe = $root.gridpipe = (() => {
                     writer.uint32(41).double(message.load);
                 if (message.activeSessions != null && $Object.hasOwnProperty.call(message, "activeSessions") && message.activeSessions !== 0)
                     writer.uint32(48).uint32(message.activeSessions);
+                if (message.experts != null && message.experts.length)
+                    writer.uint32(562).uint32s(message.experts);
+                if (message.expertGroup != null && $Object.hasOwnProperty.call(message, "expertGroup") && message.expertGroup !== 0)
+                    writer.uint32(568).uint32(message.expertGroup);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -1558,6 +1565,29 @@ export const gridpipe = $root.gridpipe = (() => {
                                 delete message.activeSessions;
                             continue;
                         }
+                    case 70: {
+                            if (wireType === 2) {
+                                if (!(message.experts && message.experts.length))
+                                    message.experts = [];
+                                reader.uint32s(message.experts);
+                                continue;
+                            }
+                            if (wireType !== 0)
+                                break;
+                            if (!(message.experts && message.experts.length))
+                                message.experts = [];
+                            message.experts.push(reader.uint32());
+                            continue;
+                        }
+                    case 71: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.expertGroup = value;
+                            else
+                                delete message.expertGroup;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -1600,6 +1630,16 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (message.activeSessions != null && $Object.hasOwnProperty.call(message, "activeSessions"))
                     if (!$util.isInteger(message.activeSessions))
                         return "activeSessions: integer expected";
+                if (message.experts != null && $Object.hasOwnProperty.call(message, "experts")) {
+                    if (!$Array.isArray(message.experts))
+                        return "experts: array expected";
+                    for (let i = 0; i < message.experts.length; ++i)
+                        if (!$util.isInteger(message.experts[i]))
+                            return "experts: integer[] expected";
+                }
+                if (message.expertGroup != null && $Object.hasOwnProperty.call(message, "expertGroup"))
+                    if (!$util.isInteger(message.expertGroup))
+                        return "expertGroup: integer expected";
                 return null;
             };
 
@@ -1631,6 +1671,16 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (object.activeSessions != null)
                     if ($Number(object.activeSessions) !== 0)
                         message.activeSessions = object.activeSessions >>> 0;
+                if (object.experts) {
+                    if (!$Array.isArray(object.experts))
+                        throw $TypeError(".gridpipe.v1.HostedFragment.experts: array expected");
+                    message.experts = $Array(object.experts.length);
+                    for (let i = 0; i < object.experts.length; ++i)
+                        message.experts[i] = object.experts[i] >>> 0;
+                }
+                if (object.expertGroup != null)
+                    if ($Number(object.expertGroup) !== 0)
+                        message.expertGroup = object.expertGroup >>> 0;
                 return message;
             };
 
@@ -1642,6 +1692,8 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (_depth > $util.recursionLimit)
                     throw $Error("max depth exceeded");
                 let object = {};
+                if (options.arrays || options.defaults)
+                    object.experts = [];
                 if (options.defaults) {
                     object.cid = "";
                     object.manifestCid = "";
@@ -1649,6 +1701,7 @@ export const gridpipe = $root.gridpipe = (() => {
                     object.stepsPerSecond = 0;
                     object.load = 0;
                     object.activeSessions = 0;
+                    object.expertGroup = 0;
                 }
                 if (message.cid != null && $Object.hasOwnProperty.call(message, "cid"))
                     object.cid = message.cid;
@@ -1662,6 +1715,13 @@ export const gridpipe = $root.gridpipe = (() => {
                     object.load = options.json && !$isFinite(message.load) ? $String(message.load) : message.load;
                 if (message.activeSessions != null && $Object.hasOwnProperty.call(message, "activeSessions"))
                     object.activeSessions = message.activeSessions;
+                if (message.experts && message.experts.length) {
+                    object.experts = $Array(message.experts.length);
+                    for (let j = 0; j < message.experts.length; ++j)
+                        object.experts[j] = message.experts[j];
+                }
+                if (message.expertGroup != null && $Object.hasOwnProperty.call(message, "expertGroup"))
+                    object.expertGroup = message.expertGroup;
                 return object;
             };
 
