@@ -1,0 +1,148 @@
+/**
+ * Issue 21 end to end on a paid grid on anvil, with real supplier processes: a staked, paid supplier started
+ * with GRIDPIPE_TEST_FAULT=noise serves a session; the verifier condemns it; the dispute filer files the
+ * evidence (its signed receipt, the input and digest streams) from the gateway's chain account; the payer
+ * withholds every further voucher; the arbiter service (its own key, not the deployer's) re-runs the evidence
+ * on the grid and upholds; the cheater's stake is slashed and the challenger paid; honest stakes untouched.
+ *
+ * Layout: a 4-layer GPT in 4 fragments; "0" and "3" on staked paid suppliers; the span "1,2" on two free
+ * hosts (checker and referee: the verifier and the arbiter pay no one yet) and on the paid cheater.
+ */
+import '../../net/polyfill.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import type { Wallet } from 'ethers';
+import { GridClient, type OpenModel } from '../../scheduler/client.js';
+import { generate, type GenerateOptions } from '../../scheduler/generate.js';
+import { Verifier, type Verdict } from '../../gateway/verify/verifier.js';
+import { DisputeFiler } from '../../gateway/verify/dispute-filer.js';
+import { Arbiter } from '../../gateway/verify/arbiter.js';
+import { GridRerunner } from '../../gateway/verify/grid-rerunner.js';
+import { Withholding, PaymentWithheldError } from '../../gateway/verify/withholding-payer.js';
+import { VoucherPayer } from '../../gateway/payer/index.js';
+import { actingAs, DisputeStatus } from '../../contracts/index.js';
+import type { Manifest } from '../../fragments/manifest.js';
+import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
+import { tempDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/swarm.js';
+import { keystoreOf, PASSPHRASE, smallGpt, startPaymentChain, TOKEN, type PaymentChain } from '../payments/helpers.js';
+
+const tmp = tempDir();
+const PRICE = '1000000000000'; // base units per GFLOP
+const PROMPT = [72, 101, 108, 108, 111, 32, 103, 114, 105, 100];
+const MAX_TOKENS = 8;
+const STAKE = 100n * TOKEN;
+let chain: PaymentChain;
+let manifest: Manifest;
+let fragDir: string;
+let bootstrap: string;
+let client: GridClient;
+let model: OpenModel;
+let payer: VoucherPayer;
+const procs: RunningProcess[] = [];
+
+async function start(name: string, fragments: string, opts: { wallet?: Wallet; env?: NodeJS.ProcessEnv; extra?: string[] } = {}): Promise<{ peerId: string; address: string; proc: RunningProcess }> {
+  const args = ['supply', '--data', path.join(tmp.dir, name), '--listen', '/ip4/127.0.0.1/tcp/0', '--network', 'local', '--host', fragDir, '--fragments', fragments, '--json'];
+  if (bootstrap) args.push('--bootstrap', bootstrap);
+  if (opts.wallet) args.push('--wallet', await keystoreOf(opts.wallet, path.join(tmp.dir, `${name}.json`)), '--chain-config', chain.configPath, '--price-per-gflop', PRICE);
+  const proc = startGridpipe([...args, ...(opts.extra ?? [])], { GRIDPIPE_PASSPHRASE: PASSPHRASE, ...opts.env });
+  procs.push(proc);
+  const ready = (await proc.ready) as { peerId: string; addresses: string[] };
+  return { peerId: ready.peerId, address: ready.addresses[0], proc };
+}
+
+function options(): GenerateOptions {
+  return { promptIds: PROMPT, maxTokens: MAX_TOKENS, kvCache: true, inputNames: manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')) };
+}
+
+beforeAll(async () => {
+  chain = await startPaymentChain(tmp.dir);
+  ({ manifest, fragDir } = await smallGpt(tmp.dir, 4));
+  for (const w of chain.wallets.slice(1, 8)) await chain.mint(w.address, 1_000_000n);
+  const [, w0, w3, wCheat] = chain.wallets;
+  for (const w of [w0, w3, wCheat]) await chain.stake(w, STAKE);
+  // The arbiter is its own account (the arbiter service's key), not the deployer.
+  await (await chain.contracts.disputeManager!.setArbiter(chain.wallets[9].address)).wait();
+  const first = await start('h0', '0', { wallet: w0 });
+  bootstrap = first.address;
+  await Promise.all([start('h3', '3', { wallet: w3 }), start('h1', '1,2'), start('h2', '1,2')]);
+  // Routing must pick the cheater for the test to check it (test/verify/cheaters.test.ts does the same).
+  client = await GridClient.connect({ bootstrap: [bootstrap], network: 'local', discovery: { lookupTimeoutMs: 5000 }, estimates: { maxAdvertisedGflops: 1e7, defaultRttMs: 0 } });
+  model = await client.openModel(fragDir);
+  await chain.deposit(chain.wallets[4], 10_000n * TOKEN);
+  payer = await VoucherPayer.open({ chain: { chainConfig: chain.config, wallet: chain.wallets[4] }, dataDir: path.join(tmp.dir, 'gateway') });
+}, 180_000);
+
+afterAll(async () => {
+  await payer?.close();
+  await client?.close();
+  await Promise.all(procs.map((p) => p.stop('SIGTERM')));
+  await killAll();
+  await chain?.close();
+  tmp.cleanup();
+});
+
+describe('disputes end to end (anvil, paid supplier processes, GRIDPIPE_TEST_FAULT)', () => {
+  it('a cheater is condemned, the dispute filed and upheld, its stake slashed and the challenger paid; its payments withheld; honest stakes untouched', async () => {
+    const [, w0, w3, wCheat, gatewayWallet] = chain.wallets;
+    const cheater = await start('cheat', '1,2', { wallet: wCheat, env: { GRIDPIPE_TEST_FAULT: 'noise' }, extra: ['--gflops', '1000000'] });
+    await waitFor(async () => (await model.discovery.refresh()).length === 5, 'five suppliers in view', 30_000, 250);
+
+    const withholding = new Withholding();
+    const disputesDir = path.join(tmp.dir, 'gateway', 'disputes');
+    const filer = new DisputeFiler({ dir: disputesDir, account: await actingAs(chain.config, gatewayWallet), chainId: chain.config.chainId });
+    const verdicts: Verdict[] = [];
+    const verifier = new Verifier({
+      host: client.host, swarm: client.swarm, rate: 1,
+      onVerdict: (v, e) => { verdicts.push(v); withholding.withhold(e.link.supplier.stakingAddress); filer.onVerdict(v, e); },
+    });
+    const paying = withholding.wrap(payer);
+    let served = false;
+    for (let i = 0; i < 12 && !verdicts.length; i++) {
+      const session = client.session(model, PROMPT.length + MAX_TOKENS, { payer: paying, observer: verifier.observe(model, PROMPT.length + MAX_TOKENS) });
+      try {
+        for await (const _ of generate(session, options())) void _;
+      } finally {
+        await session.close();
+      }
+      served ||= session.route.some((r) => r.peerId === cheater.peerId);
+      await verifier.idle();
+    }
+    expect(served, 'the cheater served a session').toBe(true);
+    expect(verdicts.map((v) => [v.result, v.supplier])).toEqual([['supplier-condemned', cheater.peerId]]);
+
+    // Filed from the gateway's account, with the evidence persisted first.
+    await filer.idle();
+    expect(filer.filed.map((f) => [f.state, f.supplier, f.error])).toEqual([['filed', wCheat.address, undefined]]);
+    const id = filer.filed[0].disputeId!;
+    const records = await filer.records();
+    expect(records.map((r) => [r.state, r.disputeId])).toEqual([['filed', id.toString()]]);
+    expect(readdirSync(disputesDir).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+    const dispute = await chain.contracts.disputeManager!.getDispute(id);
+    expect([dispute.supplier, dispute.challenger, dispute.status]).toEqual([wCheat.address, gatewayWallet.address, BigInt(DisputeStatus.Open)]);
+
+    // No further voucher for the condemned supplier, whatever the charge.
+    await expect(paying.voucherFor({ peerId: cheater.peerId, stakingAddress: wCheat.address, pricePerGflop: '1' }, 1n)).rejects.toBeInstanceOf(PaymentWithheldError);
+
+    // The arbiter service re-runs the evidence on the grid's other hosts of the span and rules.
+    const gatewayBefore = await chain.contracts.token.balanceOf(gatewayWallet.address);
+    const arbiter = new Arbiter({ disputeManager: chain.contracts.disputeManager!.connect(chain.wallets[9]), rerunner: new GridRerunner(client) });
+    const rulings = await arbiter.sweep();
+    expect(rulings.get(id)?.upheld, rulings.get(id)?.reason).toBe(true);
+    const slash = await chain.contracts.disputeManager!.slashAmount();
+    const bond = await chain.contracts.disputeManager!.disputeBond();
+    const stakeOf = async (w: Wallet) => (await chain.contracts.stakeRegistry.stakeOf(w.address)).staked;
+    expect(await stakeOf(wCheat)).toBe(STAKE - slash);
+    expect(await stakeOf(w0)).toBe(STAKE);
+    expect(await stakeOf(w3)).toBe(STAKE);
+    expect(await chain.contracts.token.balanceOf(gatewayWallet.address)).toBe(gatewayBefore + slash / 2n + bond);
+
+    // A restart resumes nothing (the dispute is filed) and files nothing twice.
+    const again = new DisputeFiler({ dir: disputesDir, account: await actingAs(chain.config, gatewayWallet), chainId: chain.config.chainId });
+    await again.resume();
+    expect(again.filed).toEqual([]);
+    expect(await chain.contracts.disputeManager!.disputeCount()).toBe(1n);
+    expect(existsSync(disputesDir)).toBe(true);
+  }, 300_000);
+});
