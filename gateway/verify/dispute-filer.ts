@@ -78,8 +78,13 @@ export class DisputeFiler {
       this.counter?.inc({ outcome: 'unfileable' });
       return;
     }
+    this.fileEvidence(built);
+  }
+
+  /** Persists `evidence`, then files it (queued; `idle()` waits for it). */
+  fileEvidence(evidence: DisputeEvidence): void {
     this.enqueue(async () => {
-      const record: DisputeRecord = { digest: receiptDigest(await this.dm.getAddress(), this.options.chainId, built.receipt), state: 'pending', evidence: evidenceToJson(built) };
+      const record: DisputeRecord = { digest: receiptDigest(await this.dm.getAddress(), this.options.chainId, evidence.receipt), state: 'pending', evidence: evidenceToJson(evidence) };
       await this.save(record);
       await this.file(record);
     });

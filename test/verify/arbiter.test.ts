@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
-import { toUtf8Bytes, type Wallet } from 'ethers';
+import { toUtf8Bytes, Wallet } from 'ethers';
 import { buildModel } from '../../fragments/builder/index.js';
 import { writeModel } from '../../fragments/onnx/write.js';
 import { cidOfFile } from '../../fragments/cid.js';
@@ -21,7 +21,8 @@ import type { TensorMap } from '../../net/exec/client.js';
 import { ByteCollector, committedDigests, readDigestStream, writeDigestStream, writeTensorStream } from '../../policy/receipt-commitment.js';
 import { Arbiter, type DisputeRerunner } from '../../gateway/verify/arbiter.js';
 import { spanDigest, type DisputeContext } from '../../gateway/verify/dispute-evidence.js';
-import { DisputeStatus } from '../../contracts/index.js';
+import { actingAs, createProvider, DisputeStatus } from '../../contracts/index.js';
+import { DisputeFiler } from '../../gateway/verify/dispute-filer.js';
 import type { Receipt } from '../../contracts/eip712.js';
 import { CHALLENGE_WINDOW, DISPUTE_BOND, REWARD_BPS, SLASH_AMOUNT, eventsOf, expectRevert, mined, randomHash, setupChain, type Chain } from '../contracts/helpers.js';
 import { gptInputs, int64 } from '../helpers/decoder-inputs.js';
@@ -229,5 +230,34 @@ describe('the arbiter service re-runs the evidence and resolves', () => {
     const { receipt, signature } = await signed(inputs, perturbed(honest));
     await chain.increaseTime(CHALLENGE_WINDOW + 60);
     await expectRevert(dm(challenger).fileDispute(receipt, signature, tensorStream(inputs), digestStream(perturbed(honest)), digestStream(honest), toUtf8Bytes('{}')), 'ChallengeWindowClosed');
+  });
+});
+
+describe('the dispute filer persists evidence before filing', () => {
+  it('keeps a dispute pending while the chain is unreachable and files it, once, at the next start', async () => {
+    const inputs = chunkInputs();
+    const honest = await runChunks(inputs);
+    const cheat = perturbed(honest);
+    const { receipt, signature } = await signed(inputs, cheat);
+    const evidence = { peerId: '12D3KooWtest', receipt, signature, inputs: tensorStream(inputs), revealedDigests: digestStream(cheat), rerunDigests: digestStream(honest), context: context(inputs, cheat) };
+    const dir = path.join(tmp.dir, 'gateway-disputes');
+    // The gateway's account behind an RPC URL nobody answers: the transaction cannot be sent.
+    const dead = createProvider('http://127.0.0.1:9', chain.chainId);
+    const offline = new DisputeFiler({ dir, account: await actingAs(chain.config, new Wallet(challenger.privateKey, dead)), chainId: chain.chainId });
+    offline.fileEvidence(evidence);
+    await offline.idle();
+    dead.destroy();
+    expect((await offline.records()).map((r) => r.state)).toEqual(['pending']);
+    expect(await dm().disputeCount()).toBe(0n);
+    // The next start files it; a third finds it filed on chain and sends nothing.
+    const online = new DisputeFiler({ dir, account: await actingAs(chain.config, challenger), chainId: chain.chainId });
+    await online.resume();
+    expect(online.filed.map((f) => [f.state, f.supplier, f.disputeId])).toEqual([['filed', supplier.address, 1n]]);
+    expect((await online.records()).map((r) => [r.state, r.disputeId])).toEqual([['filed', '1']]);
+    const again = new DisputeFiler({ dir, account: await actingAs(chain.config, challenger), chainId: chain.chainId });
+    await again.resume();
+    expect(again.filed).toEqual([]);
+    expect(await dm().disputeCount()).toBe(1n);
+    expect((await dm().getDispute(1n)).challenger).toBe(challenger.address);
   });
 });
