@@ -129,8 +129,10 @@ export async function verifyBench(): Promise<void> {
       const keystore = path.join(dir, `cheat-${fault}.json`);
       await saveKeystore(new Wallet(wallet.privateKey), keystore, { passphrase: 'bench', scryptN: 1024 });
       const paid = ['--wallet', keystore, '--chain-config', configPath, '--price-per-gflop', parseUnits('0.000001', 18).toString(), '--gflops', '1000000'];
-      const cheater = await start(`cheat-${fault}`, '1,2', manifestCid, { GRIDPIPE_TEST_FAULT: fault, GRIDPIPE_PASSPHRASE: 'bench' }, [...join, ...paid]);
-      await waitUntil(async () => (await cheatModel.discovery.refresh()).some((s) => s.peerId === cheater.peerId), `the ${fault} cheater in view`);
+      const cheater = await start(`cheat-${fault}`, '1,2', fragDir, { GRIDPIPE_TEST_FAULT: fault, GRIDPIPE_PASSPHRASE: 'bench' }, [...join, ...paid]);
+      let seen: string[] = [];
+      await waitUntil(async () => (seen = (await cheatModel.discovery.refresh()).map((s) => `${s.peerId}[${s.start}..${s.end}]`)).some((s) => s.startsWith(cheater.peerId)), `the ${fault} cheater in view`, 180_000)
+        .catch((err: unknown) => { throw new Error(`${(err as Error).message}; in view: ${seen.join(', ')}; cheater output: ${cheater.proc.output().slice(-2000)}`); });
       const verdicts: Verdict[] = [];
       let cheaterSteps = 0;
       const verifier = new Verifier({

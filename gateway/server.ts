@@ -68,6 +68,8 @@ export interface GatewayOptions {
   extraRoutes?: (app: FastifyInstance, ctx: GatewayContext) => void;
   /** Share of (session, supplier) links re-run on another host of the span to catch wrong outputs (gateway/verify/; default 0: off). */
   verifyRate?: number;
+  /** With verifyRate: pays the hosts that check and referee when they charge (the gateway's own payer). */
+  verifierPayer?: StepPayer;
   /** With verifyRate: file disputes against condemned suppliers from this chain account and withhold their payments (gateway/verify/dispute-desk.ts). */
   disputes?: DisputeDeskOptions;
   logger?: Logger;
@@ -164,6 +166,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     priceLimits: options.priceLimits, metricsToken: options.metricsToken,
     verifier: options.verifyRate ? new Verifier({
       host: client.host, swarm: client.swarm, rate: options.verifyRate, logger, registry: metrics.registry,
+      payer: options.verifierPayer && desk ? desk.withholding.wrap(options.verifierPayer) : options.verifierPayer,
       onCheck: (v) => publishVerdict(feed, v), ...(desk ? { onVerdict: (v, e) => desk.onVerdict(v, e) } : {}),
     }) : undefined,
   };

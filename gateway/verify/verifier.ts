@@ -18,7 +18,7 @@ import type { GridHost } from '../../net/host.js';
 import { ExecClient, type TensorMap } from '../../net/exec/client.js';
 import type { OpenModel } from '../../scheduler/client.js';
 import type { HostedSpan } from '../../scheduler/discovery.js';
-import { isPaidSpan } from '../../scheduler/payment.js';
+import { isPaidSpan, type StepPayer } from '../../scheduler/payment.js';
 import type { HopRecord, StepObserver } from '../../scheduler/step-observer.js';
 import type { SwarmView } from '../../scheduler/swarm-view.js';
 import {
@@ -46,6 +46,11 @@ export interface VerifierOptions {
   onVerdict?: (verdict: Verdict, evidence: VerdictEvidence) => void;
   /** Told every check's verdict, whatever it found. */
   onCheck?: (verdict: Verdict) => void;
+  /**
+   * Pays the hosts that check and referee when they charge (the gateway's payer), with vouchers priced like a
+   * session's step; without it hosts that charge are never asked.
+   */
+  payer?: StepPayer;
 }
 
 /** The chunks a supplier ran in a session, in order from step 0, with what it returned. */
@@ -55,7 +60,7 @@ export interface CheckedLink {
   end: number;
   model: OpenModel;
   maxLength: number;
-  chunks: { position: number; inputs: TensorMap; outputs: TensorMap }[];
+  chunks: { position: number; inputs: TensorMap; outputs: TensorMap; tokens: number }[];
   /** The link's calls in order: how many chunks each carried and the receipt its reply signed, if any. */
   calls: { chunks: number; receipt?: Uint8Array }[];
   want: string[];
@@ -141,8 +146,8 @@ export class Verifier {
           links.set(key, link);
         }
         if (!link) return;
-        for (const r of hop.replay) link.chunks.push({ position: r.chunk.position, inputs: r.chunk.inputs, outputs: r.outputs });
-        link.chunks.push({ position: hop.position, inputs: hop.inputs, outputs: hop.outputs });
+        hop.replay.forEach((r, i) => link!.chunks.push({ position: r.chunk.position, inputs: r.chunk.inputs, outputs: r.outputs, tokens: hop.chunkTokens[i] ?? 0 }));
+        link.chunks.push({ position: hop.position, inputs: hop.inputs, outputs: hop.outputs, tokens: hop.chunkTokens[hop.replay.length] ?? 0 });
         link.calls.push({ chunks: hop.replay.length + 1, ...(hop.receipt ? { receipt: hop.receipt } : {}) });
       },
       onClose: () => {
@@ -219,13 +224,13 @@ export class Verifier {
   }
 
   /**
-   * Live, unbanned hosts of the link's whole span other than `exclude`. Hosts that charge are left out: the
-   * verifier pays no one yet (docs/verification.md).
+   * Live, unbanned hosts of the link's whole span other than `exclude`. Hosts that charge are asked only when
+   * the verifier has a payer (docs/verification.md).
    */
   private async otherHosts(link: CheckedLink, exclude: string[]): Promise<HostedSpan[]> {
     const current = link.model.discovery.current.length ? link.model.discovery.current : await link.model.discovery.refresh();
     return current.filter((s) => s.start <= link.start && link.end <= s.end && !exclude.includes(s.peerId) && !this.options.swarm.isBanned(s.peerId)
-      && !(isPaidSpan(s) && Number(s.pricePerGflop) > 0));
+      && (this.options.payer !== undefined || !(isPaidSpan(s) && Number(s.pricePerGflop) > 0)));
   }
 
   /** The re-run of the first other host that answers (one that fails is skipped, not condemned). */
@@ -233,7 +238,7 @@ export class Verifier {
     for (const host of await this.otherHosts(link, exclude)) {
       const started = performance.now();
       try {
-        return { host, outputs: await rerunOnHost(this.exec, this.options.host.node, host, { ...link, timeoutMs: this.options.timeoutMs ?? 60_000 }) };
+        return { host, outputs: await rerunOnHost(this.exec, this.options.host.node, host, { ...link, timeoutMs: this.options.timeoutMs ?? 60_000, payer: this.options.payer }) };
       } catch (err) {
         this.options.logger?.debug({ peer: host.peerId, err: (err as Error).message }, 'verification re-run failed; trying another host');
       } finally {

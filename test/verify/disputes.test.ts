@@ -5,8 +5,10 @@
  * withholds every further voucher; the arbiter service (its own key, not the deployer's) re-runs the evidence
  * on the grid and upholds; the cheater's stake is slashed and the challenger paid; honest stakes untouched.
  *
- * Layout: a 4-layer GPT in 4 fragments; "0" and "3" on staked paid suppliers; the span "1,2" on two free
- * hosts (checker and referee: the verifier and the arbiter pay no one yet) and on the paid cheater.
+ * Layout: a 4-layer GPT in 4 fragments; "0" and "3" on staked paid suppliers; the span "1,2" on the paid
+ * cheater, on a paid honest host and on a free one: checker and referee are both needed, so the verifier pays
+ * the paid honest host for its check (a host that charges refuses a call without a voucher). The arbiter pays
+ * no one yet: it re-runs on the free host.
  */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -41,6 +43,7 @@ let client: GridClient;
 let model: OpenModel;
 let payer: VoucherPayer;
 const procs: RunningProcess[] = [];
+let paidChecker: { peerId: string };
 
 async function start(name: string, fragments: string, opts: { wallet?: Wallet; env?: NodeJS.ProcessEnv; extra?: string[] } = {}): Promise<{ peerId: string; address: string; proc: RunningProcess }> {
   const args = ['supply', '--data', path.join(tmp.dir, name), '--listen', '/ip4/127.0.0.1/tcp/0', '--network', 'local', '--host', fragDir, '--fragments', fragments, '--json'];
@@ -60,13 +63,13 @@ beforeAll(async () => {
   chain = await startPaymentChain(tmp.dir);
   ({ manifest, fragDir } = await smallGpt(tmp.dir, 4));
   for (const w of chain.wallets.slice(1, 8)) await chain.mint(w.address, 1_000_000n);
-  const [, w0, w3, wCheat] = chain.wallets;
-  for (const w of [w0, w3, wCheat]) await chain.stake(w, STAKE);
+  const [, w0, w3, wCheat, , wChecker] = chain.wallets;
+  for (const w of [w0, w3, wCheat, wChecker]) await chain.stake(w, STAKE);
   // The arbiter is its own account (the arbiter service's key), not the deployer.
   await (await chain.contracts.disputeManager!.setArbiter(chain.wallets[9].address)).wait();
   const first = await start('h0', '0', { wallet: w0 });
   bootstrap = first.address;
-  await Promise.all([start('h3', '3', { wallet: w3 }), start('h1', '1,2'), start('h2', '1,2')]);
+  [, paidChecker] = await Promise.all([start('h3', '3', { wallet: w3 }), start('h1', '1,2', { wallet: wChecker }), start('h2', '1,2')]);
   // Routing must pick the cheater for the test to check it (test/verify/cheaters.test.ts does the same).
   client = await GridClient.connect({ bootstrap: [bootstrap], network: 'local', discovery: { lookupTimeoutMs: 5000 }, estimates: { maxAdvertisedGflops: 1e7, defaultRttMs: 0 } });
   model = await client.openModel(fragDir);
@@ -85,19 +88,19 @@ afterAll(async () => {
 
 describe('disputes end to end (anvil, paid supplier processes, GRIDPIPE_TEST_FAULT)', () => {
   it('a cheater is condemned, the dispute filed and upheld, its stake slashed and the challenger paid; its payments withheld; honest stakes untouched', async () => {
-    const [, w0, w3, wCheat, gatewayWallet] = chain.wallets;
+    const [, w0, w3, wCheat, gatewayWallet, wChecker] = chain.wallets;
     const cheater = await start('cheat', '1,2', { wallet: wCheat, env: { GRIDPIPE_TEST_FAULT: 'noise' }, extra: ['--gflops', '1000000'] });
-    await waitFor(async () => (await model.discovery.refresh()).length === 5, 'five suppliers in view', 30_000, 250);
+    await waitFor(async () => (await model.discovery.refresh()).length === 5, 'five suppliers in view', 60_000, 250);
 
     const withholding = new Withholding();
     const disputesDir = path.join(tmp.dir, 'gateway', 'disputes');
     const filer = new DisputeFiler({ dir: disputesDir, account: await actingAs(chain.config, gatewayWallet), chainId: chain.config.chainId });
     const verdicts: Verdict[] = [];
+    const paying = withholding.wrap(payer);
     const verifier = new Verifier({
-      host: client.host, swarm: client.swarm, rate: 1,
+      host: client.host, swarm: client.swarm, rate: 1, payer: paying,
       onVerdict: (v, e) => { verdicts.push(v); withholding.withhold(e.link.supplier.stakingAddress); filer.onVerdict(v, e); },
     });
-    const paying = withholding.wrap(payer);
     let served = false;
     for (let i = 0; i < 12 && !verdicts.length; i++) {
       const session = client.session(model, PROMPT.length + MAX_TOKENS, { payer: paying, observer: verifier.observe(model, PROMPT.length + MAX_TOKENS) });
@@ -111,6 +114,9 @@ describe('disputes end to end (anvil, paid supplier processes, GRIDPIPE_TEST_FAU
     }
     expect(served, 'the cheater served a session').toBe(true);
     expect(verdicts.map((v) => [v.result, v.supplier])).toEqual([['supplier-condemned', cheater.peerId]]);
+    // Checker and referee were the two honest hosts of the span, the paid one paid by the verifier's vouchers.
+    expect([verdicts[0].checker, verdicts[0].referee]).toContain(paidChecker.peerId);
+    expect(payer.totals().find((t) => t.payee === wChecker.address)?.signed ?? 0n).toBeGreaterThan(0n);
 
     // Filed from the gateway's account, with the evidence persisted first.
     await filer.idle();
@@ -136,6 +142,7 @@ describe('disputes end to end (anvil, paid supplier processes, GRIDPIPE_TEST_FAU
     expect(await stakeOf(wCheat)).toBe(STAKE - slash);
     expect(await stakeOf(w0)).toBe(STAKE);
     expect(await stakeOf(w3)).toBe(STAKE);
+    expect(await stakeOf(wChecker)).toBe(STAKE);
     expect(await chain.contracts.token.balanceOf(gatewayWallet.address)).toBe(gatewayBefore + slash / 2n + bond);
 
     // A restart resumes nothing (the dispute is filed) and files nothing twice.
