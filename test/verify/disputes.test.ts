@@ -19,14 +19,13 @@ import { GridClient, type OpenModel } from '../../scheduler/client.js';
 import { generate, type GenerateOptions } from '../../scheduler/generate.js';
 import { Verifier, type Verdict } from '../../gateway/verify/verifier.js';
 import { DisputeFiler } from '../../gateway/verify/dispute-filer.js';
-import { Arbiter } from '../../gateway/verify/arbiter.js';
-import { GridRerunner } from '../../gateway/verify/grid-rerunner.js';
 import { Withholding, PaymentWithheldError } from '../../gateway/verify/withholding-payer.js';
 import { VoucherPayer } from '../../gateway/payer/index.js';
 import { actingAs, DisputeStatus } from '../../contracts/index.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
+import { runCli } from '../helpers/cli.js';
 import { waitFor } from '../helpers/swarm.js';
 import { keystoreOf, PASSPHRASE, smallGpt, startPaymentChain, TOKEN, type PaymentChain } from '../payments/helpers.js';
 
@@ -131,11 +130,18 @@ describe('disputes end to end (anvil, paid supplier processes, GRIDPIPE_TEST_FAU
     // No further voucher for the condemned supplier, whatever the charge.
     await expect(paying.voucherFor({ peerId: cheater.peerId, stakingAddress: wCheat.address, pricePerGflop: '1' }, 1n)).rejects.toBeInstanceOf(PaymentWithheldError);
 
-    // The arbiter service re-runs the evidence on the grid's other hosts of the span and rules.
+    // The arbiter service (`gridpipe arbiter`, its own key) re-runs the evidence on the grid's other hosts of the span and rules.
     const gatewayBefore = await chain.contracts.token.balanceOf(gatewayWallet.address);
-    const arbiter = new Arbiter({ disputeManager: chain.contracts.disputeManager!.connect(chain.wallets[9]), rerunner: new GridRerunner(client) });
-    const rulings = await arbiter.sweep();
-    expect(rulings.get(id)?.upheld, rulings.get(id)?.reason).toBe(true);
+    const arbiterKey = await keystoreOf(chain.wallets[9], path.join(tmp.dir, 'arbiter.json'));
+    const ruled = await runCli(['arbiter', '--chain-config', chain.configPath, '--wallet', arbiterKey, '--bootstrap', bootstrap, '--network', 'local', '--once', '--json'], { env: { GRIDPIPE_PASSPHRASE: PASSPHRASE } });
+    expect(ruled.code, ruled.stderr.slice(-2000)).toBe(0);
+    const { rulings } = JSON.parse(ruled.stdout.trim().split('\n').at(-1)!) as { rulings: { id: string; upheld: boolean; reason: string }[] };
+    expect(rulings.map((r) => [r.id, r.upheld])).toEqual([[id.toString(), true]]);
+    expect((await chain.contracts.disputeManager!.getDispute(id)).status).toBe(BigInt(DisputeStatus.Upheld));
+    // The deployer is not the arbiter: it cannot resolve (the role is the service's).
+    const wrong = await runCli(['arbiter', '--chain-config', chain.configPath, '--wallet', await keystoreOf(chain.wallets[0], path.join(tmp.dir, 'owner.json')), '--bootstrap', bootstrap, '--once'], { env: { GRIDPIPE_PASSPHRASE: PASSPHRASE } });
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/is not the DisputeManager's arbiter/);
     const slash = await chain.contracts.disputeManager!.slashAmount();
     const bond = await chain.contracts.disputeManager!.disputeBond();
     const stakeOf = async (w: Wallet) => (await chain.contracts.stakeRegistry.stakeOf(w.address)).staked;
