@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Wallet } from 'ethers';
+import { Registry } from 'prom-client';
 import { GridClient, type OpenModel } from '../../scheduler/client.js';
 import { generate, type GenerateOptions } from '../../scheduler/generate.js';
 import { Verifier, type Verdict } from '../../gateway/verify/verifier.js';
@@ -93,7 +94,8 @@ describe('disputes end to end (anvil, paid supplier processes, GRIDPIPE_TEST_FAU
 
     const withholding = new Withholding();
     const disputesDir = path.join(tmp.dir, 'gateway', 'disputes');
-    const filer = new DisputeFiler({ dir: disputesDir, account: await actingAs(chain.config, gatewayWallet), chainId: chain.config.chainId });
+    const registry = new Registry();
+    const filer = new DisputeFiler({ dir: disputesDir, account: await actingAs(chain.config, gatewayWallet), chainId: chain.config.chainId, registry });
     const verdicts: Verdict[] = [];
     const paying = withholding.wrap(payer);
     const verifier = new Verifier({
@@ -121,6 +123,7 @@ describe('disputes end to end (anvil, paid supplier processes, GRIDPIPE_TEST_FAU
     await filer.idle();
     expect(filer.filed.map((f) => [f.state, f.supplier, f.error])).toEqual([['filed', wCheat.address, undefined]]);
     const id = filer.filed[0].disputeId!;
+    expect(await registry.getSingleMetricAsString('gridpipe_disputes_total')).toMatch(/gridpipe_disputes_total\{outcome="filed"\} 1/);
     const records = await filer.records();
     expect(records.map((r) => [r.state, r.disputeId])).toEqual([['filed', id.toString()]]);
     expect(readdirSync(disputesDir).filter((n) => n.endsWith('.tmp'))).toEqual([]);
