@@ -21,7 +21,7 @@ import { reportFailure } from './errors.js';
 import { ensureDataDir, ensurePortFree } from './devnet/preflight.js';
 import { writePrivateFile } from './devnet/private-file.js';
 import type { DevnetChain } from './devnet/chain.js';
-import { startGatewayProcess, startSupplier, stopProcesses, type RunningSupplier } from './devnet/processes.js';
+import { startArbiterProcess, startGatewayProcess, startSupplier, stopProcesses, type RunningSupplier } from './devnet/processes.js';
 import { checkRequest, printUsage, type DevnetInfo } from './devnet/usage.js';
 
 /** Price per GFLOP the devnet's suppliers ask, in base units (10^-6 GRID): a demo request costs a visible fraction of a GRID. */
@@ -135,6 +135,10 @@ export function devnetCommand(): Command {
         gatewayChild = gateway.child;
         gateway.child.on('exit', (code, signal) => { if (!stopping) say(`the gateway exited unexpectedly (${code ?? signal})`); });
         say(`      ${gateway.url}/v1 (${elapsed()})${gateway.explorer ? `; explorer ${gateway.explorer}` : ''}`);
+        // The arbiter service resolves the disputes the gateway's verifier files (docs/verification.md).
+        const arbiter = await startArbiterProcess(['--chain-config', chain.configPath, '--wallet', chain.arbiter.keystore, '--bootstrap', first.address], env, logFile('arbiter'));
+        children.push(arbiter.child);
+        say(`      arbiter ${arbiter.address} resolves disputes (gridpipe arbiter)`);
 
         say('[5/5] a check request through the gateway');
         const check = await checkRequest(gateway.url, keys.apiKey, model.manifest.name);

@@ -87,7 +87,7 @@ export function gatewayCommand(): Command {
       const gateway = await startGateway({
         bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), listen: o.listen.length ? o.listen : undefined, relayServer: o.relayServer, routeMode: o.routeMode,
         port: o.port, host: o.host, keys, models: o.model,
-        payerFor: payers?.payerFor, priceLimits: { maxPricePerGflop: o.maxPricePerGflop, maxOverMedian: o.maxOverMedian }, requireStake, maxTensorBytes: o.maxTensorBytes, verifyRate: o.verifyRate, metricsToken, logger, spendingDir: path.join(o.data, 'spending'),
+        payerFor: payers?.payerFor, verifierPayer: payers?.gatewayPayer, disputes: o.chainConfig && o.wallet ? { chain: { chainConfig: o.chainConfig, rpcUrl: o.rpc, wallet: o.wallet }, dataDir: o.data } : undefined, priceLimits: { maxPricePerGflop: o.maxPricePerGflop, maxOverMedian: o.maxOverMedian }, requireStake, maxTensorBytes: o.maxTensorBytes, verifyRate: o.verifyRate, metricsToken, logger, spendingDir: path.join(o.data, 'spending'),
         extraRoutes: explorer ? (app, ctx) => { attached = explorer.gatewayExplorer(app, ctx, { chainConfig: o.chainConfig, rpcUrl: o.rpc, logger }); } : undefined,
       });
       const explorerUrl = attached ? `${gateway.url}${attached.path}` : undefined;

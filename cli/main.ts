@@ -16,6 +16,7 @@ import { walletCommand } from './wallet.js';
 import { stakeCommand, unstakeCommand, withdrawCommand } from './stake.js';
 import { depositCommand } from './deposit.js';
 import { earningsCommand, redeemCommand } from './earnings.js';
+import { arbiterCommand } from './arbiter.js';
 
 /** Builds the command tree (exported for tests). */
 export function createProgram(): Command {
@@ -38,6 +39,7 @@ export function createProgram(): Command {
   program.addCommand(depositCommand());
   program.addCommand(earningsCommand());
   program.addCommand(redeemCommand());
+  program.addCommand(arbiterCommand());
   for (const cmd of program.commands) {
     cmd.exitOverride();
     for (const sub of cmd.commands) sub.exitOverride();

@@ -15,6 +15,7 @@ import {
   type AddressLike,
   type BaseContractMethod,
   type BigNumberish,
+  type BytesLike,
   type ContractRunner,
   type ContractTransactionResponse,
   type Signer,
@@ -147,6 +148,9 @@ export interface DisputeManagerContract extends Omit<BaseContract, 'connect'>, T
   BPS: View<[], bigint>;
   owner: View<[], string>;
   openDispute: Send<[receipt: ReceiptStruct | Receipt, supplierSignature: string, contradictingOutputHash: string], bigint>;
+  /** Opens a dispute with its evidence (the input and digest streams checked against the receipt on chain). */
+  fileDispute: Send<[receipt: ReceiptStruct | Receipt, supplierSignature: string, inputs: BytesLike, revealedDigests: BytesLike, rerunDigests: BytesLike, context: BytesLike], bigint>;
+  evidenceHash: View<[id: BigNumberish], string>;
   resolveDispute: Send<[id: BigNumberish, upheld: boolean], [bigint, bigint]>;
   setArbiter: Send<[arbiter: AddressLike]>;
   setParameters: Send<[treasury: AddressLike, challengeWindow: BigNumberish, slashAmount: BigNumberish, disputeBond: BigNumberish, challengerRewardBps: BigNumberish]>;
@@ -162,7 +166,7 @@ export const TYPED_METHODS = {
   GridToken: ['name', 'symbol', 'decimals', 'totalSupply', 'balanceOf', 'allowance', 'approve', 'transfer', 'transferFrom', 'mint', 'owner', 'transferOwnership', 'renounceOwnership'] as const satisfies readonly (keyof GridTokenContract)[],
   StakeRegistry: ['token', 'minimumStake', 'unbondingDelay', 'slasher', 'owner', 'isListed', 'stakeOf', 'stake', 'requestUnstake', 'withdraw', 'slash', 'freeze', 'unfreeze', 'setMinimumStake', 'setUnbondingDelay', 'setSlasher', 'transferOwnership', 'renounceOwnership'] as const satisfies readonly (keyof StakeRegistryContract)[],
   PaymentEscrow: ['token', 'withdrawalDelay', 'VOUCHER_TYPEHASH', 'balanceOf', 'redeemed', 'withdrawalRequest', 'hashVoucher', 'domainSeparator', 'eip712Domain', 'deposit', 'depositFor', 'redeem', 'redeemBatch', 'requestWithdrawal', 'withdraw'] as const satisfies readonly (keyof PaymentEscrowContract)[],
-  DisputeManager: ['stakeRegistry', 'token', 'arbiter', 'treasury', 'challengeWindow', 'slashAmount', 'disputeBond', 'challengerRewardBps', 'disputeCount', 'disputeOfReceipt', 'getDispute', 'hashReceipt', 'domainSeparator', 'eip712Domain', 'RECEIPT_TYPEHASH', 'BPS', 'MAX_ISSUED_AHEAD', 'owner', 'openDispute', 'resolveDispute', 'setArbiter', 'setParameters', 'transferOwnership', 'renounceOwnership'] as const satisfies readonly (keyof DisputeManagerContract)[],
+  DisputeManager: ['stakeRegistry', 'token', 'arbiter', 'treasury', 'challengeWindow', 'slashAmount', 'disputeBond', 'challengerRewardBps', 'disputeCount', 'disputeOfReceipt', 'evidenceHash', 'getDispute', 'hashReceipt', 'domainSeparator', 'eip712Domain', 'RECEIPT_TYPEHASH', 'BPS', 'MAX_ISSUED_AHEAD', 'owner', 'openDispute', 'fileDispute', 'resolveDispute', 'setArbiter', 'setParameters', 'transferOwnership', 'renounceOwnership'] as const satisfies readonly (keyof DisputeManagerContract)[],
 } satisfies Record<ContractName, readonly string[]>;
 
 interface ContractTypes {

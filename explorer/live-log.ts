@@ -19,10 +19,13 @@ export type FeedEventLike =
   }
   | { event: 'request.failed'; requestId: string; at: number; endpoint: string; model?: string; status: number; error: string; failovers?: number };
 
+/** Other events of the same feed (issue 21: verification verdicts, filed disputes): not requests, skipped here. */
+export type OtherFeedEvent = { event: 'verify.verdict' | 'dispute.filed'; at: number };
+
 /** Where live requests come from: the gateway's EventFeed has this shape. */
 export interface FeedSource {
-  subscribe(listener: (event: FeedEventLike) => void): () => void;
-  history(): FeedEventLike[];
+  subscribe(listener: (event: FeedEventLike | OtherFeedEvent) => void): () => void;
+  history(): (FeedEventLike | OtherFeedEvent)[];
 }
 
 export interface LiveLogOptions {
@@ -88,7 +91,8 @@ export class LiveLog {
   }
 
   /** Adds one feed event; tells the listeners. */
-  add(event: FeedEventLike): void {
+  add(event: FeedEventLike | OtherFeedEvent): void {
+    if (!('requestId' in event)) return;
     const view = requestView(event, this.requests.get(event.requestId));
     this.requests.delete(event.requestId);
     this.requests.set(event.requestId, view);

@@ -4,6 +4,8 @@
  * the recent events, so a page opened mid-traffic is not empty. The feed is public (the explorer reads it
  * from a browser): events are stripped of the caller's key (no key name, no key id) and a failure carries
  * its error code, never the error's text (which can name keys, budgets, peers' messages or local paths).
+ * Verification verdicts and filed disputes (issue 21) travel on the same feed as `verify.verdict` and
+ * `dispute.filed`: peer ids, spans and chain addresses are public already.
  */
 import { EventEmitter } from 'node:events';
 import type { ServerResponse } from 'node:http';
@@ -19,10 +21,19 @@ export interface RequestRecord extends RouteMetadata {
 export interface RequestFinished extends RequestRecord { event: 'request.finished'; at: number; endpoint: string; status: number; finishReason?: string }
 export interface RequestFailed { event: 'request.failed'; requestId: string; at: number; endpoint: string; model?: string; key: string; status: number; error: string; failovers?: number }
 
-export type FeedEvent = RequestStarted | RequestFinished | RequestFailed;
+/** A verification check's verdict (issue 21, gateway/verify/): who was checked, by whom, and what was found. No key. */
+export interface VerifyVerdict {
+  event: 'verify.verdict'; at: number; key: string;
+  result: 'agree' | 'supplier-condemned' | 'checker-condemned' | 'undecided' | 'unchecked';
+  supplier: string; span: [number, number]; steps: number; checker?: string; referee?: string; mismatch?: string;
+}
+/** A dispute the gateway filed on chain against a condemned supplier (gateway/verify/dispute-filer.ts). No key. */
+export interface DisputeFiled { event: 'dispute.filed'; at: number; key: string; peerId: string; supplier: string; state: 'pending' | 'filed' | 'failed'; disputeId?: string }
+
+export type FeedEvent = RequestStarted | RequestFinished | RequestFailed | VerifyVerdict | DisputeFiled;
 
 /** What leaves the gateway: the event without its key, a failure's error reduced to a code. */
-export type PublicFeedEvent = Omit<RequestStarted, 'key'> | Omit<RequestFinished, 'key'> | Omit<RequestFailed, 'key'>;
+export type PublicFeedEvent = Omit<RequestStarted, 'key'> | Omit<RequestFinished, 'key'> | Omit<RequestFailed, 'key'> | Omit<VerifyVerdict, 'key'> | Omit<DisputeFiled, 'key'>;
 
 const ERROR_CODE = /^[a-z][a-z0-9_]{0,63}$/;
 

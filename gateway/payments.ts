@@ -24,6 +24,8 @@ export interface PaymentOptions {
 
 export interface Payers {
   payerFor(key: ApiKey): StepPayer | undefined;
+  /** The gateway's own payer (--wallet), which also pays the verifier's checks (issue 21); undefined without one. */
+  gatewayPayer?: StepPayer;
   close(): Promise<void>;
 }
 
@@ -63,6 +65,7 @@ export async function openPayers(options: PaymentOptions, keys: Map<string, ApiK
     options.logger?.info({ payers: opened.map((p) => p.payer) }, 'payments on: suppliers that charge are paid with signed vouchers');
     return {
       payerFor: (key) => byKeyName.get(key.name) ?? fallback,
+      gatewayPayer: fallback,
       close: async () => { await Promise.all(opened.map((p) => p.close())); },
     };
   } catch (err) {

@@ -22,6 +22,8 @@ import { EventFeed } from './feed.js';
 import { KeyRing, type ApiKey, type ApiKeyConfig } from './keys.js';
 import { GatewayMetrics } from './metrics.js';
 import { Verifier } from './verify/verifier.js';
+import { DisputeDesk, type DisputeDeskOptions } from './verify/dispute-desk.js';
+import { publishVerdict } from './verify/verdict-feed.js';
 import { registerInferRoute } from './routes/infer.js';
 import { registerMetaRoutes } from './routes/meta.js';
 import { registerTextRoutes } from './routes/text.js';
@@ -66,6 +68,10 @@ export interface GatewayOptions {
   extraRoutes?: (app: FastifyInstance, ctx: GatewayContext) => void;
   /** Share of (session, supplier) links re-run on another host of the span to catch wrong outputs (gateway/verify/; default 0: off). */
   verifyRate?: number;
+  /** With verifyRate: pays the hosts that check and referee when they charge (the gateway's own payer). */
+  verifierPayer?: StepPayer;
+  /** With verifyRate: file disputes against condemned suppliers from this chain account and withhold their payments (gateway/verify/dispute-desk.ts). */
+  disputes?: DisputeDeskOptions;
   logger?: Logger;
 }
 
@@ -148,10 +154,21 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const catalog = new ModelCatalog(client, { models: options.models, refreshEveryMs: options.refreshEveryMs, logger, stakeCheck });
   const keys = new KeyRing(options.keys);
   const metrics = new GatewayMetrics(keyLabels(keys));
+  const feed = new EventFeed();
+  const desk = options.verifyRate && options.disputes ? await DisputeDesk.open(options.disputes, { feed, logger, registry: metrics.registry }).catch(async (err: unknown) => {
+    await client.close().catch(() => undefined);
+    closeProvider();
+    throw err;
+  }) : undefined;
+  const payerFor = options.payerFor;
   const ctx: GatewayContext = {
-    client, catalog, keys, feed: new EventFeed(), metrics, logger, payerFor: options.payerFor,
+    client, catalog, keys, feed, metrics, logger, payerFor: desk && payerFor ? (key) => desk.withholding.wrap(payerFor(key)) : payerFor,
     priceLimits: options.priceLimits, metricsToken: options.metricsToken,
-    verifier: options.verifyRate ? new Verifier({ host: client.host, swarm: client.swarm, rate: options.verifyRate, logger, registry: metrics.registry }) : undefined,
+    verifier: options.verifyRate ? new Verifier({
+      host: client.host, swarm: client.swarm, rate: options.verifyRate, logger, registry: metrics.registry,
+      payer: options.verifierPayer && desk ? desk.withholding.wrap(options.verifierPayer) : options.verifierPayer,
+      onCheck: (v) => publishVerdict(feed, v), ...(desk ? { onVerdict: (v, e) => desk.onVerdict(v, e) } : {}),
+    }) : undefined,
   };
   let app: FastifyInstance | undefined;
   let spending: SpendingLedger | undefined;
@@ -170,6 +187,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     await catalog.close().catch(() => undefined);
     await client.close().catch(() => undefined);
     await spending?.close().catch(() => undefined);
+    await desk?.close().catch(() => undefined);
     closeProvider();
     throw err;
   }
@@ -187,6 +205,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       await catalog.close();
       await client.close();
       await spending?.close();
+      await desk?.close();
       await closeSharedTemplateSandbox();
       closeProvider();
     },

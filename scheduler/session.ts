@@ -224,6 +224,7 @@ export class PipelineSession {
         this.options.observer?.onHop({
           step: stepIndex, peerId: link.peerId, hosted: link.hosted, start: link.start, end: link.end, position, chunkTokens, inputs: feeds, outputs: res.outputs,
           replay: replay.map((chunk, t) => ({ chunk, outputs: res.replayOutputs[t]?.outputs ?? {} })), want, reduction, wallMs,
+          ...(res.receipt ? { receipt: res.receipt } : {}),
         });
         if (payment && res.charge !== payment.charge) {
           // Both sides price with policy/pricing.ts: a difference means the record's price is stale.

@@ -28,6 +28,8 @@ export interface HopRecord {
   reduction: { lastRowOnly?: string[]; topK?: number; sample?: WireSampling };
   /** The call's wall time as this client measured it. */
   wallMs: number;
+  /** The server's signed receipt of the session so far (an encoded SignedReceipt), when its reply carried one. */
+  receipt?: Uint8Array;
 }
 
 export interface StepObserver {

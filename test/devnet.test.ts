@@ -53,6 +53,8 @@ describe('gridpipe devnet', () => {
     const devnet = await startDevnet(['--suppliers', '3', '--model', 'tiny', '--data', tmp.dir, '--port', '0']);
     const lines = devnet.out().trim().split('\n');
     expect(lines.at(-1)).toMatch(/ready/);
+    // The arbiter service runs with its own account (issue 21).
+    expect(devnet.out()).toMatch(/arbiter 0x[0-9a-fA-F]{40} resolves disputes/);
     expect(devnet.out()).toMatch(/generated \d+ tokens through \S+\[0\.\.0\] → \S+\[1\.\.1\] → \S+\[2\.\.2\]/);
     const info = JSON.parse(readFileSync(path.join(tmp.dir, 'devnet.json'), 'utf8')) as DevnetInfo;
     expect(info.suppliers).toHaveLength(3);

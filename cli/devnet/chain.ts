@@ -34,6 +34,8 @@ export interface DevnetChain {
   configPath: string;
   developer: DevnetAccount;
   suppliers: DevnetAccount[];
+  /** The DisputeManager's arbiter: its own account, run by `gridpipe arbiter` (issue 21), not the deployer. */
+  arbiter: DevnetAccount;
   /** Stops anvil (idempotent). */
   stop(): Promise<void>;
 }
@@ -48,8 +50,9 @@ export interface DevnetChainOptions {
 /** Starts anvil, deploys the contracts, funds and stakes: the chain part of `gridpipe devnet`. */
 export async function startDevnetChain(options: DevnetChainOptions): Promise<DevnetChain> {
   const step = options.onStep ?? (() => undefined);
-  // Account 0 deploys and owns; 1 is the developer; 2.. are the suppliers.
-  const anvil = await startAnvil({ accounts: options.suppliers + 2, balanceEth: 1000 });
+  // Account 0 deploys and owns; 1 is the developer; 2.. are the suppliers; the last one is the arbiter.
+  const anvil = await startAnvil({ accounts: options.suppliers + 3, balanceEth: 1000 });
+  const arbiterKey = anvil.accounts[options.suppliers + 2].privateKey;
   try {
     step(`local chain (anvil) at ${anvil.rpcUrl}, chain id ${anvil.chainId}`);
     const provider = createProvider(anvil.rpcUrl, anvil.chainId);
@@ -60,7 +63,7 @@ export async function startDevnetChain(options: DevnetChainOptions): Promise<Dev
       // Short delays so a newcomer can try unstake/withdraw in minutes; the challenge window fits within unbonding.
       params: {
         minimumStake: parseUnits(DEVNET_FUNDS.supplierStake, 18), unbondingDelay: 120, withdrawalDelay: 120,
-        dispute: { challengeWindow: 120, slashAmount: parseUnits('50', 18), disputeBond: parseUnits('10', 18), challengerRewardBps: 5000 },
+        dispute: { challengeWindow: 120, slashAmount: parseUnits('50', 18), disputeBond: parseUnits('10', 18), challengerRewardBps: 5000, arbiter: new Wallet(arbiterKey).address },
       },
     });
     step(`contracts deployed (token ${config.token}, escrow ${config.paymentEscrow})`);
@@ -75,6 +78,7 @@ export async function startDevnetChain(options: DevnetChainOptions): Promise<Dev
       return { address: wallet.address, keystore: file };
     };
     const developer = await keystoreOf(anvil.accounts[1].privateKey, 'developer');
+    const arbiter = await keystoreOf(arbiterKey, 'arbiter');
     const suppliers = await Promise.all(anvil.accounts.slice(2, 2 + options.suppliers).map((a, i) => keystoreOf(a.privateKey, `supplier-${i}`)));
 
     const account = (privateKey: string): Promise<ActingAccount> => actingAs(config, new NonceManager(new Wallet(privateKey, provider)));
@@ -89,7 +93,7 @@ export async function startDevnetChain(options: DevnetChainOptions): Promise<Dev
     await deposit(await account(anvil.accounts[1].privateKey), { amount: parseUnits(DEVNET_FUNDS.developerEscrow, 18) });
     step(`developer ${developer.address} funded, ${DEVNET_FUNDS.developerEscrow} GRID in escrow`);
     provider.destroy();
-    return { anvil, config, configPath, developer, suppliers, stop: () => anvil.stop() };
+    return { anvil, config, configPath, developer, suppliers, arbiter, stop: () => anvil.stop() };
   } catch (err) {
     await anvil.stop();
     throw err;

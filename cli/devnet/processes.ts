@@ -50,6 +50,12 @@ export async function startGatewayProcess(args: string[], env: NodeJS.ProcessEnv
   return { child, url: ready.url, explorer: ready.explorer };
 }
 
+/** Starts `gridpipe arbiter` (issue 21) and waits for its ready line; its output goes to `logFile` when given. */
+export async function startArbiterProcess(args: string[], env: NodeJS.ProcessEnv, logFile?: string): Promise<{ child: ChildProcess; address: string }> {
+  const { child, ready } = await startReady<{ arbiter: string }>('arbiter', 'arbiter', args, env, logFile);
+  return { child, address: ready.arbiter };
+}
+
 /** Stops processes with SIGTERM (they withdraw records, redeem vouchers), then SIGKILL after `graceMs`. */
 export async function stopProcesses(children: ChildProcess[], graceMs = 15_000): Promise<void> {
   await Promise.all(children.map((child) => new Promise<void>((resolve) => {

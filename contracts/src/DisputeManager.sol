@@ -79,6 +79,9 @@ contract DisputeManager is EIP712, Ownable {
     mapping(uint256 id => Dispute) internal _disputes;
     /// @notice The open or upheld dispute of a receipt digest; 0 when none.
     mapping(bytes32 receiptDigest => uint256 id) public disputeOfReceipt;
+    /// @notice keccak256(abi.encode(inputs, revealedDigests, rerunDigests, context)) of a dispute filed with
+    /// evidence (fileDispute); 0 for one opened without (openDispute), which the arbiter service rejects.
+    mapping(uint256 id => bytes32) public evidenceHash;
 
     event DisputeOpened(
         uint256 indexed id,
@@ -92,6 +95,10 @@ contract DisputeManager is EIP712, Ownable {
         bytes32 contradictingOutputHash,
         uint256 bond
     );
+    /// @notice The evidence of a dispute filed with fileDispute: the supplier's input and digest streams (their
+    /// sha256 checked against the signed receipt here), the challenger's re-run digests and what to re-run
+    /// (context: JSON {manifestCid, start, end}). The arbiter re-runs from this alone.
+    event DisputeEvidence(uint256 indexed id, bytes inputs, bytes revealedDigests, bytes rerunDigests, bytes context);
     event DisputeResolved(uint256 indexed id, bool upheld, uint256 slashed, uint256 challengerReward);
     event ArbiterSet(address indexed arbiter);
     event ParametersSet(address treasury, uint64 challengeWindow, uint256 slashAmount, uint256 disputeBond, uint16 challengerRewardBps);
@@ -106,6 +113,7 @@ contract DisputeManager is EIP712, Ownable {
     error DisputeNotOpen(uint256 id);
     error ChallengeWindowTooLong(uint64 challengeWindow, uint64 unbondingDelay);
     error ReceiptFromTheFuture(uint64 issuedAt, uint256 latest);
+    error EvidenceMismatch(bytes32 expected, bytes32 revealed);
 
     constructor(
         StakeRegistry stakeRegistry_,
@@ -127,8 +135,37 @@ contract DisputeManager is EIP712, Ownable {
 
     /// @notice Opens a dispute against `receipt` (signed by `receipt.supplier`), claiming the right
     /// output is `contradictingOutputHash`. Takes `disputeBond` from the caller (needs an allowance).
+    /// Without evidence on chain the arbiter has nothing to re-run: prefer fileDispute.
     function openDispute(Receipt calldata receipt, bytes calldata supplierSignature, bytes32 contradictingOutputHash)
         external
+        returns (uint256 id)
+    {
+        return _open(receipt, supplierSignature, contradictingOutputHash);
+    }
+
+    /// @notice Opens a dispute with its evidence (issue 21): `inputs` must hash (sha256) to the receipt's
+    /// inputHash and `revealedDigests` to its outputHash, so the evidence is what the supplier signed, not
+    /// what the challenger says it signed; `rerunDigests` is the challenger's re-run of the same inputs (its
+    /// sha256 the contradicting hash). The arbiter re-runs the inputs and compares within the tolerance.
+    function fileDispute(
+        Receipt calldata receipt,
+        bytes calldata supplierSignature,
+        bytes calldata inputs,
+        bytes calldata revealedDigests,
+        bytes calldata rerunDigests,
+        bytes calldata context
+    ) external returns (uint256 id) {
+        bytes32 inputsHash = sha256(inputs);
+        if (inputsHash != receipt.inputHash) revert EvidenceMismatch(receipt.inputHash, inputsHash);
+        bytes32 revealedHash = sha256(revealedDigests);
+        if (revealedHash != receipt.outputHash) revert EvidenceMismatch(receipt.outputHash, revealedHash);
+        id = _open(receipt, supplierSignature, sha256(rerunDigests));
+        evidenceHash[id] = keccak256(abi.encode(inputs, revealedDigests, rerunDigests, context));
+        emit DisputeEvidence(id, inputs, revealedDigests, rerunDigests, context);
+    }
+
+    function _open(Receipt calldata receipt, bytes calldata supplierSignature, bytes32 contradictingOutputHash)
+        internal
         returns (uint256 id)
     {
         if (contradictingOutputHash == receipt.outputHash) revert NotContradicting();

@@ -18,13 +18,13 @@ import type { GridHost } from '../../net/host.js';
 import { ExecClient, type TensorMap } from '../../net/exec/client.js';
 import type { OpenModel } from '../../scheduler/client.js';
 import type { HostedSpan } from '../../scheduler/discovery.js';
-import { isPaidSpan } from '../../scheduler/payment.js';
-import { dialTargetOf } from '../../scheduler/dial-target.js';
+import { isPaidSpan, type StepPayer } from '../../scheduler/payment.js';
 import type { HopRecord, StepObserver } from '../../scheduler/step-observer.js';
 import type { SwarmView } from '../../scheduler/swarm-view.js';
 import {
-  DEFAULT_DIGEST_TOLERANCE, DEFAULT_VERIFY_RATE, firstMismatch, majorityVerdict, outputDigest, type DigestMismatch, type DigestTolerance, type StepDigest,
+  DEFAULT_DIGEST_TOLERANCE, DEFAULT_VERIFY_RATE, firstMismatch, majorityVerdict, type DigestMismatch, type DigestTolerance,
 } from '../../policy/verification.js';
+import { comparableDigest, rerunOnHost } from './rerun.js';
 
 export { DEFAULT_VERIFY_RATE };
 
@@ -42,10 +42,15 @@ export interface VerifierOptions {
   registry?: Registry;
   /** Deadline of one check call (default 60 s). */
   timeoutMs?: number;
-  /** Told every verdict that condemned someone. */
-  onVerdict?: (verdict: Verdict) => void;
+  /** Told every verdict that condemned someone, with the link and the re-runs' outputs (the dispute filer's evidence). */
+  onVerdict?: (verdict: Verdict, evidence: VerdictEvidence) => void;
   /** Told every check's verdict, whatever it found. */
   onCheck?: (verdict: Verdict) => void;
+  /**
+   * Pays the hosts that check and referee when they charge (the gateway's payer), with vouchers priced like a
+   * session's step; without it hosts that charge are never asked.
+   */
+  payer?: StepPayer;
 }
 
 /** The chunks a supplier ran in a session, in order from step 0, with what it returned. */
@@ -55,9 +60,19 @@ export interface CheckedLink {
   end: number;
   model: OpenModel;
   maxLength: number;
-  chunks: { position: number; inputs: TensorMap; outputs: TensorMap }[];
+  chunks: { position: number; inputs: TensorMap; outputs: TensorMap; tokens: number }[];
+  /** The link's calls in order: how many chunks each carried and the receipt its reply signed, if any. */
+  calls: { chunks: number; receipt?: Uint8Array }[];
   want: string[];
   reduction: HopRecord['reduction'];
+}
+
+/** What a condemning verdict rests on: the link as the supplier ran it and the checker's and referee's re-runs. */
+export interface VerdictEvidence {
+  link: CheckedLink;
+  /** Outputs of each chunk as the checker and the referee returned them. */
+  checker: TensorMap[];
+  referee: TensorMap[];
 }
 
 /** A check's outcome. */
@@ -126,13 +141,14 @@ export class Verifier {
           this.stats.linksSeen++;
           // Only a link met from its first chunk can be replayed whole (a fresh host gets every earlier step).
           const sampled = this.rate > 0 && this.random() < this.rate;
-          link = sampled ? { supplier: hop.hosted, start: hop.start, end: hop.end, model, maxLength, chunks: [], want: hop.want, reduction: hop.reduction } : null;
+          link = sampled ? { supplier: hop.hosted, start: hop.start, end: hop.end, model, maxLength, chunks: [], calls: [], want: hop.want, reduction: hop.reduction } : null;
           if (link) this.stats.linksSampled++;
           links.set(key, link);
         }
         if (!link) return;
-        for (const r of hop.replay) link.chunks.push({ position: r.chunk.position, inputs: r.chunk.inputs, outputs: r.outputs });
-        link.chunks.push({ position: hop.position, inputs: hop.inputs, outputs: hop.outputs });
+        hop.replay.forEach((r, i) => link!.chunks.push({ position: r.chunk.position, inputs: r.chunk.inputs, outputs: r.outputs, tokens: hop.chunkTokens[i] ?? 0 }));
+        link.chunks.push({ position: hop.position, inputs: hop.inputs, outputs: hop.outputs, tokens: hop.chunkTokens[hop.replay.length] ?? 0 });
+        link.calls.push({ chunks: hop.replay.length + 1, ...(hop.receipt ? { receipt: hop.receipt } : {}) });
       },
       onClose: () => {
         for (const link of links.values()) if (link?.chunks.length && link.chunks[0].position === 0) this.enqueue(link);
@@ -159,10 +175,12 @@ export class Verifier {
     const supplier = link.supplier.peerId;
     const span: [number, number] = [link.start, link.end];
     if (this.options.swarm.estimates.isCondemned(supplier)) return this.finish({ result: 'unchecked', supplier, span, steps: 0, reason: 'already excluded' });
-    const original = link.chunks.map((c) => comparable(c.outputs, !!link.reduction.sample));
+    const sampled = !!link.reduction.sample;
+    const original = link.chunks.map((c) => comparableDigest(c.outputs, sampled));
     const first = await this.firstRerun(link, [supplier]);
     if (!first) return this.finish({ result: 'unchecked', supplier, span, steps: 0, reason: 'no other live, free host of the span answered' });
-    const { host: checker, digests: checked } = first;
+    const { host: checker, outputs: checkerOutputs } = first;
+    const checked = checkerOutputs.map((o) => comparableDigest(o, sampled));
     this.stats.checks++;
     const differs = firstMismatch(original, checked, this.tolerance);
     if (!differs) {
@@ -173,7 +191,8 @@ export class Verifier {
     if (!second) {
       return this.finish({ result: 'undecided', supplier, span, checker: checker.peerId, steps: link.chunks.length, mismatch: { step: differs.step, detail: differs.mismatch }, reason: 'no third host of the span to referee' });
     }
-    const { host: referee, digests: third } = second;
+    const { host: referee, outputs: refereeOutputs } = second;
+    const third = refereeOutputs.map((o) => comparableDigest(o, sampled));
     const verdict = majorityVerdict(!firstMismatch(original, third, this.tolerance), !firstMismatch(checked, third, this.tolerance));
     this.stats.checkedSteps += link.chunks.length;
     const condemned = verdict === 'supplier' ? supplier : verdict === 'checker' ? checker.peerId : undefined;
@@ -185,17 +204,17 @@ export class Verifier {
     return this.finish({
       result: verdict === 'supplier' ? 'supplier-condemned' : verdict === 'checker' ? 'checker-condemned' : 'undecided',
       supplier, span, checker: checker.peerId, referee: referee.peerId, steps: link.chunks.length, mismatch: { step: differs.step, detail: differs.mismatch },
-    });
+    }, { link, checker: checkerOutputs, referee: refereeOutputs });
   }
 
-  private finish(v: Verdict): Verdict {
+  private finish(v: Verdict, evidence?: VerdictEvidence): Verdict {
     this.counters?.checks.inc({ result: v.result });
     this.options.onCheck?.(v);
     if (v.result !== 'unchecked') this.counters?.steps.inc(v.steps);
     const log = this.options.logger;
     if (v.result === 'supplier-condemned' || v.result === 'checker-condemned') {
       log?.warn({ verdict: v }, `verification: ${v.result === 'supplier-condemned' ? v.supplier : v.checker} returned wrong outputs; excluded from routing`);
-      this.options.onVerdict?.(v);
+      if (evidence) this.options.onVerdict?.(v, evidence);
     } else if (v.result === 'undecided') {
       log?.warn({ verdict: v }, 'verification: outputs differ and no majority decides');
     } else {
@@ -205,61 +224,27 @@ export class Verifier {
   }
 
   /**
-   * Live, unbanned hosts of the link's whole span other than `exclude`. Hosts that charge are left out: the
-   * verifier pays no one yet (docs/verification.md).
+   * Live, unbanned hosts of the link's whole span other than `exclude`. Hosts that charge are asked only when
+   * the verifier has a payer (docs/verification.md).
    */
   private async otherHosts(link: CheckedLink, exclude: string[]): Promise<HostedSpan[]> {
     const current = link.model.discovery.current.length ? link.model.discovery.current : await link.model.discovery.refresh();
     return current.filter((s) => s.start <= link.start && link.end <= s.end && !exclude.includes(s.peerId) && !this.options.swarm.isBanned(s.peerId)
-      && !(isPaidSpan(s) && Number(s.pricePerGflop) > 0));
+      && (this.options.payer !== undefined || !(isPaidSpan(s) && Number(s.pricePerGflop) > 0)));
   }
 
   /** The re-run of the first other host that answers (one that fails is skipped, not condemned). */
-  private async firstRerun(link: CheckedLink, exclude: string[]): Promise<{ host: HostedSpan; digests: StepDigest[] } | undefined> {
+  private async firstRerun(link: CheckedLink, exclude: string[]): Promise<{ host: HostedSpan; outputs: TensorMap[] } | undefined> {
     for (const host of await this.otherHosts(link, exclude)) {
+      const started = performance.now();
       try {
-        return { host, digests: await this.rerun(link, host) };
+        return { host, outputs: await rerunOnHost(this.exec, this.options.host.node, host, { ...link, timeoutMs: this.options.timeoutMs ?? 60_000, payer: this.options.payer }) };
       } catch (err) {
         this.options.logger?.debug({ peer: host.peerId, err: (err as Error).message }, 'verification re-run failed; trying another host');
+      } finally {
+        this.stats.verifyMs += performance.now() - started;
       }
     }
     return undefined;
   }
-
-  /** Runs the link's chunks on `host` in one call; the digest of each chunk's outputs. */
-  private async rerun(link: CheckedLink, host: HostedSpan): Promise<StepDigest[]> {
-    const manifest = link.model.manifest;
-    const started = performance.now();
-    const session = await this.exec.openSession(this.options.host.node, dialTargetOf(host), {
-      fragments: Array.from({ length: link.end - link.start }, (_, n) => ({ cid: manifest.fragments[link.start + n].cid, manifestCid: link.model.manifestCid, index: link.start + n })),
-      maxLength: link.maxLength,
-    });
-    try {
-      const last = link.chunks[link.chunks.length - 1];
-      // A server draws sampled tokens with the step's sampler position, which a replayed chunk does not carry:
-      // compare the last row's top entry instead.
-      const { sample, ...reduction } = link.reduction;
-      const res = await session.step(last.inputs, {
-        position: last.position, replay: link.chunks.slice(0, -1).map((c) => ({ position: c.position, inputs: c.inputs })),
-        want: link.want, ...reduction, ...(sample ? { topK: 1 } : {}), timeoutMs: this.options.timeoutMs ?? 60_000,
-      });
-      return [...res.replayOutputs.map((r) => comparable(r.outputs, !!sample)), comparable(res.outputs, !!sample)];
-    } finally {
-      this.stats.verifyMs += performance.now() - started;
-      await session.close().catch(() => undefined);
-    }
-  }
-}
-
-/**
- * A chunk's outputs as compared. Sampled tokens are left out (a replay draws them at another sampler position),
- * and so is the re-run's stand-in for them (`sampled`: the original drew tokens, the re-run returned top-1).
- */
-function comparable(outputs: TensorMap, sampled: boolean): StepDigest {
-  const kept: TensorMap = {};
-  for (const [name, t] of Object.entries(outputs)) {
-    if (name.endsWith('.sampled') || (sampled && (name.endsWith('.top_values') || name.endsWith('.top_indices')))) continue;
-    kept[name] = t;
-  }
-  return outputDigest(kept);
 }

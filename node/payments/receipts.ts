@@ -16,83 +16,36 @@
  * (64 bytes a position), which hash to the receipt and are compared with a re-run within a tolerance. Each
  * digest as utf8(name) 0x00 · kind (u8: 0 top, 1 exact) · rows (u32 LE) · k (u32 LE) · indices (i32 LE, or
  * f64 LE for exact) · values (f32 LE).
+ * The streams' encoders live in policy/receipt-commitment.ts (the dispute filer and the arbiter decode them).
  * fragmentCid: one fragment: its CID's sha256 digest (cidToBytes32); a span of several: keccak256 of their
  * digests concatenated. sessionId: keccak256(utf8(session id)).
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { concat, getBytes, isAddress, keccak256, toUtf8Bytes, type Wallet } from 'ethers';
 import { GridpipeError } from '../../errors/base.js';
 import { cidToBytes32, signReceipt, type Receipt } from '../../contracts/eip712.js';
 import type { WireTensor } from '../../proto/wire.js';
 import { SignedReceiptType } from '../../net/exec/codec.js';
-import { outputDigest, type DigestableTensor, type TensorDigest } from '../../policy/verification.js';
+import type { TensorDigest } from '../../policy/verification.js';
+import { committedDigests, writeDigestStream, writeTensorStream } from '../../policy/receipt-commitment.js';
 
 /** sha256 over tensors as described in the module doc, 0x hex. */
 export function tensorsDigest(tensors: Iterable<WireTensor>): string {
   const h = createHash('sha256');
-  hashTensors(h, tensors);
+  writeTensorStream(h, tensors);
   return `0x${h.digest('hex')}`;
-}
-
-/** Feeds tensors into `h` in the encoding of the module doc. */
-function hashTensors(h: Hash, tensors: Iterable<WireTensor>): void {
-  const head = Buffer.alloc(8);
-  for (const t of tensors) {
-    h.update(Buffer.from(t.name, 'utf8'));
-    h.update(Buffer.of(0));
-    head.writeUInt32LE(t.dtype >>> 0, 0);
-    head.writeUInt32LE(t.dims.length, 4);
-    h.update(head);
-    for (const d of t.dims) { head.writeBigUInt64LE(BigInt(d), 0); h.update(head); }
-    head.writeBigUInt64LE(BigInt(t.data.byteLength), 0);
-    h.update(head);
-    h.update(t.data);
-  }
 }
 
 /** The output digest of wire tensors (float32/float64 and integer dtypes; others are left out). */
 export function wireOutputDigest(tensors: Iterable<WireTensor>): TensorDigest[] {
-  const out: TensorDigest[] = [];
-  for (const t of tensors) {
-    const view = typedView(t);
-    if (view) out.push(...outputDigest({ [t.name]: view }));
-  }
-  return out;
+  return committedDigests(tensors);
 }
 
 /** sha256 commitment to outputs' digests (the receipt's outputHash for one step), 0x hex. */
 export function outputsCommitment(tensors: Iterable<WireTensor>): string {
   const h = createHash('sha256');
-  hashDigests(h, wireOutputDigest(tensors));
+  writeDigestStream(h, wireOutputDigest(tensors));
   return `0x${h.digest('hex')}`;
-}
-
-function hashDigests(h: Hash, digests: readonly TensorDigest[]): void {
-  const head = Buffer.alloc(9);
-  for (const d of digests) {
-    h.update(Buffer.from(d.name, 'utf8'));
-    head.writeUInt8(0, 0);
-    h.update(head.subarray(0, 1));
-    head.writeUInt8(d.kind === 'top' ? 0 : 1, 0);
-    head.writeUInt32LE(d.rows, 1);
-    head.writeUInt32LE(d.k, 5);
-    h.update(head);
-    h.update(new Uint8Array(d.indices.buffer, d.indices.byteOffset, d.indices.byteLength));
-    h.update(new Uint8Array(d.values.buffer, d.values.byteOffset, d.values.byteLength));
-  }
-}
-
-/** A wire tensor's data as the digest reads it (copied when unaligned), or undefined for other dtypes. */
-function typedView(t: WireTensor): DigestableTensor | undefined {
-  const bytes = t.data.byteOffset % 8 === 0 ? t.data : new Uint8Array(t.data);
-  const dims = t.dims.map(Number);
-  switch (t.dtype) {
-    case 1: return { type: 'float32', dims, data: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) };
-    case 11: return { type: 'float64', dims, data: new Float64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8) };
-    case 6: return { type: 'int32', dims, data: new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) };
-    case 7: return { type: 'int64', dims, data: new BigInt64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8) };
-    default: return undefined;
-  }
 }
 
 /**
@@ -108,8 +61,8 @@ export class RunningDigest {
   steps = 0;
 
   add(inputs: Iterable<WireTensor>, outputs: Iterable<WireTensor>): void {
-    hashTensors(this.inputs, inputs);
-    hashDigests(this.outputs, wireOutputDigest(outputs));
+    writeTensorStream(this.inputs, inputs);
+    writeDigestStream(this.outputs, wireOutputDigest(outputs));
     this.steps++;
   }
 

@@ -34,6 +34,25 @@ async function metric(name: string): Promise<number> {
   return line ? Number(line.split(' ').pop()) : 0;
 }
 
+/** The feed's replayed events of one type (GET /v1/feed replays the recent ones first), read until `enough` holds. */
+async function feedEvents(type: string, enough: (events: Record<string, unknown>[]) => boolean): Promise<Record<string, unknown>[]> {
+  const abort = new AbortController();
+  const res = await fetch(`${url}/v1/feed`, { signal: abort.signal });
+  const reader = res.body!.getReader();
+  let text = '';
+  const parse = (): Record<string, unknown>[] => text.split('\n\n').filter((b) => b.startsWith(`event: ${type}\n`)).map((b) => JSON.parse(b.split('\ndata: ')[1]) as Record<string, unknown>);
+  try {
+    while (!enough(parse())) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    return parse();
+  } finally {
+    abort.abort();
+  }
+}
+
 async function complete(): Promise<string[]> {
   const res = await fetch(`${url}/v1/completions`, {
     method: 'POST', headers: { 'content-type': 'application/json' },
@@ -85,5 +104,13 @@ describe('gridpipe gateway --verify-rate 1', () => {
     expect(warning).toContain(cheater);
     expect(await metric('gridpipe_verify_checked_steps_total')).toBeGreaterThan(0);
     for (let i = 0; i < 3; i++) expect(await complete()).not.toContain(cheater);
+    // The verdicts are on the public feed too (issue 21): the condemnation names the cheater; agreements are there.
+    const isCondemning = (v: Record<string, unknown>): boolean => v.result === 'supplier-condemned' || v.result === 'checker-condemned';
+    const verdicts = await feedEvents('verify.verdict', (events) => events.some(isCondemning) && events.some((v) => v.result === 'agree'));
+    const condemning = verdicts.filter(isCondemning);
+    expect(condemning).toHaveLength(1);
+    expect([condemning[0].supplier, condemning[0].checker]).toContain(cheater);
+    expect(verdicts.some((v) => v.result === 'agree')).toBe(true);
+    expect(verdicts.every((v) => !('key' in v))).toBe(true);
   });
 });

@@ -1,0 +1,153 @@
+/**
+ * The evidence of a dispute (issue 21), built from a condemning verdict: the cheater's latest signed receipt
+ * of the checked link, the session's input stream and the supplier's digest stream that hash to that receipt
+ * (policy/receipt-commitment.ts), the checker's re-run digests, and what to re-run (context). DisputeManager's
+ * fileDispute checks both hashes on chain; the arbiter (arbiter.ts) re-runs from this alone. Also its JSON
+ * form, which the dispute filer persists before filing so a gateway restart loses nothing.
+ */
+import { createHash } from 'node:crypto';
+import { concat, getAddress, hexlify, getBytes, keccak256 } from 'ethers';
+import { cidToBytes32, type Receipt } from '../../contracts/eip712.js';
+import { SignedReceiptType } from '../../net/exec/codec.js';
+import { ortToWire } from '../../net/exec/tensors.js';
+import type { TensorMap } from '../../net/exec/client.js';
+import { ByteCollector, committedDigests, writeDigestStream, writeTensorStream } from '../../policy/receipt-commitment.js';
+import { firstMismatch, type DigestTolerance } from '../../policy/verification.js';
+import { GridpipeError } from '../../errors/base.js';
+import type { VerdictEvidence } from './verifier.js';
+import { comparableDigest } from './rerun.js';
+
+/** What the arbiter re-runs (DisputeManager's DisputeEvidence.context, JSON). Not hash-bound: see arbiter.ts. */
+export interface DisputeContext {
+  manifestCid: string;
+  start: number;
+  end: number;
+  maxLength: number;
+  /** Each chunk's KV position and how many input tensors and output digests of the streams it takes. */
+  chunks: { position: number; tensors: number; outputs: number }[];
+  want: string[];
+  reduction: { lastRowOnly?: string[]; topK?: number; sampled?: boolean };
+}
+
+/** A dispute's evidence, ready for DisputeManager.fileDispute. */
+export interface DisputeEvidence {
+  /** The accused libp2p peer (the receipt names its chain address). */
+  peerId: string;
+  receipt: Receipt;
+  signature: string;
+  inputs: Uint8Array;
+  revealedDigests: Uint8Array;
+  rerunDigests: Uint8Array;
+  context: DisputeContext;
+}
+
+/** A verdict whose evidence cannot be filed (no receipt, a receipt that does not cover the mismatch...). */
+export class UnfileableEvidenceError extends GridpipeError<'UNFILEABLE_EVIDENCE'> {
+  constructor(message: string) {
+    super('UNFILEABLE_EVIDENCE', message);
+  }
+}
+
+/** Decodes a StepReply.receipt (an encoded SignedReceipt) into the receipt and its signature. */
+export function decodeReceipt(bytes: Uint8Array): { receipt: Receipt; signature: string } {
+  const m = SignedReceiptType.decode(bytes);
+  for (const b of [m.fragmentCid, m.inputHash, m.outputHash, m.sessionId]) {
+    if (b.byteLength !== 32) throw new UnfileableEvidenceError('the receipt has a hash that is not 32 bytes');
+  }
+  if (m.signature.byteLength !== 65) throw new UnfileableEvidenceError('the receipt\'s signature is not 65 bytes');
+  return {
+    receipt: {
+      supplier: getAddress(m.supplier), fragmentCid: hexlify(m.fragmentCid), inputHash: hexlify(m.inputHash), outputHash: hexlify(m.outputHash),
+      sessionId: hexlify(m.sessionId), step: BigInt(m.step.toString()), issuedAt: BigInt(m.issuedAt.toString()),
+    },
+    signature: hexlify(m.signature),
+  };
+}
+
+/** The bytes32 naming a span of fragments, as suppliers sign it (node/payments/receipts.ts spanDigest). */
+export function spanDigest(cids: readonly string[]): string {
+  if (cids.length === 1) return cidToBytes32(cids[0]);
+  return keccak256(concat(cids.map((c) => cidToBytes32(c))));
+}
+
+const sha256 = (b: Uint8Array): string => `0x${createHash('sha256').update(b).digest('hex')}`;
+
+function tensorStream(maps: readonly TensorMap[]): Uint8Array {
+  const out = new ByteCollector();
+  for (const m of maps) writeTensorStream(out, Object.entries(m).map(([name, t]) => ortToWire(name, t)));
+  return out.bytes();
+}
+
+function digestStream(maps: readonly TensorMap[]): Uint8Array {
+  const out = new ByteCollector();
+  for (const m of maps) writeDigestStream(out, committedDigests(Object.entries(m).map(([name, t]) => ortToWire(name, t))));
+  return out.bytes();
+}
+
+/**
+ * The evidence against the checked supplier of `e`: its latest receipt that covers the first mismatching chunk
+ * (a receipt signs the session from its first step to the step that returned it). UnfileableEvidenceError when
+ * the supplier signed no receipt, none covers a mismatch, or the streams do not hash to what it signed.
+ */
+export function buildEvidence(e: VerdictEvidence, tolerance?: DigestTolerance): DisputeEvidence {
+  const { link } = e;
+  let covered = 0;
+  let signed: { bytes: Uint8Array; chunks: number } | undefined;
+  for (const call of link.calls) {
+    covered += call.chunks;
+    if (call.receipt) signed = { bytes: call.receipt, chunks: covered };
+  }
+  if (!signed) throw new UnfileableEvidenceError('the supplier signed no receipt for this session (a free supplier, or a chain without a DisputeManager)');
+  const n = signed.chunks;
+  const sampled = !!link.reduction.sample;
+  const mine = link.chunks.slice(0, n).map((c) => comparableDigest(c.outputs, sampled));
+  const checker = e.checker.slice(0, n);
+  const referee = e.referee.slice(0, n);
+  if (!firstMismatch(mine, checker.map((o) => comparableDigest(o, sampled)), tolerance) || !firstMismatch(mine, referee.map((o) => comparableDigest(o, sampled)), tolerance)) {
+    throw new UnfileableEvidenceError(`the supplier's last receipt covers ${n} chunks, which agree with the re-runs: the mismatch came after it`);
+  }
+  const { receipt, signature } = decodeReceipt(signed.bytes);
+  const chunks = link.chunks.slice(0, n);
+  const inputs = tensorStream(chunks.map((c) => c.inputs));
+  const revealedDigests = digestStream(chunks.map((c) => c.outputs));
+  if (sha256(inputs) !== receipt.inputHash) throw new UnfileableEvidenceError('the session\'s inputs do not hash to the receipt\'s inputHash');
+  if (sha256(revealedDigests) !== receipt.outputHash) throw new UnfileableEvidenceError('the outputs received do not hash to the receipt\'s outputHash');
+  return {
+    peerId: link.supplier.peerId, receipt, signature, inputs, revealedDigests, rerunDigests: digestStream(checker),
+    context: {
+      manifestCid: link.model.manifestCid, start: link.start, end: link.end, maxLength: link.maxLength,
+      chunks: chunks.map((c) => ({ position: c.position, tensors: Object.keys(c.inputs).length, outputs: committedDigests(Object.entries(c.outputs).map(([name, t]) => ortToWire(name, t))).length })),
+      want: link.want,
+      reduction: { ...(link.reduction.lastRowOnly ? { lastRowOnly: link.reduction.lastRowOnly } : {}), ...(link.reduction.topK ? { topK: link.reduction.topK } : {}), ...(sampled ? { sampled } : {}) },
+    },
+  };
+}
+
+/** Evidence as JSON (bytes as 0x hex, bigints as decimal text). */
+export interface DisputeEvidenceJson {
+  peerId: string;
+  receipt: Record<keyof Receipt, string>;
+  signature: string;
+  inputs: string;
+  revealedDigests: string;
+  rerunDigests: string;
+  context: DisputeContext;
+}
+
+export function evidenceToJson(e: DisputeEvidence): DisputeEvidenceJson {
+  const r = e.receipt;
+  return {
+    peerId: e.peerId,
+    receipt: { supplier: r.supplier, fragmentCid: r.fragmentCid, inputHash: r.inputHash, outputHash: r.outputHash, sessionId: r.sessionId, step: r.step.toString(), issuedAt: r.issuedAt.toString() },
+    signature: e.signature, inputs: hexlify(e.inputs), revealedDigests: hexlify(e.revealedDigests), rerunDigests: hexlify(e.rerunDigests), context: e.context,
+  };
+}
+
+export function evidenceFromJson(j: DisputeEvidenceJson): DisputeEvidence {
+  const r = j.receipt;
+  return {
+    peerId: j.peerId,
+    receipt: { supplier: r.supplier, fragmentCid: r.fragmentCid, inputHash: r.inputHash, outputHash: r.outputHash, sessionId: r.sessionId, step: BigInt(r.step), issuedAt: BigInt(r.issuedAt) },
+    signature: j.signature, inputs: getBytes(j.inputs), revealedDigests: getBytes(j.revealedDigests), rerunDigests: getBytes(j.rerunDigests), context: j.context,
+  };
+}
