@@ -21,7 +21,8 @@ import { FragmentChain, languageModelFeeds } from '../fragments/quantize/measure
 import type { Manifest } from '../fragments/manifest.js';
 import { compressWireTensor, WireEncoding, type WireEncodingCode } from '../net/exec/wire-compression.js';
 import { ortToWire, wireToOrt } from '../net/exec/tensors.js';
-import { demoPrompts, DEMO_TARGET } from './compression-prompts.js';
+import { demoCalibrationWindows, demoPrompts, DEMO_TARGET } from './compression-prompts.js';
+import { CALIBRATION_SEED, CALIBRATION_WINDOWS } from '../fragments/quantize/calibrate.js';
 import { reportResult } from './report.js';
 
 /** GPT-2 small's shape: 12 layers, d 768, 12 heads, vocab 50257, 1024 positions (124M parameters). */
@@ -64,6 +65,14 @@ export async function compressionBench(flags: string[]): Promise<void> {
       metrics.demo_fp32_perplexity = lm.perplexity;
       metrics[`demo_${scheme}_perplexity_delta`] = lm.perplexityDelta;
     }
+    // int4 with GPTQ calibrated on training chapters (models/demo/calibration.txt): the int4 figures above are plain rounding.
+    const calibration = { sequences: demoCalibrationWindows(CALIBRATION_SEED, CALIBRATION_WINDOWS, PROMPT_LENGTH), source: 'models/demo/calibration.txt' };
+    const gptq = await fragmentModel(DEMO_TARGET, path.join(work, 'demo-int4-gptq'), { parts: 2, quantize: { ...resolveScheme('int4'), calibration, measure: { sequences: prompts, sequenceSource: source } } });
+    const gptqLm = gptq.manifest.quantization!.figures!.languageModel!;
+    metrics.int4_rtn_token_agreement = metrics.int4_token_agreement;
+    metrics.int4_token_agreement = gptqLm.tokenAgreement;
+    metrics.demo_int4_gptq_perplexity_delta = gptqLm.perplexityDelta;
+    metrics.demo_int4_gptq_bytes_ratio = gptq.manifest.quantization!.weightBytes / gptq.manifest.quantization!.sourceWeightBytes;
 
     // 3. Wire: the demo model cut in two at full precision, its crossing tensors sent exact / fp16 / int8.
     const exact = await fragmentModel(DEMO_TARGET, path.join(work, 'demo-fp32'), { parts: 2 });
@@ -85,7 +94,7 @@ export async function compressionBench(flags: string[]): Promise<void> {
     }
     reportResult('compression', metrics, `int8/int4 weight-only block quantization (MatMulNBits, GatherBlockQuantized; default blocks int8 128, int4 64) of fragments cut in 2. `
       + `*_bytes_ratio: quantized ÷ fp32 weight bytes of the fragments (int8_/int4_bytes_ratio: the GPT-2-small-shaped synthetic model, ${GPT2_SMALL.layers}L d${GPT2_SMALL.dModel} vocab ${GPT2_SMALL.vocab}). `
-      + `*_token_agreement: greedy next token of the quantized demo model = fp32's, over ${PROMPTS}×${PROMPT_LENGTH} held-out positions; perplexity over the same windows. `
+      + `*_token_agreement: greedy next token of the quantized demo model = fp32's, over ${PROMPTS}×${PROMPT_LENGTH} held-out positions; perplexity over the same windows; int4_token_agreement is int4 block 64 with GPTQ calibrated on ${CALIBRATION_WINDOWS}×${PROMPT_LENGTH} tokens of training chapters (models/demo/calibration.txt), int4_rtn_token_agreement the same bytes rounded to nearest. `
       + 'wire_*: the demo model\'s tensors crossing its cut (hidden state and attention mask helpers) sent as an exec session sends them (fp16 or int8 blocks of 64 with fp16 scales; a tensor with values fp16 cannot carry, such as a mask of -3.4e38, travels exact), bytes ÷ exact, and the token agreement with them decoded. '
       + `quantize_rss_ratio: peak RSS of a child quantizing (int8, no measuring) gpt ${BIG.layers}L d${BIG.dModel} (external data) ÷ the model's bytes. `
       + 'Goals: int8_bytes_ratio <= 0.27, int4_bytes_ratio <= 0.16, int8_token_agreement >= 0.99, int4_token_agreement >= 0.95, wire_int8_bytes_ratio <= 0.27, quantize_rss_ratio <= 0.3. '
