@@ -34,6 +34,8 @@ export interface GenerationParams {
   verifier?: Verifier;
   /** Aborted when the client has gone away: generation stops at the next token. */
   signal?: AbortSignal;
+  /** The request asked for exact outputs (`"exact": true`): activations are never compressed on the wire. */
+  exact?: boolean;
 }
 
 export class GridGeneration {
@@ -52,7 +54,7 @@ export class GridGeneration {
     const { model, params, trace } = this;
     const tokenizer = model.tokenizer;
     const manifest = model.open.manifest;
-    const session = openPipeline(this.client, model.open, params.promptIds.length + params.maxTokens, params.payer, params.priceLimits, params.verifier);
+    const session = openPipeline(this.client, model.open, params.promptIds.length + params.maxTokens, params.payer, params.priceLimits, params.verifier, params.exact);
     this.session = session;
     const runner: StepRunner = {
       step: async (inputs, position, tokens, hints) => {

@@ -16,8 +16,8 @@ import { ApiError, badRequest, overBudget, unavailable } from './errors.js';
  * Opens a session on `model` holding `maxLength` positions, paid by `payer` when given, at prices `priceLimits`
  * admits, observed by the gateway's `verifier` when it runs one (gateway/verify/).
  */
-export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer, priceLimits?: PriceLimits, verifier?: Verifier): PipelineSession {
-  return client.session(model, maxLength, { payer, priceLimits, observer: verifier?.observe(model, maxLength) });
+export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer, priceLimits?: PriceLimits, verifier?: Verifier, exact?: boolean): PipelineSession {
+  return client.session(model, maxLength, { payer, priceLimits, observer: verifier?.observe(model, maxLength), ...(exact ? { exact } : {}) });
 }
 
 /**
