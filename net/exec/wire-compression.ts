@@ -81,6 +81,12 @@ export function paletteBytes(size: number, count: number): number {
   return 1 + size * 4 + Math.ceil((count * paletteBits(size)) / 8);
 }
 
+/** Whether `bytes` is the length of a palette encoding of `count` values with some number of distinct values. */
+export function paletteFits(bytes: number, count: number): boolean {
+  for (let size = 1; size <= WIRE_PALETTE_MAX; size++) if (paletteBytes(size, count) === bytes) return true;
+  return false;
+}
+
 /** The distinct values' bit patterns, or undefined when there are more than WIRE_PALETTE_MAX (it stops early). */
 function distinctBits(values: Float32Array): Uint32Array | undefined {
   const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);

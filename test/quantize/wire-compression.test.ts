@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { compressWireTensor, decodeFloats, encodeFloats, encodedBytes, encodePalette, fromHalf, paletteBytes, toHalf, WIRE_ERROR_BOUND, WIRE_INT8_BLOCK, WIRE_PALETTE, WireEncoding } from '../../net/exec/wire-compression.js';
 import { encodeStepRequestFrame, ExecRequestType, toWireTensor } from '../../net/exec/codec.js';
 import { wireToOrt } from '../../net/exec/tensors.js';
+import { scanRequest } from '../../net/exec/scan.js';
 import { seededRandom } from '../../fragments/seeded-random.js';
 
 /** Activation-like values: mostly small, some large outliers, and a block of zeros. */
@@ -109,7 +110,12 @@ describe('palette: tensors of a few distinct values (attention masks)', () => {
       expect(sent.data.byteLength).toBe(paletteBytes(2, 4096));
       expect(sent.data.byteLength).toBe(1 + 8 + 512);
       const frame = Buffer.concat(encodeStepRequestFrame({ sessionId: 's', stepId: 1n, position: 0, inputs: [sent] }));
-      const decoded = ExecRequestType.decode(frame.subarray(readVarint(frame).header)) as unknown as { step: { inputs: Parameters<typeof toWireTensor>[0][] } };
+      // The frame scanner every node runs before decoding accepts it, and refuses a palette of the wrong length.
+      const body = frame.subarray(readVarint(frame).header);
+      expect(() => scanRequest(body)).not.toThrow();
+      const cut = Buffer.concat(encodeStepRequestFrame({ sessionId: 's', stepId: 1n, position: 0, inputs: [{ ...sent, data: sent.data.subarray(0, 300) }] }));
+      expect(() => scanRequest(cut.subarray(readVarint(cut).header))).toThrow(/300 bytes of palette data, which fits no palette of 4096 elements/);
+      const decoded = ExecRequestType.decode(body) as unknown as { step: { inputs: Parameters<typeof toWireTensor>[0][] } };
       const back = wireToOrt(toWireTensor(decoded.step.inputs[0]));
       expect(back.dims).toEqual([1, 1, 64, 64]);
       expect(Buffer.from((back.data as Float32Array).buffer).equals(Buffer.from(mask.buffer))).toBe(true);
