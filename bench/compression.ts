@@ -21,8 +21,10 @@ import { FragmentChain, languageModelFeeds } from '../fragments/quantize/measure
 import type { Manifest } from '../fragments/manifest.js';
 import { compressWireTensor, WireEncoding, type WireEncodingCode } from '../net/exec/wire-compression.js';
 import { ortToWire, wireToOrt } from '../net/exec/tensors.js';
-import { demoPrompts, DEMO_TARGET } from './compression-prompts.js';
+import { demoCalibrationWindows, demoPrompts, DEMO_TARGET } from './compression-prompts.js';
+import { CALIBRATION_SEED, CALIBRATION_WINDOWS } from '../fragments/quantize/calibrate.js';
 import { reportResult } from './report.js';
+import { wireWanFigures } from './compression-wan.js';
 
 /** GPT-2 small's shape: 12 layers, d 768, 12 heads, vocab 50257, 1024 positions (124M parameters). */
 const GPT2_SMALL: BuildOptions = { arch: 'gpt', layers: 12, dModel: 768, heads: 12, vocab: 50257, maxPositions: 1024, kvCache: true, seed: 1, name: 'gpt2-small-shaped' };
@@ -32,7 +34,7 @@ const PROMPTS = 64;
 const PROMPT_LENGTH = 64;
 const SEED = 11;
 
-/** Runs the benchmark; `--keep` leaves the files in the temp folder, `--no-big` skips the 1B-parameter model. */
+/** Runs the benchmark; `--keep` leaves the files in the temp folder, `--no-big` skips the 1B-parameter model, `--no-wan` the link figures. */
 export async function compressionBench(flags: string[]): Promise<void> {
   const work = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-bench-compression-'));
   const metrics: Record<string, number> = {};
@@ -64,11 +66,29 @@ export async function compressionBench(flags: string[]): Promise<void> {
       metrics.demo_fp32_perplexity = lm.perplexity;
       metrics[`demo_${scheme}_perplexity_delta`] = lm.perplexityDelta;
     }
+    // int4 with GPTQ calibrated on training chapters (models/demo/calibration.txt): the int4 figures above are plain rounding.
+    const calibration = { sequences: demoCalibrationWindows(CALIBRATION_SEED, CALIBRATION_WINDOWS, PROMPT_LENGTH), source: 'models/demo/calibration.txt' };
+    const gptq = await fragmentModel(DEMO_TARGET, path.join(work, 'demo-int4-gptq'), { parts: 2, quantize: { ...resolveScheme('int4'), calibration, measure: { sequences: prompts, sequenceSource: source } } });
+    const gptqLm = gptq.manifest.quantization!.figures!.languageModel!;
+    metrics.int4_rtn_token_agreement = metrics.int4_token_agreement;
+    metrics.int4_token_agreement = gptqLm.tokenAgreement;
+    metrics.demo_int4_gptq_perplexity_delta = gptqLm.perplexityDelta;
+    metrics.demo_int4_gptq_bytes_ratio = gptq.manifest.quantization!.weightBytes / gptq.manifest.quantization!.sourceWeightBytes;
 
     // 3. Wire: the demo model cut in two at full precision, its crossing tensors sent exact / fp16 / int8.
     const exact = await fragmentModel(DEMO_TARGET, path.join(work, 'demo-fp32'), { parts: 2 });
     const wire = await wireFigures(exact.manifest, path.join(work, 'demo-fp32'), prompts);
     Object.assign(metrics, wire);
+    // 3b. The same cut served by two supplier processes over a 100 Mbit/s, 20 ms link: decode tokens/s per wire encoding.
+    let wanFailure = '';
+    if (!flags.includes('--no-wan')) {
+      try {
+        Object.assign(metrics, await wireWanFigures(path.join(work, 'demo-fp32'), work, prompts[0]));
+      } catch (err) {
+        wanFailure = ` The link figures (wan_*) failed this run: ${(err as Error).message.split('\n')[0]}.`;
+        process.stderr.write(`compression: ${wanFailure}\n`);
+      }
+    }
 
     // 4. Peak RSS of quantizing a model of over 1B parameters, in a child process.
     if (!flags.includes('--no-big')) {
@@ -85,11 +105,11 @@ export async function compressionBench(flags: string[]): Promise<void> {
     }
     reportResult('compression', metrics, `int8/int4 weight-only block quantization (MatMulNBits, GatherBlockQuantized; default blocks int8 128, int4 64) of fragments cut in 2. `
       + `*_bytes_ratio: quantized ÷ fp32 weight bytes of the fragments (int8_/int4_bytes_ratio: the GPT-2-small-shaped synthetic model, ${GPT2_SMALL.layers}L d${GPT2_SMALL.dModel} vocab ${GPT2_SMALL.vocab}). `
-      + `*_token_agreement: greedy next token of the quantized demo model = fp32's, over ${PROMPTS}×${PROMPT_LENGTH} held-out positions; perplexity over the same windows. `
-      + 'wire_*: the demo model\'s tensors crossing its cut (hidden state and attention mask helpers) sent as an exec session sends them (fp16 or int8 blocks of 64 with fp16 scales; a tensor with values fp16 cannot carry, such as a mask of -3.4e38, travels exact), bytes ÷ exact, and the token agreement with them decoded. '
+      + `*_token_agreement: greedy next token of the quantized demo model = fp32's, over ${PROMPTS}×${PROMPT_LENGTH} held-out positions; perplexity over the same windows; int4_token_agreement is int4 block 64 with GPTQ calibrated on ${CALIBRATION_WINDOWS}×${PROMPT_LENGTH} tokens of training chapters (models/demo/calibration.txt), int4_rtn_token_agreement the same bytes rounded to nearest. `
+      + 'wire_*: the demo model\'s tensors crossing its cut (hidden state and attention mask helpers) sent as an exec session sends them (fp16 or int8 blocks of 64 with fp16 scales; a tensor of at most 16 distinct values, such as a mask of 0 / -3.4e38, as an exact palette of 1-4 bits per value), bytes ÷ exact, and the token agreement with them decoded. '
       + `quantize_rss_ratio: peak RSS of a child quantizing (int8, no measuring) gpt ${BIG.layers}L d${BIG.dModel} (external data) ÷ the model's bytes. `
       + 'Goals: int8_bytes_ratio <= 0.27, int4_bytes_ratio <= 0.16, int8_token_agreement >= 0.99, int4_token_agreement >= 0.95, wire_int8_bytes_ratio <= 0.27, quantize_rss_ratio <= 0.3. '
-      + 'Not measured yet: decode tokens/s over a 100 Mbit/s, 20 ms link per wire encoding.');
+      + `wan_*: the demo model cut in two, two supplier processes and the client (gridpipe generate --wire-encoding, greedy, a 64-token held-out prompt, 24 tokens, 2 rounds) in their own network namespaces, every connection over an emulated link of 10 ms one way and 100 Mbit/s (user-space forwarder: no netem here); decode tokens/s (first token line to last) per wire encoding, links_as_asked = every link used it, token_agreement with the exact run.${wanFailure}`);
   } finally {
     if (!flags.includes('--keep')) await rm(work, { recursive: true, force: true });
     else process.stderr.write(`kept ${work}\n`);

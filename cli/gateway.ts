@@ -36,6 +36,7 @@ export function gatewayCommand(): Command {
     .option('--listen <multiaddr>', 'libp2p address to listen on (repeatable; default: any port)', collect, [])
     .option('--relay-server', 'offer circuit relay service to suppliers behind NAT (needs a public --listen address)', false)
     .addOption(new Option('--route-mode <mode>', 'star: the gateway relays every tensor; chain: each supplier forwards to the next, the last answers; auto: chain where measured round trips say it saves time').choices(['star', 'chain', 'auto']).default('star'))
+    .addOption(new Option('--wire-encoding <encoding>', 'how activations travel to and from suppliers: exact (the model\'s dtype), fp16, int8 (blocks), or auto (compress where the measured link makes transfer dominate); a request with "exact": true always travels exact').choices(['exact', 'fp16', 'int8', 'auto']).default('exact'))
     .option('--keys <file>', 'API keys (JSON: {"keys": {"<key>": {"name", "payer"?, "budget"?, "requestsPerMinute"?, "tokensPerMinute"?}}}); without it the gateway is open')
     .option('--model <dir-or-cid>', 'fragment folder or manifest CID to serve besides the models discovered on the grid (repeatable)', collect, [])
     .option('--chain-config <file>', 'chain config (contract addresses, chain id, RPC): pay suppliers that charge with signed vouchers')
@@ -50,7 +51,7 @@ export function gatewayCommand(): Command {
     .option('--no-explorer', 'do not serve the network explorer (its page at /explorer/ and its API at /explorer/api/v1)')
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
-      port: number; host: string; bootstrap: string[]; network: string; listen: string[]; relayServer: boolean; routeMode: 'star' | 'chain' | 'auto'; keys?: string; model: string[];
+      port: number; host: string; bootstrap: string[]; network: string; listen: string[]; relayServer: boolean; routeMode: 'star' | 'chain' | 'auto'; wireEncoding: 'exact' | 'fp16' | 'int8' | 'auto'; keys?: string; model: string[];
       chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; metricsToken?: string; verifyRate: number; json: boolean;
       maxPricePerGflop: bigint; maxOverMedian: number; explorer: boolean;
     }) => {
@@ -85,7 +86,7 @@ export function gatewayCommand(): Command {
       const explorer = o.explorer ? await import('./explorer.js') : undefined;
       let attached: Awaited<ReturnType<NonNullable<typeof explorer>['gatewayExplorer']>> | undefined;
       const gateway = await startGateway({
-        bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), listen: o.listen.length ? o.listen : undefined, relayServer: o.relayServer, routeMode: o.routeMode,
+        bootstrap: o.bootstrap, network: chooseNetwork(o.network, o.bootstrap), listen: o.listen.length ? o.listen : undefined, relayServer: o.relayServer, routeMode: o.routeMode, wireEncoding: o.wireEncoding,
         port: o.port, host: o.host, keys, models: o.model,
         payerFor: payers?.payerFor, verifierPayer: payers?.gatewayPayer, disputes: o.chainConfig && o.wallet ? { chain: { chainConfig: o.chainConfig, rpcUrl: o.rpc, wallet: o.wallet }, dataDir: o.data } : undefined, priceLimits: { maxPricePerGflop: o.maxPricePerGflop, maxOverMedian: o.maxOverMedian }, requireStake, maxTensorBytes: o.maxTensorBytes, verifyRate: o.verifyRate, metricsToken, logger, spendingDir: path.join(o.data, 'spending'),
         extraRoutes: explorer ? (app, ctx) => { attached = explorer.gatewayExplorer(app, ctx, { chainConfig: o.chainConfig, rpcUrl: o.rpc, logger }); } : undefined,

@@ -40,10 +40,11 @@ export function generateCommand(): Command {
     .option('--wait <seconds>', 'how long to wait to join the grid, and for hosts of every fragment', positiveNumber, 30)
     .option('--strict-experts', 'mixture-of-experts models: fail, naming the expert, when a token\'s chosen expert has no live server (default: its next-ranked expert stands in)', false)
     .addOption(new Option('--route-mode <mode>', 'star: the client relays every tensor; chain: each supplier forwards to the next, the last answers; auto: chain where measured round trips say it saves time').choices(['star', 'chain', 'auto']).default('star'))
+    .addOption(new Option('--wire-encoding <encoding>', 'how activations travel: exact (the model\'s dtype), fp16, int8 (blocks), or auto (compress where the measured link makes transfer dominate)').choices(['exact', 'fp16', 'int8', 'auto']).default('exact'))
     .option('--json', 'one JSON line per token, then a summary', false)
     .action(async (o: {
       manifest: string; promptIds?: string; prompt?: string; maxTokens: number; temperature: number; topP?: number; topK?: number;
-      seed: number; bootstrap: string[]; network: string; listen: string[]; wait: number; json: boolean; strictExperts: boolean; routeMode: 'star' | 'chain' | 'auto';
+      seed: number; bootstrap: string[]; network: string; listen: string[]; wait: number; json: boolean; strictExperts: boolean; routeMode: 'star' | 'chain' | 'auto'; wireEncoding: 'exact' | 'fp16' | 'int8' | 'auto';
     }) => {
       // The grid client (libp2p, onnxruntime) loads here, not with the command tree.
       const { vocabSize } = await import('../fragments/manifest.js');
@@ -75,7 +76,7 @@ export function generateCommand(): Command {
           promptIds = tokenizer.encode(o.prompt!);
         }
         const kvCache = model.manifest.statefulPairs.length > 0;
-        const session = client.session(model, promptIds.length + o.maxTokens, { strictExperts: o.strictExperts, routeMode: o.routeMode });
+        const session = client.session(model, promptIds.length + o.maxTokens, { strictExperts: o.strictExperts, routeMode: o.routeMode, wireEncoding: o.wireEncoding });
         // Mixture-of-experts models: expert calls and fallbacks, summed over the steps.
         const experts = { calls: 0, fallbacks: 0 };
         const counted = { step: async (...a: Parameters<typeof session.step>) => {
@@ -101,7 +102,7 @@ export function generateCommand(): Command {
         } finally {
           await session.close();
         }
-        const route = session.route.map((r) => ({ peerId: r.peerId, fragments: [r.start, r.end - 1], connection: client.connectionKind(r.peerId) }));
+        const route = session.route.map((r) => ({ peerId: r.peerId, fragments: [r.start, r.end - 1], connection: client.connectionKind(r.peerId), wireEncoding: r.wireEncoding }));
         const moe = model.manifest.fragments.some((f) => f.moe) ? { experts } : {};
         if (o.json) process.stdout.write(`${JSON.stringify({ done: true, tokens: ids, route, failovers: session.failovers, chainedSteps: session.chainedSteps, synthetic: model.manifest.model.synthetic, ...moe })}\n`);
         else {

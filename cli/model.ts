@@ -108,8 +108,9 @@ export function modelCommand(): Command {
     .addOption(new Option('--quantize <scheme>', 'store MatMul/Gemm/Gather weights block-quantized (weight-only; the error is measured into the manifest)').choices(['int8', 'int4']))
     .addOption(new Option('--block <n>', 'weights per quantization block (default: int8 128, int4 64)').choices(['32', '64', '128']))
     .option('--text <file>', 'with --quantize: text whose seeded windows measure token agreement and perplexity (default: seeded random token ids)')
+    .option('--calibrate <file>', 'with --quantize: text (not the --text one) whose seeded windows calibrate GPTQ: MatMul/Gemm weights are rounded to minimise their layer output error (language models that fit in memory)')
     .option('--json', 'machine-readable output', false)
-    .action(async (file: string, o: { parts?: number; maxBytes?: number; out: string; dim: Record<string, number>; tokenizer?: string; quantize?: string; block?: string; text?: string; expertsPerFragment?: number; json: boolean }) => {
+    .action(async (file: string, o: { parts?: number; maxBytes?: number; out: string; dim: Record<string, number>; tokenizer?: string; quantize?: string; block?: string; text?: string; calibrate?: string; expertsPerFragment?: number; json: boolean }) => {
       const { fragmentModel } = await import('../fragments/fragment.js');
       const { checkTokenizerFiles } = await import('../gateway/tokenizers/check.js');
       const quantize = await quantizeOption(file, o);
@@ -169,20 +170,27 @@ export function modelCommand(): Command {
 }
 
 /** The --quantize/--block/--text choice of `model fragment`, checked (bad combinations exit 2). */
-async function quantizeOption(file: string, o: { quantize?: string; block?: string; text?: string; tokenizer?: string }): Promise<FragmentOptions['quantize']> {
+async function quantizeOption(file: string, o: { quantize?: string; block?: string; text?: string; calibrate?: string; tokenizer?: string }): Promise<FragmentOptions['quantize']> {
   if (!o.quantize) {
     if (o.block) throw new UsageError('--block needs --quantize int8|int4');
     if (o.text) throw new UsageError('--text needs --quantize int8|int4');
+    if (o.calibrate) throw new UsageError('--calibrate needs --quantize int8|int4');
     return undefined;
   }
   const { resolveScheme } = await import('../fragments/quantize/scheme.js');
   const { DEFAULT_MEASURE_SEED } = await import('../fragments/quantize/measure.js');
   const scheme = resolveScheme(o.quantize, o.block === undefined ? undefined : Number(o.block));
-  if (!o.text) return scheme;
+  if (!o.text && !o.calibrate) return scheme;
   const { modelFileOf } = await import('../fragments/model-folder.js');
   const tokenizer = o.tokenizer ?? path.join(path.dirname(modelFileOf(file)), 'tokenizer.json');
-  const prompts = await promptSetFromText(o.text, tokenizer, DEFAULT_MEASURE_SEED);
-  return { ...scheme, measure: { sequences: prompts.ids, sequenceSource: prompts.source } };
+  const prompts = o.text ? await promptSetFromText(o.text, tokenizer, DEFAULT_MEASURE_SEED) : undefined;
+  const { CALIBRATION_SEED, CALIBRATION_WINDOWS } = await import('../fragments/quantize/calibrate.js');
+  const calibration = o.calibrate ? await promptSetFromText(o.calibrate, tokenizer, CALIBRATION_SEED, '--calibrate', CALIBRATION_WINDOWS) : undefined;
+  return {
+    ...scheme,
+    ...(prompts ? { measure: { sequences: prompts.ids, sequenceSource: prompts.source } } : {}),
+    ...(calibration ? { calibration: { sequences: calibration.ids, source: calibration.source } } : {}),
+  };
 }
 
 /** Lines describing a quantized manifest: bytes, and the measured error. */

@@ -9,9 +9,9 @@ import path from 'node:path';
 import { UsageError } from './errors.js';
 
 /** Windows of the text's tokens, and a description of them recorded with the figures (text CID and seed). */
-export async function promptSetFromText(textFile: string, tokenizerFile: string | undefined, seed: number): Promise<{ ids: number[][]; source: string }> {
-  if (!tokenizerFile || !existsSync(tokenizerFile)) throw new UsageError(`--text needs the model's tokenizer.json${tokenizerFile ? ` (${tokenizerFile} is missing)` : ''}`);
-  if (!existsSync(textFile)) throw new UsageError(`--text ${textFile}: no such file`);
+export async function promptSetFromText(textFile: string, tokenizerFile: string | undefined, seed: number, flag = '--text', count?: number): Promise<{ ids: number[][]; source: string }> {
+  if (!tokenizerFile || !existsSync(tokenizerFile)) throw new UsageError(`${flag} needs the model's tokenizer.json${tokenizerFile ? ` (${tokenizerFile} is missing)` : ''}`);
+  if (!existsSync(textFile)) throw new UsageError(`${flag} ${textFile}: no such file`);
   const { hfTextTokenizer } = await import('../gateway/tokenizers/index.js');
   const { promptWindows } = await import('../fragments/quantize/prompts.js');
   const { cidOfFile } = await import('../fragments/cid.js');
@@ -19,6 +19,6 @@ export async function promptSetFromText(textFile: string, tokenizerFile: string 
   const config = existsSync(configFile) ? JSON.parse(await readFile(configFile, 'utf8')) as Record<string, unknown> : {};
   const tokenizer = hfTextTokenizer(JSON.parse(await readFile(tokenizerFile, 'utf8')) as object, config);
   const tokens = tokenizer.encode(await readFile(textFile, 'utf8'));
-  const ids = promptWindows(tokens, { seed });
+  const ids = promptWindows(tokens, { seed, count });
   return { ids, source: `text ${await cidOfFile(textFile)} (seed ${seed}, ${ids.length}×${ids[0].length} tokens)` };
 }

@@ -23,8 +23,7 @@ import { dataTypeName } from './onnx/dtype.js';
 import { VERSION } from './version.js';
 import { modelFileOf, readModelFolderFiles, type TokenizerCheck } from './model-folder.js';
 import { cutMoeModel, type MoeCutFragment } from './moe/cut-model.js';
-import type { QuantScheme } from './quantize/scheme.js';
-import { quantizeFragments, type MeasureChoice } from './quantize/apply.js';
+import { quantizeFragments, type QuantizeOptions } from './quantize/apply.js';
 
 export interface FragmentOptions {
   parts?: number;
@@ -47,7 +46,7 @@ export interface FragmentOptions {
    */
   expertsPerFragment?: number;
   /** Store MatMul/Gemm/Gather weights block-quantized (see fragments/quantize/), measuring the error as `measure` says. */
-  quantize?: QuantScheme & { measure?: MeasureChoice };
+  quantize?: QuantizeOptions;
 }
 
 export interface FragmentResult { manifest: Manifest; manifestCid: string; dir: string }
@@ -99,7 +98,9 @@ export async function fragmentModel(input: string, outDir: string, options: Frag
     : cutDense(modelPath, options);
 
   await mkdir(outDir, { recursive: true });
-  const quantized = options.quantize ? quantizeFragments(cut, options.quantize) : undefined;
+  // onnxruntime loads only when calibrating (GPTQ runs the full-precision model over the calibration text).
+  const moments = options.quantize?.calibration ? await (await import('./quantize/calibrate.js')).calibrationMoments(modelPath, cut, options.quantize.calibration) : undefined;
+  const quantized = options.quantize ? quantizeFragments(cut, options.quantize, moments) : undefined;
   const fragments = quantized ? quantized.fragments : cut;
   const total = fragments.reduce((s, f) => s + f.weightBytes, 0);
   let doneBefore = 0;

@@ -47,6 +47,8 @@ export interface FragmentQuantizationRecord {
   /** Source weights stored quantized, and nodes rewritten by op (MatMul, Gemm, Gather). */
   weights: number;
   replaced: Record<string, number>;
+  /** Of `weights`, how many were quantized with GPTQ against calibration inputs (absent: none). */
+  calibrated?: number;
   /** Precision the exporter chose and that was kept (quantized ops, fp16 weights). */
   kept: string[];
   /** Weight bytes of this fragment at full precision (`weightBytes` counts the quantized bytes). */
@@ -64,6 +66,8 @@ export interface ModelQuantizationRecord {
   ops: string[];
   sourceWeightBytes: number;
   weightBytes: number;
+  /** Present when weights were quantized with GPTQ: what calibrated them (text CID, windows). */
+  calibration?: { method: 'gptq'; source: string; positions: number };
   /** Measured when fragmenting (absent when measuring was turned off); `model verify` measures again and compares. */
   figures?: QuantizationFigures;
 }

@@ -36,6 +36,8 @@ export interface GenerationParams {
   signal?: AbortSignal;
   /** Mixture-of-experts models: fail instead of falling back when a chosen expert has no live server. */
   strictExperts?: boolean;
+  /** The request asked for exact outputs (`"exact": true`): activations are never compressed on the wire. */
+  exact?: boolean;
 }
 
 export class GridGeneration {
@@ -54,7 +56,7 @@ export class GridGeneration {
     const { model, params, trace } = this;
     const tokenizer = model.tokenizer;
     const manifest = model.open.manifest;
-    const session = openPipeline(this.client, model.open, params.promptIds.length + params.maxTokens, params.payer, params.priceLimits, params.verifier, params.strictExperts);
+    const session = openPipeline(this.client, model.open, params.promptIds.length + params.maxTokens, params.payer, params.priceLimits, params.verifier, { strictExperts: params.strictExperts, exact: params.exact });
     this.session = session;
     const runner: StepRunner = {
       step: async (inputs, position, tokens, hints) => {

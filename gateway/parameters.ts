@@ -9,7 +9,7 @@ import type { Body } from './validate.js';
 export type TextEndpoint = 'completions' | 'chat';
 
 /** Implemented by both endpoints. */
-const COMMON = ['model', 'max_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'stop', 'stream', 'stream_options', 'n', 'user', 'strict_experts'];
+const COMMON = ['model', 'max_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'stop', 'stream', 'stream_options', 'n', 'user', 'strict_experts', 'exact'];
 
 /** The parameters each endpoint implements (`n` only as 1). */
 export const SUPPORTED_PARAMETERS: Record<TextEndpoint, readonly string[]> = {

@@ -15,11 +15,12 @@ import { ApiError, badRequest, overBudget, unavailable } from './errors.js';
 
 /**
  * Opens a session on `model` holding `maxLength` positions, paid by `payer` when given, at prices `priceLimits`
- * admits, observed by the gateway's `verifier` when it runs one (gateway/verify/); `strictExperts`: a token whose
- * chosen mixture-of-experts expert has no live server fails the step instead of falling back.
+ * admits, observed by the gateway's `verifier` when it runs one (gateway/verify/). The request's `strictExperts`: a
+ * token whose chosen mixture-of-experts expert has no live server fails the step instead of falling back; `exact`:
+ * activations are never compressed on the wire.
  */
-export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer, priceLimits?: PriceLimits, verifier?: Verifier, strictExperts?: boolean): PipelineSession {
-  return client.session(model, maxLength, { payer, priceLimits, observer: verifier?.observe(model, maxLength), ...(strictExperts ? { strictExperts } : {}) });
+export function openPipeline(client: GridClient, model: OpenModel, maxLength: number, payer?: StepPayer, priceLimits?: PriceLimits, verifier?: Verifier, request: { strictExperts?: boolean; exact?: boolean } = {}): PipelineSession {
+  return client.session(model, maxLength, { payer, priceLimits, observer: verifier?.observe(model, maxLength), ...(request.strictExperts ? { strictExperts: true } : {}), ...(request.exact ? { exact: true } : {}) });
 }
 
 /**

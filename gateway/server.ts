@@ -5,6 +5,7 @@
  */
 import '../net/polyfill.js';
 import type { RouteMode } from '../policy/route-mode.js';
+import type { WireEncodingPreference } from '../scheduler/wire-choice.js';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { GridClient } from '../scheduler/client.js';
@@ -41,6 +42,8 @@ export interface GatewayOptions {
   relayServer?: boolean;
   /** Star, chain (direct return) or auto per route (policy/route-mode.ts; default star). */
   routeMode?: RouteMode;
+  /** How activations travel between the gateway and suppliers (scheduler/wire-choice.ts; default exact). */
+  wireEncoding?: WireEncodingPreference;
   port?: number;
   host?: string;
   /** API keys (absent = open access, logged as such). */
@@ -149,7 +152,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   }
   const client = await GridClient.connect({
     bootstrap: options.bootstrap, network: options.network, logger, discovery: { lookupTimeoutMs: 5000 }, stakeCheck,
-    listen: options.listen, relayServer: options.relayServer, routeMode: options.routeMode,
+    listen: options.listen, relayServer: options.relayServer, routeMode: options.routeMode, wireEncoding: options.wireEncoding,
   });
   const catalog = new ModelCatalog(client, { models: options.models, refreshEveryMs: options.refreshEveryMs, logger, stakeCheck });
   const keys = new KeyRing(options.keys);

@@ -34,8 +34,8 @@ export interface RouteMetadata {
   model: string;
   manifestCid: string;
   synthetic: boolean;
-  /** The route at the end of the request: who ran which fragments, in pipeline order. */
-  route: { peerId: string; fragments: [number, number] }[];
+  /** The route at the end of the request: who ran which fragments, in pipeline order, and how activations travelled on each link. */
+  route: { peerId: string; fragments: [number, number]; wireEncoding?: string }[];
   hops: HopSummary[];
   failovers: number;
   steps: number;
@@ -119,7 +119,7 @@ export class RequestTrace {
   metadata(route: RouteCall[]): RouteMetadata {
     return {
       requestId: this.requestId, model: this.model.name, manifestCid: this.model.manifestCid, synthetic: this.model.synthetic,
-      route: route.map((r) => ({ peerId: r.peerId, fragments: [r.start, r.end - 1] as [number, number] })),
+      route: route.map((r) => ({ peerId: r.peerId, fragments: [r.start, r.end - 1] as [number, number], ...('wireEncoding' in r ? { wireEncoding: String(r.wireEncoding) } : {}) })),
       hops: [...this.hops.values()].map(({ costUnits, ...h }) => ({
         ...h, cost: costUnits.toString(), wallMs: round(h.wallMs), computeMs: round(h.computeMs), queueMs: round(h.queueMs), paymentMs: round(h.paymentMs), payerMs: round(h.payerMs),
       })),

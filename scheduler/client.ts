@@ -26,6 +26,7 @@ import { PipelineSession } from './session.js';
 import type { StepObserver } from './step-observer.js';
 import type { PriceLimits } from '../policy/price-limits.js';
 import type { RouteMode } from '../policy/route-mode.js';
+import type { WireEncodingPreference } from './wire-choice.js';
 import { ExecClient } from '../net/exec/client.js';
 
 export interface GridClientOptions {
@@ -48,6 +49,8 @@ export interface GridClientOptions {
   minStepTimeoutMs?: number;
   /** Route mode of this client's sessions unless a session names one (default star); policy/route-mode.ts. */
   routeMode?: RouteMode;
+  /** Wire encoding of this client's sessions unless a session names one (default exact); scheduler/wire-choice.ts. */
+  wireEncoding?: WireEncodingPreference;
   /** Route only to staked suppliers: a check of your own, or the chain's StakeRegistry (isListed, cached). */
   stakeCheck?: StakeCheck | { rpcUrl: string; chainId: number; stakeRegistry: string; ttlMs?: number };
 }
@@ -64,6 +67,10 @@ export interface SessionOptions {
   observer?: StepObserver;
   /** Star, chain (direct return) or auto (default: the client's routeMode, else star); policy/route-mode.ts. */
   routeMode?: RouteMode;
+  /** How activations travel (default exact; auto: compress where the measured link makes transfer dominate); scheduler/wire-choice.ts. */
+  wireEncoding?: WireEncodingPreference;
+  /** The request asks for exact outputs: never compress. */
+  exact?: boolean;
 }
 
 /** A model the client can run: its manifest and its hosts. */
@@ -150,6 +157,7 @@ export class GridClient {
       swarm: this.swarm, client: this.exec, maxLength, logger: this.logger, minStepTimeoutMs: this.options.minStepTimeoutMs,
       payer: options.payer, priceLimits: options.priceLimits, strictExperts: options.strictExperts, observer: options.observer,
       routeMode: options.routeMode ?? this.options.routeMode,
+      wireEncoding: options.wireEncoding ?? this.options.wireEncoding ?? 'exact', ...(options.exact ? { exact: true } : {}),
     });
   }
 

@@ -29,6 +29,8 @@ import { parseBaseUnits, stepCharge } from '../policy/pricing.js';
 import { GridpipeError } from '../errors/base.js';
 import { ExpertRouter, type ExpertFallback, type ExpertHop } from './expert-router.js';
 import type { StepObserver } from './step-observer.js';
+import { sessionWireEncoding, WIRE_ENCODING_CODES, wireEncodingName, type WireEncodingPreference } from './wire-choice.js';
+import type { WireEncodingName } from '../policy/wire-encoding.js';
 
 /** A span of the route with its open session. */
 interface Link extends RouteCall {
@@ -40,7 +42,12 @@ interface Link extends RouteCall {
   predictedMs: number;
   /** Chain mode: the peer this link's session accepts forwarded steps from (the previous link when opened). */
   acceptsFrom?: string;
+  /** How this link's float activations travel (what the server accepted; scheduler/wire-choice.ts). */
+  wireEncoding: WireEncodingName;
 }
+
+/** A hop of the route as reported: peer, span, and the wire encoding its activations travel in. */
+export type SessionRouteCall = RouteCall & { wireEncoding: WireEncodingName };
 
 export interface PipelineSessionOptions {
   host: GridHost;
@@ -73,6 +80,13 @@ export interface PipelineSessionOptions {
    * Default star.
    */
   routeMode?: RouteMode;
+  /**
+   * How activations travel on each link (net/exec/wire-compression.ts): exact (default), fp16, int8, or auto (compress
+   * where the client's measured link makes transfer dominate; policy/wire-encoding.ts). `exact` overrides it.
+   */
+  wireEncoding?: WireEncodingPreference;
+  /** The request asks for exact outputs: never compress. */
+  exact?: boolean;
 }
 
 /** What the caller needs of a step's outputs, so servers can send less. */
@@ -158,9 +172,9 @@ export class PipelineSession {
   }
 
   /** The current route (after close: the last one): peer and span per hop. */
-  get route(): RouteCall[] { return this.closed ? this.lastRoute : this.chain.map(({ peerId, start, end }) => ({ peerId, start, end })); }
+  get route(): SessionRouteCall[] { return this.closed ? this.lastRoute : this.chain.map(({ peerId, start, end, wireEncoding }) => ({ peerId, start, end, wireEncoding })); }
 
-  private lastRoute: RouteCall[] = [];
+  private lastRoute: SessionRouteCall[] = [];
 
   /**
    * Runs one step: `inputs` are the model's graph inputs for the new tokens, `position` the KV length
@@ -449,13 +463,19 @@ export class PipelineSession {
       let previous = chained ? this.chain.find((l) => l.end === from)?.peerId : undefined;
       try {
         for (const { hosted, ...call } of calls) {
+          const wire = sessionWireEncoding({
+            preference: this.options.wireEncoding ?? 'exact', exact: this.options.exact ?? false, manifest: this.options.manifest,
+            start: call.start, end: call.end, tokens, estimate: this.swarm.estimateOf(call.peerId),
+          });
           const session = await this.client.openSession(this.options.host.node, dialTargetOf(hosted), {
             fragments: Array.from({ length: call.end - call.start }, (_, n) => ({ cid: this.options.manifest.fragments[call.start + n].cid, manifestCid: this.options.manifestCid, index: call.start + n })),
             maxLength: this.options.maxLength,
             voucher: await this.openVoucher(hosted),
             ...(previous ? { forwarders: [previous] } : {}),
+            ...(wire.encoding !== 'exact' ? { wireEncoding: WIRE_ENCODING_CODES[wire.encoding] } : {}),
           });
-          links.push({ ...call, session, hosted, fresh: true, predictedMs: estimatedMs / calls.length, ...(previous ? { acceptsFrom: previous } : {}) });
+          if (wire.encoding !== 'exact') this.options.logger?.debug({ peer: call.peerId, asked: wire.encoding, accepted: wireEncodingName(session.wireEncoding), why: wire.reason }, 'wire encoding');
+          links.push({ ...call, session, hosted, fresh: true, predictedMs: estimatedMs / calls.length, wireEncoding: wireEncodingName(session.wireEncoding), ...(previous ? { acceptsFrom: previous } : {}) });
           this.measureRoundTrip(call.peerId);
           if (chained) previous = call.peerId;
         }

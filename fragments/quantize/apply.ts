@@ -9,21 +9,26 @@ import { tensorBytesLength } from '../onnx/model-doc.js';
 import { quantizeFragmentDoc, type FragmentQuantization } from './rewrite.js';
 import type { MeasureOptions } from './measure.js';
 import type { QuantScheme } from './scheme.js';
+import type { InputMoment } from './gptq.js';
+import type { Calibration } from './calibrate.js';
 
 /** Measure the output error after writing (default: yes, seeded sample inputs and token sequences), or not. */
 export type MeasureChoice = false | MeasureOptions;
 
+/** The --quantize choice as fragmentModel takes it: the scheme, how to measure, and optional GPTQ calibration text. */
+export type QuantizeOptions = QuantScheme & { measure?: MeasureChoice; calibration?: Calibration };
+
 export const QUANTIZED_OPS = ['com.microsoft.MatMulNBits', 'com.microsoft.GatherBlockQuantized'];
 
 /** Rewrites the fragments; `record` fills the manifest in after they are written (their weight errors are known then). */
-export function quantizeFragments<F extends FragmentModel>(fragments: F[], scheme: QuantScheme & { measure?: MeasureChoice }): {
+export function quantizeFragments<F extends FragmentModel>(fragments: F[], scheme: QuantizeOptions, moments?: ReadonlyMap<string, InputMoment>): {
   fragments: F[];
   record: (manifest: Manifest, dir: string, modelPath: string) => Promise<void>;
 } {
   const reports: FragmentQuantization[] = [];
   const sourceBytes: number[] = [];
   const rewritten = fragments.map((f) => {
-    const { doc, report } = quantizeFragmentDoc(f.doc, scheme);
+    const { doc, report } = quantizeFragmentDoc(f.doc, scheme, moments);
     reports.push(report);
     sourceBytes.push(f.weightBytes);
     const ops = { ...f.ops };
@@ -36,7 +41,7 @@ export function quantizeFragments<F extends FragmentModel>(fragments: F[], schem
     for (const [i, entry] of manifest.fragments.entries()) {
       const r = reports[i];
       entry.quantization = {
-        scheme: scheme.scheme, bits: scheme.bits, block: scheme.block, weights: r.weights, replaced: r.replaced, kept: r.kept,
+        scheme: scheme.scheme, bits: scheme.bits, block: scheme.block, weights: r.weights, ...(r.calibrated ? { calibrated: r.calibrated } : {}), replaced: r.replaced, kept: r.kept,
         sourceWeightBytes: sourceBytes[i],
         weightError: { maxAbs: r.error.maxAbsError, relRms: r.error.sumSquared > 0 ? Math.sqrt(r.error.sumSquaredError / r.error.sumSquared) : 0 },
       };
@@ -46,6 +51,9 @@ export function quantizeFragments<F extends FragmentModel>(fragments: F[], schem
       sourceWeightBytes: sourceBytes.reduce((a, b) => a + b, 0),
       weightBytes: rewritten.reduce((s, f) => s + f.weightBytes, 0),
     };
+    if (scheme.calibration && reports.some((r) => r.calibrated > 0)) {
+      manifest.quantization.calibration = { method: 'gptq', source: scheme.calibration.source, positions: scheme.calibration.sequences.reduce((s, q) => s + q.length, 0) };
+    }
     if (scheme.measure !== false) {
       // onnxruntime loads only when a quantized model is measured (`model inspect` imports this module too).
       const { measureQuantization } = await import('./measure.js');

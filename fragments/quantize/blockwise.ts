@@ -40,12 +40,7 @@ export function quantizeRows(values: Float32Array, rows: number, rowLength: numb
     for (let b = 0; b < blocks; b++) {
       const start = b * block;
       const end = Math.min(rowLength, start + block);
-      let extreme = 0;
-      for (let i = start; i < end; i++) {
-        const v = values[row + i];
-        if (Math.abs(v) > Math.abs(extreme)) extreme = v;
-      }
-      const scale = bits === 8 ? Math.fround(Math.abs(extreme) / 127) : bestInt4Scale(values, row + start, row + end, extreme);
+      const scale = blockScale(values, row + start, row + end, bits);
       scales[r * blocks + b] = scale;
       const inverse = scale === 0 ? 0 : 1 / scale;
       for (let i = start; i < end; i++) {
@@ -65,12 +60,19 @@ export function quantizeRows(values: Float32Array, rows: number, rowLength: numb
   return { data, scales, blocks, error };
 }
 
+/** The scale of one block `values[start..end)`: int8 max|x| / 127; int4 searched (bestInt4Scale). */
+export function blockScale(values: ArrayLike<number>, start: number, end: number, bits: 4 | 8): number {
+  let extreme = 0;
+  for (let i = start; i < end; i++) if (Math.abs(values[i]) > Math.abs(extreme)) extreme = values[i];
+  return bits === 8 ? Math.fround(Math.abs(extreme) / 127) : bestInt4Scale(values, start, end, extreme);
+}
+
 /**
  * int4's scale for one block: of the candidates extreme/-8 · f and extreme/7 · f (f from 1 down to 0.8, so the
  * largest values may clip by up to a fifth), the one with the least squared error. Clipping a few outliers buys
  * finer steps for the rest of the block; llama.cpp searches its 4-bit scales the same way.
  */
-function bestInt4Scale(values: Float32Array, start: number, end: number, extreme: number): number {
+function bestInt4Scale(values: ArrayLike<number>, start: number, end: number, extreme: number): number {
   let best = Math.fround(extreme / -8);
   let bestError = Infinity;
   if (extreme === 0) return 0;

@@ -12,6 +12,7 @@ import type { ModelDoc, Weight } from '../onnx/model-doc.js';
 import { loadTensorBytes, loadTensorBytesSync } from '../onnx/tensor-bytes.js';
 import { addError, blockLayout, noError, quantizeRows, transpose, type QuantError, type QuantizedRows } from './blockwise.js';
 import type { QuantScheme } from './scheme.js';
+import { gptqQuantizeRows, type InputMoment } from './gptq.js';
 
 const MS_DOMAIN = 'com.microsoft';
 /** Ops that mean the exporter quantized the graph already. */
@@ -21,6 +22,8 @@ const EXPORTER_QUANTIZED_OPS = new Set(['MatMulNBits', 'GatherBlockQuantized', '
 export interface FragmentQuantization {
   /** Source weights quantized (a tied embedding counts once per layout). */
   weights: number;
+  /** Of `weights`, how many were quantized with GPTQ (their layer input had a calibration moment). */
+  calibrated: number;
   /** Nodes replaced, by op. */
   replaced: Record<string, number>;
   /** Precision kept from the exporter: quantized ops or fp16/bf16 weights found in the fragment. */
@@ -29,12 +32,15 @@ export interface FragmentQuantization {
 }
 
 /** A quantized weight in one layout: rows along the reduced axis ("rows": the source as is, "columns": its transpose). */
-interface Plan { source: Weight; layout: 'rows' | 'columns'; rows: number; rowLength: number; key: string }
+interface Plan {
+  source: Weight; layout: 'rows' | 'columns'; rows: number; rowLength: number; key: string; scheme: QuantScheme;
+  /** The layer input's calibration moment: quantized with GPTQ when present (a separate copy from an uncalibrated use). */
+  moment?: InputMoment;
+}
 
 /** Rewrites `doc` (a fragment); the result shares untouched nodes and weights with it. */
-export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme): { doc: ModelDoc; report: FragmentQuantization } {
-  const { bits, block } = scheme;
-  const report: FragmentQuantization = { weights: 0, replaced: {}, kept: keptPrecision(doc), error: noError() };
+export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme, moments?: ReadonlyMap<string, InputMoment>): { doc: ModelDoc; report: FragmentQuantization } {
+  const report: FragmentQuantization = { weights: 0, calibrated: 0, replaced: {}, kept: keptPrecision(doc), error: noError() };
   const weights = new Map(doc.graph.initializer.map((w) => [w.header.name ?? '', w]));
   const producer = new Map<string, NodeProto>();
   const consumers = new Map<string, NodeProto[]>();
@@ -51,17 +57,20 @@ export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme): { doc: 
   const dimsOf = (w: Weight): [number, number] => [int64ToNumber(w.header.dims![0]), int64ToNumber(w.header.dims![1])];
 
   const plans = new Map<string, Plan>();
-  const planFor = (source: Weight, layout: 'rows' | 'columns'): Plan => {
+  const planFor = (source: Weight, layout: 'rows' | 'columns', input?: string): Plan => {
     const [a, b] = dimsOf(source);
-    const key = `${source.header.name}|${layout}`;
+    const rowLength = layout === 'rows' ? b : a;
+    const moment = input === undefined ? undefined : moments?.get(input);
+    const calibrated = moment?.k === rowLength ? moment : undefined;
+    const key = `${source.header.name}|${layout}${calibrated ? `|${input}` : ''}`;
     let plan = plans.get(key);
     if (!plan) {
-      plan = { source, layout, rows: layout === 'rows' ? a : b, rowLength: layout === 'rows' ? b : a, key };
+      plan = { source, layout, rows: layout === 'rows' ? a : b, rowLength, key, scheme, ...(calibrated ? { moment: calibrated } : {}) };
       plans.set(key, plan);
     }
     return plan;
   };
-  const qName = (p: Plan): string => `${p.source.header.name}${p.layout === 'columns' ? '.T' : ''}.q${bits}b${block}`;
+  const qName = (p: Plan): string => `${p.source.header.name}${p.layout === 'columns' ? '.T' : ''}.q${p.scheme.bits}b${p.scheme.block}${p.moment ? `.gptq${[...plans.values()].filter((o) => o.moment && o.source === p.source && o.layout === p.layout).indexOf(p) || ''}` : ''}`;
 
   const replacements = new Map<NodeProto, NodeProto[]>();
   const removedTransposes = new Set<NodeProto>();
@@ -75,45 +84,44 @@ export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme): { doc: 
       const [x, w] = node.input;
       let plan: Plan | undefined;
       const direct = quantizable(w);
-      if (direct) plan = planFor(direct, 'columns'); // [K, N]: rows of its transpose run along K
+      if (direct) plan = planFor(direct, 'columns', x); // [K, N]: rows of its transpose run along K
       else {
         const t = producer.get(w);
         const source = t && t.opType === 'Transpose' && isMatrixTranspose(t) ? quantizable(t.input?.[0]) : undefined;
         if (t && source) {
-          plan = planFor(source, 'rows'); // Transpose of [N, K]: the source rows already run along K
+          plan = planFor(source, 'rows', x); // Transpose of [N, K]: the source rows already run along K
           const onlyMatMuls = (consumers.get(w) ?? []).every((c) => c.opType === 'MatMul' && c.input?.[1] === w && (c.domain ?? '') === '');
           if (onlyMatMuls && !graphOutputs.has(w)) removedTransposes.add(t);
         }
       }
       if (!plan || !usable(plan.rowLength)) continue;
-      replacements.set(node, [matMulNBits(node.name ?? '', x, qName(plan), node.output![0], plan, scheme)]);
+      replacements.set(node, [matMulNBits(node.name ?? '', x, qName(plan), node.output![0], plan)]);
       count('MatMul');
     } else if (node.opType === 'Gemm' && (node.input?.length ?? 0) >= 2) {
       const a = attrs(node);
       if ((a.transA ?? 0) !== 0 || (a.alpha ?? 1) !== 1 || (a.beta ?? 1) !== 1) continue;
       const source = quantizable(node.input![1]);
       if (!source) continue;
-      const plan = planFor(source, a.transB ? 'rows' : 'columns');
+      const plan = planFor(source, a.transB ? 'rows' : 'columns', node.input![0]);
       if (!usable(plan.rowLength)) continue;
       const bias = node.input![2];
       const out = node.output![0];
       const product = bias ? `${out}.matmul` : out;
-      const nodes = [matMulNBits(node.name ?? '', node.input![0], qName(plan), product, plan, scheme)];
+      const nodes = [matMulNBits(node.name ?? '', node.input![0], qName(plan), product, plan)];
       if (bias) nodes.push({ name: `${node.name ?? out}/bias`, opType: 'Add', input: [product, bias], output: [out] });
       replacements.set(node, nodes);
       count('Gemm');
     } else if (node.opType === 'Gather' && node.input?.length === 2) {
       const source = quantizable(node.input[0]);
       if (!source || (attrs(node).axis ?? 0) !== 0) continue;
-      const [, cols] = dimsOf(source);
-      if (cols % block !== 0 || !usable(cols)) continue;
       const plan = planFor(source, 'rows');
+      if (plan.rowLength % plan.scheme.block !== 0 || !usable(plan.rowLength)) continue;
       const data = `${qName(plan)}.rows`;
       replacements.set(node, [
         { name: `${node.name ?? data}/rows`, opType: 'Reshape', input: [qName(plan), `${qName(plan)}.rowshape`], output: [data] },
         {
           name: node.name, opType: 'GatherBlockQuantized', domain: MS_DOMAIN, input: [data, node.input[1], `${qName(plan)}.scales`], output: node.output,
-          attribute: [intAttr('gather_axis', 0), intAttr('quantize_axis', 1), intAttr('block_size', block), intAttr('bits', bits)],
+          attribute: [intAttr('gather_axis', 0), intAttr('quantize_axis', 1), intAttr('block_size', plan.scheme.block), intAttr('bits', plan.scheme.bits)],
         },
       ]);
       count('Gather');
@@ -130,7 +138,7 @@ export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme): { doc: 
   for (const o of doc.graph.output) stillRead.add(o.name ?? '');
   const needsRowShape = new Set([...replacements.values()].flat().filter((n) => n.opType === 'Reshape').map((n) => n.input![0]));
 
-  const cache = new QuantizedWeightCache(scheme, report);
+  const cache = new QuantizedWeightCache(report);
   const initializer: Weight[] = [];
   const planned = new Set<string>();
   for (const w of doc.graph.initializer) {
@@ -141,6 +149,8 @@ export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme): { doc: 
       if (planned.has(p.key)) continue;
       planned.add(p.key);
       report.weights++;
+      if (p.moment) report.calibrated++;
+      const { bits, block } = p.scheme;
       const { blocks, padded } = blockLayout(p.rowLength, block);
       const rowBytes = (padded * bits) / 8;
       initializer.push(generatedWeight({ name: qName(p), dataType: DataType.UINT8, dims: [p.rows, blocks, (block * bits) / 8] }, p.rows * rowBytes, async () => (await cache.get(p)).data));
@@ -179,7 +189,8 @@ function keptPrecision(doc: ModelDoc): string[] {
   return [...kept].sort();
 }
 
-function matMulNBits(name: string, x: string, q: string, out: string, plan: Plan, scheme: QuantScheme): NodeProto {
+function matMulNBits(name: string, x: string, q: string, out: string, plan: Plan): NodeProto {
+  const { scheme } = plan;
   return {
     name, opType: 'MatMulNBits', domain: MS_DOMAIN, input: [x, q, `${q}.scales`], output: [out],
     attribute: [intAttr('K', plan.rowLength), intAttr('N', plan.rows), intAttr('bits', scheme.bits), intAttr('block_size', scheme.block)],
@@ -217,7 +228,7 @@ class QuantizedWeightCache {
   private readonly made = new Map<string, Promise<QuantizedRows>>();
   private readonly counted = new Set<string>();
 
-  constructor(private readonly scheme: QuantScheme, private readonly report: FragmentQuantization) {}
+  constructor(private readonly report: FragmentQuantization) {}
 
   get(plan: Plan): Promise<QuantizedRows> {
     let q = this.made.get(plan.key);
@@ -239,7 +250,8 @@ class QuantizedWeightCache {
     const aligned = raw.byteOffset % 4 === 0 ? raw : new Uint8Array(raw);
     let values = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
     if (plan.layout === 'columns') values = transpose(values, plan.rowLength, plan.rows);
-    const q = quantizeRows(values, plan.rows, plan.rowLength, this.scheme.bits, this.scheme.block);
+    const { bits, block } = plan.scheme;
+    const q = plan.moment ? gptqQuantizeRows(values, plan.rows, plan.rowLength, bits, block, plan.moment) : quantizeRows(values, plan.rows, plan.rowLength, bits, block);
     if (!this.counted.has(plan.key)) {
       this.counted.add(plan.key);
       addError(this.report.error, q.error);

@@ -40,6 +40,8 @@ interface TextRequest {
   sampling: { temperature: number; topP?: number; topK?: number; seed: number };
   /** `strict_experts`: a token whose chosen mixture-of-experts expert has no live server fails the request (docs/moe.md). */
   strictExperts: boolean;
+  /** `"exact": true`: activations travel in the model's dtype on every link (no wire compression). */
+  exact: boolean;
 }
 
 /** `system_fingerprint`: says when the model is synthetic (seeded weights: noise, not language). */
@@ -68,6 +70,7 @@ async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<
   const topPGiven = optionalNumber(b, 'top_p', { min: 0, max: 1, exclusiveMin: true });
   const topKGiven = optionalNumber(b, 'top_k', { integer: true, min: 0 });
   const seed = optionalNumber(b, 'seed', { integer: true }) ?? randomInt(2 ** 31);
+  const exact = optionalBoolean(b, 'exact', false);
   const maxField = endpoint === 'chat' && b.max_completion_tokens !== undefined && b.max_completion_tokens !== null ? 'max_completion_tokens' : 'max_tokens';
   const requestedMax = optionalNumber(b, maxField, { integer: true, min: 1 });
   const stop = stopStrings(b);
@@ -106,7 +109,7 @@ async function parse(ctx: GatewayContext, endpoint: Endpoint, b: Body): Promise<
       maxField, 'context_length_exceeded',
     );
   }
-  return { model, promptIds, maxTokens, maxTokensGiven: requestedMax !== undefined, stop, stream, includeUsage, sampling: { temperature, topP, topK, seed }, strictExperts };
+  return { model, promptIds, maxTokens, maxTokensGiven: requestedMax !== undefined, stop, stream, includeUsage, sampling: { temperature, topP, topK, seed }, strictExperts, exact };
 }
 
 async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -137,7 +140,7 @@ async function serveText(ctx: GatewayContext, endpoint: Endpoint, req: FastifyRe
   const clientGone = new ApiError(499, 'the client closed the connection', 'invalid_request_error', 'client_closed');
   const generation = new GridGeneration(ctx.client, model, {
     promptIds: r.promptIds, maxTokens: r.maxTokens, stop: r.stop, sampling: r.sampling, payer: budget.wrap(ctx.payerFor?.(key)), signal: gone.signal,
-    priceLimits, verifier: ctx.verifier, mayContinue: key.budget === undefined ? undefined : (unpaid) => budget.fits(unpaid),
+    priceLimits, verifier: ctx.verifier, exact: r.exact, mayContinue: key.budget === undefined ? undefined : (unpaid) => budget.fits(unpaid),
     strictExperts: r.strictExperts,
   }, trace);
   const endpointPath = endpoint === 'chat' ? '/v1/chat/completions' : '/v1/completions';

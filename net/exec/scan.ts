@@ -15,7 +15,7 @@
  */
 import { bitsPerElement } from '../../fragments/onnx/dtype.js';
 import { ExecError } from './errors.js';
-import { encodable, encodedBytes, WireEncoding } from './wire-compression.js';
+import { encodable, encodedBytes, paletteFits, WIRE_PALETTE, WireEncoding } from './wire-compression.js';
 
 /** Limits on what one frame may make the decoder allocate. */
 export interface ScanLimits {
@@ -301,8 +301,10 @@ class Scanner {
     let expected = Math.ceil((bits * elements) / 8);
     if (encoding) {
       // A compressed float tensor (wire-compression.ts): its data length follows from the encoding.
-      if (!encodable(dtype) || (encoding !== WireEncoding.FP16 && encoding !== WireEncoding.INT8_BLOCKS)) throw new ExecError('BAD_REQUEST', `a tensor of ${where} has wire encoding ${encoding} on dtype ${dtype}, which is not one this node decodes`);
-      expected = encodedBytes(encoding, elements);
+      if (!encodable(dtype) || (encoding !== WireEncoding.FP16 && encoding !== WireEncoding.INT8_BLOCKS && encoding !== WIRE_PALETTE)) throw new ExecError('BAD_REQUEST', `a tensor of ${where} has wire encoding ${encoding} on dtype ${dtype}, which is not one this node decodes`);
+      // A palette's length depends on how many values it holds (its first byte, checked again when decoded).
+      if (encoding === WIRE_PALETTE && !paletteFits(dataBytes, elements)) throw new ExecError('BAD_REQUEST', `a tensor of ${where} has ${dataBytes} bytes of palette data, which fits no palette of ${elements} elements`);
+      expected = encoding === WIRE_PALETTE ? dataBytes : encodedBytes(encoding, elements);
     }
     if (expected !== dataBytes) throw new ExecError('BAD_REQUEST', `a tensor of ${where} has dims holding ${elements} elements (${expected} bytes) but ${dataBytes} bytes of data`);
   }

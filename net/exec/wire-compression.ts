@@ -2,7 +2,9 @@
  * Compressed activations on the wire: a float32 tensor travels as fp16 (half the bytes) or as block-wise int8 with
  * one fp16 scale per block of 64 (0.258 of the bytes), chosen per session; the receiver decodes it back to float32
  * before onnxruntime sees it. Exact (the model's dtype, no encoding) stays the default and is the only choice when a
- * request asks for exact outputs. Pure functions over bytes; the stated error bounds are in `WIRE_ERROR_BOUND`.
+ * request asks for exact outputs. A float tensor made of a few distinct values (an attention mask of 0 and -3.4e38)
+ * travels in a compressed session as a palette: those values exactly, and 1, 2 or 4 bits per element naming one.
+ * Pure functions over bytes; the stated error bounds are in `WIRE_ERROR_BOUND`.
  */
 import type { WireTensor } from '../../proto/wire.js';
 import { ExecError } from './errors.js';
@@ -11,6 +13,14 @@ import { ExecError } from './errors.js';
 export const WireEncoding = { EXACT: 0, FP16: 1, INT8_BLOCKS: 2 } as const;
 export type WireEncodingCode = (typeof WireEncoding)[keyof typeof WireEncoding];
 export const WIRE_ENCODING_NAMES: Record<WireEncodingCode, 'exact' | 'fp16' | 'int8'> = { 0: 'exact', 1: 'fp16', 2: 'int8' };
+
+/**
+ * A tensor-level encoding, never a session's: the tensor's distinct float32 values (at most 16, bit-exact, so
+ * -3.4e38, -inf, NaN and -0 survive) then each element's index into them, packed low bits first. Lossless.
+ */
+export const WIRE_PALETTE = 3;
+/** Most distinct values a palette holds. */
+export const WIRE_PALETTE_MAX = 16;
 
 /** Values per int8 block (one fp16 scale each). */
 export const WIRE_INT8_BLOCK = 64;
@@ -61,8 +71,75 @@ export function encodeFloats(values: Float32Array, encoding: WireEncodingCode): 
   return out;
 }
 
+/** Bits per element of a palette of `size` values. */
+function paletteBits(size: number): 1 | 2 | 4 {
+  return size <= 2 ? 1 : size <= 4 ? 2 : 4;
+}
+
+/** Bytes of a palette encoding of `count` values with `size` distinct ones: size byte, the values, packed indices. */
+export function paletteBytes(size: number, count: number): number {
+  return 1 + size * 4 + Math.ceil((count * paletteBits(size)) / 8);
+}
+
+/** Whether `bytes` is the length of a palette encoding of `count` values with some number of distinct values. */
+export function paletteFits(bytes: number, count: number): boolean {
+  for (let size = 1; size <= WIRE_PALETTE_MAX; size++) if (paletteBytes(size, count) === bytes) return true;
+  return false;
+}
+
+/** The distinct values' bit patterns, or undefined when there are more than WIRE_PALETTE_MAX (it stops early). */
+function distinctBits(values: Float32Array): Uint32Array | undefined {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const seen: number[] = [];
+  for (let i = 0; i < bits.length; i++) {
+    const v = bits[i];
+    if (seen.includes(v)) continue;
+    if (seen.length === WIRE_PALETTE_MAX) return undefined;
+    seen.push(v);
+  }
+  return Uint32Array.from(seen);
+}
+
+/** Palette-encodes float32 values (see WIRE_PALETTE); undefined when they hold too many distinct values. */
+export function encodePalette(values: Float32Array): Uint8Array | undefined {
+  const palette = distinctBits(values);
+  if (!palette || palette.length === 0) return undefined;
+  const bits = paletteBits(palette.length);
+  const out = new Uint8Array(paletteBytes(palette.length, values.length));
+  out[0] = palette.length;
+  const view = new DataView(out.buffer);
+  palette.forEach((p, i) => view.setUint32(1 + i * 4, p, true));
+  const index = new Map(Array.from(palette, (p, i) => [p, i]));
+  const source = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const base = 1 + palette.length * 4;
+  const perByte = 8 / bits;
+  for (let i = 0; i < source.length; i++) out[base + Math.floor(i / perByte)] |= index.get(source[i])! << ((i % perByte) * bits);
+  return out;
+}
+
+function decodePalette(data: Uint8Array, count: number, what: string): Float32Array {
+  const size = data[0] ?? 0;
+  if (size < 1 || size > WIRE_PALETTE_MAX || data.byteLength !== paletteBytes(size, count)) {
+    throw new ExecError('BAD_REQUEST', `${what}: ${data.byteLength} bytes of palette (${size} values) for ${count} values`);
+  }
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const palette = Array.from({ length: size }, (_, i) => view.getUint32(1 + i * 4, true));
+  const bits = paletteBits(size);
+  const perByte = 8 / bits;
+  const mask = (1 << bits) - 1;
+  const base = 1 + size * 4;
+  const out = new Uint32Array(count);
+  for (let i = 0; i < count; i++) {
+    const at = (data[base + Math.floor(i / perByte)] >> ((i % perByte) * bits)) & mask;
+    if (at >= size) throw new ExecError('BAD_REQUEST', `${what}: palette index ${at} of ${size} values`);
+    out[i] = palette[at];
+  }
+  return new Float32Array(out.buffer);
+}
+
 /** Decodes `count` float32 values; throws ExecError BAD_REQUEST when the byte count does not fit. */
 export function decodeFloats(data: Uint8Array, encoding: number, count: number, what: string): Float32Array {
+  if (encoding === WIRE_PALETTE) return decodePalette(data, count, what);
   if (encoding !== WireEncoding.FP16 && encoding !== WireEncoding.INT8_BLOCKS) throw new ExecError('BAD_REQUEST', `${what}: unknown wire encoding ${encoding}`);
   const expected = encodedBytes(encoding, count);
   if (data.byteLength !== expected) throw new ExecError('BAD_REQUEST', `${what}: ${data.byteLength} bytes of ${WIRE_ENCODING_NAMES[encoding]} for ${count} values (expected ${expected})`);
@@ -124,14 +201,17 @@ export function fromHalf(h: number): number {
 export const FP16_MAX = 65504;
 
 /**
- * A wire tensor sent in `encoding`: float32 tensors are encoded (the bytes are copied), others travel exact, and so
- * does a float tensor holding a value fp16 cannot carry (an attention mask's -3.4e38 or -inf, a NaN): encoding it
- * would change what it means, not round it.
+ * A wire tensor sent in `encoding`: float32 tensors are encoded (the bytes are copied), others travel exact. A float
+ * tensor of at most 16 distinct values (an attention mask) travels as a palette, exactly, when that is smaller; one
+ * holding a value fp16 cannot carry (an attention mask's -3.4e38 or -inf, a NaN) otherwise travels exact: encoding
+ * it would change what it means, not round it.
  */
 export function compressWireTensor(t: WireTensor, encoding: WireEncodingCode): WireTensor {
   if (encoding === WireEncoding.EXACT || !encodable(t.dtype) || t.encoding) return t;
   const aligned = t.data.byteOffset % 4 === 0 ? t.data : new Uint8Array(t.data);
   const values = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
+  const palette = encodePalette(values);
+  if (palette && palette.byteLength < encodedBytes(encoding, values.length)) return { ...t, data: palette, encoding: WIRE_PALETTE };
   for (let i = 0; i < values.length; i++) if (!(Math.abs(values[i]) <= FP16_MAX)) return t;
   return { ...t, data: encodeFloats(values, encoding), encoding };
 }

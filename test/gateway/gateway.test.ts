@@ -128,13 +128,14 @@ function expectOpenAIError(r: Awaited<ReturnType<typeof post>>, status: number, 
   if (code) expect(r.body.error!.code).toBe(code);
 }
 
-type RouteField = { route: { peerId: string; fragments: [number, number] }[]; hops: { peerId: string; steps: number; wallMs: number }[]; failovers: number; cost: string; synthetic: boolean };
+type RouteField = { route: { peerId: string; fragments: [number, number]; wireEncoding?: string }[]; hops: { peerId: string; steps: number; wallMs: number }[]; failovers: number; cost: string; synthetic: boolean };
 
 function expectTwoHopRoute(g: RouteField, steps: number): void {
   expect(g.route).toHaveLength(2);
   expect(g.route.map((r) => r.fragments)).toEqual([[0, 0], [1, 1]]);
   expect(new Set(g.route.map((r) => r.peerId)).size).toBe(2);
   for (const r of g.route) expect(suppliers.map((s) => s.peerId)).toContain(r.peerId);
+  for (const r of g.route) expect(r.wireEncoding).toBe('exact'); // the gateway's default; `"exact": true` always
   expect(g.hops.reduce((a, h) => a + h.steps, 0)).toBe(2 * steps);
   for (const h of g.hops) expect(h.wallMs).toBeGreaterThan(0);
 }
@@ -159,7 +160,9 @@ describe('gridpipe gateway over a 4-supplier grid', () => {
   it('completions (not streamed): the tokens of the monolithic run, usage, route header and field', async () => {
     const promptIds = byteTokenizer.encode(PROMPT);
     const expected = byteTokenizer.decode(await localIds(models.gpt, textOptions(models.gpt, promptIds, 12)));
-    const { data, response } = await openai.completions.create({ model: 'tiny-gpt', prompt: PROMPT, max_tokens: 12, temperature: 0 }).withResponse();
+    // `exact` (a gridpipe field, docs/api.md): activations never travel compressed.
+    const body = { model: 'tiny-gpt', prompt: PROMPT, max_tokens: 12, temperature: 0, exact: true };
+    const { data, response } = await openai.completions.create(body as Parameters<typeof openai.completions.create>[0] & { stream?: false }).withResponse();
     expect(data.choices[0].text).toBe(expected);
     expect(data.choices[0].finish_reason).toBe('length');
     expect(data.usage).toEqual({ prompt_tokens: promptIds.length, completion_tokens: 12, total_tokens: promptIds.length + 12 });

@@ -28,6 +28,8 @@ describe('gridpipe model fragment --quantize (CLI)', () => {
     expectBadInput(await runCli(['model', 'fragment', model, '--parts', '2', '--out', out, '--block', '64']), /^gridpipe: error: --block needs --quantize int8\|int4$/m);
     expectBadInput(await runCli(['model', 'fragment', model, '--parts', '2', '--out', out, '--text', model]), /^gridpipe: error: --text needs --quantize int8\|int4$/m);
     expectBadInput(await runCli(['model', 'fragment', model, '--parts', '2', '--out', out, '--quantize', 'int4', '--text', model]), /--text needs the model's tokenizer\.json/);
+    expectBadInput(await runCli(['model', 'fragment', model, '--parts', '2', '--out', out, '--calibrate', model]), /^gridpipe: error: --calibrate needs --quantize int8\|int4$/m);
+    expectBadInput(await runCli(['model', 'fragment', model, '--parts', '2', '--out', out, '--quantize', 'int4', '--calibrate', model]), /--calibrate needs the model's tokenizer\.json/);
   });
 
   it('writes quantized fragments whose manifest figures a fresh verify reproduces; an edited figure fails verify', async () => {

@@ -63,7 +63,16 @@ export async function quantizedWeightErrors(fragmentFile: string, sourceFile: st
 
 /** The seeded prompt set from the demo model's held-out text, tokenized by its tokenizer. */
 export function demoPrompts(seed: number, count?: number, length?: number): number[][] {
+  return demoWindows('heldout.txt', seed, count, length);
+}
+
+/** GPTQ's calibration windows: from models/demo/calibration.txt (training chapters, none of them held out). */
+export function demoCalibration(count = 32): { sequences: number[][]; source: string } {
+  return { sequences: demoWindows('calibration.txt', 5, count), source: `demo calibration.txt (seed 5, ${count}×64)` };
+}
+
+function demoWindows(file: string, seed: number, count?: number, length?: number): number[][] {
   const tokenizer = hfTextTokenizer(JSON.parse(readFileSync(path.join(DEMO_TARGET, 'tokenizer.json'), 'utf8')) as object);
-  const ids = tokenizer.encode(readFileSync(path.join(REPO_ROOT, 'models', 'demo', 'heldout.txt'), 'utf8'));
+  const ids = tokenizer.encode(readFileSync(path.join(REPO_ROOT, 'models', 'demo', file), 'utf8'));
   return promptWindows(ids, { seed, count, length });
 }

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { compressWireTensor, decodeFloats, encodeFloats, encodedBytes, fromHalf, toHalf, WIRE_ERROR_BOUND, WIRE_INT8_BLOCK, WireEncoding } from '../../net/exec/wire-compression.js';
+import { compressWireTensor, decodeFloats, encodeFloats, encodedBytes, encodePalette, fromHalf, paletteBytes, toHalf, WIRE_ERROR_BOUND, WIRE_INT8_BLOCK, WIRE_PALETTE, WireEncoding } from '../../net/exec/wire-compression.js';
 import { encodeStepRequestFrame, ExecRequestType, toWireTensor } from '../../net/exec/codec.js';
 import { wireToOrt } from '../../net/exec/tensors.js';
+import { scanRequest } from '../../net/exec/scan.js';
 import { seededRandom } from '../../fragments/seeded-random.js';
 
 /** Activation-like values: mostly small, some large outliers, and a block of zeros. */
@@ -89,5 +90,60 @@ describe('compressed tensors in exec frames', () => {
       // An encoding on a tensor that is not float is refused.
       expect(() => wireToOrt({ ...received[1], encoding })).toThrow(/wire encoding \d on a int64 tensor/);
     }
+  });
+});
+
+describe('palette: tensors of a few distinct values (attention masks)', () => {
+  /** A causal mask as the demo model's cut carries it: 0 where a position may attend, -3.4e38 where not. */
+  function causalMask(t: number): Float32Array {
+    const out = new Float32Array(t * t);
+    for (let i = 0; i < t; i++) for (let j = 0; j < t; j++) out[i * t + j] = j <= i ? 0 : -3.4028234663852886e38;
+    return out;
+  }
+
+  it('sends a mask exactly in 1 bit per value in fp16 and int8 sessions, through the step codec', () => {
+    const mask = causalMask(64);
+    const exact = { name: 'mask', dtype: 1, dims: [1, 1, 64, 64], data: new Uint8Array(mask.buffer) };
+    for (const encoding of [WireEncoding.FP16, WireEncoding.INT8_BLOCKS]) {
+      const sent = compressWireTensor(exact, encoding);
+      expect(sent.encoding).toBe(WIRE_PALETTE);
+      expect(sent.data.byteLength).toBe(paletteBytes(2, 4096));
+      expect(sent.data.byteLength).toBe(1 + 8 + 512);
+      const frame = Buffer.concat(encodeStepRequestFrame({ sessionId: 's', stepId: 1n, position: 0, inputs: [sent] }));
+      // The frame scanner every node runs before decoding accepts it, and refuses a palette of the wrong length.
+      const body = frame.subarray(readVarint(frame).header);
+      expect(() => scanRequest(body)).not.toThrow();
+      const cut = Buffer.concat(encodeStepRequestFrame({ sessionId: 's', stepId: 1n, position: 0, inputs: [{ ...sent, data: sent.data.subarray(0, 300) }] }));
+      expect(() => scanRequest(cut.subarray(readVarint(cut).header))).toThrow(/300 bytes of palette data, which fits no palette of 4096 elements/);
+      const decoded = ExecRequestType.decode(body) as unknown as { step: { inputs: Parameters<typeof toWireTensor>[0][] } };
+      const back = wireToOrt(toWireTensor(decoded.step.inputs[0]));
+      expect(back.dims).toEqual([1, 1, 64, 64]);
+      expect(Buffer.from((back.data as Float32Array).buffer).equals(Buffer.from(mask.buffer))).toBe(true);
+    }
+    expect(compressWireTensor(exact, WireEncoding.EXACT)).toBe(exact);
+  });
+
+  it('keeps every bit of its values (-inf, NaN, -0) with 2 and 4 bits per index, and gives up past 16 values', () => {
+    const odd = [0, -0, -Infinity, Number.NaN, 1.5];
+    const values = Float32Array.from({ length: 301 }, (_, i) => odd[(i * 7) % odd.length]);
+    const data = encodePalette(values)!;
+    expect(data.byteLength).toBe(paletteBytes(5, 301));
+    expect(data[0]).toBe(5);
+    const back = decodeFloats(data, WIRE_PALETTE, 301, 'x');
+    expect(Buffer.from(back.buffer).equals(Buffer.from(values.buffer))).toBe(true);
+    const four = Float32Array.from({ length: 9 }, (_, i) => i % 3);
+    expect(decodeFloats(encodePalette(four)!, WIRE_PALETTE, 9, 'x')).toEqual(four);
+    expect(encodePalette(Float32Array.from({ length: 17 }, (_, i) => i))).toBeUndefined();
+    // A hidden state is not a palette: it travels int8 as before.
+    expect(compressWireTensor({ name: 'h', dtype: 1, dims: [1000], data: new Uint8Array(activations(1000, 3).buffer) }, WireEncoding.INT8_BLOCKS).encoding).toBe(WireEncoding.INT8_BLOCKS);
+  });
+
+  it('rejects palette bytes that do not fit', () => {
+    const data = encodePalette(causalMask(8))!;
+    expect(() => decodeFloats(data.subarray(1), WIRE_PALETTE, 64, 'tensor "m"')).toThrow(/tensor "m": \d+ bytes of palette/);
+    expect(() => decodeFloats(data, WIRE_PALETTE, 65, 'tensor "m"')).toThrow(/bytes of palette \(2 values\) for 65 values/);
+    const bad = Uint8Array.from(encodePalette(Float32Array.from([0, 1, 2, 0]))!);
+    bad[bad.length - 1] = 0xff; // index 3 of a 3-value palette
+    expect(() => decodeFloats(bad, WIRE_PALETTE, 4, 'tensor "m"')).toThrow(/palette index 3 of 3 values/);
   });
 });

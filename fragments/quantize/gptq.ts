@@ -1,0 +1,128 @@
+/**
+ * Error-compensating block quantization (GPTQ, Frantar et al. 2022) of fp32 rows, in the same byte layout as
+ * blockwise.ts. Rounding each weight to its nearest level (what quantizeRows does) minimises the weights' own error;
+ * what matters is the layer's output X·Wᵀ on real inputs. Given H = XᵀX from calibration activations, GPTQ rounds
+ * the weights of a row one input column at a time and spreads each rounding error over the columns not yet rounded,
+ * weighted by H's inverse, so errors along correlated inputs cancel. It needs no extra bytes and no graph change:
+ * onnxruntime runs the same MatMulNBits. Each row is independent, so rows are processed one after another.
+ */
+import { blockLayout, blockScale, type QuantError, type QuantizedRows } from './blockwise.js';
+
+/** A layer input's second moment: Σ xxᵀ over calibration positions (k × k, row-major), and how many positions. */
+export interface InputMoment { k: number; sum: Float64Array; positions: number }
+
+/** Fraction of H's mean diagonal added to its diagonal before inverting (GPTQ's default dampening). */
+const DAMPENING = 0.01;
+
+/**
+ * Quantizes `rows` rows of `rowLength` values (row-major; each row runs along the layer's input axis, the axis `moment`
+ * describes). The error recorded is the weights' own (against `values`), as quantizeRows records it.
+ */
+export function gptqQuantizeRows(values: Float32Array, rows: number, rowLength: number, bits: 4 | 8, block: number, moment: InputMoment): QuantizedRows {
+  if (moment.k !== rowLength) throw new RangeError(`input moment is ${moment.k} wide, rows are ${rowLength}`);
+  const { blocks, padded } = blockLayout(rowLength, block);
+  const rowBytes = (padded * bits) / 8;
+  const data = new Uint8Array(rows * rowBytes).fill(bits === 4 ? 0x88 : 128);
+  const scales = new Float32Array(rows * blocks);
+  const error: QuantError = { count: rows * rowLength, sumSquaredError: 0, sumSquared: 0, maxAbsError: 0 };
+  const zero = bits === 8 ? 128 : 8;
+  const top = bits === 8 ? 255 : 15;
+  const { upper, dead } = inverseCholeskyFactor(moment, rowLength);
+  const w = new Float64Array(rowLength);
+  for (let r = 0; r < rows; r++) {
+    const row = r * rowLength;
+    for (let i = 0; i < rowLength; i++) w[i] = dead[i] ? 0 : values[row + i];
+    let scale = 0;
+    let inverse = 0;
+    for (let i = 0; i < rowLength; i++) {
+      if (i % block === 0) {
+        scale = blockScale(w, i, Math.min(rowLength, i + block), bits);
+        scales[r * blocks + i / block] = scale;
+        inverse = scale === 0 ? 0 : 1 / scale;
+      }
+      const q = Math.min(top, Math.max(0, Math.round(w[i] * inverse) + zero));
+      const restored = (q - zero) * scale;
+      const spread = (w[i] - restored) / upper[i * rowLength + i];
+      const u = i * rowLength;
+      for (let j = i + 1; j < rowLength; j++) w[j] -= spread * upper[u + j];
+      const at = r * rowBytes + (bits === 8 ? i : i >> 1);
+      if (bits === 8) data[at] = q;
+      else data[at] = i % 2 === 0 ? (data[at] & 0xf0) | q : (data[at] & 0x0f) | (q << 4);
+      const v = values[row + i];
+      const e = Math.abs(Math.fround(restored) - v);
+      error.sumSquaredError += e * e;
+      error.sumSquared += v * v;
+      if (e > error.maxAbsError) error.maxAbsError = e;
+    }
+  }
+  return { data, scales, blocks, error };
+}
+
+/**
+ * U, the upper Cholesky factor of (H + λI)⁻¹ (Uᵀ U = H⁻¹), as GPTQ uses it; inputs that were always zero ("dead")
+ * get a unit diagonal and their weights are quantized as zero.
+ */
+export function inverseCholeskyFactor(moment: InputMoment, k: number): { upper: Float64Array; dead: boolean[] } {
+  const h = Float64Array.from(moment.sum);
+  const dead: boolean[] = [];
+  let meanDiagonal = 0;
+  for (let i = 0; i < k; i++) {
+    dead.push(h[i * k + i] === 0);
+    if (dead[i]) h[i * k + i] = 1;
+    meanDiagonal += h[i * k + i] / k;
+  }
+  for (let i = 0; i < k; i++) h[i * k + i] += DAMPENING * meanDiagonal;
+  const lower = cholesky(h, k); // H = L Lᵀ
+  const inverse = inverseFromCholesky(lower, k); // H⁻¹ = L⁻ᵀ L⁻¹
+  const l2 = cholesky(inverse, k); // H⁻¹ = L₂ L₂ᵀ, so U = L₂ᵀ
+  const upper = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) for (let j = i; j < k; j++) upper[i * k + j] = l2[j * k + i];
+  return { upper, dead };
+}
+
+/** Lower-triangular L with A = L Lᵀ (A symmetric positive definite, k × k row-major). */
+export function cholesky(a: Float64Array, k: number): Float64Array {
+  const l = new Float64Array(k * k);
+  for (let j = 0; j < k; j++) {
+    let d = a[j * k + j];
+    const lj = j * k;
+    for (let p = 0; p < j; p++) d -= l[lj + p] * l[lj + p];
+    if (!(d > 0)) throw new RangeError('calibration moment is not positive definite');
+    const root = Math.sqrt(d);
+    l[lj + j] = root;
+    for (let i = j + 1; i < k; i++) {
+      const li = i * k;
+      let s = a[li + j];
+      for (let p = 0; p < j; p++) s -= l[li + p] * l[lj + p];
+      l[li + j] = s / root;
+    }
+  }
+  return l;
+}
+
+/** A⁻¹ from A's Cholesky factor L: A⁻¹ = L⁻ᵀ L⁻¹. */
+function inverseFromCholesky(l: Float64Array, k: number): Float64Array {
+  // M = L⁻¹ (lower triangular), by forward substitution column by column.
+  const m = new Float64Array(k * k);
+  for (let c = 0; c < k; c++) {
+    m[c * k + c] = 1 / l[c * k + c];
+    for (let i = c + 1; i < k; i++) {
+      let s = 0;
+      for (let p = c; p < i; p++) s += l[i * k + p] * m[p * k + c];
+      m[i * k + c] = -s / l[i * k + i];
+    }
+  }
+  // A⁻¹[i][j] = Σ_p M[p][i] M[p][j], p ≥ max(i, j).
+  const out = new Float64Array(k * k);
+  for (let p = 0; p < k; p++) {
+    const mp = p * k;
+    for (let i = 0; i <= p; i++) {
+      const a = m[mp + i];
+      if (a === 0) continue;
+      const oi = i * k;
+      for (let j = 0; j <= p; j++) out[oi + j] += a * m[mp + j];
+    }
+  }
+  return out;
+}
+

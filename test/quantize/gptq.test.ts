@@ -1,0 +1,95 @@
+/**
+ * GPTQ (fragments/quantize/gptq.ts) against plain rounding on a layer with correlated inputs: the same bytes and
+ * layout, a smaller error in the layer's output on those inputs; and its linear algebra checked on its own.
+ */
+import { describe, expect, it } from 'vitest';
+import { cholesky, gptqQuantizeRows, inverseCholeskyFactor, type InputMoment } from '../../fragments/quantize/gptq.js';
+import { dequantizeRows, quantizeRows } from '../../fragments/quantize/blockwise.js';
+import { seededRandom } from '../../fragments/seeded-random.js';
+
+/** Inputs whose features are mixtures of a few shared factors (as activations are), and their moment Σ xxᵀ. */
+function correlatedInputs(positions: number, k: number, seed: number): { x: Float64Array; moment: InputMoment } {
+  const random = seededRandom(seed);
+  const gauss = (): number => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+  const factors = 8;
+  const mix = Float64Array.from({ length: factors * k }, gauss);
+  const x = new Float64Array(positions * k);
+  for (let p = 0; p < positions; p++) {
+    const f = Array.from({ length: factors }, gauss);
+    for (let i = 0; i < k; i++) {
+      let v = 0.1 * gauss();
+      for (let j = 0; j < factors; j++) v += f[j] * mix[j * k + i];
+      x[p * k + i] = v;
+    }
+  }
+  const sum = new Float64Array(k * k);
+  for (let p = 0; p < positions; p++) for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) sum[i * k + j] += x[p * k + i] * x[p * k + j];
+  return { x, moment: { k, sum, positions } };
+}
+
+/** Σ over positions and rows of (x·w − x·q)², the layer output's squared error. */
+function outputError(x: Float64Array, positions: number, w: Float32Array, q: Float32Array, rows: number, k: number): number {
+  let total = 0;
+  for (let p = 0; p < positions; p++) {
+    for (let r = 0; r < rows; r++) {
+      let d = 0;
+      for (let i = 0; i < k; i++) d += x[p * k + i] * (w[r * k + i] - q[r * k + i]);
+      total += d * d;
+    }
+  }
+  return total;
+}
+
+describe('GPTQ', () => {
+  it.each([[4, 32], [4, 64], [8, 64]] as const)('int%i block %i: less layer output error than rounding, same layout', (bits, block) => {
+    const k = 128;
+    const rows = 24;
+    const random = seededRandom(9);
+    const w = Float32Array.from({ length: rows * k }, () => random() * 2 - 1);
+    const { x, moment } = correlatedInputs(512, k, 3);
+    const rounded = quantizeRows(w, rows, k, bits, block);
+    const gptq = gptqQuantizeRows(w, rows, k, bits, block, moment);
+    expect(gptq.data.length).toBe(rounded.data.length);
+    expect(gptq.scales.length).toBe(rounded.scales.length);
+    const back = (q: typeof rounded): Float32Array => dequantizeRows(q, rows, k, bits, block);
+    const gptqError = outputError(x, 512, w, back(gptq), rows, k);
+    const roundedError = outputError(x, 512, w, back(rounded), rows, k);
+    expect(gptqError).toBeLessThan(roundedError * 0.8);
+    // The error it records is the weights' own, as rounding records it (GPTQ's weights stray further, on purpose).
+    const weightError = (q: Float32Array): number => w.reduce((s, v, i) => s + (v - q[i]) ** 2, 0);
+    expect(gptq.error.sumSquaredError).toBeCloseTo(weightError(back(gptq)), 3);
+    expect(gptq.error.sumSquaredError).toBeGreaterThan(rounded.error.sumSquaredError);
+  });
+
+  it('factors: L Lᵀ = A, and Uᵀ U = (H + λI)⁻¹', () => {
+    const k = 6;
+    const { moment } = correlatedInputs(40, k, 1);
+    const l = cholesky(moment.sum, k);
+    for (let i = 0; i < k; i++) {
+      for (let j = 0; j < k; j++) {
+        let s = 0;
+        for (let p = 0; p < k; p++) s += l[i * k + p] * l[j * k + p];
+        expect(s).toBeCloseTo(moment.sum[i * k + j], 6);
+      }
+    }
+    const { upper } = inverseCholeskyFactor(moment, k);
+    const mean = Array.from({ length: k }, (_, i) => moment.sum[i * k + i]).reduce((a, b) => a + b) / k;
+    // (Uᵀ U)(H + λI) = I
+    for (let i = 0; i < k; i++) {
+      for (let j = 0; j < k; j++) {
+        let s = 0;
+        for (let m = 0; m < k; m++) {
+          let inv = 0;
+          for (let p = 0; p < k; p++) inv += upper[p * k + i] * upper[p * k + m];
+          s += inv * (moment.sum[m * k + j] + (m === j ? 0.01 * mean : 0));
+        }
+        expect(s).toBeCloseTo(i === j ? 1 : 0, 6);
+      }
+    }
+  });
+
+  it('refuses a moment of another width', () => {
+    const { moment } = correlatedInputs(10, 8, 2);
+    expect(() => gptqQuantizeRows(new Float32Array(32), 2, 16, 4, 16, moment)).toThrow(/8 wide/);
+  });
+});
