@@ -20,10 +20,14 @@ export const MUTATION_MODULES: Record<string, { mutate: string[]; tests: string[
   'payment-gate': { mutate: ['node/payments/gate.ts'], tests: ['test/payments/gate.test.ts'] },
   'voucher-book': { mutate: ['node/payments/voucher-book.ts'], tests: ['test/payments/voucher-book.test.ts'] },
   pricing: { mutate: ['policy/pricing.ts'], tests: ['test/payments/pricing.test.ts', 'test/policy/pricing-bounds.test.ts'] },
-  routing: { mutate: ['policy/routing.ts'], tests: ['test/policy/routing.test.ts'] },
+  routing: {
+    mutate: ['policy/routing.ts', 'policy/estimates.ts'],
+    tests: ['test/policy/routing.test.ts', 'test/policy/estimates.test.ts', 'test/verify/measured-routing.test.ts', 'test/mutation/routing-kills.test.ts'],
+  },
   sampling: { mutate: ['policy/sampling.ts'], tests: ['test/policy/sampling.test.ts', 'test/policy/sampling-reference.test.ts'] },
   'capacity-records': { mutate: ['net/capacity/record.ts'], tests: ['test/net/capacity-record-bounds.test.ts', 'test/fuzz/decoders.test.ts'] },
-  'decoder-limits': { mutate: ['net/exec/scan.ts', 'net/exec/decode.ts'], tests: ['test/fuzz/decoders.test.ts'] },
+  'verification-rules': { mutate: ['policy/verification.ts'], tests: ['test/verify/rules.test.ts', 'test/mutation/verification-kills.test.ts'] },
+  'decoder-limits': { mutate: ['net/exec/scan.ts', 'net/exec/decode.ts'], tests: ['test/fuzz/decoders.test.ts', 'test/mutation/decoder-limits-kills.test.ts'] },
 };
 
 interface Equivalent { file: string; line: number; replacement: string; reason: string }
@@ -65,8 +69,10 @@ function mutateModule(name: string): Record<string, number> {
   const reportFile = path.join(work, 'report.json');
   const config = {
     testRunner: 'vitest', vitest: { configFile: 'vitest.mutation.config.ts', related: false },
-    mutate: spec.mutate, concurrency: 1, coverageAnalysis: 'perTest', reporters: ['json', 'clear-text'], jsonReporter: { fileName: reportFile },
-    tempDirName: '.stryker-tmp/sandbox', cleanTempDir: 'always', timeoutMS: 60_000, ignoreStatic: true, disableTypeChecks: true,
+    mutate: spec.mutate, concurrency: 1, coverageAnalysis: 'perTest', reporters: ['json', 'clear-text', 'progress-append-only'], jsonReporter: { fileName: reportFile },
+    tempDirName: '.stryker-tmp/sandbox', cleanTempDir: 'always', timeoutMS: 15_000, ignoreStatic: true, disableTypeChecks: true,
+    // incremental: a rerun after new tests only runs the mutants whose code or covering tests changed
+    incremental: true, incrementalFile: path.join(work, 'incremental.json'),
   };
   const configFile = path.join(work, 'stryker.config.json');
   writeFileSync(configFile, JSON.stringify(config, null, 2));
