@@ -27,7 +27,7 @@ export const MUTATION_MODULES: Record<string, { mutate: string[]; tests: string[
   sampling: { mutate: ['policy/sampling.ts'], tests: ['test/policy/sampling.test.ts', 'test/policy/sampling-reference.test.ts'] },
   'capacity-records': { mutate: ['net/capacity/record.ts'], tests: ['test/net/capacity-record-bounds.test.ts', 'test/fuzz/decoders.test.ts'] },
   'verification-rules': { mutate: ['policy/verification.ts'], tests: ['test/verify/rules.test.ts', 'test/mutation/verification-kills.test.ts'] },
-  'decoder-limits': { mutate: ['net/exec/scan.ts', 'net/exec/decode.ts'], tests: ['test/fuzz/decoders.test.ts', 'test/mutation/decoder-limits-kills.test.ts'] },
+  'decoder-limits': { mutate: ['net/exec/scan.ts', 'net/exec/decode.ts'], tests: ['test/mutation/decoder-limits-kills.test.ts'] },
 };
 
 interface Equivalent { file: string; line: number; replacement: string; reason: string }

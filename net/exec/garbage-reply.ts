@@ -1,0 +1,20 @@
+/**
+ * A reply a server sent that is garbage (over the decoding limits, malformed, not protobuf): not a failure an
+ * honest server has, so the client's swarm view counts it against the server (scheduler/swarm-view.ts
+ * `reportGarbage`: a server that keeps sending garbage has its capacity records ignored for a while). Still an
+ * ExecError INTERNAL, so whoever only knows ExecError handles it as before (the session fails over).
+ */
+import { ExecError } from './errors.js';
+
+export class GarbageReplyError extends ExecError {
+  /** Marks the error for the swarm view (its name stays ExecError's, as callers print it). */
+  readonly garbage = true;
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('INTERNAL', message, options);
+  }
+}
+
+/** Whether an error is a server's garbage reply. */
+export function isGarbageReply(err: unknown): err is GarbageReplyError {
+  return err instanceof GarbageReplyError;
+}
