@@ -18,14 +18,14 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), path.bas
 /** The modules mutated and the in-process test files that cover each. */
 export const MUTATION_MODULES: Record<string, { mutate: string[]; tests: string[] }> = {
   'payment-gate': { mutate: ['node/payments/gate.ts'], tests: ['test/payments/gate.test.ts'] },
-  'voucher-book': { mutate: ['node/payments/voucher-book.ts'], tests: ['test/payments/voucher-book.test.ts'] },
+  'voucher-book': { mutate: ['node/payments/voucher-book.ts'], tests: ['test/payments/voucher-book.test.ts', 'test/mutation/voucher-book-kills.test.ts'] },
   pricing: { mutate: ['policy/pricing.ts'], tests: ['test/payments/pricing.test.ts', 'test/policy/pricing-bounds.test.ts'] },
   routing: {
     mutate: ['policy/routing.ts', 'policy/estimates.ts'],
     tests: ['test/policy/routing.test.ts', 'test/policy/estimates.test.ts', 'test/verify/measured-routing.test.ts', 'test/mutation/routing-kills.test.ts'],
   },
   sampling: { mutate: ['policy/sampling.ts'], tests: ['test/policy/sampling.test.ts', 'test/policy/sampling-reference.test.ts'] },
-  'capacity-records': { mutate: ['net/capacity/record.ts'], tests: ['test/net/capacity-record-bounds.test.ts', 'test/fuzz/decoders.test.ts'] },
+  'capacity-records': { mutate: ['net/capacity/record.ts'], tests: ['test/net/capacity-record-bounds.test.ts', 'test/mutation/capacity-records-kills.test.ts'] },
   'verification-rules': { mutate: ['policy/verification.ts'], tests: ['test/verify/rules.test.ts', 'test/mutation/verification-kills.test.ts'] },
   'decoder-limits': { mutate: ['net/exec/scan.ts', 'net/exec/decode.ts'], tests: ['test/mutation/decoder-limits-kills.test.ts'] },
 };

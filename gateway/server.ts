@@ -19,6 +19,7 @@ import { ModelCatalog } from './catalog.js';
 import type { GatewayContext } from './context.js';
 import { ApiError, type ErrorType } from './errors.js';
 import { EventFeed } from './feed.js';
+import { registerHeapAfterGc } from './heap-probe.js';
 import { KeyRing, type ApiKey, type ApiKeyConfig } from './keys.js';
 import { GatewayMetrics } from './metrics.js';
 import { Verifier } from './verify/verifier.js';
@@ -148,6 +149,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const catalog = new ModelCatalog(client, { models: options.models, refreshEveryMs: options.refreshEveryMs, logger, stakeCheck });
   const keys = new KeyRing(options.keys);
   const metrics = new GatewayMetrics(keyLabels(keys));
+  registerHeapAfterGc(metrics.registry); // only under --expose-gc (leak hunting, the fuzz test)
   const ctx: GatewayContext = {
     client, catalog, keys, feed: new EventFeed(), metrics, logger, payerFor: options.payerFor,
     priceLimits: options.priceLimits, metricsToken: options.metricsToken,
