@@ -40,6 +40,8 @@ const RSS_GROWTH_LIMIT = 128 * MB;
  * few hundred bytes per request would pass it within the long run's 40,000 requests.
  */
 const HEAP_GROWTH_LIMIT = 8 * MB;
+/** The heap is also read every this many requests (the long run's growth curve). */
+const HEAP_CHECKPOINT = 2500;
 
 const suppliers: RunningProcess[] = [];
 let gateway: RunningProcess;
@@ -143,6 +145,7 @@ async function fuzzRoute<T>(name: string, inputs: fc.Arbitrary<T>, send: (input:
     await fc.assert(fc.asyncProperty(inputs, async (input) => {
       requestsSent++;
       const outcome = String(expectClearAnswer(await send(input), `${name} ${JSON.stringify(input).slice(0, 200)}`));
+      if (requestsSent % HEAP_CHECKPOINT === 0) await logHeap();
       statuses.set(outcome, (statuses.get(outcome) ?? 0) + 1);
     }), fuzzParameters(runs));
   } finally {
