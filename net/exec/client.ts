@@ -15,7 +15,7 @@ import {
 import { errorCodeName, ExecError, toExecError } from './errors.js';
 import { DEFAULT_SCAN_LIMITS, scanResponse, scanResponsePrefix, type ScanLimits } from './scan.js';
 import { decodeScannedResponse } from './decode.js';
-import { GarbageReplyError } from './garbage-reply.js';
+import { GarbageReplyError, refusedReply } from './garbage-reply.js';
 import { ortToWire, wireToOrt } from './tensors.js';
 import { compressWireTensor, type WireEncodingCode } from './wire-compression.js';
 import { dialPreferringDirect, type UpgradeAwareNode } from '../direct-upgrade.js';
@@ -165,7 +165,7 @@ export class RemoteSession {
           continue;
         }
         if (event.kind === 'rejected') {
-          this.abort(new GarbageReplyError(`reply from ${this.peer} refused: ${event.error.message}`));
+          this.abort(refusedReply(`reply from ${this.peer} refused: ${event.error.message}`, event.error));
           return;
         }
         // Bounded decoding: a reply may not make the decoder allocate more than the requests in flight asked
@@ -174,7 +174,7 @@ export class RemoteSession {
         try {
           scanResponse(event.bytes, this.replyLimits());
         } catch (err) {
-          this.abort(new GarbageReplyError(`reply from ${this.peer} refused: ${(err as Error).message}`));
+          this.abort(refusedReply(`reply from ${this.peer} refused: ${(err as Error).message}`, err));
           return;
         }
         let r: DecodedResponse;
