@@ -43,6 +43,8 @@ describe('voucher book, rule by rule', () => {
     await book.save({ payer: C, charged: 1n, redeemed: 0n });
     await book.save({ payer: B, charged: 2n, redeemed: 0n });
     expect(book.syncedBatches).toBe(3);
+    // saved A, C, B: listed in payer order, not as saved
+    expect(book.all().map((a) => a.payer)).toEqual([A, B, C].sort((x, y) => x.localeCompare(y)));
     await book.close();
     const again = await VoucherBook.open(d);
     expect(again.get(A)).toEqual(account);
@@ -115,6 +117,8 @@ describe('voucher book, rule by rule', () => {
     expect(err).toBeInstanceOf(VoucherBookError);
     expect((err as VoucherBookError).code).toBe('CORRUPT');
     expect((err as Error).message).toMatch(new RegExp(`^voucher book entry payer/${A} cannot be read: `));
+    expect((err as Error).cause).toBeInstanceOf(SyntaxError);
+    expect((err as Error).name).toBe('VoucherBookError');
     // the refused book was closed: it opens again once the entry is fixed
     const fix = new ClassicLevel<string, string>(d);
     await fix.open();
@@ -128,6 +132,7 @@ describe('voucher book, rule by rule', () => {
     expect(locked).toBeInstanceOf(VoucherBookError);
     expect((locked as VoucherBookError).code).toBe('LOCKED');
     expect((locked as Error).message).toBe(`the voucher book at ${d} is in use by another process (a running supplier?)`);
+    expect((locked as Error).cause).toBeDefined();
     await book.close();
   });
 
