@@ -124,6 +124,9 @@ export function supplyCommand(): Command {
     .option('--inline-runs', 'run onnxruntime on the node\'s own thread, not a worker thread per fragment: ~0.5 ms faster per step, but a long run blocks the node (for trusted clients only)', false)
     .option('--max-batch <n>', 'most concurrent sessions\' steps on one span merged into one onnxruntime run (1: no batching)', positiveInt, 16)
     .option('--batch-window-us <n>', 'longest wait (µs) for other active sessions\' steps to batch with (also at most half a session\'s interval between steps); a lone session never waits', nonNegativeInt, 200000)
+    .option('--peer-garbage-limit <n>', 'malformed exec/blob messages a peer may send per minute before it is hung up on and refused for a while', positiveInt, 16)
+    .option('--peer-stream-limit <n>', 'streams a peer may open per 10 s before it is hung up on and refused for a while', positiveInt, 600)
+    .option('--peer-refuse <seconds>', 'how long a peer that flooded or sent garbage is refused the first time (doubled per repeat offence, at most 30 min)', positiveNumber, 60)
     .option('--explorer [port]', 'serve the network explorer (web page and API) on 127.0.0.1:PORT (default: any free port)')
     .option('--json', 'print one JSON line when ready (for scripts)', false)
     .action(async (o: {
@@ -134,6 +137,7 @@ export function supplyCommand(): Command {
       pricePerGflop: string; price?: string; stakingAddress?: string; stakeBinding?: string; network: string;
       chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; creditPerPeer?: string; creditTotal?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; relayServer: boolean; adminPort?: number;
       provider?: ProviderChoice; reprobe: boolean; spin: boolean; inlineRuns: boolean; maxBatch: number; batchWindowUs: number; json: boolean;
+      peerGarbageLimit: number; peerStreamLimit: number; peerRefuse: number;
       explorer?: boolean | string;
     }) => {
       // The supplier (libp2p, onnxruntime, LevelDB, ethers) loads here, not with the command tree.
@@ -212,6 +216,7 @@ export function supplyCommand(): Command {
         limits,
         pricePerGflop: price, stakingAddress: o.stakingAddress, stakeBinding, payments, adminPort: o.adminPort, provider: o.provider, rerunProbe: o.reprobe, spin: o.spin, inlineRuns: o.inlineRuns,
         maxBatch: o.maxBatch, batchWindowUs: o.batchWindowUs,
+        peerGuard: { garbage: { limit: o.peerGarbageLimit, windowMs: 60_000 }, streams: { limit: o.peerStreamLimit, windowMs: 10_000 }, refuseMs: o.peerRefuse * 1000 },
         onFetchProgress: (done, total) => progress.update(done, total),
       });
       progress.stop();

@@ -20,6 +20,7 @@ import { ModelCatalog } from './catalog.js';
 import type { GatewayContext } from './context.js';
 import { ApiError, type ErrorType } from './errors.js';
 import { EventFeed } from './feed.js';
+import { registerHeapAfterGc } from './heap-probe.js';
 import { KeyRing, type ApiKey, type ApiKeyConfig } from './keys.js';
 import { GatewayMetrics } from './metrics.js';
 import { Verifier } from './verify/verifier.js';
@@ -164,6 +165,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     throw err;
   }) : undefined;
   const payerFor = options.payerFor;
+  registerHeapAfterGc(metrics.registry); // only under --expose-gc (leak hunting, the fuzz test)
   const ctx: GatewayContext = {
     client, catalog, keys, feed, metrics, logger, payerFor: desk && payerFor ? (key) => desk.withholding.wrap(payerFor(key)) : payerFor,
     priceLimits: options.priceLimits, metricsToken: options.metricsToken,

@@ -32,6 +32,8 @@ import { FetchError } from '../net/store/errors.js';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { PeerId } from '@libp2p/interface';
 import { startExecServer, type ExecServer } from './exec/protocol.js';
+import { PeerGuard } from '../net/peer-guard.js';
+import type { PeerPenaltiesOptions } from '../policy/peer-penalties.js';
 import type { ProviderChoice } from './exec/executor.js';
 import { checkAdminRequest, writeAdminToken } from './admin-guard.js';
 import { openChain, type ChainAccess, type ChainAccessOptions } from '../contracts/chain.js';
@@ -97,6 +99,8 @@ export interface SupplierOptions {
    * the admin endpoint) until it ends. For a supplier whose clients are all trusted.
    */
   inlineRuns?: boolean;
+  /** Limits on malformed messages and streams per peer before it is hung up on and refused (net/peer-guard.ts; defaults in policy/peer-penalties.ts). */
+  peerGuard?: Pick<PeerPenaltiesOptions, 'garbage' | 'streams' | 'refuseMs' | 'maxRefuseMs'>;
   /** Longest wait, in µs, for other sessions' steps to batch with when the span is idle (node/exec/batcher.ts; default 50000, and at most half a session's interval between steps). */
   batchWindowUs?: number;
   /** Most sessions' steps in one onnxruntime run (default 16; 1: no batching). */
@@ -244,7 +248,10 @@ export class Supplier {
       const store = await FragmentStore.open({ dataDir, registry: host.metrics, logger: host.logger });
       // Re-hash stored blobs in the background so the first request after a restart is not slowed by it.
       void store.verifyAll().catch((err: unknown) => host.logger.warn({ err }, 'store verification failed'));
-      const stopBlob = await handleBlobProtocol(host.node, store, { logger: host.logger });
+      // One guard for both protocols: a peer that floods or sends garbage to either is hung up on and refused.
+      const guard = new PeerGuard(host.node, { registry: host.metrics, logger: host.logger, ...options.peerGuard });
+      cleanups.push(async () => guard.stop());
+      const stopBlob = await handleBlobProtocol(host.node, store, { logger: host.logger, guard });
       cleanups.push(stopBlob);
 
       const paths = new Map<string, string>();
@@ -258,6 +265,7 @@ export class Supplier {
         offThread: !options.inlineRuns,
         batching: options.maxBatch === 1 ? false : { windowUs: options.batchWindowUs, maxBatch: options.maxBatch },
         payments,
+        guard,
       });
       cleanups.push(() => exec.stop());
 

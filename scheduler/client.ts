@@ -21,6 +21,7 @@ import { ModelDiscovery, cachedStakeCheck, type DiscoveryOptions, type StakeChec
 import type { StepPayer } from './payment.js';
 import { attachStakeRegistry, createProvider } from '../contracts/bindings.js';
 import type { EstimatesOptions } from '../policy/estimates.js';
+import type { PeerPenaltiesOptions } from '../policy/peer-penalties.js';
 import { SwarmView } from './swarm-view.js';
 import { PipelineSession } from './session.js';
 import type { StepObserver } from './step-observer.js';
@@ -43,6 +44,8 @@ export interface GridClientOptions {
   discovery?: DiscoveryOptions;
   /** Moving averages and ban lengths of the swarm view's per-peer estimates (policy/estimates.ts defaults). */
   estimates?: EstimatesOptions;
+  /** Garbage replies a server may send before its records are ignored for a while (SwarmViewOptions.garbage). */
+  garbage?: PeerPenaltiesOptions;
   /** How long `connect` waits for the bootstrap peers to fill the routing table (default 30 s). */
   joinTimeoutMs?: number;
   /** Smallest step deadline for sessions (default 5 s). */
@@ -95,7 +98,7 @@ export class GridClient {
 
   private constructor(readonly host: GridHost, private readonly options: GridClientOptions, readonly logger: Logger) {
     this.swarm = SwarmView.of(host, {
-      refreshMs: options.discovery?.refreshMs, lookupTimeoutMs: options.discovery?.lookupTimeoutMs, estimates: options.estimates, logger,
+      refreshMs: options.discovery?.refreshMs, lookupTimeoutMs: options.discovery?.lookupTimeoutMs, estimates: options.estimates, garbage: options.garbage, logger,
     });
     const s = options.stakeCheck;
     if (s && 'isListed' in s) this.stakeCheck = s;

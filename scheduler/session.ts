@@ -20,6 +20,7 @@ import type { WireHop, WireSampling, WireVoucher } from '../net/exec/codec.js';
 import { ortToWire } from '../net/exec/tensors.js';
 import { prefersChain, type RouteMode } from '../policy/route-mode.js';
 import { ExecError } from '../net/exec/errors.js';
+import { isGarbageReply } from '../net/exec/garbage-reply.js';
 import type { FragmentCost, RouteCall } from '../policy/routing.js';
 import type { PriceLimits } from '../policy/price-limits.js';
 import type { ModelDiscovery, HostedSpan } from './discovery.js';
@@ -276,6 +277,7 @@ export class PipelineSession {
     this.failovers++;
     this.options.logger?.warn({ peer: link.peerId, span: [link.start, link.end], err: (err as Error).message }, 'server failed; routing around it');
     this.swarm.reportFailure(link.peerId);
+    if (isGarbageReply(err)) this.swarm.reportGarbage(link.peerId, err.message);
     link.session.abort();
     if (repairs > (this.options.maxRepairs ?? 8)) throw err;
     await this.repair(i, tokens);
@@ -485,6 +487,7 @@ export class PipelineSession {
         for (const l of links) l.session.abort();
         const bad = calls[links.length];
         if (bad) this.swarm.reportFailure(bad.peerId);
+        if (bad && isGarbageReply(err)) this.swarm.reportGarbage(bad.peerId, err.message);
         this.failovers++;
         this.options.logger?.warn({ peer: bad?.peerId, err: (err as Error).message }, 'could not open a session; routing around it');
         if (attempt >= 8) throw err;

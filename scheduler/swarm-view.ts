@@ -17,6 +17,7 @@ import { Estimates, type EstimatesOptions, type PeerEstimate } from '../policy/e
 import { findRoute, NoRouteError, priceWeight, type FragmentCost, type RouteCall, type ServerEstimate } from '../policy/routing.js';
 import { admissibleSpans, DEFAULT_PRICE_LIMITS, type PriceLimits } from '../policy/price-limits.js';
 import type { HostedSpan, ModelDiscovery, RecordFeed, Sweep } from './discovery.js';
+import { PeerPenalties, type PeerPenaltiesOptions } from '../policy/peer-penalties.js';
 
 /** Reads every (verified) capacity record of the swarm once; `findAllRecords` on the client's host by default. */
 export type RecordSource = (timeoutMs: number) => Promise<CapacityRecord[]>;
@@ -28,6 +29,11 @@ export interface SwarmViewOptions {
   lookupTimeoutMs?: number;
   /** Moving averages and ban lengths of the per-peer estimates. */
   estimates?: EstimatesOptions;
+  /**
+   * Garbage replies a server may send before its records are ignored and it is excluded from routing for a
+   * while (default 3 in 10 minutes, then 10 minutes, doubled per repeat: an honest server sends none).
+   */
+  garbage?: PeerPenaltiesOptions;
   logger?: Logger;
 }
 
@@ -66,11 +72,14 @@ export class SwarmView implements RecordFeed {
   private readonly listeners = new Set<(sweep: Sweep) => unknown>();
   private timer?: ReturnType<typeof setTimeout>;
   private closed = false;
+  /** Servers that sent garbage replies: past the limit, their records are left out of every sweep for a while. */
+  readonly garbage: PeerPenalties;
 
   constructor(private readonly source: RecordSource, private readonly options: SwarmViewOptions = {}) {
     this.estimates = new Estimates(options.estimates);
     this.refreshMs = options.refreshMs ?? 30_000;
     this.lookupTimeoutMs = options.lookupTimeoutMs ?? 10_000;
+    this.garbage = new PeerPenalties({ garbage: { limit: 3, windowMs: 10 * 60_000 }, refuseMs: 10 * 60_000, maxRefuseMs: 4 * 60 * 60_000, now: options.estimates?.now, ...options.garbage });
   }
 
   /** The view of a host's DHT. */
@@ -127,6 +136,19 @@ export class SwarmView implements RecordFeed {
   }
 
   /**
+   * A server sent a garbage reply (net/exec/garbage-reply.ts): past the limit its records are ignored by every
+   * sweep and it is excluded from routing until the back-off ends (a warn line says so).
+   */
+  reportGarbage(peerId: string, what: string): void {
+    const penalty = this.garbage.record(peerId, 'garbage');
+    if (!penalty) return;
+    const forMs = Math.max(0, penalty.until - (this.options.estimates?.now ?? Date.now)());
+    this.estimates.condemn(peerId, forMs);
+    this.options.logger?.warn({ peer: peerId, count: penalty.count, repeat: penalty.repeat, last: what },
+      `server ${peerId} sent ${penalty.count} garbage replies: its records are ignored and it is not routed to for ${Math.round(forMs / 1000)} s`);
+  }
+
+  /**
    * A route over `discovery`'s hosts of the fragments [from, to): hosts refused for their price are no
    * candidates, banned peers are excluded, and among the rest routing weighs each one's estimated time,
    * load (throughput mode) and price.
@@ -172,7 +194,8 @@ export class SwarmView implements RecordFeed {
   private async sweep(): Promise<Sweep> {
     const number = ++this.sweeps;
     try {
-      const records = (await this.source(this.lookupTimeoutMs)).filter((r) => !r.withdrawn);
+      // records of servers that kept sending garbage are ignored until their back-off ends
+      const records = (await this.source(this.lookupTimeoutMs)).filter((r) => !r.withdrawn && !this.garbage.isRefused(r.peerId));
       const sweep: Sweep = { number, records, at: Date.now() };
       if (!this.last || this.last.number < number) this.last = sweep;
       await Promise.all([...this.listeners].map(async (listener) => {

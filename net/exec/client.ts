@@ -15,6 +15,7 @@ import {
 import { errorCodeName, ExecError, toExecError } from './errors.js';
 import { DEFAULT_SCAN_LIMITS, scanResponse, scanResponsePrefix, type ScanLimits } from './scan.js';
 import { decodeScannedResponse } from './decode.js';
+import { GarbageReplyError, refusedReply } from './garbage-reply.js';
 import { ortToWire, wireToOrt } from './tensors.js';
 import { compressWireTensor, type WireEncodingCode } from './wire-compression.js';
 import { dialPreferringDirect, type UpgradeAwareNode } from '../direct-upgrade.js';
@@ -164,7 +165,7 @@ export class RemoteSession {
           continue;
         }
         if (event.kind === 'rejected') {
-          this.abort(new ExecError('INTERNAL', `reply from ${this.peer} refused: ${event.error.message}`));
+          this.abort(refusedReply(`reply from ${this.peer} refused: ${event.error.message}`, event.error));
           return;
         }
         // Bounded decoding: a reply may not make the decoder allocate more than the requests in flight asked
@@ -173,14 +174,14 @@ export class RemoteSession {
         try {
           scanResponse(event.bytes, this.replyLimits());
         } catch (err) {
-          this.abort(new ExecError('INTERNAL', `reply from ${this.peer} refused: ${(err as Error).message}`));
+          this.abort(refusedReply(`reply from ${this.peer} refused: ${(err as Error).message}`, err));
           return;
         }
         let r: DecodedResponse;
         try {
           r = decodeScannedResponse(event.bytes);
         } catch (err) {
-          this.pending.shift()?.reject(new ExecError('INTERNAL', `malformed reply: ${(err as Error).message}`));
+          this.pending.shift()?.reject(new GarbageReplyError(`malformed reply: ${(err as Error).message}`));
           continue;
         }
         // Step replies are matched by step id (a ring with direct return will deliver replies to steps this

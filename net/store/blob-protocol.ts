@@ -18,6 +18,7 @@ import { BlobProtocolError, BlobRemoteError, BlobTransferError, InvalidCidError,
 import { parseBlobCid, type FragmentStore } from './fragment-store.js';
 import type { StoreMetrics } from './metrics.js';
 import { GridpipeError } from '../../errors/base.js';
+import type { PeerGuard } from '../peer-guard.js';
 
 export interface BlobServerOptions {
   logger?: Logger;
@@ -29,6 +30,8 @@ export interface BlobServerOptions {
   requestTimeoutMs?: number;
   /** A reader that takes no bytes for this long is dropped (default 30 s). */
   stallTimeoutMs?: number;
+  /** Told of every stream and malformed request; a peer that floods or sends garbage is hung up on and refused (net/peer-guard.ts). */
+  guard?: PeerGuard;
 }
 
 /** Spreads sends over time so that all of a server's streams together stay under a byte rate. */
@@ -66,6 +69,10 @@ export function createBlobHandler(store: FragmentStore, options: BlobServerOptio
   let active = 0;
 
   return async (stream: Stream, connection: Connection): Promise<void> => {
+    if (options.guard && !options.guard.admitStream(connection.remotePeer)) {
+      stream.abort(new Error('this peer is refused for a while: it flooded this node or sent it garbage'));
+      return;
+    }
     // Attach the reader before any await, or the request can be missed.
     const reader = new FrameReader(stream, { maxFrameBytes: MAX_REQUEST_BYTES });
     const peer = connection.remotePeer.toString();
@@ -99,9 +106,11 @@ export function createBlobHandler(store: FragmentStore, options: BlobServerOptio
       } catch (err) {
         reader.detach();
         if (err instanceof FrameTooLargeError) {
+          options.guard?.garbage(peer, 'an oversized blob request');
           await stream.closeRead();
           await refuse('BAD_REQUEST', `request too large: ${err.message} (a BlobRequest is at most ${MAX_REQUEST_BYTES} bytes)`, 'bad_request');
         } else if (err instanceof MalformedMessageError || err instanceof TruncatedFrameError) {
+          options.guard?.garbage(peer, 'a malformed blob request');
           await stream.closeRead();
           await refuse('BAD_REQUEST', `malformed BlobRequest: ${err.message}`, 'bad_request');
         } else {

@@ -30,6 +30,7 @@ import { ChainForwarder } from './forwarding.js';
 import { checkExpertCallRows } from './expert-rows.js';
 import { fromDecodedHop } from '../../net/exec/codec.js';
 import { compressWireTensor, WireEncoding, type WireEncodingCode } from '../../net/exec/wire-compression.js';
+import type { PeerGuard } from '../../net/peer-guard.js';
 
 /** What a paid step is about, for the payment hook. */
 export interface PaidStepInfo {
@@ -125,6 +126,8 @@ export interface ExecServerInit {
   sweepIntervalMs?: number | false;
   /** Charge for steps (a supplier configured with a chain); absent: steps are free. */
   payments?: StepPaymentHook;
+  /** Told of every stream and malformed frame; a peer that floods or sends garbage is hung up on and refused (net/peer-guard.ts). */
+  guard?: PeerGuard;
 }
 
 export const DEFAULT_MAX_STEP_FRAME_BYTES = 64 * 1024 * 1024;
@@ -149,6 +152,7 @@ export class ExecServer {
   private readonly scanLimits: ScanLimits;
   private readonly streams = new Set<Stream>();
   private readonly payments?: StepPaymentHook;
+  private readonly guard?: PeerGuard;
   private node?: Pick<Libp2p, 'handle' | 'unhandle'> & Partial<Pick<Libp2p, 'dialProtocol'>>;
   /** Chain mode: sessions other servers may forward into, and the streams this server forwards on. */
   readonly forwarding: ChainForwarder;
@@ -178,6 +182,7 @@ export class ExecServer {
     this.metrics.watchUnread(() => this.budgets.total.bytes);
     this.scanLimits = { ...DEFAULT_SCAN_LIMITS, ...init.scanLimits };
     this.payments = init.payments;
+    this.guard = init.guard;
     this.forwarding = new ChainForwarder({ dialer: () => (this.node?.dialProtocol ? this.node as Pick<Libp2p, 'dialProtocol'> : undefined), logger: this.log });
   }
 
@@ -214,6 +219,10 @@ export class ExecServer {
 
   /** Serves one exec stream until it ends. */
   async handleStream(stream: Stream, connection: Connection): Promise<void> {
+    if (this.guard && !this.guard.admitStream(connection.remotePeer)) {
+      stream.abort(new ExecError('BUSY', 'this peer is refused for a while: it flooded this node or sent it garbage'));
+      return;
+    }
     // attach the reader before any await: bytes that arrive meanwhile are kept by the stream for it
     const budget = this.budgets.of(connection.remotePeer.toString()); // per peer: more connections do not add room
     const reader = new FrameReader(stream, {
@@ -230,16 +239,19 @@ export class ExecServer {
         if (!event) break;
         const receivedAt = performance.now();
         if (event.kind === 'oversized') {
+          this.guard?.garbage(owner, 'an oversized exec frame');
           await this.sendError(stream, new ExecError('TOO_LARGE', `frame of ${event.length} bytes is over the limit of ${this.maxStepFrameBytes}`));
           continue;
         }
         if (event.kind === 'rejected') {
+          this.guard?.garbage(owner, 'an exec frame that breaks the decoding limits');
           await this.sendError(stream, toExecError(event.error, 'BAD_REQUEST'));
           continue;
         }
         // Control frames (open = field 1, close = field 3) are small: refuse a big one before looking inside.
         const first = event.bytes[0];
         if ((first === 0x0a || first === 0x1a) && event.bytes.byteLength > this.maxControlFrameBytes) {
+          this.guard?.garbage(owner, 'an oversized control frame');
           await this.sendError(stream, new ExecError('TOO_LARGE', `${first === 0x0a ? 'open' : 'close'} frame of ${event.bytes.byteLength} bytes is over the limit of ${this.maxControlFrameBytes}`));
           continue;
         }
@@ -247,6 +259,7 @@ export class ExecServer {
         try {
           req = decodeRequestFrame(event.bytes, this.scanLimits); // bounded decoding: counts and sizes before protobufjs allocates
         } catch (err) {
+          this.guard?.garbage(owner, 'a malformed exec frame');
           await this.sendError(stream, err instanceof ExecError ? err : new ExecError('BAD_REQUEST', `malformed frame: ${(err as Error).message}`));
           continue;
         }
@@ -262,6 +275,7 @@ export class ExecServer {
             if (id === current) current = undefined;
           }
         } else {
+          this.guard?.garbage(owner, 'an exec frame with no body');
           await this.sendError(stream, new ExecError('BAD_REQUEST', 'frame carries none of open, step, close'));
         }
       }

@@ -149,7 +149,10 @@ beforeAll(async () => {
   await writeModel(buildModel(GPT), model);
   const fragDir = path.join(tmp.dir, 'frags');
   await fragmentModel(model, fragDir, { parts: 1 });
-  supplier = startGridpipe(['supply', '--data', path.join(tmp.dir, 's0'), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', '0', '--threads', '1', '--json']);
+  // The fuzzer is one peer sending thousands of hostile frames on purpose: the garbage limit (net/peer-guard.ts,
+  // test/security/peer-guard.test.ts) would hang it up after 16; what is tested here is that decoding holds.
+  supplier = startGridpipe(['supply', '--data', path.join(tmp.dir, 's0'), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', '0', '--threads', '1',
+    '--peer-garbage-limit', '1000000000', '--peer-stream-limit', '1000000000', '--json']);
   const ready = (await supplier.ready) as unknown as Ready;
   supplierAddr = ready.addresses[0];
   manifestCid = ready.hosted[0].manifestCid;
