@@ -170,7 +170,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     client, catalog, keys, feed, metrics, logger, payerFor: desk && payerFor ? (key) => desk.withholding.wrap(payerFor(key)) : payerFor,
     priceLimits: options.priceLimits, metricsToken: options.metricsToken,
     verifier: options.verifyRate ? new Verifier({
-      host: client.host, swarm: client.swarm, rate: options.verifyRate, logger, registry: metrics.registry,
+      host: client.host, swarm: client.swarm, rate: options.verifyRate, logger, registry: metrics.registry, priceLimits: options.priceLimits,
       payer: options.verifierPayer && desk ? desk.withholding.wrap(options.verifierPayer) : options.verifierPayer,
       onCheck: (v) => publishVerdict(feed, v), ...(desk ? { onVerdict: (v, e) => desk.onVerdict(v, e) } : {}),
     }) : undefined,

@@ -19,6 +19,7 @@ import { ExecClient, type TensorMap } from '../../net/exec/client.js';
 import type { OpenModel } from '../../scheduler/client.js';
 import type { HostedSpan } from '../../scheduler/discovery.js';
 import { isPaidSpan, type StepPayer } from '../../scheduler/payment.js';
+import { admissibleSpans, DEFAULT_PRICE_LIMITS, type PriceLimits } from '../../policy/price-limits.js';
 import type { HopRecord, StepObserver } from '../../scheduler/step-observer.js';
 import type { SwarmView } from '../../scheduler/swarm-view.js';
 import {
@@ -51,6 +52,11 @@ export interface VerifierOptions {
    * session's step; without it hosts that charge are never asked.
    */
   payer?: StepPayer;
+  /**
+   * Prices a paid check may cost (the gateway's, default policy/price-limits' DEFAULT_PRICE_LIMITS): a host the
+   * gateway would not route a request to is not asked to check either, so a rogue price earns nothing here.
+   */
+  priceLimits?: PriceLimits;
 }
 
 /** The chunks a supplier ran in a session, in order from step 0, with what it returned. */
@@ -224,12 +230,13 @@ export class Verifier {
   }
 
   /**
-   * Live, unbanned hosts of the link's whole span other than `exclude`. Hosts that charge are asked only when
-   * the verifier has a payer (docs/verification.md).
+   * Live, unbanned hosts of the link's whole span other than `exclude`, at prices the limits admit. Hosts that
+   * charge are asked only when the verifier has a payer (docs/verification.md).
    */
   private async otherHosts(link: CheckedLink, exclude: string[]): Promise<HostedSpan[]> {
     const current = link.model.discovery.current.length ? link.model.discovery.current : await link.model.discovery.refresh();
-    return current.filter((s) => s.start <= link.start && link.end <= s.end && !exclude.includes(s.peerId) && !this.options.swarm.isBanned(s.peerId)
+    const admitted = new Set(admissibleSpans(current, this.options.priceLimits ?? DEFAULT_PRICE_LIMITS).spans);
+    return current.filter((s) => admitted.has(s) && s.start <= link.start && link.end <= s.end && !exclude.includes(s.peerId) && !this.options.swarm.isBanned(s.peerId)
       && (this.options.payer !== undefined || !(isPaidSpan(s) && Number(s.pricePerGflop) > 0)));
   }
 

@@ -178,6 +178,12 @@ const CASES: Record<string, Case[]> = {
     { what: 'invalid amount', args: () => ['deposit', 'lots', ...chain()], kind: 'bad-input', says: /decimal number/ },
     { what: 'unreachable RPC', args: () => ['deposit', '1', ...chain()], kind: 'runtime', says: /no chain RPC answers|ECONNREFUSED/ },
   ],
+  arbiter: [
+    usage('invalid --referees', () => ['arbiter', '--referees', '0']),
+    { what: 'no --wallet', args: () => ['arbiter', '--chain-config', at('chain.json'), '--once'], kind: 'bad-input', says: /--wallet/ },
+    { what: 'a chain config without a DisputeManager', args: () => ['arbiter', ...chain(), '--bootstrap', peer(), '--once'], kind: 'bad-input', says: /names no DisputeManager/ },
+    { what: 'unreachable RPC', args: () => ['arbiter', '--chain-config', at('chain-disputes.json'), '--wallet', at('wallet.json'), '--bootstrap', peer(), '--once'], kind: 'runtime', says: /no chain RPC answers|ECONNREFUSED/ },
+  ],
   earnings: [
     usage('unknown flag', () => ['earnings', '--bogus']),
     { what: 'unreachable supplier admin', args: () => ['earnings', '--data', at('admin-data'), '--admin', rpc(), ...chain()], kind: 'runtime', says: /admin endpoint/ },
@@ -238,6 +244,7 @@ beforeAll(async () => {
   await saveKeystore(new Wallet(wallet.privateKey), at('wallet.json'), { passphrase: PASSPHRASE, scryptN: 1024 });
   const zero = (n: number): string => `0x${n.toString(16).padStart(40, '0')}`;
   writeFileSync(at('chain.json'), JSON.stringify({ rpcUrl: rpc(), chainId: 31337, token: zero(1), stakeRegistry: zero(2), paymentEscrow: zero(3), deployer: zero(4), blockNumber: 0 }));
+  writeFileSync(at('chain-disputes.json'), JSON.stringify({ rpcUrl: rpc(), chainId: 31337, token: zero(1), stakeRegistry: zero(2), paymentEscrow: zero(3), disputeManager: zero(5), deployer: zero(4), blockNumber: 0 }));
   mkdirSync(at('bad-identity'));
   writeFileSync(at('bad-identity/identity.key'), 'not a key', { mode: 0o600 });
   mkdirSync(at('admin-data'));

@@ -182,7 +182,9 @@ describe('tensors', () => {
     expect(() => scanRequest(input(tensor({ dtype: FLOAT, dims: [3], dataBytes: 6, encoding: 1 })))).not.toThrow(); // fp16
     expect(() => scanRequest(input(tensor({ dtype: FLOAT, dims: [3], dataBytes: 5, encoding: 2 })))).not.toThrow(); // int8 blocks: 2 + 3
     refuses(() => scanRequest(input(tensor({ dtype: FLOAT, dims: [3], dataBytes: 12, encoding: 1 }))), 'BAD_REQUEST', 'a tensor of request.step.inputs has dims holding 3 elements (6 bytes) but 12 bytes of data');
-    refuses(() => scanRequest(input(tensor({ dtype: FLOAT, dims: [3], dataBytes: 12, encoding: 3 }))), 'BAD_REQUEST', 'a tensor of request.step.inputs has wire encoding 3 on dtype 1, which is not one this node decodes');
+    refuses(() => scanRequest(input(tensor({ dtype: FLOAT, dims: [3], dataBytes: 12, encoding: 4 }))), 'BAD_REQUEST', 'a tensor of request.step.inputs has wire encoding 4 on dtype 1, which is not one this node decodes');
+    // encoding 3, a palette (quant18): its length must fit some palette of the tensor's elements
+    refuses(() => scanRequest(input(tensor({ dtype: FLOAT, dims: [3], dataBytes: 2, encoding: 3 }))), 'BAD_REQUEST', 'a tensor of request.step.inputs has 2 bytes of palette data, which fits no palette of 3 elements');
     refuses(() => scanRequest(input(tensor({ dtype: 7, dims: [3], dataBytes: 6, encoding: 1 }))), 'BAD_REQUEST', 'a tensor of request.step.inputs has wire encoding 1 on dtype 7, which is not one this node decodes');
     expect(() => scanRequest(input(tensor({ dtype: FLOAT, dims: [3], dataBytes: 12, encoding: 0 })))).not.toThrow();
   });

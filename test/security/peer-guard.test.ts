@@ -74,6 +74,13 @@ async function honestTraffic(host: GridHost, until: Promise<unknown>): Promise<n
   return steps;
 }
 
+/**
+ * libp2p admits at most 5 new inbound connections per address per second (its connection manager's
+ * inboundConnectionThreshold), and every host here is 127.0.0.1: the previous test's last dials must age out
+ * before this test's hosts connect, or the supplier resets them.
+ */
+const newConnectionWindow = (): Promise<void> => new Promise((r) => setTimeout(r, 1_100));
+
 const connected = (h: GridHost): boolean => h.node.getConnections().some((c) => c.remotePeer.toString() === supplierPeer && c.status === 'open');
 
 /** Whether the supplier still serves this host an exec stream it can use: open, send garbage, get an answer. */
@@ -158,6 +165,7 @@ describe('a peer that floods or sends garbage is cut off; honest traffic goes on
   }, 180_000);
 
   it('exec streams past the rate: hung up on and refused, while honest steps complete', async () => {
+    await newConnectionWindow();
     const honest = await clientHost();
     const flooder = await clientHost();
     const flood = (async () => {
@@ -185,6 +193,7 @@ describe('a peer that floods or sends garbage is cut off; honest traffic goes on
 
   it('malformed blob requests count too, and cut the peer off the exec protocol as well', async () => {
     // connected first: libp2p also limits new inbound connections per address per second, and every test host is 127.0.0.1
+    await newConnectionWindow();
     const honest = await clientHost();
     expect(await honestStep(honest)).toEqual([1, 3, GPT.vocab]);
     const rogue = await clientHost();

@@ -123,7 +123,7 @@ describe('no secret in logs or error messages of a full devnet', () => {
 
     const logDir = path.join(tmp.dir, 'logs');
     const logFiles = readdirSync(logDir).filter((f) => f.endsWith('.log'));
-    expect(logFiles.sort()).toEqual(['gateway.log', 'supplier-0.log', 'supplier-1.log', 'supplier-2.log']);
+    expect(logFiles.sort()).toEqual(['arbiter.log', 'gateway.log', 'supplier-0.log', 'supplier-1.log', 'supplier-2.log']);
     const logs = logFiles.map((f) => ({ name: `logs/${f}`, text: readFileSync(path.join(logDir, f), 'utf8') }));
     const lineCount = logs.reduce((a, l) => a + l.text.split('\n').length, 0);
     expect(lineCount, 'debug logging produced lines to search').toBeGreaterThan(50);
