@@ -69,7 +69,9 @@ beforeAll(async () => {
   await (await chain.contracts.disputeManager!.setArbiter(chain.wallets[9].address)).wait();
   const first = await start('h0', '0', { wallet: w0 });
   bootstrap = first.address;
-  [, paidChecker] = await Promise.all([start('h3', '3', { wallet: w3 }), start('h1', '1,2', { wallet: wChecker }), start('h2', '1,2')]);
+  // h2 is free, so routing (price weighed against time) would prefer it to the paid cheater whenever it looks fast:
+  // it advertises a crawl and is never routed to, only asked to check and referee.
+  [, paidChecker] = await Promise.all([start('h3', '3', { wallet: w3 }), start('h1', '1,2', { wallet: wChecker }), start('h2', '1,2', { extra: ['--gflops', '0.001'] })]);
   // Routing must pick the cheater for the test to check it (test/verify/cheaters.test.ts does the same).
   client = await GridClient.connect({ bootstrap: [bootstrap], network: 'local', discovery: { lookupTimeoutMs: 5000 }, estimates: { maxAdvertisedGflops: 1e7, defaultRttMs: 0 } });
   model = await client.openModel(fragDir);
