@@ -23,6 +23,7 @@ import { generate } from '../../scheduler/generate.js';
 import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import { killAll, type RunningProcess } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
+import { generateFromPublicSide as generateNat, RELAY_PORT, REPLICA_PORT, startNatGrid, type GenerateDone } from '../helpers/nat-grid.js';
 import { waitFor } from '../helpers/swarm.js';
 import { createNatTopology, netnsUnsupportedReason, PUBLIC_IP, type NatTopology } from '../helpers/netns.js';
 
@@ -31,14 +32,10 @@ if (unsupported) console.warn(`[nat relay] SKIPPED: ${unsupported}`);
 
 const PROMPT = [72, 101, 108, 108, 111, 32, 103, 114, 105, 100];
 const MAX_TOKENS = 24;
-/** Public ports: the relay supplier, the replica, a client port the router forwards, one it does not. */
-const RELAY_PORT = 4001;
-const REPLICA_PORT = 4002;
+/** Public ports besides the relay's and the replica's (test/helpers/nat-grid.ts): a client port the router forwards, one it does not. */
 const REACHABLE_CLIENT_PORT = 4003;
 const UNREACHABLE_CLIENT_PORT = 4009;
 const GATEWAY_RELAY_PORT = 4004;
-
-interface Done { done: true; tokens: number[]; route: Array<{ peerId: string; fragments: number[]; connection: string }>; failovers: number }
 
 describe.skipIf(unsupported !== undefined)('a supplier behind NAT (network namespaces)', () => {
   const tmp = tempDir();
@@ -62,27 +59,7 @@ describe.skipIf(unsupported !== undefined)('a supplier behind NAT (network names
 
     topology = createNatTopology();
     await topology.startRouter([RELAY_PORT, REPLICA_PORT, REACHABLE_CLIENT_PORT, GATEWAY_RELAY_PORT], { up: { delayMs: 10 }, down: { delayMs: 10 } });
-    const relay = topology.gridpipe(topology.pub, ['supply', '--data', path.join(tmp.dir, 'relay'), '--listen', `/ip4/${PUBLIC_IP}/tcp/${RELAY_PORT}`,
-      '--relay-server', '--host', fragDir, '--fragments', '0', '--json']);
-    const relayReady = (await relay.ready) as { peerId: string };
-    relayAddr = `/ip4/${PUBLIC_IP}/tcp/${RELAY_PORT}/p2p/${relayReady.peerId}`;
-    // A public replica of fragment 1 (and a second DHT server, so each public supplier's record has a peer to
-    // live on). It advertises a tiny compute rate, so routes prefer the supplier behind NAT while it lives.
-    const replica = topology.gridpipe(topology.pub, ['supply', '--data', path.join(tmp.dir, 'replica'), '--listen', `/ip4/${PUBLIC_IP}/tcp/${REPLICA_PORT}`,
-      '--bootstrap', relayAddr, '--host', fragDir, '--fragments', '1', '--gflops', '0.0001', '--json']);
-    replicaId = ((await replica.ready) as { peerId: string }).peerId;
-    const home = topology.gridpipe(topology.home, ['supply', '--data', path.join(tmp.dir, 'home'), '--relay', '--bootstrap', relayAddr,
-      '--host', fragDir, '--fragments', '1', '--json']);
-    const homeReady = (await home.ready) as { peerId: string };
-    behindNat = { proc: home, peerId: homeReady.peerId };
-    // It says so (at ready, or in a later line) once it holds a relay slot and its capacity record
-    // advertises the relayed address.
-    await waitFor(() => /"reachability":"relayed"/.test(home.output()), 'the supplier behind NAT to be reachable through the relay', 60_000, 100);
-    const line = home.output().split('\n').find((l) => l.includes('"reachability":"relayed"'))!;
-    const { addresses, advertised } = JSON.parse(line) as { addresses: string[]; advertised?: boolean };
-    expect(addresses.some((a) => a.startsWith(`${relayAddr}/p2p-circuit/p2p/${homeReady.peerId}`)), addresses.join(' ')).toBe(true);
-    // at ready (no `advertised` field) the first publication already named the relayed address
-    expect(advertised ?? true).toBe(true);
+    ({ relayAddr, replicaId, behindNat } = await startNatGrid(topology, tmp.dir, fragDir));
   });
 
   afterAll(async () => {
@@ -95,19 +72,9 @@ describe.skipIf(unsupported !== undefined)('a supplier behind NAT (network names
     return manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values'));
   }
 
-  /** `gridpipe generate` on the public side; `onToken(n)` sees each token as it is printed. */
-  async function generateFromPublicSide(clientPort: number, onToken?: (n: number) => void): Promise<Done> {
-    const proc = topology.gridpipe(topology.pub, ['generate', '--manifest', fragDir, '--prompt-ids', PROMPT.join(','), '--max-tokens', String(MAX_TOKENS),
-      '--bootstrap', relayAddr, '--listen', `/ip4/${PUBLIC_IP}/tcp/${clientPort}`, '--wait', '60', '--json'], { GRIDPIPE_LOG_LEVEL: 'warn' });
-    let seen = 0;
-    proc.child.stdout!.on('data', () => {
-      const tokens = proc.output().split('\n').filter((l) => l.startsWith('{"token"')).length;
-      for (; seen < tokens; seen++) onToken?.(seen + 1);
-    });
-    const code = await proc.exited;
-    expect(code, proc.output()).toBe(0);
-    const lines = proc.output().split('\n').filter((l) => l.startsWith('{'));
-    return JSON.parse(lines.find((l) => l.includes('"done":true'))!) as Done;
+  /** `gridpipe generate` on the public side (test/helpers/nat-grid.ts). */
+  function generateFromPublicSide(clientPort: number, onToken?: (n: number) => void): Promise<GenerateDone> {
+    return generateNat(topology, { relayAddr, replicaId, behindNat }, { fragDir, prompt: PROMPT, maxTokens: MAX_TOKENS, clientPort }, onToken);
   }
 
   it('serves a generation through the relay (a limited connection): the tokens of the local run', async () => {
