@@ -110,7 +110,8 @@ export class PlacementError extends GridpipeError<'NO_FRAGMENT_FITS'> {
 
 const sameSpan = (a: Span | undefined, b: Span | undefined): boolean => !!a && !!b && a.start === b.start && a.end === b.end;
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/** Waits `ms`, or rejects with the signal's reason as soon as it aborts (placement's join jitter). */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) { reject(signal.reason as Error); return; }
     const t = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve(); }, ms);

@@ -13,7 +13,7 @@ import type { CapacityRecord } from '../../net/capacity/record.js';
 import { swarmFromRecords } from '../../net/capacity/swarm.js';
 import type { ModelPlacementInfo } from '../../policy/placement-model.js';
 import { chooseMoeFragments, holdersOf } from '../../policy/expert-placement.js';
-import { PlacementError } from './agent.js';
+import { PlacementError, sleep } from './agent.js';
 
 /** What the join asks of the supplier. */
 export interface FragmentSetHost {
@@ -75,13 +75,4 @@ export async function joinExpertSwarm(init: ExpertJoinInit): Promise<number[]> {
   await host.commit(chosen, signal);
   log?.info({ fragments: chosen }, 'hosting the chosen fragments');
   return chosen;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) { reject(signal.reason as Error); return; }
-    const t = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve(); }, ms);
-    const onAbort = (): void => { clearTimeout(t); reject(signal.reason as Error); };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }
