@@ -7,7 +7,7 @@
  * statement that it operates one libp2p peer id until a time, over the StakeRegistry's domain, so a peer
  * cannot name another supplier's staking address as its own.
  */
-import { dataLength, getAddress, keccak256, recoverAddress, Signature, toUtf8Bytes, TypedDataEncoder, isHexString, type Signer, type TypedDataDomain, type TypedDataField } from 'ethers';
+import { concat, dataLength, getAddress, keccak256, recoverAddress, Signature, toUtf8Bytes, TypedDataEncoder, isHexString, type Signer, type TypedDataDomain, type TypedDataField } from 'ethers';
 import { CID } from 'multiformats/cid';
 
 /** A cumulative payment voucher: everything `payer` owes `payee` so far (not an increment). */
@@ -186,6 +186,12 @@ export function cidToBytes32(cid: string): string {
     // not a CID: hash the text
   }
   return keccak256(toUtf8Bytes(cid));
+}
+
+/** The bytes32 naming a span of fragments in a receipt: the fragment's own for one, keccak256 of them all for several. */
+export function spanDigest(cids: readonly string[]): string {
+  if (cids.length === 1) return cidToBytes32(cids[0]);
+  return keccak256(concat(cids.map((c) => cidToBytes32(c))));
 }
 
 const SECP256K1_HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0n;

@@ -22,7 +22,8 @@ import { ortToWire, wireToOrt } from '../../net/exec/tensors.js';
 import { committedDigests, readDigestStream, readTensorStream } from '../../policy/receipt-commitment.js';
 import { DEFAULT_DIGEST_TOLERANCE, firstMismatch, type DigestTolerance, type StepDigest, type TensorDigest } from '../../policy/verification.js';
 import { isIncomparable } from './rerun.js';
-import { spanDigest, type DisputeContext } from './dispute-evidence.js';
+import { spanDigest } from '../../contracts/eip712.js';
+import type { DisputeContext } from './dispute-evidence.js';
 
 /** Re-runs a dispute's chunks on hosts of the span other than the accused (GridRerunner on the grid). */
 export interface DisputeRerunner {

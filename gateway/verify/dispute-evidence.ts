@@ -6,8 +6,8 @@
  * form, which the dispute filer persists before filing so a gateway restart loses nothing.
  */
 import { createHash } from 'node:crypto';
-import { concat, getAddress, hexlify, getBytes, keccak256 } from 'ethers';
-import { cidToBytes32, type Receipt } from '../../contracts/eip712.js';
+import { getAddress, hexlify, getBytes } from 'ethers';
+import type { Receipt } from '../../contracts/eip712.js';
 import { SignedReceiptType } from '../../net/exec/codec.js';
 import { ortToWire } from '../../net/exec/tensors.js';
 import type { TensorMap } from '../../net/exec/client.js';
@@ -62,12 +62,6 @@ export function decodeReceipt(bytes: Uint8Array): { receipt: Receipt; signature:
     },
     signature: hexlify(m.signature),
   };
-}
-
-/** The bytes32 naming a span of fragments, as suppliers sign it (node/payments/receipts.ts spanDigest). */
-export function spanDigest(cids: readonly string[]): string {
-  if (cids.length === 1) return cidToBytes32(cids[0]);
-  return keccak256(concat(cids.map((c) => cidToBytes32(c))));
 }
 
 const sha256 = (b: Uint8Array): string => `0x${createHash('sha256').update(b).digest('hex')}`;

@@ -6,7 +6,8 @@ export { SupplierPayments, PAYMENT_DEFAULTS, summarize, type SupplierPaymentsOpt
 export { PaymentGate, type PaymentGateInit, type AdmittedStep } from './gate.js';
 export { VoucherBook, VoucherBookError, voucherBookDir, type PayerAccount } from './voucher-book.js';
 export { Redeemer, type RedeemerInit, type RedeemResult } from './redeemer.js';
-export { ReceiptSigner, decodeSignedReceipt, tensorsDigest, spanDigest, type ReceiptInput } from './receipts.js';
+export { ReceiptSigner, decodeSignedReceipt, tensorsDigest, type ReceiptInput } from './receipts.js';
+export { spanDigest } from '../../contracts/eip712.js';
 export { CachedBalances, KeyedMutex, type BalanceSource } from './balances.js';
 export { PaymentMetrics } from './metrics.js';
 export { CreditLimits, type CreditLimitsInit, type CreditRefusal } from './credit.js';

@@ -21,9 +21,9 @@
  * digests concatenated. sessionId: keccak256(utf8(session id)).
  */
 import { createHash } from 'node:crypto';
-import { concat, getBytes, isAddress, keccak256, toUtf8Bytes, type Wallet } from 'ethers';
+import { getBytes, isAddress, keccak256, toUtf8Bytes, type Wallet } from 'ethers';
 import { GridpipeError } from '../../errors/base.js';
-import { cidToBytes32, signReceipt, type Receipt } from '../../contracts/eip712.js';
+import { spanDigest, signReceipt, type Receipt } from '../../contracts/eip712.js';
 import type { WireTensor } from '../../proto/wire.js';
 import { SignedReceiptType } from '../../net/exec/codec.js';
 import type { TensorDigest } from '../../policy/verification.js';
@@ -70,12 +70,6 @@ export class RunningDigest {
   current(): { inputHash: string; outputHash: string } {
     return { inputHash: `0x${this.inputs.copy().digest('hex')}`, outputHash: `0x${this.outputs.copy().digest('hex')}` };
   }
-}
-
-/** The bytes32 naming a span of fragments. */
-export function spanDigest(cids: readonly string[]): string {
-  if (cids.length === 1) return cidToBytes32(cids[0]);
-  return keccak256(concat(cids.map((c) => cidToBytes32(c))));
 }
 
 export interface ReceiptInput {
