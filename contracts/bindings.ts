@@ -19,6 +19,7 @@ import {
   type ContractRunner,
   type ContractTransactionResponse,
   type Signer,
+  type TransactionRequest,
 } from 'ethers';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -248,14 +249,31 @@ export function connectGrid(config: ChainConfig, runner: ContractRunner | null):
   };
 }
 
+/** Gas added to every estimate: 20 % plus a constant. */
+const GAS_MARGIN_PERCENT = 20n;
+const GAS_MARGIN_FIXED = 10_000n;
+
+/**
+ * Sends every transaction with a gas limit above the node's estimate. An estimate is exact only for the state
+ * and block it was made on; a transaction mined a block later (another timestamp, another voucher redeemed
+ * first) can need more, and with no margin it runs out of gas (seen: estimated ~38.3k, needed 38.6k).
+ */
+class MarginedGasProvider extends JsonRpcProvider {
+  override async estimateGas(tx: TransactionRequest): Promise<bigint> {
+    const estimate = await super.estimateGas(tx);
+    return estimate + (estimate * GAS_MARGIN_PERCENT) / 100n + GAS_MARGIN_FIXED;
+  }
+}
+
 /**
  * A JSON-RPC provider for `rpcUrl`. With `chainId`, it never asks the node for its network; polls
- * fast on loopback; ethers' short response cache is off so reads right after a transaction are fresh.
+ * fast on loopback; ethers' short response cache is off so reads right after a transaction are fresh;
+ * transactions carry a gas margin over the estimate.
  */
 export function createProvider(rpcUrl: string, chainId?: number): JsonRpcProvider {
   const loopback = /^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(\/|$)/.test(rpcUrl);
   const network = chainId === undefined ? undefined : Network.from(chainId);
-  return new JsonRpcProvider(rpcUrl, network, {
+  return new MarginedGasProvider(rpcUrl, network, {
     staticNetwork: network ?? false,
     pollingInterval: loopback ? 100 : 4000,
     batchStallTime: loopback ? 0 : 10,

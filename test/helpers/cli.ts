@@ -8,7 +8,7 @@ export const CLI = path.join(REPO_ROOT, 'dist', 'cli', 'main.js');
 
 export interface CliResult { code: number; stdout: string; stderr: string }
 
-/** Runs `gridpipe ...args` and resolves when it exits. */
+/** Runs `gridpipe ...args` and resolves once it has exited and its stdout and stderr are read to the end. */
 export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { cwd: options.cwd ?? REPO_ROOT, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -17,6 +17,7 @@ export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.Pro
     child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
     child.on('error', reject);
-    child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    // 'close', not 'exit': 'exit' can fire before the pipes are drained, and then stderr reads empty (seen on Node 24 in CI).
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
 }
