@@ -10,6 +10,7 @@ import type { Payers } from '../gateway/payments.js';
 import { byteSize, collect, portNumber, positiveNumber } from './args.js';
 import { DEFAULT_MAX_OVER_MEDIAN, DEFAULT_MAX_PRICE_PER_GFLOP } from '../policy/price-limits.js';
 import { UsageError } from './errors.js';
+import { tuneHeapForServing } from './heap-tuning.js';
 import { DEFAULT_VERIFY_RATE } from '../policy/verification.js';
 
 /** A share within 0..1. */
@@ -55,6 +56,7 @@ export function gatewayCommand(): Command {
       chainConfig?: string; rpc?: string; wallet?: string; data: string; maxTensorBytes: number; metricsToken?: string; verifyRate: number; json: boolean;
       maxPricePerGflop: bigint; maxOverMedian: number; explorer: boolean;
     }) => {
+      tuneHeapForServing();
       // The gateway (fastify, libp2p, ethers, pino) loads here, not with the command tree.
       const { startGateway } = await import('../gateway/server.js');
       const { readKeysFile, keysFileModeProblem } = await import('../gateway/keys.js');

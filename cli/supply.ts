@@ -11,6 +11,7 @@ import { byteSize, collect, nonNegativeInt, positiveInt, positiveNumber } from '
 import { createProgress } from './progress.js';
 import type { ProviderChoice } from '../node/exec/executor.js';
 import { UsageError } from './errors.js';
+import { tuneHeapForServing } from './heap-tuning.js';
 import { isEvmAddress } from '../contracts/address.js';
 
 /** Seconds (decimals allowed, 0 included) as milliseconds. */
@@ -140,6 +141,7 @@ export function supplyCommand(): Command {
       peerGarbageLimit: number; peerStreamLimit: number; peerRefuse: number;
       explorer?: boolean | string;
     }) => {
+      tuneHeapForServing();
       // The supplier (libp2p, onnxruntime, LevelDB, ethers) loads here, not with the command tree.
       const { Supplier } = await import('../node/supplier.js');
       const { ShareLimits } = await import('../node/limits.js');
