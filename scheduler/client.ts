@@ -74,6 +74,8 @@ export interface SessionOptions {
   wireEncoding?: WireEncodingPreference;
   /** The request asks for exact outputs: never compress. */
   exact?: boolean;
+  /** Ask every server never to batch this session's steps with other sessions' (OpenSession.solo). */
+  solo?: boolean;
 }
 
 /** A model the client can run: its manifest and its hosts. */
@@ -161,6 +163,7 @@ export class GridClient {
       payer: options.payer, priceLimits: options.priceLimits, strictExperts: options.strictExperts, observer: options.observer,
       routeMode: options.routeMode ?? this.options.routeMode,
       wireEncoding: options.wireEncoding ?? this.options.wireEncoding ?? 'exact', ...(options.exact ? { exact: true } : {}),
+      ...(options.solo ? { solo: true } : {}),
     });
   }
 

@@ -88,6 +88,8 @@ export interface PipelineSessionOptions {
   wireEncoding?: WireEncodingPreference;
   /** The request asks for exact outputs: never compress. */
   exact?: boolean;
+  /** Ask every server never to batch this session's steps with other sessions' (OpenSession.solo). */
+  solo?: boolean;
 }
 
 /** What the caller needs of a step's outputs, so servers can send less. */
@@ -475,6 +477,7 @@ export class PipelineSession {
             voucher: await this.openVoucher(hosted),
             ...(previous ? { forwarders: [previous] } : {}),
             ...(wire.encoding !== 'exact' ? { wireEncoding: WIRE_ENCODING_CODES[wire.encoding] } : {}),
+            ...(this.options.solo ? { solo: true } : {}),
           });
           if (wire.encoding !== 'exact') this.options.logger?.debug({ peer: call.peerId, asked: wire.encoding, accepted: wireEncodingName(session.wireEncoding), why: wire.reason }, 'wire encoding');
           links.push({ ...call, session, hosted, fresh: true, predictedMs: estimatedMs / calls.length, wireEncoding: wireEncodingName(session.wireEncoding), ...(previous ? { acceptsFrom: previous } : {}) });

@@ -48,6 +48,8 @@ export interface OpenSessionOptions {
   forwarders?: readonly string[];
   /** How float activations travel both ways (wire-compression.ts; default exact); the session's `wireEncoding` says what the server accepted. */
   wireEncoding?: WireEncodingCode;
+  /** Ask the server never to batch this session's steps with other sessions' (OpenSession.solo). */
+  solo?: boolean;
 }
 
 export interface StepChunkInit { position: number; inputs: TensorMap }
@@ -367,7 +369,7 @@ export class ExecClient {
     session = new RemoteSession(sessionId, String(Array.isArray(peer) ? peer[0] : peer), stream, reader, this.stepTimeoutMs);
     const fragments = options.fragments.map((f) => (typeof f === 'string' ? { cid: f } : { cid: f.cid, manifestCid: f.manifestCid ?? '', index: f.index ?? 0, dataCid: f.dataCid ?? '' }));
     const voucher = options.voucher ? { ...options.voucher, deadline: options.voucher.deadline.toString() } : undefined;
-    const frame = encodeFrame(ExecRequestType, { open: { sessionId, fragments, maxLength: options.maxLength ?? 0, batch: options.batch ?? 1, voucher, forwarders: options.forwarders ?? [], wireEncoding: options.wireEncoding ?? 0 } });
+    const frame = encodeFrame(ExecRequestType, { open: { sessionId, fragments, maxLength: options.maxLength ?? 0, batch: options.batch ?? 1, voucher, forwarders: options.forwarders ?? [], wireEncoding: options.wireEncoding ?? 0, solo: options.solo ?? false } });
     let r: DecodedResponse;
     try {
       r = await session.request('open', frame, this.openTimeoutMs);

@@ -94,6 +94,8 @@ interface Row {
   length: number;
   kvPadding: number;
   queuedAt: number;
+  /** The session's first step on this span (it had opened here and not stepped yet). */
+  firstStep: boolean;
   resolve: (r: SpanRunResult) => void;
   reject: (e: unknown) => void;
 }
@@ -104,6 +106,11 @@ interface Group {
   timer?: ReturnType<typeof setTimeout>;
   /** Sessions that stepped on this span lately: when, and the time between their last two steps. */
   recent: Map<BatchableSession, { at: number; interval: number }>;
+  /**
+   * Sessions opened on this span that have not stepped yet, and when they opened: sessions that open together
+   * (a client starting several generations at once) are expected to start together, so a first step waits for them.
+   */
+  unstepped: Map<BatchableSession, number>;
   /**
    * When each session last stepped here, kept after it leaves `recent`: a session dropped as inactive between two
    * steps (its rounds slower than its guessed interval) still learns its real interval at the next one.
@@ -139,6 +146,11 @@ const WAIT_SHARE = 0.5;
  * long for sessions held up at another span's wait would hold each other up in a circle.
  */
 const INNER_WAIT_SHARE = 0.1;
+/**
+ * The longest a session's first step at the head of a pipeline waits for sessions that opened on the span and have
+ * not stepped yet: a client starting several generations at once opens them within a few tens of ms.
+ */
+const OPENED_WAIT_MS = 100;
 /** When batching looks worse than single runs, still try a batch every this many flushes. */
 const PROBE_EVERY = 4;
 /**
@@ -281,6 +293,11 @@ function compatible(a: Row, b: Row, plan: BatchPlan): boolean {
   return true;
 }
 
+/** Drops sessions that closed before their first step here, or opened too long ago to be waited for. */
+function pruneUnstepped(group: Group, now: number): void {
+  for (const [s, at] of group.unstepped) if (s.state !== 'open' || now - at > ACTIVE_MAX_MS) group.unstepped.delete(s);
+}
+
 /** Merges concurrent sessions' steps per span into batched runs. */
 export class StepBatcher {
   readonly windowUs: number;
@@ -315,15 +332,46 @@ export class StepBatcher {
     return true;
   }
 
+  /**
+   * Notes that `session` opened on its span and will step soon: until it does (at most ACTIVE_MAX_MS), the first
+   * steps of other sessions on the span wait for it, as for any expected session, so sessions started together
+   * run their first steps as one batch and stay in one convoy from the start (otherwise the first to arrive runs
+   * alone, the rest queue behind it, and the convoy takes many tokens to form).
+   */
+  opened(session: BatchableSession): void {
+    if (this.maxBatch < 2 || !cachedPlan(session.program)) return;
+    for (const t of session.kv.values()) if (t.dims[0] !== 1) return;
+    const key = session.program.cids.join('\n');
+    const group = this.groups.get(key) ?? this.newGroup(key);
+    const now = performance.now();
+    pruneUnstepped(group, now);
+    group.unstepped.set(session, now);
+  }
+
+  /** Forgets a session that closed or was evicted (only the note that it opened; its rows finish as they are). */
+  forget(session: BatchableSession): void {
+    const key = session.program.cids.join('\n');
+    const group = this.groups.get(key);
+    if (!group?.unstepped.delete(session)) return;
+    if (!group.running && !group.pending.length && !group.recent.size && !group.unstepped.size) this.groups.delete(key);
+  }
+
+  private newGroup(key: string): Group {
+    const group: Group = { pending: [], running: false, recent: new Map(), unstepped: new Map(), lastStep: new WeakMap(), flushes: 0 };
+    this.groups.set(key, group);
+    return group;
+  }
+
   /** Runs one step of `session` (its KV cache as it is now), alone or in a batch; the session's cache is not modified. */
   run(session: BatchableSession, feeds: Map<string, ort.Tensor>): Promise<SpanRunResult> {
     const key = session.program.cids.join('\n');
     let group = this.groups.get(key);
     if (!group) {
-      group = { pending: [], running: false, recent: new Map(), lastStep: new WeakMap(), flushes: 0 };
-      this.groups.set(key, group);
+      group = this.newGroup(key);
     }
     const now = performance.now();
+    const firstStep = group.unstepped.delete(session);
+    pruneUnstepped(group, now);
     const last = group.lastStep.get(session);
     const interval = last !== undefined ? now - last : 0;
     group.lastStep.set(session, now);
@@ -333,7 +381,7 @@ export class StepBatcher {
       if (s.state !== 'open' || now - seen.at > Math.min(ACTIVE_MAX_MS, Math.max(ACTIVE_MIN_MS, 2 * seen.interval))) group.recent.delete(s);
     }
     return new Promise<SpanRunResult>((resolve, reject) => {
-      group.pending.push({ session, feeds, kv: new Map(session.kv), length: session.length, kvPadding: session.kvPadding, queuedAt: now, resolve, reject });
+      group.pending.push({ session, feeds, kv: new Map(session.kv), length: session.length, kvPadding: session.kvPadding, queuedAt: now, firstStep, resolve, reject });
       this.schedule(key, group);
     });
   }
@@ -346,6 +394,8 @@ export class StepBatcher {
    *   pipeline the wait's end is `waitShare` of the interval (cohorts that drifted apart merge there), further
    *   down only `innerWaitShare` (spans that each waited long for sessions held at another span's wait would
    *   hold each other up in a circle).
+   * - for a session's first step: the other sessions that opened on the span and have not stepped yet (they started
+   *   together), at the head for at most OPENED_WAIT_MS.
    * Every wait also ends at `windowUs`. A lone session never waits.
    */
   private schedule(key: string, group: Group): void {
@@ -368,14 +418,20 @@ export class StepBatcher {
     const cohortWaiting = cohort !== undefined && [...waiting].every((s) => cohort.includes(s));
     const cohortMissing = cohortWaiting && cohort.some((s) => s.state === 'open' && !waiting.has(s));
     const cohortUntil = cohortMissing ? endOfWait(this.waitShare) : -Infinity;
-    const until = endOfWait(isPipelineHead(group.pending[0].session.program) ? this.waitShare : this.innerWaitShare);
+    const head = isPipelineHead(group.pending[0].session.program);
+    const until = endOfWait(head ? this.waitShare : this.innerWaitShare);
     // other sessions worth waiting for: active here, not waiting already, next expected before `until` (or not known yet)
     const expected = [...group.recent].some(([s, seen]) => {
       if (waiting.has(s) || s.state !== 'open') return false;
       const interval = intervalOf(seen);
       return interval <= 0 || seen.at + interval <= until;
     });
-    const deadline = Math.max(cohortUntil, expected ? until : -Infinity);
+    // sessions that opened here together start together: a first step also waits for the others opened here that
+    // have not stepped yet; at the head for up to OPENED_WAIT_MS (its own interval is not known yet), further down
+    // as for any expected session
+    const openedWith = group.pending.some((r) => r.firstStep) && [...group.unstepped.keys()].some((s) => s.state === 'open' && !waiting.has(s));
+    const openedUntil = openedWith && head ? Math.min(...group.pending.map((r) => r.queuedAt)) + Math.min(this.windowUs / 1000, this.firstStepWaitMs, OPENED_WAIT_MS) : -Infinity;
+    const deadline = Math.max(cohortUntil, expected || (openedWith && !head) ? until : -Infinity, openedUntil);
     const now = performance.now();
     if (deadline <= now) {
       this.flush(key, group);
@@ -401,7 +457,7 @@ export class StepBatcher {
     group.pending = rest;
     void this.runRows(group, rows, plan).finally(() => {
       group.running = false;
-      if (!group.pending.length && !group.recent.size) this.groups.delete(key);
+      if (!group.pending.length && !group.recent.size && !group.unstepped.size) this.groups.delete(key);
       else if (group.pending.length) this.schedule(key, group); // whoever waited for the running batch goes now, or with the rest of its cohort
     });
   }

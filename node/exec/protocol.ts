@@ -311,7 +311,7 @@ export class ExecServer {
         throw new ExecError('BAD_REQUEST', `max_length ${maxLength} is over the model's context of ${program.contextLength} positions`);
       }
       const manifestCid = open.fragments?.[0]?.manifestCid || undefined;
-      const opened = this.sessions.open(owner, { sessionId, program, maxLength, batch: open.batch || 1, manifestCid });
+      const opened = this.sessions.open(owner, { sessionId, program, maxLength, batch: open.batch || 1, manifestCid, solo: open.solo ?? false });
       if (open.forwarders?.length && !this.forwarding.grant(owner, sessionId, stream, open.forwarders)) {
         throw new ExecError('BAD_REQUEST', `session id ${sessionId} is taken; open with a fresh one`);
       }

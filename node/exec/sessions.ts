@@ -78,6 +78,8 @@ export interface OpenRequest {
   batch: number;
   /** The manifest the span's fragments were named from (what paid steps are priced with). */
   manifestCid?: string;
+  /** Never batch this session's steps with other sessions' (OpenSession.solo). */
+  solo?: boolean;
 }
 
 type State = 'open' | 'closed' | 'evicted';
@@ -94,6 +96,8 @@ export class ExecSession {
   lastStepId = 0n;
   /** The manifest the span was opened from, when the client named one. */
   manifestCid?: string;
+  /** Steps always run alone, never in a batch (OpenSession.solo). */
+  solo = false;
   kvBytes = 0;
   replyBytes = 0;
   /** Masked positions in front of the KV tensors' positions axis (left there by a batched run; batcher.ts). */
@@ -215,6 +219,8 @@ export class SessionManager {
     }
     const session = new ExecSession(key, req.sessionId, req.program, req.maxLength, req.batch, this.now(), owner);
     session.manifestCid = req.manifestCid;
+    session.solo = req.solo ?? false;
+    if (!session.solo) this.batcher?.opened(session);
     this.perOwner.set(owner, this.sessionsOf(owner) + 1);
     this.tombstones.delete(key);
     this.sessions.set(key, session);
@@ -264,6 +270,7 @@ export class SessionManager {
   private remove(s: ExecSession): void {
     this.totalBytes -= s.bytes;
     s.free();
+    this.batcher?.forget(s);
     if (this.sessions.delete(s.key)) {
       const left = this.sessionsOf(s.owner) - 1;
       if (left > 0) this.perOwner.set(s.owner, left);
@@ -358,7 +365,7 @@ export class SessionManager {
         if (position < s.length) this.truncate(s, position);
       }
       // a single-chunk step may share one run with other sessions' steps on this span (results per row are the same)
-      const batched = chunks.length === 1 && this.batcher?.accepts(s, prepared[i]);
+      const batched = chunks.length === 1 && !s.solo && this.batcher?.accepts(s, prepared[i]);
       if (!batched && s.kvPadding) this.unpad(s);
       const r = batched ? await this.batcher!.run(s, prepared[i]) : await s.program.run(prepared[i], s.kv);
       const padding = r.kvPadding ?? 0;

@@ -504,6 +504,7 @@ export namespace gridpipe {
             voucher?: (gridpipe.v1.Voucher|null);
             forwarders: string[];
             wireEncoding: number;
+            solo: boolean;
             static create(properties: gridpipe.v1.OpenSession.$Shape): gridpipe.v1.OpenSession & gridpipe.v1.OpenSession.$Shape;
             static create(properties?: gridpipe.v1.OpenSession.$Properties): gridpipe.v1.OpenSession;
             static encode(message: gridpipe.v1.OpenSession, writer?: $protobuf.Writer): $protobuf.Writer;
@@ -523,6 +524,7 @@ export namespace gridpipe {
                 voucher?: (gridpipe.v1.Voucher|null);
                 forwarders?: (string[]|null);
                 wireEncoding?: (number|null);
+                solo?: (boolean|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = gridpipe.v1.OpenSession.$Properties;

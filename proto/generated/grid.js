@@ -3604,6 +3604,7 @@ export const gridpipe = $root.gridpipe = (() => {
             OpenSession.prototype.voucher = null;
             OpenSession.prototype.forwarders = $util.emptyArray;
             OpenSession.prototype.wireEncoding = 0;
+            OpenSession.prototype.solo = false;
 
             OpenSession.create = function(properties) {
                 return new OpenSession(properties);
@@ -3632,6 +3633,8 @@ export const gridpipe = $root.gridpipe = (() => {
                         writer.uint32(322).string(message.forwarders[i]);
                 if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding") && message.wireEncoding !== 0)
                     writer.uint32(328).uint32(message.wireEncoding);
+                if (message.solo != null && $Object.hasOwnProperty.call(message, "solo") && message.solo !== false)
+                    writer.uint32(1120).bool(message.solo);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -3723,6 +3726,15 @@ export const gridpipe = $root.gridpipe = (() => {
                                 delete message.wireEncoding;
                             continue;
                         }
+                    case 140: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.solo = value;
+                            else
+                                delete message.solo;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -3780,6 +3792,9 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding"))
                     if (!$util.isInteger(message.wireEncoding))
                         return "wireEncoding: integer expected";
+                if (message.solo != null && $Object.hasOwnProperty.call(message, "solo"))
+                    if (typeof message.solo !== "boolean")
+                        return "solo: boolean expected";
                 return null;
             };
 
@@ -3827,6 +3842,9 @@ export const gridpipe = $root.gridpipe = (() => {
                 if (object.wireEncoding != null)
                     if ($Number(object.wireEncoding) !== 0)
                         message.wireEncoding = object.wireEncoding >>> 0;
+                if (object.solo != null)
+                    if (object.solo)
+                        message.solo = $Boolean(object.solo);
                 return message;
             };
 
@@ -3848,6 +3866,7 @@ export const gridpipe = $root.gridpipe = (() => {
                     object.batch = 0;
                     object.voucher = null;
                     object.wireEncoding = 0;
+                    object.solo = false;
                 }
                 if (message.sessionId != null && $Object.hasOwnProperty.call(message, "sessionId"))
                     object.sessionId = message.sessionId;
@@ -3869,6 +3888,8 @@ export const gridpipe = $root.gridpipe = (() => {
                 }
                 if (message.wireEncoding != null && $Object.hasOwnProperty.call(message, "wireEncoding"))
                     object.wireEncoding = message.wireEncoding;
+                if (message.solo != null && $Object.hasOwnProperty.call(message, "solo"))
+                    object.solo = message.solo;
                 return object;
             };
 
