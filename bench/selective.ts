@@ -1,11 +1,13 @@
 /**
  * `npm run bench -- selective`: selective activation against calling every expert, in the same run. An MoE
- * decoder (gpt-moe, 2 layers, E = 8 experts, top-2, KV cache) cut with --experts-per-fragment 1 over 5 supplier
- * processes on 127.0.0.1: one hosts the dense fragments and routers, four host two experts each (both layers).
- * Sessions alternate between selective (each token to its top-2 experts) and dense (every token to all 8
- * experts, weights 0 for the unchosen: the same output). Per processed position: bytes the client sent to
- * expert hosts, expert FLOPs (manifest FLOPs of the called expert fragments × their tokens), and tokens/s.
- * Goals: bytes ≤ 0.3 × dense; tokens/s ≥ 1.5 × dense; FLOPs ≤ 0.35 × dense.
+ * decoder (gpt-moe, 2 layers, E = 8 experts, top-2, KV cache) shaped like Mixtral: the experts hold ~95 % of the
+ * parameters (Mixtral-8x7B: ~96 %), each expert 10.5·d² weights as Mixtral's SwiGLU experts (2 matrices with
+ * d_ff = 5.25·d here, 3 with d_ff = 3.5·d there). Cut with --experts-per-fragment 1 over 5 supplier processes on
+ * 127.0.0.1: one hosts the dense fragments and routers, four host two experts each (both layers). Rounds
+ * alternate between selective (each token to its top-2 experts) and dense (every token to all 8 experts, weights
+ * 0 for the unchosen: the same output). Per processed position: bytes the client sent to expert hosts, expert
+ * FLOPs (manifest FLOPs of the called expert fragments × their tokens), and tokens/s (total, and the min/median
+ * of the per-round ratios). Goals: bytes ≤ 0.3 × dense; tokens/s ≥ 1.5 × dense; FLOPs ≤ 0.35 × dense.
  */
 import '../net/polyfill.js';
 import type { ChildProcess } from 'node:child_process';
@@ -29,6 +31,8 @@ const PROMPT = 32;
 const DECODE = 16;
 /** Rounds of each kind, alternating: the machine is shared, so more rounds average out others' bursts. */
 const ROUNDS = 6;
+/** Mixtral-shaped: d_ff = 5.25·d with 2 matrices gives each expert Mixtral's 10.5·d² weights (3 × d × 3.5·d). */
+const SHAPE = { layers: 2, dModel: 768, heads: 12, dFf: 4032 };
 
 interface Supplier { child: ChildProcess; address: string }
 
@@ -42,6 +46,10 @@ interface Totals {
   ms: number; generated: number; positions: number; expertBytes: number; expertFlops: number; expertCalls: number; ids: number[][];
   /** Decode steps (after the prefill), their wall time, and its parts: dense span calls (router included) and expert fan-outs (per layer, the slowest parallel call). */
   decodeSteps: number; decodeMs: number; denseMs: number; fanoutMs: number;
+  /** Decode steps' expert calls: how many, their wall time, and what the hosts reported of it (queue + onnxruntime). */
+  decodeExpertCalls: number; decodeExpertWallMs: number; decodeExpertServerMs: number;
+  /** The same for the dense span calls (router fragments inside). */
+  decodeDenseCalls: number; decodeDenseServerMs: number;
 }
 
 /** Runs the benchmark. */
@@ -51,7 +59,7 @@ export async function selectiveBench(): Promise<void> {
   let client: GridClient | undefined;
   try {
     const modelPath = path.join(work, 'moe.onnx');
-    await writeModel(buildModel({ arch: 'gpt-moe', layers: 2, dModel: 256, heads: 4, dFf: 2048, experts: EXPERTS, topK: TOP_K, vocab: 256, maxPositions: 256, kvCache: true, seed: 16, name: 'moe-e8-k2' }), modelPath);
+    await writeModel(buildModel({ arch: 'gpt-moe', ...SHAPE, experts: EXPERTS, topK: TOP_K, vocab: 256, maxPositions: 256, kvCache: true, seed: 16, name: 'moe-e8-k2' }), modelPath);
     const fragDir = path.join(work, 'frags');
     const { manifest } = await fragmentModel(modelPath, fragDir, { parts: 3, expertsPerFragment: 1 });
     const inputNames = manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values'));
@@ -65,6 +73,13 @@ export async function selectiveBench(): Promise<void> {
     suppliers.push(...await Promise.all([0, 1, 2, 3].map((h) => startSupplier([...common(`experts-${h}`), '--fragments', expertFragments([2 * h, 2 * h + 1]).join(','), '--bootstrap', first.address]))));
     client = await GridClient.connect({ bootstrap: [first.address], network: 'local' });
     const model = await client.openModel(fragDir);
+    // Big fragments load for a while after a supplier says it is up: wait until every fragment has a host in view.
+    for (let waited = 0; ; waited += 500) {
+      const hosted = await model.discovery.refresh();
+      if (manifest.fragments.every((f) => hosted.some((s) => s.start <= f.index && f.index < s.end))) break;
+      if (waited > 300_000) throw new Error('the suppliers\' records do not cover every fragment after 5 minutes');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
 
     const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
     const monolithic: number[] = [];
@@ -84,6 +99,9 @@ export async function selectiveBench(): Promise<void> {
     const perDecodeStep = (runs: Totals[], key: 'decodeMs' | 'denseMs' | 'fanoutMs'): number => total(runs, key) / total(runs, 'decodeSteps');
     const perPosition = (runs: Totals[], key: 'expertBytes' | 'expertFlops'): number => total(runs, key) / total(runs, 'positions');
     const tps = (runs: Totals[]): number => total(runs, 'generated') / (total(runs, 'ms') / 1000);
+    const roundRatios = selective.map((t, r) => (t.generated / t.ms) / (everyExpert[r].generated / everyExpert[r].ms)).sort((a, b) => a - b);
+    const perCall = (runs: Totals[], key: 'decodeExpertWallMs' | 'decodeExpertServerMs'): number => total(runs, key) / total(runs, 'decodeExpertCalls');
+    const shares = expertShares(manifest);
     const identical = [...selective, ...everyExpert].every((t) => t.ids.every((ids) => ids.join() === monolithic.join()));
     const metrics = {
       expert_bytes_sent_per_token: perPosition(selective, 'expertBytes'),
@@ -92,6 +110,8 @@ export async function selectiveBench(): Promise<void> {
       tokens_per_s: tps(selective),
       dense_tokens_per_s: tps(everyExpert),
       tokens_per_s_ratio: tps(selective) / tps(everyExpert),
+      tokens_per_s_ratio_round_min: roundRatios[0],
+      tokens_per_s_ratio_round_median: median(roundRatios),
       expert_flops_per_token: perPosition(selective, 'expertFlops'),
       dense_expert_flops_per_token: perPosition(everyExpert, 'expertFlops'),
       flops_ratio: perPosition(selective, 'expertFlops') / perPosition(everyExpert, 'expertFlops'),
@@ -108,8 +128,19 @@ export async function selectiveBench(): Promise<void> {
       dense_decode_dense_spans_ms: perDecodeStep(everyExpert, 'denseMs'),
       dense_decode_expert_fanout_ms: perDecodeStep(everyExpert, 'fanoutMs'),
       dense_decode_client_ms: perDecodeStep(everyExpert, 'decodeMs') - perDecodeStep(everyExpert, 'denseMs') - perDecodeStep(everyExpert, 'fanoutMs'),
+      // Where one call's time goes (decode steps, ms per call): what the host reported (queue + onnxruntime), and
+      // the rest (encoding, libp2p over TCP, both event loops).
+      decode_expert_call_ms: perCall(selective, 'decodeExpertWallMs'),
+      decode_expert_call_server_ms: perCall(selective, 'decodeExpertServerMs'),
+      dense_decode_expert_call_ms: perCall(everyExpert, 'decodeExpertWallMs'),
+      dense_decode_expert_call_server_ms: perCall(everyExpert, 'decodeExpertServerMs'),
+      decode_dense_span_call_ms: total(selective, 'denseMs') / total(selective, 'decodeDenseCalls'),
+      decode_dense_span_call_server_ms: total(selective, 'decodeDenseServerMs') / total(selective, 'decodeDenseCalls'),
+      // The model's shape against Mixtral-8x7B (experts ~96 % of its parameters; ~89 % of a token's matmul FLOPs with 2 of 8 active).
+      expert_params_share: shares.params,
+      expert_active_flops_share: shares.activeFlops,
     };
-    reportResult('selective', metrics, `gpt-moe 2 layers d256, ${EXPERTS} experts (d_ff 2048) top-${TOP_K}, KV cache, cut with --parts 3 --experts-per-fragment 1 into ${manifest.fragments.length} fragments over 5 supplier processes on 127.0.0.1 (dense + routers on one, 2 experts of each layer on each of 4), 2 cores shared by all processes; prompt ${PROMPT} tokens + ${DECODE} generated, ${ROUNDS} rounds alternating selective and dense (every expert called for every token, unchosen weights 0: the same output) after one warm-up each; per-token figures are per processed position (prompt + decode); bytes = tensor bytes the client sent to expert hosts; FLOPs = manifest FLOPs of the expert fragments called × their tokens; tokens/s = generated tokens over wall time including the prefill; tokens_identical: every run equals the monolithic onnxruntime run.`);
+    reportResult('selective', metrics, `gpt-moe ${SHAPE.layers} layers d${SHAPE.dModel}, ${EXPERTS} experts (d_ff ${SHAPE.dFf}: 10.5·d² weights each, as Mixtral's SwiGLU experts) top-${TOP_K}: experts hold ${(shares.params * 100).toFixed(1)} % of the weights (Mixtral-8x7B ~96 %) and ${(shares.activeFlops * 100).toFixed(1)} % of a token's FLOPs with ${TOP_K} active (Mixtral ~89 %), KV cache, cut with --parts 3 --experts-per-fragment 1 into ${manifest.fragments.length} fragments over 5 supplier processes on 127.0.0.1 (dense + routers on one, 2 experts of each layer on each of 4), 2 cores shared by all processes; prompt ${PROMPT} tokens + ${DECODE} generated, ${ROUNDS} rounds alternating selective and dense (every expert called for every token, unchosen weights 0: the same output) after one warm-up each; tokens_per_s_ratio is over all rounds, _round_min/_round_median over the per-round pairs; per-token figures are per processed position (prompt + decode); bytes = tensor bytes the client sent to expert hosts; FLOPs = manifest FLOPs of the expert fragments called × their tokens; tokens/s = generated tokens over wall time including the prefill; tokens_identical: every run equals the monolithic onnxruntime run.`);
   } finally {
     await client?.close().catch(() => undefined);
     for (const s of suppliers) s.child.kill('SIGKILL');
@@ -138,6 +169,8 @@ async function generation(client: GridClient, model: OpenModel, manifest: Manife
   const ms = performance.now() - started;
   const perToken = positionsAtCostDims(manifest);
   const expertHops = steps.flatMap((s) => s.experts?.hops ?? []).filter((h) => h.experts.length > 0);
+  const decodeExpertHops = steps.slice(1).flatMap((s) => s.experts?.hops ?? []).filter((h) => h.experts.length > 0);
+  const decodeDenseHops = steps.slice(1).flatMap((s) => s.hops);
   return {
     ms, generated: ids.length, positions: options.promptIds.length + ids.length - 1,
     expertBytes: expertHops.reduce((n, h) => n + h.bytesSent, 0),
@@ -152,5 +185,30 @@ async function generation(client: GridClient, model: OpenModel, manifest: Manife
       for (const h of s.experts?.hops ?? []) byLayer.set(h.layer, Math.max(byLayer.get(h.layer) ?? 0, h.wallMs));
       return n + [...byLayer.values()].reduce((a, b) => a + b, 0);
     }, 0),
+    decodeExpertCalls: decodeExpertHops.length,
+    decodeExpertWallMs: decodeExpertHops.reduce((n, h) => n + h.wallMs, 0),
+    decodeExpertServerMs: decodeExpertHops.reduce((n, h) => n + (h.queueMs ?? 0) + (h.computeMs ?? 0), 0),
+    decodeDenseCalls: decodeDenseHops.length,
+    decodeDenseServerMs: decodeDenseHops.reduce((n, h) => n + h.queueMs + h.computeMs, 0),
+  };
+}
+
+function median(sorted: number[]): number {
+  const m = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
+}
+
+/**
+ * How much of the model the experts are, from the manifest: their share of the weight bytes, and of one token's
+ * FLOPs when it uses k of E experts (the router, attention, embeddings and head make the rest).
+ */
+function expertShares(manifest: Manifest): { params: number; activeFlops: number } {
+  const experts = manifest.fragments.filter((f) => f.moe?.role === 'experts');
+  const others = manifest.fragments.filter((f) => f.moe?.role !== 'experts');
+  const sum = (fs: typeof experts, key: 'weightBytes' | 'flops'): number => fs.reduce((n, f) => n + f[key], 0);
+  const activeExpertFlops = sum(experts, 'flops') * (TOP_K / EXPERTS);
+  return {
+    params: sum(experts, 'weightBytes') / (sum(experts, 'weightBytes') + sum(others, 'weightBytes')),
+    activeFlops: activeExpertFlops / (activeExpertFlops + sum(others, 'flops')),
   };
 }

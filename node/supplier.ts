@@ -22,7 +22,7 @@ import type { Manifest } from '../fragments/manifest.js';
 import { createGridHost, type GridHost, type NetworkKind } from '../net/host.js';
 import { probeCapacity, type ProbeResult } from './probe.js';
 import { CapacityPublisher, findAllRecords } from '../net/capacity/dht.js';
-import { expertsOfFragment, fieldsFromProbe, type CapacityRecordFields, type HostedFragment } from '../net/capacity/record.js';
+import { expertsOfFragment, fieldsFromProbe, type CapacityRecord, type CapacityRecordFields, type HostedFragment } from '../net/capacity/record.js';
 import { StakeBinder, type StakeBindingStatement } from '../net/capacity/binding.js';
 import { ShareLimits, type ShareLimitOptions } from './limits.js';
 import { FragmentStore, hostedBlobCids, parseBlobCid } from '../net/store/fragment-store.js';
@@ -43,6 +43,7 @@ import { PlacementAgent, type PlacementStatus, type SpanHost } from './placement
 import { placementModelOf } from '../policy/placement-model.js';
 import { expertFragmentsOf, hasCutExperts } from '../policy/expert-placement.js';
 import { joinExpertSwarm } from './placement/expert-join.js';
+import { ExpertRepairAgent } from './placement/expert-repair.js';
 import { joiningFragment, spansOfIndices, type Span } from '../net/capacity/swarm.js';
 import { GridpipeError } from '../errors/base.js';
 
@@ -170,6 +171,8 @@ export class Supplier {
   /** Spans chosen and listed in the record, not served yet (by manifest CID). */
   private readonly joining = new Map<string, { manifest: Manifest; span: Span; indices?: number[] }>();
   private readonly agents = new Map<string, PlacementAgent>();
+  /** Cut MoE models placed by this supplier: each puts experts whose host left back on two hosts (node/placement/expert-repair.ts). */
+  private readonly expertRepairs = new Map<string, ExpertRepairAgent>();
   /** Aborted by stop(): ends a join of a mixture-of-experts model in flight. */
   private readonly stopping = new AbortController();
   readonly publisher: CapacityPublisher;
@@ -291,6 +294,7 @@ export class Supplier {
       if (options.adminPort !== undefined) await supplier.startAdmin(options.adminPort);
       supplier.startAnnouncing();
       for (const agent of supplier.agents.values()) agent.start();
+      for (const repair of supplier.expertRepairs.values()) repair.start();
       logger.info({ peerId: host.peerId.toString(), addresses: host.addresses(), hosted: supplier.served.length }, 'supplier ready');
       return supplier;
     } catch (err) {
@@ -414,6 +418,7 @@ export class Supplier {
 
   private async stopAgents(): Promise<void> {
     await Promise.all([...this.agents.values()].map((a) => a.stop()));
+    await Promise.all([...this.expertRepairs.values()].map((a) => a.stop()));
   }
 
   /** Publishes the record now; a failure is logged (the publisher retries on its own). */
@@ -596,39 +601,48 @@ export class Supplier {
 
   /**
    * Places a model whose MoE layers are cut apart (node/placement/expert-join.ts): a set of fragments that
-   * spreads each expert over two or more hosts, chosen once at the join (no rebalancing agent yet).
+   * spreads each expert over two or more hosts, chosen at the join; then (unless rebalance is off) a repair agent
+   * puts experts whose host left back on two hosts, swapping out fragments others hold enough.
    */
   private async placeExperts(manifestCid: string, manifest: Manifest, model: ReturnType<typeof placementModelOf>, p: SupplierPlacementOptions): Promise<void> {
     const { signal } = this.stopping;
+    const self = { peerId: this.peerId, memoryBytes: p.memoryBytes ?? this.limits.maxMemoryBytes, ...(p.maxFragments ? { maxLength: p.maxFragments } : {}) };
+    const records = async (): Promise<CapacityRecord[]> => (this.host.routingTableSize() === 0 ? [] : findAllRecords(this.host, { timeoutMs: p.lookupTimeoutMs ?? 10_000 }));
+    const drainMs = p.drainMs ?? 60_000;
+    const host = {
+      current: (): number[] => this.served.filter((h) => h.manifestCid === manifestCid).map((h) => h.index).sort((a, b) => a - b),
+      announce: async (indices: number[]): Promise<void> => {
+        if (this.stopped) throw new Error('the supplier is stopping');
+        this.joining.set(manifestCid, { manifest, span: { start: 0, end: 0 }, indices });
+        await this.publishQuietly();
+      },
+      commit: async (indices: number[], commitSignal: AbortSignal): Promise<void> => {
+        const missing = indices.filter((j) => !this.served.some((h) => h.manifestCid === manifestCid && h.index === j));
+        if (missing.length && !(await this.holdsFragments(manifest, missing))) await this.fetch(manifestCid, missing, commitSignal);
+        if (commitSignal.aborted || this.stopped) throw (commitSignal.reason as Error | undefined) ?? new Error('the supplier is stopping');
+        const added = await this.serve(manifestCid, manifest, missing);
+        this.joining.delete(manifestCid);
+        // A repair replaces fragments: the record lists the new set before the replaced ones stop (after draining).
+        const leaving = this.served.filter((h) => h.manifestCid === manifestCid && !indices.includes(h.index));
+        for (const h of leaving) this.served.splice(this.served.indexOf(h), 1);
+        await this.publishQuietly();
+        this.retire(leaving, drainMs);
+        if (added.length && this.publisher.isRunning) {
+          void provideBlobs(this.host.node, blobsOf(added), { signal: AbortSignal.timeout(ANNOUNCE_TIMEOUT_MS) }).catch(() => undefined);
+        }
+      },
+    };
     try {
-      await joinExpertSwarm({
-        manifestCid, model, experts: expertFragmentsOf(manifest), signal,
-        self: { peerId: this.peerId, memoryBytes: p.memoryBytes ?? this.limits.maxMemoryBytes, ...(p.maxFragments ? { maxLength: p.maxFragments } : {}) },
-        records: async () => (this.host.routingTableSize() === 0 ? [] : findAllRecords(this.host, { timeoutMs: p.lookupTimeoutMs ?? 10_000 })),
-        joinJitterMs: p.joinJitterMs,
-        logger: this.logger,
-        host: {
-          announce: async (indices) => {
-            if (this.stopped) throw new Error('the supplier is stopping');
-            this.joining.set(manifestCid, { manifest, span: { start: 0, end: 0 }, indices });
-            await this.publishQuietly();
-          },
-          commit: async (indices) => {
-            const missing = indices.filter((j) => !this.served.some((h) => h.manifestCid === manifestCid && h.index === j));
-            if (missing.length && !(await this.holdsFragments(manifest, missing))) await this.fetch(manifestCid, missing, signal);
-            if (this.stopped) throw new Error('the supplier is stopping');
-            const added = await this.serve(manifestCid, manifest, missing);
-            this.joining.delete(manifestCid);
-            await this.publishQuietly();
-            if (added.length && this.publisher.isRunning) {
-              void provideBlobs(this.host.node, blobsOf(added), { signal: AbortSignal.timeout(ANNOUNCE_TIMEOUT_MS) }).catch(() => undefined);
-            }
-          },
-        },
-      });
+      await joinExpertSwarm({ manifestCid, model, experts: expertFragmentsOf(manifest), signal, self, records, joinJitterMs: p.joinJitterMs, logger: this.logger, host });
     } catch (err) {
       this.joining.delete(manifestCid);
       throw err;
+    }
+    if (p.rebalance !== false) {
+      this.expertRepairs.set(manifestCid, new ExpertRepairAgent({
+        manifestCid, model, experts: expertFragmentsOf(manifest), self, records, host, checkEveryMs: p.checkEveryMs, jitterMs: p.joinJitterMs,
+        idle: () => this.limits.paused || this.stopped, logger: this.logger,
+      }));
     }
   }
 

@@ -20,13 +20,18 @@ import type { SwarmView } from './swarm-view.js';
 import { dialTargetOf } from './dial-target.js';
 import type { StepPayer } from './payment.js';
 import { expertListPrice, expertOpenVoucher, payExpertCall } from './expert-payment.js';
+import { admissibleSpans, DEFAULT_PRICE_LIMITS, type PriceLimits } from '../policy/price-limits.js';
 
-/** Raised in strict mode when a chosen expert has no live host, and always when the router has none. */
+/**
+ * Raised in strict mode when a chosen expert has no live host, and always when the router has none. `refused`:
+ * set when live servers host it but the request's price limits refused every one (why, naming one of them).
+ */
 export class ExpertUnavailableError extends GridpipeError<'EXPERT_UNAVAILABLE'> {
-  constructor(readonly layer: number, readonly expert: number | 'router', readonly fragment: number) {
-    super('EXPERT_UNAVAILABLE', expert === 'router'
-      ? `no live server hosts the router of mixture-of-experts layer ${layer} (fragment ${fragment})`
-      : `expert ${expert} of mixture-of-experts layer ${layer} (fragment ${fragment}) has no live server`);
+  constructor(readonly layer: number, readonly expert: number | 'router', readonly fragment: number, readonly refused?: string) {
+    const what = expert === 'router' ? `the router of mixture-of-experts layer ${layer} (fragment ${fragment})` : `expert ${expert} of mixture-of-experts layer ${layer} (fragment ${fragment})`;
+    super('EXPERT_UNAVAILABLE', refused
+      ? `${what} has no acceptable server: ${refused}`
+      : expert === 'router' ? `no live server hosts ${what}` : `${what} has no live server`);
     this.name = 'ExpertUnavailableError';
   }
 }
@@ -35,7 +40,11 @@ export class ExpertUnavailableError extends GridpipeError<'EXPERT_UNAVAILABLE'> 
  * One call of a layer step: to whom, for which experts (empty: the router), how many tokens. `charge`: what its
  * voucher paid (paid suppliers only); `cost`: the charge, or the host's advertised price for the work.
  */
-export interface ExpertHop extends ExpertCall { layer: number; peerId: string; wallMs: number; bytesSent: number; cost: bigint; charge?: bigint }
+export interface ExpertHop extends ExpertCall {
+  layer: number; peerId: string; wallMs: number; bytesSent: number; cost: bigint; charge?: bigint;
+  /** What the host reported: time queued behind other runs, and onnxruntime time (the rest of wallMs is transport). */
+  queueMs?: number; computeMs?: number;
+}
 
 /** A chosen expert that had no live server, and the expert that stood in (undefined when none was left). */
 export interface ExpertFallback { layer: number; expert: number; by: number | undefined; tokens: number }
@@ -57,12 +66,15 @@ export interface ExpertRouterOptions {
   timeoutMs?: number;
   /** Pays router and expert hosts that charge, per call (scheduler/expert-payment.ts); without it only free ones serve. */
   payer?: StepPayer;
+  /** Per-host price ceilings, as span routing applies them: a refused host is no candidate (default DEFAULT_PRICE_LIMITS). */
+  priceLimits?: PriceLimits;
   logger?: Logger;
 }
 
 export class ExpertRouter {
   private readonly sessions = new Map<string, Promise<RemoteSession>>();
   private closed = false;
+  private admittedOf?: { current: readonly HostedSpan[]; spans: HostedSpan[]; refused: Map<number, string> };
 
   constructor(private readonly options: ExpertRouterOptions) {}
 
@@ -84,7 +96,10 @@ export class ExpertRouter {
           onRouted: (routes) => {
             fallbacks = summariseFallbacks(group, routes);
             const strictMiss = fallbacks[0];
-            if (this.options.strict && strictMiss) throw new ExpertUnavailableError(group.layer, strictMiss.expert, fragmentOf(strictMiss.expert));
+            if (this.options.strict && strictMiss) {
+              const fragment = fragmentOf(strictMiss.expert);
+              throw new ExpertUnavailableError(group.layer, strictMiss.expert, fragment, deadFragments.has(fragment) ? undefined : this.refusedFor(fragment));
+            }
           },
           run: async (fragment, feeds, experts) => {
             if (fragment === group.routerFragment && routerOutputs) return routerOutputs;
@@ -103,7 +118,7 @@ export class ExpertRouter {
         }
         if (err instanceof NoLiveHost) {
           const expert = group.experts.find((e) => e.fragments[0] === err.fragment)?.index;
-          throw new ExpertUnavailableError(group.layer, expert ?? 'router', err.fragment);
+          throw new ExpertUnavailableError(group.layer, expert ?? 'router', err.fragment, err.refused);
         }
         throw err;
       }
@@ -118,9 +133,25 @@ export class ExpertRouter {
     await Promise.all(open.map((s) => s.then((x) => x.close(), () => undefined)));
   }
 
+  /** The model's hosts whose prices the request's limits admit, and, per fragment none of them hosts, why. */
+  private admitted(): { spans: HostedSpan[]; refused: Map<number, string> } {
+    // Asked per token and expert while routing: worked out again only when discovery's list is a new one.
+    const current = this.options.discovery.current;
+    if (this.admittedOf?.current !== current) {
+      this.admittedOf = { current, ...admissibleSpans(current, this.options.priceLimits ?? DEFAULT_PRICE_LIMITS, this.options.manifest.fragments.length) };
+    }
+    return this.admittedOf;
+  }
+
+  /** Why `fragment` has no candidate host when live hosts of it were all refused for their price; otherwise undefined. */
+  private refusedFor(fragment: number): string | undefined {
+    return this.admitted().refused.get(fragment);
+  }
+
   /**
-   * Live, unpaused hosts of one fragment, fastest estimate first. For an expert fragment, a host whose record
-   * names the experts it computes must name this fragment's (records from before the field count by index).
+   * Live, unpaused hosts of one fragment whose price the limits admit, fastest estimate first. For an expert
+   * fragment, a host whose record names the experts it computes must name this fragment's (records from before
+   * the field count by index).
    */
   private hostsOf(fragment: number): HostedSpan[] {
     const moe = this.options.manifest.fragments[fragment].moe;
@@ -128,7 +159,7 @@ export class ExpertRouter {
       const listed = s.experts?.find((e) => e.fragment === fragment);
       return !listed || !moe?.experts || (listed.group === moe.group && moe.experts.every((e) => listed.experts.includes(e)));
     };
-    return this.options.discovery.current
+    return this.admitted().spans
       .filter((s) => s.start <= fragment && fragment < s.end && !s.paused && !this.options.swarm.isBanned(s.peerId) && computesItsExperts(s))
       .map((s) => ({ s, e: this.options.swarm.estimateOf(s.peerId, s.gflops) }))
       .sort((a, b) => (a.e.rttMs + a.e.queueMs) * (1 + a.e.inflight) - (b.e.rttMs + b.e.queueMs) * (1 + b.e.inflight) || a.s.peerId.localeCompare(b.s.peerId))
@@ -141,7 +172,7 @@ export class ExpertRouter {
     const tokens = Math.max(1, ...Object.values(feeds).map((t) => (t.dims.length >= 2 ? t.dims.at(-2)! : 1)));
     for (;;) {
       const host = this.hostsOf(fragment)[0];
-      if (!host) throw new NoLiveHost(fragment);
+      if (!host) throw new NoLiveHost(fragment, this.refusedFor(fragment));
       // Outside the try: a payer that refuses to pay is not the host's fault.
       const payment = await payExpertCall(this.options.manifest, this.options.payer, host, fragment, tokens);
       const started = performance.now();
@@ -158,7 +189,7 @@ export class ExpertRouter {
           this.options.logger?.warn({ peer: host.peerId, paid: payment.charge.toString(), charged: res.charge.toString() }, 'expert host charged another amount than the voucher paid for');
         }
         const cost = payment?.charge ?? expertListPrice(this.options.manifest, host, fragment, tokens);
-        hops.push({ layer: group.layer, fragment, experts, tokens, peerId: host.peerId, wallMs, bytesSent, cost, ...(payment ? { charge: payment.charge } : {}) });
+        hops.push({ layer: group.layer, fragment, experts, tokens, peerId: host.peerId, wallMs, bytesSent, cost, queueMs: res.queueMs, computeMs: res.computeMs, ...(payment ? { charge: payment.charge } : {}) });
         return res.outputs;
       } catch (err) {
         // Our own close ended the call, or the request itself was bad: not the host's fault.
@@ -191,7 +222,7 @@ export class ExpertRouter {
 
 /** Every fragment host of one fragment failed within a step. */
 class NoLiveHost extends Error {
-  constructor(readonly fragment: number) { super(`no live host for fragment ${fragment}`); }
+  constructor(readonly fragment: number, readonly refused?: string) { super(`no live host for fragment ${fragment}`); }
 }
 
 /** The replaced experts of a step's routes, per expert, with the tokens that lost it. */

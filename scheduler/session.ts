@@ -168,7 +168,7 @@ export class PipelineSession {
     if (options.manifest.fragments.some((f) => f.moe)) {
       this.experts = new ExpertRouter({
         host: options.host, manifest: options.manifest, manifestCid: options.manifestCid, discovery: options.discovery, swarm: options.swarm,
-        client: this.client, strict: options.strictExperts, activateAll: options.activateAllExperts, logger: options.logger, timeoutMs: options.minStepTimeoutMs,
+        client: this.client, strict: options.strictExperts, priceLimits: options.priceLimits, activateAll: options.activateAllExperts, logger: options.logger, timeoutMs: options.minStepTimeoutMs,
         payer: options.payer,
       });
     }

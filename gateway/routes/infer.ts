@@ -16,7 +16,7 @@ import { RequestTrace, routeHeader } from '../trace.js';
 import { TENSORS_MEDIA_TYPE, tensorFromJson, tensorToJson, tensorsFromFrames, tensorsToFrames, type TensorMap } from '../tensors.js';
 import { dataTypeFromName, ortTypeName } from '../../fragments/onnx/dtype.js';
 import type { Manifest } from '../../fragments/manifest.js';
-import { objectBody } from '../validate.js';
+import { objectBody, optionalBoolean } from '../validate.js';
 import { fingerprint } from './text.js';
 
 /** Registers the infer endpoint and its binary body parser. */
@@ -25,20 +25,30 @@ export function registerInferRoute(app: FastifyInstance, ctx: GatewayContext, bo
   app.post('/v1/infer', { bodyLimit }, (req, reply) => serveInfer(ctx, req, reply));
 }
 
-/** The request's model id and tensors, in whichever encoding it came. */
-function readRequest(req: FastifyRequest): { modelId: string; inputs: TensorMap } {
+/**
+ * The request's model id, tensors and `strict_experts` (a mixture-of-experts model's chosen expert with no live
+ * server fails the request instead of falling back: docs/moe.md), in whichever encoding it came.
+ */
+function readRequest(req: FastifyRequest): { modelId: string; inputs: TensorMap; strictExperts: boolean } {
   if (Buffer.isBuffer(req.body)) {
     const query = req.query as Record<string, unknown>;
     const modelId = typeof query.model === 'string' ? query.model : req.headers['x-gridpipe-model'];
     if (typeof modelId !== 'string' || !modelId) throw badRequest('binary requests name the model with ?model=<id> or an x-gridpipe-model header', 'model', 'invalid_type');
-    return { modelId, inputs: tensorsFromFrames(req.body) };
+    return { modelId, inputs: tensorsFromFrames(req.body), strictExperts: strictExpertsQuery(query.strict_experts) };
   }
   const b = objectBody(req.body);
   if (typeof b.model !== 'string' || !b.model) throw badRequest('"model" is required and must be a non-empty string', 'model', 'invalid_type');
   if (typeof b.inputs !== 'object' || b.inputs === null || Array.isArray(b.inputs)) throw badRequest('"inputs" must be an object of named tensors', 'inputs', 'invalid_type');
   const inputs: TensorMap = {};
   for (const [name, value] of Object.entries(b.inputs as Record<string, unknown>)) inputs[name] = tensorFromJson(name, value);
-  return { modelId: b.model, inputs };
+  return { modelId: b.model, inputs, strictExperts: optionalBoolean(b, 'strict_experts', false) };
+}
+
+/** `?strict_experts=true|false` of a binary request (absent: false). */
+function strictExpertsQuery(value: unknown): boolean {
+  if (value === undefined) return false;
+  if (value === 'true' || value === 'false') return value === 'true';
+  throw badRequest(`"strict_experts" must be true or false, got ${JSON.stringify(value)}`, 'strict_experts', 'invalid_type');
 }
 
 /** Checks the tensors against the model's graph inputs (names, types, fixed dims); 400 on a mismatch. */
@@ -65,7 +75,7 @@ function checkInputs(manifest: Manifest, inputs: TensorMap): void {
 
 async function serveInfer(ctx: GatewayContext, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
   const key = requestKey(req);
-  const { modelId, inputs } = readRequest(req);
+  const { modelId, inputs, strictExperts } = readRequest(req);
   const model = await ctx.catalog.resolve(modelId);
   const manifest = model.open.manifest;
   checkInputs(manifest, inputs);
@@ -89,7 +99,7 @@ async function serveInfer(ctx: GatewayContext, req: FastifyRequest, reply: Fasti
   trace.onHop = (hop) => ctx.metrics.hopSeconds.observe({ peer: hop.peerId }, hop.wallMs / 1000);
   ctx.feed.publish({ event: 'request.started', requestId, at: Date.now(), endpoint: '/v1/infer', model: model.id, key: key.name, stream: false });
   ctx.metrics.inflight.inc();
-  const session = openPipeline(ctx.client, model.open, maxLength, budget.wrap(ctx.payerFor?.(key)), priceLimits, ctx.verifier);
+  const session = openPipeline(ctx.client, model.open, maxLength, budget.wrap(ctx.payerFor?.(key)), priceLimits, ctx.verifier, { strictExperts });
   let unpaidCost = 0n;
   let outputs: Record<string, ort.Tensor>;
   try {

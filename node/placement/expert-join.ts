@@ -6,7 +6,7 @@
  * at once (others count it before the download), read again and choose once more if a supplier with a lower
  * peer id announced meanwhile and the choice changed, then fetch and serve.
  *
- * Not done yet: rebalancing (moving fragments after the join) for such models; the supplier keeps its choice.
+ * After the join, expert-repair.ts puts experts whose host left back on two hosts.
  */
 import type { Logger } from 'pino';
 import type { CapacityRecord } from '../../net/capacity/record.js';

@@ -4,7 +4,9 @@
  * the others). With every expert live, `strict_experts: true` changes nothing: the monolithic tokens, no fallback.
  * With the host of experts 2-3 gone (its record withdrawn), the model stays listed; a strict request fails with 503
  * `expert_unavailable` naming the expert, and a lenient one falls back, shown in the response's route metadata,
- * the feed's `request.finished` and the gateway's metrics.
+ * the feed's `request.finished` and the gateway's metrics. `/v1/infer` takes `strict_experts` the same way (JSON
+ * body field, or `?strict_experts=` for binary frames): strict with every expert live returns the monolithic
+ * logits; with experts 2-3 gone it fails with 503 naming the expert, and a lenient call reports the fallback.
  */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +15,9 @@ import { buildModel } from '../../fragments/builder/index.js';
 import { writeModel } from '../../fragments/onnx/write.js';
 import { fragmentModel } from '../../fragments/fragment.js';
 import type { Manifest } from '../../fragments/manifest.js';
+import ort from 'onnxruntime-node';
 import { generate } from '../../scheduler/generate.js';
+import { TENSORS_MEDIA_TYPE, tensorsToFrames } from '../../gateway/tensors.js';
 import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import { byteTokenizer } from '../../gateway/tokenizers/byte.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
@@ -27,6 +31,8 @@ let manifest: Manifest;
 let url: string;
 let gateway: RunningProcess;
 let expectedText: string;
+/** The monolithic model's logits for PROMPT as one prefill: what /v1/infer must return. */
+let expectedLogits: Float32Array;
 const suppliers = new Map<string, RunningProcess>();
 
 interface Body {
@@ -43,6 +49,21 @@ async function complete(extra: Record<string, unknown>): Promise<{ status: numbe
     body: JSON.stringify({ model: 'tiny-moe', prompt: PROMPT, max_tokens: MAX_TOKENS, temperature: 0, ...extra }),
   });
   return { status: res.status, body: await res.json() as Body };
+}
+
+/** The prompt as the model's (non-cache) inputs, for /v1/infer. */
+function promptTensors(): Record<string, ort.Tensor> {
+  const ids = (values: number[]): ort.Tensor => new ort.Tensor('int64', BigInt64Array.from(values.map(BigInt)), [1, values.length]);
+  const all: Record<string, ort.Tensor> = { input_ids: ids(PROMPT), attention_mask: ids(PROMPT.map(() => 1)), position_ids: ids(PROMPT.map((_, i) => i)) };
+  return Object.fromEntries(manifest.model.inputs.filter((i) => !i.name.startsWith('past_key_values')).map((i) => [i.name, all[i.name]]));
+}
+
+interface InferBody extends Body { outputs?: Record<string, { dims: number[]; data: number[] }> }
+
+async function infer(extra: Record<string, unknown>): Promise<{ status: number; body: InferBody }> {
+  const inputs = Object.fromEntries(Object.entries(promptTensors()).map(([name, t]) => [name, { dtype: 'int64', dims: t.dims, data: Array.from(t.data as BigInt64Array, Number) }]));
+  const res = await fetch(`${url}/v1/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'tiny-moe', inputs, ...extra }) });
+  return { status: res.status, body: await res.json() as InferBody };
 }
 
 async function start(name: string, fragments: number[], bootstrap?: string): Promise<string> {
@@ -67,6 +88,7 @@ beforeAll(async () => {
     return models.data.some((m) => m.id === 'tiny-moe');
   }, 'the gateway to serve the model', 60_000, 500);
   const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
+  expectedLogits = (await runner.step(promptTensors(), 0)).outputs.logits.data as Float32Array;
   const ids: number[] = [];
   for await (const t of generate(runner, { promptIds: PROMPT, maxTokens: MAX_TOKENS, kvCache: true, inputNames: manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')) })) ids.push(t.id);
   await runner.close();
@@ -91,6 +113,25 @@ describe('strict_experts and fallbacks through the API', () => {
     const { status, body } = await complete({ strict_experts: true });
     expect(status, JSON.stringify(body.error)).toBe(200);
     expect(body.choices![0].text).toBe(expectedText);
+    expect(body.gridpipe!.experts!.fallbacks).toEqual([]);
+    expect(body.gridpipe!.experts!.calls).toBeGreaterThan(0);
+  });
+
+  it('/v1/infer: strict_experts must be a boolean (JSON) or true/false (binary query)', async () => {
+    const json = await infer({ strict_experts: 'yes' });
+    expect(json.status).toBe(400);
+    expect(json.body.error!.message).toMatch(/strict_experts/);
+    const res = await fetch(`${url}/v1/infer?model=tiny-moe&strict_experts=maybe`, { method: 'POST', headers: { 'content-type': TENSORS_MEDIA_TYPE }, body: tensorsToFrames(promptTensors()) });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as Body).error!.message).toMatch(/strict_experts/);
+  });
+
+  it('/v1/infer with strict_experts and every expert live returns the monolithic logits, no fallback', async () => {
+    const { status, body } = await infer({ strict_experts: true });
+    expect(status, JSON.stringify(body.error)).toBe(200);
+    const logits = body.outputs!.logits;
+    expect(logits.dims).toEqual([1, PROMPT.length, 256]);
+    expect(Math.max(...logits.data.map((v, i) => Math.abs(v - expectedLogits[i])))).toBeLessThan(1e-4);
     expect(body.gridpipe!.experts!.fallbacks).toEqual([]);
     expect(body.gridpipe!.experts!.calls).toBeGreaterThan(0);
   });
@@ -132,5 +173,18 @@ describe('strict_experts and fallbacks through the API', () => {
     const metrics = await (await fetch(`${url}/metrics`)).text();
     const fellBack = fallbacks.reduce((n, f) => n + f.tokens, 0);
     expect(metrics).toContain(`gridpipe_gateway_expert_fallbacks_total{model="tiny-moe"} ${fellBack}`);
+
+    // /v1/infer the same way: strict fails naming the expert (JSON field and binary query), lenient falls back.
+    const strictInfer = await infer({ strict_experts: true });
+    expect(strictInfer.status, JSON.stringify(strictInfer.body)).toBe(503);
+    expect(strictInfer.body.error!.code).toBe('expert_unavailable');
+    expect(strictInfer.body.error!.message).toMatch(/expert [23] of mixture-of-experts layer [01] \(fragment \d+\) has no live server/);
+    const binary = await fetch(`${url}/v1/infer?model=tiny-moe&strict_experts=true`, { method: 'POST', headers: { 'content-type': TENSORS_MEDIA_TYPE }, body: tensorsToFrames(promptTensors()) });
+    expect(binary.status).toBe(503);
+    expect(((await binary.json()) as Body).error!.code).toBe('expert_unavailable');
+    const lenientInfer = await infer({});
+    expect(lenientInfer.status, JSON.stringify(lenientInfer.body.error)).toBe(200);
+    expect(lenientInfer.body.gridpipe!.experts!.fallbacks.length).toBeGreaterThan(0);
+    for (const f of lenientInfer.body.gridpipe!.experts!.fallbacks) expect([2, 3]).toContain(f.expert);
   });
 });
