@@ -122,7 +122,7 @@ export function supplyCommand(): Command {
     .option('--reprobe', 're-run the capacity probe instead of using the cached one', false)
     .option('--spin', 'let onnxruntime threads spin between the ops of a step (they park after it): faster steps on cores the supplier has to itself', false)
     .option('--inline-runs', 'run onnxruntime on the node\'s own thread, not a worker thread per fragment: ~0.5 ms faster per step, but a long run blocks the node (for trusted clients only)', false)
-    .option('--inline-below-ms <ms>', 'runs measured shorter than this in the worker thread (a small span\'s decode steps) move to the node\'s own thread, skipping the hand-off (CPU fragments that load in under 150 ms); 0: never', nonNegativeInt, 20)
+    .option('--inline-below-ms <ms>', 'runs measured shorter than this in the worker thread (a small span\'s decode steps) move to the node\'s own thread, skipping the hand-off (CPU fragments that load in under 250 ms); 0: never', nonNegativeInt, 20)
     .option('--max-batch <n>', 'most concurrent sessions\' steps on one span merged into one onnxruntime run (1: no batching)', positiveInt, 16)
     .option('--batch-window-us <n>', 'longest wait (µs) for other active sessions\' steps to batch with (also at most half a session\'s interval between steps); a lone session never waits', nonNegativeInt, 200000)
     .option('--peer-garbage-limit <n>', 'malformed exec/blob messages a peer may send per minute before it is hung up on and refused for a while', positiveInt, 16)

@@ -51,7 +51,7 @@ export interface ExecutorOptions {
   /** Largest fragment file that may get a main-thread twin session (default 512 MiB). */
   inlineTwinMaxBytes?: number;
   /**
-   * Longest load (in the worker) of a fragment that may get a main-thread twin (default 150 ms): onnxruntime-node
+   * Longest load (in the worker) of a fragment that may get a main-thread twin (default 250 ms): onnxruntime-node
    * loads a session synchronously, so the twin's load blocks the event loop about as long. Measured on 2 busy
    * cores, GPT-2-small's fragments (170–280 MB) took 0.8–8.5 s to load: they keep every run in the worker.
    */
@@ -62,7 +62,7 @@ export interface ExecutorOptions {
 /** Runs shorter than this may leave the worker for the main thread (ExecutorOptions.inlineBelowMs). */
 export const DEFAULT_INLINE_BELOW_MS = 20;
 const DEFAULT_INLINE_TWIN_MAX_BYTES = 512 * 1024 * 1024;
-const DEFAULT_INLINE_TWIN_MAX_LOAD_MS = 150;
+const DEFAULT_INLINE_TWIN_MAX_LOAD_MS = 250;
 
 /** A model input or output: name, ONNX dtype code, onnxruntime type and shape (numbers or symbols). */
 export interface IoSpec {
@@ -187,7 +187,6 @@ export class FragmentExecutor {
       if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
       try {
         const offThread = options.offThread ?? true;
-        const loadStarted = performance.now();
         const session: RunnableSession = offThread ? await WorkerSession.create(file, sessionOptions) : onThread(await ort.InferenceSession.create(file, sessionOptions));
         if (failures.length) {
           options.logger?.warn({ file, provider, failed: failures }, `execution provider ${candidates[0]} did not load (${failures.join('; ')}); running on ${provider}`);
@@ -196,7 +195,8 @@ export class FragmentExecutor {
         } else {
           options.logger?.info({ file, provider }, `fragment loaded on ${provider}`);
         }
-        const loadMs = performance.now() - loadStarted;
+        // onnxruntime's own load time in the worker: a main-thread twin's load blocks the event loop about as long
+        const loadMs = session instanceof WorkerSession ? session.loadMs : Infinity;
         const inlineBelowMs = options.inlineBelowMs ?? DEFAULT_INLINE_BELOW_MS;
         const twinAllowed = offThread && provider === 'cpu' && inlineBelowMs > 0
           && fileBytes(file) <= (options.inlineTwinMaxBytes ?? DEFAULT_INLINE_TWIN_MAX_BYTES)

@@ -37,9 +37,10 @@ function owned(d) { return ArrayBuffer.isView(d) && d.byteOffset === 0 && d.byte
 function post(msg, transfer) {
   try { parentPort.postMessage(msg, transfer); } catch { parentPort.postMessage(msg); }
 }
+const loadStarted = performance.now();
 ort.InferenceSession.create(workerData.file, workerData.options).then((session) => {
   const meta = (list) => list.map((m) => ({ name: m.name, isTensor: m.isTensor, type: m.type, shape: m.shape }));
-  parentPort.postMessage({ ready: true, inputs: meta(session.inputMetadata), outputs: meta(session.outputMetadata) });
+  parentPort.postMessage({ ready: true, inputs: meta(session.inputMetadata), outputs: meta(session.outputMetadata), loadMs: performance.now() - loadStarted });
   parentPort.on('message', async (m) => {
     if (m.close) { await session.release(); parentPort.close(); return; }
     const feeds = {};
@@ -81,6 +82,8 @@ export class WorkerSession {
     private readonly worker: Worker,
     readonly inputMetadata: readonly ort.InferenceSession.ValueMetadata[],
     readonly outputMetadata: readonly ort.InferenceSession.ValueMetadata[],
+    /** How long onnxruntime took to load the session in the worker (what a load on the main thread would block it). */
+    readonly loadMs: number,
   ) {
     worker.on('message', (r: RunReply) => {
       const w = this.waiting.get(r.id);
@@ -108,7 +111,7 @@ export class WorkerSession {
     const { createRequire } = await import('node:module');
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { file, options, ortPath } });
-    const first = await new Promise<{ ready: boolean; error?: string; inputs?: ort.InferenceSession.ValueMetadata[]; outputs?: ort.InferenceSession.ValueMetadata[] }>((resolve, reject) => {
+    const first = await new Promise<{ ready: boolean; error?: string; inputs?: ort.InferenceSession.ValueMetadata[]; outputs?: ort.InferenceSession.ValueMetadata[]; loadMs?: number }>((resolve, reject) => {
       worker.once('message', resolve);
       worker.once('error', reject);
     });
@@ -117,7 +120,7 @@ export class WorkerSession {
       throw new Error(first.error ?? 'onnxruntime worker failed to start');
     }
     worker.unref();
-    return new WorkerSession(worker, first.inputs!, first.outputs!);
+    return new WorkerSession(worker, first.inputs!, first.outputs!, first.loadMs ?? Number.NaN);
   }
 
   /** Runs the session in the worker; outputs come back as tensors that own their buffers. */
