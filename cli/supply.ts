@@ -123,6 +123,7 @@ export function supplyCommand(): Command {
     .option('--reprobe', 're-run the capacity probe instead of using the cached one', false)
     .option('--spin', 'let onnxruntime threads spin between the ops of a step (they park after it): faster steps on cores the supplier has to itself', false)
     .option('--inline-runs', 'run onnxruntime on the node\'s own thread, not a worker thread per fragment: ~0.5 ms faster per step, but a long run blocks the node (for trusted clients only)', false)
+    .option('--inline-below-ms <ms>', 'runs measured shorter than this in the worker thread (a small span\'s decode steps) move to the node\'s own thread, skipping the hand-off (CPU fragments that load in under 250 ms); 0: never', nonNegativeInt, 20)
     .option('--max-batch <n>', 'most concurrent sessions\' steps on one span merged into one onnxruntime run (1: no batching)', positiveInt, 16)
     .option('--batch-window-us <n>', 'longest wait (µs) for other active sessions\' steps to batch with (also at most half a session\'s interval between steps); a lone session never waits', nonNegativeInt, 200000)
     .option('--peer-garbage-limit <n>', 'malformed exec/blob messages a peer may send per minute before it is hung up on and refused for a while', positiveInt, 16)
@@ -137,7 +138,7 @@ export function supplyCommand(): Command {
       maxMemory?: number; maxSessions?: number; maxSessionsPerPeer?: number; threads?: number; gpuShare?: number; hours?: string; paused: boolean;
       pricePerGflop: string; price?: string; stakingAddress?: string; stakeBinding?: string; network: string;
       chainConfig?: string; rpc?: string; wallet?: string; creditLimit?: string; creditPerPeer?: string; creditTotal?: string; redeemThreshold?: string; mdns: boolean; relay: boolean; relayServer: boolean; adminPort?: number;
-      provider?: ProviderChoice; reprobe: boolean; spin: boolean; inlineRuns: boolean; maxBatch: number; batchWindowUs: number; json: boolean;
+      provider?: ProviderChoice; reprobe: boolean; spin: boolean; inlineRuns: boolean; inlineBelowMs: number; maxBatch: number; batchWindowUs: number; json: boolean;
       peerGarbageLimit: number; peerStreamLimit: number; peerRefuse: number;
       explorer?: boolean | string;
     }) => {
@@ -216,7 +217,7 @@ export function supplyCommand(): Command {
         },
         gflops: o.gflops,
         limits,
-        pricePerGflop: price, stakingAddress: o.stakingAddress, stakeBinding, payments, adminPort: o.adminPort, provider: o.provider, rerunProbe: o.reprobe, spin: o.spin, inlineRuns: o.inlineRuns,
+        pricePerGflop: price, stakingAddress: o.stakingAddress, stakeBinding, payments, adminPort: o.adminPort, provider: o.provider, rerunProbe: o.reprobe, spin: o.spin, inlineRuns: o.inlineRuns, inlineBelowMs: o.inlineBelowMs,
         maxBatch: o.maxBatch, batchWindowUs: o.batchWindowUs,
         peerGuard: { garbage: { limit: o.peerGarbageLimit, windowMs: 60_000 }, streams: { limit: o.peerStreamLimit, windowMs: 10_000 }, refuseMs: o.peerRefuse * 1000 },
         onFetchProgress: (done, total) => progress.update(done, total),

@@ -100,6 +100,11 @@ export interface SupplierOptions {
    * the admin endpoint) until it ends. For a supplier whose clients are all trusted.
    */
   inlineRuns?: boolean;
+  /**
+   * Runs measured shorter than this many ms in the worker thread (a small span's decode steps) move to the
+   * main thread, where they skip the hand-off (node/exec/run-placement.ts; default 20, 0: never).
+   */
+  inlineBelowMs?: number;
   /** Limits on malformed messages and streams per peer before it is hung up on and refused (net/peer-guard.ts; defaults in policy/peer-penalties.ts). */
   peerGuard?: Pick<PeerPenaltiesOptions, 'garbage' | 'streams' | 'refuseMs' | 'maxRefuseMs'>;
   /** Longest wait, in µs, for other sessions' steps to batch with when the span is idle (node/exec/batcher.ts; default 50000, and at most half a session's interval between steps). */
@@ -266,6 +271,7 @@ export class Supplier {
         provider: providerChoice(options.provider ?? probe.benchmark.executionProvider),
         allowSpinning: options.spin,
         offThread: !options.inlineRuns,
+        inlineBelowMs: options.inlineBelowMs,
         batching: options.maxBatch === 1 ? false : { windowUs: options.batchWindowUs, maxBatch: options.maxBatch },
         payments,
         guard,

@@ -4,11 +4,14 @@
  *
  * onnxruntime-node's `run()` executes synchronously on the JavaScript thread (it is only deferred with
  * `setImmediate`), so by default each fragment's session lives in its own worker thread (ort-worker.ts) and
- * a long run no longer freezes the node's event loop; `offThread: false` keeps it on the main thread. A FIFO
+ * a long run no longer freezes the node's event loop; `offThread: false` keeps it on the main thread. Runs
+ * measured short in the worker (a small span's decode steps) move to a second session of the fragment on the
+ * main thread, where they skip the hand-off (run-placement.ts, `inlineBelowMs`; CPU only, and only fragments
+ * that load fast: onnxruntime-node loads a session synchronously, so the twin's load blocks the loop). A FIFO
  * per fragment makes the wait explicit and measurable (queue time) and keeps one fragment's steps in arrival
  * order. Parallelism inside a run comes from onnxruntime's intra-op threads (`ShareLimits.threads`).
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
@@ -16,6 +19,7 @@ import type { Logger } from 'pino';
 import { dataTypeFromOrt } from '../../fragments/onnx/dtype.js';
 import { ExecError } from '../../net/exec/errors.js';
 import { WorkerSession } from './ort-worker.js';
+import { RunPlacement } from './run-placement.js';
 import { runFailure } from './run-failure.js';
 import { faultyFragmentFile, testFault } from './test-fault.js';
 
@@ -38,8 +42,27 @@ export interface ExecutorOptions {
    * event loop (default true).
    */
   offThread?: boolean;
+  /**
+   * With `offThread`, runs of a work class measured below this many ms in the worker go to the main thread
+   * instead (run-placement.ts; default 20, 0: never). Costs a second copy of the fragment's weights, so only
+   * CPU fragments up to `inlineTwinMaxBytes` qualify.
+   */
+  inlineBelowMs?: number;
+  /** Largest fragment file that may get a main-thread twin session (default 512 MiB). */
+  inlineTwinMaxBytes?: number;
+  /**
+   * Longest load (in the worker) of a fragment that may get a main-thread twin (default 250 ms): onnxruntime-node
+   * loads a session synchronously, so the twin's load blocks the event loop about as long. Measured on 2 busy
+   * cores, GPT-2-small's fragments (170–280 MB) took 0.8–8.5 s to load: they keep every run in the worker.
+   */
+  inlineTwinMaxLoadMs?: number;
   logger?: Logger;
 }
+
+/** Runs shorter than this may leave the worker for the main thread (ExecutorOptions.inlineBelowMs). */
+export const DEFAULT_INLINE_BELOW_MS = 20;
+const DEFAULT_INLINE_TWIN_MAX_BYTES = 512 * 1024 * 1024;
+const DEFAULT_INLINE_TWIN_MAX_LOAD_MS = 250;
 
 /** A model input or output: name, ONNX dtype code, onnxruntime type and shape (numbers or symbols). */
 export interface IoSpec {
@@ -55,6 +78,8 @@ export interface RunResult {
   queueMs: number;
   /** Time inside onnxruntime. */
   computeMs: number;
+  /** Whether it ran on the main thread. */
+  inline?: boolean;
 }
 
 /** Whether the CUDA provider library sits beside onnxruntime-node's binding (ONNXRUNTIME_NODE_INSTALL=cuda12). */
@@ -104,6 +129,8 @@ function specsOf(metadata: readonly ort.InferenceSession.ValueMetadata[], file: 
 /** What the executor needs of a session: onnxruntime's own, or one in a worker thread. */
 type RunnableSession = Pick<ort.InferenceSession, 'inputMetadata' | 'outputMetadata' | 'release'> & {
   run(feeds: Record<string, ort.Tensor>, fetches?: string[]): Promise<Record<string, ort.Tensor>>;
+  /** A worker session's run, with onnxruntime's time as the worker measured it. */
+  runTimed?(feeds: Record<string, ort.Tensor>, fetches?: string[]): Promise<{ outputs: Record<string, ort.Tensor>; runMs: number }>;
   /** A worker session whose thread stopped. */
   readonly dead?: boolean;
 };
@@ -123,15 +150,24 @@ export class FragmentExecutor {
   private tail: Promise<unknown> = Promise.resolve();
   private pending = 0;
   private closed = false;
+  /** The main-thread session short runs move to (loaded once some work class qualifies). */
+  private twin?: RunnableSession;
+  private twinLoading = false;
+  /** Runs that went to the main thread, and all runs. */
+  private counts = { inline: 0, total: 0 };
 
   private constructor(
     readonly file: string,
     readonly provider: ExecutionProviderName,
     private readonly session: RunnableSession,
-    /** Whether runs happen in a worker thread. */
+    /** Whether runs happen in a worker thread (short ones may still move to the main thread: `placement`). */
     readonly offThread: boolean,
     readonly inputs: readonly IoSpec[],
     readonly outputs: readonly IoSpec[],
+    /** Where each run goes, for a worker session that may get a main-thread twin. */
+    private readonly placement?: RunPlacement,
+    private readonly twinOptions?: ort.InferenceSession.SessionOptions,
+    private readonly logger?: Logger,
   ) {}
 
   /** Loads a fragment file on the first provider of `options.provider` that works, falling back to CPU. */
@@ -159,7 +195,14 @@ export class FragmentExecutor {
         } else {
           options.logger?.info({ file, provider }, `fragment loaded on ${provider}`);
         }
-        return new FragmentExecutor(file, provider, session, offThread, specsOf(session.inputMetadata, file), specsOf(session.outputMetadata, file));
+        // onnxruntime's own load time in the worker: a main-thread twin's load blocks the event loop about as long
+        const loadMs = session instanceof WorkerSession ? session.loadMs : Infinity;
+        const inlineBelowMs = options.inlineBelowMs ?? DEFAULT_INLINE_BELOW_MS;
+        const twinAllowed = offThread && provider === 'cpu' && inlineBelowMs > 0
+          && fileBytes(file) <= (options.inlineTwinMaxBytes ?? DEFAULT_INLINE_TWIN_MAX_BYTES)
+          && loadMs <= (options.inlineTwinMaxLoadMs ?? DEFAULT_INLINE_TWIN_MAX_LOAD_MS);
+        const placement = twinAllowed ? new RunPlacement(inlineBelowMs) : undefined;
+        return new FragmentExecutor(file, provider, session, offThread, specsOf(session.inputMetadata, file), specsOf(session.outputMetadata, file), placement, sessionOptions, options.logger);
       } catch (err) {
         const message = (err as Error).message.split('\n')[0];
         failures.push(`${provider}: ${message}`);
@@ -179,15 +222,38 @@ export class FragmentExecutor {
     return this.pending;
   }
 
-  /** Runs the fragment once `feeds` are complete; `fetches` limits the outputs (default: all). */
-  run(feeds: Record<string, ort.Tensor>, fetches?: readonly string[]): Promise<RunResult> {
+  /** Runs that went to the main thread out of all runs (a worker session's short runs: run-placement.ts). */
+  get inlineRuns(): { inline: number; total: number } {
+    return { ...this.counts };
+  }
+
+  /**
+   * Runs the fragment once `feeds` are complete; `fetches` limits the outputs (default: all). `work` (the
+   * elements of the feeds that are not KV cache: runWork) lets a run measured short go to the main thread.
+   */
+  run(feeds: Record<string, ort.Tensor>, fetches?: readonly string[], work?: number): Promise<RunResult> {
     if (this.closed) return Promise.reject(new ExecError('INTERNAL', `${this.file}: executor closed`));
     const enqueued = performance.now();
     const go = async (): Promise<RunResult> => {
       const start = performance.now();
+      const wanted = fetches && fetches.length ? [...fetches] : undefined;
       try {
-        const outputs = fetches && fetches.length ? await this.session.run(feeds, [...fetches]) : await this.session.run(feeds);
-        return { outputs: outputs as Record<string, ort.Tensor>, queueMs: start - enqueued, computeMs: performance.now() - start };
+        const twin = this.twin && this.placement?.inline(work) ? this.twin : undefined;
+        let outputs: Record<string, ort.Tensor>;
+        if (twin) {
+          outputs = wanted ? await twin.run(feeds, wanted) : await twin.run(feeds);
+          this.placement!.record(work, performance.now() - start);
+        } else if (this.placement && this.session.runTimed) {
+          const r = await this.session.runTimed(feeds, wanted);
+          outputs = r.outputs;
+          this.placement.record(work, r.runMs);
+          if (this.placement.wantsInline) this.loadTwin();
+        } else {
+          outputs = wanted ? await this.session.run(feeds, wanted) : await this.session.run(feeds);
+        }
+        this.counts.total++;
+        if (twin || !this.offThread) this.counts.inline++;
+        return { outputs, queueMs: start - enqueued, computeMs: performance.now() - start, inline: twin !== undefined || !this.offThread };
       } catch (err) {
         throw runFailure(err);
       } finally {
@@ -200,11 +266,35 @@ export class FragmentExecutor {
     return result;
   }
 
+  /** Loads the main-thread twin in the background; until it is there, runs stay in the worker. */
+  private loadTwin(): void {
+    if (this.twin || this.twinLoading || this.closed) return;
+    this.twinLoading = true;
+    ort.InferenceSession.create(this.file, this.twinOptions).then(async (s) => {
+      if (this.closed) return s.release();
+      this.twin = onThread(s);
+      this.logger?.info({ file: this.file }, 'short runs of this fragment move to the main thread');
+    }, (err: Error) => {
+      // stay in the worker for good
+      this.logger?.warn({ file: this.file, err: err.message }, 'could not load a main-thread session for short runs; all runs stay in the worker');
+    });
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.tail;
     await this.session.release();
+    await this.twin?.release();
+  }
+}
+
+/** A file's size in bytes (Infinity when it cannot be read). */
+function fileBytes(file: string): number {
+  try {
+    return statSync(file).size;
+  } catch {
+    return Infinity;
   }
 }
 

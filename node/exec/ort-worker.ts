@@ -24,6 +24,8 @@ interface RunReply {
   id: number;
   outputs?: Record<string, TensorMessage>;
   error?: string;
+  /** onnxruntime's time for the run, measured in the worker (without the hand-off). */
+  runMs?: number;
   /** The feeds that were transferred in, transferred back. */
   returned: Record<string, ort.Tensor.DataType>;
 }
@@ -35,9 +37,10 @@ function owned(d) { return ArrayBuffer.isView(d) && d.byteOffset === 0 && d.byte
 function post(msg, transfer) {
   try { parentPort.postMessage(msg, transfer); } catch { parentPort.postMessage(msg); }
 }
+const loadStarted = performance.now();
 ort.InferenceSession.create(workerData.file, workerData.options).then((session) => {
   const meta = (list) => list.map((m) => ({ name: m.name, isTensor: m.isTensor, type: m.type, shape: m.shape }));
-  parentPort.postMessage({ ready: true, inputs: meta(session.inputMetadata), outputs: meta(session.outputMetadata) });
+  parentPort.postMessage({ ready: true, inputs: meta(session.inputMetadata), outputs: meta(session.outputMetadata), loadMs: performance.now() - loadStarted });
   parentPort.on('message', async (m) => {
     if (m.close) { await session.release(); parentPort.close(); return; }
     const feeds = {};
@@ -46,7 +49,9 @@ ort.InferenceSession.create(workerData.file, workerData.options).then((session) 
     const back = [];
     for (const name of m.transferred) { const d = m.feeds[name].data; returned[name] = d; back.push(d.buffer); }
     try {
+      const started = performance.now();
       const out = m.fetches ? await session.run(feeds, m.fetches) : await session.run(feeds);
+      const runMs = performance.now() - started;
       const outputs = {};
       const transfer = back.slice();
       for (const name in out) {
@@ -54,7 +59,7 @@ ort.InferenceSession.create(workerData.file, workerData.options).then((session) 
         outputs[name] = { type: t.type, dims: t.dims, data: t.data };
         if (owned(t.data) && !transfer.includes(t.data.buffer)) transfer.push(t.data.buffer);
       }
-      post({ id: m.id, outputs, returned }, transfer);
+      post({ id: m.id, outputs, returned, runMs }, transfer);
     } catch (err) {
       post({ id: m.id, error: String(err && err.message || err), returned }, back);
     }
@@ -77,6 +82,8 @@ export class WorkerSession {
     private readonly worker: Worker,
     readonly inputMetadata: readonly ort.InferenceSession.ValueMetadata[],
     readonly outputMetadata: readonly ort.InferenceSession.ValueMetadata[],
+    /** How long onnxruntime took to load the session in the worker (what a load on the main thread would block it). */
+    readonly loadMs: number,
   ) {
     worker.on('message', (r: RunReply) => {
       const w = this.waiting.get(r.id);
@@ -104,7 +111,7 @@ export class WorkerSession {
     const { createRequire } = await import('node:module');
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { file, options, ortPath } });
-    const first = await new Promise<{ ready: boolean; error?: string; inputs?: ort.InferenceSession.ValueMetadata[]; outputs?: ort.InferenceSession.ValueMetadata[] }>((resolve, reject) => {
+    const first = await new Promise<{ ready: boolean; error?: string; inputs?: ort.InferenceSession.ValueMetadata[]; outputs?: ort.InferenceSession.ValueMetadata[]; loadMs?: number }>((resolve, reject) => {
       worker.once('message', resolve);
       worker.once('error', reject);
     });
@@ -113,11 +120,16 @@ export class WorkerSession {
       throw new Error(first.error ?? 'onnxruntime worker failed to start');
     }
     worker.unref();
-    return new WorkerSession(worker, first.inputs!, first.outputs!);
+    return new WorkerSession(worker, first.inputs!, first.outputs!, first.loadMs ?? Number.NaN);
   }
 
   /** Runs the session in the worker; outputs come back as tensors that own their buffers. */
   async run(feeds: Record<string, ort.Tensor>, fetches?: string[]): Promise<Record<string, ort.Tensor>> {
+    return (await this.runTimed(feeds, fetches)).outputs;
+  }
+
+  /** `run`, with onnxruntime's own time for it as the worker measured it (the hand-off excluded). */
+  async runTimed(feeds: Record<string, ort.Tensor>, fetches?: string[]): Promise<{ outputs: Record<string, ort.Tensor>; runMs: number }> {
     if (this.failure) throw this.failure;
     const id = this.nextId++;
     const message: Record<string, TensorMessage> = {};
@@ -144,7 +156,7 @@ export class WorkerSession {
       const t = reply.outputs[name];
       outputs[name] = new ort.Tensor(t.type, t.data as never, t.dims);
     }
-    return outputs;
+    return { outputs, runMs: reply.runMs ?? Number.NaN };
   }
 
   async release(): Promise<void> {

@@ -95,6 +95,8 @@ export interface ExecServerInit {
   batching?: BatcherOptions | false;
   /** Run each fragment's onnxruntime session in a worker thread, off the event loop (default true). */
   offThread?: boolean;
+  /** Off-thread runs measured shorter than this (ms) move to the main thread (executor.ts; default 20, 0: never). */
+  inlineBelowMs?: number;
   /** Largest step frame, request or reply (default 64 MiB). */
   maxStepFrameBytes?: number;
   /** Largest open/close frame (default 1 MiB). */
@@ -160,7 +162,7 @@ export class ExecServer {
   constructor(init: ExecServerInit) {
     this.log = init.logger?.child({ component: 'exec' });
     this.metrics = new ExecMetrics(init.registry);
-    this.executors = new ExecutorPool(init.resolve, { provider: init.provider, threads: init.limits.threads, allowSpinning: init.allowSpinning, offThread: init.offThread, logger: this.log });
+    this.executors = new ExecutorPool(init.resolve, { provider: init.provider, threads: init.limits.threads, allowSpinning: init.allowSpinning, offThread: init.offThread, inlineBelowMs: init.inlineBelowMs, logger: this.log });
     this.manifests = new ManifestCache(init.resolve);
     this.sessions = new SessionManager({
       limits: init.limits,

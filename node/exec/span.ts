@@ -292,13 +292,16 @@ export class SpanProgram {
     let lastFeeds: Record<string, ort.Tensor> = {};
     for (const step of this.plan) {
       const feeds: Record<string, ort.Tensor> = {};
+      // the run's work for the executor's placement (run-placement.ts): elements of the feeds that are not KV cache
+      let work = 0;
       for (const f of step.feeds) {
         const t = f.source === 'client' ? client.get(f.name) : f.source === 'kv' ? kv.get(f.name) : internal.get(f.name);
         if (!t) throw new ExecError('INTERNAL', `no tensor for "${f.name}" (${f.source})`);
         feeds[f.name] = t;
+        if (f.source !== 'kv') work += t.size;
       }
       lastFeeds = feeds;
-      const r = await step.executor.run(feeds, step.fetches);
+      const r = await step.executor.run(feeds, step.fetches, work);
       queueMs += r.queueMs;
       computeMs += r.computeMs;
       for (const name in r.outputs) {
