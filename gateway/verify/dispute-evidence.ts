@@ -23,8 +23,11 @@ export interface DisputeContext {
   start: number;
   end: number;
   maxLength: number;
-  /** Each chunk's KV position and how many input tensors and output digests of the streams it takes. */
-  chunks: { position: number; tensors: number; outputs: number }[];
+  /**
+   * Each chunk's KV position and how many input tensors and output digests of the streams it takes; `tokens`:
+   * the positions it adds (what a host that charges prices the arbiter's re-run by; absent in older evidence).
+   */
+  chunks: { position: number; tensors: number; outputs: number; tokens?: number }[];
   want: string[];
   reduction: { lastRowOnly?: string[]; topK?: number; sampled?: boolean };
 }
@@ -110,7 +113,10 @@ export function buildEvidence(e: VerdictEvidence, tolerance?: DigestTolerance): 
     peerId: link.supplier.peerId, receipt, signature, inputs, revealedDigests, rerunDigests: digestStream(checker),
     context: {
       manifestCid: link.model.manifestCid, start: link.start, end: link.end, maxLength: link.maxLength,
-      chunks: chunks.map((c) => ({ position: c.position, tensors: Object.keys(c.inputs).length, outputs: committedDigests(Object.entries(c.outputs).map(([name, t]) => ortToWire(name, t))).length })),
+      chunks: chunks.map((c) => ({
+        position: c.position, tensors: Object.keys(c.inputs).length, outputs: committedDigests(Object.entries(c.outputs).map(([name, t]) => ortToWire(name, t))).length,
+        ...(c.tokens > 0 ? { tokens: c.tokens } : {}),
+      })),
       want: link.want,
       reduction: { ...(link.reduction.lastRowOnly ? { lastRowOnly: link.reduction.lastRowOnly } : {}), ...(link.reduction.topK ? { topK: link.reduction.topK } : {}), ...(sampled ? { sampled } : {}) },
     },
