@@ -14,7 +14,7 @@ import type { TensorMap } from '../../net/exec/client.js';
 import { ByteCollector, committedDigests, writeDigestStream, writeTensorStream } from '../../policy/receipt-commitment.js';
 import { firstMismatch, type DigestTolerance } from '../../policy/verification.js';
 import { GridpipeError } from '../../errors/base.js';
-import type { VerdictEvidence } from './verifier.js';
+import type { CheckedLink, Verdict, VerdictEvidence } from './verifier.js';
 import { comparableDigest } from './rerun.js';
 
 /** What the arbiter re-runs (DisputeManager's DisputeEvidence.context, JSON). Not hash-bound: see arbiter.ts. */
@@ -121,6 +121,34 @@ export function buildEvidence(e: VerdictEvidence, tolerance?: DigestTolerance): 
       reduction: { ...(link.reduction.lastRowOnly ? { lastRowOnly: link.reduction.lastRowOnly } : {}), ...(link.reduction.topK ? { topK: link.reduction.topK } : {}), ...(sampled ? { sampled } : {}) },
     },
   };
+}
+
+/**
+ * The link a condemned checker ran (issue 21): the checked link's chunks with the checker's outputs, in the one
+ * call the verifier made (its receipt signs them all), asked as the verifier asked it: a sampled reduction as
+ * top-1 (rerun.ts). UnfileableEvidenceError when the evidence does not name the checker's host.
+ */
+export function checkerLink(e: VerdictEvidence): CheckedLink {
+  const { link } = e;
+  if (!e.checkerHost) throw new UnfileableEvidenceError('the verdict does not name the checker\'s host');
+  const { sample, ...reduction } = link.reduction;
+  return {
+    ...link, supplier: e.checkerHost,
+    chunks: link.chunks.map((c, i) => ({ ...c, outputs: e.checker[i] })),
+    calls: [{ chunks: link.chunks.length, ...(e.checkerReceipt ? { receipt: e.checkerReceipt } : {}) }],
+    reduction: { ...reduction, ...(sample ? { topK: 1 } : {}) },
+  };
+}
+
+/**
+ * The evidence against whoever `verdict` condemned: the supplier of the checked link (buildEvidence), or the
+ * checker that disagreed with the supplier and the referee, with the receipt it signed for its own re-run and
+ * the referee's outputs as the re-run. UnfileableEvidenceError for any other verdict, or one without a receipt.
+ */
+export function evidenceOfVerdict(verdict: Verdict, e: VerdictEvidence, tolerance?: DigestTolerance): DisputeEvidence {
+  if (verdict.result === 'supplier-condemned') return buildEvidence(e, tolerance);
+  if (verdict.result !== 'checker-condemned') throw new UnfileableEvidenceError(`a "${verdict.result}" verdict condemns no one`);
+  return buildEvidence({ link: checkerLink(e), checker: e.referee, referee: e.link.chunks.map((c) => c.outputs) }, tolerance);
 }
 
 /** Evidence as JSON (bytes as 0x hex, bigints as decimal text). */
