@@ -14,6 +14,7 @@ import { verifyBench } from './verify.js';
 import { wanBench } from './wan.js';
 import { compressionBench } from './compression.js';
 import { chaosBench } from './chaos.js';
+import { fuzzBench } from './fuzz.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
@@ -31,6 +32,7 @@ const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   wan: wanBench,
   compression: compressionBench,
   chaos: chaosBench,
+  fuzz: fuzzBench,
 };
 
 async function run(): Promise<void> {

@@ -59,3 +59,9 @@ export function shapeAssignment(value: string, previous: Record<string, number[]
   if (!m) throw new InvalidArgumentError(`expected INPUT=D1,D2,... (e.g. input_ids=1,16), got "${value}"`);
   return { ...previous, [m[1]]: m[2] ? m[2].split(',').map(Number) : [] };
 }
+
+/** A whole number of token base units (a price or an amount). */
+export function baseUnitAmount(value: string): bigint {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`expected a whole number of token base units, got "${value}"`);
+  return BigInt(value);
+}

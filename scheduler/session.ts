@@ -454,8 +454,9 @@ export class PipelineSession {
   }
 
   private async openRoute(from: number, to: number, tokens: number): Promise<Link[]> {
+    const failedHere = new Set<string>(); // banned hosts are tried again when all are banned, but once per route (swarm-view.ts)
     for (let attempt = 0; ; attempt++) {
-      const plan: RoutePlan = await this.swarm.planRoute(this.options.discovery, { costs: this.costs, from, to, tokens, priceLimits: this.options.priceLimits, lookAgain: attempt > 0 });
+      const plan: RoutePlan = await this.swarm.planRoute(this.options.discovery, { costs: this.costs, from, to, tokens, priceLimits: this.options.priceLimits, lookAgain: attempt > 0, keepBanned: failedHere });
       if (plan.unroutable) {
         if (attempt < 2) { await new Promise((r) => setTimeout(r, 200)); continue; }
         throw new PipelineUnavailableError(plan.unroutable.fragment, plan.unroutable, plan.refused);
@@ -489,7 +490,7 @@ export class PipelineSession {
         // A server that will not even open a session: ban it (for every session of this process) and route again.
         for (const l of links) l.session.abort();
         const bad = calls[links.length];
-        if (bad) this.swarm.reportFailure(bad.peerId);
+        if (bad) { this.swarm.reportFailure(bad.peerId); failedHere.add(bad.peerId); }
         if (bad && isGarbageReply(err)) this.swarm.reportGarbage(bad.peerId, err.message);
         this.failovers++;
         this.options.logger?.warn({ peer: bad?.peerId, err: (err as Error).message }, 'could not open a session; routing around it');

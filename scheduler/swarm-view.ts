@@ -47,6 +47,8 @@ export interface RouteAsk {
   priceLimits?: PriceLimits;
   /** Sweep the DHT again before routing (after a failure); otherwise the spans known now do when there are any. */
   lookAgain?: boolean;
+  /** Peers that already failed this caller: their bans are never lifted for it (see routeDespiteBans). */
+  keepBanned?: ReadonlySet<string>;
 }
 
 /** A call of a route with the supplier's record of the span it runs in (address to dial and pay, price). */
@@ -162,9 +164,17 @@ export class SwarmView implements RecordFeed {
       // Throughput mode even for decode: it weighs each server's queue and the calls already in flight from
       // this process's other sessions, so concurrent sessions spread over replicas instead of herding onto
       // the one fastest chain (what the swarm simulator showed latency mode doing under load).
-      const route = findRoute(ask.costs, servers, {
-        from: ask.from, to: ask.to, tokens: ask.tokens, mode: 'throughput', exclude: this.estimates.banned(), msPerPriceUnit: priceWeight(servers),
+      const routeWithout = (exclude: Set<string>): ReturnType<typeof findRoute> => findRoute(ask.costs, servers, {
+        from: ask.from, to: ask.to, tokens: ask.tokens, mode: 'throughput', exclude, msPerPriceUnit: priceWeight(servers),
       });
+      const banned = this.estimates.banned();
+      let route: ReturnType<typeof findRoute>;
+      try {
+        route = routeWithout(banned);
+      } catch (err) {
+        if (!(err instanceof NoRouteError)) throw err;
+        route = this.routeDespiteBans(routeWithout, banned, ask.keepBanned) ?? (() => { throw err; })();
+      }
       const calls = route.stages.map((s) => s.calls[0]).map((call) => ({
         ...call, hosted: spans.find((s) => s.peerId === call.peerId && s.start <= call.start && call.end <= s.end)!,
       }));
@@ -173,6 +183,31 @@ export class SwarmView implements RecordFeed {
       if (err instanceof NoRouteError) return { unroutable: err, refused: refused.get(err.fragment) };
       throw err;
     }
+  }
+
+  /**
+   * A failure's ban steers routing around a host for a while; it is no verdict. When the bans leave a fragment
+   * with no host at all (on a loaded machine every host of a fragment can time out once, and honest requests
+   * then got 503 "no live supplier hosts" with every supplier alive), the banned hosts are let back one at a
+   * time, the soonest-ending ban first, until a route exists. Condemned hosts (wrong outputs, garbage replies)
+   * stay out, and so do the hosts that failed this caller already (`keepBanned`: a session tries a banned host
+   * once, so hosts that are really gone still end in "no live server"). Undefined when no route is found.
+   */
+  private routeDespiteBans<T>(routeWithout: (exclude: Set<string>) => T, banned: Set<string>, keepBanned?: ReadonlySet<string>): T | undefined {
+    const liftable = [...banned].filter((id) => !this.estimates.isCondemned(id) && !keepBanned?.has(id))
+      .sort((a, b) => this.estimates.get(a).bannedUntil - this.estimates.get(b).bannedUntil);
+    const exclude = new Set(banned);
+    for (const id of liftable) {
+      exclude.delete(id);
+      try {
+        const route = routeWithout(exclude);
+        this.options.logger?.info({ lifted: [...banned].filter((b) => !exclude.has(b)) }, 'every host of a fragment was banned after failures: routing to banned hosts again');
+        return route;
+      } catch (err) {
+        if (!(err instanceof NoRouteError)) throw err;
+      }
+    }
+    return undefined;
   }
 
   /** Stops the background sweeps (a sweep under way still ends). */

@@ -64,7 +64,7 @@ export function parseContext(bytes: Uint8Array): DisputeContext | undefined {
     const c = JSON.parse(toUtf8String(bytes)) as DisputeContext;
     const int = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
     if (typeof c.manifestCid !== 'string' || !int(c.start) || !int(c.end) || c.end <= c.start || !int(c.maxLength)) return undefined;
-    if (!Array.isArray(c.chunks) || !c.chunks.length || !c.chunks.every((k) => int(k.position) && int(k.tensors) && int(k.outputs))) return undefined;
+    if (!Array.isArray(c.chunks) || !c.chunks.length || !c.chunks.every((k) => int(k.position) && int(k.tensors) && int(k.outputs) && (k.tokens === undefined || (int(k.tokens) && k.tokens > 0)))) return undefined;
     if (!Array.isArray(c.want) || !c.want.every((w) => typeof w === 'string') || typeof c.reduction !== 'object' || c.reduction === null) return undefined;
     return c;
   } catch {

@@ -48,10 +48,11 @@ export class DisputeDesk {
     }
   }
 
-  /** The verifier's onVerdict: withholds the condemned supplier's payments and files the dispute. */
+  /** The verifier's onVerdict: withholds the condemned host's payments (supplier or checker) and files the dispute. */
   onVerdict(v: Verdict, e: VerdictEvidence): void {
-    if (v.result !== 'supplier-condemned') return;
-    this.withholding.withhold(e.link.supplier.stakingAddress);
+    if (v.result === 'supplier-condemned') this.withholding.withhold(e.link.supplier.stakingAddress);
+    else if (v.result === 'checker-condemned' && e.checkerHost) this.withholding.withhold(e.checkerHost.stakingAddress);
+    else return;
     this.filer?.onVerdict(v, e);
   }
 

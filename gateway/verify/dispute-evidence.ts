@@ -14,7 +14,7 @@ import type { TensorMap } from '../../net/exec/client.js';
 import { ByteCollector, committedDigests, writeDigestStream, writeTensorStream } from '../../policy/receipt-commitment.js';
 import { firstMismatch, type DigestTolerance } from '../../policy/verification.js';
 import { GridpipeError } from '../../errors/base.js';
-import type { VerdictEvidence } from './verifier.js';
+import type { CheckedLink, Verdict, VerdictEvidence } from './verifier.js';
 import { comparableDigest } from './rerun.js';
 
 /** What the arbiter re-runs (DisputeManager's DisputeEvidence.context, JSON). Not hash-bound: see arbiter.ts. */
@@ -23,8 +23,11 @@ export interface DisputeContext {
   start: number;
   end: number;
   maxLength: number;
-  /** Each chunk's KV position and how many input tensors and output digests of the streams it takes. */
-  chunks: { position: number; tensors: number; outputs: number }[];
+  /**
+   * Each chunk's KV position and how many input tensors and output digests of the streams it takes; `tokens`:
+   * the positions it adds (what a host that charges prices the arbiter's re-run by; absent in older evidence).
+   */
+  chunks: { position: number; tensors: number; outputs: number; tokens?: number }[];
   want: string[];
   reduction: { lastRowOnly?: string[]; topK?: number; sampled?: boolean };
 }
@@ -110,11 +113,42 @@ export function buildEvidence(e: VerdictEvidence, tolerance?: DigestTolerance): 
     peerId: link.supplier.peerId, receipt, signature, inputs, revealedDigests, rerunDigests: digestStream(checker),
     context: {
       manifestCid: link.model.manifestCid, start: link.start, end: link.end, maxLength: link.maxLength,
-      chunks: chunks.map((c) => ({ position: c.position, tensors: Object.keys(c.inputs).length, outputs: committedDigests(Object.entries(c.outputs).map(([name, t]) => ortToWire(name, t))).length })),
+      chunks: chunks.map((c) => ({
+        position: c.position, tensors: Object.keys(c.inputs).length, outputs: committedDigests(Object.entries(c.outputs).map(([name, t]) => ortToWire(name, t))).length,
+        ...(c.tokens > 0 ? { tokens: c.tokens } : {}),
+      })),
       want: link.want,
       reduction: { ...(link.reduction.lastRowOnly ? { lastRowOnly: link.reduction.lastRowOnly } : {}), ...(link.reduction.topK ? { topK: link.reduction.topK } : {}), ...(sampled ? { sampled } : {}) },
     },
   };
+}
+
+/**
+ * The link a condemned checker ran (issue 21): the checked link's chunks with the checker's outputs, in the one
+ * call the verifier made (its receipt signs them all), asked as the verifier asked it: a sampled reduction as
+ * top-1 (rerun.ts). UnfileableEvidenceError when the evidence does not name the checker's host.
+ */
+export function checkerLink(e: VerdictEvidence): CheckedLink {
+  const { link } = e;
+  if (!e.checkerHost) throw new UnfileableEvidenceError('the verdict does not name the checker\'s host');
+  const { sample, ...reduction } = link.reduction;
+  return {
+    ...link, supplier: e.checkerHost,
+    chunks: link.chunks.map((c, i) => ({ ...c, outputs: e.checker[i] })),
+    calls: [{ chunks: link.chunks.length, ...(e.checkerReceipt ? { receipt: e.checkerReceipt } : {}) }],
+    reduction: { ...reduction, ...(sample ? { topK: 1 } : {}) },
+  };
+}
+
+/**
+ * The evidence against whoever `verdict` condemned: the supplier of the checked link (buildEvidence), or the
+ * checker that disagreed with the supplier and the referee, with the receipt it signed for its own re-run and
+ * the referee's outputs as the re-run. UnfileableEvidenceError for any other verdict, or one without a receipt.
+ */
+export function evidenceOfVerdict(verdict: Verdict, e: VerdictEvidence, tolerance?: DigestTolerance): DisputeEvidence {
+  if (verdict.result === 'supplier-condemned') return buildEvidence(e, tolerance);
+  if (verdict.result !== 'checker-condemned') throw new UnfileableEvidenceError(`a "${verdict.result}" verdict condemns no one`);
+  return buildEvidence({ link: checkerLink(e), checker: e.referee, referee: e.link.chunks.map((c) => c.outputs) }, tolerance);
 }
 
 /** Evidence as JSON (bytes as 0x hex, bigints as decimal text). */

@@ -14,7 +14,7 @@ import { approveIfShort, ChainActionError, sendAction, type ActingAccount } from
 import { receiptDigest } from '../../contracts/eip712.js';
 import type { DisputeManagerContract } from '../../contracts/bindings.js';
 import type { DigestTolerance } from '../../policy/verification.js';
-import { buildEvidence, evidenceFromJson, evidenceToJson, type DisputeEvidence, type DisputeEvidenceJson } from './dispute-evidence.js';
+import { evidenceFromJson, evidenceOfVerdict, evidenceToJson, type DisputeEvidence, type DisputeEvidenceJson } from './dispute-evidence.js';
 import type { Verdict, VerdictEvidence } from './verifier.js';
 
 /** A persisted dispute: pending until its transaction is mined. */
@@ -67,14 +67,18 @@ export class DisputeFiler {
     return dm;
   }
 
-  /** The verifier's onVerdict: files a dispute for a condemned supplier (queued, off the request's path). */
+  /**
+   * The verifier's onVerdict: files a dispute against the condemned host (queued, off the request's path): the
+   * supplier of the checked link, or a checker whose re-run the supplier and the referee both contradicted.
+   */
   onVerdict(verdict: Verdict, evidence: VerdictEvidence): void {
-    if (verdict.result !== 'supplier-condemned') return;
+    if (verdict.result !== 'supplier-condemned' && verdict.result !== 'checker-condemned') return;
     let built: DisputeEvidence;
     try {
-      built = buildEvidence(evidence, this.options.tolerance);
+      built = evidenceOfVerdict(verdict, evidence, this.options.tolerance);
     } catch (err) {
-      this.options.logger?.warn({ peer: verdict.supplier, err: (err as Error).message }, 'condemned supplier, but no dispute can be filed');
+      const peer = verdict.result === 'supplier-condemned' ? verdict.supplier : verdict.checker;
+      this.options.logger?.warn({ peer, err: (err as Error).message }, `condemned ${verdict.result === 'supplier-condemned' ? 'supplier' : 'checker'}, but no dispute can be filed`);
       this.counter?.inc({ outcome: 'unfileable' });
       return;
     }

@@ -31,6 +31,17 @@ export interface RerunRequest {
 
 /** Runs `req`'s chunks on `host` in one call; the outputs of each chunk, in order. */
 export async function rerunOnHost(exec: ExecClient, node: Parameters<ExecClient['openSession']>[0], host: HostedSpan, req: RerunRequest): Promise<TensorMap[]> {
+  return (await rerunCall(exec, node, host, req)).outputs;
+}
+
+/** What a re-run returned: each chunk's outputs, in order, and the host's signed receipt of the call, if it signs them. */
+export interface RerunResult {
+  outputs: TensorMap[];
+  receipt?: Uint8Array;
+}
+
+/** Runs `req`'s chunks on `host` in one call, keeping the receipt it signed (a checker's own evidence against it). */
+export async function rerunCall(exec: ExecClient, node: Parameters<ExecClient['openSession']>[0], host: HostedSpan, req: RerunRequest): Promise<RerunResult> {
   const manifest = req.model.manifest;
   const payer = req.payer && isPaidSpan(host) ? req.payer : undefined;
   const session = await exec.openSession(node, dialTargetOf(host), {
@@ -47,7 +58,7 @@ export async function rerunOnHost(exec: ExecClient, node: Parameters<ExecClient[
       position: last.position, replay: req.chunks.slice(0, -1).map((c) => ({ position: c.position, inputs: c.inputs })),
       want: [...req.want], ...reduction, ...(sample ? { topK: 1 } : {}), timeoutMs: req.timeoutMs,
     });
-    return [...res.replayOutputs.map((r) => r.outputs), res.outputs];
+    return { outputs: [...res.replayOutputs.map((r) => r.outputs), res.outputs], ...(res.receipt ? { receipt: res.receipt } : {}) };
   } finally {
     await session.close().catch(() => undefined);
   }

@@ -25,7 +25,7 @@ import type { SwarmView } from '../../scheduler/swarm-view.js';
 import {
   DEFAULT_DIGEST_TOLERANCE, DEFAULT_VERIFY_RATE, firstMismatch, majorityVerdict, type DigestMismatch, type DigestTolerance,
 } from '../../policy/verification.js';
-import { comparableDigest, rerunOnHost } from './rerun.js';
+import { comparableDigest, rerunCall } from './rerun.js';
 
 export { DEFAULT_VERIFY_RATE };
 
@@ -79,6 +79,9 @@ export interface VerdictEvidence {
   /** Outputs of each chunk as the checker and the referee returned them. */
   checker: TensorMap[];
   referee: TensorMap[];
+  /** The checker's host, and the receipt it signed for its re-run (a paid host's own evidence against it). */
+  checkerHost?: HostedSpan;
+  checkerReceipt?: Uint8Array;
 }
 
 /** A check's outcome. */
@@ -185,7 +188,7 @@ export class Verifier {
     const original = link.chunks.map((c) => comparableDigest(c.outputs, sampled));
     const first = await this.firstRerun(link, [supplier]);
     if (!first) return this.finish({ result: 'unchecked', supplier, span, steps: 0, reason: 'no other live, free host of the span answered' });
-    const { host: checker, outputs: checkerOutputs } = first;
+    const { host: checker, outputs: checkerOutputs, receipt: checkerReceipt } = first;
     const checked = checkerOutputs.map((o) => comparableDigest(o, sampled));
     this.stats.checks++;
     const differs = firstMismatch(original, checked, this.tolerance);
@@ -210,7 +213,7 @@ export class Verifier {
     return this.finish({
       result: verdict === 'supplier' ? 'supplier-condemned' : verdict === 'checker' ? 'checker-condemned' : 'undecided',
       supplier, span, checker: checker.peerId, referee: referee.peerId, steps: link.chunks.length, mismatch: { step: differs.step, detail: differs.mismatch },
-    }, { link, checker: checkerOutputs, referee: refereeOutputs });
+    }, { link, checker: checkerOutputs, referee: refereeOutputs, checkerHost: checker, ...(checkerReceipt ? { checkerReceipt } : {}) });
   }
 
   private finish(v: Verdict, evidence?: VerdictEvidence): Verdict {
@@ -230,22 +233,28 @@ export class Verifier {
   }
 
   /**
-   * Live, unbanned hosts of the link's whole span other than `exclude`, at prices the limits admit. Hosts that
-   * charge are asked only when the verifier has a payer (docs/verification.md).
+   * Live, unbanned hosts of the link's whole span other than `exclude`, at prices the limits admit, in a random
+   * order (drawn with `random`), so a supplier cannot tell which host will check it nor a cheating host when it
+   * will be asked to check. Hosts that charge are asked only when the verifier has a payer (docs/verification.md).
    */
   private async otherHosts(link: CheckedLink, exclude: string[]): Promise<HostedSpan[]> {
     const current = link.model.discovery.current.length ? link.model.discovery.current : await link.model.discovery.refresh();
     const admitted = new Set(admissibleSpans(current, this.options.priceLimits ?? DEFAULT_PRICE_LIMITS).spans);
-    return current.filter((s) => admitted.has(s) && s.start <= link.start && link.end <= s.end && !exclude.includes(s.peerId) && !this.options.swarm.isBanned(s.peerId)
+    const hosts = current.filter((s) => admitted.has(s) && s.start <= link.start && link.end <= s.end && !exclude.includes(s.peerId) && !this.options.swarm.isBanned(s.peerId)
       && (this.options.payer !== undefined || !(isPaidSpan(s) && Number(s.pricePerGflop) > 0)));
+    for (let i = hosts.length - 1; i > 0; i--) {
+      const j = Math.min(i, Math.floor(this.random() * (i + 1)));
+      [hosts[i], hosts[j]] = [hosts[j], hosts[i]];
+    }
+    return hosts;
   }
 
   /** The re-run of the first other host that answers (one that fails is skipped, not condemned). */
-  private async firstRerun(link: CheckedLink, exclude: string[]): Promise<{ host: HostedSpan; outputs: TensorMap[] } | undefined> {
+  private async firstRerun(link: CheckedLink, exclude: string[]): Promise<{ host: HostedSpan; outputs: TensorMap[]; receipt?: Uint8Array } | undefined> {
     for (const host of await this.otherHosts(link, exclude)) {
       const started = performance.now();
       try {
-        return { host, outputs: await rerunOnHost(this.exec, this.options.host.node, host, { ...link, timeoutMs: this.options.timeoutMs ?? 60_000, payer: this.options.payer }) };
+        return { host, ...(await rerunCall(this.exec, this.options.host.node, host, { ...link, timeoutMs: this.options.timeoutMs ?? 60_000, payer: this.options.payer })) };
       } catch (err) {
         this.options.logger?.debug({ peer: host.peerId, err: (err as Error).message }, 'verification re-run failed; trying another host');
       } finally {

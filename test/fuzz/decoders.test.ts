@@ -30,7 +30,7 @@ import {
 import { ReceiptSigner, decodeSignedReceipt } from '../../node/payments/receipts.js';
 import type { WireTensor } from '../../proto/wire.js';
 import { address, payload, replyFrame, requestFrame, stepRequest, wireVoucher } from './arbitraries.js';
-import { FUZZ_RUNS, LONG_RUN, Outcomes, decodedOrClearError, expectDecodedOrClearError, fuzzParameters, heapAfterCollection, hostileBytes } from './harness.js';
+import { FUZZ_RUNS, LONG_RUN, Outcomes, decodedOrClearError, expectDecodedOrClearError, fuzzParameters, heapAfterCollection, hostileBytes, outcomeCounts, reportFuzz } from './harness.js';
 
 const TIMEOUT = LONG_RUN ? 1_800_000 : 120_000;
 /** Heap a decoder's whole run may leave behind (a leak of one small object per input would exceed it at 10,000). */
@@ -79,6 +79,7 @@ async function fuzzTarget<T>(name: string, inputs: fc.Arbitrary<T>, body: (input
   await fc.assert(fc.asyncProperty(inputs, async (input) => { await body(input, outcomes); }), fuzzParameters());
   const growth = heapAfterCollection() - before;
   console.log(`fuzz ${name}: ${outcomes.total()} inputs (${outcomes}); heap growth ${(growth / 1024 / 1024).toFixed(1)} MiB`);
+  reportFuzz({ target: `decoder: ${name}`, inputs: outcomes.total(), outcomes: outcomeCounts(outcomes), heapGrowthMiB: Math.round(growth / 1024 / 1024 * 100) / 100 });
   expect(growth, `${name}: heap left behind after ${outcomes.total()} inputs`).toBeLessThan(HEAP_GROWTH_LIMIT);
   expect(outcomes.total()).toBeGreaterThanOrEqual(FUZZ_RUNS);
   expect(outcomes.refused(), `${name}: the inputs reach the decoder's checks`).toBeGreaterThan(0);

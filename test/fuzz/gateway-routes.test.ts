@@ -12,7 +12,7 @@
  */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeFileSync } from 'node:fs';
+import { createWriteStream, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import ort from 'onnxruntime-node';
@@ -24,7 +24,7 @@ import { rssBytes, startGridpipe, killAll, type RunningProcess } from '../helper
 import { waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
 import { writeTestTokenizer } from '../gateway/fixtures.js';
-import { FUZZ_RUNS, LONG_RUN, fuzzParameters, hostileBytes } from './harness.js';
+import { FUZZ_RUNS, LONG_RUN, fuzzParameters, hostileBytes, reportFuzz } from './harness.js';
 
 const tmp = tempDir('gridpipe-fuzz-http-');
 const KEY = 'gp-fuzz-main-key-0021';
@@ -132,6 +132,7 @@ function honestTraffic(reference: string): { stop: () => Promise<number> } {
 
 async function honestCompletion(): Promise<string> {
   const a = await request('POST', '/v1/completions', JSON.stringify({ model: modelId, prompt: 'Hello grid, ', max_tokens: 6, temperature: 0 }), jsonHeaders);
+  if (a.status !== 200) await reportHonestFailure(a);
   expect(a.status, a.body).toBe(200);
   return (JSON.parse(a.body) as { choices: { text: string }[] }).choices[0].text;
 }
@@ -139,6 +140,7 @@ async function honestCompletion(): Promise<string> {
 /** Fuzzes one route with honest traffic alongside; logs and returns the statuses seen. */
 async function fuzzRoute<T>(name: string, inputs: fc.Arbitrary<T>, send: (input: T) => Promise<Answer>, runs = ROUTE_RUNS): Promise<Map<string, number>> {
   const reference = await honestCompletion();
+  const curveFrom = Math.max(0, heapLog.length - 1); // the heap when the route starts: the last reading before it
   const traffic = honestTraffic(reference);
   const statuses = new Map<string, number>();
   let honest: number;
@@ -155,9 +157,27 @@ async function fuzzRoute<T>(name: string, inputs: fc.Arbitrary<T>, send: (input:
   console.log(`fuzz ${name}: ${[...statuses].map(([k, v]) => `${k} ${v}`).join(', ')}; ${honest} honest completions in parallel`);
   expect(honest).toBeGreaterThan(0);
   await logHeap();
+  reportFuzz({
+    target: `route: ${name}`, inputs: [...statuses.values()].reduce((a, b) => a + b, 0), outcomes: Object.fromEntries(statuses), honest,
+    heapCurve: heapLog.slice(curveFrom).map((h) => [h.requests, h.heapMiB]),
+  });
   return statuses;
 }
 
+/** Writes what the gateway's metrics said when honest traffic failed to the run's report (a long run's diagnostics). */
+async function reportHonestFailure(a: Answer): Promise<void> {
+  const metrics = await request('GET', '/metrics').then((m) => m.body, (err: unknown) => `unreadable: ${(err as Error).message}`);
+  const said = metrics.split('\n').filter((l) => /^gridpipe_(capacity|peer|swarm|dht|route|pipeline_fail|grid)/.test(l) || /^libp2p_(connection|dialler|kad)/.test(l)).join('\n');
+  reportFuzz({ target: 'honest traffic', inputs: requestsSent, outcomes: { [String(a.status)]: 1 }, failure: `${a.status} ${a.body.slice(0, 300)} after ${Math.round((Date.now() - startedAt) / 1000)} s\n${said}` });
+}
+
+/** Each process's stderr (warn lines and above) appended to GRIDPIPE_FUZZ_LOGS/<name>.log when set (a long run's diagnostics). */
+function keepLog(name: string, proc: RunningProcess): void {
+  const dir = process.env.GRIDPIPE_FUZZ_LOGS;
+  if (dir) proc.child.stderr?.pipe(createWriteStream(path.join(dir, `${name}.log`), { flags: 'a' }));
+}
+
+let startedAt = Date.now();
 let rssAtStart = 0;
 let heapAtStart = 0;
 /** Requests sent so far and the gateway's heap after a collection then, route by route (printed at the end). */
@@ -188,10 +208,13 @@ beforeAll(async () => {
   const ready = (await suppliers[0].ready) as { addresses: string[] };
   suppliers.push(supply('s1', ['--bootstrap', ready.addresses[0]]));
   await suppliers[1].ready;
+  suppliers.forEach((s, i) => keepLog(`s${i}`, s));
   const keysFile = path.join(tmp.dir, 'keys.json');
   writeFileSync(keysFile, JSON.stringify({ keys: { [KEY]: { name: 'fuzz' } } }), { mode: 0o600 });
   gateway = startGridpipe(['gateway', '--port', '0', '--bootstrap', ready.addresses[0], '--keys', keysFile, '--model', dir, '--data', path.join(tmp.dir, 'gw'), '--json'], { NODE_OPTIONS: '--expose-gc' });
   url = ((await gateway.ready) as { url: string }).url;
+  keepLog('gateway', gateway);
+  startedAt = Date.now();
   await waitFor(async () => {
     const a = await request('GET', '/v1/models', undefined, auth);
     const data = (JSON.parse(a.body) as { data?: { id: string }[] }).data ?? [];
@@ -269,6 +292,7 @@ describe('every HTTP route of the gateway, fuzzed', () => {
     const heapGrowth = await heapAfterGc() - heapAtStart;
     const growth = rssBytes(gateway.child.pid!) - rssAtStart;
     console.log(`fuzz gateway: heap after GC grew ${(heapGrowth / MB).toFixed(2)} MiB, RSS ${(growth / MB).toFixed(1)} MiB over ${requestsSent} requests; by route: ${JSON.stringify(heapLog)}`);
+    reportFuzz({ target: 'gateway heap, whole run', inputs: requestsSent, outcomes: {}, heapGrowthMiB: Math.round(heapGrowth / MB * 100) / 100, rssGrowthMiB: Math.round(growth / MB * 10) / 10, heapCurve: heapLog.map((h) => [h.requests, h.heapMiB]) });
     expect(heapGrowth).toBeLessThan(HEAP_GROWTH_LIMIT);
     expect(growth).toBeLessThan(RSS_GROWTH_LIMIT);
   });

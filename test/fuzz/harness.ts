@@ -6,9 +6,12 @@
  *   varints, repeated slices), as well as raw random bytes, so inputs get past the first tag;
  * - the verdict on an error: a GridpipeError with a message that says something (no TypeError, RangeError
  *   or protobufjs "index out of range" escaping a decoder);
- * - heap measurement after a forced collection, to show a run does not grow without bound.
+ * - heap measurement after a forced collection, to show a run does not grow without bound;
+ * - the run's report: with GRIDPIPE_FUZZ_REPORT set (the `fuzz` bench sets it), each target appends one JSON
+ *   line (inputs, outcomes, heap) to that file, which bench/fuzz.ts turns into bench/results/fuzz.json.
  */
 import fc from 'fast-check';
+import { appendFileSync } from 'node:fs';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { expect } from 'vitest';
@@ -174,7 +177,42 @@ export class Outcomes {
     return this.total() - (this.counts.get('accepted') ?? 0);
   }
 
+  /** Each outcome and its count. */
+  entries(): [string, number][] {
+    return [...this.counts];
+  }
+
   toString(): string {
     return [...this.counts].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ');
   }
+}
+
+/** One target's line in the run's report (GRIDPIPE_FUZZ_REPORT). */
+export interface FuzzReportLine {
+  /** Which decoder, stream or route. */
+  target: string;
+  inputs: number;
+  /** Counts by outcome (accepted, an error code, an HTTP status). */
+  outcomes: Record<string, number>;
+  /** Heap growth after a full collection over the target (MiB), where measured. */
+  heapGrowthMiB?: number;
+  /** A process's RSS growth over the target (MiB), where its heap cannot be read. */
+  rssGrowthMiB?: number;
+  /** The gateway's heap after a collection as the run went: [requests so far, MiB]. */
+  heapCurve?: [number, number][];
+  /** Honest requests served in parallel, where any ran. */
+  honest?: number;
+  /** What went wrong with honest traffic, with what the processes said then (diagnostics of a long run). */
+  failure?: string;
+}
+
+/** Appends `line` to the run's report when GRIDPIPE_FUZZ_REPORT names one (the `fuzz` bench). */
+export function reportFuzz(line: FuzzReportLine): void {
+  const file = process.env.GRIDPIPE_FUZZ_REPORT;
+  if (file) appendFileSync(file, `${JSON.stringify(line)}\n`);
+}
+
+/** Outcome counts as a plain record (for the report). */
+export function outcomeCounts(outcomes: Outcomes | Map<string, number>): Record<string, number> {
+  return Object.fromEntries(outcomes instanceof Outcomes ? outcomes.entries() : outcomes);
 }

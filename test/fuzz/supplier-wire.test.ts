@@ -26,7 +26,7 @@ import { gptInputs } from '../helpers/decoder-inputs.js';
 import { testLogger } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
 import { payload, requestFrame, tensor } from './arbitraries.js';
-import { FUZZ_RUNS, LONG_RUN, fuzzParameters, hostileBytes } from './harness.js';
+import { FUZZ_RUNS, LONG_RUN, fuzzParameters, hostileBytes, outcomeCounts, reportFuzz } from './harness.js';
 
 const tmp = tempDir('gridpipe-fuzz-wire-');
 const MB = 1024 * 1024;
@@ -211,6 +211,7 @@ describe('a supplier process fed hostile streams keeps serving honest traffic', 
     expect(await honestLogits(honest)).toEqual(reference);
     const rssAfter = rssBytes(supplier.child.pid!);
     console.log(`fuzz supplier exec: ${frames} hostile frames + ${FUZZ_RUNS} bad steps, ${errors} error replies, ${stepReplies} step replies, ${probe.reopened} streams reopened; ${honestSteps} honest steps in parallel; supplier RSS ${((rssAfter - rssBefore) / MB).toFixed(1)} MiB growth`);
+    reportFuzz({ target: 'supplier exec stream', inputs: frames + FUZZ_RUNS, outcomes: { 'error replies': errors, 'step replies': stepReplies }, honest: honestSteps, rssGrowthMiB: Math.round((rssAfter - rssBefore) / MB * 10) / 10 });
     expect(honestSteps).toBeGreaterThan(0);
     expect(stepReplies, 'every well-formed step gets its reply').toBe(FUZZ_RUNS);
     expect(rssAfter - rssBefore).toBeLessThan(RSS_GROWTH_LIMIT);
@@ -250,6 +251,7 @@ describe('a supplier process fed hostile streams keeps serving honest traffic', 
     const honestSteps = await traffic.stop();
     const rssAfter = rssBytes(supplier.child.pid!);
     console.log(`fuzz supplier blob: ${[...outcomes].map(([k, v]) => `${k} ${v}`).join(', ')}; ${honestSteps} honest steps in parallel; supplier RSS ${((rssAfter - rssBefore) / MB).toFixed(1)} MiB growth`);
+    reportFuzz({ target: 'supplier blob stream', inputs: [...outcomes.values()].reduce((a, b) => a + b, 0), outcomes: outcomeCounts(outcomes), honest: honestSteps, rssGrowthMiB: Math.round((rssAfter - rssBefore) / MB * 10) / 10 });
     expect(outcomes.get('ended without an answer') ?? 0, 'every request that arrived whole gets an answer').toBe(0);
     expect(honestSteps).toBeGreaterThan(0);
     expect(rssAfter - rssBefore).toBeLessThan(RSS_GROWTH_LIMIT);

@@ -149,4 +149,21 @@ describe('one swarm view per process', () => {
     expect(again.failovers).toBe(0);
     expect(again.peers).toEqual(new Set([supplier.peerId]));
   }, 120_000);
+
+  it('a failure\'s ban never leaves a fragment without a host: with every host banned the soonest-ending ban is lifted; a condemned host stays out', async () => {
+    const impostor = swarm.hosts[1].peerId.toString();
+    // The impostor is banned from the test before; now the only real host fails once too (as under load, when
+    // every host of a fragment can time out opening a session): both banned, for ten minutes and more.
+    client.swarm.reportFailure(supplier.peerId);
+    expect([client.swarm.isBanned(impostor), client.swarm.isBanned(supplier.peerId)]).toEqual([true, true]);
+    const run = await gridRun(modelA, opened(modelA));
+    expect(run.tokens).toEqual(await localTokens(modelA));
+    expect(run.peers).toEqual(new Set([supplier.peerId]));
+    expect(client.swarm.isBanned(supplier.peerId), 'its reply lifted its ban').toBe(false);
+
+    // Condemned (a wrong output, garbage replies) is another matter: with both hosts condemned no ban is lifted,
+    // there is no route, however few hosts are left.
+    for (const peer of [supplier.peerId, impostor]) client.swarm.estimates.condemn(peer, 60_000);
+    await expect(gridRun(modelA, opened(modelA))).rejects.toThrow(/fragment 0/);
+  }, 120_000);
 });

@@ -8,7 +8,7 @@
  * Layout: a 4-layer GPT in 4 fragments; "0" and "3" on staked paid suppliers; the span "1,2" on the paid
  * cheater, on a paid honest host and on a free one: checker and referee are both needed, so the verifier pays
  * the paid honest host for its check (a host that charges refuses a call without a voucher). The arbiter pays
- * no one yet: it re-runs on the free host.
+ * the paid host and re-runs on the free one too (test/verify/arbiter-paid.test.ts: a span where every host charges).
  */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
