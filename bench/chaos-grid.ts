@@ -168,6 +168,11 @@ export interface ChaosRunOptions {
    * machine a short load can finish before the first kill, and then nothing was tested.
    */
   minKills?: number;
+  /**
+   * Generation i starts no earlier than i × paceMs after the first (default 0): spreads a fixed number of
+   * generations over several kill periods however fast the machine serves them.
+   */
+  paceMs?: number;
 }
 
 export interface ChaosReport {
@@ -197,9 +202,12 @@ export async function runChaos(grid: ChaosGrid, options: ChaosRunOptions, log?: 
   const report: ChaosReport = { completed: 0, failed: 0, identical: true, mismatches: 0, kills: 0, failovers: 0, latenciesMs: [], errors: [] };
   const killer = grid.startKiller(options.killEveryMs, options.seed);
   let next = 0;
+  const started = performance.now();
   const worker = async (): Promise<void> => {
     while (next < options.generations || killer.kills() < (options.minKills ?? 0)) {
       const i = next++;
+      const wait = started + i * (options.paceMs ?? 0) - performance.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
       const want = reference[i % prompts.length];
       try {
         const got = await grid.complete(prompts[i % prompts.length], options.maxTokens);
