@@ -6,9 +6,9 @@
  * form, which the dispute filer persists before filing so a gateway restart loses nothing.
  */
 import { createHash } from 'node:crypto';
-import { getAddress, hexlify, getBytes } from 'ethers';
+import { hexlify, getBytes } from 'ethers';
 import type { Receipt } from '../../contracts/eip712.js';
-import { SignedReceiptType } from '../../net/exec/codec.js';
+import { decodeSignedReceipt } from '../../net/exec/receipt-wire.js';
 import { ortToWire } from '../../net/exec/tensors.js';
 import type { TensorMap } from '../../net/exec/client.js';
 import { ByteCollector, committedDigests, writeDigestStream, writeTensorStream } from '../../policy/receipt-commitment.js';
@@ -46,25 +46,18 @@ export interface DisputeEvidence {
 
 /** A verdict whose evidence cannot be filed (no receipt, a receipt that does not cover the mismatch...). */
 export class UnfileableEvidenceError extends GridpipeError<'UNFILEABLE_EVIDENCE'> {
-  constructor(message: string) {
-    super('UNFILEABLE_EVIDENCE', message);
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('UNFILEABLE_EVIDENCE', message, options);
   }
 }
 
-/** Decodes a StepReply.receipt (an encoded SignedReceipt) into the receipt and its signature. */
-export function decodeReceipt(bytes: Uint8Array): { receipt: Receipt; signature: string } {
-  const m = SignedReceiptType.decode(bytes);
-  for (const b of [m.fragmentCid, m.inputHash, m.outputHash, m.sessionId]) {
-    if (b.byteLength !== 32) throw new UnfileableEvidenceError('the receipt has a hash that is not 32 bytes');
+/** The supplier's signed receipt, or why it cannot be filed. */
+function receiptOf(bytes: Uint8Array): { receipt: Receipt; signature: string } {
+  try {
+    return decodeSignedReceipt(bytes);
+  } catch (err) {
+    throw new UnfileableEvidenceError(`the supplier's receipt cannot be filed: ${(err as Error).message}`, { cause: err });
   }
-  if (m.signature.byteLength !== 65) throw new UnfileableEvidenceError('the receipt\'s signature is not 65 bytes');
-  return {
-    receipt: {
-      supplier: getAddress(m.supplier), fragmentCid: hexlify(m.fragmentCid), inputHash: hexlify(m.inputHash), outputHash: hexlify(m.outputHash),
-      sessionId: hexlify(m.sessionId), step: BigInt(m.step.toString()), issuedAt: BigInt(m.issuedAt.toString()),
-    },
-    signature: hexlify(m.signature),
-  };
 }
 
 const sha256 = (b: Uint8Array): string => `0x${createHash('sha256').update(b).digest('hex')}`;
@@ -103,7 +96,7 @@ export function buildEvidence(e: VerdictEvidence, tolerance?: DigestTolerance): 
   if (!firstMismatch(mine, checker.map((o) => comparableDigest(o, sampled)), tolerance) || !firstMismatch(mine, referee.map((o) => comparableDigest(o, sampled)), tolerance)) {
     throw new UnfileableEvidenceError(`the supplier's last receipt covers ${n} chunks, which agree with the re-runs: the mismatch came after it`);
   }
-  const { receipt, signature } = decodeReceipt(signed.bytes);
+  const { receipt, signature } = receiptOf(signed.bytes);
   const chunks = link.chunks.slice(0, n);
   const inputs = tensorStream(chunks.map((c) => c.inputs));
   const revealedDigests = digestStream(chunks.map((c) => c.outputs));

@@ -21,8 +21,7 @@
  * digests concatenated. sessionId: keccak256(utf8(session id)).
  */
 import { createHash } from 'node:crypto';
-import { getBytes, isAddress, keccak256, toUtf8Bytes, type Wallet } from 'ethers';
-import { GridpipeError } from '../../errors/base.js';
+import { getBytes, keccak256, toUtf8Bytes, type Wallet } from 'ethers';
 import { spanDigest, signReceipt, type Receipt } from '../../contracts/eip712.js';
 import type { WireTensor } from '../../proto/wire.js';
 import { SignedReceiptType } from '../../net/exec/codec.js';
@@ -110,35 +109,5 @@ export class ReceiptSigner {
   }
 }
 
-/** A receipt that does not decode, or whose fields have the wrong sizes (StepReply.receipt comes from a peer). */
-export class MalformedReceiptError extends GridpipeError<'MALFORMED_RECEIPT'> {
-  constructor(message: string, options: { cause?: unknown } = {}) {
-    super('MALFORMED_RECEIPT', message, options);
-  }
-}
-
-/**
- * Decodes StepReply.receipt back into the Receipt and its signature (0x hex); MalformedReceiptError when the
- * bytes do not decode, a hash is not 32 bytes, the signature not 65 or the supplier not an address.
- */
-export function decodeSignedReceipt(bytes: Uint8Array): { receipt: Receipt; signature: string } {
-  let m: ReturnType<typeof SignedReceiptType.decode>;
-  try {
-    m = SignedReceiptType.decode(bytes);
-  } catch (err) {
-    throw new MalformedReceiptError(`the receipt does not decode: ${(err as Error).message}`, { cause: err });
-  }
-  for (const [name, b] of [['fragment_cid', m.fragmentCid], ['input_hash', m.inputHash], ['output_hash', m.outputHash], ['session_id', m.sessionId]] as const) {
-    if (b.byteLength !== 32) throw new MalformedReceiptError(`the receipt's ${name} is ${b.byteLength} bytes, not 32`);
-  }
-  if (m.signature.byteLength !== 65) throw new MalformedReceiptError(`the receipt's signature is ${m.signature.byteLength} bytes, not 65`);
-  if (!isAddress(m.supplier)) throw new MalformedReceiptError('the receipt\'s supplier is not an address');
-  const hex = (b: Uint8Array): string => `0x${Buffer.from(b).toString('hex')}`;
-  return {
-    receipt: {
-      supplier: m.supplier, fragmentCid: hex(m.fragmentCid), inputHash: hex(m.inputHash), outputHash: hex(m.outputHash),
-      sessionId: hex(m.sessionId), step: BigInt(m.step.toString()), issuedAt: BigInt(m.issuedAt.toString()),
-    },
-    signature: hex(m.signature),
-  };
-}
+/** Readers of StepReply.receipt decode it with net/exec's one decoder (kept importable from here). */
+export { MalformedReceiptError, decodeSignedReceipt } from '../../net/exec/receipt-wire.js';
