@@ -11,9 +11,8 @@
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
-import type { Wallet } from 'ethers';
 import { GridClient, type OpenModel } from '../../scheduler/client.js';
-import { generate, type GenerateOptions } from '../../scheduler/generate.js';
+import { generate } from '../../scheduler/generate.js';
 import { Verifier, type Verdict } from '../../gateway/verify/verifier.js';
 import { DisputeFiler } from '../../gateway/verify/dispute-filer.js';
 import { evidenceFromJson } from '../../gateway/verify/dispute-evidence.js';
@@ -24,69 +23,42 @@ import { actingAs, DisputeStatus } from '../../contracts/index.js';
 import { stepCharge } from '../../policy/pricing.js';
 import { DEFAULT_PRICE_LIMITS } from '../../policy/price-limits.js';
 import type { Manifest } from '../../fragments/manifest.js';
-import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
+import { DisputeGrid, PRICE, SESSION_LENGTH, STAKE } from './dispute-grid.js';
 import { runCli } from '../helpers/cli.js';
 import { waitFor } from '../helpers/swarm.js';
-import { keystoreOf, PASSPHRASE, smallGpt, startPaymentChain, TOKEN, type PaymentChain } from '../payments/helpers.js';
+import { keystoreOf, PASSPHRASE, TOKEN, type PaymentChain } from '../payments/helpers.js';
 
 const tmp = tempDir();
-const PRICE = '1000000000000'; // base units per GFLOP
-const PROMPT = [72, 101, 108, 108, 111, 32, 103, 114, 105, 100];
-const MAX_TOKENS = 8;
-const STAKE = 100n * TOKEN;
+let grid: DisputeGrid;
 let chain: PaymentChain;
 let manifest: Manifest;
-let fragDir: string;
 let bootstrap: string;
 let client: GridClient;
 let model: OpenModel;
 let payer: VoucherPayer;
-const procs: RunningProcess[] = [];
-
-async function start(name: string, fragments: string, wallet: Wallet, opts: { env?: NodeJS.ProcessEnv; extra?: string[] } = {}): Promise<{ peerId: string; address: string }> {
-  const args = ['supply', '--data', path.join(tmp.dir, name), '--listen', '/ip4/127.0.0.1/tcp/0', '--network', 'local', '--host', fragDir, '--fragments', fragments, '--json',
-    '--wallet', await keystoreOf(wallet, path.join(tmp.dir, `${name}.json`)), '--chain-config', chain.configPath, '--price-per-gflop', PRICE];
-  if (bootstrap) args.push('--bootstrap', bootstrap);
-  const proc = startGridpipe([...args, ...(opts.extra ?? [])], { GRIDPIPE_PASSPHRASE: PASSPHRASE, ...opts.env });
-  procs.push(proc);
-  const ready = (await proc.ready) as { peerId: string; addresses: string[] };
-  return { peerId: ready.peerId, address: ready.addresses[0] };
-}
-
-function options(): GenerateOptions {
-  return { promptIds: PROMPT, maxTokens: MAX_TOKENS, kvCache: true, inputNames: manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')) };
-}
 
 beforeAll(async () => {
-  chain = await startPaymentChain(tmp.dir);
-  ({ manifest, fragDir } = await smallGpt(tmp.dir, 4));
-  for (const w of [...chain.wallets.slice(1, 8), chain.wallets[9]]) await chain.mint(w.address, 1_000_000n);
+  grid = await DisputeGrid.open(tmp.dir);
+  ({ chain, manifest } = grid);
   const [, w0, w3, wCheat, , wA, wB] = chain.wallets;
   for (const w of [w0, w3, wCheat, wA, wB]) await chain.stake(w, STAKE);
-  await (await chain.contracts.disputeManager!.setArbiter(chain.wallets[9].address)).wait();
-  bootstrap = (await start('h0', '0', w0)).address;
+  bootstrap = (await grid.start('h0', '0', { wallet: w0 })).address;
   // The honest hosts of the span advertise a crawl so routing picks the cheater; they check and referee.
-  await Promise.all([start('h3', '3', w3), start('hA', '1,2', wA, { extra: ['--gflops', '0.001'] }), start('hB', '1,2', wB, { extra: ['--gflops', '0.001'] })]);
-  client = await GridClient.connect({ bootstrap: [bootstrap], network: 'local', discovery: { lookupTimeoutMs: 5000 }, estimates: { maxAdvertisedGflops: 1e7, defaultRttMs: 0 } });
-  model = await client.openModel(fragDir);
-  await chain.deposit(chain.wallets[4], 10_000n * TOKEN);
-  payer = await VoucherPayer.open({ chain: { chainConfig: chain.config, wallet: chain.wallets[4] }, dataDir: path.join(tmp.dir, 'gateway') });
+  await Promise.all([grid.start('h3', '3', { wallet: w3 }), grid.start('hA', '1,2', { wallet: wA, extra: ['--gflops', '0.001'] }), grid.start('hB', '1,2', { wallet: wB, extra: ['--gflops', '0.001'] })]);
+  ({ client, model } = await grid.connect({ estimates: { maxAdvertisedGflops: 1e7, defaultRttMs: 0 } }));
+  payer = await grid.openPayer();
 }, 180_000);
 
 afterAll(async () => {
-  await payer?.close();
-  await client?.close();
-  await Promise.all(procs.map((p) => p.stop('SIGTERM')));
-  await killAll();
-  await chain?.close();
+  await grid?.close();
   tmp.cleanup();
 });
 
 describe('the arbiter pays its referees (anvil, every host of the span paid)', () => {
   it('upholds a dispute against a cheater on an all-paid span, paying each referee exactly what it charged, within its limits', async () => {
     const [, , , wCheat, gatewayWallet, wA, wB, , , wArbiter] = chain.wallets;
-    const cheater = await start('cheat', '1,2', wCheat, { env: { GRIDPIPE_TEST_FAULT: 'noise' }, extra: ['--gflops', '1000000'] });
+    const cheater = await grid.start('cheat', '1,2', { wallet: wCheat, env: { GRIDPIPE_TEST_FAULT: 'noise' }, extra: ['--gflops', '1000000'] });
     await waitFor(async () => (await model.discovery.refresh()).length === 5, 'five suppliers in view', 60_000, 250);
     expect((await model.discovery.refresh()).every((s) => s.pricePerGflop === PRICE), 'every host charges').toBe(true);
 
@@ -94,9 +66,9 @@ describe('the arbiter pays its referees (anvil, every host of the span paid)', (
     const verdicts: Verdict[] = [];
     const verifier = new Verifier({ host: client.host, swarm: client.swarm, rate: 1, payer, onVerdict: (v, e) => { verdicts.push(v); filer.onVerdict(v, e); } });
     for (let i = 0; i < 12 && !verdicts.length; i++) {
-      const session = client.session(model, PROMPT.length + MAX_TOKENS, { payer, observer: verifier.observe(model, PROMPT.length + MAX_TOKENS) });
+      const session = client.session(model, SESSION_LENGTH, { payer, observer: verifier.observe(model, SESSION_LENGTH) });
       try {
-        for await (const _ of generate(session, options())) void _;
+        for await (const _ of generate(session, grid.options())) void _;
       } finally {
         await session.close();
       }

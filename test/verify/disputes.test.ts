@@ -17,81 +17,50 @@ import path from 'node:path';
 import type { Wallet } from 'ethers';
 import { Registry } from 'prom-client';
 import { GridClient, type OpenModel } from '../../scheduler/client.js';
-import { generate, type GenerateOptions } from '../../scheduler/generate.js';
+import { generate } from '../../scheduler/generate.js';
 import { Verifier, type Verdict } from '../../gateway/verify/verifier.js';
 import { DisputeFiler } from '../../gateway/verify/dispute-filer.js';
 import { Withholding, PaymentWithheldError } from '../../gateway/verify/withholding-payer.js';
 import { VoucherPayer } from '../../gateway/payer/index.js';
 import { actingAs, DisputeStatus } from '../../contracts/index.js';
-import type { Manifest } from '../../fragments/manifest.js';
-import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
+import { DisputeGrid, SESSION_LENGTH, STAKE } from './dispute-grid.js';
 import { runCli } from '../helpers/cli.js';
 import { waitFor } from '../helpers/swarm.js';
-import { keystoreOf, PASSPHRASE, smallGpt, startPaymentChain, TOKEN, type PaymentChain } from '../payments/helpers.js';
+import { keystoreOf, PASSPHRASE, type PaymentChain } from '../payments/helpers.js';
 
 const tmp = tempDir();
-const PRICE = '1000000000000'; // base units per GFLOP
-const PROMPT = [72, 101, 108, 108, 111, 32, 103, 114, 105, 100];
-const MAX_TOKENS = 8;
-const STAKE = 100n * TOKEN;
+let grid: DisputeGrid;
 let chain: PaymentChain;
-let manifest: Manifest;
-let fragDir: string;
 let bootstrap: string;
 let client: GridClient;
 let model: OpenModel;
 let payer: VoucherPayer;
-const procs: RunningProcess[] = [];
 let paidChecker: { peerId: string };
 
-async function start(name: string, fragments: string, opts: { wallet?: Wallet; env?: NodeJS.ProcessEnv; extra?: string[] } = {}): Promise<{ peerId: string; address: string; proc: RunningProcess }> {
-  const args = ['supply', '--data', path.join(tmp.dir, name), '--listen', '/ip4/127.0.0.1/tcp/0', '--network', 'local', '--host', fragDir, '--fragments', fragments, '--json'];
-  if (bootstrap) args.push('--bootstrap', bootstrap);
-  if (opts.wallet) args.push('--wallet', await keystoreOf(opts.wallet, path.join(tmp.dir, `${name}.json`)), '--chain-config', chain.configPath, '--price-per-gflop', PRICE);
-  const proc = startGridpipe([...args, ...(opts.extra ?? [])], { GRIDPIPE_PASSPHRASE: PASSPHRASE, ...opts.env });
-  procs.push(proc);
-  const ready = (await proc.ready) as { peerId: string; addresses: string[] };
-  return { peerId: ready.peerId, address: ready.addresses[0], proc };
-}
-
-function options(): GenerateOptions {
-  return { promptIds: PROMPT, maxTokens: MAX_TOKENS, kvCache: true, inputNames: manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')) };
-}
-
 beforeAll(async () => {
-  chain = await startPaymentChain(tmp.dir);
-  ({ manifest, fragDir } = await smallGpt(tmp.dir, 4));
-  for (const w of chain.wallets.slice(1, 8)) await chain.mint(w.address, 1_000_000n);
+  grid = await DisputeGrid.open(tmp.dir);
+  ({ chain } = grid);
   const [, w0, w3, wCheat, , wChecker] = chain.wallets;
   for (const w of [w0, w3, wCheat, wChecker]) await chain.stake(w, STAKE);
-  // The arbiter is its own account (the arbiter service's key), not the deployer.
-  await (await chain.contracts.disputeManager!.setArbiter(chain.wallets[9].address)).wait();
-  const first = await start('h0', '0', { wallet: w0 });
-  bootstrap = first.address;
+  bootstrap = (await grid.start('h0', '0', { wallet: w0 })).address;
   // h2 is free, so routing (price weighed against time) would prefer it to the paid cheater whenever it looks fast:
   // it advertises a crawl and is never routed to, only asked to check and referee.
-  [, paidChecker] = await Promise.all([start('h3', '3', { wallet: w3 }), start('h1', '1,2', { wallet: wChecker }), start('h2', '1,2', { extra: ['--gflops', '0.001'] })]);
+  [, paidChecker] = await Promise.all([grid.start('h3', '3', { wallet: w3 }), grid.start('h1', '1,2', { wallet: wChecker }), grid.start('h2', '1,2', { extra: ['--gflops', '0.001'] })]);
   // Routing must pick the cheater for the test to check it (test/verify/cheaters.test.ts does the same).
-  client = await GridClient.connect({ bootstrap: [bootstrap], network: 'local', discovery: { lookupTimeoutMs: 5000 }, estimates: { maxAdvertisedGflops: 1e7, defaultRttMs: 0 } });
-  model = await client.openModel(fragDir);
-  await chain.deposit(chain.wallets[4], 10_000n * TOKEN);
-  payer = await VoucherPayer.open({ chain: { chainConfig: chain.config, wallet: chain.wallets[4] }, dataDir: path.join(tmp.dir, 'gateway') });
+  ({ client, model } = await grid.connect({ estimates: { maxAdvertisedGflops: 1e7, defaultRttMs: 0 } }));
+  payer = await grid.openPayer();
 }, 180_000);
 
 afterAll(async () => {
-  await payer?.close();
-  await client?.close();
-  await Promise.all(procs.map((p) => p.stop('SIGTERM')));
-  await killAll();
-  await chain?.close();
+  await grid?.close();
   tmp.cleanup();
 });
 
 describe('disputes end to end (anvil, paid supplier processes, GRIDPIPE_TEST_FAULT)', () => {
   it('a cheater is condemned, the dispute filed and upheld, its stake slashed and the challenger paid; its payments withheld; honest stakes untouched', async () => {
     const [, w0, w3, wCheat, gatewayWallet, wChecker] = chain.wallets;
-    const cheater = await start('cheat', '1,2', { wallet: wCheat, env: { GRIDPIPE_TEST_FAULT: 'noise' }, extra: ['--gflops', '1000000'] });
+    const cheater = await grid.start('cheat', '1,2', { wallet: wCheat, env: { GRIDPIPE_TEST_FAULT: 'noise' }, extra: ['--gflops', '1000000'] });
     await waitFor(async () => (await model.discovery.refresh()).length === 5, 'five suppliers in view', 60_000, 250);
 
     const withholding = new Withholding();
@@ -106,9 +75,9 @@ describe('disputes end to end (anvil, paid supplier processes, GRIDPIPE_TEST_FAU
     });
     let served = false;
     for (let i = 0; i < 12 && !verdicts.length; i++) {
-      const session = client.session(model, PROMPT.length + MAX_TOKENS, { payer: paying, observer: verifier.observe(model, PROMPT.length + MAX_TOKENS) });
+      const session = client.session(model, SESSION_LENGTH, { payer: paying, observer: verifier.observe(model, SESSION_LENGTH) });
       try {
-        for await (const _ of generate(session, options())) void _;
+        for await (const _ of generate(session, grid.options())) void _;
       } finally {
         await session.close();
       }
