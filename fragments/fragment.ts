@@ -99,7 +99,7 @@ export async function fragmentModel(input: string, outDir: string, options: Frag
 
   await mkdir(outDir, { recursive: true });
   // onnxruntime loads only when calibrating (GPTQ runs the full-precision model over the calibration text).
-  const moments = options.quantize?.calibration ? await (await import('./quantize/calibrate.js')).calibrationMoments(modelPath, cut, options.quantize.calibration) : undefined;
+  const moments = options.quantize?.calibration ? await (await import('./quantize/calibrate.js')).calibrationMoments(modelPath, cut, options.quantize.calibration, options.quantize) : undefined;
   const quantized = options.quantize ? quantizeFragments(cut, options.quantize, moments) : undefined;
   const fragments = quantized ? quantized.fragments : cut;
   const total = fragments.reduce((s, f) => s + f.weightBytes, 0);

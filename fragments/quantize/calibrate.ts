@@ -15,17 +15,30 @@ import { readModel } from '../onnx/read.js';
 import { writeModel } from '../onnx/write.js';
 import { FragmentError } from '../onnx/errors.js';
 import type { InputMoment } from './gptq.js';
+import { sequentialMoments, type StagedScheme } from './sequential.js';
 
 /** `model fragment --calibrate FILE`: windows of the file's tokens at this seed (64 tokens each, as the prompt set). */
 export const CALIBRATION_SEED = 5;
 export const CALIBRATION_WINDOWS = 32;
 
-/** What calibrated the moments (recorded in the manifest) and the sequences themselves. */
-export interface Calibration { sequences: number[][]; source: string }
+/**
+ * What calibrated the moments (recorded in the manifest) and the sequences themselves. `sequential`: each layer
+ * calibrated on the outputs of the already quantized layers before it, fitted to the full-precision outputs
+ * (sequential.ts; not yet the default: see docs/quantization.md for what it measured).
+ */
+export interface Calibration { sequences: number[][]; source: string; sequential?: boolean }
 
 /** Σ xxᵀ of each named tensor (its last axis is the layer input) over every position of every sequence. */
 export async function collectInputMoments(modelPath: string, tensors: string[], calibration: Calibration): Promise<Map<string, InputMoment>> {
-  const doc = readModel(modelPath);
+  return momentsOnDoc(readModel(modelPath), tensors, calibration);
+}
+
+/**
+ * As collectInputMoments, on a model held in memory (sequential.ts runs it with earlier layers quantized). With
+ * `reference` (the full-precision model), each moment also gets `cross`: Σ x̃xᵀ of this model's input x̃ and the
+ * reference's x at the same positions.
+ */
+async function momentsOnDoc(doc: ModelDoc, tensors: string[], calibration: Calibration, reference?: ModelDoc): Promise<Map<string, InputMoment>> {
   const inputs = new Set(doc.graph.input.map((i) => i.name ?? ''));
   const wanted = [...new Set(tensors)].filter((t) => !inputs.has(t));
   const moments = new Map<string, InputMoment>();
@@ -37,23 +50,29 @@ export async function collectInputMoments(modelPath: string, tensors: string[], 
   };
   const dir = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-calibrate-'));
   try {
-    const file = path.join(dir, 'exposed.onnx');
-    await writeModel(exposed, file);
-    const session = await ort.InferenceSession.create(file, { logSeverityLevel: 4 });
+    const open = async (model: ModelDoc, file: string): Promise<ort.InferenceSession> => {
+      await writeModel({ ...model, graph: { ...model.graph, output: exposed.graph.output } }, path.join(dir, file));
+      return ort.InferenceSession.create(path.join(dir, file), { logSeverityLevel: 4 });
+    };
+    const session = await open(doc, 'exposed.onnx');
+    const referenceSession = reference ? await open(reference, 'reference.onnx') : undefined;
     try {
       for (const ids of calibration.sequences) {
         const result = await session.run(decoderFeeds(doc, ids), wanted);
+        const exact = referenceSession ? await referenceSession.run(decoderFeeds(doc, ids), wanted) : undefined;
         for (const name of wanted) {
           const t = result[name];
           if (t.type !== 'float32') continue;
           const k = t.dims[t.dims.length - 1];
           let m = moments.get(name);
-          if (!m) moments.set(name, (m = { k, sum: new Float64Array(k * k), positions: 0 }));
+          if (!m) moments.set(name, (m = { k, sum: new Float64Array(k * k), positions: 0, ...(exact ? { cross: new Float64Array(k * k) } : {}) }));
+          if (exact) accumulateCross(m, t.data as Float32Array, exact[name].data as Float32Array);
           accumulate(m, t.data as Float32Array);
         }
       }
     } finally {
       await session.release();
+      await referenceSession?.release();
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -73,6 +92,20 @@ function accumulate(m: InputMoment, x: Float32Array): void {
       for (let j = i; j < k; j++) sum[at + j] += xi * x[row + j];
     }
     m.positions++;
+  }
+}
+
+/** Adds Σ x̃ xᵀ over the rows of `own` (x̃) and `exact` (x), positions × k each, into the moment's cross term. */
+function accumulateCross(m: InputMoment, own: Float32Array, exact: Float32Array): void {
+  const { k } = m;
+  const cross = m.cross!;
+  for (let row = 0; row < own.length; row += k) {
+    for (let i = 0; i < k; i++) {
+      const xi = own[row + i];
+      if (xi === 0) continue;
+      const at = i * k;
+      for (let j = 0; j < k; j++) cross[at + j] += xi * exact[row + j];
+    }
   }
 }
 
@@ -101,8 +134,12 @@ function decoderFeeds(doc: ModelDoc, ids: number[]): Record<string, ort.Tensor> 
   return feeds;
 }
 
-/** The moments of every MatMul / Gemm data input in the fragments (the layers quantizeFragmentDoc may rewrite). */
-export async function calibrationMoments(modelPath: string, fragments: { doc: ModelDoc }[], calibration: Calibration): Promise<Map<string, InputMoment>> {
+/**
+ * The moments of every MatMul / Gemm data input in the fragments (the layers quantizeFragmentDoc may rewrite). With
+ * `calibration.sequential` and the scheme, sequentially (sequential.ts): each layer measured on the model with the
+ * layers before it quantized, with its cross moment against the full-precision model; else all on the full-precision model.
+ */
+export async function calibrationMoments(modelPath: string, fragments: { doc: ModelDoc }[], calibration: Calibration, scheme?: StagedScheme): Promise<Map<string, InputMoment>> {
   const names: string[] = [];
   for (const f of fragments) {
     const weights = new Set(f.doc.graph.initializer.map((w) => w.header.name ?? ''));
@@ -113,5 +150,7 @@ export async function calibrationMoments(modelPath: string, fragments: { doc: Mo
       if ((n.opType === 'MatMul' || n.opType === 'Gemm') && n.input?.[0] && (weights.has(weight) || transposedWeights.has(weight))) names.push(n.input[0]);
     }
   }
-  return collectInputMoments(modelPath, names, calibration);
+  if (!scheme || !calibration.sequential) return collectInputMoments(modelPath, names, calibration);
+  const full = readModel(modelPath);
+  return sequentialMoments(full, names, scheme, (doc, tensors) => momentsOnDoc(doc, tensors, calibration, full));
 }

@@ -8,8 +8,12 @@
  */
 import { blockLayout, blockScale, type QuantError, type QuantizedRows } from './blockwise.js';
 
-/** A layer input's second moment: Σ xxᵀ over calibration positions (k × k, row-major), and how many positions. */
-export interface InputMoment { k: number; sum: Float64Array; positions: number }
+/**
+ * A layer input's second moment: Σ xxᵀ over calibration positions (k × k, row-major), and how many positions.
+ * `cross`, when the inputs came from a partly quantized model (sequential calibration): Σ x̃xᵀ of those inputs x̃
+ * and the full-precision model's x at the same positions.
+ */
+export interface InputMoment { k: number; sum: Float64Array; positions: number; cross?: Float64Array }
 
 /** Fraction of H's mean diagonal added to its diagonal before inverting (GPTQ's default dampening). */
 const DAMPENING = 0.01;
@@ -27,11 +31,13 @@ export function gptqQuantizeRows(values: Float32Array, rows: number, rowLength: 
   const error: QuantError = { count: rows * rowLength, sumSquaredError: 0, sumSquared: 0, maxAbsError: 0 };
   const zero = bits === 8 ? 128 : 8;
   const top = bits === 8 ? 255 : 15;
-  const { upper, dead } = inverseCholeskyFactor(moment, rowLength);
+  const { upper, dead, lower } = inverseCholeskyFactor(moment, rowLength);
   const w = new Float64Array(rowLength);
   for (let r = 0; r < rows; r++) {
     const row = r * rowLength;
-    for (let i = 0; i < rowLength; i++) w[i] = dead[i] ? 0 : values[row + i];
+    if (moment.cross) correctedRow(values, row, moment, lower, w);
+    else for (let i = 0; i < rowLength; i++) w[i] = values[row + i];
+    for (let i = 0; i < rowLength; i++) if (dead[i]) w[i] = 0;
     let scale = 0;
     let inverse = 0;
     for (let i = 0; i < rowLength; i++) {
@@ -62,7 +68,7 @@ export function gptqQuantizeRows(values: Float32Array, rows: number, rowLength: 
  * U, the upper Cholesky factor of (H + λI)⁻¹ (Uᵀ U = H⁻¹), as GPTQ uses it; inputs that were always zero ("dead")
  * get a unit diagonal and their weights are quantized as zero.
  */
-export function inverseCholeskyFactor(moment: InputMoment, k: number): { upper: Float64Array; dead: boolean[] } {
+export function inverseCholeskyFactor(moment: InputMoment, k: number): { upper: Float64Array; dead: boolean[]; lower: Float64Array } {
   const h = Float64Array.from(moment.sum);
   const dead: boolean[] = [];
   let meanDiagonal = 0;
@@ -77,7 +83,38 @@ export function inverseCholeskyFactor(moment: InputMoment, k: number): { upper: 
   const l2 = cholesky(inverse, k); // H⁻¹ = L₂ L₂ᵀ, so U = L₂ᵀ
   const upper = new Float64Array(k * k);
   for (let i = 0; i < k; i++) for (let j = i; j < k; j++) upper[i * k + j] = l2[j * k + i];
-  return { upper, dead };
+  return { upper, dead, lower };
+}
+
+/**
+ * The row GPTQ should round when its inputs x̃ come from a partly quantized model: w* = w + (H̃ + λI)⁻¹ (Σx̃xᵀ − H̃) w,
+ * the damped least squares fit of x̃·w* to the full-precision x·w, pulled towards w (not towards 0) where the
+ * calibration says little, so the layer also undoes the error of the layers before it (asymmetric calibration).
+ * `lower` is the Cholesky factor of the damped H̃; the result goes into `out`.
+ */
+function correctedRow(values: Float32Array, row: number, moment: InputMoment, lower: Float64Array, out: Float64Array): void {
+  const { k, sum } = moment;
+  const cross = moment.cross!;
+  const b = new Float64Array(k);
+  for (let i = 0; i < k; i++) {
+    let s = 0;
+    const at = i * k;
+    for (let j = 0; j < k; j++) s += (cross[at + j] - sum[at + j]) * values[row + j];
+    b[i] = s;
+  }
+  // Solve L y = b, then Lᵀ d = y; w* = w + d.
+  for (let i = 0; i < k; i++) {
+    let s = b[i];
+    const at = i * k;
+    for (let p = 0; p < i; p++) s -= lower[at + p] * b[p];
+    b[i] = s / lower[at + i];
+  }
+  for (let i = k - 1; i >= 0; i--) {
+    let s = b[i];
+    for (let p = i + 1; p < k; p++) s -= lower[p * k + i] * out[p];
+    out[i] = s / lower[i * k + i];
+  }
+  for (let i = 0; i < k; i++) out[i] += values[row + i];
 }
 
 /** Lower-triangular L with A = L Lᵀ (A symmetric positive definite, k × k row-major). */

@@ -1,6 +1,7 @@
 /**
  * GPTQ (fragments/quantize/gptq.ts) against plain rounding on a layer with correlated inputs: the same bytes and
- * layout, a smaller error in the layer's output on those inputs; and its linear algebra checked on its own.
+ * layout, a smaller error in the layer's output on those inputs; with a cross moment, a smaller error against the
+ * full-precision output when its inputs carry earlier layers' error; and its linear algebra checked on its own.
  */
 import { describe, expect, it } from 'vitest';
 import { cholesky, gptqQuantizeRows, inverseCholeskyFactor, type InputMoment } from '../../fragments/quantize/gptq.js';
@@ -86,6 +87,52 @@ describe('GPTQ', () => {
         expect(s).toBeCloseTo(i === j ? 1 : 0, 6);
       }
     }
+  });
+
+  it('with a cross moment (inputs from a partly quantized model) it fits the full-precision output, not its own', () => {
+    const k = 64;
+    const rows = 16;
+    const positions = 512;
+    const random = seededRandom(4);
+    const w = Float32Array.from({ length: rows * k }, () => random() * 2 - 1);
+    const { x } = correlatedInputs(positions, k, 5);
+    // x̃: what a partly quantized model feeds this layer instead of x (x with an error correlated with x itself).
+    const mix = Float64Array.from({ length: k * k }, () => (random() - 0.5) * 0.05);
+    const noisy = new Float64Array(positions * k);
+    for (let p = 0; p < positions; p++) {
+      for (let i = 0; i < k; i++) {
+        let v = x[p * k + i];
+        for (let j = 0; j < k; j++) v += mix[i * k + j] * x[p * k + j];
+        noisy[p * k + i] = v;
+      }
+    }
+    const sum = new Float64Array(k * k);
+    const cross = new Float64Array(k * k);
+    for (let p = 0; p < positions; p++) {
+      for (let i = 0; i < k; i++) {
+        for (let j = 0; j < k; j++) {
+          sum[i * k + j] += noisy[p * k + i] * noisy[p * k + j];
+          cross[i * k + j] += noisy[p * k + i] * x[p * k + j];
+        }
+      }
+    }
+    /** Σ (x·w − x̃·q)²: the error against the full-precision layer output. */
+    const errorAgainstExact = (q: Float32Array): number => {
+      let total = 0;
+      for (let p = 0; p < positions; p++) {
+        for (let r = 0; r < rows; r++) {
+          let d = 0;
+          for (let i = 0; i < k; i++) d += x[p * k + i] * w[r * k + i] - noisy[p * k + i] * q[r * k + i];
+          total += d * d;
+        }
+      }
+      return total;
+    };
+    const own = gptqQuantizeRows(w, rows, k, 4, 32, { k, sum, positions });
+    const corrected = gptqQuantizeRows(w, rows, k, 4, 32, { k, sum, positions, cross });
+    expect(corrected.data.length).toBe(own.data.length);
+    const back = (q: typeof own): Float32Array => dequantizeRows(q, rows, k, 4, 32);
+    expect(errorAgainstExact(back(corrected))).toBeLessThan(errorAgainstExact(back(own)) * 0.7);
   });
 
   it('refuses a moment of another width', () => {
