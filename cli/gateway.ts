@@ -7,7 +7,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import os from 'node:os';
 import path from 'node:path';
 import type { Payers } from '../gateway/payments.js';
-import { byteSize, collect, portNumber, positiveNumber } from './args.js';
+import { baseUnitAmount, byteSize, collect, portNumber, positiveNumber } from './args.js';
 import { DEFAULT_MAX_OVER_MEDIAN, DEFAULT_MAX_PRICE_PER_GFLOP } from '../policy/price-limits.js';
 import { UsageError } from './errors.js';
 import { tuneHeapForServing } from './heap-tuning.js';
@@ -18,12 +18,6 @@ function shareOf(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError(`expected a share between 0 and 1, got "${value}"`);
   return n;
-}
-
-/** A whole number of token base units (a price). */
-function baseUnits(value: string): bigint {
-  if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`expected a whole number of token base units, got "${value}"`);
-  return BigInt(value);
 }
 
 /** The gateway command. */
@@ -44,7 +38,7 @@ export function gatewayCommand(): Command {
     .option('--rpc <url>', 'RPC URL to use instead of the chain config\'s')
     .option('--wallet <keystore>', 'the paying wallet\'s keystore (passphrase in GRIDPIPE_PASSPHRASE)')
     .option('--data <dir>', 'data folder (payer ledgers, what each API key has spent)', path.join(os.homedir(), '.gridpipe', 'gateway'))
-    .option('--max-price-per-gflop <base-units>', `never route to suppliers asking more per GFLOP (token base units; default ${DEFAULT_MAX_PRICE_PER_GFLOP}, i.e. 0.001 GRID)`, baseUnits, DEFAULT_MAX_PRICE_PER_GFLOP)
+    .option('--max-price-per-gflop <base-units>', `never route to suppliers asking more per GFLOP (token base units; default ${DEFAULT_MAX_PRICE_PER_GFLOP}, i.e. 0.001 GRID)`, baseUnitAmount, DEFAULT_MAX_PRICE_PER_GFLOP)
     .option('--max-over-median <factor>', `refuse suppliers asking more than this many times the median price of a model's hosts (default ${DEFAULT_MAX_OVER_MEDIAN})`, positiveNumber, DEFAULT_MAX_OVER_MEDIAN)
     .option('--max-tensor-bytes <bytes>', 'largest /v1/infer request body', byteSize, 256 << 20)
     .option('--metrics-token <token>', 'Bearer token that lets other hosts read /metrics (default: loopback clients only; or GRIDPIPE_METRICS_TOKEN)')
