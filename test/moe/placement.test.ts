@@ -9,24 +9,19 @@
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
-import { buildModel } from '../../fragments/builder/index.js';
-import { writeModel } from '../../fragments/onnx/write.js';
-import { fragmentModel } from '../../fragments/fragment.js';
 import type { Manifest } from '../../fragments/manifest.js';
-import { createGridHost, type GridHost } from '../../net/host.js';
-import { FragmentStore } from '../../net/store/fragment-store.js';
-import { handleBlobProtocol } from '../../net/store/blob-protocol.js';
+import type { GridHost } from '../../net/host.js';
 import { findAllRecords } from '../../net/capacity/dht.js';
 import { buildRecord, decodeRecord, encodeRecord, type CapacityRecord } from '../../net/capacity/record.js';
 import { spansOf } from '../../scheduler/discovery.js';
 import { chooseMoeFragments, expertFragmentsOf, holdersOf, underReplicatedExperts } from '../../policy/expert-placement.js';
 import { GridClient, type OpenModel } from '../../scheduler/client.js';
 import { generate, type GenerateOptions } from '../../scheduler/generate.js';
-import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import type { StepOutcome } from '../../scheduler/session.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
+import { MOE_MAX_TOKENS, MOE_PROMPT, moeGenerateOptions, openMoeSeed } from './moe-seed.js';
 
 /** The layout of a 2-layer, 4-expert gpt-moe cut with --parts 3 --experts-per-fragment 1 (checked below). */
 const TRUNK = [0, 1, 6, 7, 12];
@@ -89,22 +84,17 @@ const tmp = tempDir();
 let seed: GridHost;
 let manifest: Manifest;
 let manifestCid: string;
-let modelPath: string;
 let fragDir: string;
 let client: GridClient;
 let model: OpenModel;
 let expected: number[];
 interface Ready { peerId: string; addresses: string[]; hosted: { manifestCid: string; index: number }[] }
 const suppliers: { name: string; proc: RunningProcess; ready: Ready }[] = [];
-const PROMPT = [72, 101, 108, 108, 111, 32, 103, 114, 105, 100];
-const MAX_TOKENS = 6;
 
-function options(): GenerateOptions {
-  return { promptIds: PROMPT, maxTokens: MAX_TOKENS, kvCache: true, inputNames: manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')) };
-}
+const options = (): GenerateOptions => moeGenerateOptions(manifest);
 
 async function generateOnGrid(): Promise<{ tokens: number[]; steps: StepOutcome[] }> {
-  const session = client.session(model, PROMPT.length + MAX_TOKENS);
+  const session = client.session(model, MOE_PROMPT.length + MOE_MAX_TOKENS);
   const steps: StepOutcome[] = [];
   const tokens: number[] = [];
   try {
@@ -121,18 +111,7 @@ async function records(): Promise<CapacityRecord[]> {
 }
 
 beforeAll(async () => {
-  modelPath = path.join(tmp.dir, 'moe.onnx');
-  await writeModel(buildModel({ arch: 'gpt-moe', layers: 2, dModel: 64, heads: 4, experts: 4, topK: 2, kvCache: true, seed: 16 }), modelPath);
-  fragDir = path.join(tmp.dir, 'frags');
-  manifest = (await fragmentModel(modelPath, fragDir, { parts: 3, expertsPerFragment: 1 })).manifest;
-  seed = await createGridHost({ network: 'local', listen: ['/ip4/127.0.0.1/tcp/0'], logger: testLogger() });
-  const store = await FragmentStore.open({ dataDir: path.join(tmp.dir, 'seed'), logger: testLogger() });
-  manifestCid = (await store.importManifestDir(fragDir)).manifestCid;
-  await handleBlobProtocol(seed.node, store);
-  const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-  expected = [];
-  for await (const t of generate(runner, options())) expected.push(t.id);
-  await runner.close();
+  ({ fragDir, manifest, manifestCid, seed, expected } = await openMoeSeed(tmp.dir));
 });
 
 afterAll(async () => {

@@ -12,13 +12,8 @@
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
-import { buildModel } from '../../fragments/builder/index.js';
-import { writeModel } from '../../fragments/onnx/write.js';
-import { fragmentModel } from '../../fragments/fragment.js';
 import type { Manifest } from '../../fragments/manifest.js';
-import { createGridHost, type GridHost } from '../../net/host.js';
-import { FragmentStore } from '../../net/store/fragment-store.js';
-import { handleBlobProtocol } from '../../net/store/blob-protocol.js';
+import type { GridHost } from '../../net/host.js';
 import { findAllRecords } from '../../net/capacity/dht.js';
 import type { CapacityRecord } from '../../net/capacity/record.js';
 import { isJoining } from '../../net/capacity/swarm.js';
@@ -26,11 +21,11 @@ import { chooseMoeFragments, expertFragmentsOf, holdersOf, underReplicatedExpert
 import { chooseExpertRepair } from '../../policy/expert-repair.js';
 import { GridClient } from '../../scheduler/client.js';
 import { generate, type GenerateOptions } from '../../scheduler/generate.js';
-import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import type { StepOutcome } from '../../scheduler/session.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
+import { MOE_MAX_TOKENS, MOE_PROMPT, moeGenerateOptions, openMoeSeed } from './moe-seed.js';
 
 /** The layout of a 2-layer, 4-expert gpt-moe cut with --parts 3 --experts-per-fragment 1 (as test/moe/placement.test.ts). */
 const TRUNK = [0, 1, 6, 7, 12];
@@ -111,12 +106,8 @@ let fragDir: string;
 let expected: number[];
 interface Ready { peerId: string; addresses: string[]; hosted: { manifestCid: string; index: number }[] }
 const suppliers: { name: string; proc: RunningProcess; ready: Ready }[] = [];
-const PROMPT = [72, 101, 108, 108, 111, 32, 103, 114, 105, 100];
-const MAX_TOKENS = 6;
 
-function options(): GenerateOptions {
-  return { promptIds: PROMPT, maxTokens: MAX_TOKENS, kvCache: true, inputNames: manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values')) };
-}
+const options = (): GenerateOptions => moeGenerateOptions(manifest);
 
 /** Every live (not withdrawn) supplier's record of the model, from the DHT. */
 async function records(): Promise<CapacityRecord[]> {
@@ -127,18 +118,7 @@ async function records(): Promise<CapacityRecord[]> {
 const listedBy = (recs: CapacityRecord[]): number[][] => recs.map((r) => [...new Set(r.fragments.filter((f) => f.manifestCid === manifestCid && !isJoining(f)).map((f) => f.index))]);
 
 beforeAll(async () => {
-  const modelPath = path.join(tmp.dir, 'moe.onnx');
-  await writeModel(buildModel({ arch: 'gpt-moe', layers: 2, dModel: 64, heads: 4, experts: 4, topK: 2, kvCache: true, seed: 16 }), modelPath);
-  fragDir = path.join(tmp.dir, 'frags');
-  manifest = (await fragmentModel(modelPath, fragDir, { parts: 3, expertsPerFragment: 1 })).manifest;
-  seed = await createGridHost({ network: 'local', listen: ['/ip4/127.0.0.1/tcp/0'], logger: testLogger() });
-  const store = await FragmentStore.open({ dataDir: path.join(tmp.dir, 'seed'), logger: testLogger() });
-  manifestCid = (await store.importManifestDir(fragDir)).manifestCid;
-  await handleBlobProtocol(seed.node, store);
-  const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-  expected = [];
-  for await (const t of generate(runner, options())) expected.push(t.id);
-  await runner.close();
+  ({ fragDir, manifest, manifestCid, seed, expected } = await openMoeSeed(tmp.dir));
 });
 
 afterAll(async () => {
@@ -192,7 +172,7 @@ describe('gridpipe supply repairs a cut MoE model\'s placement when an expert ho
         const spans = await model.discovery.refresh();
         return manifest.fragments.every((f) => spans.filter((s) => s.start <= f.index && f.index < s.end).length >= (EXPERTS.includes(f.index) ? 2 : 1));
       }, 'the repaired placement in the client\'s view', 30_000, 250);
-      const session = client.session(model, PROMPT.length + MAX_TOKENS);
+      const session = client.session(model, MOE_PROMPT.length + MOE_MAX_TOKENS);
       const steps: StepOutcome[] = [];
       const tokens: number[] = [];
       try {
