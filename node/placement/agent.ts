@@ -24,6 +24,7 @@ import type { CapacityRecord } from '../../net/capacity/record.js';
 import type { ModelPlacementInfo } from '../../policy/placement-model.js';
 import { placedServers, settledHolders, swarmFromRecords, type Span, type SwarmMember } from '../../net/capacity/swarm.js';
 import { GridpipeError } from '../../errors/base.js';
+import { PeriodicCheck } from './periodic-check.js';
 
 /** What the agent asks of the supplier. */
 export interface SpanHost {
@@ -125,14 +126,11 @@ export class PlacementAgent {
   private readonly random: () => number;
   private readonly log?: Logger;
   private readonly abort = new AbortController();
-  private timer?: ReturnType<typeof setTimeout>;
-  private running?: Promise<unknown>;
+  private readonly loop: PeriodicCheck;
   private pending?: { target: Span; agreed: number };
   private stats = { checks: 0, moves: 0, abandoned: 0, yielded: 0, failed: 0 };
   /** Yields in a row for the pending move. */
   private yields = 0;
-  /** Multiplies the next wait (after an abandoned move). */
-  private backoff = 1;
   private lastCheck?: PlacementStatus['lastCheck'];
   private lastMove?: PlacementStatus['lastMove'];
 
@@ -140,6 +138,10 @@ export class PlacementAgent {
     this.init = init;
     this.random = init.random ?? Math.random;
     this.log = init.logger?.child({ component: 'placement', manifestCid: init.manifestCid });
+    this.loop = new PeriodicCheck({
+      meanMs: init.checkEveryMs ?? 60_000, random: this.random, check: () => this.check(),
+      onError: (err) => this.log?.warn({ err: err.message }, 'placement check failed'),
+    });
   }
 
   get status(): PlacementStatus {
@@ -198,29 +200,13 @@ export class PlacementAgent {
 
   /** Starts the periodic rebalance checks. */
   start(): void {
-    if (this.abort.signal.aborted || this.timer) return;
-    this.schedule();
-  }
-
-  private schedule(): void {
-    if (this.abort.signal.aborted) return;
-    const mean = this.init.checkEveryMs ?? 60_000;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      const run = this.check().catch((err: unknown) => this.log?.warn({ err: (err as Error).message }, 'placement check failed'));
-      this.running = run;
-      void run.finally(() => { if (this.running === run) this.running = undefined; this.schedule(); });
-    }, mean * (0.5 + this.random()) * this.backoff);
-    this.backoff = 1;
-    this.timer.unref?.();
+    if (!this.abort.signal.aborted) this.loop.start();
   }
 
   /** Stops the checks and aborts a move in flight (the old span stays served). */
   async stop(): Promise<void> {
     this.abort.abort(new Error('placement agent stopped'));
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.running?.catch(() => undefined);
+    await this.loop.stop();
   }
 
   /** One rebalance check (the timer calls it; tests may too). */
@@ -298,7 +284,7 @@ export class PlacementAgent {
       this.stats.abandoned++;
       this.log?.info({ from, to: target, fragment: orphaned }, 'move called off: another supplier is leaving the same fragment');
       await host.abandon(target);
-      this.backoff = 1 + 2 * this.random();
+      this.loop.backOff(1 + 2 * this.random());
       return { kind: 'abandoned', target, orphaned };
     }
     try {

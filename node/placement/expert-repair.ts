@@ -16,6 +16,7 @@ import { holdersOf } from '../../policy/expert-placement.js';
 import { chooseExpertRepair, type ExpertRepair } from '../../policy/expert-repair.js';
 import type { FragmentSetHost } from './expert-join.js';
 import { sleep } from './agent.js';
+import { PeriodicCheck } from './periodic-check.js';
 
 /** What the repair asks of the supplier: the join's announce and commit (commit now replaces the whole set), and the set it hosts. */
 export interface RepairableFragmentSetHost extends FragmentSetHost {
@@ -53,38 +54,26 @@ export class ExpertRepairAgent {
   private readonly abort = new AbortController();
   private readonly random: () => number;
   private readonly log?: Logger;
-  private timer?: ReturnType<typeof setTimeout>;
-  private running?: Promise<unknown>;
+  private readonly loop: PeriodicCheck;
 
   constructor(private readonly init: ExpertRepairAgentInit) {
     this.random = init.random ?? Math.random;
     this.log = init.logger?.child({ component: 'expert-repair', manifestCid: init.manifestCid });
+    this.loop = new PeriodicCheck({
+      meanMs: init.checkEveryMs ?? 60_000, random: this.random, check: () => this.check(),
+      onError: (err) => this.log?.warn({ err: err.message }, 'expert repair check failed'),
+    });
   }
 
   /** Starts the periodic checks. */
   start(): void {
-    if (this.abort.signal.aborted || this.timer) return;
-    this.schedule();
-  }
-
-  private schedule(): void {
-    if (this.abort.signal.aborted) return;
-    const mean = this.init.checkEveryMs ?? 60_000;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      const run = this.check().catch((err: unknown) => { if (!this.abort.signal.aborted) this.log?.warn({ err: (err as Error).message }, 'expert repair check failed'); });
-      this.running = run;
-      void run.finally(() => { if (this.running === run) this.running = undefined; this.schedule(); });
-    }, mean * (0.5 + this.random()));
-    this.timer.unref?.();
+    if (!this.abort.signal.aborted) this.loop.start();
   }
 
   /** Stops the checks and aborts a repair in flight (the old set stays served). */
   async stop(): Promise<void> {
     this.abort.abort(new Error('expert repair stopped'));
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.running?.catch(() => undefined);
+    await this.loop.stop();
   }
 
   /** One check (the timer calls it; tests may too). */
