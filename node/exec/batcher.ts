@@ -348,7 +348,7 @@ export class StepBatcher {
     group.unstepped.set(session, now);
   }
 
-  /** Forgets a session that closed or was evicted (only the note that it opened; its rows finish as they are). */
+  /** Forgets that `session` opened and has not stepped (it closed, was evicted, or stepped outside a batch); its rows finish as they are. */
   forget(session: BatchableSession): void {
     const key = session.program.cids.join('\n');
     const group = this.groups.get(key);

@@ -367,6 +367,8 @@ export class SessionManager {
       // a single-chunk step may share one run with other sessions' steps on this span (results per row are the same)
       const batched = chunks.length === 1 && !s.solo && this.batcher?.accepts(s, prepared[i]);
       if (!batched && s.kvPadding) this.unpad(s);
+      // a step that runs alone (a replay, several chunks) is a step all the same: nobody waits for this session's first one
+      if (!batched) this.batcher?.forget(s);
       const r = batched ? await this.batcher!.run(s, prepared[i]) : await s.program.run(prepared[i], s.kv);
       const padding = r.kvPadding ?? 0;
       computeMs += r.computeMs;
