@@ -11,16 +11,12 @@ import path from 'node:path';
 import { ChaosGrid, runChaos } from './chaos-grid.js';
 import { reportResult } from './report.js';
 import { quantile } from './stats.js';
-
-function flag(flags: string[], name: string, fallback: number): number {
-  const f = flags.find((x) => x.startsWith(`--${name}=`));
-  return f ? Number(f.split('=')[1]) : fallback;
-}
+import { positiveIntFlag } from './flags.js';
 
 /** Runs the chaos load and writes its result. */
 export async function chaosBench(flags: string[]): Promise<void> {
-  const generations = flag(flags, 'generations', 200);
-  const killEveryMs = flag(flags, 'kill-every-ms', 5_000);
+  const generations = positiveIntFlag(flags, 'generations', 200);
+  const killEveryMs = positiveIntFlag(flags, 'kill-every-ms', 5_000);
   // The load lasts at least KILL_PERIODS kill periods, however fast this machine serves it (on a quiet one 200
   // generations took 6 s, before the first kill), and keeps going until that many kills have happened.
   const KILL_PERIODS = 6;

@@ -11,22 +11,8 @@ import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { reportResult, resultsDir } from './report.js';
-
-interface ReportLine {
-  target: string;
-  inputs: number;
-  outcomes: Record<string, number>;
-  heapGrowthMiB?: number;
-  rssGrowthMiB?: number;
-  heapCurve?: [number, number][];
-  honest?: number;
-  failure?: string;
-}
-
-function flag(flags: string[], name: string, fallback: number): number {
-  const f = flags.find((x) => x.startsWith(`--${name}=`));
-  return f ? Number(f.split('=')[1]) : fallback;
-}
+import { positiveIntFlag } from './flags.js';
+import type { FuzzReportLine } from '../test/fuzz/harness.js';
 
 /** A metric-name-safe form of a target's name. */
 function slug(target: string): string {
@@ -35,7 +21,7 @@ function slug(target: string): string {
 
 /** Runs the long fuzz and writes its result. */
 export async function fuzzBench(flags: string[]): Promise<void> {
-  const runs = flag(flags, 'runs', 10_000);
+  const runs = positiveIntFlag(flags, 'runs', 10_000);
   const root = path.resolve(resultsDir(), '..', '..');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'gridpipe-fuzz-bench-'));
   const report = path.join(dir, 'report.jsonl');
@@ -47,7 +33,7 @@ export async function fuzzBench(flags: string[]): Promise<void> {
     });
     child.on('exit', (c) => resolve(c ?? 1));
   });
-  const lines = existsSync(report) ? readFileSync(report, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ReportLine) : [];
+  const lines = existsSync(report) ? readFileSync(report, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as FuzzReportLine) : [];
   const metrics: Record<string, number> = { runs_per_target: runs, passed: code === 0 ? 1 : 0, targets: lines.filter((l) => !l.failure).length, minutes: Math.round((Date.now() - started) / 600) / 100 };
   metrics.honest_failures = lines.filter((l) => l.failure).length;
   for (const l of lines.filter((x) => !x.failure)) {

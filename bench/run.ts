@@ -15,6 +15,7 @@ import { wanBench } from './wan.js';
 import { compressionBench } from './compression.js';
 import { chaosBench } from './chaos.js';
 import { fuzzBench } from './fuzz.js';
+import { BenchFlagError } from './flags.js';
 
 const BENCHES: Record<string, (args: string[]) => Promise<void>> = {
   fragment: fragmentBench,
@@ -46,7 +47,14 @@ async function run(): Promise<void> {
   }
   for (const name of names.length ? names : Object.keys(BENCHES)) {
     process.stderr.write(`running benchmark ${name}…\n`);
-    await BENCHES[name](flags);
+    try {
+      await BENCHES[name](flags);
+    } catch (err) {
+      if (!(err instanceof BenchFlagError)) throw err;
+      process.stderr.write(`error: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
   }
 }
 

@@ -12,13 +12,7 @@ import {
   type SignedVoucher, type Voucher,
 } from '../contracts/index.js';
 import { reportResult } from './report.js';
-
-function flagValue(flags: string[], name: string, fallback: number): number {
-  const hit = flags.find((f) => f.startsWith(`--${name}=`));
-  const value = hit ? Number(hit.slice(name.length + 3)) : fallback;
-  if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} must be a positive integer`);
-  return value;
-}
+import { positiveIntFlag } from './flags.js';
 
 async function gasOf(tx: Promise<ContractTransactionResponse>): Promise<bigint> {
   const receipt: TransactionReceipt | null = await (await tx).wait();
@@ -28,8 +22,8 @@ async function gasOf(tx: Promise<ContractTransactionResponse>): Promise<bigint> 
 
 /** Runs the benchmark. Flags: `--requests=N` (default 1000), `--sample=N` naive transfers (default 100). */
 export async function settlementBench(flags: string[]): Promise<void> {
-  const requests = flagValue(flags, 'requests', 1000);
-  const sample = flagValue(flags, 'sample', 100);
+  const requests = positiveIntFlag(flags, 'requests', 1000);
+  const sample = positiveIntFlag(flags, 'sample', 100);
   const node = await startAnvil({ accounts: 16 });
   const provider = createProvider(node.rpcUrl, node.chainId);
   try {
