@@ -324,10 +324,14 @@ export class StepBatcher {
 
   /** Whether a step of `session` with these feeds may join a batch (otherwise run it with program.run). */
   accepts(session: BatchableSession, feeds: Map<string, ort.Tensor>): boolean {
-    if (this.maxBatch < 2) return false;
-    const plan = cachedPlan(session.program);
-    if (!plan) return false;
+    if (!this.batchable(session)) return false;
     for (const t of feeds.values()) if (t.dims[0] !== 1) return false;
+    return true;
+  }
+
+  /** Whether any step of `session` could join a batch: batching on, a span it can stack, a cache of one row. */
+  private batchable(session: BatchableSession): boolean {
+    if (this.maxBatch < 2 || !cachedPlan(session.program)) return false;
     for (const t of session.kv.values()) if (t.dims[0] !== 1) return false;
     return true;
   }
@@ -339,8 +343,7 @@ export class StepBatcher {
    * alone, the rest queue behind it, and the convoy takes many tokens to form).
    */
   opened(session: BatchableSession): void {
-    if (this.maxBatch < 2 || !cachedPlan(session.program)) return;
-    for (const t of session.kv.values()) if (t.dims[0] !== 1) return;
+    if (!this.batchable(session)) return;
     const key = session.program.cids.join('\n');
     const group = this.groups.get(key) ?? this.newGroup(key);
     const now = performance.now();
