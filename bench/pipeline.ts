@@ -11,10 +11,12 @@
  * Route modes (issue 19): each round also decodes in chain mode (direct return); decode_overhead_ms is a decode
  * token's time minus the servers' compute for it (p50), for the star and the chain; goal chain <= 2 ms.
  * --decode-only: only the decode rounds (mono, star, chain), written as bench/results/pipeline-decode.json.
+ * --trace (with --decode-only): the servers and the client log every step (GRIDPIPE_STEP_TRACE) and the result adds
+ * where a chain token's time goes (chain_trace_*, bench/pipeline-trace.ts); the logging itself costs a little time.
  */
 import '../net/polyfill.js';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { buildModel } from '../fragments/builder/index.js';
@@ -28,6 +30,8 @@ import { LocalModelRunner } from '../scheduler/local-runner.js';
 import { reportResult } from './report.js';
 import { spawnGridpipe } from '../cli/spawn.js';
 import { paidComparison, startPaidGrid } from './pipeline-paid.js';
+import { chainTraceMetrics, readStepTraces, splitChainSteps } from './pipeline-trace.js';
+import { BenchFlagError } from './flags.js';
 
 const PROMPT = 16;
 const DECODE = 48;
@@ -36,8 +40,8 @@ const ROUNDS = 3;
 
 interface Supplier { child: ChildProcess; peerId: string; address: string; provider?: string }
 
-async function startSupplier(args: string[]): Promise<Supplier> {
-  const proc = spawnGridpipe(['supply', ...args, '--json'], { env: { GRIDPIPE_LOG_LEVEL: 'error' } });
+async function startSupplier(args: string[], traceFolder?: string): Promise<Supplier> {
+  const proc = spawnGridpipe(['supply', ...args, '--json'], { env: { GRIDPIPE_LOG_LEVEL: 'error', ...(traceFolder ? { GRIDPIPE_STEP_TRACE: traceFolder } : {}) } });
   const ready = (await proc.ready) as { peerId: string; addresses: string[]; provider?: string };
   return { child: proc.child, peerId: ready.peerId, address: ready.addresses[0], provider: ready.provider };
 }
@@ -68,7 +72,10 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
   // --inline-runs: suppliers run onnxruntime on their own thread (no worker thread per fragment).
   const inline = flags.includes('--inline-runs');
   const supplierFlags = [...(spin ? ['--spin'] : []), ...(inline ? ['--inline-runs'] : []), ...(threads ? ['--threads', threads] : []), ...onnxruntimeFlags(flags)];
+  if (flags.includes('--trace') && !flags.includes('--decode-only')) throw new BenchFlagError('--trace goes with --decode-only (its rounds are the ones it splits)');
   const work = await mkdtemp(path.join(os.tmpdir(), 'gridpipe-bench-pipeline-'));
+  const traceFolder = flags.includes('--trace') ? path.join(work, 'trace') : undefined;
+  const tracedBefore = process.env.GRIDPIPE_STEP_TRACE;
   const suppliers: Supplier[] = [];
   let client: GridClient | undefined;
   try {
@@ -81,9 +88,13 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
     const options: GenerateOptions = { promptIds: prompt, maxTokens: DECODE + 1, kvCache: true, inputNames };
 
     // Three suppliers, one fragment each; a fourth replicates the middle fragment.
-    const first = await startSupplier(['--data', path.join(work, 's0'), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', '0', ...supplierFlags]);
+    if (traceFolder) {
+      await mkdir(traceFolder);
+      process.env.GRIDPIPE_STEP_TRACE = traceFolder; // this process's chain steps (sessions read it when made)
+    }
+    const first = await startSupplier(['--data', path.join(work, 's0'), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', '0', ...supplierFlags], traceFolder);
     suppliers.push(first);
-    const rest = await Promise.all([['1', 's1'], ['2', 's2'], ['1', 's3']].map(([f, d]) => startSupplier(['--data', path.join(work, d), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', f, '--bootstrap', first.address, ...supplierFlags])));
+    const rest = await Promise.all([['1', 's1'], ['2', 's2'], ['1', 's3']].map(([f, d]) => startSupplier(['--data', path.join(work, d), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', f, '--bootstrap', first.address, ...supplierFlags], traceFolder)));
     suppliers.push(...rest);
     client = await GridClient.connect({ bootstrap: [first.address], network: 'local' });
     const model = await client.openModel(fragDir);
@@ -151,7 +162,8 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
         decode_ms_p50: median(decodeTokenMs), mono_decode_ms_p50: median(decodeMs(monoRuns)),
         decode_server_compute_ms_p50: median(decodeHops.map((h) => sum(h.map((x) => x.computeMs)))),
         tokens_identical: Number(identical), ...routeModes,
-      }, `Decode rounds only (--decode-only): gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens x ${ROUNDS} rounds alternating monolithic, star and chain (direct return) decodes; greedy.`);
+        ...(traceFolder ? chainTraceMetrics(splitChainSteps(await readStepTraces(traceFolder))) : {}),
+      }, `${traceFolder ? 'Traced (--trace: every step logged, which costs a little time; chain_trace_*: medians over the chain steps of the split in bench/pipeline-trace.ts, per-server parts summed over the 3 servers). ' : ''}Decode rounds only (--decode-only): gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens x ${ROUNDS} rounds alternating monolithic, star and chain (direct return) decodes; greedy.`);
       return;
     }
 
@@ -218,6 +230,8 @@ export async function pipelineBench(flags: string[] = []): Promise<void> {
       ...paid,
     }, `${concurrency.description} gpt 12L d768 vocab 50257 (124M params) with KV cache, 3 fragments on 3 supplier processes (+1 replica of fragment 1) on 127.0.0.1, 2 cores shared by all processes; prompt ${PROMPT} tokens, ${DECODE} decode tokens x ${ROUNDS} rounds alternating monolithic and pipeline (speeds = totals over the rounds); greedy; suppliers with ${threads ? `${threads} onnxruntime thread(s)` : 'all cores as onnxruntime threads'}, ${spin ? 'spinning during a step (--spin)' : 'no spinning'}, ${inline ? 'onnxruntime on the supplier\'s own thread (--inline-runs)' : 'onnxruntime in a worker thread per fragment'}; monolithic = one onnxruntime session (onnxruntime defaults, spinning) of the whole model in the bench process; failover = SIGKILL of the host of fragment 1 after 16 tokens, extra = that token's time minus the median decode token; paid = the same 3 fragments on 3 more supplier processes with the same flags, charging 1e9 base units/GFLOP on an anvil chain, paid by a VoucherPayer in the bench process, ${ROUNDS} generations alternating with as many on the unpaid grid (paid_cpu_ratio: CPU ms per token over the bench process and the serving grid's suppliers, plus anvil for the paid one).`);
   } finally {
+    if (tracedBefore === undefined) delete process.env.GRIDPIPE_STEP_TRACE;
+    else process.env.GRIDPIPE_STEP_TRACE = tracedBefore;
     await client?.close().catch(() => undefined);
     for (const s of suppliers) s.child.kill('SIGKILL');
     await rm(work, { recursive: true, force: true });

@@ -32,6 +32,7 @@ import { ExpertRouter, type ExpertFallback, type ExpertHop } from './expert-rout
 import type { StepObserver } from './step-observer.js';
 import { sessionWireEncoding, WIRE_ENCODING_CODES, wireEncodingName, type WireEncodingPreference } from './wire-choice.js';
 import type { WireEncodingName } from '../policy/wire-encoding.js';
+import { epochMs, stepTraceWriter } from '../net/step-trace.js';
 
 /** A span of the route with its open session. */
 interface Link extends RouteCall {
@@ -159,6 +160,8 @@ export class PipelineSession {
   chainedSteps = 0;
   /** Junctions `from>to` where a server could not reach the next one: the client relays there (star). */
   private readonly unreachable = new Set<string>();
+  /** GRIDPIPE_STEP_TRACE: each chain step's timeline, for the pipeline bench's --trace. */
+  private readonly trace = stepTraceWriter('client');
 
   constructor(private readonly options: PipelineSessionOptions) {
     this.swarm = options.swarm;
@@ -350,6 +353,7 @@ export class PipelineSession {
     for (const r of replies) r.catch(() => undefined); // each is awaited in order below; a failure ends the rest
     const stopWaiting = (from: number): void => { for (let m = from; m < n; m++) if (m > 0) links[m].session.cancelReply(stepId); };
     this.chainedSteps++;
+    const replyAt = this.trace ? [] as number[] : undefined;
     try {
       for (let m = 0; m < n; m++) {
         const link = links[m];
@@ -361,6 +365,7 @@ export class PipelineSession {
           return { done: m, failed: err };
         }
         const wallMs = performance.now() - started;
+        replyAt?.push(epochMs());
         const moved = tensorBytes(res.outputs);
         // The first server's reply timed a round trip; later ones add the earlier servers' work and junctions,
         // so they update compute and queue only (their round trips are learnt from star steps).
@@ -383,6 +388,7 @@ export class PipelineSession {
           return { done: m + 1 };
         }
       }
+      if (replyAt) this.trace?.({ role: 'client', pid: process.pid, startedAt: epochMs(started), replyAt });
       return { done: n };
     } finally {
       for (const e of estimates) e.inflight--;

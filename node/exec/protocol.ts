@@ -27,6 +27,7 @@ import { StepBatcher, type BatcherOptions } from './batcher.js';
 import { loadSpan, ManifestCache } from './span.js';
 import { ortToWire } from '../../net/exec/tensors.js';
 import { ChainForwarder } from './forwarding.js';
+import { epochMs, stepTraceWriter } from '../../net/step-trace.js';
 import { checkExpertCallRows } from './expert-rows.js';
 import { fromDecodedHop } from '../../net/exec/codec.js';
 import { compressWireTensor, WireEncoding, type WireEncodingCode } from '../../net/exec/wire-compression.js';
@@ -146,6 +147,8 @@ export class ExecServer {
   readonly metrics: ExecMetrics;
   private readonly manifests: ManifestCache;
   private readonly log?: Logger;
+  /** GRIDPIPE_STEP_TRACE: each step's timeline, for the pipeline bench's --trace. */
+  private readonly trace = stepTraceWriter('server');
   private readonly maxStepFrameBytes: number;
   private readonly maxControlFrameBytes: number;
   private readonly maxBufferBytes: number;
@@ -337,6 +340,7 @@ export class ExecServer {
     let chunks: Uint8Array[];
     let outcomeLabel = 'ok';
     let ticket: PaidStepTicket | undefined;
+    let traced: { steppedAt: number; computeMs: number; forwardedAt?: number } | undefined;
     try {
       if (step.forward?.length && step.replay?.length) throw new ExecError('BAD_REQUEST', 'a step that forwards its outputs (chain mode) carries no replay');
       const session = this.sessions.get(owner, sessionId);
@@ -368,7 +372,13 @@ export class ExecServer {
       let outputs = [...outcome.outputs].map(([name, t]) => ortToWire(name, t));
       const replayOutputs = outcome.replayOutputs.map((r) => ({ position: r.position, tensors: [...r.outputs].map(([name, t]) => ortToWire(name, t)) }));
       // Chain mode: the next server gets the outputs first; this reply (the client's copy, for replay) follows.
+      if (this.trace) traced = { steppedAt: epochMs(), computeMs: outcome.computeMs };
       const forwardError = step.forward?.length && !outcome.cached ? await this.forwardOutputs(owner, sessionId, step, stepId, inputs, outputs) : undefined;
+      if (traced && step.forward?.length) traced.forwardedAt = epochMs();
+      // The forward's bytes leave when its connection uncorks, at the end of this tick (net/coalesced-tcp.ts); let
+      // that happen before building the client's copy, which is off the token's critical path (a trace of the
+      // pipeline bench: the next server got its step ~0.2 ms sooner).
+      if (step.forward?.length && !forwardError) await new Promise<void>((resolve) => process.nextTick(resolve));
       const settleStarted = performance.now();
       const receipt = ticket ? await ticket.settle({ inputs: [...replay.flatMap((c) => c.inputs), ...inputs], outputs: [...replayOutputs.flatMap((c) => c.tensors), ...outputs] }) : undefined;
       const charge = ticket?.charge ?? 0n;
@@ -405,6 +415,7 @@ export class ExecServer {
       chunks = encodeStepReplyFrame({ sessionId, stepId, outputs: [], queueMs: performance.now() - receivedAt, computeMs: 0, error: { code: e.wireCode, message: this.peerMessage(e) } });
     }
     await writeFrame(replyTo, chunks);
+    if (traced) this.trace?.({ role: 'server', pid: process.pid, stepId: stepId.toString(), receivedAt: epochMs(receivedAt), repliedAt: epochMs(), ...traced });
     this.metrics.steps.inc({ outcome: outcomeLabel });
     this.metrics.stepSeconds.observe((performance.now() - receivedAt) / 1000);
   }
