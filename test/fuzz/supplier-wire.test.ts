@@ -8,30 +8,25 @@
  */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import path from 'node:path';
 import fc from 'fast-check';
 import { multiaddr } from '@multiformats/multiaddr';
-import { buildModel } from '../../fragments/builder/index.js';
-import { writeModel } from '../../fragments/onnx/write.js';
-import { fragmentModel } from '../../fragments/fragment.js';
 import { PROTOCOLS } from '../../proto/grid.js';
-import { createGridHost, type GridHost } from '../../net/host.js';
+import type { GridHost } from '../../net/host.js';
 import { ExecClient, FrameReader, writeFrame } from '../../net/exec/index.js';
 import { ExecRequestType, ExecResponseType, encodeStepRequestFrame, longToBigInt, type DecodedResponse } from '../../net/exec/codec.js';
 import { lengthPrefixed } from '../../net/wire/frame-reader.js';
 import { decodeBlobResponse, encodeBlobRequest } from '../../net/store/blob-codec.js';
 import type { WireTensor } from '../../proto/wire.js';
-import { rssBytes, startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
+import { rssBytes, type RunningProcess } from '../helpers/process.js';
 import { gptInputs } from '../helpers/decoder-inputs.js';
-import { testLogger } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
+import { startWireTarget, type WireTarget } from '../helpers/wire-target.js';
 import { payload, requestFrame, tensor } from './arbitraries.js';
 import { FUZZ_RUNS, LONG_RUN, fuzzParameters, hostileBytes, outcomeCounts, reportFuzz } from './harness.js';
 
 const tmp = tempDir('gridpipe-fuzz-wire-');
 const MB = 1024 * 1024;
 const TIMEOUT = LONG_RUN ? 3_600_000 : 240_000;
-const GPT = { arch: 'gpt' as const, layers: 2, dModel: 32, heads: 2, vocab: 64, maxPositions: 64, seed: 5, kvCache: true };
 /** Supplier memory a whole fuzz run may add (its warm-up counted first). */
 const RSS_GROWTH_LIMIT = 96 * MB;
 /** Blob requests in the normal run: each is a stream of its own (about 0.1 s here), so fewer than exec frames. */
@@ -41,15 +36,9 @@ let supplier: RunningProcess;
 let supplierAddr: string;
 let manifestCid: string;
 let fragmentCid: string;
-const hosts: GridHost[] = [];
+let target: WireTarget;
 
-interface Ready { peerId: string; addresses: string[]; hosted: { manifestCid: string; index: number; cid: string }[] }
-
-async function clientHost(): Promise<GridHost> {
-  const h = await createGridHost({ network: 'local', clientMode: true, logger: testLogger() });
-  hosts.push(h);
-  return h;
-}
+const clientHost = (): Promise<GridHost> => target.clientHost();
 
 /** One honest prefill step through the real client: the logits' bytes. */
 async function honestLogits(host: GridHost): Promise<Uint8Array> {
@@ -145,24 +134,14 @@ function expectClearAnswers(replies: DecodedResponse[]): number {
 }
 
 beforeAll(async () => {
-  const model = path.join(tmp.dir, 'gpt.onnx');
-  await writeModel(buildModel(GPT), model);
-  const fragDir = path.join(tmp.dir, 'frags');
-  await fragmentModel(model, fragDir, { parts: 1 });
   // The fuzzer is one peer sending thousands of hostile frames on purpose: the garbage limit (net/peer-guard.ts,
   // test/security/peer-guard.test.ts) would hang it up after 16; what is tested here is that decoding holds.
-  supplier = startGridpipe(['supply', '--data', path.join(tmp.dir, 's0'), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', '0', '--threads', '1',
-    '--peer-garbage-limit', '1000000000', '--peer-stream-limit', '1000000000', '--json']);
-  const ready = (await supplier.ready) as unknown as Ready;
-  supplierAddr = ready.addresses[0];
-  manifestCid = ready.hosted[0].manifestCid;
-  fragmentCid = ready.hosted[0].cid;
+  target = await startWireTarget(tmp.dir, ['--peer-garbage-limit', '1000000000', '--peer-stream-limit', '1000000000']);
+  ({ proc: supplier, addr: supplierAddr, manifestCid, fragmentCid } = target);
 }, 120_000);
 
 afterAll(async () => {
-  for (const h of hosts) await h.stop().catch(() => undefined);
-  await supplier?.stop('SIGTERM');
-  await killAll();
+  await target?.stop();
   tmp.cleanup();
 });
 

@@ -16,8 +16,7 @@ import { buildModel } from '../../fragments/builder/index.js';
 import { writeModel } from '../../fragments/onnx/write.js';
 import { fragmentModel } from '../../fragments/fragment.js';
 import type { Manifest } from '../../fragments/manifest.js';
-import { generate, type GenerateOptions } from '../../scheduler/generate.js';
-import { LocalModelRunner } from '../../scheduler/local-runner.js';
+import type { GenerateOptions } from '../../scheduler/generate.js';
 import { byteTokenizer } from '../../gateway/tokenizers/byte.js';
 import { GridpipeClient } from '../../gateway/client.js';
 import { TENSORS_MEDIA_TYPE, tensorsFromFrames, tensorsToFrames } from '../../gateway/tensors.js';
@@ -26,6 +25,7 @@ import { runCli } from '../helpers/cli.js';
 import { waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
 import { writeTestTokenizer, CHATML_TEMPLATE } from './fixtures.js';
+import { localTokens } from '../helpers/local-run.js';
 
 const tmp = tempDir();
 const KEY = 'gp-test-main-key-0001';
@@ -96,15 +96,8 @@ function textOptions(m: TestModel, promptIds: number[], maxTokens: number, extra
 }
 
 /** The monolithic run: the whole model in one local onnxruntime session. */
-async function localIds(m: TestModel, options: GenerateOptions): Promise<number[]> {
-  const runner = await LocalModelRunner.open(m.file, m.manifest.statefulPairs);
-  const ids: number[] = [];
-  try {
-    for await (const t of generate(runner, options)) ids.push(t.id);
-  } finally {
-    await runner.close();
-  }
-  return ids;
+function localIds(m: TestModel, options: GenerateOptions): Promise<number[]> {
+  return localTokens(m.file, m.manifest.statefulPairs, options);
 }
 
 const PROMPT = 'Hello grid, ';

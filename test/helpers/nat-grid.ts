@@ -6,6 +6,10 @@
  */
 import path from 'node:path';
 import { expect } from 'vitest';
+import { buildModel } from '../../fragments/builder/index.js';
+import { writeModel } from '../../fragments/onnx/write.js';
+import { fragmentModel } from '../../fragments/fragment.js';
+import { localTokens } from './local-run.js';
 import type { RunningProcess } from './process.js';
 import { waitFor } from './swarm.js';
 import { PUBLIC_IP, type NatTopology } from './netns.js';
@@ -56,4 +60,38 @@ export async function generateFromPublicSide(topology: NatTopology, grid: NatGri
   expect(code, proc.output()).toBe(0);
   const lines = proc.output().split('\n').filter((l) => l.startsWith('{'));
   return JSON.parse(lines.find((l) => l.includes('"done":true'))!) as GenerateDone;
+}
+
+/** The NAT tests' model (4 layers, d 64) cut in 2 under `dir`, and the tokens its local onnxruntime run gives for `prompt`. */
+export async function natModel(dir: string, seed: number, prompt: number[], maxTokens: number): Promise<{ fragDir: string; expected: number[] }> {
+  const modelPath = path.join(dir, 'gpt.onnx');
+  await writeModel(buildModel({ arch: 'gpt', layers: 4, dModel: 64, heads: 4, kvCache: true, seed }), modelPath);
+  const fragDir = path.join(dir, 'frags');
+  const { manifest } = await fragmentModel(modelPath, fragDir, { parts: 2 });
+  const inputNames = manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values'));
+  return { fragDir, expected: await localTokens(modelPath, manifest.statefulPairs, { promptIds: prompt, maxTokens, kvCache: true, inputNames }) };
+}
+
+/** Asserts a generation gave `expected` and the supplier behind NAT served it over a `connection` connection. */
+export function expectServedBehindNat(done: GenerateDone, expected: number[], grid: NatGrid, connection: 'relayed' | 'direct'): void {
+  expect(done.tokens).toEqual(expected);
+  const hop = done.route.find((r) => r.peerId === grid.behindNat.peerId);
+  expect(hop, JSON.stringify(done.route)).toBeDefined();
+  expect(hop!.connection).toBe(connection);
+}
+
+/** Generates from the public side and SIGKILLs the supplier behind NAT at the 4th token; asserts the session failed over to the replica with `expected`. */
+export async function expectFailoverFromNat(topology: NatTopology, grid: NatGrid, request: { fragDir: string; prompt: number[]; maxTokens: number; clientPort: number }, expected: number[]): Promise<void> {
+  let killedAt = 0;
+  const done = await generateFromPublicSide(topology, grid, request, (n) => {
+    if (n === 4 && !killedAt) {
+      killedAt = n;
+      grid.behindNat.proc.child.kill('SIGKILL');
+    }
+  });
+  expect(killedAt).toBe(4);
+  expect(done.tokens).toEqual(expected);
+  expect(done.failovers).toBeGreaterThanOrEqual(1);
+  expect(done.route.map((r) => r.peerId)).toContain(grid.replicaId);
+  expect(done.route.map((r) => r.peerId)).not.toContain(grid.behindNat.peerId);
 }

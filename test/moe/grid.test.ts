@@ -17,13 +17,13 @@ import { fragmentModel } from '../../fragments/fragment.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import { GridClient, type OpenModel } from '../../scheduler/client.js';
 import { generate, type GenerateOptions, type StepRunner } from '../../scheduler/generate.js';
-import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import type { PipelineSession, StepOutcome } from '../../scheduler/session.js';
 import { ExpertUnavailableError } from '../../scheduler/expert-router.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
 import { runCli } from '../helpers/cli.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
+import { localTokens } from '../helpers/local-run.js';
 
 const tmp = tempDir();
 let modelPath: string;
@@ -93,10 +93,7 @@ beforeAll(async () => {
   client = await GridClient.connect({ bootstrap: [bootstrap], network: 'local', discovery: { lookupTimeoutMs: 5000 }, logger: testLogger() });
   model = await client.openModel(fragDir);
   await waitFor(async () => model.discovery.current.length >= 4 || (await model.discovery.refresh()).length >= 4, 'all suppliers in the swarm view', 30_000, 250);
-  const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-  expected = [];
-  for await (const t of generate(runner, options())) expected.push(t.id);
-  await runner.close();
+  expected = await localTokens(modelPath, manifest.statefulPairs, options());
 });
 
 afterAll(async () => {

@@ -11,9 +11,9 @@ import type { Manifest } from '../../fragments/manifest.js';
 import { createGridHost, type GridHost } from '../../net/host.js';
 import { FragmentStore } from '../../net/store/fragment-store.js';
 import { handleBlobProtocol } from '../../net/store/blob-protocol.js';
-import { generate, type GenerateOptions } from '../../scheduler/generate.js';
-import { LocalModelRunner } from '../../scheduler/local-runner.js';
+import { type GenerateOptions } from '../../scheduler/generate.js';
 import { testLogger } from '../helpers/swarm.js';
+import { localTokens } from '../helpers/local-run.js';
 
 export const MOE_PROMPT = [72, 101, 108, 108, 111, 32, 103, 114, 105, 100];
 export const MOE_MAX_TOKENS = 6;
@@ -43,9 +43,6 @@ export async function openMoeSeed(dir: string): Promise<MoeSeed> {
   const store = await FragmentStore.open({ dataDir: path.join(dir, 'seed'), logger: testLogger() });
   const { manifestCid } = await store.importManifestDir(fragDir);
   await handleBlobProtocol(seed.node, store);
-  const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-  const expected: number[] = [];
-  for await (const t of generate(runner, moeGenerateOptions(manifest))) expected.push(t.id);
-  await runner.close();
+  const expected = await localTokens(modelPath, manifest.statefulPairs, moeGenerateOptions(manifest));
   return { modelPath, fragDir, manifest, manifestCid, seed, expected };
 }

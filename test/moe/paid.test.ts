@@ -18,7 +18,6 @@ import { fragmentModel } from '../../fragments/fragment.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import { GridClient, type OpenModel } from '../../scheduler/client.js';
 import { generate, type GenerateOptions } from '../../scheduler/generate.js';
-import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import { PaymentNeededError, type StepOutcome } from '../../scheduler/session.js';
 import { payExpertCall } from '../../scheduler/expert-payment.js';
 import { VoucherPayer } from '../../gateway/payer/index.js';
@@ -30,6 +29,7 @@ import { killAll } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/swarm.js';
 import { admin, keystoreOf, startPaymentChain, startSupplier, TOKEN, type PaymentChain, type StartedSupplier } from '../payments/helpers.js';
+import { localTokens } from '../helpers/local-run.js';
 
 const tmp = tempDir('gridpipe-moe-paid-');
 const PRICE = 1_000_000_000_000n; // base units per GFLOP
@@ -77,10 +77,7 @@ beforeAll(async () => {
   await waitFor(async () => new Set((await model.discovery.refresh()).map((s) => s.peerId)).size === 3, 'the three staked suppliers in the swarm view', 30_000, 250);
   await chain.deposit(chain.wallets[4], 10_000n * TOKEN);
   payer = await VoucherPayer.open({ chain: { chainConfig: chain.config, wallet: chain.wallets[4] }, dataDir: path.join(tmp.dir, 'gateway') });
-  const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-  expected = [];
-  for await (const t of generate(runner, options())) expected.push(t.id);
-  await runner.close();
+  expected = await localTokens(modelPath, manifest.statefulPairs, options());
 });
 
 afterAll(async () => {

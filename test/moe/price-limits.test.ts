@@ -17,12 +17,12 @@ import type { Manifest } from '../../fragments/manifest.js';
 import type { PriceLimits } from '../../policy/price-limits.js';
 import { GridClient, type OpenModel } from '../../scheduler/client.js';
 import { generate, type GenerateOptions } from '../../scheduler/generate.js';
-import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import type { StepOutcome } from '../../scheduler/session.js';
 import { ExpertUnavailableError } from '../../scheduler/expert-router.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
+import { localTokens } from '../helpers/local-run.js';
 
 const tmp = tempDir();
 const PROMPT = [72, 101, 108, 108, 111, 32, 103, 114, 105, 100];
@@ -80,10 +80,7 @@ beforeAll(async () => {
   client = await GridClient.connect({ bootstrap: [bootstrap], network: 'local', discovery: { lookupTimeoutMs: 5000 }, logger: testLogger() });
   model = await client.openModel(fragDir);
   await waitFor(async () => new Set((await model.discovery.refresh()).map((s) => s.peerId)).size === 3, 'the three suppliers in the swarm view', 30_000, 250);
-  const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-  expected = [];
-  for await (const t of generate(runner, options())) expected.push(t.id);
-  await runner.close();
+  expected = await localTokens(modelPath, manifest.statefulPairs, options());
 });
 
 afterAll(async () => {

@@ -14,12 +14,11 @@ import path from 'node:path';
 import { buildModel } from '../../fragments/builder/index.js';
 import { writeModel } from '../../fragments/onnx/write.js';
 import { fragmentModel } from '../../fragments/fragment.js';
-import { generate } from '../../scheduler/generate.js';
-import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import { createWanTopology, generateInside, type WanTopology } from '../../bench/wan-net.js';
 import type { GridpipeProcess } from '../../cli/spawn.js';
 import { netnsUnsupportedReason } from '../helpers/netns.js';
 import { tempDir } from '../helpers/tmp.js';
+import { localTokens } from '../helpers/local-run.js';
 
 const unsupported = netnsUnsupportedReason();
 if (unsupported) console.warn(`[nat chain] SKIPPED: ${unsupported}`);
@@ -44,10 +43,7 @@ describe.skipIf(unsupported !== undefined)('chain mode across emulated links (ne
     fragDir = path.join(tmp.dir, 'frags');
     const { manifest } = await fragmentModel(modelPath, fragDir, { parts: STAGES });
     const inputNames = manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values'));
-    const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-    expected = [];
-    for await (const t of generate(runner, { promptIds: PROMPT, maxTokens: TOKENS, kvCache: true, inputNames })) expected.push(t.id);
-    await runner.close();
+    expected = await localTokens(modelPath, manifest.statefulPairs, { promptIds: PROMPT, maxTokens: TOKENS, kvCache: true, inputNames });
 
     topology = createWanTopology(SPARE + 1);
     await topology.startLinks(Array.from({ length: SPARE }, (_, s) => ({ host: s + 1, port: PORT })), { delayMs: 5 });

@@ -15,15 +15,9 @@
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
-import { buildModel } from '../../fragments/builder/index.js';
-import { writeModel } from '../../fragments/onnx/write.js';
-import { fragmentModel } from '../../fragments/fragment.js';
-import type { Manifest } from '../../fragments/manifest.js';
-import { generate } from '../../scheduler/generate.js';
-import { LocalModelRunner } from '../../scheduler/local-runner.js';
-import { killAll, type RunningProcess } from '../helpers/process.js';
+import { killAll } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
-import { generateFromPublicSide as generateNat, RELAY_PORT, REPLICA_PORT, startNatGrid, type GenerateDone } from '../helpers/nat-grid.js';
+import { expectFailoverFromNat, expectServedBehindNat, generateFromPublicSide as generateNat, natModel, RELAY_PORT, REPLICA_PORT, startNatGrid, type GenerateDone, type NatGrid } from '../helpers/nat-grid.js';
 import { waitFor } from '../helpers/swarm.js';
 import { createNatTopology, netnsUnsupportedReason, PUBLIC_IP, type NatTopology } from '../helpers/netns.js';
 
@@ -41,25 +35,15 @@ describe.skipIf(unsupported !== undefined)('a supplier behind NAT (network names
   const tmp = tempDir();
   let topology: NatTopology;
   let fragDir: string;
-  let manifest: Manifest;
   let expected: number[];
-  let relayAddr: string;
-  let behindNat: { proc: RunningProcess; peerId: string };
-  let replicaId: string;
+  let grid: NatGrid;
 
   beforeAll(async () => {
-    const modelPath = path.join(tmp.dir, 'gpt.onnx');
-    await writeModel(buildModel({ arch: 'gpt', layers: 4, dModel: 64, heads: 4, kvCache: true, seed: 19 }), modelPath);
-    fragDir = path.join(tmp.dir, 'frags');
-    manifest = (await fragmentModel(modelPath, fragDir, { parts: 2 })).manifest;
-    const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-    expected = [];
-    for await (const t of generate(runner, { promptIds: PROMPT, maxTokens: MAX_TOKENS, kvCache: true, inputNames: inputNames() })) expected.push(t.id);
-    await runner.close();
+    ({ fragDir, expected } = await natModel(tmp.dir, 19, PROMPT, MAX_TOKENS));
 
     topology = createNatTopology();
     await topology.startRouter([RELAY_PORT, REPLICA_PORT, REACHABLE_CLIENT_PORT, GATEWAY_RELAY_PORT], { up: { delayMs: 10 }, down: { delayMs: 10 } });
-    ({ relayAddr, replicaId, behindNat } = await startNatGrid(topology, tmp.dir, fragDir));
+    grid = await startNatGrid(topology, tmp.dir, fragDir);
   });
 
   afterAll(async () => {
@@ -68,48 +52,25 @@ describe.skipIf(unsupported !== undefined)('a supplier behind NAT (network names
     tmp.cleanup();
   });
 
-  function inputNames(): string[] {
-    return manifest.model.inputs.map((i) => i.name).filter((n) => !n.startsWith('past_key_values'));
-  }
-
   /** `gridpipe generate` on the public side (test/helpers/nat-grid.ts). */
-  function generateFromPublicSide(clientPort: number, onToken?: (n: number) => void): Promise<GenerateDone> {
-    return generateNat(topology, { relayAddr, replicaId, behindNat }, { fragDir, prompt: PROMPT, maxTokens: MAX_TOKENS, clientPort }, onToken);
+  function generateFromPublicSide(clientPort: number): Promise<GenerateDone> {
+    return generateNat(topology, grid, { fragDir, prompt: PROMPT, maxTokens: MAX_TOKENS, clientPort });
   }
 
   it('serves a generation through the relay (a limited connection): the tokens of the local run', async () => {
-    const done = await generateFromPublicSide(UNREACHABLE_CLIENT_PORT);
-    expect(done.tokens).toEqual(expected);
-    const hop = done.route.find((r) => r.peerId === behindNat.peerId);
-    expect(hop, JSON.stringify(done.route)).toBeDefined();
-    expect(hop!.connection).toBe('relayed');
+    expectServedBehindNat(await generateFromPublicSide(UNREACHABLE_CLIENT_PORT), expected, grid, 'relayed');
   });
 
   it('goes direct after DCUtR where the client is reachable: the same tokens', async () => {
-    const done = await generateFromPublicSide(REACHABLE_CLIENT_PORT);
-    expect(done.tokens).toEqual(expected);
-    const hop = done.route.find((r) => r.peerId === behindNat.peerId);
-    expect(hop, JSON.stringify(done.route)).toBeDefined();
-    expect(hop!.connection).toBe('direct');
+    expectServedBehindNat(await generateFromPublicSide(REACHABLE_CLIENT_PORT), expected, grid, 'direct');
   });
 
   it('a supplier killed behind NAT mid-generation fails over to a public replica: the same tokens', async () => {
-    let killedAt = 0;
-    const done = await generateFromPublicSide(UNREACHABLE_CLIENT_PORT, (n) => {
-      if (n === 4 && !killedAt) {
-        killedAt = n;
-        behindNat.proc.child.kill('SIGKILL');
-      }
-    });
-    expect(killedAt).toBe(4);
-    expect(done.tokens).toEqual(expected);
-    expect(done.failovers).toBeGreaterThanOrEqual(1);
-    expect(done.route.map((r) => r.peerId)).toContain(replicaId);
-    expect(done.route.map((r) => r.peerId)).not.toContain(behindNat.peerId);
+    await expectFailoverFromNat(topology, grid, { fragDir, prompt: PROMPT, maxTokens: MAX_TOKENS, clientPort: UNREACHABLE_CLIENT_PORT }, expected);
   });
 
   it('a gateway with --relay-server is a relay too: a supplier behind NAT joining through it reserves a slot there', async () => {
-    const gateway = topology.gridpipe(topology.pub, ['gateway', '--port', '0', '--bootstrap', relayAddr, '--listen', `/ip4/${PUBLIC_IP}/tcp/${GATEWAY_RELAY_PORT}`,
+    const gateway = topology.gridpipe(topology.pub, ['gateway', '--port', '0', '--bootstrap', grid.relayAddr, '--listen', `/ip4/${PUBLIC_IP}/tcp/${GATEWAY_RELAY_PORT}`,
       '--relay-server', '--data', path.join(tmp.dir, 'gateway'), '--json']);
     const gatewayId = ((await gateway.ready) as { peerId: string }).peerId;
     const gatewayAddr = `/ip4/${PUBLIC_IP}/tcp/${GATEWAY_RELAY_PORT}/p2p/${gatewayId}`;

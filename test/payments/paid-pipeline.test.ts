@@ -17,7 +17,6 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { GridClient, type OpenModel } from '../../scheduler/client.js';
 import { ModelDiscovery } from '../../scheduler/discovery.js';
 import { generate, stepInputs, type GenerateOptions } from '../../scheduler/generate.js';
-import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import type { HopTiming, StepHints } from '../../scheduler/session.js';
 import { VoucherPayer, PayerError } from '../../gateway/payer/index.js';
 import { ExecClient, type RemoteSession } from '../../net/exec/client.js';
@@ -31,6 +30,7 @@ import { killAll } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
 import { admin, keystoreOf, smallGpt, startPaymentChain, startSupplier, TOKEN, type PaymentChain, type StartedSupplier } from './helpers.js';
 import { expectOneWindowAhead } from './helpers.js';
+import { localTokens } from '../helpers/local-run.js';
 
 const tmp = tempDir('gridpipe-paid-');
 const PRICE = 1_000_000_000_000n; // base units per GFLOP
@@ -102,10 +102,7 @@ describe('paid pipelines (anvil + 3 paid supplier processes)', () => {
   });
 
   it('(a) a paid generation runs on the staked suppliers; payer and suppliers agree on every charge', async () => {
-    const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-    const expected: number[] = [];
-    for await (const t of generate(runner, genOptions())) expected.push(t.id);
-    await runner.close();
+    const expected = await localTokens(modelPath, manifest.statefulPairs, genOptions());
 
     const session = client.session(model, PROMPT.length + MAX_TOKENS, { payer });
     const hops: HopTiming[] = [];
@@ -268,10 +265,7 @@ describe('paid pipelines (anvil + 3 paid supplier processes)', () => {
     }
     const survivor = killed === b ? replica : b;
     if (killed === replica) replica = undefined;
-    const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-    const expected: number[] = [];
-    for await (const t of generate(runner, genOptions())) expected.push(t.id);
-    await runner.close();
+    const expected = await localTokens(modelPath, manifest.statefulPairs, genOptions());
     expect(tokens).toEqual(expected);
 
     const replayHop = hops.find((h) => h.peerId === survivor!.peerId && h.replayed > 0)!;

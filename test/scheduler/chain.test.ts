@@ -13,10 +13,10 @@ import { fragmentModel } from '../../fragments/fragment.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import { GridClient, type OpenModel } from '../../scheduler/client.js';
 import { generate, type GenerateOptions } from '../../scheduler/generate.js';
-import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import type { RouteMode } from '../../policy/route-mode.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
+import { localTokens } from '../helpers/local-run.js';
 import { waitFor } from '../helpers/swarm.js';
 
 const tmp = tempDir();
@@ -37,11 +37,7 @@ function options(extra: Partial<GenerateOptions> = {}): GenerateOptions {
 }
 
 async function local(extra: Partial<GenerateOptions> = {}): Promise<number[]> {
-  const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-  const out: number[] = [];
-  for await (const t of generate(runner, options(extra))) out.push(t.id);
-  await runner.close();
-  return out;
+  return localTokens(modelPath, manifest.statefulPairs, options(extra));
 }
 
 async function start(name: string, fragments: string, hostArg: string, extra: string[] = []): Promise<string> {

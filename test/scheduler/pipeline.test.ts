@@ -13,11 +13,11 @@ import { fragmentModel } from '../../fragments/fragment.js';
 import type { Manifest } from '../../fragments/manifest.js';
 import { GridClient, type OpenModel } from '../../scheduler/client.js';
 import { generate, type GenerateOptions } from '../../scheduler/generate.js';
-import { LocalModelRunner } from '../../scheduler/local-runner.js';
 import { PipelineUnavailableError } from '../../scheduler/session.js';
 import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
+import { localTokens } from '../helpers/local-run.js';
 import { waitFor } from '../helpers/swarm.js';
 
 const tmp = tempDir();
@@ -39,11 +39,7 @@ function options(): GenerateOptions {
 }
 
 async function monolithic(): Promise<number[]> {
-  const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-  const out: number[] = [];
-  for await (const t of generate(runner, options())) out.push(t.id);
-  await runner.close();
-  return out;
+  return localTokens(modelPath, manifest.statefulPairs, options());
 }
 
 async function start(name: string, fragments: string, hostArg: string, extra: string[] = []): Promise<string> {
@@ -110,10 +106,7 @@ describe('adaptive pipelines (4 supplier processes, each fragment on 2)', () => 
 
   it('sampled decoding: the last server draws each token (8 bytes back, not the row), the same tokens as the local run', async () => {
     const sampled = { ...options(), temperature: 0.9, topP: 0.95, seed: 5 };
-    const runner = await LocalModelRunner.open(modelPath, manifest.statefulPairs);
-    const local: number[] = [];
-    for await (const t of generate(runner, sampled)) local.push(t.id);
-    await runner.close();
+    const local = await localTokens(modelPath, manifest.statefulPairs, sampled);
     const session = client.session(model, PROMPT.length + MAX_TOKENS);
     const returned: string[][] = [];
     const recorder = { step: async (...a: Parameters<typeof session.step>) => { const r = await session.step(...a); returned.push(Object.keys(r.outputs)); return r; } };

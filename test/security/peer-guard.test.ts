@@ -8,23 +8,20 @@
  */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import path from 'node:path';
 import { multiaddr } from '@multiformats/multiaddr';
-import { buildModel } from '../../fragments/builder/index.js';
-import { writeModel } from '../../fragments/onnx/write.js';
-import { fragmentModel } from '../../fragments/fragment.js';
 import { PROTOCOLS } from '../../proto/grid.js';
-import { createGridHost, type GridHost } from '../../net/host.js';
+import type { GridHost } from '../../net/host.js';
 import { ExecClient, FrameReader, writeFrame } from '../../net/exec/index.js';
 import { ExecResponseType, type DecodedResponse } from '../../net/exec/codec.js';
 import { BLOB_PROTOCOL } from '../../net/store/blob-codec.js';
-import { startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
+import type { RunningProcess } from '../helpers/process.js';
 import { gptInputs } from '../helpers/decoder-inputs.js';
-import { testLogger, waitFor } from '../helpers/swarm.js';
+import { waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
+import { startWireTarget, TARGET_GPT, type WireTarget } from '../helpers/wire-target.js';
 
 const tmp = tempDir('gridpipe-guard-');
-const GPT = { arch: 'gpt' as const, layers: 2, dModel: 32, heads: 2, vocab: 64, maxPositions: 64, seed: 5, kvCache: true };
+const GPT = TARGET_GPT;
 const GARBAGE_LIMIT = 5;
 const STREAM_LIMIT = 40;
 /** Pause between honest steps: the honest client opens a stream per session, well under the stream limit. */
@@ -35,15 +32,9 @@ let supplierPeer: string;
 let admin: string;
 let manifestCid: string;
 let fragmentCid: string;
-const hosts: GridHost[] = [];
+let target: WireTarget;
 
-interface Ready { peerId: string; addresses: string[]; admin: string; hosted: { manifestCid: string; index: number; cid: string }[] }
-
-async function clientHost(): Promise<GridHost> {
-  const h = await createGridHost({ network: 'local', clientMode: true, logger: testLogger() });
-  hosts.push(h);
-  return h;
-}
+const clientHost = (): Promise<GridHost> => target.clientHost();
 
 /** A length-prefixed frame of `payload`. */
 function lengthPrefixed(payload: number[]): Uint8Array {
@@ -105,26 +96,13 @@ async function metric(name: string, labels: string): Promise<number> {
 }
 
 beforeAll(async () => {
-  const model = path.join(tmp.dir, 'gpt.onnx');
-  await writeModel(buildModel(GPT), model);
-  const fragDir = path.join(tmp.dir, 'frags');
-  await fragmentModel(model, fragDir, { parts: 1 });
-  supplier = startGridpipe([
-    'supply', '--data', path.join(tmp.dir, 's0'), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', '0', '--threads', '1',
-    '--peer-garbage-limit', String(GARBAGE_LIMIT), '--peer-stream-limit', String(STREAM_LIMIT), '--peer-refuse', '600', '--admin-port', '0', '--json',
-  ]);
-  const ready = (await supplier.ready) as unknown as Ready;
-  supplierAddr = ready.addresses[0];
-  supplierPeer = ready.peerId;
-  admin = ready.admin;
-  manifestCid = ready.hosted[0].manifestCid;
-  fragmentCid = ready.hosted[0].cid;
+  target = await startWireTarget(tmp.dir, ['--peer-garbage-limit', String(GARBAGE_LIMIT), '--peer-stream-limit', String(STREAM_LIMIT), '--peer-refuse', '600', '--admin-port', '0']);
+  ({ proc: supplier, addr: supplierAddr, peerId: supplierPeer, manifestCid, fragmentCid } = target);
+  admin = target.admin!;
 }, 120_000);
 
 afterAll(async () => {
-  for (const h of hosts) await h.stop().catch(() => undefined);
-  await supplier?.stop('SIGTERM');
-  await killAll();
+  await target?.stop();
   tmp.cleanup();
 });
 

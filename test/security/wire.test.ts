@@ -7,16 +7,12 @@
  */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import path from 'node:path';
 import { Registry } from 'prom-client';
 import { multiaddr } from '@multiformats/multiaddr';
 import type { Stream } from '@libp2p/interface';
-import { buildModel } from '../../fragments/builder/index.js';
-import { writeModel } from '../../fragments/onnx/write.js';
-import { fragmentModel } from '../../fragments/fragment.js';
 import { writeVarint, varintLength } from '../../fragments/onnx/wire.js';
 import { PROTOCOLS } from '../../proto/grid.js';
-import { createGridHost, type GridHost } from '../../net/host.js';
+import type { GridHost } from '../../net/host.js';
 import { ShareLimits } from '../../node/limits.js';
 import { ExecServer, type ExecServerInit } from '../../node/exec/index.js';
 import { ErrorCode, ExecClient, ExecError, FrameReader, writeFrame } from '../../net/exec/index.js';
@@ -25,22 +21,20 @@ import {
 } from '../../net/exec/codec.js';
 import { DEFAULT_SCAN_LIMITS, scanRequest, scanRequestPrefix, scanResponse } from '../../net/exec/scan.js';
 import type { WireTensor } from '../../proto/grid.js';
-import { rssBytes, startGridpipe, killAll, type RunningProcess } from '../helpers/process.js';
+import { rssBytes, type RunningProcess } from '../helpers/process.js';
 import { gptInputs } from '../helpers/decoder-inputs.js';
 import { testLogger, waitFor } from '../helpers/swarm.js';
 import { tempDir } from '../helpers/tmp.js';
+import { startWireTarget, TARGET_GPT, type WireTarget } from '../helpers/wire-target.js';
 
 const tmp = tempDir('gridpipe-wire-');
 const MB = 1024 * 1024;
-const GPT = { arch: 'gpt' as const, layers: 2, dModel: 32, heads: 2, vocab: 64, maxPositions: 64, seed: 5, kvCache: true };
+const GPT = TARGET_GPT;
 let supplier: RunningProcess;
 let supplierAddr: string;
 let manifestCid: string;
 let fragmentCid: string;
-let fragDir: string;
-const hosts: GridHost[] = [];
-
-interface Ready { peerId: string; addresses: string[]; hosted: { manifestCid: string; index: number; cid: string }[] }
+let target: WireTarget;
 
 /** A length-prefixed frame: `envelopeField` (ExecRequest/ExecResponse body 2 = step) holding `head` then `count` copies of `unit`. */
 function repeatedFrame(head: Uint8Array, unit: Uint8Array, count: number): Buffer {
@@ -67,11 +61,7 @@ function repeatedFrame(head: Uint8Array, unit: Uint8Array, count: number): Buffe
 }
 
 /** A client host of the test (stopped in afterAll). */
-async function clientHost(): Promise<GridHost> {
-  const h = await createGridHost({ network: 'local', clientMode: true, logger: testLogger() });
-  hosts.push(h);
-  return h;
-}
+const clientHost = (): Promise<GridHost> => target.clientHost();
 
 /** A raw exec stream to `addr` that sends whole frames and reads one reply each. */
 async function rawStream(host: GridHost, addr: string): Promise<{ stream: Stream; send: (frame: Uint8Array | Uint8Array[]) => Promise<DecodedResponse> }> {
@@ -97,21 +87,12 @@ async function honestStep(host: GridHost): Promise<number[]> {
 }
 
 beforeAll(async () => {
-  const model = path.join(tmp.dir, 'gpt.onnx');
-  await writeModel(buildModel(GPT), model);
-  fragDir = path.join(tmp.dir, 'frags');
-  await fragmentModel(model, fragDir, { parts: 1 });
-  supplier = startGridpipe(['supply', '--data', path.join(tmp.dir, 's0'), '--listen', '/ip4/127.0.0.1/tcp/0', '--host', fragDir, '--fragments', '0', '--threads', '1', '--json']);
-  const ready = (await supplier.ready) as unknown as Ready;
-  supplierAddr = ready.addresses[0];
-  manifestCid = ready.hosted[0].manifestCid;
-  fragmentCid = ready.hosted[0].cid;
+  target = await startWireTarget(tmp.dir);
+  ({ proc: supplier, addr: supplierAddr, manifestCid, fragmentCid } = target);
 }, 120_000);
 
 afterAll(async () => {
-  for (const h of hosts) await h.stop().catch(() => undefined);
-  await supplier?.stop('SIGTERM');
-  await killAll();
+  await target?.stop();
   tmp.cleanup();
 });
 
@@ -205,8 +186,7 @@ describe('bounded decoding against a real supplier process (attack 3)', () => {
 
 describe('bounded decoding on the client (attack 4)', () => {
   it('(c) a rogue supplier replying with 29M empty replay outputs fails that session, not the client; RSS grows < 64 MB', async () => {
-    const rogue = await createGridHost({ network: 'local', logger: testLogger() });
-    hosts.push(rogue);
+    const rogue = await target.clientHost(false);
     const count = 29_000_000;
     let crafted: Buffer | undefined;
     await rogue.node.handle(PROTOCOLS.exec, async (stream) => {
@@ -237,8 +217,7 @@ describe('bounded decoding on the client (attack 4)', () => {
 describe('per-peer buffer cap (attack 7)', () => {
   /** An exec server in this process with the given buffer caps (no fragments). */
   async function capped(init: Partial<ExecServerInit>): Promise<{ server: ExecServer; addr: string }> {
-    const host = await createGridHost({ network: 'local', logger: testLogger() });
-    hosts.push(host);
+    const host = await target.clientHost(false);
     const server = new ExecServer({ logger: testLogger(), limits: new ShareLimits({}, { memoryBytes: 1 << 30, cores: 1 }), resolve: () => undefined, ...init });
     await server.start(host.node);
     return { server, addr: host.node.getMultiaddrs()[0].toString() };
