@@ -1,3 +1,7 @@
+/**
+ * The synthetic model builder (fragments/builder/): every architecture builds and runs on onnxruntime, with and
+ * without a KV cache; seeds are deterministic; external data reads back the same; MoE and tied-head metadata.
+ */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

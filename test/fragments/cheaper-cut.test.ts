@@ -1,3 +1,6 @@
+/**
+ * The cut planner on a real graph: it cuts where few bytes cross (a bottleneck) and, without one, for balance.
+ */
 import { afterAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { GraphBuilder, makeModel } from '../../fragments/builder/graph-builder.js';

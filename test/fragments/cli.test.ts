@@ -1,3 +1,7 @@
+/**
+ * `gridpipe model` end to end (build, inspect, fragment, verify) as a user runs it, and its refusals: a tampered
+ * fragment, a file that is not ONNX, a truncated model.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, truncateSync, unlinkSync, writeFileSync, statSync, appendFileSync } from 'node:fs';
 import path from 'node:path';

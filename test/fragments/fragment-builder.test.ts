@@ -1,3 +1,7 @@
+/**
+ * Fragmenting built models: KV-cache pairs stay in one fragment, the manifest records experts, the tokenizer and
+ * copies of shared weights, and verify catches a fragment that computes something else.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { buildModel, GPT_EMBEDDING, type BuildOptions } from '../../fragments/builder/index.js';

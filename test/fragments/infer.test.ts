@@ -1,3 +1,7 @@
+/**
+ * Shape inference (fragments/analysis/): symbolic dimensions in canonical form, and tensor shapes propagated
+ * through MatMul, broadcasting and PyTorch's dynamic Reshape chains.
+ */
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';

@@ -1,3 +1,7 @@
+/**
+ * ONNX read/write: a model round-trips through embedded and external data with identical outputs; large Constants
+ * become initializers and typed float_data weights read back.
+ */
 import { afterAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { writeFileSync, statSync } from 'node:fs';

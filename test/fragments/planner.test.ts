@@ -1,3 +1,7 @@
+/**
+ * planCuts: cheap cuts when balance allows, the best balance among equal costs, never a forbidden position, and a
+ * clear error when there are too few cut points.
+ */
 import { describe, expect, it } from 'vitest';
 import { planCuts, countCutPoints, type CutProblem } from '../../fragments/planner.js';
 import { FragmentError } from '../../fragments/onnx/errors.js';

@@ -1,3 +1,7 @@
+/**
+ * Capacity records (net/capacity/): signing and opening every field, typed refusals of forged, tampered, expired,
+ * oversized and misplaced records, the DHT validator and selector, and records seen by every node of a 6-node DHT.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyPair, publicKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';

@@ -1,3 +1,7 @@
+/**
+ * The node identity (an Ed25519 key file: permissions, corruption, two processes racing) and the libp2p host built
+ * from it.
+ */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';

@@ -1,3 +1,7 @@
+/**
+ * FragmentStore: blobs stored under the CID of their bytes, verified and atomic; a fragment folder imported; a blob
+ * whose bytes no longer match is never returned; only safe blob CIDs accepted.
+ */
 import '../../net/polyfill.js';
 import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';

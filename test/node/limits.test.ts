@@ -1,3 +1,7 @@
+/**
+ * Share limits (node/limits.ts): hour windows (across midnight too), clear refusals of malformed or nonsensical
+ * limits, and sessions admitted only inside the limits.
+ */
 import { describe, expect, it } from 'vitest';
 import { parseHours, ShareLimits, withinHours } from '../../node/limits.js';
 

@@ -1,3 +1,7 @@
+/**
+ * The capacity probe (node/probe.ts): nvidia-smi parsing, and a measurement through onnxruntime that says when it
+ * fell back to CPU and is cached.
+ */
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';

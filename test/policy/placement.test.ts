@@ -1,3 +1,7 @@
+/**
+ * Placement (policy/): spans fitted to memory, a model covered as suppliers join, gaps closed without flapping, and
+ * never the last host of a fragment moved away.
+ */
 import { describe, expect, it } from 'vitest';
 import { chooseSpan, coverage, shouldMove, spanLengthAt, type PlacedServer } from '../../policy/placement.js';
 

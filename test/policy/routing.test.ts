@@ -1,3 +1,7 @@
+/**
+ * findRoute (policy/): the cheapest route (checked against exhaustive search on random swarms), a named missing
+ * fragment, fast replicas and long spans when round trips dominate, and price as a routing term.
+ */
 import { describe, expect, it } from 'vitest';
 import { findRoute, NoRouteError, priceWeight, type FragmentCost, type RouteRequest, type ServerEstimate } from '../../policy/routing.js';
 import { seededRandom } from '../../fragments/seeded-random.js';

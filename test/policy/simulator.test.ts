@@ -1,3 +1,7 @@
+/**
+ * The swarm simulator (policy/simulator/): its event queue's order, the random-routing baseline, and results that
+ * depend only on the seed.
+ */
 import { describe, expect, it } from 'vitest';
 import { EventQueue, llama70bClass, randomRoute, simulate, Simulation, type SimOptions, type SimResult } from '../../policy/simulator/index.js';
 import { seededRandom } from '../../fragments/seeded-random.js';

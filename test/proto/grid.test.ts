@@ -1,3 +1,7 @@
+/**
+ * grid.proto through the generated code: tensors travel as raw bytes, and steps carry the fields the pipeline modes
+ * use.
+ */
 import { describe, expect, it } from 'vitest';
 import { decodeTensor, encodeTensor, gridRoot } from '../../proto/grid.js';
 

@@ -1,3 +1,7 @@
+/**
+ * generate's prompt checks, before any server runs: ids outside the vocabulary, negative or non-integer ids are
+ * refused with the id named; the last id of the vocabulary goes through.
+ */
 import { describe, expect, it } from 'vitest';
 import { generate, type StepRunner } from '../../scheduler/generate.js';
 
