@@ -46,9 +46,11 @@ describe.each(Object.keys(MODELS))('builder model %s', (name) => {
     if (name === 'cnn') expect(manifest.fragments.some((f) => f.quantization!.replaced.Gemm)).toBe(true);
     // Each weight within its stated bound, read back from the written files.
     let checked = 0;
+    const stored: string[] = [];
     for (const f of manifest.fragments) {
       const errors = await quantizedWeightErrors(path.join(out, f.file), files[name]);
       expect(errors.length).toBe(f.quantization!.weights);
+      stored.push(...errors.map((e) => e.name));
       for (const e of errors) {
         // int4's default stores the position table in int8 (scheme.ts): each weight is held to its own precision's bound.
         const precision = e.bits === 8 ? 'int8' : 'int4';
@@ -59,6 +61,12 @@ describe.each(Object.keys(MODELS))('builder model %s', (name) => {
       expect(f.quantization!.weightError.relRms).toBeLessThan(RMS_BOUND[scheme]);
     }
     expect(checked).toBeGreaterThan(0);
+    // int4's default: the head (the product that is `logits`) at block 32 with zero points, the gpt's position table in int8.
+    if (scheme === 'int4' && block === undefined) {
+      expect(record.roles).toEqual(q.roles);
+      expect(stored.filter((n) => n.endsWith('.q4b32a'))).toHaveLength(1);
+      if (name === 'gpt+kv') expect(stored.filter((n) => n.endsWith('.q8b128'))).toEqual(['model.embed_positions.weight.q8b128']);
+    } else expect(stored.every((n) => n.endsWith(`.q${q.bits}b${q.block}`))).toBe(true);
     // The chain ran on onnxruntime-node when fragmenting: finite output errors within the scheme's bound.
     const figures = record.figures!;
     expect(figures.outputs.map((o) => o.name)).toEqual(manifest.model.outputs.map((o) => o.name));
