@@ -106,7 +106,7 @@ export function modelCommand(): Command {
     .option('--tokenizer <file>', 'Hugging Face tokenizer.json to ship with the fragments (a tokenizer_config.json beside it goes too; default: the one beside the model)')
     .option('--experts-per-fragment <n>', 'cut each mixture-of-experts layer into a router fragment and fragments of N experts, for selective activation (--parts then counts dense fragments)', positiveInt)
     .addOption(new Option('--quantize <scheme>', 'store MatMul/Gemm/Gather weights block-quantized (weight-only; the error is measured into the manifest)').choices(['int8', 'int4']))
-    .addOption(new Option('--block <n>', 'weights per quantization block (default: int8 128, int4 64)').choices(['32', '64', '128']))
+    .addOption(new Option('--block <n>', 'weights per quantization block, every weight alike (default: int8 128; int4 64, LM head 32 with zero points, position table int8)').choices(['32', '64', '128']))
     .option('--text <file>', 'with --quantize: text whose seeded windows measure token agreement and perplexity (default: seeded random token ids)')
     .option('--calibrate <file>', 'with --quantize: text (not the --text one) whose seeded windows calibrate GPTQ: MatMul/Gemm weights are rounded to minimise their layer output error (language models that fit in memory)')
     .option('--json', 'machine-readable output', false)
@@ -195,7 +195,8 @@ async function quantizeOption(file: string, o: { quantize?: string; block?: stri
 
 /** Lines describing a quantized manifest: bytes, and the measured error. */
 function describeQuantization(q: NonNullable<Manifest['quantization']>): string[] {
-  const lines = [`quantized ${q.scheme} (blocks of ${q.block}): ${formatBytes(q.sourceWeightBytes)} → ${formatBytes(q.weightBytes)} of weights (${(q.weightBytes / q.sourceWeightBytes).toFixed(3)}×)`];
+  const roles = Object.entries(q.roles ?? {}).map(([role, p]) => `, ${role} int${p.bits} blocks of ${p.block}${p.asymmetric ? ' with zero points' : ''}`).join('');
+  const lines = [`quantized ${q.scheme} (blocks of ${q.block}${roles}): ${formatBytes(q.sourceWeightBytes)} → ${formatBytes(q.weightBytes)} of weights (${(q.weightBytes / q.sourceWeightBytes).toFixed(3)}×)`];
   for (const out of q.figures?.outputs ?? []) lines.push(`  ${out.name}: max abs error ${out.maxAbs.toExponential(3)}, mean ${out.meanAbs.toExponential(3)}, relative ${out.maxRel.toExponential(3)}`);
   const lm = q.figures?.languageModel;
   if (lm) lines.push(`  next-token agreement ${(lm.tokenAgreement * 100).toFixed(2)}% over ${lm.positions} positions; perplexity ${lm.perplexity.toFixed(2)} → ${lm.quantizedPerplexity.toFixed(2)} (${lm.source})`);

@@ -6,7 +6,7 @@ import { FragmentError } from './onnx/errors.js';
 import type { FragmentInput, FragmentOutput, BoundaryTensor } from './partition.js';
 import type { StatefulPair } from './stateful.js';
 import type { QuantizationFigures } from './quantize/measure.js';
-import type { QuantSchemeName } from './quantize/scheme.js';
+import type { QuantSchemeName, WeightPrecision, WeightRole } from './quantize/scheme.js';
 
 export const MANIFEST_SCHEMA = 'gridpipe.manifest/1';
 export const MANIFEST_FILE = 'manifest.json';
@@ -44,6 +44,10 @@ export interface FragmentQuantizationRecord {
   scheme: QuantSchemeName;
   bits: number;
   block: number;
+  /** Each block has its own zero point (stored next to its scale); absent: the ops' default zero point. */
+  asymmetric?: true;
+  /** Weights of these roles (token table, position table, LM head, layers) stored at their own precision instead of bits / block. */
+  roles?: Partial<Record<WeightRole, WeightPrecision>>;
   /** Source weights stored quantized, and nodes rewritten by op (MatMul, Gemm, Gather). */
   weights: number;
   replaced: Record<string, number>;
@@ -62,6 +66,10 @@ export interface ModelQuantizationRecord {
   scheme: QuantSchemeName;
   bits: number;
   block: number;
+  /** Each block has its own zero point (stored next to its scale); absent: the ops' default zero point. */
+  asymmetric?: true;
+  /** Weights of these roles (token table, position table, LM head, layers) stored at their own precision instead of bits / block. */
+  roles?: Partial<Record<WeightRole, WeightPrecision>>;
   /** The onnxruntime ops the quantized weights run on. */
   ops: string[];
   sourceWeightBytes: number;

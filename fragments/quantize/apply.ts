@@ -41,13 +41,13 @@ export function quantizeFragments<F extends FragmentModel>(fragments: F[], schem
     for (const [i, entry] of manifest.fragments.entries()) {
       const r = reports[i];
       entry.quantization = {
-        scheme: scheme.scheme, bits: scheme.bits, block: scheme.block, weights: r.weights, ...(r.calibrated ? { calibrated: r.calibrated } : {}), replaced: r.replaced, kept: r.kept,
+        scheme: scheme.scheme, bits: scheme.bits, block: scheme.block, ...(scheme.asymmetric ? { asymmetric: true } : {}), ...(scheme.roles ? { roles: scheme.roles } : {}), weights: r.weights, ...(r.calibrated ? { calibrated: r.calibrated } : {}), replaced: r.replaced, kept: r.kept,
         sourceWeightBytes: sourceBytes[i],
         weightError: { maxAbs: r.error.maxAbsError, relRms: r.error.sumSquared > 0 ? Math.sqrt(r.error.sumSquaredError / r.error.sumSquared) : 0 },
       };
     }
     manifest.quantization = {
-      scheme: scheme.scheme, bits: scheme.bits, block: scheme.block, ops: QUANTIZED_OPS,
+      scheme: scheme.scheme, bits: scheme.bits, block: scheme.block, ...(scheme.asymmetric ? { asymmetric: true } : {}), ...(scheme.roles ? { roles: scheme.roles } : {}), ops: QUANTIZED_OPS,
       sourceWeightBytes: sourceBytes.reduce((a, b) => a + b, 0),
       weightBytes: rewritten.reduce((s, f) => s + f.weightBytes, 0),
     };

@@ -6,7 +6,7 @@
  * weighted by H's inverse, so errors along correlated inputs cancel. It needs no extra bytes and no graph change:
  * onnxruntime runs the same MatMulNBits. Each row is independent, so rows are processed one after another.
  */
-import { blockLayout, blockScale, type QuantError, type QuantizedRows } from './blockwise.js';
+import { blockLayout, blockLevels, packCode, zeroPointRowBytes, type QuantError, type QuantizedRows } from './blockwise.js';
 
 /**
  * A layer input's second moment: Σ xxᵀ over calibration positions (k × k, row-major), and how many positions.
@@ -20,16 +20,19 @@ const DAMPENING = 0.01;
 
 /**
  * Quantizes `rows` rows of `rowLength` values (row-major; each row runs along the layer's input axis, the axis `moment`
- * describes). The error recorded is the weights' own (against `values`), as quantizeRows records it.
+ * describes). The error recorded is the weights' own (against `values`), as quantizeRows records it. With `asymmetric`,
+ * each block's scale and zero point are chosen from the row as it stands when GPTQ reaches the block (earlier
+ * columns' errors already spread into it), as AutoGPTQ does with sym=False and static groups.
  */
-export function gptqQuantizeRows(values: Float32Array, rows: number, rowLength: number, bits: 4 | 8, block: number, moment: InputMoment): QuantizedRows {
+export function gptqQuantizeRows(values: Float32Array, rows: number, rowLength: number, bits: 4 | 8, block: number, moment: InputMoment, asymmetric = false): QuantizedRows {
   if (moment.k !== rowLength) throw new RangeError(`input moment is ${moment.k} wide, rows are ${rowLength}`);
   const { blocks, padded } = blockLayout(rowLength, block);
   const rowBytes = (padded * bits) / 8;
   const data = new Uint8Array(rows * rowBytes).fill(bits === 4 ? 0x88 : 128);
   const scales = new Float32Array(rows * blocks);
+  const zeroBytes = zeroPointRowBytes(blocks, bits);
+  const zeroPoints = asymmetric ? new Uint8Array(rows * zeroBytes) : undefined;
   const error: QuantError = { count: rows * rowLength, sumSquaredError: 0, sumSquared: 0, maxAbsError: 0 };
-  const zero = bits === 8 ? 128 : 8;
   const top = bits === 8 ? 255 : 15;
   const { upper, dead, lower } = inverseCholeskyFactor(moment, rowLength);
   const w = new Float64Array(rowLength);
@@ -39,11 +42,16 @@ export function gptqQuantizeRows(values: Float32Array, rows: number, rowLength: 
     else for (let i = 0; i < rowLength; i++) w[i] = values[row + i];
     for (let i = 0; i < rowLength; i++) if (dead[i]) w[i] = 0;
     let scale = 0;
+    let zero = 0;
     let inverse = 0;
     for (let i = 0; i < rowLength; i++) {
       if (i % block === 0) {
-        scale = blockScale(w, i, Math.min(rowLength, i + block), bits);
+        ({ scale, zero } = blockLevels(w, i, Math.min(rowLength, i + block), bits, asymmetric));
         scales[r * blocks + i / block] = scale;
+        if (zeroPoints) {
+          packCode(zeroPoints, r * zeroBytes, i / block, zero, bits);
+          for (let p = rowLength; p < Math.min(padded, i + block); p++) packCode(data, r * rowBytes, p, zero, bits); // padding restores 0
+        }
         inverse = scale === 0 ? 0 : 1 / scale;
       }
       const q = Math.min(top, Math.max(0, Math.round(w[i] * inverse) + zero));
@@ -51,9 +59,7 @@ export function gptqQuantizeRows(values: Float32Array, rows: number, rowLength: 
       const spread = (w[i] - restored) / upper[i * rowLength + i];
       const u = i * rowLength;
       for (let j = i + 1; j < rowLength; j++) w[j] -= spread * upper[u + j];
-      const at = r * rowBytes + (bits === 8 ? i : i >> 1);
-      if (bits === 8) data[at] = q;
-      else data[at] = i % 2 === 0 ? (data[at] & 0xf0) | q : (data[at] & 0x0f) | (q << 4);
+      packCode(data, r * rowBytes, i, q, bits);
       const v = values[row + i];
       const e = Math.abs(Math.fround(restored) - v);
       error.sumSquaredError += e * e;
@@ -61,7 +67,7 @@ export function gptqQuantizeRows(values: Float32Array, rows: number, rowLength: 
       if (e > error.maxAbsError) error.maxAbsError = e;
     }
   }
-  return { data, scales, blocks, error };
+  return { data, scales, blocks, error, ...(zeroPoints ? { zeroPoints } : {}) };
 }
 
 /**

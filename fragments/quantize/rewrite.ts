@@ -10,8 +10,8 @@ import { AttributeType, int64ToNumber, type AttributeProto, type NodeProto, type
 import { DataType } from '../onnx/dtype.js';
 import type { ModelDoc, Weight } from '../onnx/model-doc.js';
 import { loadTensorBytes, loadTensorBytesSync } from '../onnx/tensor-bytes.js';
-import { addError, blockLayout, noError, quantizeRows, transpose, type QuantError, type QuantizedRows } from './blockwise.js';
-import type { QuantScheme } from './scheme.js';
+import { addError, blockLayout, noError, quantizeRows, transpose, zeroPointRowBytes, type QuantError, type QuantizedRows } from './blockwise.js';
+import { precisionFor, type QuantScheme, type WeightPrecision, type WeightRole } from './scheme.js';
 import { gptqQuantizeRows, type InputMoment } from './gptq.js';
 
 const MS_DOMAIN = 'com.microsoft';
@@ -33,12 +33,12 @@ export interface FragmentQuantization {
 
 /** A quantized weight in one layout: rows along the reduced axis ("rows": the source as is, "columns": its transpose). */
 interface Plan {
-  source: Weight; layout: 'rows' | 'columns'; rows: number; rowLength: number; key: string; scheme: QuantScheme;
+  source: Weight; layout: 'rows' | 'columns'; rows: number; rowLength: number; key: string; scheme: WeightPrecision;
   /** The layer input's calibration moment: quantized with GPTQ when present (a separate copy from an uncalibrated use). */
   moment?: InputMoment;
 }
 
-/** Rewrites `doc` (a fragment); the result shares untouched nodes and weights with it. */
+/** Rewrites `doc` (a fragment), each weight at its role's precision (scheme.ts); the result shares untouched nodes and weights with it. */
 export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme, moments?: ReadonlyMap<string, InputMoment>): { doc: ModelDoc; report: FragmentQuantization } {
   const report: FragmentQuantization = { weights: 0, calibrated: 0, replaced: {}, kept: keptPrecision(doc), error: noError() };
   const weights = new Map(doc.graph.initializer.map((w) => [w.header.name ?? '', w]));
@@ -57,20 +57,23 @@ export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme, moments?
   const dimsOf = (w: Weight): [number, number] => [int64ToNumber(w.header.dims![0]), int64ToNumber(w.header.dims![1])];
 
   const plans = new Map<string, Plan>();
-  const planFor = (source: Weight, layout: 'rows' | 'columns', input?: string): Plan => {
+  const planFor = (source: Weight, layout: 'rows' | 'columns', role: WeightRole, input?: string): Plan => {
     const [a, b] = dimsOf(source);
+    const precision = precisionFor(scheme, role);
     const rowLength = layout === 'rows' ? b : a;
     const moment = input === undefined ? undefined : moments?.get(input);
     const calibrated = moment?.k === rowLength ? moment : undefined;
-    const key = `${source.header.name}|${layout}${calibrated ? `|${input}` : ''}`;
+    const key = `${source.header.name}|${layout}|${precisionSuffix(precision)}${calibrated ? `|${input}` : ''}`;
     let plan = plans.get(key);
     if (!plan) {
-      plan = { source, layout, rows: layout === 'rows' ? a : b, rowLength, key, scheme, ...(calibrated ? { moment: calibrated } : {}) };
+      plan = { source, layout, rows: layout === 'rows' ? a : b, rowLength, key, scheme: precision, ...(calibrated ? { moment: calibrated } : {}) };
       plans.set(key, plan);
     }
     return plan;
   };
-  const qName = (p: Plan): string => `${p.source.header.name}${p.layout === 'columns' ? '.T' : ''}.q${p.scheme.bits}b${p.scheme.block}${p.moment ? `.gptq${[...plans.values()].filter((o) => o.moment && o.source === p.source && o.layout === p.layout).indexOf(p) || ''}` : ''}`;
+  const qName = (p: Plan): string => `${p.source.header.name}${p.layout === 'columns' ? '.T' : ''}.${precisionSuffix(p.scheme)}${p.moment ? `.gptq${[...plans.values()].filter((o) => o.moment && o.source === p.source && o.layout === p.layout && precisionSuffix(o.scheme) === precisionSuffix(p.scheme)).indexOf(p) || ''}` : ''}`;
+  // The LM head: a product that is the graph output `logits` (quantizeFragmentDoc's roles, scheme.ts).
+  const roleOf = (output: string | undefined): WeightRole => (output === 'logits' && graphOutputs.has(output) ? 'head' : 'layer');
 
   const replacements = new Map<NodeProto, NodeProto[]>();
   const removedTransposes = new Set<NodeProto>();
@@ -84,12 +87,13 @@ export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme, moments?
       const [x, w] = node.input;
       let plan: Plan | undefined;
       const direct = quantizable(w);
-      if (direct) plan = planFor(direct, 'columns', x); // [K, N]: rows of its transpose run along K
+      const role = roleOf(node.output?.[0]);
+      if (direct) plan = planFor(direct, 'columns', role, x); // [K, N]: rows of its transpose run along K
       else {
         const t = producer.get(w);
         const source = t && t.opType === 'Transpose' && isMatrixTranspose(t) ? quantizable(t.input?.[0]) : undefined;
         if (t && source) {
-          plan = planFor(source, 'rows', x); // Transpose of [N, K]: the source rows already run along K
+          plan = planFor(source, 'rows', role, x); // Transpose of [N, K]: the source rows already run along K
           const onlyMatMuls = (consumers.get(w) ?? []).every((c) => c.opType === 'MatMul' && c.input?.[1] === w && (c.domain ?? '') === '');
           if (onlyMatMuls && !graphOutputs.has(w)) removedTransposes.add(t);
         }
@@ -102,7 +106,7 @@ export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme, moments?
       if ((a.transA ?? 0) !== 0 || (a.alpha ?? 1) !== 1 || (a.beta ?? 1) !== 1) continue;
       const source = quantizable(node.input![1]);
       if (!source) continue;
-      const plan = planFor(source, a.transB ? 'rows' : 'columns', node.input![0]);
+      const plan = planFor(source, a.transB ? 'rows' : 'columns', roleOf(node.output?.[0]), node.input![0]);
       if (!usable(plan.rowLength)) continue;
       const bias = node.input![2];
       const out = node.output![0];
@@ -114,13 +118,13 @@ export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme, moments?
     } else if (node.opType === 'Gather' && node.input?.length === 2) {
       const source = quantizable(node.input[0]);
       if (!source || (attrs(node).axis ?? 0) !== 0) continue;
-      const plan = planFor(source, 'rows');
+      const plan = planFor(source, 'rows', node.input[1] === 'input_ids' ? 'tokens' : 'positions');
       if (plan.rowLength % plan.scheme.block !== 0 || !usable(plan.rowLength)) continue;
       const data = `${qName(plan)}.rows`;
       replacements.set(node, [
         { name: `${node.name ?? data}/rows`, opType: 'Reshape', input: [qName(plan), `${qName(plan)}.rowshape`], output: [data] },
         {
-          name: node.name, opType: 'GatherBlockQuantized', domain: MS_DOMAIN, input: [data, node.input[1], `${qName(plan)}.scales`], output: node.output,
+          name: node.name, opType: 'GatherBlockQuantized', domain: MS_DOMAIN, input: [data, node.input[1], `${qName(plan)}.scales`, ...(plan.scheme.asymmetric ? [`${qName(plan)}.zero_points`] : [])], output: node.output,
           attribute: [intAttr('gather_axis', 0), intAttr('quantize_axis', 1), intAttr('block_size', plan.scheme.block), intAttr('bits', plan.scheme.bits)],
         },
       ]);
@@ -154,6 +158,13 @@ export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme, moments?
       const { blocks, padded } = blockLayout(p.rowLength, block);
       const rowBytes = (padded * bits) / 8;
       initializer.push(generatedWeight({ name: qName(p), dataType: DataType.UINT8, dims: [p.rows, blocks, (block * bits) / 8] }, p.rows * rowBytes, async () => (await cache.get(p)).data));
+      // The zero points (asymmetric) come before the scales: the scales are the weight's last tensor, where the cache forgets it.
+      if (p.scheme.asymmetric) {
+        const zeroBytes = zeroPointRowBytes(blocks, bits);
+        // MatMulNBits reads them flat (N · ceil(blocks·bits/8)); GatherBlockQuantized as the scales' shape, packed along the blocks.
+        const dims = needsRowShape.has(qName(p)) ? [p.rows, zeroBytes] : [p.rows * zeroBytes];
+        initializer.push(generatedWeight({ name: `${qName(p)}.zero_points`, dataType: DataType.UINT8, dims }, p.rows * zeroBytes, async () => (await cache.get(p)).zeroPoints!));
+      }
       initializer.push(generatedWeight({ name: `${qName(p)}.scales`, dataType: DataType.FLOAT, dims: [p.rows, blocks] }, p.rows * blocks * 4, async () => {
         const q = await cache.get(p);
         cache.done(p);
@@ -178,6 +189,11 @@ export function quantizeFragmentDoc(doc: ModelDoc, scheme: QuantScheme, moments?
   };
 }
 
+/** A quantized weight's name part for its precision: q4b64, or q4b16a with zero points. */
+function precisionSuffix(p: WeightPrecision): string {
+  return `q${p.bits}b${p.block}${p.asymmetric ? 'a' : ''}`;
+}
+
 /** The ops or weight types in a fragment that show its exporter chose the precision already. */
 function keptPrecision(doc: ModelDoc): string[] {
   const kept = new Set<string>();
@@ -192,7 +208,7 @@ function keptPrecision(doc: ModelDoc): string[] {
 function matMulNBits(name: string, x: string, q: string, out: string, plan: Plan): NodeProto {
   const { scheme } = plan;
   return {
-    name, opType: 'MatMulNBits', domain: MS_DOMAIN, input: [x, q, `${q}.scales`], output: [out],
+    name, opType: 'MatMulNBits', domain: MS_DOMAIN, input: [x, q, `${q}.scales`, ...(scheme.asymmetric ? [`${q}.zero_points`] : [])], output: [out],
     attribute: [intAttr('K', plan.rowLength), intAttr('N', plan.rows), intAttr('bits', scheme.bits), intAttr('block_size', scheme.block)],
   };
 }
@@ -251,7 +267,8 @@ class QuantizedWeightCache {
     let values = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
     if (plan.layout === 'columns') values = transpose(values, plan.rowLength, plan.rows);
     const { bits, block } = plan.scheme;
-    const q = plan.moment ? gptqQuantizeRows(values, plan.rows, plan.rowLength, bits, block, plan.moment) : quantizeRows(values, plan.rows, plan.rowLength, bits, block);
+    const asymmetric = plan.scheme.asymmetric === true;
+    const q = plan.moment ? gptqQuantizeRows(values, plan.rows, plan.rowLength, bits, block, plan.moment, asymmetric) : quantizeRows(values, plan.rows, plan.rowLength, bits, block, asymmetric);
     if (!this.counted.has(plan.key)) {
       this.counted.add(plan.key);
       addError(this.report.error, q.error);

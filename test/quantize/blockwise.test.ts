@@ -12,16 +12,19 @@ function weights(count: number, seed: number): Float32Array {
 describe('block-wise quantization', () => {
   // The stated bound: every value comes back within half a step of its block (int8: max|x|/254); int4 within a
   // fifth of the block's largest magnitude (its scale search clips outliers by at most that, for finer steps).
+  // Asymmetric int4 (a zero point per block) keeps the same bound: its range search clips each end by at most 14 %
+  // and its steps are at most 2·max|x|·0.86/15, so the worst error is under (0.14 + 0.0573)·max|x| < max|x|/5.
   it.each([
-    [8, 32], [8, 64], [8, 128], [4, 32], [4, 64], [4, 128],
-  ] as const)('int%i with blocks of %i round-trips within its bound', (bits, block) => {
+    [8, 32, false], [8, 64, false], [8, 128, false], [4, 32, false], [4, 64, false], [4, 128, false], [4, 16, true], [4, 32, true], [4, 64, true], [4, 128, true],
+  ] as const)('int%i with blocks of %i (zero points: %s) round-trips within its bound', (bits, block, asymmetric) => {
     const rows = 7;
     const rowLength = 200; // not a multiple of any block: the last block of each row is padded
     const values = weights(rows * rowLength, bits * 1000 + block);
-    const q = quantizeRows(values, rows, rowLength, bits, block);
+    const q = quantizeRows(values, rows, rowLength, bits, block, asymmetric);
     const { blocks, padded } = blockLayout(rowLength, block);
     expect(q.data.length).toBe((rows * padded * bits) / 8);
     expect(q.scales.length).toBe(rows * blocks);
+    expect(q.zeroPoints?.length).toBe(asymmetric ? rows * Math.ceil(blocks / 2) : undefined);
     const back = dequantizeRows(q, rows, rowLength, bits, block);
     let worst = 0;
     for (let r = 0; r < rows; r++) {
@@ -64,6 +67,17 @@ describe('block-wise quantization', () => {
       for (let i = s; i < s + 64; i++) plain += ((Math.min(7, Math.max(-8, Math.round(values[i] / scale))) * scale) - values[i]) ** 2;
     }
     expect(q.error.sumSquaredError).toBeLessThan(plain);
+  });
+
+  it('with zero points: less squared error than symmetric on one-signed blocks, and zeros still restore exactly', () => {
+    const random = seededRandom(5);
+    const values = Float32Array.from({ length: 32 * 128 }, (_, i) => (i % 5 === 0 ? 0 : random() * 0.3)); // non-negative blocks
+    const symmetric = quantizeRows(values, 32, 128, 4, 32);
+    const asymmetric = quantizeRows(values, 32, 128, 4, 32, true);
+    // Symmetric spends the 8 negative levels on nothing here; the zero point moves them all into the block's range.
+    expect(asymmetric.error.sumSquaredError).toBeLessThan(symmetric.error.sumSquaredError / 2);
+    const back = dequantizeRows(asymmetric, 32, 128, 4, 32);
+    for (let i = 0; i < values.length; i += 5) expect(back[i]).toBe(0);
   });
 
   it('transposes', () => {

@@ -42,16 +42,18 @@ function outputError(x: Float64Array, positions: number, w: Float32Array, q: Flo
 }
 
 describe('GPTQ', () => {
-  it.each([[4, 32], [4, 64], [8, 64]] as const)('int%i block %i: less layer output error than rounding, same layout', (bits, block) => {
+  // With zero points (asymmetric), each block's scale and zero point come from the row as GPTQ has updated it so far.
+  it.each([[4, 32, false], [4, 64, false], [8, 64, false], [4, 32, true], [4, 64, true]] as const)('int%i block %i (zero points: %s): less layer output error than rounding, same layout', (bits, block, asymmetric) => {
     const k = 128;
     const rows = 24;
     const random = seededRandom(9);
     const w = Float32Array.from({ length: rows * k }, () => random() * 2 - 1);
     const { x, moment } = correlatedInputs(512, k, 3);
-    const rounded = quantizeRows(w, rows, k, bits, block);
-    const gptq = gptqQuantizeRows(w, rows, k, bits, block, moment);
+    const rounded = quantizeRows(w, rows, k, bits, block, asymmetric);
+    const gptq = gptqQuantizeRows(w, rows, k, bits, block, moment, asymmetric);
     expect(gptq.data.length).toBe(rounded.data.length);
     expect(gptq.scales.length).toBe(rounded.scales.length);
+    expect(gptq.zeroPoints?.length).toBe(rounded.zeroPoints?.length);
     const back = (q: typeof rounded): Float32Array => dequantizeRows(q, rows, k, bits, block);
     const gptqError = outputError(x, 512, w, back(gptq), rows, k);
     const roundedError = outputError(x, 512, w, back(rounded), rows, k);

@@ -20,24 +20,30 @@ async function floats(file: string, name: string): Promise<{ values: Float32Arra
 
 /**
  * Every quantized weight of a written fragment, dequantized, next to its source weight in the same layout; `worst`
- * is the largest error over the largest magnitude of its block, over all blocks.
+ * is the largest error over the largest magnitude of its block, over all blocks. Each weight's bits, block and zero
+ * points come from its name (`.q4b16a`: 4 bits, blocks of 16, zero points) and its `.zero_points` tensor.
  */
-export async function quantizedWeightErrors(fragmentFile: string, sourceFile: string, bits: 4 | 8, block: number): Promise<{ name: string; worst: number; relRms: number }[]> {
+export async function quantizedWeightErrors(fragmentFile: string, sourceFile: string): Promise<{ name: string; bits: number; worst: number; relRms: number }[]> {
   const doc = readModel(fragmentFile);
-  const out: { name: string; worst: number; relRms: number }[] = [];
+  const out: { name: string; bits: number; worst: number; relRms: number }[] = [];
   for (const w of doc.graph.initializer) {
-    const match = /^(.*?)(\.T)?\.q(\d)b(\d+)$/.exec(w.header.name ?? '');
+    const match = /^(.*?)(\.T)?\.q(\d)b(\d+)(a?)$/.exec(w.header.name ?? '');
     if (!match) continue;
-    const [, source, transposed] = match;
+    const [, source, transposed, bitsText, blockText, asymmetric] = match;
+    const bits = Number(bitsText) as 4 | 8;
+    const block = Number(blockText);
     const dims = (w.header.dims ?? []).map((d) => int64ToNumber(d));
     const data = new Uint8Array(await loadTensorBytes(w.bytes!));
     const scales = await floats(fragmentFile, `${w.header.name}.scales`);
+    const zeroPointWeight = doc.graph.initializer.find((x) => x.header.name === `${w.header.name}.zero_points`);
+    if (Boolean(asymmetric) !== Boolean(zeroPointWeight)) throw new Error(`${w.header.name}: zero points ${zeroPointWeight ? 'present' : 'missing'}`);
+    const zeroPoints = zeroPointWeight ? new Uint8Array(await loadTensorBytes(zeroPointWeight.bytes!)) : undefined;
     const original = await floats(sourceFile, source);
     const [a, b] = original.dims;
     const rows = dims[0];
     const rowLength = transposed ? a : b;
     const reference = transposed ? transpose(original.values, a, b) : original.values;
-    const back = dequantizeRows({ data, scales: scales.values, blocks: dims[1] }, rows, rowLength, bits, block);
+    const back = dequantizeRows({ data, scales: scales.values, blocks: dims[1], ...(zeroPoints ? { zeroPoints } : {}) }, rows, rowLength, bits, block);
     let worst = 0;
     let se = 0;
     let ss = 0;
@@ -56,7 +62,7 @@ export async function quantizedWeightErrors(fragmentFile: string, sourceFile: st
         if (amax > 0) worst = Math.max(worst, err / amax);
       }
     }
-    out.push({ name: w.header.name!, worst, relRms: Math.sqrt(se / ss) });
+    out.push({ name: w.header.name!, bits, worst, relRms: Math.sqrt(se / ss) });
   }
   return out;
 }

@@ -46,17 +46,27 @@ describe.each(Object.keys(MODELS))('builder model %s', (name) => {
     if (name === 'cnn') expect(manifest.fragments.some((f) => f.quantization!.replaced.Gemm)).toBe(true);
     // Each weight within its stated bound, read back from the written files.
     let checked = 0;
+    const stored: string[] = [];
     for (const f of manifest.fragments) {
-      const errors = await quantizedWeightErrors(path.join(out, f.file), files[name], q.bits, q.block);
+      const errors = await quantizedWeightErrors(path.join(out, f.file), files[name]);
       expect(errors.length).toBe(f.quantization!.weights);
+      stored.push(...errors.map((e) => e.name));
       for (const e of errors) {
-        expect(e.worst, e.name).toBeLessThanOrEqual(WEIGHT_BOUND[scheme] * (1 + 1e-5));
-        expect(e.relRms, e.name).toBeLessThan(RMS_BOUND[scheme]);
+        // int4's default stores the position table in int8 (scheme.ts): each weight is held to its own precision's bound.
+        const precision = e.bits === 8 ? 'int8' : 'int4';
+        expect(e.worst, e.name).toBeLessThanOrEqual(WEIGHT_BOUND[precision] * (1 + 1e-5));
+        expect(e.relRms, e.name).toBeLessThan(RMS_BOUND[precision]);
         checked++;
       }
       expect(f.quantization!.weightError.relRms).toBeLessThan(RMS_BOUND[scheme]);
     }
     expect(checked).toBeGreaterThan(0);
+    // int4's default: the head (the product that is `logits`) at block 32 with zero points, the gpt's position table in int8.
+    if (scheme === 'int4' && block === undefined) {
+      expect(record.roles).toEqual(q.roles);
+      expect(stored.filter((n) => n.endsWith('.q4b32a'))).toHaveLength(1);
+      if (name === 'gpt+kv') expect(stored.filter((n) => n.endsWith('.q8b128'))).toEqual(['model.embed_positions.weight.q8b128']);
+    } else expect(stored.every((n) => n.endsWith(`.q${q.bits}b${q.block}`))).toBe(true);
     // The chain ran on onnxruntime-node when fragmenting: finite output errors within the scheme's bound.
     const figures = record.figures!;
     expect(figures.outputs.map((o) => o.name)).toEqual(manifest.model.outputs.map((o) => o.name));
@@ -81,15 +91,14 @@ describe('the trained demo model', () => {
     const { manifest } = await fragmentModel(DEMO_TARGET, out, { parts: 2, quantize: { ...q, measure: { sequences: prompts.ids, sequenceSource: prompts.source } } });
     const lm = manifest.quantization!.figures!.languageModel!;
     expect(lm.positions).toBe(16 * 64);
-    // Retraining changes these figures; the bounds leave room (the bench measures the goals on more text). The
-    // 2400-step target is more sensitive to int4 than the 450-step one was: 0.897 here (block 64), 0.912 on the CLI's
-    // held-out windows, 0.930 with --block 32.
-    expect(lm.tokenAgreement).toBeGreaterThanOrEqual(scheme === 'int8' ? 0.97 : 0.85);
+    // Retraining changes these figures; the bounds leave room (the bench measures the goals on more text). Measured
+    // here: int4's per-role default 0.907 (uniform block 64: 0.897; the bench's 64 windows: 0.919 and 0.915).
+    expect(lm.tokenAgreement).toBeGreaterThanOrEqual(scheme === 'int8' ? 0.97 : 0.9);
     expect(Math.abs(lm.perplexityDelta) / lm.perplexity).toBeLessThan(scheme === 'int8' ? 0.01 : 0.05);
     expect(manifest.quantization!.weightBytes / manifest.quantization!.sourceWeightBytes).toBeLessThan(scheme === 'int8' ? 0.27 : 0.16);
     for (const f of manifest.fragments) {
-      for (const e of await quantizedWeightErrors(path.join(out, f.file), path.join(DEMO_TARGET, 'model.onnx'), q.bits, q.block)) {
-        expect(e.worst, e.name).toBeLessThanOrEqual(WEIGHT_BOUND[scheme] * (1 + 1e-5));
+      for (const e of await quantizedWeightErrors(path.join(out, f.file), path.join(DEMO_TARGET, 'model.onnx'))) {
+        expect(e.worst, e.name).toBeLessThanOrEqual(WEIGHT_BOUND[e.bits === 8 ? 'int8' : 'int4'] * (1 + 1e-5));
       }
     }
     const report = await verifyQuantized(out, { sequences: prompts });
@@ -124,9 +133,10 @@ describe('GPTQ on the trained demo model', () => {
     expect(record.weightBytes).toBe(rounded.manifest.quantization!.weightBytes);
     const lm = record.figures!.languageModel!;
     const rtn = rounded.manifest.quantization!.figures!.languageModel!;
-    // Measured: 0.897 rounded, GPTQ see docs/quantization.md; on the bench's 64 windows 0.915 → 0.942.
+    // Measured on these 16 windows with int4's per-role default: 0.907 rounded, 0.936 GPTQ (uniform block 64: 0.897,
+    // 0.924); on the bench's 64 windows 0.919 → 0.952 (docs/quantization.md).
     expect(lm.tokenAgreement).toBeGreaterThan(rtn.tokenAgreement + 0.01);
-    expect(lm.tokenAgreement).toBeGreaterThanOrEqual(0.92);
+    expect(lm.tokenAgreement).toBeGreaterThanOrEqual(0.925);
     expect(lm.perplexityDelta).toBeLessThan(rtn.perplexityDelta);
     const report = await verifyQuantized(out, { sequences: prompts });
     expect(report.mismatches).toEqual([]);
