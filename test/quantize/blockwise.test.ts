@@ -1,3 +1,7 @@
+/**
+ * Block-wise weight quantization (fragments/quantize/blockwise.ts): zero blocks exact, the int4 scale search and
+ * zero points lowering the squared error, transposition, and the scheme options.
+ */
 import { describe, expect, it } from 'vitest';
 import { blockLayout, dequantizeRows, quantizeRows, transpose } from '../../fragments/quantize/blockwise.js';
 import { resolveScheme } from '../../fragments/quantize/scheme.js';

@@ -1,3 +1,7 @@
+/**
+ * Suppliers advertise what they run: a signed capacity record carries its quantization schemes and wire encodings
+ * and reads back with them.
+ */
 import { describe, expect, it } from 'vitest';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';

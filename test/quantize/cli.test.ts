@@ -1,3 +1,7 @@
+/**
+ * `gridpipe model fragment --quantize` as a user runs it: bad options exit 2 with one line; the manifest's error
+ * figures are what a fresh `model verify` measures, and an edited figure fails verify.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';

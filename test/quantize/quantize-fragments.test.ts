@@ -1,3 +1,8 @@
+/**
+ * Quantized fragments on onnxruntime: each scheme within its stated bound on the builder's models and the trained
+ * demo model, GPTQ keeping more greedy tokens than rounding in the same bytes, and exporter-quantized models kept
+ * as they are.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';

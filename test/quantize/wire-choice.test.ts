@@ -1,3 +1,7 @@
+/**
+ * The client's wire encoding choice (policy/wire-encoding.ts): compress when transfer time dominates, fp16 when
+ * halving is enough, exact when asked, before the link is measured, on fast links and for one decode token.
+ */
 import { describe, expect, it } from 'vitest';
 import { chooseWireEncoding, type WireChoiceInput } from '../../policy/wire-encoding.js';
 

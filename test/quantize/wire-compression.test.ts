@@ -1,3 +1,7 @@
+/**
+ * Wire compression of activations (net/exec/wire-compression.ts): fp16 and int8 blocks within their bounds, exact
+ * half-precision conversions, refusals of malformed bytes, and compressed tensors inside exec frames.
+ */
 import { describe, expect, it } from 'vitest';
 import { compressWireTensor, decodeFloats, encodeFloats, encodedBytes, encodePalette, fromHalf, paletteBytes, toHalf, WIRE_ERROR_BOUND, WIRE_INT8_BLOCK, WIRE_PALETTE, WireEncoding } from '../../net/exec/wire-compression.js';
 import { encodeStepRequestFrame, ExecRequestType, toWireTensor } from '../../net/exec/codec.js';

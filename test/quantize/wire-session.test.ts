@@ -1,3 +1,7 @@
+/**
+ * Wire compression negotiated per exec session: both ends encode and decode, exact sessions stay exact, and an
+ * encoding the server does not run falls back to exact.
+ */
 import '../../net/polyfill.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
