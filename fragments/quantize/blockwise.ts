@@ -148,26 +148,34 @@ export function blockScale(values: ArrayLike<number>, start: number, end: number
 }
 
 /**
- * int4's scale for one block: of the candidates extreme/-8 · f and extreme/7 · f (f from 1 down to 0.8, so the
- * largest values may clip by up to a fifth), the one with the least squared error. Clipping a few outliers buys
- * finer steps for the rest of the block; llama.cpp searches its 4-bit scales the same way.
+ * int4's scale for one block: of the candidates extreme/-8 · f and extreme/7 · f (f from 1 down to 0.8), the one with
+ * the least squared error among those that restore every value of the block within a fifth of its largest magnitude
+ * (the stated bound). Clipping a few outliers buys finer steps for the rest of the block; llama.cpp searches its
+ * 4-bit scales the same way. The bound must be checked, not assumed: on the extreme/-8 side a value of the other
+ * sign as large as the extreme clips to 7 steps, M·(1 − 0.875 f) away, more than M/5 below f ≈ 0.91.
  */
 function bestInt4Scale(values: ArrayLike<number>, start: number, end: number, extreme: number): number {
-  let best = Math.fround(extreme / -8);
+  let best = Math.fround(extreme / -8); // within the bound: the extreme exact, an opposite one M/8 off, the rest half a step
   let bestError = Infinity;
   if (extreme === 0) return 0;
+  const limit = Math.abs(extreme) / 5;
   for (const base of [extreme / -8, extreme / 7]) {
     for (const f of INT4_SCALE_FACTORS) {
       const scale = Math.fround(base * f);
       const inverse = 1 / scale;
       let error = 0;
+      let within = true;
       for (let i = start; i < end && error < bestError; i++) {
         const v = values[i];
         const q = Math.min(7, Math.max(-8, Math.round(v * inverse)));
         const e = q * scale - v;
+        if (Math.abs(e) > limit) {
+          within = false;
+          break;
+        }
         error += e * e;
       }
-      if (error < bestError) {
+      if (within && error < bestError) {
         bestError = error;
         best = scale;
       }

@@ -60,6 +60,18 @@ describe('block-wise quantization', () => {
     expect(back[41]).toBe(0.375);
   });
 
+  it('int4 keeps the bound when a block holds both signs of its extreme (the search would clip one by 0.3 of it)', () => {
+    // +1 and -1 among multiples of 0.1: the scale 0.8/8 restores those exactly (less squared error than 1/8), but on
+    // the extreme/-8 side it clips -1 to 7 steps, 1 - 0.875 f away: over the bound for f below ~0.91 (0.3 here).
+    const block = 128;
+    const values = new Float32Array(block);
+    for (let i = 0; i < block; i++) values[i] = (((i * 5) % 15) - 7) / 10; // multiples of 0.1: exact on a 0.1 step, not on 0.125
+    values[3] = 1;
+    values[40] = -1;
+    const back = dequantizeRows(quantizeRows(values, 1, block, 4, block), 1, block, 4, block);
+    for (let i = 0; i < block; i++) expect(Math.abs(back[i] - values[i])).toBeLessThanOrEqual(1 / 5);
+  });
+
   it('searches int4 scales: less squared error than the plain max/-8 scale on outlier-heavy weights', () => {
     const values = weights(64 * 256, 77);
     const q = quantizeRows(values, 64, 256, 4, 64);
