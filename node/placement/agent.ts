@@ -7,8 +7,8 @@
  *   it in the record at once (joining: others count it before the download), then fetch and serve it.
  *   If a supplier with a lower peer id announced the very same span meanwhile, choose once more.
  * - `start()`: re-check at random intervals, uniform(0.5, 1.5) × checkEveryMs, with `shouldMove`. A
- *   move needs `confirmations` (2) checks in a row that agree on the target (scheduling.md §7, Petals
- *   #389). When several suppliers see the same gap, the one with the lowest peer id that could take it
+ *   move needs `confirmations` (2) checks in a row that agree on the target (Petals #389 and PR #493:
+ *   rebalancing on one stale reading oscillated). When several suppliers see the same gap, the one with the lowest peer id that could take it
  *   without uncovering anything goes first; the others yield (at most `maxYields` times in a row, in
  *   case that one runs no agent), and by their next check the gap is taken. Then the target is
  *   announced, the records are read again, and the move is abandoned if a fragment left behind would have
