@@ -181,8 +181,8 @@ const CASES: Record<string, Case[]> = {
   arbiter: [
     usage('invalid --referees', () => ['arbiter', '--referees', '0']),
     { what: 'no --wallet', args: () => ['arbiter', '--chain-config', at('chain.json'), '--once'], kind: 'bad-input', says: /--wallet/ },
-    { what: 'a chain config without a DisputeManager', args: () => ['arbiter', ...chain(), '--bootstrap', peer(), '--once'], kind: 'bad-input', says: /names no DisputeManager/ },
-    { what: 'unreachable RPC', args: () => ['arbiter', '--chain-config', at('chain-disputes.json'), '--wallet', at('wallet.json'), '--bootstrap', peer(), '--once'], kind: 'runtime', says: /no chain RPC answers|ECONNREFUSED/ },
+    { what: 'a chain config without a DisputeManager', args: () => ['arbiter', '--data', at('arbiter'), ...chain(), '--bootstrap', peer(), '--once'], kind: 'bad-input', says: /names no DisputeManager/ },
+    { what: 'unreachable RPC', args: () => ['arbiter', '--data', at('arbiter'), '--chain-config', at('chain-disputes.json'), '--wallet', at('wallet.json'), '--bootstrap', peer(), '--once'], kind: 'runtime', says: /no chain RPC answers|ECONNREFUSED/ },
   ],
   earnings: [
     usage('unknown flag', () => ['earnings', '--bogus']),

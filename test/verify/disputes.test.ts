@@ -107,13 +107,13 @@ describe('disputes end to end (anvil, paid supplier processes, GRIDPIPE_TEST_FAU
     // The arbiter service (`gridpipe arbiter`, its own key) re-runs the evidence on the grid's other hosts of the span and rules.
     const gatewayBefore = await chain.contracts.token.balanceOf(gatewayWallet.address);
     const arbiterKey = await keystoreOf(chain.wallets[9], path.join(tmp.dir, 'arbiter.json'));
-    const ruled = await runCli(['arbiter', '--chain-config', chain.configPath, '--wallet', arbiterKey, '--bootstrap', bootstrap, '--network', 'local', '--once', '--json'], { env: { GRIDPIPE_PASSPHRASE: PASSPHRASE } });
+    const ruled = await runCli(['arbiter', '--data', path.join(tmp.dir, 'arbiter'), '--chain-config', chain.configPath, '--wallet', arbiterKey, '--bootstrap', bootstrap, '--network', 'local', '--once', '--json'], { env: { GRIDPIPE_PASSPHRASE: PASSPHRASE } });
     expect(ruled.code, ruled.stderr.slice(-2000)).toBe(0);
     const { rulings } = JSON.parse(ruled.stdout.trim().split('\n').at(-1)!) as { rulings: { id: string; upheld: boolean; reason: string }[] };
     expect(rulings.map((r) => [r.id, r.upheld])).toEqual([[id.toString(), true]]);
     expect((await chain.contracts.disputeManager!.getDispute(id)).status).toBe(BigInt(DisputeStatus.Upheld));
     // The deployer is not the arbiter: it cannot resolve (the role is the service's).
-    const wrong = await runCli(['arbiter', '--chain-config', chain.configPath, '--wallet', await keystoreOf(chain.wallets[0], path.join(tmp.dir, 'owner.json')), '--bootstrap', bootstrap, '--once'], { env: { GRIDPIPE_PASSPHRASE: PASSPHRASE } });
+    const wrong = await runCli(['arbiter', '--data', path.join(tmp.dir, 'arbiter-deployer'), '--chain-config', chain.configPath, '--wallet', await keystoreOf(chain.wallets[0], path.join(tmp.dir, 'owner.json')), '--bootstrap', bootstrap, '--once'], { env: { GRIDPIPE_PASSPHRASE: PASSPHRASE } });
     expect(wrong.code).toBe(2);
     expect(wrong.stderr).toMatch(/is not the DisputeManager's arbiter/);
     const slash = await chain.contracts.disputeManager!.slashAmount();
