@@ -136,7 +136,7 @@ export function devnetCommand(): Command {
         gateway.child.on('exit', (code, signal) => { if (!stopping) say(`the gateway exited unexpectedly (${code ?? signal})`); });
         say(`      ${gateway.url}/v1 (${elapsed()})${gateway.explorer ? `; explorer ${gateway.explorer}` : ''}`);
         // The arbiter service resolves the disputes the gateway's verifier files (docs/verification.md).
-        const arbiter = await startArbiterProcess(['--chain-config', chain.configPath, '--wallet', chain.arbiter.keystore, '--bootstrap', first.address], env, logFile('arbiter'));
+        const arbiter = await startArbiterProcess(['--chain-config', chain.configPath, '--wallet', chain.arbiter.keystore, '--bootstrap', first.address, '--data', path.join(dir, 'arbiter')], env, logFile('arbiter'));
         children.push(arbiter.child);
         say(`      arbiter ${arbiter.address} resolves disputes (gridpipe arbiter)`);
 
