@@ -23,6 +23,16 @@ export interface QuantizedRows {
   error: QuantError;
 }
 
+/** The largest code of `bits`-wide levels (2^bits − 1). */
+export function topCode(bits: 4 | 8): number {
+  return bits === 8 ? 255 : 15;
+}
+
+/** The zero point the ops assume when none is stored (2^(bits−1)): symmetric blocks use it. */
+export function defaultZeroPoint(bits: 4 | 8): number {
+  return bits === 8 ? 128 : 8;
+}
+
 /** One block's levels: value = (q − zero) · scale for q in 0 … 2^bits − 1. */
 export interface BlockLevels { scale: number; zero: number }
 
@@ -63,7 +73,7 @@ export function quantizeRows(values: Float32Array, rows: number, rowLength: numb
   const data = new Uint8Array(rows * rowBytes);
   const scales = new Float32Array(rows * blocks);
   const error: QuantError = { count: rows * rowLength, sumSquaredError: 0, sumSquared: 0, maxAbsError: 0 };
-  const top = bits === 8 ? 255 : 15;
+  const top = topCode(bits);
   const zeroBytes = zeroPointRowBytes(blocks, bits);
   const zeroPoints = asymmetric ? new Uint8Array(rows * zeroBytes) : undefined;
   for (let r = 0; r < rows; r++) {
@@ -96,7 +106,7 @@ export function quantizeRows(values: Float32Array, rows: number, rowLength: numb
 
 /** One block's scale and zero point: symmetric (blockScale, the ops' default zero point) or asymmetric (bestAsymmetricLevels). */
 export function blockLevels(values: ArrayLike<number>, start: number, end: number, bits: 4 | 8, asymmetric: boolean): BlockLevels {
-  if (!asymmetric) return { scale: blockScale(values, start, end, bits), zero: bits === 8 ? 128 : 8 };
+  if (!asymmetric) return { scale: blockScale(values, start, end, bits), zero: defaultZeroPoint(bits) };
   return bestAsymmetricLevels(values, start, end, bits);
 }
 
@@ -107,7 +117,7 @@ export function blockLevels(values: ArrayLike<number>, start: number, end: numbe
  * reference implementation searches its min/max.
  */
 function bestAsymmetricLevels(values: ArrayLike<number>, start: number, end: number, bits: 4 | 8): BlockLevels {
-  const top = bits === 8 ? 255 : 15;
+  const top = topCode(bits);
   let min = 0;
   let max = 0;
   for (let i = start; i < end; i++) {
@@ -194,7 +204,7 @@ export function dequantizeRows(q: Pick<QuantizedRows, 'data' | 'scales' | 'block
   for (let r = 0; r < rows; r++) {
     for (let i = 0; i < rowLength; i++) {
       const b = Math.floor(i / block);
-      const zero = q.zeroPoints ? unpackCode(q.zeroPoints, r * zeroBytes, b, bits) : bits === 8 ? 128 : 8;
+      const zero = q.zeroPoints ? unpackCode(q.zeroPoints, r * zeroBytes, b, bits) : defaultZeroPoint(bits);
       out[r * rowLength + i] = (unpackCode(q.data, r * rowBytes, i, bits) - zero) * q.scales[r * q.blocks + b];
     }
   }

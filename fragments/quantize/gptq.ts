@@ -6,7 +6,7 @@
  * weighted by H's inverse, so errors along correlated inputs cancel. It needs no extra bytes and no graph change:
  * onnxruntime runs the same MatMulNBits. Each row is independent, so rows are processed one after another.
  */
-import { blockLayout, blockLevels, packCode, zeroPointRowBytes, type QuantError, type QuantizedRows } from './blockwise.js';
+import { blockLayout, blockLevels, packCode, topCode, zeroPointRowBytes, type QuantError, type QuantizedRows } from './blockwise.js';
 
 /**
  * A layer input's second moment: Σ xxᵀ over calibration positions (k × k, row-major), and how many positions.
@@ -33,7 +33,7 @@ export function gptqQuantizeRows(values: Float32Array, rows: number, rowLength: 
   const zeroBytes = zeroPointRowBytes(blocks, bits);
   const zeroPoints = asymmetric ? new Uint8Array(rows * zeroBytes) : undefined;
   const error: QuantError = { count: rows * rowLength, sumSquaredError: 0, sumSquared: 0, maxAbsError: 0 };
-  const top = bits === 8 ? 255 : 15;
+  const top = topCode(bits);
   const { upper, dead, lower } = inverseCholeskyFactor(moment, rowLength);
   const w = new Float64Array(rowLength);
   for (let r = 0; r < rows; r++) {
