@@ -9,6 +9,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ChainStepTrace, ServerStepTrace, StepTraceLine } from '../net/step-trace.js';
+import { median } from './stats.js';
 
 /** One chain step, split (ms). Per-server figures are in route order. */
 export interface ChainTokenSplit {
@@ -63,10 +64,6 @@ export function splitChainSteps(lines: readonly StepTraceLine[]): ChainTokenSpli
   return out;
 }
 
-const median = (v: number[]): number => {
-  const s = [...v].sort((a, b) => a - b);
-  return s.length ? s[Math.floor(s.length / 2)] : Number.NaN;
-};
 const sum = (v: number[]): number => v.reduce((a, b) => a + b, 0);
 
 /** The medians of a run's chain steps as bench metrics (per-server parts summed over the route), prefix `chain_trace_`. */
